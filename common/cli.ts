@@ -1,0 +1,227 @@
+/*
+ * cli.ts — the `postino` command (package.json bin → bin/postino.js → here).
+ *
+ *   postino up [--config F]                 forwarder + hosted + sink, one process each
+ *   postino forwarder|hosted|sink --config F   one component
+ *   postino forwarder status [--admin URL]  the forwarder's queue, readably
+ *   postino check-config F                  print every problem with its key path
+ *   postino dev-cert [--out DIR]            a development CA and localhost TLS pair
+ *
+ * The data folder is $POSTINO_DATA (default ./data); it is read here, once, and
+ * passed down. Exit status: 0 ok, 1 runtime failure, 2 bad usage or bad config.
+ * Signals: SIGINT/SIGTERM stop gracefully (stop accepting, finish in-flight
+ * transactions, close LevelDB); a second signal exits at once.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { startForwarder } from '../forwarder/forwarder.js';
+import { startHosted } from '../engine/hosted.js';
+import { startSink } from '../sink/capture-sink.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { createLogger } from './log.js';
+import type { Component, Runtime } from './runtime.js';
+import { ensureDevTls, ensureSecret, readSecret, secretsDir } from './secrets.js';
+
+const USAGE = `usage:
+  postino up [--config F]
+  postino forwarder [--config F]
+  postino forwarder status [--admin URL]
+  postino hosted [--config F]
+  postino sink [--config F]
+  postino check-config F
+  postino dev-cert [--out DIR]
+environment: POSTINO_DATA (data folder, default ./data)`;
+
+class UsageError extends Error {}
+
+type Role = 'forwarder' | 'hosted' | 'sink';
+
+function dataDirOf(env: NodeJS.ProcessEnv): string {
+  return path.resolve(env.POSTINO_DATA || './data');
+}
+
+function loadOrExit(file: string | undefined, overlay?: (raw: Record<string, unknown>) => Record<string, unknown>): Config {
+  try {
+    return loadConfig(file, overlay);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(e.report() + '\n');
+      process.exit(2);
+    }
+    throw e;
+  }
+}
+
+/** Runs components until SIGINT/SIGTERM, then closes them in reverse order. */
+function holdUntilSignal(components: Component[], log: Runtime['log']): void {
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ event: 'stopping', signal }, 'stopping: finishing in-flight transactions');
+    (async () => {
+      for (const c of [...components].reverse()) await c.close();
+    })().then(
+      () => {
+        log.info({ event: 'stopped' }, 'stopped');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+async function runRole(role: Role, configFile: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
+  const config = loadOrExit(configFile);
+  const dataDir = dataDirOf(env);
+  const log = createLogger(role, config.log.level);
+  const rt: Runtime = { config, dataDir, log, env };
+  let component: Component;
+  switch (role) {
+    case 'forwarder':
+      component = await startForwarder(rt);
+      break;
+    case 'hosted':
+      component = await startHosted(rt);
+      break;
+    case 'sink':
+      component = await startSink(config.sink, config.sink.dir ?? path.join(dataDir, 'sink'), log);
+      break;
+  }
+  holdUntilSignal([component], log);
+}
+
+/**
+ * `up`: secrets first (so the embedded defaults can point at them), then one
+ * child process per component with the same effective config. Children share
+ * our process group, so Ctrl-C reaches all of them; we wait for them to finish.
+ */
+async function up(configFile: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
+  const dataDir = dataDirOf(env);
+  fs.mkdirSync(dataDir, { recursive: true });
+  for (const s of ['admin-token', 'api-key', 'signing-key'] as const) ensureSecret(dataDir, s);
+  const tls = await ensureDevTls(secretsDir(dataDir));
+  // Embedded defaults of `up`: the forwarder trusts the dev CA that signed the listener's pair.
+  const config = loadOrExit(configFile, (raw) => {
+    const fwd = (raw.forwarder ?? {}) as Record<string, unknown>;
+    const relay = (fwd.relay ?? {}) as Record<string, unknown>;
+    return { ...raw, forwarder: { ...fwd, relay: { caFile: tls.caFile, serverName: 'localhost', ...relay } } };
+  });
+  const log = createLogger('up', config.log.level);
+  const runDir = path.join(dataDir, 'run');
+  fs.mkdirSync(runDir, { recursive: true });
+  const effective = path.join(runDir, 'up-config.json');
+  fs.writeFileSync(effective, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
+
+  const self = fileURLToPath(import.meta.url);
+  const children = new Map<Role, ChildProcess>();
+  let stopping = false;
+  const stopAll = (signal: NodeJS.Signals): void => {
+    stopping = true;
+    for (const c of children.values()) if (c.exitCode === null) c.kill(signal);
+  };
+  const exited: Promise<number>[] = [];
+  for (const role of ['sink', 'hosted', 'forwarder'] as const) {
+    const child = spawn(process.execPath, [...process.execArgv, self, role, '--config', effective], { stdio: 'inherit', env: { ...env, POSTINO_DATA: dataDir } });
+    children.set(role, child);
+    exited.push(
+      new Promise((resolve) =>
+        child.on('exit', (code, signal) => {
+          if (!stopping) {
+            log.error({ role, code, signal }, `${role} exited unexpectedly; stopping the others`);
+            stopAll('SIGTERM');
+          }
+          resolve(code ?? 1);
+        }),
+      ),
+    );
+  }
+  log.info({ event: 'up', dataDir, pids: Object.fromEntries([...children].map(([r, c]) => [r, c.pid])) }, 'postino up: forwarder smtp 2525 → listener 2587 → engine → sink 2600 (see the listening lines)');
+  // On a terminal Ctrl-C reaches the children directly (same process group); forward for `kill <pid>`.
+  process.on('SIGINT', () => stopAll('SIGINT'));
+  process.on('SIGTERM', () => stopAll('SIGTERM'));
+  const codes = await Promise.all(exited);
+  process.exit(stopping && codes.every((c) => c === 0) ? 0 : 1);
+}
+
+async function forwarderStatus(adminUrl: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
+  const dataDir = dataDirOf(env);
+  const token = env.POSTINO_ADMIN_TOKEN ?? readSecret(dataDir, 'admin-token');
+  if (!token) throw new UsageError(`no admin token: set POSTINO_ADMIN_TOKEN or run from where ${secretsDir(dataDir)} exists`);
+  const base = adminUrl ?? 'http://127.0.0.1:8025';
+  const res = await fetch(new URL('/status', base), { headers: { authorization: `Bearer ${token}` } });
+  if (!res.ok) throw new Error(`${base}: HTTP ${res.status} ${await res.text()}`);
+  const s = (await res.json()) as Record<string, unknown>;
+  const rows = Object.entries(s).map(([k, v]) => `${k.padEnd(18)} ${String(v)}`);
+  process.stdout.write(rows.join('\n') + '\n');
+}
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      admin: { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [cmd, sub] = positionals;
+  if (values.help || !cmd) {
+    process.stdout.write(USAGE + '\n');
+    if (!cmd && !values.help) process.exitCode = 2;
+    return;
+  }
+  switch (cmd) {
+    case 'up':
+      return up(values.config, env);
+    case 'forwarder':
+      if (sub === 'status') return forwarderStatus(values.admin, env);
+      if (sub !== undefined) throw new UsageError(`unknown forwarder command "${sub}"`);
+      return runRole('forwarder', values.config, env);
+    case 'hosted':
+    case 'sink':
+      if (sub !== undefined) throw new UsageError(`unknown ${cmd} command "${sub}"`);
+      return runRole(cmd, values.config, env);
+    case 'check-config': {
+      const file = sub ?? values.config;
+      if (!file) throw new UsageError('check-config needs a file');
+      loadOrExit(file);
+      process.stdout.write(`${file}: ok\n`);
+      return;
+    }
+    case 'dev-cert': {
+      const p = await ensureDevTls(values.out ?? secretsDir(dataDirOf(env)));
+      process.stdout.write(`CA:   ${p.caFile}\ncert: ${p.certFile}\nkey:  ${p.keyFile}\n`);
+      return;
+    }
+    default:
+      throw new UsageError(`unknown command "${cmd}"`);
+  }
+}
+
+export function run(): void {
+  main(process.argv.slice(2), process.env).catch((e: unknown) => {
+    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`postino: ${(e as Error).message}\n${USAGE}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`postino: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  });
+}
+
+// Started directly (as `up` does for its children) rather than through bin/postino.js.
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) run();

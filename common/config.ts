@@ -1,0 +1,270 @@
+/*
+ * config.ts — the one configuration schema of every Postino process.
+ *
+ * A process reads one JSON file (`--config F`); every key has a default, so an
+ * empty file (or none) is a valid configuration. Validation reports every
+ * problem at once, each with its key path (`forwarder.smtp.port: …`), and the
+ * CLI exits with status 2 before anything binds. The validated object is
+ * deep-frozen and passed down; nothing else reads files or the environment for
+ * configuration.
+ *
+ * Side effects: `loadConfig` reads the file and stats the TLS/CA files it names.
+ *
+ * Sections: `log`, `forwarder`, `listener`, `engine`, `delivery`, `http`, `sink`.
+ * Each process uses the sections of its own stage; `postino up` uses them all.
+ * Defaults are the ports of DESIGN.md, all on loopback.
+ */
+import fs from 'node:fs';
+import { z } from 'zod';
+import { parseCidr } from './cidr.js';
+
+const MB = 1024 * 1024;
+/** RFC 5321 4.5.3.1.8 asks for at least 100 recipients; 1000 fits a mailing to a small list. */
+const DEFAULT_MAX_RECIPIENTS = 1000;
+/** Most providers cap a message at 25 MB (Gmail, Outlook); larger mail would bounce downstream anyway. */
+const DEFAULT_MAX_SIZE = 25 * MB;
+
+const port = z.number().int().min(0, 'a port is 0..65535').max(65535, 'a port is 0..65535');
+const host = z.string().min(1);
+const cidr = z.string().superRefine((v, ctx) => {
+  const r = parseCidr(v);
+  if (typeof r === 'string') ctx.addIssue({ code: 'custom', message: r });
+});
+/** A file the process must read at start: checked here so the report names the key. */
+const existingFile = z.string().superRefine((v, ctx) => {
+  if (!fs.existsSync(v)) ctx.addIssue({ code: 'custom', message: `file "${v}" does not exist` });
+  else if (!fs.statSync(v).isFile()) ctx.addIssue({ code: 'custom', message: `"${v}" is not a file` });
+});
+const positiveInt = z.number().int().positive();
+const seconds = z.number().nonnegative();
+const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+/** `smtp://host:port` (STARTTLS when offered/required) or `smtps://host:port` (implicit TLS). */
+const smtpUrl = z.string().superRefine((v, ctx) => {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a URL like smtp://127.0.0.1:2587` });
+    return;
+  }
+  if (u.protocol !== 'smtp:' && u.protocol !== 'smtps:')
+    ctx.addIssue({ code: 'custom', message: `"${v}" must use smtp:// or smtps://` });
+  if (u.port !== '' && Number(u.port) > 65535) ctx.addIssue({ code: 'custom', message: `"${v}" has a port above 65535` });
+});
+
+const tlsFiles = z
+  .object({
+    /** PEM certificate chain; null = the development pair under <data>/secrets/. */
+    certFile: existingFile.nullable().default(null),
+    keyFile: existingFile.nullable().default(null),
+  })
+  .strict();
+
+const smtpIntake = {
+  host: host.default('127.0.0.1'),
+  /** Largest message accepted (bytes); advertised as SIZE (RFC 1870). */
+  maxSize: positiveInt.default(DEFAULT_MAX_SIZE),
+  maxRecipients: positiveInt.default(DEFAULT_MAX_RECIPIENTS),
+  /**
+   * Milliseconds before the 220 greeting for clients outside `trustedNetworks`:
+   * an early talker (a spam bot) is refused. Clients we trust get no delay,
+   * which is what lets one-message-per-connection apps exceed ~10 msg/s.
+   */
+  greetingDelayMs: z.number().int().min(0).max(30_000).default(100),
+  trustedNetworks: z.array(cidr).default(['127.0.0.0/8', '::1/128']),
+  /** Seconds an idle SMTP session is kept (RFC 5321 4.5.3.2.7 suggests 5 minutes). */
+  idleTimeoutSeconds: seconds.default(300),
+};
+
+const forwarder = z
+  .object({
+    smtp: z
+      .object({
+        ...smtpIntake,
+        port: port.default(2525),
+        /** Only these networks may submit; never an open relay (DESIGN guarantee 2). */
+        allowNetworks: z.array(cidr).default(['127.0.0.0/8', '::1/128']),
+      })
+      .strict()
+      .prefault({}),
+    admin: z
+      .object({
+        host: host.default('127.0.0.1'),
+        port: port.default(8025),
+        /** Name of an environment variable holding the bearer token; null = <data>/secrets/admin-token. */
+        tokenEnv: z.string().nullable().default(null),
+      })
+      .strict()
+      .prefault({}),
+    relay: z
+      .object({
+        /** Hosted listeners, tried in order (failover). */
+        urls: z.array(smtpUrl).min(1).default(['smtp://127.0.0.1:2587']),
+        /** Refuse to relay without STARTTLS: the hop crosses the internet. */
+        requireTls: z.boolean().default(true),
+        /** Verify the listener's certificate; only a lab setup turns this off. */
+        verifyCertificate: z.boolean().default(true),
+        /** Extra CA (PEM) to trust, e.g. the dev CA of `postino dev-cert`; null = system CAs. */
+        caFile: existingFile.nullable().default(null),
+        /** Server name expected in the listener certificate; null = the URL's host. */
+        serverName: z.string().nullable().default(null),
+        maxConnections: positiveInt.default(4),
+        messagesPerConnection: positiveInt.default(100),
+        /** Seconds to wait for any single SMTP step upstream before treating it as a failure. */
+        timeoutSeconds: seconds.default(60),
+      })
+      .strict()
+      .prefault({}),
+    retry: z
+      .object({
+        /** Seconds to wait before each retry; the last entry repeats. Postfix: 5 min doubling to 1 h. */
+        scheduleSeconds: z.array(seconds).min(1).default([300, 600, 1200, 2400, 3600]),
+        /** Give up (bounce) after this many seconds in the spool; Postfix's maximal_queue_lifetime is 5 days. */
+        maxAgeSeconds: seconds.default(5 * 24 * 3600),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+  .prefault({});
+
+const listener = z
+  .object({
+    ...smtpIntake,
+    port: port.default(2587),
+    /** Networks that may connect at all (per-account lists arrive with the listener issue). */
+    allowNetworks: z.array(cidr).default(['127.0.0.1/32', '::1/128']),
+    tls: tlsFiles.prefault({}),
+    requireTls: z.boolean().default(true),
+  })
+  .strict()
+  .prefault({});
+
+const engine = z
+  .object({
+    /** Host name written into the Received: header the engine adds. */
+    hostname: host.default('postino.localhost'),
+    /** Messages rewrapped concurrently. */
+    concurrency: positiveInt.default(4),
+  })
+  .strict()
+  .prefault({});
+
+const delivery = z
+  .object({
+    /** MTA cluster relays; the default is the built-in capture sink. */
+    relays: z.array(smtpUrl).min(1).default(['smtp://127.0.0.1:2600']),
+    /** Our own sink and a local Postfix offer no certificate worth verifying. */
+    verifyCertificate: z.boolean().default(false),
+    maxConnections: positiveInt.default(4),
+    messagesPerConnection: positiveInt.default(100),
+    timeoutSeconds: seconds.default(60),
+    retryScheduleSeconds: z.array(seconds).min(1).default([60, 300, 900, 1800, 3600]),
+    maxAgeSeconds: seconds.default(3 * 24 * 3600),
+  })
+  .strict()
+  .prefault({});
+
+const http = z
+  .object({
+    host: host.default('127.0.0.1'),
+    port: port.default(8080),
+    /** Name of an environment variable holding the API key; null = <data>/secrets/api-key. */
+    apiKeyEnv: z.string().nullable().default(null),
+  })
+  .strict()
+  .prefault({});
+
+const sink = z
+  .object({
+    host: host.default('127.0.0.1'),
+    port: port.default(2600),
+    maxSize: positiveInt.default(DEFAULT_MAX_SIZE + MB),
+    /** Where .eml/.json pairs go; null = <data>/sink. */
+    dir: z.string().nullable().default(null),
+  })
+  .strict()
+  .prefault({});
+
+export const configSchema = z
+  .object({
+    log: z.object({ level: logLevel.default('info') }).strict().prefault({}),
+    forwarder,
+    listener,
+    engine,
+    delivery,
+    http,
+    sink,
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type ForwarderConfig = Config['forwarder'];
+export type ListenerConfig = Config['listener'];
+export type EngineConfig = Config['engine'];
+export type DeliveryConfig = Config['delivery'];
+export type SinkConfig = Config['sink'];
+
+export interface ConfigProblem {
+  path: string;
+  message: string;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly source: string,
+    readonly problems: ConfigProblem[],
+  ) {
+    super(`${source}: ${problems.length} problem(s) in configuration`);
+  }
+
+  report(): string {
+    const lines = this.problems.map((p) => `  ${p.path || '(top level)'}: ${p.message}`);
+    return `${this.source}: ${this.problems.length} configuration problem${this.problems.length === 1 ? '' : 's'}\n${lines.join('\n')}`;
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+function formatIssue(issue: z.core.$ZodIssue): ConfigProblem[] {
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((k) => ({ path: [...issue.path, k].join('.'), message: 'unknown key' }));
+  }
+  return [{ path: issue.path.join('.'), message: issue.message }];
+}
+
+/** Validates a parsed JSON value; throws ConfigError listing every problem. */
+export function parseConfig(raw: unknown, source = 'config'): Config {
+  const result = configSchema.safeParse(raw ?? {});
+  if (!result.success) throw new ConfigError(source, result.error.issues.flatMap(formatIssue));
+  return deepFreeze(result.data);
+}
+
+/** Reads and validates a config file; a missing path means "all defaults". */
+export function loadConfig(file: string | undefined, overlay?: (raw: Record<string, unknown>) => Record<string, unknown>): Config {
+  let raw: Record<string, unknown> = {};
+  const source = file ?? 'built-in defaults';
+  if (file) {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new ConfigError(source, [{ path: '', message: `cannot read: ${(e as Error).message}` }]);
+    }
+    try {
+      raw = JSON.parse(text) as Record<string, unknown>;
+    } catch (e) {
+      throw new ConfigError(source, [{ path: '', message: `not valid JSON: ${(e as Error).message}` }]);
+    }
+    if (!raw || typeof raw !== 'object' || Array.isArray(raw))
+      throw new ConfigError(source, [{ path: '', message: 'the file must hold a JSON object' }]);
+  }
+  return parseConfig(overlay ? overlay(raw) : raw, source);
+}

@@ -1,0 +1,412 @@
+/*
+ * durable-queue.ts — the queue every stage uses (forwarder spool, engine intake,
+ * delivery): enqueue durably, lease with a visibility timeout, ack, nack with a
+ * new due time.
+ *
+ * Guarantee (DESIGN.md 1): `enqueue` resolves only after a LevelDB batch written
+ * with `sync: true` (group-committed, see store.ts) holds the message; the
+ * caller answers `250` after that and not before.
+ *
+ * Where bodies live, and why:
+ *   - Bodies up to `inlineMaxBytes` (default 256 KiB) are LevelDB values written
+ *     in the same synced batch as the metadata. Transactional mail is almost all
+ *     small (2–50 KB), and this way one fsync of the LevelDB log commits a whole
+ *     group of messages: group commit only works if the body rides in the batch.
+ *   - Larger bodies are streamed to a file under blobs/ as they arrive, fsynced,
+ *     and referenced from the metadata. A 25 MB attachment is therefore never
+ *     held in memory (at most `inlineMaxBytes` per message in flight), and it
+ *     never passes through LevelDB's memtable, log and compactions, which would
+ *     rewrite it several times and stall every other writer.
+ *   The memory bound is concurrency × inlineMaxBytes; bodies are read back as
+ *   streams (`openBody`) so delivery does not load them either.
+ *
+ * Keys (one key range per queue name, all in the stage's one database):
+ *   q!<queue>!m!<id>                 metadata record (JSON)
+ *   q!<queue>!b!<id>                 inline body bytes
+ *   q!<queue>!d!<due ms, 15 digits>!<id>   due index: iteration order = due order
+ * A lease moves the due entry to now + visibility timeout (the SQS model), so an
+ * expired lease makes the message due again with no sweeper, and the next due
+ * time is one key seek away: retries and scheduled sends wait on a timer, never
+ * by polling every key. On open, every message leased before a crash is made due
+ * at once ("in flight at the crash are retried").
+ *
+ * Side effects: LevelDB writes, blob files.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { TooLargeError, writeFileSynced } from './fsync.js';
+import type { BatchOp, Store } from './store.js';
+
+/** 256 KiB: above typical transactional mail, far below LevelDB's comfortable value size. */
+export const DEFAULT_INLINE_MAX_BYTES = 256 * 1024;
+/** Width of the zero-padded due time in keys: ms timestamps stay 13 digits until year 2286. */
+const DUE_WIDTH = 15;
+
+export type BodyRef = { kind: 'inline'; size: number } | { kind: 'file'; name: string; size: number };
+
+export interface QueueRecord<M> {
+  id: string;
+  enqueuedAt: number;
+  due: number;
+  attempts: number;
+  /** > 0 while leased: the time the lease expires. */
+  leasedUntil: number;
+  meta: M;
+  body: BodyRef;
+}
+
+/** A message whose body is on disk (inline bytes held, or file fsynced) but not yet committed. */
+export interface Prepared<M> {
+  record: QueueRecord<M>;
+  ops: BatchOp[];
+  /** Removes a written blob file when the message is not committed after all. */
+  discard(): Promise<void>;
+}
+
+export interface EnqueueInput<M> {
+  meta: M;
+  body: Buffer | Readable;
+  due?: number;
+  id?: string;
+  /** Stop reading and fail when the body exceeds this many bytes. */
+  maxBytes?: number;
+}
+
+export { TooLargeError as BodyTooLargeError };
+
+let idCounter = 0;
+/** Queue ids: time-ordered, unique per process and across restarts (random suffix). */
+export function newQueueId(now = Date.now()): string {
+  idCounter = (idCounter + 1) % 46656;
+  return now.toString(36).toUpperCase().padStart(9, '0') + idCounter.toString(36).toUpperCase().padStart(3, '0') + randomBytes(4).toString('hex').toUpperCase();
+}
+
+function padDue(due: number): string {
+  return Math.max(0, Math.floor(due)).toString().padStart(DUE_WIDTH, '0');
+}
+
+export interface QueueOptions {
+  inlineMaxBytes?: number;
+  clock?: () => number;
+}
+
+export class DurableQueue<M> {
+  private readonly prefix: string;
+  private readonly inlineMax: number;
+  private readonly now: () => number;
+  private readonly leases = new Map<string, number>();
+  private waiters: Array<() => void> = [];
+  private leaseChain: Promise<unknown> = Promise.resolve();
+  private _size = 0;
+
+  private constructor(
+    readonly store: Store,
+    readonly name: string,
+    opts: QueueOptions,
+  ) {
+    this.prefix = `q!${name}!`;
+    this.inlineMax = opts.inlineMaxBytes ?? DEFAULT_INLINE_MAX_BYTES;
+    this.now = opts.clock ?? Date.now;
+  }
+
+  /** Opens the queue: counts messages and returns crashed leases to the due index. */
+  static async open<M>(store: Store, name: string, opts: QueueOptions = {}): Promise<DurableQueue<M>> {
+    const q = new DurableQueue<M>(store, name, opts);
+    await q.recover();
+    return q;
+  }
+
+  get size(): number {
+    return this._size;
+  }
+
+  private mKey(id: string): string {
+    return `${this.prefix}m!${id}`;
+  }
+  private bKey(id: string): string {
+    return `${this.prefix}b!${id}`;
+  }
+  private dKey(due: number, id: string): string {
+    return `${this.prefix}d!${padDue(due)}!${id}`;
+  }
+
+  private async recover(): Promise<void> {
+    const now = this.now();
+    const ops: BatchOp[] = [];
+    let count = 0;
+    for await (const [, value] of this.store.db.iterator({ gte: `${this.prefix}m!`, lt: `${this.prefix}m~` })) {
+      count++;
+      const rec = JSON.parse(value.toString('utf8')) as QueueRecord<M>;
+      if (rec.leasedUntil > 0) {
+        ops.push({ type: 'del', key: this.dKey(rec.due, rec.id) });
+        rec.due = now;
+        rec.leasedUntil = 0;
+        ops.push(...this.recordOps(rec));
+      }
+    }
+    this._size = count;
+    await this.store.commit(ops, { sync: true });
+  }
+
+  private recordOps(rec: QueueRecord<M>): BatchOp[] {
+    return [
+      { type: 'put', key: this.mKey(rec.id), value: Buffer.from(JSON.stringify(rec)) },
+      { type: 'put', key: this.dKey(rec.due, rec.id), value: Buffer.alloc(0) },
+    ];
+  }
+
+  /**
+   * Writes the body (inline buffer or fsynced file) and returns the batch ops
+   * that will enqueue it; nothing is visible until those ops are committed.
+   */
+  async prepare(input: EnqueueInput<M>): Promise<Prepared<M>> {
+    const id = input.id ?? newQueueId(this.now());
+    const now = this.now();
+    const limit = input.maxBytes ?? Infinity;
+    let body: BodyRef;
+    let inline: Buffer | undefined;
+    if (Buffer.isBuffer(input.body)) {
+      if (input.body.length > limit) throw new TooLargeError(limit);
+      if (input.body.length <= this.inlineMax) {
+        body = { kind: 'inline', size: input.body.length };
+        inline = input.body;
+      } else {
+        body = await this.writeBlob(id, Readable.from([input.body]), limit);
+      }
+    } else {
+      const r = await this.readSmallOrSpill(id, input.body, limit);
+      body = r.body;
+      inline = r.inline;
+    }
+    const record: QueueRecord<M> = {
+      id,
+      enqueuedAt: now,
+      due: input.due ?? now,
+      attempts: 0,
+      leasedUntil: 0,
+      meta: input.meta,
+      body,
+    };
+    const ops = this.recordOps(record);
+    if (inline) ops.push({ type: 'put', key: this.bKey(id), value: inline });
+    const store = this.store;
+    return {
+      record,
+      ops,
+      discard: async () => {
+        if (body.kind === 'file') await store.removeBlob(body.name);
+      },
+    };
+  }
+
+  /** Buffers up to inlineMax bytes; past that, spills everything to a blob file. */
+  private async readSmallOrSpill(id: string, stream: Readable, limit: number): Promise<{ body: BodyRef; inline?: Buffer }> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const it = stream[Symbol.asyncIterator]();
+    for (;;) {
+      const { value, done } = (await it.next()) as IteratorResult<Buffer>;
+      if (done) break;
+      size += value.length;
+      chunks.push(value);
+      if (size > limit) {
+        stream.destroy();
+        throw new TooLargeError(limit);
+      }
+      if (size > this.inlineMax) {
+        const rest = Readable.from(
+          (async function* () {
+            yield* chunks;
+            for (;;) {
+              const n = (await it.next()) as IteratorResult<Buffer>;
+              if (n.done) return;
+              yield n.value;
+            }
+          })(),
+        );
+        return { body: await this.writeBlob(id, rest, limit) };
+      }
+    }
+    const inline = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+    return { body: { kind: 'inline', size }, inline };
+  }
+
+  private async writeBlob(id: string, source: Readable, limit: number): Promise<BodyRef> {
+    const name = `${this.name}-${id}`;
+    const size = await writeFileSynced(this.store.blobPath(name), source, limit);
+    this.store.markBlobCreated();
+    return { kind: 'file', name, size };
+  }
+
+  /** Makes prepared messages visible; with `sync` (the default) durably. */
+  async commitPrepared(prepared: Prepared<M>[], extraOps: BatchOp[] = [], sync = true): Promise<void> {
+    await this.store.commit([...prepared.flatMap((p) => p.ops), ...extraOps], { sync });
+    this.added(prepared.length);
+  }
+
+  /** Called by whoever committed `prepare` ops for this queue through another queue's batch. */
+  added(n: number): void {
+    this._size += n;
+    if (n > 0) this.wake();
+  }
+
+  async enqueue(input: EnqueueInput<M>): Promise<QueueRecord<M>> {
+    const p = await this.prepare(input);
+    try {
+      await this.commitPrepared([p]);
+    } catch (e) {
+      await p.discard();
+      throw e;
+    }
+    return p.record;
+  }
+
+  /**
+   * Leases up to `max` due messages for `visibilityMs`. Until acked or nacked,
+   * they are invisible; after the timeout they are due again.
+   */
+  lease(max: number, visibilityMs: number): Promise<QueueRecord<M>[]> {
+    // Serialized so two callers never lease the same message.
+    const run = this.leaseChain.then(() => this.leaseNow(max, visibilityMs));
+    this.leaseChain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async leaseNow(max: number, visibilityMs: number): Promise<QueueRecord<M>[]> {
+    const now = this.now();
+    const keys: string[] = [];
+    for await (const key of this.store.db.keys({ gte: `${this.prefix}d!`, lt: `${this.prefix}d!${padDue(now + 1)}`, limit: max })) {
+      keys.push(key);
+    }
+    if (keys.length === 0) return [];
+    const ids = keys.map((k) => k.slice(k.lastIndexOf('!') + 1));
+    const values = await this.store.db.getMany(ids.map((id) => this.mKey(id)));
+    const ops: BatchOp[] = [];
+    const out: QueueRecord<M>[] = [];
+    const until = now + visibilityMs;
+    values.forEach((v, i) => {
+      const key = keys[i]!;
+      if (!v) {
+        ops.push({ type: 'del', key }); // index entry without record: left by a crash mid-removal
+        return;
+      }
+      const rec = JSON.parse(v.toString('utf8')) as QueueRecord<M>;
+      ops.push({ type: 'del', key });
+      rec.due = until;
+      rec.leasedUntil = until;
+      rec.attempts++;
+      ops.push(...this.recordOps(rec));
+      this.leases.set(rec.id, until);
+      out.push(rec);
+    });
+    await this.store.commit(ops, { sync: false });
+    return out;
+  }
+
+  /** Still ours? False when the visibility timeout expired and the message may be leased again. */
+  holds(rec: QueueRecord<M>): boolean {
+    return this.leases.get(rec.id) === rec.leasedUntil;
+  }
+
+  /** Ops that remove a leased message; commit them together with whatever replaced it. */
+  removeOps(rec: QueueRecord<M>): BatchOp[] {
+    const ops: BatchOp[] = [
+      { type: 'del', key: this.mKey(rec.id) },
+      { type: 'del', key: this.dKey(rec.due, rec.id) },
+    ];
+    if (rec.body.kind === 'inline') ops.push({ type: 'del', key: this.bKey(rec.id) });
+    return ops;
+  }
+
+  /** Completes a removal done through `removeOps`: forgets the lease, deletes the blob file. */
+  async removed(rec: QueueRecord<M>): Promise<void> {
+    this.leases.delete(rec.id);
+    this._size--;
+    if (rec.body.kind === 'file') await this.store.removeBlob(rec.body.name);
+  }
+
+  /** Done with a message: delete it. `extraOps` commit in the same batch (e.g. the next stage's enqueue). */
+  async ack(rec: QueueRecord<M>, extraOps: BatchOp[] = [], sync = false): Promise<boolean> {
+    if (!this.holds(rec)) return false;
+    await this.store.commit([...this.removeOps(rec), ...extraOps], { sync });
+    await this.removed(rec);
+    return true;
+  }
+
+  /** Gives a leased message back, due at `due`, optionally with updated metadata. */
+  async nack(rec: QueueRecord<M>, due: number, meta?: M): Promise<boolean> {
+    if (!this.holds(rec)) return false;
+    const next: QueueRecord<M> = { ...rec, due, leasedUntil: 0, meta: meta ?? rec.meta };
+    await this.store.commit([{ type: 'del', key: this.dKey(rec.due, rec.id) }, ...this.recordOps(next)], { sync: false });
+    this.leases.delete(rec.id);
+    this.wake();
+    return true;
+  }
+
+  /** The body as a stream (file bodies are never loaded whole). */
+  async openBody(rec: QueueRecord<M>): Promise<Readable> {
+    if (rec.body.kind === 'file') return fs.createReadStream(this.store.blobPath(rec.body.name));
+    return Readable.from([await this.readInline(rec)]);
+  }
+
+  /** The whole body in memory: only for small bodies or tests. */
+  async readBody(rec: QueueRecord<M>): Promise<Buffer> {
+    if (rec.body.kind === 'inline') return this.readInline(rec);
+    return fsp.readFile(this.store.blobPath(rec.body.name));
+  }
+
+  private async readInline(rec: QueueRecord<M>): Promise<Buffer> {
+    const v = await this.store.db.get(this.bKey(rec.id));
+    if (!v) throw new Error(`queue ${this.name}: body of ${rec.id} is missing`);
+    return v;
+  }
+
+  async get(id: string): Promise<QueueRecord<M> | undefined> {
+    const v = await this.store.db.get(this.mKey(id));
+    return v ? (JSON.parse(v.toString('utf8')) as QueueRecord<M>) : undefined;
+  }
+
+  /** Due time of the earliest message (leased ones included: their lease expiry). */
+  async nextDue(): Promise<number | undefined> {
+    for await (const key of this.store.db.keys({ gte: `${this.prefix}d!`, lt: `${this.prefix}d~`, limit: 1 })) {
+      return Number(key.slice(this.prefix.length + 2, this.prefix.length + 2 + DUE_WIDTH));
+    }
+    return undefined;
+  }
+
+  /** Iterates every record (for status pages and admin listings). */
+  async *records(): AsyncGenerator<QueueRecord<M>> {
+    for await (const [, v] of this.store.db.iterator({ gte: `${this.prefix}m!`, lt: `${this.prefix}m~` })) {
+      yield JSON.parse(v.toString('utf8')) as QueueRecord<M>;
+    }
+  }
+
+  /**
+   * Resolves when something may be due: an enqueue/nack in this process, the
+   * earliest due time, or `maxWaitMs`, whichever is first.
+   */
+  async waitForWork(maxWaitMs: number, signal?: AbortSignal): Promise<void> {
+    const next = await this.nextDue();
+    const wait = next === undefined ? maxWaitMs : Math.min(maxWaitMs, Math.max(0, next - this.now()));
+    if (wait === 0 || signal?.aborted) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        this.waiters = this.waiters.filter((w) => w !== done);
+        resolve();
+      };
+      const timer = setTimeout(done, wait);
+      this.waiters.push(done);
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  private wake(): void {
+    const ws = this.waiters;
+    this.waiters = [];
+    for (const w of ws) w();
+  }
+}

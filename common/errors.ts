@@ -1,0 +1,67 @@
+/*
+ * errors.ts — the closed set of errors Postino raises, each carrying the SMTP
+ * reply (basic code + RFC 3463 enhanced status) or HTTP status it becomes.
+ *
+ * Standards: RFC 5321 4.2 (reply codes), RFC 3463 (enhanced status codes).
+ * Side effects: none. The edge (an SMTP session, an HTTP route) turns these
+ * into wire replies; nothing upstream matches on message strings.
+ */
+
+export type ErrorCode =
+  | 'NOT_ALLOWED_NETWORK'
+  | 'TOO_MANY_CONNECTIONS'
+  | 'MESSAGE_TOO_BIG'
+  | 'TOO_MANY_RECIPIENTS'
+  | 'SPOOL_WRITE_FAILED'
+  | 'SHUTTING_DOWN'
+  | 'INTAKE_PAUSED'
+  | 'BAD_MESSAGE'
+  | 'UNAUTHORIZED'
+  | 'NOT_FOUND'
+  | 'BAD_REQUEST'
+  | 'TLS_REQUIRED';
+
+interface ErrorSpec {
+  smtp: number;
+  enhanced: string;
+  http: number;
+}
+
+const SPECS: Record<ErrorCode, ErrorSpec> = {
+  NOT_ALLOWED_NETWORK: { smtp: 554, enhanced: '5.7.1', http: 403 },
+  TOO_MANY_CONNECTIONS: { smtp: 421, enhanced: '4.7.0', http: 503 },
+  MESSAGE_TOO_BIG: { smtp: 552, enhanced: '5.3.4', http: 413 },
+  TOO_MANY_RECIPIENTS: { smtp: 452, enhanced: '4.5.3', http: 400 },
+  SPOOL_WRITE_FAILED: { smtp: 451, enhanced: '4.3.0', http: 503 },
+  SHUTTING_DOWN: { smtp: 421, enhanced: '4.3.2', http: 503 },
+  INTAKE_PAUSED: { smtp: 421, enhanced: '4.3.2', http: 503 },
+  BAD_MESSAGE: { smtp: 550, enhanced: '5.6.0', http: 400 },
+  UNAUTHORIZED: { smtp: 535, enhanced: '5.7.8', http: 401 },
+  NOT_FOUND: { smtp: 550, enhanced: '5.1.1', http: 404 },
+  BAD_REQUEST: { smtp: 501, enhanced: '5.5.4', http: 400 },
+  TLS_REQUIRED: { smtp: 530, enhanced: '5.7.0', http: 403 },
+};
+
+export class PostinoError extends Error {
+  readonly smtpCode: number;
+  readonly enhanced: string;
+  readonly httpStatus: number;
+
+  constructor(
+    readonly code: ErrorCode,
+    readonly reason: string,
+  ) {
+    const spec = SPECS[code];
+    // smtp-server writes `${responseCode} ${message}`; we hide its own guessed
+    // enhanced codes (hideENHANCEDSTATUSCODES) and put the right one here.
+    super(`${spec.enhanced} ${reason}`);
+    this.smtpCode = spec.smtp;
+    this.enhanced = spec.enhanced;
+    this.httpStatus = spec.http;
+  }
+
+  /** smtp-server reads the reply code from this property. */
+  get responseCode(): number {
+    return this.smtpCode;
+  }
+}

@@ -1,0 +1,54 @@
+/*
+ * http-server.ts — a fastify instance with bearer-token auth, shared by the
+ * forwarder's admin API and the hosted HTTP surface.
+ *
+ * Routes registered with `{ config: { public: true } }` skip the token check
+ * (health, tracking pixels, unsubscribe pages); everything else needs
+ * `Authorization: Bearer <token>` and gets 401 otherwise. Errors carrying an
+ * httpStatus (PostinoError) become that status with a JSON body.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { PostinoError } from './errors.js';
+import type { Logger } from './log.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    public?: boolean;
+  }
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+export function createHttpServer(token: string, log: Logger): FastifyInstance {
+  // Fastify's own request logging is off: one line per request would drown the mail events.
+  const app = Fastify({ logger: false });
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.routeOptions.config.public) return;
+    const h = req.headers.authorization ?? '';
+    const given = h.startsWith('Bearer ') ? h.slice(7).trim() : '';
+    if (!given || !sameSecret(given, token)) {
+      return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'missing or wrong bearer token' });
+    }
+  });
+  app.setErrorHandler((err: unknown, _req, reply) => {
+    if (err instanceof PostinoError) return reply.code(err.httpStatus).send({ error: err.reason, code: err.code });
+    const e = err as Error & { statusCode?: number };
+    const status = e.statusCode ?? 500;
+    if (status >= 500) log.error({ err: e }, 'http handler failed');
+    return reply.code(status).send({ error: status >= 500 ? 'internal error' : e.message });
+  });
+  return app;
+}
+
+export async function listenHttp(app: FastifyInstance, host: string, port: number, what: string, log: Logger): Promise<number> {
+  await app.listen({ host, port });
+  const addr = app.server.address();
+  const bound = typeof addr === 'object' && addr ? addr.port : port;
+  log.info({ event: 'listening', what, address: host, port: bound }, `${what} HTTP listening on ${host}:${bound}`);
+  return bound;
+}

@@ -1,0 +1,19 @@
+/*
+ * runtime.ts — what every component is started with: validated config, the
+ * data folder, a logger and the environment (for secrets named in config).
+ * Built once by the CLI; components never read process.env themselves.
+ */
+import type { Config } from './config.js';
+import type { Logger } from './log.js';
+
+export interface Runtime {
+  config: Config;
+  dataDir: string;
+  log: Logger;
+  env: NodeJS.ProcessEnv;
+}
+
+/** A started component: `close()` stops accepting, finishes in-flight work, closes storage. */
+export interface Component {
+  close(): Promise<void>;
+}

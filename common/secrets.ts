@@ -1,0 +1,118 @@
+/*
+ * secrets.ts — the secrets a node needs, generated on first start.
+ *
+ * Under <data>/secrets/ (folder 0700, files 0600, never committed):
+ *   admin-token    bearer token of the forwarder admin API
+ *   api-key        bearer key of the hosted API
+ *   signing-key    HMAC key for VERP, unsubscribe and tracking tokens
+ *   dev-ca.pem     a development CA (certificate only; its key is discarded)
+ *   dev-cert.pem, dev-key.pem   a TLS pair for localhost/127.0.0.1/::1 signed by that CA
+ * The CLI reads the same files, so `npx postino forwarder status` works from
+ * the repository root without copying a token by hand. A config may instead
+ * name an environment variable holding a secret (`tokenEnv`, `apiKeyEnv`).
+ *
+ * Side effects: creates files on first use.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { generate } from 'selfsigned';
+
+export type SecretName = 'admin-token' | 'api-key' | 'signing-key';
+
+export function secretsDir(dataDir: string): string {
+  return path.join(dataDir, 'secrets');
+}
+
+function ensureDir(dir: string): void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+}
+
+function writeSecretFile(file: string, content: string): void {
+  // 'wx': never overwrite a secret another process created a moment ago.
+  try {
+    fs.writeFileSync(file, content, { mode: 0o600, flag: 'wx' });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+}
+
+/** Reads a secret, creating a random one (32 bytes, base64url) on first use. */
+export function ensureSecret(dataDir: string, name: SecretName): string {
+  const dir = secretsDir(dataDir);
+  ensureDir(dir);
+  const file = path.join(dir, name);
+  if (!fs.existsSync(file)) writeSecretFile(file, randomBytes(32).toString('base64url') + '\n');
+  return fs.readFileSync(file, 'utf8').trim();
+}
+
+/** The secret from the named environment variable if configured, else from <data>/secrets. */
+export function resolveSecret(dataDir: string, name: SecretName, envName: string | null, env: NodeJS.ProcessEnv): string {
+  if (envName) {
+    const v = env[envName];
+    if (!v) throw new Error(`environment variable ${envName} (for ${name}) is not set`);
+    return v;
+  }
+  return ensureSecret(dataDir, name);
+}
+
+/** Reads a secret that must already exist (CLI side); undefined when it does not. */
+export function readSecret(dataDir: string, name: SecretName): string | undefined {
+  const file = path.join(secretsDir(dataDir), name);
+  return fs.existsSync(file) ? fs.readFileSync(file, 'utf8').trim() : undefined;
+}
+
+export interface DevTlsPaths {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
+export function devTlsPaths(dir: string): DevTlsPaths {
+  return { caFile: path.join(dir, 'dev-ca.pem'), certFile: path.join(dir, 'dev-cert.pem'), keyFile: path.join(dir, 'dev-key.pem') };
+}
+
+/**
+ * Creates a development CA and a localhost server pair signed by it, unless
+ * they exist. Valid 2 years; for tests and `postino up` only.
+ */
+export async function ensureDevTls(dir: string, hostnames: string[] = ['localhost']): Promise<DevTlsPaths> {
+  const paths = devTlsPaths(dir);
+  ensureDir(dir);
+  if (fs.existsSync(paths.caFile) && fs.existsSync(paths.certFile) && fs.existsSync(paths.keyFile)) return paths;
+  const notBeforeDate = new Date(Date.now() - 3600_000);
+  const notAfterDate = new Date(Date.now() + 2 * 365 * 24 * 3600_000);
+  const ca = await generate([{ name: 'commonName', value: 'Postino development CA' }], {
+    keyType: 'ec',
+    curve: 'P-256',
+    algorithm: 'sha256',
+    notBeforeDate,
+    notAfterDate,
+    extensions: [
+      { name: 'basicConstraints', cA: true, critical: true },
+      { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
+    ],
+  });
+  const leaf = await generate([{ name: 'commonName', value: hostnames[0] ?? 'localhost' }], {
+    keyType: 'ec',
+    curve: 'P-256',
+    algorithm: 'sha256',
+    notBeforeDate,
+    notAfterDate,
+    ca: { key: ca.private, cert: ca.cert },
+    extensions: [
+      { name: 'basicConstraints', cA: false },
+      { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+      { name: 'extKeyUsage', serverAuth: true },
+      {
+        name: 'subjectAltName',
+        altNames: [...hostnames.map((h) => ({ type: 2 as const, value: h })), { type: 7, ip: '127.0.0.1' }, { type: 7, ip: '::1' }],
+      },
+    ],
+  });
+  // Key first, CA last: a reader that finds dev-ca.pem knows the pair is complete.
+  writeSecretFile(paths.keyFile, leaf.private);
+  writeSecretFile(paths.certFile, leaf.cert);
+  writeSecretFile(paths.caFile, ca.cert);
+  return paths;
+}

@@ -1,0 +1,163 @@
+/*
+ * smtp-client.ts — send one message to the first of a list of SMTP relays that
+ * answers, through nodemailer's pooled transport, and say exactly what happened
+ * per recipient.
+ *
+ * Standards: RFC 5321 (client side), RFC 3207 (STARTTLS), RFC 3463 (enhanced
+ * status codes, parsed from replies).
+ *
+ * Failover: a failure before any SMTP reply (refused, timeout, TLS failure) is
+ * a connection failure and the next URL is tried; a reply (4xx/5xx) is an
+ * answer and is returned as is — another relay would not know better.
+ *
+ * Side effects: network connections (pooled, kept open up to
+ * `messagesPerConnection` messages).
+ */
+import type { Readable } from 'node:stream';
+import nodemailer from 'nodemailer';
+import type { Logger } from './log.js';
+
+export interface RelayClientOptions {
+  urls: readonly string[];
+  /** Refuse to send in clear: STARTTLS must succeed (ignored for smtps://). */
+  requireTls: boolean;
+  verifyCertificate: boolean;
+  /** Extra trusted CA certificates (PEM). */
+  ca?: string | undefined;
+  serverName?: string | null | undefined;
+  maxConnections: number;
+  messagesPerConnection: number;
+  timeoutMs: number;
+  /** Name we give in EHLO. */
+  clientName: string;
+  /** Source address for outgoing connections. */
+  localAddress?: string | undefined;
+}
+
+export interface SmtpReply {
+  code: number;
+  enhanced: string;
+  response: string;
+}
+
+export interface RecipientFailure extends SmtpReply {
+  recipient: string;
+}
+
+export interface SendOutcome {
+  /** The relay that took the message. */
+  relay: string;
+  accepted: string[];
+  rejected: RecipientFailure[];
+  reply: SmtpReply;
+}
+
+/** A transaction that failed as a whole: with `reply` when a server answered, without when none could be reached. */
+export class SendFailure extends Error {
+  constructor(
+    message: string,
+    readonly reply: SmtpReply | undefined,
+    readonly relay: string | undefined,
+    readonly rejected: RecipientFailure[] = [],
+  ) {
+    super(message);
+  }
+
+  get permanent(): boolean {
+    return this.reply !== undefined && this.reply.code >= 500;
+  }
+}
+
+export function parseReply(text: string | undefined, fallbackCode?: number): SmtpReply {
+  const t = (text ?? '').trim();
+  const m = /^(\d{3})[ -](?:(\d\.\d{1,3}\.\d{1,3})\s+)?/.exec(t);
+  const code = m ? Number(m[1]) : (fallbackCode ?? 0);
+  const enhanced = m?.[2] ?? (code >= 500 ? '5.0.0' : code >= 400 ? '4.0.0' : code >= 200 ? '2.0.0' : '');
+  return { code, enhanced, response: t };
+}
+
+interface NodemailerError extends Error {
+  code?: string;
+  response?: string;
+  responseCode?: number;
+  rejectedErrors?: Array<NodemailerError & { recipient?: string }>;
+}
+
+function recipientFailures(errs: NodemailerError['rejectedErrors']): RecipientFailure[] {
+  return (errs ?? []).map((e) => ({ recipient: e.recipient ?? '', ...parseReply(e.response, e.responseCode) }));
+}
+
+type Transport = ReturnType<typeof nodemailer.createTransport>;
+
+export class RelayClient {
+  private readonly transports: Array<{ url: string; transport: Transport }>;
+
+  constructor(
+    private readonly o: RelayClientOptions,
+    private readonly log: Logger,
+  ) {
+    this.transports = o.urls.map((url) => ({ url, transport: this.makeTransport(url) }));
+  }
+
+  private makeTransport(urlText: string): Transport {
+    const url = new URL(urlText);
+    const secure = url.protocol === 'smtps:';
+    const user = decodeURIComponent(url.username);
+    return nodemailer.createTransport({
+      pool: true,
+      host: url.hostname.replace(/^\[|\]$/g, ''),
+      port: Number(url.port || (secure ? 465 : 25)),
+      secure,
+      requireTLS: !secure && this.o.requireTls,
+      ignoreTLS: false,
+      name: this.o.clientName,
+      localAddress: this.o.localAddress,
+      auth: user ? { user, pass: decodeURIComponent(url.password) } : undefined,
+      maxConnections: this.o.maxConnections,
+      maxMessages: this.o.messagesPerConnection,
+      connectionTimeout: this.o.timeoutMs,
+      greetingTimeout: this.o.timeoutMs,
+      socketTimeout: this.o.timeoutMs,
+      tls: {
+        rejectUnauthorized: this.o.verifyCertificate,
+        ca: this.o.ca,
+        servername: this.o.serverName ?? undefined,
+        minVersion: 'TLSv1.2',
+      },
+      logger: false,
+    });
+  }
+
+  /**
+   * Sends to the first relay that can be reached. `openBody` is called once per
+   * attempt, because a stream cannot be replayed to the next relay.
+   */
+  async send(envelope: { from: string; to: string[] }, openBody: () => Promise<Readable>): Promise<SendOutcome> {
+    let lastError: NodemailerError | undefined;
+    for (const { url, transport } of this.transports) {
+      const body = await openBody();
+      try {
+        const info = (await transport.sendMail({ envelope, raw: body })) as {
+          accepted: string[];
+          rejected: string[];
+          rejectedErrors?: NodemailerError['rejectedErrors'];
+          response: string;
+        };
+        return { relay: url, accepted: info.accepted.map(String), rejected: recipientFailures(info.rejectedErrors), reply: parseReply(info.response, 250) };
+      } catch (e) {
+        body.destroy();
+        const err = e as NodemailerError;
+        if (err.responseCode || err.response) {
+          throw new SendFailure(err.message, parseReply(err.response, err.responseCode), url, recipientFailures(err.rejectedErrors));
+        }
+        this.log.warn({ relay: url, err: { code: err.code, message: err.message } }, 'relay unreachable, trying the next');
+        lastError = err;
+      }
+    }
+    throw new SendFailure(`no relay reachable: ${lastError?.message ?? 'none configured'}`, undefined, undefined);
+  }
+
+  close(): void {
+    for (const t of this.transports) t.transport.close();
+  }
+}

@@ -1,0 +1,133 @@
+/*
+ * worker-loop.ts — drain a DurableQueue with bounded concurrency.
+ *
+ * Leases as many due messages as there are free slots, runs `handle` on each,
+ * and sleeps on the queue's next due time (or an enqueue) when nothing is due.
+ * The handler must ack or nack its message; a handler that throws gets its
+ * message back after `retryOnCrashMs` so a bug cannot spin the loop.
+ *
+ * `pause()` stops leasing at once; in-flight handlers finish (the kill-switch
+ * semantics: no new transaction starts, a started one completes).
+ * `stop()` pauses and waits for in-flight handlers.
+ */
+import type { DurableQueue, QueueRecord } from './durable-queue.js';
+import type { Logger } from './log.js';
+
+export interface WorkerOptions<M> {
+  queue: DurableQueue<M>;
+  concurrency: number;
+  /** How long a leased message stays invisible; longer than the slowest handler. */
+  visibilityMs: number;
+  handle: (rec: QueueRecord<M>) => Promise<void>;
+  log: Logger;
+  /** Upper bound of one idle sleep, so a clock jump or a missed wake-up costs at most this. */
+  idleWaitMs?: number;
+  retryOnCrashMs?: number;
+  /** Called before each lease; returning a number > 0 delays leasing (rate limits). */
+  gate?: () => number;
+}
+
+export class WorkerLoop<M> {
+  private inFlight = new Set<Promise<void>>();
+  private running = false;
+  private paused = false;
+  private abort = new AbortController();
+  private loopDone: Promise<void> = Promise.resolve();
+  private slotFreed: (() => void) | undefined;
+
+  constructor(private readonly o: WorkerOptions<M>) {}
+
+  get active(): number {
+    return this.inFlight.size;
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.paused = false;
+    this.abort = new AbortController();
+    this.loopDone = this.loop();
+  }
+
+  /** Stops starting new work now; returns at once. */
+  pause(): void {
+    this.paused = true;
+    this.running = false;
+    this.abort.abort();
+    this.slotFreed?.();
+  }
+
+  /** Stops starting new work and waits for in-flight handlers. */
+  async stop(): Promise<void> {
+    this.pause();
+    await this.loopDone;
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  private async loop(): Promise<void> {
+    const { queue, concurrency, visibilityMs, log } = this.o;
+    const idle = this.o.idleWaitMs ?? 5_000;
+    while (this.running) {
+      if (this.inFlight.size >= concurrency) {
+        await new Promise<void>((r) => (this.slotFreed = r));
+        continue;
+      }
+      const delay = this.o.gate?.() ?? 0;
+      if (delay > 0) {
+        await sleep(delay, this.abort.signal);
+        continue;
+      }
+      let batch: QueueRecord<M>[];
+      try {
+        batch = await queue.lease(concurrency - this.inFlight.size, visibilityMs);
+      } catch (err) {
+        log.error({ err, queue: queue.name }, 'lease failed');
+        await sleep(1_000, this.abort.signal);
+        continue;
+      }
+      if (!this.running) {
+        // Paused while leasing: give the messages straight back.
+        await Promise.all(batch.map((r) => queue.nack(r, Date.now())));
+        return;
+      }
+      if (batch.length === 0) {
+        await queue.waitForWork(idle, this.abort.signal);
+        continue;
+      }
+      for (const rec of batch) this.run(rec);
+    }
+  }
+
+  private run(rec: QueueRecord<M>): void {
+    const p = this.o
+      .handle(rec)
+      .catch(async (err: unknown) => {
+        this.o.log.error({ err, queueId: rec.id, queue: this.o.queue.name }, 'handler failed; message returns to the queue');
+        await this.o.queue.nack(rec, Date.now() + (this.o.retryOnCrashMs ?? 60_000)).catch(() => undefined);
+      })
+      .finally(() => {
+        this.inFlight.delete(p);
+        const f = this.slotFreed;
+        this.slotFreed = undefined;
+        f?.();
+      });
+    this.inFlight.add(p);
+  }
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,79 @@
+/*
+ * hosted.ts — one hosted node: listener + engine (rewrap, delivery) + HTTP.
+ *
+ * Data: <data>/hosted/{db,blobs}; the intake and delivery queues share one
+ * LevelDB so the rewrap move is one atomic batch.
+ * Shutdown order: stop SMTP intake, stop rewrap, stop delivery (sends in
+ * progress finish), close HTTP, close LevelDB.
+ */
+import path from 'node:path';
+import { DurableQueue } from '../common/durable-queue.js';
+import { listenHttp } from '../common/http-server.js';
+import type { IntakeMeta } from '../common/intake-record.js';
+import { RelayWorker } from '../common/relay-worker.js';
+import type { Component, Runtime } from '../common/runtime.js';
+import { resolveSecret } from '../common/secrets.js';
+import { RelayClient } from '../common/smtp-client.js';
+import { Store } from '../common/store.js';
+import { WorkerLoop } from '../common/worker-loop.js';
+import { startListener } from '../listener/listener.js';
+import { createHostedApi } from './http-api.js';
+import { RewrapWorker, type DeliveryMeta } from './rewrap-worker.js';
+
+/** Longer than any single rewrap or delivery transaction. */
+const VISIBILITY_MS = 10 * 60_000;
+
+export interface Hosted extends Component {
+  smtpPort: number;
+  httpPort: number;
+  intake: DurableQueue<IntakeMeta>;
+  delivery: DurableQueue<DeliveryMeta>;
+}
+
+export async function startHosted(rt: Runtime): Promise<Hosted> {
+  const { config, log } = rt;
+  const apiKey = resolveSecret(rt.dataDir, 'api-key', config.http.apiKeyEnv, rt.env);
+  const store = await Store.open(path.join(rt.dataDir, 'hosted'));
+  const intake = await DurableQueue.open<IntakeMeta>(store, 'intake');
+  const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
+
+  const rewrap = new RewrapWorker(intake, delivery, config.engine.hostname, log.child({ component: 'engine' }));
+  const rewrapLoop = new WorkerLoop<IntakeMeta>({ queue: intake, concurrency: config.engine.concurrency, visibilityMs: VISIBILITY_MS, handle: (r) => rewrap.handle(r), log });
+
+  const d = config.delivery;
+  const client = new RelayClient(
+    {
+      urls: d.relays,
+      requireTls: false,
+      verifyCertificate: d.verifyCertificate,
+      maxConnections: d.maxConnections,
+      messagesPerConnection: d.messagesPerConnection,
+      timeoutMs: d.timeoutSeconds * 1000,
+      clientName: config.engine.hostname,
+    },
+    log,
+  );
+  const sender = new RelayWorker<DeliveryMeta>(delivery, client, { scheduleSeconds: d.retryScheduleSeconds, maxAgeSeconds: d.maxAgeSeconds }, log.child({ component: 'delivery' }));
+  const deliveryLoop = new WorkerLoop<DeliveryMeta>({ queue: delivery, concurrency: d.maxConnections * 4, visibilityMs: VISIBILITY_MS, handle: (r) => sender.handle(r), log });
+
+  const listener = await startListener(config.listener, rt.dataDir, intake, log.child({ component: 'listener' }));
+  const api = createHostedApi(apiKey, intake, delivery, log);
+  const httpPort = await listenHttp(api, config.http.host, config.http.port, 'hosted', log);
+  rewrapLoop.start();
+  deliveryLoop.start();
+
+  return {
+    smtpPort: listener.port,
+    httpPort,
+    intake,
+    delivery,
+    async close() {
+      await listener.close();
+      await rewrapLoop.stop();
+      await deliveryLoop.stop();
+      client.close();
+      await api.close();
+      await store.close();
+    },
+  };
+}
