@@ -37,6 +37,9 @@ environment: POSTINO_DATA (data folder, default ./data)`;
 
 class UsageError extends Error {}
 
+/** A repeat of a stop signal within this window is the same signal delivered twice. */
+const SIGNAL_REPEAT_WINDOW_MS = 1_000;
+
 type Role = 'forwarder' | 'hosted' | 'sink';
 
 function dataDirOf(env: NodeJS.ProcessEnv): string {
@@ -57,13 +60,16 @@ function loadOrExit(file: string | undefined, overlay?: (raw: Record<string, unk
 
 /** Runs components until SIGINT/SIGTERM, then closes them in reverse order. */
 function holdUntilSignal(components: Component[], log: Runtime['log']): void {
-  let stopping = false;
+  let stoppingSince = 0;
   const stop = (signal: string): void => {
-    if (stopping) {
+    if (stoppingSince) {
+      // Under `up` one Ctrl-C arrives twice (directly, and forwarded by the parent):
+      // only a signal a second or more later is a human insisting.
+      if (Date.now() - stoppingSince < SIGNAL_REPEAT_WINDOW_MS) return;
       log.warn({ signal }, 'second signal: exiting now');
       process.exit(1);
     }
-    stopping = true;
+    stoppingSince = Date.now();
     log.info({ event: 'stopping', signal }, 'stopping: finishing in-flight transactions');
     (async () => {
       for (const c of [...components].reverse()) await c.close();

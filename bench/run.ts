@@ -1,0 +1,18 @@
+/*
+ * npm run bench — every benchmark, printed as text. Run on a quiet machine;
+ * figures in the README were made with this command.
+ *   npm run bench            all
+ *   npm run bench -- queue   only the named ones
+ */
+import { benchQueue } from './queue-group-commit.js';
+
+const benches: Record<string, () => Promise<void>> = {
+  queue: benchQueue,
+};
+
+const wanted = process.argv.slice(2);
+for (const [name, fn] of Object.entries(benches)) {
+  if (wanted.length && !wanted.includes(name)) continue;
+  console.log(`\n== ${name} ==`);
+  await fn();
+}

@@ -1,0 +1,133 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { test } from 'node:test';
+import { BodyTooLargeError, DurableQueue } from '../../common/durable-queue.js';
+import { Store } from '../../common/store.js';
+import { tempDir } from '../helpers/postino.js';
+
+interface Meta {
+  n: number;
+}
+
+async function open(dir: string, clock?: () => number, inlineMaxBytes?: number): Promise<{ store: Store; q: DurableQueue<Meta> }> {
+  const store = await Store.open(dir);
+  const q = await DurableQueue.open<Meta>(store, 'test', { clock, inlineMaxBytes });
+  return { store, q };
+}
+
+test('enqueue, lease, ack: a message is handed out once and gone after ack', async () => {
+  const { store, q } = await open(tempDir('q1'));
+  const rec = await q.enqueue({ meta: { n: 1 }, body: Buffer.from('hello') });
+  assert.equal(q.size, 1);
+  const [leased, ...rest] = await q.lease(10, 60_000);
+  assert.equal(rest.length, 0);
+  assert.equal(leased!.id, rec.id);
+  assert.equal(leased!.attempts, 1);
+  assert.equal((await q.readBody(leased!)).toString(), 'hello');
+  assert.deepEqual(await q.lease(10, 60_000), [], 'a leased message is invisible');
+  assert.equal(await q.ack(leased!), true);
+  assert.equal(q.size, 0);
+  assert.equal(await q.get(rec.id), undefined);
+  await store.close();
+});
+
+test('visibility timeout: an unacked lease comes back, and the stale holder cannot ack', async () => {
+  let now = 1_000_000;
+  const { store, q } = await open(tempDir('q2'), () => now);
+  await q.enqueue({ meta: { n: 1 }, body: Buffer.from('x') });
+  const [first] = await q.lease(1, 5_000);
+  now += 4_999;
+  assert.equal((await q.lease(1, 5_000)).length, 0, 'still invisible before the timeout');
+  now += 2;
+  const [second] = await q.lease(1, 5_000);
+  assert.equal(second!.id, first!.id, 'visible again after the timeout');
+  assert.equal(second!.attempts, 2);
+  assert.equal(await q.ack(first!), false, 'the expired lease cannot ack');
+  assert.equal(await q.ack(second!), true);
+  await store.close();
+});
+
+test('due time: nack with a future due time hides the message until then; nextDue finds it in one seek', async () => {
+  let now = 5_000_000;
+  const { store, q } = await open(tempDir('q3'), () => now);
+  await q.enqueue({ meta: { n: 1 }, body: Buffer.from('a') });
+  await q.enqueue({ meta: { n: 2 }, body: Buffer.from('b'), due: now + 60_000 });
+  const [a] = await q.lease(10, 1_000);
+  assert.equal(a!.meta.n, 1, 'only the due message is leased');
+  await q.nack(a!, now + 30_000, { n: 11 });
+  assert.equal(await q.nextDue(), now + 30_000);
+  now += 30_000;
+  const [again] = await q.lease(10, 1_000);
+  assert.equal(again!.meta.n, 11, 'nack updated the metadata');
+  await q.ack(again!);
+  now += 30_000;
+  assert.equal((await q.lease(10, 1_000)).length, 1, 'the scheduled one is due now');
+  await store.close();
+});
+
+test('crash recovery: messages leased when the process died are due at once after reopen', async () => {
+  const dir = tempDir('q4');
+  let { store, q } = await open(dir);
+  await q.enqueue({ meta: { n: 1 }, body: Buffer.from('a') });
+  await q.enqueue({ meta: { n: 2 }, body: Buffer.from('b') });
+  const leased = await q.lease(10, 3_600_000);
+  assert.equal(leased.length, 2);
+  await store.close(); // no ack: as if killed
+  ({ store, q } = await open(dir));
+  assert.equal(q.size, 2, 'both still there');
+  const back = await q.lease(10, 1_000);
+  assert.equal(back.length, 2, 'both due again immediately, not after the hour-long lease');
+  await store.close();
+});
+
+test('large bodies stream to an fsynced file, are read back as a stream, and the file goes with ack', async () => {
+  const dir = tempDir('q5');
+  const { store, q } = await open(dir, undefined, 1024);
+  const big = Buffer.alloc(3 * 1024 * 1024 + 7, 'z');
+  const chunks = Array.from({ length: 50 }, (_, i) => big.subarray(i * 63_000, (i + 1) * 63_000)).filter((c) => c.length);
+  const tail = big.subarray(50 * 63_000);
+  const rec = await q.enqueue({ meta: { n: 1 }, body: Readable.from([...chunks, tail]) });
+  assert.equal(rec.body.kind, 'file');
+  assert.equal(rec.body.size, big.length);
+  const small = await q.enqueue({ meta: { n: 2 }, body: Readable.from([Buffer.from('tiny')]) });
+  assert.equal(small.body.kind, 'inline');
+  const [l1, l2] = await q.lease(2, 60_000);
+  const parts: Buffer[] = [];
+  for await (const c of await q.openBody(l1!)) parts.push(c as Buffer);
+  assert.ok(Buffer.concat(parts).equals(big));
+  await q.ack(l1!);
+  await q.ack(l2!);
+  assert.deepEqual(fs.readdirSync(path.join(dir, 'blobs')), [], 'blob file removed');
+  await store.close();
+});
+
+test('a body over maxBytes is refused and leaves nothing behind', async () => {
+  const dir = tempDir('q6');
+  const { store, q } = await open(dir, undefined, 1024);
+  await assert.rejects(q.enqueue({ meta: { n: 1 }, body: Readable.from([Buffer.alloc(4000), Buffer.alloc(4000)]), maxBytes: 5000 }), BodyTooLargeError);
+  assert.equal(q.size, 0);
+  assert.deepEqual(fs.readdirSync(path.join(dir, 'blobs')), []);
+  await store.close();
+});
+
+test('group commit: 200 concurrent enqueues share far fewer synced batches', async () => {
+  const { store, q } = await open(tempDir('q7'));
+  const before = store.stats.syncedBatches;
+  await Promise.all(Array.from({ length: 200 }, (_, n) => q.enqueue({ meta: { n }, body: Buffer.alloc(4096, n) })));
+  const batches = store.stats.syncedBatches - before;
+  assert.equal(q.size, 200);
+  assert.ok(batches < 50, `200 enqueues took ${batches} synced batches`);
+  await store.close();
+});
+
+test('waitForWork wakes on enqueue instead of sleeping out its timeout', async () => {
+  const { store, q } = await open(tempDir('q8'));
+  const t0 = Date.now();
+  const waiting = q.waitForWork(10_000);
+  setTimeout(() => void q.enqueue({ meta: { n: 1 }, body: Buffer.from('x') }), 50);
+  await waiting;
+  assert.ok(Date.now() - t0 < 2_000);
+  await store.close();
+});

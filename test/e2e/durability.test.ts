@@ -1,0 +1,48 @@
+/*
+ * Guarantee 1 by killing: SIGKILL the whole `postino up` process group at a random
+ * moment after at least 100 messages were acknowledged, restart on the same data,
+ * and every message that got 250 must reach the sink.
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { test } from 'node:test';
+import { startUp, tempDir, upConfig } from '../helpers/postino.js';
+import { runPythonSender, type SendResult } from '../helpers/python-sender.js';
+import { waitForSink } from '../helpers/sink-reader.js';
+
+test('SIGKILL mid-load loses no acknowledged message', { timeout: 240_000 }, async () => {
+  const dataDir = tempDir('kill');
+  const { config, ports } = await upConfig();
+  const up = await startUp(dataDir, config);
+  const killAfter = 100 + Math.floor(Math.random() * 250);
+  const sender = runPythonSender(['--port', String(ports.forwarder), '--count', '500', '--prefix', 'k', '--stop-on-error']);
+  let killed = false;
+  sender.onResult((_r, all) => {
+    if (!killed && all.filter((x) => x.ok).length >= killAfter) {
+      killed = true;
+      up.kill9();
+    }
+  });
+  const results: SendResult[] = await sender.done;
+  if (!killed) up.kill9();
+  await up.exited;
+  const acked = results.filter((r) => r.ok).map((r) => r.testId);
+  assert.ok(acked.length >= 100, `at least 100 acknowledged before the kill (got ${acked.length})`);
+
+  const again = await startUp(dataDir, config);
+  try {
+    const sink = await waitForSink(path.join(dataDir, 'sink'), (m) => {
+      const have = new Set(m.map((x) => x.testId));
+      return acked.every((id) => have.has(id));
+    }, 120_000);
+    const counts = new Map<string, number>();
+    for (const m of sink) counts.set(m.testId!, (counts.get(m.testId!) ?? 0) + 1);
+    const lost = acked.filter((id) => !counts.has(id));
+    const duplicates = [...counts.values()].filter((c) => c > 1).reduce((a, c) => a + c - 1, 0);
+    const unacked = sink.length - duplicates - acked.length;
+    console.log(`# durability: killed after ${killAfter} (target), ${acked.length} acknowledged, ${lost.length} lost, ${duplicates} duplicates, ${unacked} delivered without an ack`);
+    assert.deepEqual(lost, [], 'no acknowledged message lost');
+  } finally {
+    await again.stop();
+  }
+});

@@ -1,0 +1,49 @@
+/*
+ * The whole path with real parts: Python's smtplib → forwarder → (STARTTLS,
+ * dev CA verified) listener → engine → capture sink, all started by `postino up`.
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { startUp, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
+import { runPythonSender } from '../helpers/python-sender.js';
+import { waitForSink } from '../helpers/sink-reader.js';
+
+let up: Running;
+let ports: UpPorts;
+let dataDir: string;
+
+before(async () => {
+  dataDir = tempDir('e2e');
+  const c = await upConfig();
+  ports = c.ports;
+  up = await startUp(dataDir, c.config);
+});
+
+after(async () => {
+  const code = await up.stop();
+  assert.equal(code, 0, 'postino up exits 0 after SIGTERM');
+});
+
+test('200 messages from smtplib arrive in the sink with identical bodies and envelopes', { timeout: 180_000 }, async () => {
+  const sent = await runPythonSender(['--port', String(ports.forwarder), '--count', '200', '--specials', '--prefix', 'e2e']).done;
+  const failed = sent.filter((r) => !r.ok);
+  assert.deepEqual(failed, [], 'every message got 250');
+  assert.ok(sent.find((r) => r.i === 1)!.size! > 10 * 1024 * 1024, 'message 1 carries the 10 MB attachment');
+
+  const sink = await waitForSink(path.join(dataDir, 'sink'), (m) => m.length >= 200, 120_000);
+  assert.equal(sink.length, 200, 'exactly 200 messages in the sink (no loss, no duplicate)');
+  const byId = new Map(sink.map((m) => [m.testId, m]));
+  for (const s of sent) {
+    const got = byId.get(s.testId);
+    assert.ok(got, `${s.testId} is in the sink`);
+    assert.equal(got.bodySha, s.bodySha, `${s.testId}: body bytes identical`);
+    assert.equal(got.mailFrom, 'shop@example.org');
+    assert.deepEqual(got.rcptTo, ['customer0@example.com']);
+  }
+  const utf8 = byId.get('e2e-2')!;
+  assert.match(utf8.headers, /^Subject: =\?utf-8\?/im, 'RFC 2047 subject passes through encoded');
+  const first = byId.get('e2e-0')!;
+  assert.match(first.headers, /^Received: from postino-forwarder \(\[127\.0\.0\.1\]\)\r\n\tby postino\.localhost \(Postino\) with ESMTPS id/m, 'the engine adds its Received: header');
+  assert.equal((first.headers.match(/^Received:/gm) ?? []).length, 1, 'and only that one');
+});

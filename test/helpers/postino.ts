@@ -1,0 +1,127 @@
+/*
+ * Starts the real `postino` CLI (the built dist/, as `npm start` does) in its own
+ * process group, and waits for its listening lines.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { freePorts } from './ports.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const CLI = path.join(ROOT, 'bin', 'postino.js');
+
+export function tempDir(name: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `postino-${name}-`));
+}
+
+export interface UpPorts {
+  forwarder: number;
+  admin: number;
+  listener: number;
+  http: number;
+  sink: number;
+}
+
+/** A config for `postino up` on free ports (the defaults could clash with a running instance). */
+export async function upConfig(extra: (p: UpPorts) => Record<string, unknown> = () => ({})): Promise<{ config: Record<string, unknown>; ports: UpPorts }> {
+  const [forwarder, admin, listener, http, sink] = await freePorts(5);
+  const ports: UpPorts = { forwarder: forwarder!, admin: admin!, listener: listener!, http: http!, sink: sink! };
+  const base = {
+    log: { level: 'info' },
+    forwarder: {
+      smtp: { port: ports.forwarder },
+      admin: { port: ports.admin },
+      relay: { urls: [`smtp://127.0.0.1:${ports.listener}`] },
+      retry: { scheduleSeconds: [1, 2] },
+    },
+    listener: { port: ports.listener },
+    http: { port: ports.http },
+    delivery: { relays: [`smtp://127.0.0.1:${ports.sink}`], retryScheduleSeconds: [1, 2] },
+    sink: { port: ports.sink },
+  };
+  return { config: deepMerge(base, extra(ports)), ports };
+}
+
+function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const cur = out[k];
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur) ? deepMerge(cur as Record<string, unknown>, v as Record<string, unknown>) : v;
+  }
+  return out;
+}
+
+export interface Running {
+  child: ChildProcess;
+  lines: string[];
+  /** Resolves with the exit code. */
+  exited: Promise<number | null>;
+  /** SIGKILL to the whole process group (up and its children). */
+  kill9(): void;
+  /** SIGTERM to the group and wait. */
+  stop(): Promise<number | null>;
+}
+
+/** Runs `postino <args>` with POSTINO_DATA=dataDir; resolves once `expectListening` listening lines were logged. */
+export async function startPostino(args: string[], dataDir: string, expectListening: number, timeoutMs = 20_000): Promise<Running> {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, POSTINO_DATA: dataDir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true, // own process group, so kill9() takes the children too
+  });
+  const lines: string[] = [];
+  let listening = 0;
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`postino ${args.join(' ')} not listening after ${timeoutMs} ms:\n${lines.slice(-20).join('\n')}`)), timeoutMs);
+    const onLine = (line: string): void => {
+      lines.push(line);
+      if (line.includes('"event":"listening"') && ++listening === expectListening) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    readline.createInterface({ input: child.stdout! }).on('line', onLine);
+    readline.createInterface({ input: child.stderr! }).on('line', onLine);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`postino ${args.join(' ')} exited with ${code} before listening:\n${lines.slice(-20).join('\n')}`));
+    });
+  });
+  await ready;
+  const kill9 = (): void => {
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  };
+  return {
+    child,
+    lines,
+    exited,
+    kill9,
+    async stop() {
+      try {
+        process.kill(-child.pid!, 'SIGTERM');
+      } catch {
+        return child.exitCode;
+      }
+      const t = setTimeout(kill9, 20_000);
+      const code = await exited;
+      clearTimeout(t);
+      return code;
+    },
+  };
+}
+
+/** Starts `postino up` with a config written to dataDir/test-config.json. */
+export async function startUp(dataDir: string, config: Record<string, unknown>): Promise<Running> {
+  const file = path.join(dataDir, 'test-config.json');
+  fs.writeFileSync(file, JSON.stringify(config, null, 2));
+  // forwarder smtp + admin, listener, hosted http, sink
+  return startPostino(['up', '--config', file], dataDir, 5);
+}
