@@ -1,0 +1,71 @@
+/* A raw SMTP conversation over a socket: for tests that must control the bytes. */
+import net from 'node:net';
+
+export class RawSmtp {
+  private buf = '';
+  private waiters: Array<() => void> = [];
+  readonly socket: net.Socket;
+  closed = false;
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => {
+      this.buf += d;
+      this.wake();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+    socket.on('error', () => undefined);
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  static connect(port: number, host = '127.0.0.1', localAddress?: string): Promise<RawSmtp> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ port, host, localAddress }, () => resolve(new RawSmtp(s)));
+      s.once('error', reject);
+    });
+  }
+
+  /** Reads one complete reply (multi-line aware); rejects after timeoutMs. */
+  async reply(timeoutMs = 10_000): Promise<string> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const m = /^(?:\d{3}-[^\n]*\n)*\d{3}(?: [^\n]*)?\r?\n/.exec(this.buf);
+      if (m) {
+        this.buf = this.buf.slice(m[0].length);
+        return m[0].trimEnd();
+      }
+      if (this.closed) throw new Error(`connection closed; pending: ${JSON.stringify(this.buf)}`);
+      const left = until - Date.now();
+      if (left <= 0) throw new Error(`no reply within ${timeoutMs} ms; pending: ${JSON.stringify(this.buf)}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+
+  write(data: string | Buffer): void {
+    this.socket.write(data);
+  }
+
+  async cmd(line: string): Promise<string> {
+    this.write(line + '\r\n');
+    return this.reply();
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
