@@ -10,7 +10,7 @@
  *
  * Side effects: `loadConfig` reads the file and stats the TLS/CA files it names.
  *
- * Sections: `log`, `forwarder`, `listener`, `engine`, `delivery`, `http`, `sink`.
+ * Sections: `log`, `accounts`, `forwarder`, `listener`, `engine`, `delivery`, `http`, `sink`.
  * Each process uses the sections of its own stage; `postino up` uses them all.
  * Defaults are the ports of DESIGN.md, all on loopback.
  */
@@ -187,9 +187,39 @@ const sink = z
   .strict()
   .prefault({});
 
+/**
+ * Customer accounts of a hosted node. Each stage owns one sub-object:
+ * `listener` (who may connect and send as whom), `engine` (rewrap settings),
+ * `delivery` (sending IPs, pause). The default is one account, "default",
+ * for the loopback forwarder of `postino up`.
+ */
+const account = z
+  .object({
+    id: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'an account id is lower-case letters, digits, - and _'),
+    /** Networks this account's forwarders connect from. */
+    networks: z.array(cidr).default(['127.0.0.1/32', '::1/128']),
+    listener: z.object({}).strict().prefault({}),
+    engine: z.object({}).strict().prefault({}),
+    delivery: z.object({}).strict().prefault({}),
+  })
+  .strict();
+
+const accounts = z
+  .array(account)
+  .min(1)
+  .default([{ id: 'default', networks: ['127.0.0.1/32', '::1/128'], listener: {}, engine: {}, delivery: {} }])
+  .superRefine((list, ctx) => {
+    const seen = new Set<string>();
+    list.forEach((a, i) => {
+      if (seen.has(a.id)) ctx.addIssue({ code: 'custom', path: [i, 'id'], message: `account id "${a.id}" is used twice` });
+      seen.add(a.id);
+    });
+  });
+
 export const configSchema = z
   .object({
     log: z.object({ level: logLevel.default('info') }).strict().prefault({}),
+    accounts,
     forwarder,
     listener,
     engine,
@@ -205,6 +235,7 @@ export type ListenerConfig = Config['listener'];
 export type EngineConfig = Config['engine'];
 export type DeliveryConfig = Config['delivery'];
 export type SinkConfig = Config['sink'];
+export type AccountConfig = Config['accounts'][number];
 
 export interface ConfigProblem {
   path: string;

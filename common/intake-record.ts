@@ -1,10 +1,12 @@
 /*
  * intake-record.ts — what the listener records with each message it puts on the
  * engine's intake queue: the envelope (client IP, TLS state, auth identity
- * included). Shared because the listener writes it and the engine reads it.
+ * included) and the customer account the connection belongs to. Shared because
+ * the listener writes it and the engine reads it.
  */
 import type { Envelope } from './smtp-intake.js';
 
 export interface IntakeMeta {
   envelope: Envelope;
+  account: string;
 }

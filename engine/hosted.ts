@@ -17,8 +17,11 @@ import { RelayClient } from '../common/smtp-client.js';
 import { Store } from '../common/store.js';
 import { WorkerLoop } from '../common/worker-loop.js';
 import { startListener } from '../listener/listener.js';
+import { EventLog } from './event-log.js';
 import { createHostedApi } from './http-api.js';
-import { RewrapWorker, type DeliveryMeta } from './rewrap-worker.js';
+import type { DeliveryMeta } from './delivery-record.js';
+import { RewrapWorker } from './rewrap-worker.js';
+import { SuppressionList } from './suppression.js';
 
 /** Longer than any single rewrap or delivery transaction. */
 const VISIBILITY_MS = 10 * 60_000;
@@ -28,6 +31,8 @@ export interface Hosted extends Component {
   httpPort: number;
   intake: DurableQueue<IntakeMeta>;
   delivery: DurableQueue<DeliveryMeta>;
+  events: EventLog;
+  suppression: SuppressionList;
 }
 
 export async function startHosted(rt: Runtime): Promise<Hosted> {
@@ -36,6 +41,8 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const store = await Store.open(path.join(rt.dataDir, 'hosted'));
   const intake = await DurableQueue.open<IntakeMeta>(store, 'intake');
   const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
+  const events = await EventLog.open(store);
+  const suppression = new SuppressionList(store);
 
   const rewrap = new RewrapWorker(intake, delivery, config.engine.hostname, log.child({ component: 'engine' }));
   const rewrapLoop = new WorkerLoop<IntakeMeta>({ queue: intake, concurrency: config.engine.concurrency, visibilityMs: VISIBILITY_MS, handle: (r) => rewrap.handle(r), log });
@@ -67,6 +74,8 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
     httpPort,
     intake,
     delivery,
+    events,
+    suppression,
     async close() {
       await listener.close();
       await rewrapLoop.stop();

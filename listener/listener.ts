@@ -34,7 +34,8 @@ export async function startListener(cfg: ListenerConfig, dataDir: string, queue:
     idleTimeoutMs: cfg.idleTimeoutSeconds * 1000,
     tls,
     queue,
-    toMeta: (envelope) => ({ envelope }),
+    // Per-account matching (networks, AUTH, sender domains) replaces this with the listener issue.
+    toMeta: (envelope) => ({ envelope, account: 'default' }),
     policy: {
       onMailFrom(_address, session) {
         if (cfg.requireTls && !session.secure) throw new PostinoError('TLS_REQUIRED', 'Must issue a STARTTLS command first');

@@ -1,0 +1,79 @@
+/*
+ * suppression.ts — who must never receive mail again (DESIGN.md guarantee 4).
+ *
+ * Keys `s!<account>!<scope>!<address>` in the hosted LevelDB, where scope is
+ * `*` (account-wide) or `list:<name>` (a list-scoped unsubscribe). Addresses
+ * are stored with the domain lower-cased and the local part as given: RFC 5321
+ * 2.4 lets only the domain be compared case-insensitively. A lookup is at most
+ * two point reads, so its cost does not grow with the list (LevelDB is a
+ * sorted table: O(log n) with bloom filters on each level).
+ *
+ * Policy: bulk mail is suppressed by any entry in `*` or in its list's scope;
+ * transactional mail skips unsubscribe entries (list or account-wide) but
+ * never hard bounces, complaints or manual entries.
+ */
+import type { BatchOp, Store } from '../common/store.js';
+
+export type SuppressionReason = 'hard-bounce' | 'complaint' | 'unsubscribe' | 'manual';
+
+export interface SuppressionEntry {
+  address: string;
+  scope: string;
+  reason: SuppressionReason;
+  at: string;
+  detail?: string | undefined;
+}
+
+export type Stream = 'transactional' | 'bulk';
+
+/** Domain lower-cased, local part kept (RFC 5321 2.4). */
+export function normalizeAddress(address: string): string {
+  const a = address.trim();
+  const at = a.lastIndexOf('@');
+  return at === -1 ? a : a.slice(0, at) + '@' + a.slice(at + 1).toLowerCase();
+}
+
+function key(account: string, scope: string, address: string): string {
+  return `s!${account}!${scope}!${normalizeAddress(address)}`;
+}
+
+export function listScope(list: string): string {
+  return `list:${list}`;
+}
+
+export class SuppressionList {
+  constructor(private readonly store: Store) {}
+
+  addOps(account: string, entry: Omit<SuppressionEntry, 'at'> & { at?: string }): BatchOp[] {
+    const e: SuppressionEntry = { ...entry, address: normalizeAddress(entry.address), at: entry.at ?? new Date().toISOString() };
+    return [{ type: 'put', key: key(account, e.scope, e.address), value: Buffer.from(JSON.stringify(e)) }];
+  }
+
+  async add(account: string, entry: Omit<SuppressionEntry, 'at'> & { at?: string }, sync = true): Promise<void> {
+    await this.store.commit(this.addOps(account, entry), { sync });
+  }
+
+  async remove(account: string, address: string, scope = '*'): Promise<void> {
+    await this.store.commit([{ type: 'del', key: key(account, scope, address) }], { sync: true });
+  }
+
+  /** The entry that stops this recipient, or undefined when mail may go. */
+  async check(account: string, address: string, opts: { list?: string | undefined; stream: Stream }): Promise<SuppressionEntry | undefined> {
+    const keys = [key(account, '*', address)];
+    if (opts.list) keys.push(key(account, listScope(opts.list), address));
+    const values = await this.store.db.getMany(keys);
+    for (const v of values) {
+      if (!v) continue;
+      const e = JSON.parse(v.toString('utf8')) as SuppressionEntry;
+      if (opts.stream === 'transactional' && e.reason === 'unsubscribe') continue;
+      return e;
+    }
+    return undefined;
+  }
+
+  async *list(account: string): AsyncGenerator<SuppressionEntry> {
+    for await (const [, v] of this.store.db.iterator({ gte: `s!${account}!`, lt: `s!${account}!~` })) {
+      yield JSON.parse(v.toString('utf8')) as SuppressionEntry;
+    }
+  }
+}
