@@ -212,7 +212,9 @@ export class DurableQueue<M> {
       size += value.length;
       chunks.push(value);
       if (size > limit) {
-        stream.destroy();
+        // Read the rest without keeping it: an SMTP session must reach the final
+        // dot to answer 552 and stay usable (RFC 5321 4.5.3.1.10).
+        for (;;) if ((await it.next()).done) break;
         throw new TooLargeError(limit);
       }
       if (size > this.inlineMax) {

@@ -14,7 +14,9 @@ export class TooLargeError extends Error {
 
 /**
  * Streams `source` into `file` (mode 0600) and fsyncs it. Past `limit` bytes the
- * file is removed and TooLargeError thrown; on any error nothing is left behind.
+ * rest of the source is read and dropped (an SMTP client must reach its final
+ * dot to get a 552), the file removed, and TooLargeError thrown; on any error
+ * nothing is left behind.
  */
 export async function writeFileSynced(file: string, source: Iterable<Buffer> | AsyncIterable<Buffer> | Readable, limit = Infinity): Promise<number> {
   const fh = await fsp.open(file, 'w', 0o600);
@@ -22,9 +24,9 @@ export async function writeFileSynced(file: string, source: Iterable<Buffer> | A
   try {
     for await (const chunk of source as AsyncIterable<Buffer>) {
       size += chunk.length;
-      if (size > limit) throw new TooLargeError(limit);
-      await fh.write(chunk);
+      if (size <= limit) await fh.write(chunk);
     }
+    if (size > limit) throw new TooLargeError(limit);
     await fh.sync();
   } catch (e) {
     await fh.close();
