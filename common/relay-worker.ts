@@ -15,6 +15,7 @@
  *
  * Side effects: SMTP connections upstream; queue updates.
  */
+import type { Readable } from 'node:stream';
 import type { DurableQueue, QueueRecord } from './durable-queue.js';
 import type { Logger } from './log.js';
 import { nextRetry, type RetryPolicy } from './retry-schedule.js';
@@ -51,6 +52,8 @@ export class RelayWorker<M extends RelayMeta> {
     private readonly log: Logger,
     private readonly onFailed: (rec: QueueRecord<M>, failed: RecipientFailure[], reason: string) => Promise<void> = async () => undefined,
     private readonly now: () => number = Date.now,
+    /** The bytes to relay; the forwarder stamps its spool id here (spool-id.ts). */
+    private readonly openBody?: (rec: QueueRecord<M>) => Promise<Readable>,
   ) {}
 
   /** Relays one leased message and records the outcome in the spool. */
@@ -62,7 +65,8 @@ export class RelayWorker<M extends RelayMeta> {
   private async attempt(rec: QueueRecord<M>): Promise<RelayOutcome> {
     const { envelope, pending } = rec.meta;
     try {
-      const sent = await this.client.send({ from: envelope.mailFrom, to: pending }, () => this.spool.openBody(rec));
+      const open = this.openBody ?? ((r: QueueRecord<M>) => this.spool.openBody(r));
+      const sent = await this.client.send({ from: envelope.mailFrom, to: pending }, () => open(rec));
       return this.decide(rec, sent.rejected, sent.relay, sent.reply);
     } catch (e) {
       if (!(e instanceof SendFailure)) throw e;

@@ -12,6 +12,7 @@
  */
 import type { DurableQueue, QueueRecord } from './durable-queue.js';
 import type { Logger } from './log.js';
+import type { RateLimit } from './token-bucket.js';
 
 export interface WorkerOptions<M> {
   queue: DurableQueue<M>;
@@ -25,6 +26,8 @@ export interface WorkerOptions<M> {
   retryOnCrashMs?: number;
   /** Called before each lease; returning a number > 0 delays leasing (rate limits). */
   gate?: () => number;
+  /** Messages per second cap (token bucket): no more messages are leased than there are tokens. */
+  rate?: RateLimit;
 }
 
 export class WorkerLoop<M> {
@@ -34,6 +37,8 @@ export class WorkerLoop<M> {
   private abort = new AbortController();
   private loopDone: Promise<void> = Promise.resolve();
   private slotFreed: (() => void) | undefined;
+  /** Bumped by start(): a loop from before a pause/resume sees it and exits, so two never run. */
+  private generation = 0;
 
   constructor(private readonly o: WorkerOptions<M>) {}
 
@@ -50,7 +55,9 @@ export class WorkerLoop<M> {
     this.running = true;
     this.paused = false;
     this.abort = new AbortController();
-    this.loopDone = this.loop();
+    const gen = ++this.generation;
+    const previous = this.loopDone;
+    this.loopDone = previous.then(() => this.loop(gen));
   }
 
   /** Stops starting new work now; returns at once. */
@@ -68,10 +75,11 @@ export class WorkerLoop<M> {
     await Promise.allSettled([...this.inFlight]);
   }
 
-  private async loop(): Promise<void> {
+  private async loop(gen: number): Promise<void> {
     const { queue, concurrency, visibilityMs, log } = this.o;
     const idle = this.o.idleWaitMs ?? 5_000;
-    while (this.running) {
+    const current = (): boolean => this.running && gen === this.generation;
+    while (current()) {
       if (this.inFlight.size >= concurrency) {
         await new Promise<void>((r) => (this.slotFreed = r));
         continue;
@@ -81,15 +89,24 @@ export class WorkerLoop<M> {
         await sleep(delay, this.abort.signal);
         continue;
       }
+      let want = concurrency - this.inFlight.size;
+      if (this.o.rate) {
+        const tokens = this.o.rate.available();
+        if (tokens < 1) {
+          await sleep(this.o.rate.msUntilNext(), this.abort.signal);
+          continue;
+        }
+        want = Math.min(want, tokens);
+      }
       let batch: QueueRecord<M>[];
       try {
-        batch = await queue.lease(concurrency - this.inFlight.size, visibilityMs);
+        batch = await queue.lease(want, visibilityMs);
       } catch (err) {
         log.error({ err, queue: queue.name }, 'lease failed');
         await sleep(1_000, this.abort.signal);
         continue;
       }
-      if (!this.running) {
+      if (!current()) {
         // Paused while leasing: give the messages straight back.
         await Promise.all(batch.map((r) => queue.nack(r, Date.now())));
         return;
@@ -98,6 +115,7 @@ export class WorkerLoop<M> {
         await queue.waitForWork(idle, this.abort.signal);
         continue;
       }
+      this.o.rate?.take(batch.length);
       for (const rec of batch) this.run(rec);
     }
   }
