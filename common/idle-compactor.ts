@@ -4,8 +4,9 @@
  * LevelDB keeps deleted records (tombstones) and its write-ahead log until a
  * compaction, so after a burst the spool would keep the disk space of its peak
  * until enough later writes trigger one. When the queue has been empty for
- * IDLE_MS after at least MIN_WORK of traffic, we compact the whole database
- * (measured: 2,000 × 2 KB messages, 4.6 MB at peak → 1.6 KB, in 8 ms).
+ * IDLE_MS and the store holds more than MIN_DISK_BYTES, we compact the whole
+ * database (measured: 2,000 × 2 KB messages, 4.6 MB at peak → 1.6 KB, in 8 ms).
+ * The check (a readdir and a few stats) runs only when the queue empties.
  *
  * Side effects: LevelDB compaction (background I/O, never blocks writers).
  */
@@ -14,13 +15,10 @@ import type { Store } from './store.js';
 
 /** Settle time: a queue that empties between two messages of a stream is not "drained". */
 const IDLE_MS = 1_000;
-/** Below this much traffic since the last compaction there is nothing worth reclaiming. */
-const MIN_WORK_BYTES = 1024 * 1024;
-/** Per message: metadata, due-index keys and their lease/ack rewrites, on top of the body. */
-const PER_MESSAGE_OVERHEAD = 1024;
+/** An empty LevelDB is a few KiB; below this there is nothing worth reclaiming. */
+const MIN_DISK_BYTES = 64 * 1024;
 
 export class IdleCompactor {
-  private work = 0;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private closed = false;
@@ -31,10 +29,9 @@ export class IdleCompactor {
     private readonly log: Logger,
   ) {}
 
-  /** A message of `bytes` went through the queue; checks whether it is now drained. */
-  touched(bytes: number): void {
-    this.work += bytes + PER_MESSAGE_OVERHEAD;
-    if (this.isEmpty() && this.work >= MIN_WORK_BYTES && !this.timer && !this.closed) {
+  /** A message went through the queue; checks whether it is now drained. */
+  touched(): void {
+    if (this.isEmpty() && !this.timer && !this.running && !this.closed) {
       this.timer = setTimeout(() => {
         this.timer = undefined;
         this.running = this.run().finally(() => (this.running = undefined));
@@ -45,8 +42,8 @@ export class IdleCompactor {
 
   private async run(): Promise<void> {
     if (this.closed || !this.isEmpty()) return;
-    this.work = 0;
     const before = this.store.diskUsage();
+    if (before < MIN_DISK_BYTES) return;
     const t0 = performance.now();
     try {
       await this.store.compact();

@@ -124,7 +124,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
         await relay.handle(rec);
       } finally {
         syncCounters();
-        compactor.touched(rec.body.size);
+        compactor.touched();
       }
     },
     log,
