@@ -2,7 +2,7 @@
  * Runs `postino forwarder` (the built CLI) on free ports with a test config,
  * and talks to its admin API and CLI as an operator would.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CLI, startPostino, type Running } from './postino.js';
@@ -59,6 +59,16 @@ export async function admin<T = Record<string, unknown>>(dataDir: string, port: 
 export function cli(dataDir: string, adminPort: number, ...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, 'forwarder', ...args, '--admin', `http://127.0.0.1:${adminPort}`], { env: { ...process.env, POSTINO_DATA: dataDir }, encoding: 'utf8' });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The same, without blocking this process (an in-process sink keeps running meanwhile). */
+export function cliAsync(dataDir: string, adminPort: number, ...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, 'forwarder', ...args, '--admin', `http://127.0.0.1:${adminPort}`], { env: { ...process.env, POSTINO_DATA: dataDir }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve) => child.on('close', (status) => resolve({ status, stdout, stderr })));
 }
 
 export function sinkCount(dir: string): number {
