@@ -37,8 +37,11 @@ export type RelayOutcome =
   | { kind: 'failed'; reply?: SmtpReply | undefined; failed: RecipientFailure[]; reason: string };
 
 export interface RelayCounters {
+  /** Messages taken by the next hop (for at least one recipient). */
   delivered: number;
+  /** Attempts that ended in a retry. */
   deferred: number;
+  /** Recipients refused for good or expired. */
   failed: number;
 }
 
@@ -70,6 +73,8 @@ export class RelayWorker<M extends RelayMeta> {
       return this.decide(rec, sent.rejected, sent.relay, sent.reply);
     } catch (e) {
       if (!(e instanceof SendFailure)) throw e;
+      // Every recipient refused at RCPT: decide per recipient (5xx fail, 4xx retry), as on partial acceptance.
+      if (e.rejected.length > 0 && e.relay && e.reply && e.rejected.every((r) => r.recipient !== '')) return this.decide(rec, e.rejected, e.relay, e.reply);
       if (e.permanent) {
         return { kind: 'failed', reply: e.reply, reason: e.message, failed: pending.map((r) => ({ recipient: r, ...e.reply! })) };
       }
@@ -113,7 +118,7 @@ export class RelayWorker<M extends RelayMeta> {
         if (o.failed.length > 0) await this.onFailed(rec, o.failed, 'recipient refused');
         if (o.retry.length === 0) {
           await this.spool.ack(rec);
-          this.counters.delivered++;
+          if (o.failed.length < rec.meta.pending.length) this.counters.delivered++; // someone got it
           return;
         }
         this.counters.deferred++;
@@ -130,7 +135,7 @@ export class RelayWorker<M extends RelayMeta> {
         return;
       }
       case 'failed':
-        this.counters.failed++;
+        this.counters.failed += o.failed.length; // counted per recipient, as in 'partial'
         await this.onFailed(rec, o.failed, o.reason);
         await this.spool.ack(rec);
         log.warn({ event: 'failed', reason: o.reason, code: o.reply?.code, recipients: o.failed.map((f) => f.recipient) }, 'relay failed permanently');

@@ -18,14 +18,14 @@ interface Got {
   raw: Buffer;
 }
 
-async function upstream(refuse: string): Promise<{ port: number; got: Got[]; close(): Promise<void> }> {
+async function upstream(...refuse: string[]): Promise<{ port: number; got: Got[]; close(): Promise<void> }> {
   const got: Got[] = [];
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['AUTH', 'STARTTLS'],
     logger: false,
     onRcptTo(address, _session, cb) {
-      if (address.address === refuse) return cb(Object.assign(new Error('5.1.1 <' + refuse + '>: Recipient address rejected: User unknown'), { responseCode: 550 }));
+      if (refuse.includes(address.address)) return cb(Object.assign(new Error(`5.1.1 <${address.address}>: Recipient address rejected: User unknown`), { responseCode: 550 }));
       cb();
     },
     onData(stream, session, cb) {
@@ -80,6 +80,30 @@ test('5xx for one recipient of three: two relayed, a DSN for the third reaches t
     assert.equal(st.body.queued, 0, 'nothing left in the spool');
     const metrics = await admin<string>(dataDir, ports.admin, 'GET', '/metrics');
     assert.match(metrics.body, /^postino_forwarder_dsn_total 1$/m);
+  } finally {
+    await fwd.stop();
+    await up.close();
+  }
+});
+
+test('every recipient refused: nothing relayed, one DSN listing them all', { timeout: 60_000 }, async () => {
+  const dataDir = tempDir('dsn-all');
+  const up = await upstream('customer0@example.com', 'customer1@example.com');
+  const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${up.port}`]);
+  const fwd = await startForwarderProcess(dataDir, config);
+  try {
+    assert.ok((await runPythonSender(['--port', String(ports.smtp), '--count', '1', '--rcpt', '2', '--prefix', 'all']).done)[0]!.ok);
+    const until = Date.now() + 20_000;
+    while (up.got.length < 1 && Date.now() < until) await sleep(100);
+    await sleep(1_500);
+    assert.equal(up.got.length, 1, 'only the DSN');
+    assert.equal(up.got[0]!.from, '');
+    const text = up.got[0]!.raw.toString();
+    assert.match(text, /^Final-Recipient: rfc822; customer0@example\.com\r$/m);
+    assert.match(text, /^Final-Recipient: rfc822; customer1@example\.com\r$/m);
+    const st = await admin(dataDir, ports.admin, 'GET', '/status');
+    assert.equal(st.body.failed, 2);
+    assert.equal(st.body.delivered, 1, 'only the DSN counts as relayed');
   } finally {
     await fwd.stop();
     await up.close();
