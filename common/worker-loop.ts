@@ -8,7 +8,10 @@
  *
  * `pause()` stops leasing at once; in-flight handlers finish (the kill-switch
  * semantics: no new transaction starts, a started one completes).
- * `stop()` pauses and waits for in-flight handlers.
+ * `stop()` pauses and waits for in-flight handlers. `start()` after `pause()`
+ * resumes; a loop from before the pause exits on its own (generation check).
+ * `rate` (a token bucket) caps messages started per second: the loop leases no
+ * more than there are tokens and sleeps until the next one.
  */
 import type { DurableQueue, QueueRecord } from './durable-queue.js';
 import type { Logger } from './log.js';
