@@ -38,7 +38,7 @@ test(`SIGKILL ${CYCLES} times during load: zero acknowledged messages lost`, { t
     sender.child.kill('SIGTERM');
     await new Promise((r) => sender.child.once('exit', r));
     const acked = sender.results.filter((r) => r.ok).map((r) => r.testId);
-    assert.ok(acked.length >= 200, `a real load: ${acked.length} acknowledged`);
+    assert.ok(acked.length >= 100, `a real load: ${acked.length} acknowledged`);
 
     const msgs = await waitForSink(sinkDir, (m) => {
       const have = new Set(m.map((x) => x.testId));
