@@ -2,12 +2,14 @@
  * npm run bench — every benchmark, printed as text. Run on a quiet machine;
  * figures in the README were made with this command.
  *   npm run bench            all
- *   npm run bench -- queue   only the named ones
+ *   npm run bench -- queue   only the named ones (queue, forwarder)
  */
+import { benchForwarder } from './forwarder-vs-postfix.js';
 import { benchQueue } from './queue-group-commit.js';
 
 const benches: Record<string, () => Promise<void>> = {
   queue: benchQueue,
+  forwarder: benchForwarder,
 };
 
 const wanted = process.argv.slice(2);

@@ -4,6 +4,7 @@
  *   postino up [--config F]                 forwarder + hosted + sink, one process each
  *   postino forwarder|hosted|sink --config F   one component
  *   postino forwarder status [--admin URL]  the forwarder's queue, readably
+ *   postino forwarder pause [--intake] | resume [--admin URL]   the kill-switch
  *   postino check-config F                  print every problem with its key path
  *   postino dev-cert [--out DIR]            a development CA and localhost TLS pair
  *
@@ -29,6 +30,8 @@ const USAGE = `usage:
   postino up [--config F]
   postino forwarder [--config F]
   postino forwarder status [--admin URL]
+  postino forwarder pause [--intake] [--admin URL]
+  postino forwarder resume [--admin URL]
   postino hosted [--config F]
   postino sink [--config F]
   postino check-config F
@@ -161,16 +164,56 @@ async function up(configFile: string | undefined, env: NodeJS.ProcessEnv): Promi
   process.exit(stopping && codes.every((c) => c === 0) ? 0 : 1);
 }
 
-async function forwarderStatus(adminUrl: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
+/** Calls the forwarder's admin API with the token from $POSTINO_ADMIN_TOKEN or <data>/secrets. */
+async function adminCall(adminUrl: string | undefined, env: NodeJS.ProcessEnv, method: 'GET' | 'POST', route: string): Promise<Record<string, unknown>> {
   const dataDir = dataDirOf(env);
   const token = env.POSTINO_ADMIN_TOKEN ?? readSecret(dataDir, 'admin-token');
   if (!token) throw new UsageError(`no admin token: set POSTINO_ADMIN_TOKEN or run from where ${secretsDir(dataDir)} exists`);
   const base = adminUrl ?? 'http://127.0.0.1:8025';
-  const res = await fetch(new URL('/status', base), { headers: { authorization: `Bearer ${token}` } });
+  const res = await fetch(new URL(route, base), { method, headers: { authorization: `Bearer ${token}` } });
   if (!res.ok) throw new Error(`${base}: HTTP ${res.status} ${await res.text()}`);
-  const s = (await res.json()) as Record<string, unknown>;
-  const rows = Object.entries(s).map(([k, v]) => `${k.padEnd(18)} ${String(v)}`);
-  process.stdout.write(rows.join('\n') + '\n');
+  return (await res.json()) as Record<string, unknown>;
+}
+
+function duration(seconds: number): string {
+  if (seconds < 120) return `${seconds} s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+/** `postino forwarder status`: one fact per line, machine-greppable (`key  value`). */
+function printStatus(s: Record<string, unknown>): void {
+  const drain = s.estimatedDrainSeconds;
+  const rows: Array<[string, string]> = [
+    ['relaying', s.paused ? `PAUSED since ${String(s.pausedSince)} (postino forwarder resume)` : 'running'],
+    ['intake', s.intakePaused ? 'PAUSED: new mail gets 421' : 'accepting'],
+    ['queued', String(s.queued)],
+    ['inFlight', String(s.inFlight)],
+    ['deferred', String(s.deferred)],
+    ['delivered', String(s.delivered)],
+    ['failed', String(s.failed)],
+    ['oldestAge', duration(Number(s.oldestAgeSeconds))],
+    ['relayRate', `${String(s.relayRatePerSecond)} msg/s (last minute)`],
+    ['drainEstimate', drain === null ? 'unknown (paused or nothing relayed lately)' : duration(Number(drain))],
+    ['spoolDisk', `${(Number(s.spoolDiskBytes) / 1024).toFixed(1)} KiB`],
+  ];
+  process.stdout.write(rows.map(([k, v]) => `${k.padEnd(14)} ${v}`).join('\n') + '\n');
+}
+
+async function forwarderCommand(sub: 'status' | 'pause' | 'resume', adminUrl: string | undefined, intake: boolean, env: NodeJS.ProcessEnv): Promise<void> {
+  switch (sub) {
+    case 'status':
+      return printStatus(await adminCall(adminUrl, env, 'GET', '/status'));
+    case 'pause': {
+      await adminCall(adminUrl, env, 'POST', intake ? '/pause?intake=1' : '/pause');
+      process.stdout.write(intake ? 'paused: relaying stopped and new mail refused with 421\n' : 'paused: relaying stopped; intake keeps accepting and spooling\n');
+      return;
+    }
+    case 'resume':
+      await adminCall(adminUrl, env, 'POST', '/resume');
+      process.stdout.write('resumed: relaying (and intake) running\n');
+      return;
+  }
 }
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
@@ -180,6 +223,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     options: {
       config: { type: 'string', short: 'c' },
       admin: { type: 'string' },
+      intake: { type: 'boolean' },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -194,7 +238,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     case 'up':
       return up(values.config, env);
     case 'forwarder':
-      if (sub === 'status') return forwarderStatus(values.admin, env);
+      if (sub === 'status' || sub === 'pause' || sub === 'resume') return forwarderCommand(sub, values.admin, values.intake ?? false, env);
       if (sub !== undefined) throw new UsageError(`unknown forwarder command "${sub}"`);
       return runRole('forwarder', values.config, env);
     case 'hosted':

@@ -85,6 +85,18 @@ const forwarder = z
         port: port.default(2525),
         /** Only these networks may submit; never an open relay (DESIGN guarantee 2). */
         allowNetworks: z.array(cidr).default(['127.0.0.0/8', '::1/128']),
+        /**
+         * AUTH PLAIN/LOGIN for apps that insist on logging in. No users = AUTH not
+         * offered. Passwords come from the named environment variables, never the file.
+         */
+        auth: z
+          .object({
+            users: z.array(z.object({ username: z.string().min(1), passwordEnv: z.string().min(1) }).strict()).default([]),
+            /** Refuse MAIL FROM before AUTH; off by default because allowNetworks is the perimeter. */
+            required: z.boolean().default(false),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),
@@ -113,9 +125,16 @@ const forwarder = z
         messagesPerConnection: positiveInt.default(100),
         /** Seconds to wait for any single SMTP step upstream before treating it as a failure. */
         timeoutSeconds: seconds.default(60),
+        /**
+         * Peak leveling: messages started per second (token bucket, burst = a tenth of
+         * a second's worth); 0 = no cap. Excess mail waits in the spool, intake is not slowed.
+         */
+        maxMessagesPerSecond: z.number().nonnegative().default(0),
       })
       .strict()
       .prefault({}),
+    /** Our name in DSNs (Reporting-MTA, MAILER-DAEMON@…); null = the machine's host name. */
+    hostname: z.string().min(1).nullable().default(null),
     retry: z
       .object({
         /** Seconds to wait before each retry; the last entry repeats. Postfix: 5 min doubling to 1 h. */
@@ -137,6 +156,12 @@ const listener = z
     allowNetworks: z.array(cidr).default(['127.0.0.1/32', '::1/128']),
     tls: tlsFiles.prefault({}),
     requireTls: z.boolean().default(true),
+    /**
+     * How long accepted X-Postino-Spool-Id values are remembered, so a forwarder's
+     * retry after a lost reply is answered 250 without a second copy. Longer than
+     * the forwarder's 5-day retry limit.
+     */
+    spoolIdTtlSeconds: seconds.default(7 * 24 * 3600),
   })
   .strict()
   .prefault({});

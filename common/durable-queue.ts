@@ -347,6 +347,28 @@ export class DurableQueue<M> {
     return true;
   }
 
+  /**
+   * Admin actions on a message that is waiting (not leased): make it due at
+   * `due` (retry now), or remove it. Both return false when the message is
+   * unknown or in flight (a lease is the sender's; it will ack or nack).
+   */
+  async reschedule(id: string, due: number): Promise<boolean> {
+    const rec = await this.get(id);
+    if (!rec || rec.leasedUntil > 0 || this.leases.has(id)) return false;
+    const next: QueueRecord<M> = { ...rec, due };
+    await this.store.commit([{ type: 'del', key: this.dKey(rec.due, rec.id) }, ...this.recordOps(next)], { sync: true });
+    this.wake();
+    return true;
+  }
+
+  async remove(id: string): Promise<boolean> {
+    const rec = await this.get(id);
+    if (!rec || rec.leasedUntil > 0 || this.leases.has(id)) return false;
+    await this.store.commit(this.removeOps(rec), { sync: true });
+    await this.removed(rec);
+    return true;
+  }
+
   /** The body as a stream (file bodies are never loaded whole). */
   async openBody(rec: QueueRecord<M>): Promise<Readable> {
     if (rec.body.kind === 'file') return fs.createReadStream(this.store.blobPath(rec.body.name));

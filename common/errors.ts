@@ -19,7 +19,10 @@ export type ErrorCode =
   | 'UNAUTHORIZED'
   | 'NOT_FOUND'
   | 'BAD_REQUEST'
-  | 'TLS_REQUIRED';
+  | 'TLS_REQUIRED'
+  | 'AUTH_REQUIRED'
+  | 'DUPLICATE_IN_PROGRESS'
+  | 'IN_FLIGHT';
 
 interface ErrorSpec {
   smtp: number;
@@ -40,6 +43,11 @@ const SPECS: Record<ErrorCode, ErrorSpec> = {
   NOT_FOUND: { smtp: 550, enhanced: '5.1.1', http: 404 },
   BAD_REQUEST: { smtp: 501, enhanced: '5.5.4', http: 400 },
   TLS_REQUIRED: { smtp: 530, enhanced: '5.7.0', http: 403 },
+  AUTH_REQUIRED: { smtp: 530, enhanced: '5.7.0', http: 401 },
+  /** Same X-Postino-Spool-Id arriving while the first copy is being written (spool-id.ts). */
+  DUPLICATE_IN_PROGRESS: { smtp: 451, enhanced: '4.4.0', http: 409 },
+  /** Admin action on a message being relayed right now. */
+  IN_FLIGHT: { smtp: 451, enhanced: '4.3.0', http: 409 },
 };
 
 export class PostinoError extends Error {

@@ -15,6 +15,7 @@
  *
  * Side effects: SMTP connections upstream; queue updates.
  */
+import type { Readable } from 'node:stream';
 import type { DurableQueue, QueueRecord } from './durable-queue.js';
 import type { Logger } from './log.js';
 import { nextRetry, type RetryPolicy } from './retry-schedule.js';
@@ -36,8 +37,11 @@ export type RelayOutcome =
   | { kind: 'failed'; reply?: SmtpReply | undefined; failed: RecipientFailure[]; reason: string };
 
 export interface RelayCounters {
+  /** Messages taken by the next hop (for at least one recipient). */
   delivered: number;
+  /** Attempts that ended in a retry. */
   deferred: number;
+  /** Recipients refused for good or expired. */
   failed: number;
 }
 
@@ -51,6 +55,8 @@ export class RelayWorker<M extends RelayMeta> {
     private readonly log: Logger,
     private readonly onFailed: (rec: QueueRecord<M>, failed: RecipientFailure[], reason: string) => Promise<void> = async () => undefined,
     private readonly now: () => number = Date.now,
+    /** The bytes to relay; the forwarder stamps its spool id here (spool-id.ts). */
+    private readonly openBody?: (rec: QueueRecord<M>) => Promise<Readable>,
   ) {}
 
   /** Relays one leased message and records the outcome in the spool. */
@@ -62,10 +68,13 @@ export class RelayWorker<M extends RelayMeta> {
   private async attempt(rec: QueueRecord<M>): Promise<RelayOutcome> {
     const { envelope, pending } = rec.meta;
     try {
-      const sent = await this.client.send({ from: envelope.mailFrom, to: pending }, () => this.spool.openBody(rec));
+      const open = this.openBody ?? ((r: QueueRecord<M>) => this.spool.openBody(r));
+      const sent = await this.client.send({ from: envelope.mailFrom, to: pending }, () => open(rec));
       return this.decide(rec, sent.rejected, sent.relay, sent.reply);
     } catch (e) {
       if (!(e instanceof SendFailure)) throw e;
+      // Every recipient refused at RCPT: decide per recipient (5xx fail, 4xx retry), as on partial acceptance.
+      if (e.rejected.length > 0 && e.relay && e.reply && e.rejected.every((r) => r.recipient !== '')) return this.decide(rec, e.rejected, e.relay, e.reply);
       if (e.permanent) {
         return { kind: 'failed', reply: e.reply, reason: e.message, failed: pending.map((r) => ({ recipient: r, ...e.reply! })) };
       }
@@ -109,7 +118,7 @@ export class RelayWorker<M extends RelayMeta> {
         if (o.failed.length > 0) await this.onFailed(rec, o.failed, 'recipient refused');
         if (o.retry.length === 0) {
           await this.spool.ack(rec);
-          this.counters.delivered++;
+          if (o.failed.length < rec.meta.pending.length) this.counters.delivered++; // someone got it
           return;
         }
         this.counters.deferred++;
@@ -126,7 +135,7 @@ export class RelayWorker<M extends RelayMeta> {
         return;
       }
       case 'failed':
-        this.counters.failed++;
+        this.counters.failed += o.failed.length; // counted per recipient, as in 'partial'
         await this.onFailed(rec, o.failed, o.reason);
         await this.spool.ack(rec);
         log.warn({ event: 'failed', reason: o.reason, code: o.reply?.code, recipients: o.failed.map((f) => f.recipient) }, 'relay failed permanently');

@@ -7,8 +7,10 @@
  * status codes, parsed from replies).
  *
  * Failover: a failure before any SMTP reply (refused, timeout, TLS failure) is
- * a connection failure and the next URL is tried; a reply (4xx/5xx) is an
- * answer and is returned as is — another relay would not know better.
+ * a connection failure and the next URL is tried, and so is a refused STARTTLS
+ * or AUTH (a session problem, never a reason to bounce); a reply to the
+ * message (4xx/5xx) is an answer and is returned as is — another relay would
+ * not know better.
  *
  * Side effects: network connections (pooled, kept open up to
  * `messagesPerConnection` messages).
@@ -147,7 +149,10 @@ export class RelayClient {
       } catch (e) {
         body.destroy();
         const err = e as NodemailerError;
-        if (err.responseCode || err.response) {
+        // A failed STARTTLS or AUTH is about the session, not this message: like Postfix
+        // (TLS required but not offered, smtp_sasl_auth_soft_bounce) try the next relay, then defer.
+        const sessionSetup = err.code === 'ETLS' || err.code === 'EAUTH';
+        if (!sessionSetup && (err.responseCode || err.response)) {
           throw new SendFailure(err.message, parseReply(err.response, err.responseCode), url, recipientFailures(err.rejectedErrors));
         }
         this.log.warn({ relay: url, err: { code: err.code, message: err.message } }, 'relay unreachable, trying the next');

@@ -9,6 +9,7 @@
  *
  * Side effects: listens on a TCP port; writes to the queue's store.
  */
+import type { Readable } from 'node:stream';
 import type tls from 'node:tls';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import { NetworkList } from './cidr.js';
@@ -17,6 +18,7 @@ import { PostinoError } from './errors.js';
 import { TooLargeError } from './fsync.js';
 import type { Logger } from './log.js';
 import { PostinoSMTPServer } from './smtp-server.js';
+import { SpoolIdFilter, type SeenSpoolIds } from './spool-id.js';
 
 /** What every stage records about a received message. */
 export interface Envelope {
@@ -54,6 +56,15 @@ export interface IntakeOptions<M> {
   log: Logger;
   /** Called after each durable accept (counters, rate estimates). */
   onAccepted?(queueId: string, size: number): void;
+  /**
+   * Effectively-once hop (spool-id.ts): strip X-Postino-Spool-Id, and answer a
+   * message whose id was already accepted with 250 without enqueuing it again.
+   */
+  spoolIds?: SeenSpoolIds | undefined;
+  /** AUTH PLAIN/LOGIN: checks a username and password; without it AUTH is not offered. */
+  authenticate?: ((username: string, password: string) => boolean) | undefined;
+  /** With `authenticate`: refuse MAIL FROM until the client authenticated. */
+  authRequired?: boolean | undefined;
 }
 
 export interface Intake {
@@ -91,20 +102,35 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
 
   async function accept(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const envelope = envelopeOf(session);
-    const prepared = await queue.prepare({ meta: o.toMeta(envelope, session), body: stream, maxBytes: o.maxSize });
+    const filter = o.spoolIds ? stream.pipe(new SpoolIdFilter()) : undefined;
+    const body: Readable = filter ?? stream;
+    const prepared = await queue.prepare({ meta: o.toMeta(envelope, session), body, maxBytes: o.maxSize });
     if (stream.sizeExceeded) {
       await prepared.discard();
       throw new TooLargeError(o.maxSize);
     }
+    const spoolId = filter?.spoolId;
+    if (spoolId && o.spoolIds && !o.spoolIds.begin(spoolId)) {
+      await prepared.discard();
+      throw new PostinoError('DUPLICATE_IN_PROGRESS', `Message ${spoolId} is being stored by another session, try again later`);
+    }
     try {
-      await queue.commitPrepared([prepared]);
+      const earlier = spoolId ? await o.spoolIds!.lookup(spoolId) : undefined;
+      if (earlier) {
+        await prepared.discard();
+        log.info({ event: 'duplicate', queueId: earlier, spoolId, session: session.id }, 'already queued: retry of an accepted message not enqueued again');
+        return `${earlier} (already queued)`;
+      }
+      await queue.commitPrepared([prepared], spoolId ? o.spoolIds!.rememberOps(spoolId, prepared.record.id) : []);
     } catch (e) {
       await prepared.discard();
       throw e;
+    } finally {
+      if (spoolId) o.spoolIds!.end(spoolId);
     }
     o.onAccepted?.(prepared.record.id, prepared.record.body.size);
     log.info(
-      { event: 'accepted', queueId: prepared.record.id, session: session.id, from: envelope.mailFrom, rcpt: envelope.rcptTo.length, size: prepared.record.body.size },
+      { event: 'accepted', queueId: prepared.record.id, session: session.id, from: envelope.mailFrom, rcpt: envelope.rcptTo.length, size: prepared.record.body.size, spoolId },
       'message queued',
     );
     return prepared.record.id;
@@ -116,7 +142,18 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     size: o.maxSize,
     maxRecipients: o.maxRecipients,
     authOptional: true,
-    disabledCommands: o.tls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
+    authMethods: ['PLAIN', 'LOGIN'],
+    // Apps on the local network often cannot do TLS; AUTH there is an app identity, not the perimeter (allowNetworks is).
+    allowInsecureAuth: true,
+    disabledCommands: [...(o.authenticate ? [] : ['AUTH']), ...(o.tls ? [] : ['STARTTLS'])],
+    onAuth(auth, session, cb) {
+      const ok = o.authenticate !== undefined && typeof auth.password === 'string' && o.authenticate(auth.username ?? '', auth.password);
+      if (!ok) {
+        log.warn({ event: 'auth-failed', client: session.remoteAddress, user: auth.username }, 'authentication failed');
+        return cb(new PostinoError('UNAUTHORIZED', 'Authentication credentials invalid'));
+      }
+      cb(null, { user: auth.username });
+    },
     hideENHANCEDSTATUSCODES: true,
     disableReverseLookup: true,
     socketTimeout: o.idleTimeoutMs,
@@ -131,6 +168,7 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
       run(cb, o.policy?.onConnect && (() => o.policy!.onConnect!(session)));
     },
     onMailFrom(address, session, cb) {
+      if (o.authenticate && o.authRequired && !session.user) return cb(new PostinoError('AUTH_REQUIRED', 'Authentication required'));
       run(cb, o.policy?.onMailFrom && (() => o.policy!.onMailFrom!(address, session)));
     },
     onRcptTo(address, session, cb) {
@@ -140,6 +178,7 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
       accept(stream, session).then(
         (id) => cb(null, `2.0.0 Ok: queued as ${id}`),
         (err: unknown) => {
+          stream.unpipe();
           stream.resume(); // discard the rest so the session stays usable
           if (err instanceof TooLargeError) return cb(new PostinoError('MESSAGE_TOO_BIG', `Message exceeds fixed maximum message size of ${o.maxSize} bytes`));
           if (err instanceof PostinoError) return cb(err);

@@ -107,6 +107,29 @@ export class Store {
     await fsp.rm(this.blobPath(name), { force: true });
   }
 
+  /**
+   * Compacts the whole database: LevelDB keeps deleted records (tombstones) and
+   * the write-ahead log on disk until a compaction, so a drained spool would
+   * otherwise keep the space of its peak. Callers run this when a queue empties.
+   */
+  async compact(): Promise<void> {
+    await this.db.compactRange('', '\uffff');
+  }
+
+  /** Bytes on disk under this store (LevelDB files and blobs): for status and tests. */
+  diskUsage(): number {
+    let total = 0;
+    const walk = (dir: string): void => {
+      for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+        const p = path.join(dir, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (e.isFile()) total += fs.statSync(p, { throwIfNoEntry: false })?.size ?? 0;
+      }
+    };
+    walk(this.dir);
+    return total;
+  }
+
   async close(): Promise<void> {
     while (this.writing) await new Promise((r) => setTimeout(r, 5));
     await this.db.close();

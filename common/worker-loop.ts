@@ -8,10 +8,14 @@
  *
  * `pause()` stops leasing at once; in-flight handlers finish (the kill-switch
  * semantics: no new transaction starts, a started one completes).
- * `stop()` pauses and waits for in-flight handlers.
+ * `stop()` pauses and waits for in-flight handlers. `start()` after `pause()`
+ * resumes; a loop from before the pause exits on its own (generation check).
+ * `rate` (a token bucket) caps messages started per second: the loop leases no
+ * more than there are tokens and sleeps until the next one.
  */
 import type { DurableQueue, QueueRecord } from './durable-queue.js';
 import type { Logger } from './log.js';
+import type { RateLimit } from './token-bucket.js';
 
 export interface WorkerOptions<M> {
   queue: DurableQueue<M>;
@@ -25,6 +29,8 @@ export interface WorkerOptions<M> {
   retryOnCrashMs?: number;
   /** Called before each lease; returning a number > 0 delays leasing (rate limits). */
   gate?: () => number;
+  /** Messages per second cap (token bucket): no more messages are leased than there are tokens. */
+  rate?: RateLimit;
 }
 
 export class WorkerLoop<M> {
@@ -34,6 +40,8 @@ export class WorkerLoop<M> {
   private abort = new AbortController();
   private loopDone: Promise<void> = Promise.resolve();
   private slotFreed: (() => void) | undefined;
+  /** Bumped by start(): a loop from before a pause/resume sees it and exits, so two never run. */
+  private generation = 0;
 
   constructor(private readonly o: WorkerOptions<M>) {}
 
@@ -50,7 +58,9 @@ export class WorkerLoop<M> {
     this.running = true;
     this.paused = false;
     this.abort = new AbortController();
-    this.loopDone = this.loop();
+    const gen = ++this.generation;
+    const previous = this.loopDone;
+    this.loopDone = previous.then(() => this.loop(gen));
   }
 
   /** Stops starting new work now; returns at once. */
@@ -68,10 +78,11 @@ export class WorkerLoop<M> {
     await Promise.allSettled([...this.inFlight]);
   }
 
-  private async loop(): Promise<void> {
+  private async loop(gen: number): Promise<void> {
     const { queue, concurrency, visibilityMs, log } = this.o;
     const idle = this.o.idleWaitMs ?? 5_000;
-    while (this.running) {
+    const current = (): boolean => this.running && gen === this.generation;
+    while (current()) {
       if (this.inFlight.size >= concurrency) {
         await new Promise<void>((r) => (this.slotFreed = r));
         continue;
@@ -81,15 +92,24 @@ export class WorkerLoop<M> {
         await sleep(delay, this.abort.signal);
         continue;
       }
+      let want = concurrency - this.inFlight.size;
+      if (this.o.rate) {
+        const tokens = this.o.rate.available();
+        if (tokens < 1) {
+          await sleep(this.o.rate.msUntilNext(), this.abort.signal);
+          continue;
+        }
+        want = Math.min(want, tokens);
+      }
       let batch: QueueRecord<M>[];
       try {
-        batch = await queue.lease(concurrency - this.inFlight.size, visibilityMs);
+        batch = await queue.lease(want, visibilityMs);
       } catch (err) {
         log.error({ err, queue: queue.name }, 'lease failed');
         await sleep(1_000, this.abort.signal);
         continue;
       }
-      if (!this.running) {
+      if (!current()) {
         // Paused while leasing: give the messages straight back.
         await Promise.all(batch.map((r) => queue.nack(r, Date.now())));
         return;
@@ -98,6 +118,7 @@ export class WorkerLoop<M> {
         await queue.waitForWork(idle, this.abort.signal);
         continue;
       }
+      this.o.rate?.take(batch.length);
       for (const rec of batch) this.run(rec);
     }
   }

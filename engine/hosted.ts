@@ -17,6 +17,7 @@ import { RelayClient } from '../common/smtp-client.js';
 import { Store } from '../common/store.js';
 import { WorkerLoop } from '../common/worker-loop.js';
 import { startListener } from '../listener/listener.js';
+import { SeenSpoolIds } from '../common/spool-id.js';
 import { EventLog } from './event-log.js';
 import { createHostedApi } from './http-api.js';
 import type { DeliveryMeta } from './delivery-record.js';
@@ -25,6 +26,8 @@ import { SuppressionList } from './suppression.js';
 
 /** Longer than any single rewrap or delivery transaction. */
 const VISIBILITY_MS = 10 * 60_000;
+/** Expired forwarder spool ids are forgotten this often (they only cost a key each). */
+const SPOOL_ID_SWEEP_MS = 60 * 60_000;
 
 export interface Hosted extends Component {
   smtpPort: number;
@@ -63,7 +66,12 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const sender = new RelayWorker<DeliveryMeta>(delivery, client, { scheduleSeconds: d.retryScheduleSeconds, maxAgeSeconds: d.maxAgeSeconds }, log.child({ component: 'delivery' }));
   const deliveryLoop = new WorkerLoop<DeliveryMeta>({ queue: delivery, concurrency: d.maxConnections * 4, visibilityMs: VISIBILITY_MS, handle: (r) => sender.handle(r), log });
 
-  const listener = await startListener(config.listener, rt.dataDir, intake, log.child({ component: 'listener' }));
+  // Effectively-once hop from the forwarders (common/spool-id.ts).
+  const spoolIds = new SeenSpoolIds(store, config.listener.spoolIdTtlSeconds * 1000);
+  const sweep = (): void => void spoolIds.sweep().catch((err: unknown) => log.warn({ err }, 'spool id sweep failed'));
+  sweep();
+  const sweeper = setInterval(sweep, SPOOL_ID_SWEEP_MS).unref();
+  const listener = await startListener(config.listener, rt.dataDir, intake, log.child({ component: 'listener' }), spoolIds);
   const api = createHostedApi(apiKey, intake, delivery, log);
   const httpPort = await listenHttp(api, config.http.host, config.http.port, 'hosted', log);
   rewrapLoop.start();
@@ -77,6 +85,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
     events,
     suppression,
     async close() {
+      clearInterval(sweeper);
       await listener.close();
       await rewrapLoop.stop();
       await deliveryLoop.stop();

@@ -5,6 +5,9 @@
  * Config: the `listener` section (127.0.0.1:2587; allowNetworks 127.0.0.1/32 and
  * ::1/128; tls.certFile/keyFile, else the development pair in <data>/secrets).
  * Standards: RFC 5321, RFC 3207 (STARTTLS), RFC 1870 (SIZE).
+ * Effectively once: with `spoolIds`, X-Postino-Spool-Id is stripped and a
+ * retry of an id accepted within listener.spoolIdTtlSeconds (7 days) is
+ * answered 250 without a second enqueue (common/spool-id.ts).
  */
 import fs from 'node:fs';
 import type { ListenerConfig } from '../common/config.js';
@@ -14,13 +17,14 @@ import type { Logger } from '../common/log.js';
 import { ensureDevTls, secretsDir } from '../common/secrets.js';
 import type { IntakeMeta } from '../common/intake-record.js';
 import { startIntake, type Intake } from '../common/smtp-intake.js';
+import type { SeenSpoolIds } from '../common/spool-id.js';
 
 export async function listenerTls(cfg: ListenerConfig, dataDir: string): Promise<{ key: Buffer; cert: Buffer }> {
   const files = cfg.tls.certFile && cfg.tls.keyFile ? { certFile: cfg.tls.certFile, keyFile: cfg.tls.keyFile } : await ensureDevTls(secretsDir(dataDir));
   return { key: fs.readFileSync(files.keyFile), cert: fs.readFileSync(files.certFile) };
 }
 
-export async function startListener(cfg: ListenerConfig, dataDir: string, queue: DurableQueue<IntakeMeta>, log: Logger): Promise<Intake> {
+export async function startListener(cfg: ListenerConfig, dataDir: string, queue: DurableQueue<IntakeMeta>, log: Logger, spoolIds?: SeenSpoolIds): Promise<Intake> {
   const tls = await listenerTls(cfg, dataDir);
   return startIntake<IntakeMeta>({
     name: 'listener',
@@ -34,6 +38,7 @@ export async function startListener(cfg: ListenerConfig, dataDir: string, queue:
     idleTimeoutMs: cfg.idleTimeoutSeconds * 1000,
     tls,
     queue,
+    spoolIds,
     // Per-account matching (networks, AUTH, sender domains) replaces this with the listener issue.
     toMeta: (envelope) => ({ envelope, account: 'default' }),
     policy: {

@@ -95,6 +95,8 @@ export async function startSink(cfg: SinkConfig, dir: string, log: Logger): Prom
     },
     { greetingDelayMs: 0, trustedNetworks: [] },
   );
+  // A client that resets its connection (a killed relay) is a session error, not a sink crash.
+  server.on('error', (err: Error) => log.warn({ err: { message: err.message } }, 'sink session error'));
   const port = await server.listenAsync(cfg.port, cfg.host);
   log.info({ event: 'listening', what: 'sink', address: cfg.host, port, dir }, `capture sink listening on ${cfg.host}:${port}`);
   return {

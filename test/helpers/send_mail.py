@@ -6,11 +6,12 @@ One JSON line per message on stdout:
   {"i": 4, "ok": false, "error": "..."}
 Options:
   --port P --count N [--start K] [--prefix S] [--specials] [--stop-on-error]
+  [--rcpt N] [--interval-ms MS] [--error-pause-ms MS]
   --specials adds, at fixed positions, a 10 MB attachment (i=start+1), an
   RFC 2047 UTF-8 subject (i=start+2) and body lines starting with a dot (i=start+3).
 Every message's body is CRLF-normalized before hashing, as smtplib sends it.
 """
-import argparse, hashlib, json, os, smtplib, sys
+import argparse, hashlib, json, os, smtplib, sys, time
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 
@@ -23,6 +24,8 @@ ap.add_argument('--prefix', default='t')
 ap.add_argument('--specials', action='store_true')
 ap.add_argument('--stop-on-error', action='store_true')
 ap.add_argument('--rcpt', type=int, default=1, help='recipients per message')
+ap.add_argument('--interval-ms', type=float, default=0, help='pause between messages (a steady stream)')
+ap.add_argument('--error-pause-ms', type=float, default=0, help='pause after a failed message (server down)')
 args = ap.parse_args()
 
 def build(i):
@@ -68,3 +71,7 @@ for i in range(args.start, args.start + args.count):
         print(json.dumps({'i': i, 'ok': False, 'testId': test_id, 'error': f'{type(e).__name__}: {e}'}), flush=True)
         if args.stop_on_error:
             sys.exit(0)
+        if args.error_pause_ms:
+            time.sleep(args.error_pause_ms / 1000)
+    if args.interval_ms:
+        time.sleep(args.interval_ms / 1000)

@@ -1,0 +1,150 @@
+/*
+ * spool-id.ts — effectively-once delivery across the forwarder → listener hop.
+ *
+ * A relay can time out after the final dot while the next hop did take the
+ * message (RFC 5321 6.1 accepts this window as a duplicate risk). To close it,
+ * the forwarder prepends `X-Postino-Spool-Id: <spool queue id>` to every
+ * message it relays (`stampSpoolId`), and the listener:
+ *   - strips every such header from the header section while it stores the
+ *     message (`SpoolIdFilter`), so it never reaches a recipient;
+ *   - remembers each accepted id for `listener.spoolIdTtlSeconds` (default 7
+ *     days, longer than the forwarder's 5-day retry limit) in its LevelDB, in
+ *     the same synced batch as the enqueue (`SeenSpoolIds`);
+ *   - answers a retry carrying an id it already holds with `250` and does not
+ *     enqueue it again. A second transaction with the same id while the first
+ *     is still being written gets `451` (the forwarder retries and then finds it).
+ *
+ * Keys in the hosted store: sid!<id> → {queueId, expires}; sidx!<expires>!<id>
+ * (expiry index, swept by `sweep()`).
+ * Side effects: LevelDB reads and writes (sweep).
+ */
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import type { BatchOp, Store } from './store.js';
+
+export const SPOOL_ID_HEADER = 'X-Postino-Spool-Id';
+const HEADER_LC = SPOOL_ID_HEADER.toLowerCase();
+/** Headers past this many bytes are not scanned: ours is the first line, and a bigger header section is pathological. */
+const MAX_HEADER_SCAN_BYTES = 256 * 1024;
+const EXPIRY_WIDTH = 15;
+
+/** The body as relayed by the forwarder: our header first, then the message as spooled. */
+export function stampSpoolId(id: string, body: Readable): Readable {
+  const line = Buffer.from(`${SPOOL_ID_HEADER}: ${id}\r\n`);
+  return Readable.from(
+    (async function* () {
+      yield line;
+      yield* body as AsyncIterable<Buffer>;
+    })(),
+  );
+}
+
+/**
+ * Removes every X-Postino-Spool-Id field (with folded continuation lines) from
+ * the header section and records the first one's value. The body passes as is.
+ */
+export class SpoolIdFilter extends Transform {
+  spoolId: string | undefined;
+  private inHeaders = true;
+  private dropping = false;
+  private pending: Buffer = Buffer.alloc(0);
+  private scanned = 0;
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    if (!this.inHeaders) return cb(null, chunk);
+    let buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    const out: Buffer[] = [];
+    let start = 0;
+    for (;;) {
+      const nl = buf.indexOf(10, start);
+      if (nl === -1) break;
+      const line = buf.subarray(start, nl + 1);
+      start = nl + 1;
+      this.scanned += line.length;
+      if (line.length <= 2 && (line[0] === 13 || line[0] === 10)) {
+        // The empty line: end of the header section.
+        this.inHeaders = false;
+        out.push(line, buf.subarray(start));
+        start = buf.length;
+        break;
+      }
+      if (line[0] === 32 || line[0] === 9) {
+        if (!this.dropping) out.push(line);
+        continue;
+      }
+      const colon = line.indexOf(58);
+      const name = colon > 0 ? line.subarray(0, colon).toString('latin1').trim().toLowerCase() : '';
+      this.dropping = name === HEADER_LC;
+      if (this.dropping) {
+        this.spoolId ??= line.subarray(colon + 1).toString('latin1').trim() || undefined;
+      } else {
+        out.push(line);
+      }
+    }
+    buf = buf.subarray(start);
+    if (this.inHeaders && this.scanned + buf.length > MAX_HEADER_SCAN_BYTES) {
+      this.inHeaders = false;
+      out.push(buf);
+      buf = Buffer.alloc(0);
+    }
+    this.pending = buf;
+    cb(null, out.length === 1 ? out[0] : Buffer.concat(out));
+  }
+
+  override _flush(cb: TransformCallback): void {
+    cb(null, this.pending.length ? this.pending : undefined);
+  }
+}
+
+function padExpiry(t: number): string {
+  return Math.floor(t).toString().padStart(EXPIRY_WIDTH, '0');
+}
+
+/** The listener's memory of spool ids it has accepted. */
+export class SeenSpoolIds {
+  private readonly writing = new Set<string>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly ttlMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** The queue id the message was accepted under, if this spool id was seen and has not expired. */
+  async lookup(spoolId: string): Promise<string | undefined> {
+    const v = await this.store.db.get(`sid!${spoolId}`);
+    if (!v) return undefined;
+    const rec = JSON.parse(v.toString('utf8')) as { queueId: string; expires: number };
+    return rec.expires > this.now() ? rec.queueId : undefined;
+  }
+
+  /** Claims the id for one transaction; false when another one is writing it now. */
+  begin(spoolId: string): boolean {
+    if (this.writing.has(spoolId)) return false;
+    this.writing.add(spoolId);
+    return true;
+  }
+
+  end(spoolId: string): void {
+    this.writing.delete(spoolId);
+  }
+
+  /** Ops to commit in the enqueue's batch. */
+  rememberOps(spoolId: string, queueId: string): BatchOp[] {
+    const expires = this.now() + this.ttlMs;
+    return [
+      { type: 'put', key: `sid!${spoolId}`, value: Buffer.from(JSON.stringify({ queueId, expires })) },
+      { type: 'put', key: `sidx!${padExpiry(expires)}!${spoolId}`, value: Buffer.alloc(0) },
+    ];
+  }
+
+  /** Forgets expired ids; returns how many. */
+  async sweep(limit = 10_000): Promise<number> {
+    const ops: BatchOp[] = [];
+    for await (const key of this.store.db.keys({ gte: 'sidx!', lt: `sidx!${padExpiry(this.now())}`, limit })) {
+      const id = key.slice(5 + EXPIRY_WIDTH + 1);
+      ops.push({ type: 'del', key }, { type: 'del', key: `sid!${id}` });
+    }
+    await this.store.commit(ops, { sync: false });
+    return ops.length / 2;
+  }
+}

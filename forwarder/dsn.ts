@@ -1,0 +1,121 @@
+/*
+ * dsn.ts — the bounce the forwarder sends to the original sender when the
+ * hosted side refuses recipients for good (5xx) or the retry limit runs out.
+ *
+ * Standards: RFC 3464 (message/delivery-status), RFC 6522 (multipart/report),
+ * RFC 3463 (status codes), RFC 3834 (Auto-Submitted). Built with nodemailer's
+ * MIME builder (MimeNode): a human-readable part, the delivery-status part with
+ * one block per failed recipient, and the original message's header section
+ * (text/rfc822-headers, as Postfix does by default: never the whole body).
+ * The DSN is sent with the null sender (MAIL FROM:<>), so it can never cause
+ * another DSN; no DSN is made for a message whose sender was <>.
+ *
+ * Config: forwarder.hostname (Reporting-MTA, MAILER-DAEMON@<hostname>).
+ * Side effects: none (returns bytes).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import MimeNode from 'nodemailer/lib/mime-node';
+import type { RecipientFailure } from '../common/smtp-client.js';
+
+/** The original header section quoted in the DSN is cut here (Postfix: header only, no body). */
+const MAX_QUOTED_HEADER_BYTES = 64 * 1024;
+
+export interface DsnInput {
+  hostname: string;
+  queueId: string;
+  sender: string;
+  arrivalDate: Date;
+  failed: RecipientFailure[];
+  /** Why, in words (refused by the relay, or the retry limit). */
+  reason: string;
+  /** The relay that gave the answer, if any. */
+  relay?: string | undefined;
+  originalHeaders: string;
+}
+
+/** Reads the header section of a spooled message (up to the empty line, at most 64 KiB). */
+export async function readHeaderSection(body: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const c of body as AsyncIterable<Buffer>) {
+      chunks.push(c);
+      size += c.length;
+      const all = Buffer.concat(chunks);
+      const end = all.indexOf('\r\n\r\n');
+      if (end !== -1) return all.subarray(0, end + 2).toString('utf8');
+      if (size >= MAX_QUOTED_HEADER_BYTES) return all.subarray(0, MAX_QUOTED_HEADER_BYTES).toString('utf8');
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  } finally {
+    body.destroy();
+  }
+}
+
+function hostOf(relay: string | undefined): string | undefined {
+  if (!relay) return undefined;
+  try {
+    return new URL(relay).hostname.replace(/^\[|\]$/g, '');
+  } catch {
+    return undefined;
+  }
+}
+
+/** One line, no CR/LF: a remote reply must not inject fields into our report. */
+function oneLine(s: string): string {
+  return s.replace(/[\r\n]+/g, ' ').trim();
+}
+
+export function humanText(d: DsnInput): string {
+  const lines = [
+    `This is the mail system at host ${d.hostname}.`,
+    '',
+    "I'm sorry to have to inform you that your message could not",
+    'be delivered to one or more recipients. Its headers are attached below.',
+    '',
+    ...d.failed.map((f) => `<${f.recipient}>: ${oneLine(f.response) || d.reason}`),
+    '',
+  ];
+  return lines.join('\r\n');
+}
+
+export function deliveryStatus(d: DsnInput): string {
+  const remote = hostOf(d.relay);
+  const perMessage = [`Reporting-MTA: dns; ${d.hostname}`, `X-Postino-Queue-ID: ${d.queueId}`, `Arrival-Date: ${d.arrivalDate.toUTCString()}`];
+  const perRecipient = d.failed.map((f) => {
+    const status = /^5\.\d{1,3}\.\d{1,3}$/.test(f.enhanced) ? f.enhanced : '5.0.0';
+    const lines = [`Final-Recipient: rfc822; ${f.recipient}`, 'Action: failed', `Status: ${status}`];
+    if (remote) lines.push(`Remote-MTA: dns; ${remote}`);
+    lines.push(f.code > 0 ? `Diagnostic-Code: smtp; ${oneLine(f.response)}` : `Diagnostic-Code: x-postino; ${oneLine(d.reason)}`);
+    return lines.join('\r\n');
+  });
+  return [perMessage.join('\r\n'), ...perRecipient].join('\r\n\r\n') + '\r\n';
+}
+
+/** The complete DSN message (CRLF line endings), ready to spool. */
+export async function buildDsn(d: DsnInput, now = new Date()): Promise<Buffer> {
+  const root = new MimeNode('multipart/report', { hostname: d.hostname, newline: 'win', baseBoundary: randomBytes(8).toString('hex') });
+  root.setHeader({
+    From: `Mail Delivery System <MAILER-DAEMON@${d.hostname}>`,
+    To: d.sender,
+    Subject: 'Undelivered Mail Returned to Sender',
+    Date: now,
+    'Auto-Submitted': 'auto-replied',
+    'Message-ID': `<${d.queueId}.${Date.now().toString(36)}@${d.hostname}>`,
+  });
+  // MimeNode keeps the parameters of a Content-Type it is given.
+  root.setHeader('Content-Type', 'multipart/report; report-type=delivery-status');
+  root.createChild('text/plain; charset=utf-8').setHeader('Content-Description', 'Notification').setContent(humanText(d));
+  root
+    .createChild('message/delivery-status')
+    .setHeader('Content-Description', 'Delivery report')
+    .setHeader('Content-Transfer-Encoding', '7bit')
+    .setContent(deliveryStatus(d));
+  root
+    .createChild('text/rfc822-headers')
+    .setHeader('Content-Description', 'Undelivered Message Headers')
+    .setHeader('Content-Transfer-Encoding', '8bit')
+    .setContent(d.originalHeaders);
+  return root.build();
+}

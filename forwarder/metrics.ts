@@ -1,0 +1,104 @@
+/*
+ * metrics.ts — the forwarder's counters, its recent relay rate, and their
+ * Prometheus exposition (prom-client, text format 0.0.4) for GET /metrics.
+ *
+ * Counters are per process (they restart at zero, as Prometheus expects of a
+ * counter); queue gauges are read from the spool at scrape time.
+ * The relay rate over the last RATE_WINDOW_S seconds gives /status its
+ * "estimated seconds to drain".
+ * Side effects: none (a private registry, no timers).
+ */
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Long enough to smooth bursts, short enough that the estimate follows a pause or an outage. */
+const RATE_WINDOW_S = 60;
+
+export interface QueueGauges {
+  queued: number;
+  inFlight: number;
+  deferred: number;
+  paused: boolean;
+  intakePaused: boolean;
+  oldestAgeSeconds: number;
+  diskBytes: number;
+}
+
+export class ForwarderMetrics {
+  readonly registry = new Registry();
+  readonly accepted: Counter;
+  readonly acceptedBytes: Counter;
+  readonly relayed: Counter;
+  readonly deferred: Counter;
+  readonly failedRecipients: Counter;
+  readonly dsns: Counter;
+  readonly adminDeleted: Counter;
+  /** Relays per second slot, ring buffer over RATE_WINDOW_S. */
+  private readonly slots = new Array<number>(RATE_WINDOW_S).fill(0);
+  private slotSecond = 0;
+  private readonly startSecond: number;
+
+  constructor(gauges: () => Promise<QueueGauges>, private readonly nowMs: () => number = Date.now) {
+    this.startSecond = Math.floor(nowMs() / 1000);
+    this.slotSecond = this.startSecond;
+    const r = this.registry;
+    collectDefaultMetrics({ register: r, prefix: 'postino_forwarder_' });
+    this.accepted = new Counter({ name: 'postino_forwarder_accepted_total', help: 'Messages accepted from apps and synced to the spool', registers: [r] });
+    this.acceptedBytes = new Counter({ name: 'postino_forwarder_accepted_bytes_total', help: 'Bytes of accepted messages', registers: [r] });
+    this.relayed = new Counter({ name: 'postino_forwarder_relayed_total', help: 'Messages the hosted listener accepted (all recipients settled)', registers: [r] });
+    this.deferred = new Counter({ name: 'postino_forwarder_deferred_total', help: 'Relay attempts that ended in a retry', registers: [r] });
+    this.failedRecipients = new Counter({ name: 'postino_forwarder_failed_recipients_total', help: 'Recipients refused for good (5xx) or expired', registers: [r] });
+    this.dsns = new Counter({ name: 'postino_forwarder_dsn_total', help: 'Delivery status notifications queued for senders', registers: [r] });
+    this.adminDeleted = new Counter({ name: 'postino_forwarder_spool_removed_by_admin_total', help: 'Messages deleted through the admin API', registers: [r] });
+    let last: QueueGauges | undefined;
+    const gauge = (name: string, help: string, pick: (g: QueueGauges) => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers: [r],
+        async collect() {
+          // One spool scan per scrape, shared by every gauge of that scrape.
+          if (name === 'postino_forwarder_queued') last = await gauges();
+          if (last) this.set(pick(last));
+        },
+      });
+    };
+    gauge('postino_forwarder_queued', 'Messages in the spool (waiting, deferred or in flight)', (g) => g.queued);
+    gauge('postino_forwarder_in_flight', 'Messages being relayed now', (g) => g.inFlight);
+    gauge('postino_forwarder_deferred', 'Messages waiting for a retry after a failed attempt', (g) => g.deferred);
+    gauge('postino_forwarder_paused', '1 while the kill-switch holds relaying', (g) => (g.paused ? 1 : 0));
+    gauge('postino_forwarder_intake_paused', '1 while the kill-switch also refuses new mail', (g) => (g.intakePaused ? 1 : 0));
+    gauge('postino_forwarder_oldest_age_seconds', 'Age of the oldest spooled message', (g) => g.oldestAgeSeconds);
+    gauge('postino_forwarder_spool_disk_bytes', 'Bytes on disk under the spool folder', (g) => g.diskBytes);
+  }
+
+  private advance(): number {
+    const sec = Math.floor(this.nowMs() / 1000);
+    if (sec - this.slotSecond >= RATE_WINDOW_S) this.slots.fill(0);
+    else for (let s = this.slotSecond + 1; s <= sec; s++) this.slots[s % RATE_WINDOW_S] = 0;
+    this.slotSecond = sec;
+    return sec;
+  }
+
+  /** A message left the spool because the next hop took it. */
+  markRelayed(): void {
+    const sec = this.advance();
+    this.slots[sec % RATE_WINDOW_S]!++;
+    this.relayed.inc();
+  }
+
+  /** Messages relayed per second, averaged over the last minute. */
+  relayRate(): number {
+    const sec = this.advance();
+    // Just after start the window is not full yet: average over the seconds that passed.
+    const span = Math.min(RATE_WINDOW_S, Math.max(1, sec - this.startSecond));
+    return this.slots.reduce((a, b) => a + b, 0) / span;
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { test } from 'node:test';
+import { SeenSpoolIds, SpoolIdFilter, stampSpoolId } from '../../common/spool-id.js';
+import { Store } from '../../common/store.js';
+import { TokenBucket } from '../../common/token-bucket.js';
+import { tempDir } from '../helpers/postino.js';
+
+async function filter(chunks: string[]): Promise<{ out: string; id: string | undefined }> {
+  const f = new SpoolIdFilter();
+  const parts: Buffer[] = [];
+  const done = new Promise<void>((r) => f.on('end', r));
+  f.on('data', (c: Buffer) => parts.push(c));
+  for (const c of chunks) f.write(Buffer.from(c));
+  f.end();
+  await done;
+  return { out: Buffer.concat(parts).toString(), id: f.spoolId };
+}
+
+test('the filter removes the spool id header (folded lines too) at any chunk boundary and leaves the body alone', async () => {
+  const msg = 'X-Postino-Spool-Id: ABC123\r\nFrom: a@b\r\nx-postino-spool-id: forged\r\n\tcontinued\r\nSubject: hi\r\n\r\nX-Postino-Spool-Id: in the body stays\r\n';
+  const want = 'From: a@b\r\nSubject: hi\r\n\r\nX-Postino-Spool-Id: in the body stays\r\n';
+  for (let cut = 1; cut < msg.length; cut += 3) {
+    const r = await filter([msg.slice(0, cut), msg.slice(cut)]);
+    assert.equal(r.out, want, `cut at ${cut}`);
+    assert.equal(r.id, 'ABC123', 'the first one (the forwarder prepends its own) wins');
+  }
+  const bytes: string[] = [...msg];
+  assert.equal((await filter(bytes)).out, want, 'byte by byte');
+});
+
+test('stamp then filter round-trips the message byte for byte', async () => {
+  const body = 'From: a@b\r\n\r\nhello\r\n';
+  const stamped: Buffer[] = [];
+  for await (const c of stampSpoolId('Q1', Readable.from([Buffer.from(body)]))) stamped.push(c as Buffer);
+  const r = await filter([Buffer.concat(stamped).toString()]);
+  assert.equal(r.out, body);
+  assert.equal(r.id, 'Q1');
+});
+
+test('seen ids: remembered with the enqueue batch, forgotten after the TTL by the sweep', async () => {
+  let now = 1_000_000;
+  const store = await Store.open(tempDir('sid'));
+  const seen = new SeenSpoolIds(store, 7 * 86_400_000, () => now);
+  assert.equal(await seen.lookup('S1'), undefined);
+  assert.equal(seen.begin('S1'), true);
+  assert.equal(seen.begin('S1'), false, 'a second writer of the same id is told to wait');
+  await store.commit(seen.rememberOps('S1', 'Q1'), { sync: true });
+  seen.end('S1');
+  assert.equal(await seen.lookup('S1'), 'Q1');
+  now += 7 * 86_400_000 - 1;
+  assert.equal(await seen.sweep(), 0);
+  assert.equal(await seen.lookup('S1'), 'Q1', 'still known just before 7 days');
+  now += 2;
+  assert.equal(await seen.lookup('S1'), undefined);
+  assert.equal(await seen.sweep(), 1);
+  await store.close();
+});
+
+test('token bucket: burst, then one token per 1/rate seconds', () => {
+  let t = 0;
+  const b = new TokenBucket(50, 5, () => t);
+  assert.equal(b.available(), 5);
+  b.take(5);
+  assert.equal(b.available(), 0);
+  assert.equal(b.msUntilNext(), 20);
+  t += 20;
+  assert.equal(b.available(), 1);
+  t += 10_000;
+  assert.equal(b.available(), 5, 'never more than the burst');
+  assert.equal(new TokenBucket(0, 1, () => t).available(), Infinity, 'rate 0 = no cap');
+});
