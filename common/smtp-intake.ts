@@ -1,6 +1,8 @@
 /*
  * smtp-intake.ts — the SMTP server side shared by the forwarder's intake and the
- * hosted listener: network allowlist at connect, SIZE and recipient limits, and
+ * hosted listener: network allowlist and connection caps at connect (see
+ * smtp-server.ts: refused before any parser exists), SIZE and recipient limits,
+ * optional strict DATA checks (strict-data.ts), optional AUTH PLAIN/LOGIN, and
  * DATA streamed into a DurableQueue; `250` only after the synced commit.
  *
  * Standards: RFC 5321 (server), RFC 1870 (SIZE), RFC 3207 (STARTTLS),
@@ -9,14 +11,17 @@
  *
  * Side effects: listens on a TCP port; writes to the queue's store.
  */
+import { PassThrough, type Transform } from 'node:stream';
 import type tls from 'node:tls';
-import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
+import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import { NetworkList } from './cidr.js';
 import type { DurableQueue } from './durable-queue.js';
 import { PostinoError } from './errors.js';
 import { TooLargeError } from './fsync.js';
 import type { Logger } from './log.js';
-import { PostinoSMTPServer } from './smtp-server.js';
+import { PostinoSMTPServer, type ConnectionGate } from './smtp-server.js';
+import type { BatchOp } from './store.js';
+import { StrictDataCheck } from './strict-data.js';
 
 /** What every stage records about a received message. */
 export interface Envelope {
@@ -34,6 +39,20 @@ export interface IntakePolicy {
   onConnect?(session: SMTPServerSession): void;
   onMailFrom?(address: SMTPServerAddress, session: SMTPServerSession): void;
   onRcptTo?(address: SMTPServerAddress, session: SMTPServerSession): void;
+  /**
+   * Called once the message is on disk, just before the commit: may refuse it
+   * (throw a PostinoError, e.g. a quota) or add ops to the same synced batch.
+   * `done(committed)` is called after the commit succeeded or failed.
+   */
+  beforeCommit?(session: SMTPServerSession): { ops: BatchOp[]; done(committed: boolean): void };
+}
+
+/** SMTP AUTH (RFC 4954) PLAIN and LOGIN; the stage decides who is who. */
+export interface IntakeAuth {
+  /** Offer AUTH before STARTTLS (credentials in clear). */
+  allowInsecure: boolean;
+  /** Resolves to the identity to record, or rejects with a PostinoError (535, 454, 538). */
+  verify(username: string, password: string, session: SMTPServerSession): Promise<string>;
 }
 
 export interface IntakeOptions<M> {
@@ -44,7 +63,13 @@ export interface IntakeOptions<M> {
   maxRecipients: number;
   greetingDelayMs: number;
   trustedNetworks: readonly string[];
-  allowNetworks: readonly string[];
+  /** Who may connect; refused with 554 5.7.1 before a session exists. Ignored when `gate.admit` is set. */
+  allowNetworks?: readonly string[];
+  /** Connection caps, session limit, error budget, PROXY protocol (see smtp-server.ts). */
+  gate?: Partial<ConnectionGate>;
+  /** Refuse bare CR/LF and lines over 998 octets in DATA with 550 5.6.0. */
+  strictData?: boolean;
+  auth?: IntakeAuth;
   idleTimeoutMs: number;
   /** TLS pair for STARTTLS; without it STARTTLS is not offered. */
   tls?: { key: string | Buffer; cert: string | Buffer } | undefined;
@@ -53,7 +78,9 @@ export interface IntakeOptions<M> {
   policy?: IntakePolicy;
   log: Logger;
   /** Called after each durable accept (counters, rate estimates). */
-  onAccepted?(queueId: string, size: number): void;
+  onAccepted?(queueId: string, size: number, meta: M): void;
+  /** Extra fields for the `accepted` log line (the listener adds the account). */
+  logFields?(meta: M): Record<string, unknown>;
 }
 
 export interface Intake {
@@ -86,29 +113,83 @@ export function envelopeOf(session: SMTPServerSession): Envelope {
 }
 
 export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
-  const allow = new NetworkList(o.allowNetworks);
+  const allow = o.allowNetworks ? new NetworkList(o.allowNetworks) : undefined;
   const { queue, log } = o;
 
   async function accept(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const envelope = envelopeOf(session);
-    const prepared = await queue.prepare({ meta: o.toMeta(envelope, session), body: stream, maxBytes: o.maxSize });
+    const check = o.strictData ? new StrictDataCheck() : undefined;
+    // Always through a pipe we own: when the queue stops reading (too large), the
+    // pipe is cut and the rest of DATA drained, so the session reaches end of data.
+    const body: Transform = check ?? new PassThrough();
+    stream.pipe(body);
+    const meta = o.toMeta(envelope, session);
+    let prepared;
+    try {
+      prepared = await queue.prepare({ meta, body, maxBytes: o.maxSize });
+    } catch (e) {
+      stream.unpipe(body);
+      body.destroy();
+      stream.resume();
+      throw e;
+    }
     if (stream.sizeExceeded) {
       await prepared.discard();
       throw new TooLargeError(o.maxSize);
     }
+    if (check?.violation) {
+      await prepared.discard();
+      throw check.violation;
+    }
+    let hook: { ops: BatchOp[]; done(committed: boolean): void } | undefined;
     try {
-      await queue.commitPrepared([prepared]);
+      hook = o.policy?.beforeCommit?.(session);
+      await queue.commitPrepared([prepared], hook?.ops);
+      hook?.done(true);
     } catch (e) {
+      hook?.done(false);
       await prepared.discard();
       throw e;
     }
-    o.onAccepted?.(prepared.record.id, prepared.record.body.size);
+    o.onAccepted?.(prepared.record.id, prepared.record.body.size, meta);
     log.info(
-      { event: 'accepted', queueId: prepared.record.id, session: session.id, from: envelope.mailFrom, rcpt: envelope.rcptTo.length, size: prepared.record.body.size },
+      {
+        event: 'accepted',
+        queueId: prepared.record.id,
+        session: session.id,
+        ...o.logFields?.(meta),
+        client: envelope.clientAddress,
+        tls: envelope.tls,
+        ...(envelope.authUser ? { authUser: envelope.authUser } : {}),
+        from: envelope.mailFrom,
+        rcpt: envelope.rcptTo.length,
+        size: prepared.record.body.size,
+      },
       'message queued',
     );
     return prepared.record.id;
   }
+
+  function onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: { user?: unknown }) => void): void {
+    if (!o.auth) return cb(new PostinoError('AUTH_FAILED', 'Authentication not available'));
+    o.auth.verify(auth.username ?? '', auth.password ?? '', session).then(
+      (user) => cb(null, { user }),
+      (err: unknown) => cb(err instanceof PostinoError ? err : new PostinoError('AUTH_FAILED', 'Authentication failed')),
+    );
+  }
+
+  const gate: ConnectionGate = {
+    maxConnections: 0,
+    maxConnectionsPerIp: 0,
+    sessionMs: 0,
+    maxErrors: 0,
+    proxyFrom: [],
+    ...o.gate,
+    admit:
+      o.gate?.admit ??
+      ((ip) => (allow && !allow.contains(ip) ? new PostinoError('NOT_ALLOWED_NETWORK', `Access denied for ${ip}`) : undefined)),
+    onRefused: (ip, err) => log.warn({ event: 'refused', client: ip, code: err.smtpCode, reason: err.reason }, 'connection refused'),
+  };
 
   const options: SMTPServerOptions = {
     name: o.name,
@@ -116,20 +197,20 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     size: o.maxSize,
     maxRecipients: o.maxRecipients,
     authOptional: true,
-    disabledCommands: o.tls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
-    hideENHANCEDSTATUSCODES: true,
+    authMethods: ['PLAIN', 'LOGIN'],
+    allowInsecureAuth: o.auth?.allowInsecure ?? false,
+    disabledCommands: [...(o.auth ? [] : ['AUTH']), ...(o.tls ? [] : ['STARTTLS'])],
+    // Enhanced status codes on every reply (RFC 2034); ours ride in the reply text (see smtp-server.ts).
+    hideENHANCEDSTATUSCODES: false,
     disableReverseLookup: true,
     socketTimeout: o.idleTimeoutMs,
     closeTimeout: 10_000,
     logger: false,
     ...(o.tls ? { key: o.tls.key, cert: o.tls.cert, minVersion: 'TLSv1.2' as tls.SecureVersion } : {}),
     onConnect(session, cb) {
-      if (!allow.contains(session.remoteAddress)) {
-        log.warn({ event: 'refused', client: session.remoteAddress }, 'connection from a network not allowed');
-        return cb(new PostinoError('NOT_ALLOWED_NETWORK', `Access denied for ${session.remoteAddress}`));
-      }
       run(cb, o.policy?.onConnect && (() => o.policy!.onConnect!(session)));
     },
+    onAuth,
     onMailFrom(address, session, cb) {
       run(cb, o.policy?.onMailFrom && (() => o.policy!.onMailFrom!(address, session)));
     },
@@ -142,14 +223,17 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
         (err: unknown) => {
           stream.resume(); // discard the rest so the session stays usable
           if (err instanceof TooLargeError) return cb(new PostinoError('MESSAGE_TOO_BIG', `Message exceeds fixed maximum message size of ${o.maxSize} bytes`));
-          if (err instanceof PostinoError) return cb(err);
+          if (err instanceof PostinoError) {
+            log.info({ event: 'rejected', session: session.id, client: session.remoteAddress, code: err.smtpCode, reason: err.reason }, 'message refused');
+            return cb(err);
+          }
           log.error({ err, session: session.id }, 'spool write failed');
           cb(new PostinoError('SPOOL_WRITE_FAILED', 'Cannot store the message now, try again later'));
         },
       );
     },
   };
-  const server = new PostinoSMTPServer(options, { greetingDelayMs: o.greetingDelayMs, trustedNetworks: o.trustedNetworks });
+  const server = new PostinoSMTPServer(options, { greetingDelayMs: o.greetingDelayMs, trustedNetworks: o.trustedNetworks }, gate);
   server.on('error', (err: Error) => log.warn({ err: { message: err.message } }, 'smtp session error'));
   const port = await server.listenAsync(o.port, o.host);
   log.info({ event: 'listening', what: o.name, address: o.host, port }, `${o.name} SMTP listening on ${o.host}:${port}`);

@@ -63,7 +63,10 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const sender = new RelayWorker<DeliveryMeta>(delivery, client, { scheduleSeconds: d.retryScheduleSeconds, maxAgeSeconds: d.maxAgeSeconds }, log.child({ component: 'delivery' }));
   const deliveryLoop = new WorkerLoop<DeliveryMeta>({ queue: delivery, concurrency: d.maxConnections * 4, visibilityMs: VISIBILITY_MS, handle: (r) => sender.handle(r), log });
 
-  const listener = await startListener(config.listener, rt.dataDir, intake, log.child({ component: 'listener' }));
+  const listener = await startListener(config.listener, config.accounts, rt.dataDir, intake, log.child({ component: 'listener' }));
+  // SIGHUP: re-read the listener's certificate (renewal) without dropping sessions.
+  const onHup = (): void => void listener.reloadTls().catch((err: unknown) => log.error({ err }, 'TLS reload failed; keeping the old certificate'));
+  process.on('SIGHUP', onHup);
   const api = createHostedApi(apiKey, intake, delivery, log);
   const httpPort = await listenHttp(api, config.http.host, config.http.port, 'hosted', log);
   rewrapLoop.start();
@@ -77,6 +80,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
     events,
     suppression,
     async close() {
+      process.off('SIGHUP', onHup);
       await listener.close();
       await rewrapLoop.stop();
       await deliveryLoop.stop();
