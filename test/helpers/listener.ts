@@ -21,6 +21,7 @@ export interface TestListener {
   store: Store;
   dataDir: string;
   ca: string;
+  caFile: string;
   logs: Array<Record<string, unknown>>;
   /** Bodies of every message on the intake queue. */
   messages(): Promise<Array<{ meta: IntakeMeta; body: string }>>;
@@ -50,6 +51,7 @@ export async function startTestListener(config: Record<string, unknown> = {}, op
     store,
     dataDir,
     ca: fs.readFileSync(tlsPaths.caFile, 'utf8'),
+    caFile: tlsPaths.caFile,
     logs,
     async messages() {
       const out: Array<{ meta: IntakeMeta; body: string }> = [];
