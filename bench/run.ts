@@ -4,10 +4,12 @@
  *   npm run bench            all
  *   npm run bench -- queue   only the named ones
  */
+import { benchListener } from './listener.js';
 import { benchQueue } from './queue-group-commit.js';
 
 const benches: Record<string, () => Promise<void>> = {
   queue: benchQueue,
+  listener: benchListener,
 };
 
 const wanted = process.argv.slice(2);
