@@ -24,17 +24,22 @@
  * with one (every PostinoError) are sent as they are; smtp-server's own replies
  * get its contextual code (e.g. `552 5.3.4` for a declared SIZE over the limit).
  *
- * init(), connect() and _expectsProxyHeader() are copied/overridden from
- * smtp-server 3.21.6 (pinned exactly in package.json).
+ * PROXY protocol: headers are expected only from `proxyFrom` (CIDR); v2 (binary)
+ * is read by proxy-v2.ts, v1 (text) by smtp-server itself.
+ *
+ * init(), connect(), _expectsProxyHeader() and _handleProxy() are overridden
+ * from smtp-server 3.21.6 (pinned exactly in package.json).
  *
  * Side effects: none until listen().
  */
+import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import { NetworkList, normalizeAddress } from './cidr.js';
 import { PostinoError } from './errors.js';
+import { readProxyV2 } from './proxy-v2.js';
 
 export interface GreetingPolicy {
   greetingDelayMs: number;
@@ -139,6 +144,31 @@ export class PostinoSMTPServer extends SMTPServer {
   /** PROXY headers only from the configured load balancers (smtp-server compares exact IPs). */
   override _expectsProxyHeader(socket: net.Socket): boolean {
     return this.proxyFrom.contains(socket.remoteAddress);
+  }
+
+  /** PROXY v2 first; anything else goes to smtp-server's v1 reader untouched. */
+  override _handleProxy(socket: net.Socket, callback: (err: Error | null, socketOptions?: SMTPConnectionOptions & { id: string }) => void): void {
+    if (!this._expectsProxyHeader(socket)) return super._handleProxy(socket, callback);
+    readProxyV2(socket, (err, r) => {
+      if (err || !r) {
+        socket.on('error', () => undefined);
+        socket.destroy();
+        return callback(err ?? new Error('PROXY header unreadable'));
+      }
+      const id = randomBytes(10).toString('hex');
+      switch (r.kind) {
+        case 'not-v2':
+          return super._handleProxy(socket, callback);
+        case 'local':
+          return callback(null, { id });
+        case 'address':
+          return callback(null, { id, remoteAddress: r.remoteAddress, remotePort: r.remotePort });
+        case 'invalid':
+          socket.on('error', () => undefined);
+          socket.destroy();
+          return callback(new Error(r.reason));
+      }
+    });
   }
 
   private refusal(ip: string): PostinoError | undefined {

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { hashPassword } from '../../common/password-hash.js';
+import { V2_SIGNATURE } from '../../common/proxy-v2.js';
 import { startTestListener, type TestListener } from '../helpers/listener.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
 import { message, open, send } from '../helpers/smtp-session.js';
@@ -267,6 +268,34 @@ describe('PROXY protocol', () => {
     good.close();
     const [m] = await l.messages();
     assert.equal(m!.meta.envelope.clientAddress, '10.1.2.3');
+    await l.close();
+  });
+
+  test('PROXY v2 (binary) is read too, for IPv4 and IPv6 clients', async () => {
+    const l = await startTestListener({ listener: { proxyProtocolFrom: ['127.0.0.1/32'] }, accounts: [{ id: 'lb', networks: ['10.1.2.3/32', '2001:db8::7/128'], listener: { requireTls: false } }] });
+    const v2 = (src: number[], family: 0x11 | 0x21, port: number): Buffer => {
+      const addrLen = family === 0x11 ? 12 : 36;
+      const h = Buffer.alloc(16 + addrLen);
+      V2_SIGNATURE.copy(h, 0);
+      h[12] = 0x21; // version 2, PROXY
+      h[13] = family;
+      h.writeUInt16BE(addrLen, 14);
+      Buffer.from(src).copy(h, 16);
+      h.writeUInt16BE(port, 16 + addrLen - 4);
+      return h;
+    };
+    const ip6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    const cases: Array<[Buffer, RegExp]> = [
+      [v2([10, 1, 2, 3, 127, 0, 0, 1], 0x11, 40002), /^220 /],
+      [v2([10, 9, 9, 9, 127, 0, 0, 1], 0x11, 40003), /^554 5\.7\.1 Access denied for 10\.9\.9\.9/],
+      [v2([...ip6, ...ip6], 0x21, 40004), /^220 /],
+    ];
+    for (const [header, expect] of cases) {
+      const c = await RawSmtp.connect(l.port);
+      c.write(header);
+      assert.match(await c.reply(), expect);
+      c.close();
+    }
     await l.close();
   });
 });
