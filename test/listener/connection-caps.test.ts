@@ -5,6 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { test } from 'node:test';
 import { startTestListener } from '../helpers/listener.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
@@ -62,5 +64,28 @@ test('per-IP cap: the 4th session from one address gets 421 4.7.0, another addre
   const other = await firstLine(l.port, '127.0.0.6');
   assert.match(other.line, /^220 /);
   for (const h of [...held, fourth, other]) h.socket.destroy();
+  await l.close();
+});
+
+test('repeated floods do not grow memory: 6 rounds of 500 sockets against a cap of 50', { timeout: 60_000 }, async () => {
+  const l = await startTestListener({ listener: { maxConnections: 50, maxConnectionsPerIp: 1000 } });
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const rss: number[] = [];
+  const heap: number[] = [];
+  for (let round = 0; round < 6; round++) {
+    const results = await Promise.all(Array.from({ length: 500 }, () => firstLine(l.port)));
+    assert.equal(results.filter((r) => r.line.startsWith('220 ')).length, 50);
+    for (const r of results) r.socket.destroy();
+    for (let i = 0; i < 100 && l.listener.server.active > 0; i++) await sleep(20);
+    await sleep(50);
+    gc();
+    rss.push(process.memoryUsage().rss / 1048576);
+    heap.push(process.memoryUsage().heapUsed / 1048576);
+  }
+  console.log(`after each flood round: heap used (MiB, after GC) ${heap.map((r) => r.toFixed(1)).join(', ')}; RSS ${rss.map((r) => r.toFixed(1)).join(', ')}`);
+  assert.equal(l.listener.server.connections.size, 0, 'no session left behind');
+  assert.equal(l.listener.server.sessionsFrom('127.0.0.1'), 0, 'per-IP counts back to zero');
+  assert.ok(heap[5]! - heap[1]! < 5, 'the live heap does not grow from round to round');
   await l.close();
 });
