@@ -15,7 +15,7 @@ import { PassThrough, type Transform } from 'node:stream';
 import type tls from 'node:tls';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import { NetworkList } from './cidr.js';
-import type { DurableQueue } from './durable-queue.js';
+import type { DurableQueue, Prepared } from './durable-queue.js';
 import { PostinoError } from './errors.js';
 import { TooLargeError } from './fsync.js';
 import type { Logger } from './log.js';
@@ -124,7 +124,7 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     const body: Transform = check ?? new PassThrough();
     stream.pipe(body);
     const meta = o.toMeta(envelope, session);
-    let prepared;
+    let prepared: Prepared<M>;
     try {
       prepared = await queue.prepare({ meta, body, maxBytes: o.maxSize });
     } catch (e) {

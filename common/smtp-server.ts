@@ -84,12 +84,26 @@ class TunedConnection extends SMTPConnection {
     super(server, socket, options);
   }
 
-  /** The raw socket's listeners are removed by STARTTLS, so the end of a session is observed here. */
-  override _onClose(): void {
-    super._onClose();
+  /**
+   * A session stops counting against the caps when it ends: at QUIT/421 (close(),
+   * the socket may linger half-closed for a while, bounded by smtp-server) or
+   * when the socket closes. Observed here, not on the socket: STARTTLS removes
+   * the raw socket's listeners.
+   */
+  private released(): void {
     const gone = this.onGone;
     this.onGone = undefined;
     gone?.();
+  }
+
+  override close(): void {
+    super.close();
+    this.released();
+  }
+
+  override _onClose(): void {
+    super._onClose();
+    this.released();
   }
 
   override init(): void {
