@@ -96,6 +96,9 @@ async function runRole(role: Role, configFile: string | undefined, env: NodeJS.P
   const config = loadOrExit(configFile);
   const dataDir = dataDirOf(env);
   const log = createLogger(role, config.log.level);
+  // SIGHUP means "reload" (the hosted listener re-reads its TLS pair), never "die", also
+  // while starting: a hang-up sent to the process group of `up` must not stop a component.
+  process.on('SIGHUP', () => log.info({ event: 'sighup' }, 'SIGHUP received'));
   const rt: Runtime = { config, dataDir, log, env };
   let component: Component;
   switch (role) {
@@ -129,6 +132,7 @@ async function up(configFile: string | undefined, env: NodeJS.ProcessEnv): Promi
     return { ...raw, forwarder: { ...fwd, relay: { caFile: tls.caFile, serverName: 'localhost', ...relay } } };
   });
   const log = createLogger('up', config.log.level);
+  process.on('SIGHUP', () => children.get('hosted')?.kill('SIGHUP'));
   const runDir = path.join(dataDir, 'run');
   fs.mkdirSync(runDir, { recursive: true });
   const effective = path.join(runDir, 'up-config.json');
@@ -161,7 +165,6 @@ async function up(configFile: string | undefined, env: NodeJS.ProcessEnv): Promi
   // On a terminal Ctrl-C reaches the children directly (same process group); forward for `kill <pid>`.
   process.on('SIGINT', () => stopAll('SIGINT'));
   process.on('SIGTERM', () => stopAll('SIGTERM'));
-  process.on('SIGHUP', () => children.get('hosted')?.kill('SIGHUP'));
   const codes = await Promise.all(exited);
   process.exit(stopping && codes.every((c) => c === 0) ? 0 : 1);
 }
