@@ -112,6 +112,9 @@ export function envelopeOf(session: SMTPServerSession): Envelope {
   return env;
 }
 
+/** A connection flood must not become a log flood: refusals are logged at most this often. */
+const REFUSED_LOG_INTERVAL_MS = 1_000;
+
 export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
   const allow = o.allowNetworks ? new NetworkList(o.allowNetworks) : undefined;
   const { queue, log } = o;
@@ -178,6 +181,8 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     );
   }
 
+  let refusedLoggedAt = 0;
+  let refusedSuppressed = 0;
   const gate: ConnectionGate = {
     maxConnections: 0,
     maxConnectionsPerIp: 0,
@@ -188,7 +193,17 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     admit:
       o.gate?.admit ??
       ((ip) => (allow && !allow.contains(ip) ? new PostinoError('NOT_ALLOWED_NETWORK', `Access denied for ${ip}`) : undefined)),
-    onRefused: (ip, err) => log.warn({ event: 'refused', client: ip, code: err.smtpCode, reason: err.reason }, 'connection refused'),
+    onRefused: (ip, err) => {
+      // Under a flood, one line per REFUSED_LOG_INTERVAL_MS with the count of the others.
+      const now = Date.now();
+      if (now - refusedLoggedAt < REFUSED_LOG_INTERVAL_MS) {
+        refusedSuppressed++;
+        return;
+      }
+      log.warn({ event: 'refused', client: ip, code: err.smtpCode, reason: err.reason, alsoRefused: refusedSuppressed }, 'connection refused');
+      refusedLoggedAt = now;
+      refusedSuppressed = 0;
+    },
   };
 
   const options: SMTPServerOptions = {

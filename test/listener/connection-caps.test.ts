@@ -45,6 +45,7 @@ test('cap of 50: 500 concurrent sockets → at most 50 sessions, the rest 421 4.
   const rssAfter = process.memoryUsage().rss;
   console.log(`RSS before ${(rssBefore / 1048576).toFixed(1)} MiB, after 500 sockets ${(rssAfter / 1048576).toFixed(1)} MiB, growth ${((rssAfter - rssBefore) / 1048576).toFixed(1)} MiB (test and listener in one process)`);
   assert.ok(rssAfter - rssBefore < 100 * 1048576, 'memory growth stays small');
+  assert.ok(l.logs.filter((e) => e.event === 'refused').length <= 5, '450 refusals are a few log lines, not 450');
 
   for (const r of results) r.socket.destroy();
   for (let i = 0; i < 100 && server.active > 0; i++) await sleep(20);
