@@ -20,6 +20,8 @@
  * session, so `greetingDelayMs` applies to clients outside `trustedNetworks`, and
  * trusted clients are greeted at once (override of SMTPConnection.init()).
  *
+ * AUTH is advertised only after STARTTLS unless `allowInsecureAuth` (handler_EHLO).
+ *
  * Enhanced status codes (RFC 2034, RFC 3463): replies whose text already starts
  * with one (every PostinoError) are sent as they are; smtp-server's own replies
  * get its contextual code (e.g. `552 5.3.4` for a declared SIZE over the limit).
@@ -27,7 +29,8 @@
  * PROXY protocol: headers are expected only from `proxyFrom` (CIDR); v2 (binary)
  * is read by proxy-v2.ts, v1 (text) by smtp-server itself.
  *
- * init(), connect(), _expectsProxyHeader() and _handleProxy() are overridden
+ * init(), send(), close(), _onClose(), handler_EHLO(), connect(), _expectsProxyHeader()
+ * and _handleProxy() are overridden
  * from smtp-server 3.21.6 (pinned exactly in package.json).
  *
  * Side effects: none until listen().
@@ -115,6 +118,23 @@ class TunedConnection extends SMTPConnection {
       if (this.greetingDelayMs === 0) return this.connectionReady();
       setTimeout(() => this.connectionReady(), this.greetingDelayMs).unref();
     });
+  }
+
+  /**
+   * AUTH is not advertised before STARTTLS unless insecure AUTH is allowed
+   * (Postfix's smtpd_tls_auth_only); a client trying anyway gets smtp-server's 538.
+   * handler_EHLO builds its reply synchronously, so the swap is local to it.
+   */
+  override handler_EHLO(command: Buffer, callback: () => void): void {
+    const opts = this._server.options;
+    if (this.secure || opts.allowInsecureAuth || !opts.authMethods?.length) return super.handler_EHLO(command, callback);
+    const methods = opts.authMethods;
+    opts.authMethods = [];
+    try {
+      super.handler_EHLO(command, callback);
+    } finally {
+      opts.authMethods = methods;
+    }
   }
 
   override send(code: number, data?: string | string[] | null, context?: string | false): void {

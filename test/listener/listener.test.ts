@@ -181,10 +181,12 @@ describe('account policy', () => {
 
   test('AUTH: refused in clear (538), needed before MAIL (530), wrong password 535, right one 235 and recorded', async () => {
     const plain = await open(l.port, { local: '127.0.0.3' });
+    assert.doesNotMatch(await plain.cmd('EHLO again.test'), /AUTH/, 'AUTH is not offered before TLS');
     assert.match(await plain.cmd(`AUTH PLAIN ${Buffer.from('\0crm\0s3cret').toString('base64')}`), /^538 /);
     plain.close();
 
     const c = await open(l.port, { local: '127.0.0.3', tls: l.ca });
+    assert.match(await c.cmd('EHLO again.test'), /^250-AUTH PLAIN LOGIN$/m, 'and offered in TLS');
     assert.match(await c.cmd('MAIL FROM:<crm@example.net>'), /^530 5\.7\.0 /);
     assert.match(await c.cmd(`AUTH PLAIN ${Buffer.from('\0crm\0wrong').toString('base64')}`), /^535 5\.7\.8 /);
     assert.match(await c.cmd('AUTH LOGIN'), /^334 /);
