@@ -5,11 +5,13 @@
  *   npm run bench -- queue   only the named ones (queue, forwarder)
  */
 import { benchForwarder } from './forwarder-vs-postfix.js';
+import { benchListener } from './listener.js';
 import { benchQueue } from './queue-group-commit.js';
 
 const benches: Record<string, () => Promise<void>> = {
   queue: benchQueue,
   forwarder: benchForwarder,
+  listener: benchListener,
 };
 
 const wanted = process.argv.slice(2);

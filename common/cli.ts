@@ -7,11 +7,13 @@
  *   postino forwarder pause [--intake] | resume [--admin URL]   the kill-switch
  *   postino check-config F                  print every problem with its key path
  *   postino dev-cert [--out DIR]            a development CA and localhost TLS pair
+ *   postino hash-password                   scrypt hash of the password on stdin (accounts[].listener.users)
  *
  * The data folder is $POSTINO_DATA (default ./data); it is read here, once, and
  * passed down. Exit status: 0 ok, 1 runtime failure, 2 bad usage or bad config.
  * Signals: SIGINT/SIGTERM stop gracefully (stop accepting, finish in-flight
- * transactions, close LevelDB); a second signal exits at once.
+ * transactions, close LevelDB); a second signal exits at once. SIGHUP makes the
+ * hosted listener re-read its TLS pair (`up` passes it on to the hosted child).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,6 +24,7 @@ import { startForwarder } from '../forwarder/forwarder.js';
 import { startHosted } from '../engine/hosted.js';
 import { startSink } from '../sink/capture-sink.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
+import { hashPassword } from './password-hash.js';
 import { createLogger } from './log.js';
 import type { Component, Runtime } from './runtime.js';
 import { ensureDevTls, ensureSecret, readSecret, secretsDir } from './secrets.js';
@@ -36,6 +39,7 @@ const USAGE = `usage:
   postino sink [--config F]
   postino check-config F
   postino dev-cert [--out DIR]
+  postino hash-password   (reads the password from stdin)
 environment: POSTINO_DATA (data folder, default ./data)`;
 
 class UsageError extends Error {}
@@ -95,6 +99,9 @@ async function runRole(role: Role, configFile: string | undefined, env: NodeJS.P
   const config = loadOrExit(configFile);
   const dataDir = dataDirOf(env);
   const log = createLogger(role, config.log.level);
+  // SIGHUP means "reload" (the hosted listener re-reads its TLS pair), never "die", also
+  // while starting: a hang-up sent to the process group of `up` must not stop a component.
+  process.on('SIGHUP', () => log.info({ event: 'sighup' }, 'SIGHUP received'));
   const rt: Runtime = { config, dataDir, log, env };
   let component: Component;
   switch (role) {
@@ -128,6 +135,7 @@ async function up(configFile: string | undefined, env: NodeJS.ProcessEnv): Promi
     return { ...raw, forwarder: { ...fwd, relay: { caFile: tls.caFile, serverName: 'localhost', ...relay } } };
   });
   const log = createLogger('up', config.log.level);
+  process.on('SIGHUP', () => children.get('hosted')?.kill('SIGHUP'));
   const runDir = path.join(dataDir, 'run');
   fs.mkdirSync(runDir, { recursive: true });
   const effective = path.join(runDir, 'up-config.json');
@@ -255,6 +263,14 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     case 'dev-cert': {
       const p = await ensureDevTls(values.out ?? secretsDir(dataDirOf(env)));
       process.stdout.write(`CA:   ${p.caFile}\ncert: ${p.certFile}\nkey:  ${p.keyFile}\n`);
+      return;
+    }
+    case 'hash-password': {
+      const chunks: Buffer[] = [];
+      for await (const c of process.stdin) chunks.push(c as Buffer);
+      const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+      if (!password) throw new UsageError('hash-password reads the password from stdin');
+      process.stdout.write((await hashPassword(password)) + '\n');
       return;
     }
     default:

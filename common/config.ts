@@ -148,23 +148,64 @@ const forwarder = z
   .strict()
   .prefault({});
 
+/*
+ * The hosted listener. Who may connect is decided per account (`accounts[].networks`);
+ * these keys are the node-wide limits that keep it cheap to hold under attack.
+ */
 const listener = z
   .object({
     ...smtpIntake,
     port: port.default(2587),
-    /** Networks that may connect at all (per-account lists arrive with the listener issue). */
-    allowNetworks: z.array(cidr).default(['127.0.0.1/32', '::1/128']),
     tls: tlsFiles.prefault({}),
-    requireTls: z.boolean().default(true),
     /**
      * How long accepted X-Postino-Spool-Id values are remembered, so a forwarder's
      * retry after a lost reply is answered 250 without a second copy. Longer than
      * the forwarder's 5-day retry limit.
      */
     spoolIdTtlSeconds: seconds.default(7 * 24 * 3600),
+    /** Concurrent SMTP sessions on this node; above it `421 4.7.0` before any parser exists. */
+    maxConnections: positiveInt.default(200),
+    /** Concurrent sessions from one client IP (a forwarder opens `relay.maxConnections`, default 4). */
+    maxConnectionsPerIp: positiveInt.default(20),
+    /** Total length of one session, idle or not; then `421 4.4.2`. Postfix has no such limit, but a
+     * forwarder renews its connection every 100 messages, so 10 minutes only cuts off stuck peers. */
+    sessionTimeoutSeconds: seconds.default(600),
+    /** Error replies (5xx to commands) before `421 4.7.0` and close; Postfix's smtpd_hard_error_limit is 20. */
+    maxErrors: positiveInt.default(10),
+    /** Failed AUTH attempts per client IP per `authFailureWindowSeconds`; past it AUTH gets `454 4.7.0`. */
+    maxAuthFailures: positiveInt.default(5),
+    authFailureWindowSeconds: seconds.default(300),
+    /**
+     * Accept an HAProxy PROXY protocol v1 header from these load-balancer addresses (CIDR),
+     * so the allowlist, caps and records see the real client IP. Empty = no PROXY protocol.
+     */
+    proxyProtocolFrom: z.array(cidr).default([]),
   })
   .strict()
   .prefault({});
+
+/** `scrypt$N$r$p$<salt b64>$<hash b64>`, as printed by `postino hash-password`. */
+const scryptHash = z.string().regex(/^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/, 'a password hash looks like scrypt$16384$8$1$<salt>$<hash> (postino hash-password)');
+const domainName = z.string().regex(/^(\*\.)?[a-z0-9.-]+$/i, 'a domain like example.org or *.example.org');
+
+/** Per-account listener policy (`accounts[].listener`). */
+const accountListener = z
+  .object({
+    /** SMTP AUTH users (PLAIN, LOGIN). With any listed, a session must authenticate before MAIL. */
+    users: z.array(z.object({ username: z.string().min(1), passwordHash: scryptHash }).strict()).default([]),
+    /** Domains this account may use in MAIL FROM (`*.example.org` includes subdomains); empty = any. */
+    senderDomains: z.array(domainName).default([]),
+    /** `530 5.7.0` to MAIL before STARTTLS: the forwarder→listener hop crosses the internet. */
+    requireTls: z.boolean().default(true),
+    /** Allow AUTH before STARTTLS (credentials in clear): only for a lab. */
+    allowInsecureAuth: z.boolean().default(false),
+    /** Messages accepted per UTC hour / UTC day; 0 = unlimited. Over it `452 4.5.3` (the forwarder retries). */
+    messagesPerHour: z.number().int().min(0).default(0),
+    messagesPerDay: z.number().int().min(0).default(0),
+    /** Recipients per message for this account (the node-wide `listener.maxRecipients` still applies). */
+    maxRecipients: positiveInt.default(DEFAULT_MAX_RECIPIENTS),
+  })
+  .strict();
 
 const engine = z
   .object({
@@ -223,7 +264,7 @@ const account = z
     id: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'an account id is lower-case letters, digits, - and _'),
     /** Networks this account's forwarders connect from. */
     networks: z.array(cidr).default(['127.0.0.1/32', '::1/128']),
-    listener: z.object({}).strict().prefault({}),
+    listener: accountListener.prefault({}),
     engine: z.object({}).strict().prefault({}),
     delivery: z.object({}).strict().prefault({}),
   })
@@ -232,7 +273,8 @@ const account = z
 const accounts = z
   .array(account)
   .min(1)
-  .default([{ id: 'default', networks: ['127.0.0.1/32', '::1/128'], listener: {}, engine: {}, delivery: {} }])
+  // prefault, not default: the default account is parsed too, so its sub-objects get their defaults.
+  .prefault([{ id: 'default', networks: ['127.0.0.1/32', '::1/128'] }])
   .superRefine((list, ctx) => {
     const seen = new Set<string>();
     list.forEach((a, i) => {
@@ -261,6 +303,7 @@ export type EngineConfig = Config['engine'];
 export type DeliveryConfig = Config['delivery'];
 export type SinkConfig = Config['sink'];
 export type AccountConfig = Config['accounts'][number];
+export type AccountListenerConfig = AccountConfig['listener'];
 
 export interface ConfigProblem {
   path: string;

@@ -22,7 +22,17 @@ export type ErrorCode =
   | 'TLS_REQUIRED'
   | 'AUTH_REQUIRED'
   | 'DUPLICATE_IN_PROGRESS'
-  | 'IN_FLIGHT';
+  | 'IN_FLIGHT'
+  | 'TOO_MANY_CONNECTIONS_FROM_IP'
+  | 'TOO_MANY_ERRORS'
+  | 'SESSION_TIME_LIMIT'
+  | 'AUTH_FAILED'
+  | 'AUTH_RATE_LIMITED'
+  | 'AUTH_NEEDS_TLS'
+  | 'SENDER_NOT_ALLOWED'
+  | 'QUOTA_EXCEEDED'
+  | 'BARE_NEWLINE'
+  | 'LINE_TOO_LONG';
 
 interface ErrorSpec {
   smtp: number;
@@ -48,6 +58,20 @@ const SPECS: Record<ErrorCode, ErrorSpec> = {
   DUPLICATE_IN_PROGRESS: { smtp: 451, enhanced: '4.4.0', http: 409 },
   /** Admin action on a message being relayed right now. */
   IN_FLIGHT: { smtp: 451, enhanced: '4.3.0', http: 409 },
+  TOO_MANY_CONNECTIONS_FROM_IP: { smtp: 421, enhanced: '4.7.0', http: 503 },
+  TOO_MANY_ERRORS: { smtp: 421, enhanced: '4.7.0', http: 400 },
+  SESSION_TIME_LIMIT: { smtp: 421, enhanced: '4.4.2', http: 408 },
+  AUTH_FAILED: { smtp: 535, enhanced: '5.7.8', http: 401 },
+  AUTH_RATE_LIMITED: { smtp: 454, enhanced: '4.7.0', http: 429 },
+  // RFC 3207 4: AUTH in clear is refused until TLS; 538 is RFC 4954's "encryption required".
+  AUTH_NEEDS_TLS: { smtp: 538, enhanced: '5.7.11', http: 403 },
+  SENDER_NOT_ALLOWED: { smtp: 550, enhanced: '5.7.1', http: 403 },
+  // 452 4.5.3 is temporary: the forwarder keeps the message and retries after the quota window.
+  QUOTA_EXCEEDED: { smtp: 452, enhanced: '4.5.3', http: 429 },
+  // SMTP smuggling defence (Postfix smtpd_forbid_bare_newline): RFC 5321 2.3.8 allows only CRLF.
+  BARE_NEWLINE: { smtp: 550, enhanced: '5.6.0', http: 400 },
+  // RFC 5322 2.1.1 / RFC 5321 4.5.3.1.6: a line is at most 998 octets plus CRLF.
+  LINE_TOO_LONG: { smtp: 550, enhanced: '5.6.0', http: 400 },
 };
 
 export class PostinoError extends Error {

@@ -7,21 +7,15 @@
  * `Authorization: Bearer <token>` and gets 401 otherwise. Errors carrying an
  * httpStatus (PostinoError) become that status with a JSON body.
  */
-import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { PostinoError } from './errors.js';
 import type { Logger } from './log.js';
+import { sameSecret } from './secrets.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
     public?: boolean;
   }
-}
-
-function sameSecret(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 export function createHttpServer(token: string, log: Logger): FastifyInstance {

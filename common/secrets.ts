@@ -13,12 +13,19 @@
  *
  * Side effects: creates files on first use.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { generate } from 'selfsigned';
 
 export type SecretName = 'admin-token' | 'api-key' | 'signing-key';
+
+/** Constant-time comparison of a presented secret with the expected one. */
+export function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
 
 export function secretsDir(dataDir: string): string {
   return path.join(dataDir, 'secrets');

@@ -1,6 +1,9 @@
 /*
  * smtp-intake.ts — the SMTP server side shared by the forwarder's intake and the
- * hosted listener: network allowlist at connect, SIZE and recipient limits, and
+ * hosted listener: network allowlist and connection caps at connect (see
+ * smtp-server.ts: refused before any parser exists), SIZE and recipient limits,
+ * optional strict DATA checks (strict-data.ts), optional AUTH PLAIN/LOGIN,
+ * optional effectively-once dedupe by X-Postino-Spool-Id (spool-id.ts), and
  * DATA streamed into a DurableQueue; `250` only after the synced commit.
  *
  * Standards: RFC 5321 (server), RFC 1870 (SIZE), RFC 3207 (STARTTLS),
@@ -9,16 +12,18 @@
  *
  * Side effects: listens on a TCP port; writes to the queue's store.
  */
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable, type Transform } from 'node:stream';
 import type tls from 'node:tls';
-import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
+import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import { NetworkList } from './cidr.js';
-import type { DurableQueue } from './durable-queue.js';
+import type { DurableQueue, Prepared } from './durable-queue.js';
 import { PostinoError } from './errors.js';
 import { TooLargeError } from './fsync.js';
 import type { Logger } from './log.js';
-import { PostinoSMTPServer } from './smtp-server.js';
+import { PostinoSMTPServer, type ConnectionGate } from './smtp-server.js';
 import { SpoolIdFilter, type SeenSpoolIds } from './spool-id.js';
+import type { BatchOp } from './store.js';
+import { StrictDataCheck } from './strict-data.js';
 
 /** What every stage records about a received message. */
 export interface Envelope {
@@ -36,6 +41,20 @@ export interface IntakePolicy {
   onConnect?(session: SMTPServerSession): void;
   onMailFrom?(address: SMTPServerAddress, session: SMTPServerSession): void;
   onRcptTo?(address: SMTPServerAddress, session: SMTPServerSession): void;
+  /**
+   * Called once the message is on disk, just before the commit: may refuse it
+   * (throw a PostinoError, e.g. a quota) or add ops to the same synced batch.
+   * `done(committed)` is called after the commit succeeded or failed.
+   */
+  beforeCommit?(session: SMTPServerSession): { ops: BatchOp[]; done(committed: boolean): void };
+}
+
+/** SMTP AUTH (RFC 4954) PLAIN and LOGIN; the stage decides who is who. */
+export interface IntakeAuth {
+  /** Offer AUTH before STARTTLS (credentials in clear). */
+  allowInsecure: boolean;
+  /** Resolves to the identity to record, or rejects with a PostinoError (535, 454, 538). */
+  verify(username: string, password: string, session: SMTPServerSession): Promise<string>;
 }
 
 export interface IntakeOptions<M> {
@@ -46,7 +65,20 @@ export interface IntakeOptions<M> {
   maxRecipients: number;
   greetingDelayMs: number;
   trustedNetworks: readonly string[];
-  allowNetworks: readonly string[];
+  /** Who may connect; refused with 554 5.7.1 before a session exists. Ignored when `gate.admit` is set. */
+  allowNetworks?: readonly string[];
+  /** Connection caps, session limit, error budget, PROXY protocol (see smtp-server.ts). */
+  gate?: Partial<ConnectionGate>;
+  /** Refuse bare CR/LF and lines over 998 octets in DATA with 550 5.6.0. */
+  strictData?: boolean;
+  auth?: IntakeAuth;
+  /** With `auth`: refuse MAIL FROM until the client authenticated. */
+  authRequired?: boolean | undefined;
+  /**
+   * Effectively-once hop (spool-id.ts): strip X-Postino-Spool-Id, and answer a
+   * message whose id was already accepted with 250 without enqueuing it again.
+   */
+  spoolIds?: SeenSpoolIds | undefined;
   idleTimeoutMs: number;
   /** TLS pair for STARTTLS; without it STARTTLS is not offered. */
   tls?: { key: string | Buffer; cert: string | Buffer } | undefined;
@@ -55,16 +87,9 @@ export interface IntakeOptions<M> {
   policy?: IntakePolicy;
   log: Logger;
   /** Called after each durable accept (counters, rate estimates). */
-  onAccepted?(queueId: string, size: number): void;
-  /**
-   * Effectively-once hop (spool-id.ts): strip X-Postino-Spool-Id, and answer a
-   * message whose id was already accepted with 250 without enqueuing it again.
-   */
-  spoolIds?: SeenSpoolIds | undefined;
-  /** AUTH PLAIN/LOGIN: checks a username and password; without it AUTH is not offered. */
-  authenticate?: ((username: string, password: string) => boolean) | undefined;
-  /** With `authenticate`: refuse MAIL FROM until the client authenticated. */
-  authRequired?: boolean | undefined;
+  onAccepted?(queueId: string, size: number, meta: M): void;
+  /** Extra fields for the `accepted` log line (the listener adds the account). */
+  logFields?(meta: M): Record<string, unknown>;
 }
 
 export interface Intake {
@@ -96,24 +121,48 @@ export function envelopeOf(session: SMTPServerSession): Envelope {
   return env;
 }
 
+/** A connection flood must not become a log flood: refusals are logged at most this often. */
+const REFUSED_LOG_INTERVAL_MS = 1_000;
+
 export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
-  const allow = new NetworkList(o.allowNetworks);
+  const allow = o.allowNetworks ? new NetworkList(o.allowNetworks) : undefined;
   const { queue, log } = o;
 
   async function accept(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const envelope = envelopeOf(session);
-    const filter = o.spoolIds ? stream.pipe(new SpoolIdFilter()) : undefined;
-    const body: Readable = filter ?? stream;
-    const prepared = await queue.prepare({ meta: o.toMeta(envelope, session), body, maxBytes: o.maxSize });
+    const check = o.strictData ? new StrictDataCheck() : undefined;
+    // Always through a pipe we own: when the queue stops reading (too large), the
+    // pipe is cut and the rest of DATA drained, so the session reaches end of data.
+    // Chain: DATA → strict checks (raw bytes) → spool-id filter → queue.
+    const first: Transform = check ?? new PassThrough();
+    stream.pipe(first);
+    const filter = o.spoolIds ? first.pipe(new SpoolIdFilter()) : undefined;
+    const body: Readable = filter ?? first;
+    const meta = o.toMeta(envelope, session);
+    let prepared: Prepared<M>;
+    try {
+      prepared = await queue.prepare({ meta, body, maxBytes: o.maxSize });
+    } catch (e) {
+      stream.unpipe(first);
+      first.destroy();
+      filter?.destroy();
+      stream.resume();
+      throw e;
+    }
     if (stream.sizeExceeded) {
       await prepared.discard();
       throw new TooLargeError(o.maxSize);
+    }
+    if (check?.violation) {
+      await prepared.discard();
+      throw check.violation;
     }
     const spoolId = filter?.spoolId;
     if (spoolId && o.spoolIds && !o.spoolIds.begin(spoolId)) {
       await prepared.discard();
       throw new PostinoError('DUPLICATE_IN_PROGRESS', `Message ${spoolId} is being stored by another session, try again later`);
     }
+    let hook: { ops: BatchOp[]; done(committed: boolean): void } | undefined;
     try {
       const earlier = spoolId ? await o.spoolIds!.lookup(spoolId) : undefined;
       if (earlier) {
@@ -121,20 +170,69 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
         log.info({ event: 'duplicate', queueId: earlier, spoolId, session: session.id }, 'already queued: retry of an accepted message not enqueued again');
         return `${earlier} (already queued)`;
       }
-      await queue.commitPrepared([prepared], spoolId ? o.spoolIds!.rememberOps(spoolId, prepared.record.id) : []);
+      hook = o.policy?.beforeCommit?.(session);
+      const dedupeOps = spoolId ? o.spoolIds!.rememberOps(spoolId, prepared.record.id) : [];
+      await queue.commitPrepared([prepared], [...dedupeOps, ...(hook?.ops ?? [])]);
+      hook?.done(true);
     } catch (e) {
+      hook?.done(false);
       await prepared.discard();
       throw e;
     } finally {
       if (spoolId) o.spoolIds!.end(spoolId);
     }
-    o.onAccepted?.(prepared.record.id, prepared.record.body.size);
+    o.onAccepted?.(prepared.record.id, prepared.record.body.size, meta);
     log.info(
-      { event: 'accepted', queueId: prepared.record.id, session: session.id, from: envelope.mailFrom, rcpt: envelope.rcptTo.length, size: prepared.record.body.size, spoolId },
+      {
+        event: 'accepted',
+        queueId: prepared.record.id,
+        session: session.id,
+        ...o.logFields?.(meta),
+        client: envelope.clientAddress,
+        tls: envelope.tls,
+        ...(envelope.authUser ? { authUser: envelope.authUser } : {}),
+        from: envelope.mailFrom,
+        rcpt: envelope.rcptTo.length,
+        size: prepared.record.body.size,
+        ...(spoolId ? { spoolId } : {}),
+      },
       'message queued',
     );
     return prepared.record.id;
   }
+
+  function onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: { user?: unknown }) => void): void {
+    if (!o.auth) return cb(new PostinoError('AUTH_FAILED', 'Authentication not available'));
+    o.auth.verify(auth.username ?? '', auth.password ?? '', session).then(
+      (user) => cb(null, { user }),
+      (err: unknown) => cb(err instanceof PostinoError ? err : new PostinoError('AUTH_FAILED', 'Authentication failed')),
+    );
+  }
+
+  let refusedLoggedAt = 0;
+  let refusedSuppressed = 0;
+  const gate: ConnectionGate = {
+    maxConnections: 0,
+    maxConnectionsPerIp: 0,
+    sessionMs: 0,
+    maxErrors: 0,
+    proxyFrom: [],
+    ...o.gate,
+    admit:
+      o.gate?.admit ??
+      ((ip) => (allow && !allow.contains(ip) ? new PostinoError('NOT_ALLOWED_NETWORK', `Access denied for ${ip}`) : undefined)),
+    onRefused: (ip, err) => {
+      // Under a flood, one line per REFUSED_LOG_INTERVAL_MS with the count of the others.
+      const now = Date.now();
+      if (now - refusedLoggedAt < REFUSED_LOG_INTERVAL_MS) {
+        refusedSuppressed++;
+        return;
+      }
+      log.warn({ event: 'refused', client: ip, code: err.smtpCode, reason: err.reason, alsoRefused: refusedSuppressed }, 'connection refused');
+      refusedLoggedAt = now;
+      refusedSuppressed = 0;
+    },
+  };
 
   const options: SMTPServerOptions = {
     name: o.name,
@@ -143,32 +241,21 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     maxRecipients: o.maxRecipients,
     authOptional: true,
     authMethods: ['PLAIN', 'LOGIN'],
-    // Apps on the local network often cannot do TLS; AUTH there is an app identity, not the perimeter (allowNetworks is).
-    allowInsecureAuth: true,
-    disabledCommands: [...(o.authenticate ? [] : ['AUTH']), ...(o.tls ? [] : ['STARTTLS'])],
-    onAuth(auth, session, cb) {
-      const ok = o.authenticate !== undefined && typeof auth.password === 'string' && o.authenticate(auth.username ?? '', auth.password);
-      if (!ok) {
-        log.warn({ event: 'auth-failed', client: session.remoteAddress, user: auth.username }, 'authentication failed');
-        return cb(new PostinoError('UNAUTHORIZED', 'Authentication credentials invalid'));
-      }
-      cb(null, { user: auth.username });
-    },
-    hideENHANCEDSTATUSCODES: true,
+    allowInsecureAuth: o.auth?.allowInsecure ?? false,
+    disabledCommands: [...(o.auth ? [] : ['AUTH']), ...(o.tls ? [] : ['STARTTLS'])],
+    // Enhanced status codes on every reply (RFC 2034); ours ride in the reply text (see smtp-server.ts).
+    hideENHANCEDSTATUSCODES: false,
     disableReverseLookup: true,
     socketTimeout: o.idleTimeoutMs,
     closeTimeout: 10_000,
     logger: false,
     ...(o.tls ? { key: o.tls.key, cert: o.tls.cert, minVersion: 'TLSv1.2' as tls.SecureVersion } : {}),
     onConnect(session, cb) {
-      if (!allow.contains(session.remoteAddress)) {
-        log.warn({ event: 'refused', client: session.remoteAddress }, 'connection from a network not allowed');
-        return cb(new PostinoError('NOT_ALLOWED_NETWORK', `Access denied for ${session.remoteAddress}`));
-      }
       run(cb, o.policy?.onConnect && (() => o.policy!.onConnect!(session)));
     },
+    onAuth,
     onMailFrom(address, session, cb) {
-      if (o.authenticate && o.authRequired && !session.user) return cb(new PostinoError('AUTH_REQUIRED', 'Authentication required'));
+      if (o.auth && o.authRequired && !session.user) return cb(new PostinoError('AUTH_REQUIRED', 'Authentication required'));
       run(cb, o.policy?.onMailFrom && (() => o.policy!.onMailFrom!(address, session)));
     },
     onRcptTo(address, session, cb) {
@@ -178,17 +265,19 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
       accept(stream, session).then(
         (id) => cb(null, `2.0.0 Ok: queued as ${id}`),
         (err: unknown) => {
-          stream.unpipe();
           stream.resume(); // discard the rest so the session stays usable
           if (err instanceof TooLargeError) return cb(new PostinoError('MESSAGE_TOO_BIG', `Message exceeds fixed maximum message size of ${o.maxSize} bytes`));
-          if (err instanceof PostinoError) return cb(err);
+          if (err instanceof PostinoError) {
+            log.info({ event: 'rejected', session: session.id, client: session.remoteAddress, code: err.smtpCode, reason: err.reason }, 'message refused');
+            return cb(err);
+          }
           log.error({ err, session: session.id }, 'spool write failed');
           cb(new PostinoError('SPOOL_WRITE_FAILED', 'Cannot store the message now, try again later'));
         },
       );
     },
   };
-  const server = new PostinoSMTPServer(options, { greetingDelayMs: o.greetingDelayMs, trustedNetworks: o.trustedNetworks });
+  const server = new PostinoSMTPServer(options, { greetingDelayMs: o.greetingDelayMs, trustedNetworks: o.trustedNetworks }, gate);
   server.on('error', (err: Error) => log.warn({ err: { message: err.message } }, 'smtp session error'));
   const port = await server.listenAsync(o.port, o.host);
   log.info({ event: 'listening', what: o.name, address: o.host, port }, `${o.name} SMTP listening on ${o.host}:${port}`);

@@ -1,40 +1,112 @@
 /*
- * smtp-server.ts — smtp-server with a configurable greeting delay.
+ * smtp-server.ts — smtp-server with a connection gate in front of the parser, a
+ * configurable greeting delay, an error budget and our enhanced status codes.
  *
- * smtp-server waits a hard-coded 100 ms before its 220 greeting so that it can
- * refuse "early talkers" (clients that send before the greeting, typical of spam
- * bots; Postfix's postscreen does the same with its pregreet test). The wait
- * also caps a client that opens one connection per message (most apps, and
- * Postfix's smtp-source by default) at about 10 messages/second per session.
+ * Connection gate (what keeps a listener cheap to hold under attack): every
+ * accepted socket is judged in connect(), before smtp-server constructs an
+ * SMTPConnection (and with it a parser, a session and timers):
+ *   - `admit(ip)` refuses clients outside the allowlist (`554 5.7.1`);
+ *   - `maxConnections` / `maxConnectionsPerIp` refuse with `421 4.7.0`.
+ * A refused socket gets one reply line, is ended and destroyed once the line is
+ * flushed: it costs a file descriptor for a moment and nothing is read from it.
+ * With the PROXY protocol the gate sees the address from the header, and the
+ * sockets waiting for a header are capped by smtp-server's `maxClients`.
+ * A session also ends after `sessionMs` in total (`421 4.4.2`), and after more
+ * than `maxErrors` syntax/sequence errors (500-504) with `421 4.7.0`.
  *
- * Our intakes only take mail from networks we were told to trust, so there the
- * delay buys nothing: `greetingDelayMs` applies to clients outside
- * `trustedNetworks`, and trusted clients are greeted at once. This is done by
- * overriding SMTPConnection.init() — the one method that arms the timer — and
- * SMTPServer.connect(), which constructs the connection; both are copied from
- * smtp-server 3.21.6 (pinned exactly in package.json) apart from the delay.
+ * Greeting delay: smtp-server waits a hard-coded 100 ms before its 220 greeting
+ * so that it can refuse "early talkers" (spam bots; Postfix's postscreen pregreet
+ * test). That also caps a one-message-per-connection client at ~10 msg/s per
+ * session, so `greetingDelayMs` applies to clients outside `trustedNetworks`, and
+ * trusted clients are greeted at once (override of SMTPConnection.init()).
+ *
+ * AUTH is advertised only after STARTTLS unless `allowInsecureAuth` (handler_EHLO).
+ *
+ * Enhanced status codes (RFC 2034, RFC 3463): replies whose text already starts
+ * with one (every PostinoError) are sent as they are; smtp-server's own replies
+ * get its contextual code (e.g. `552 5.3.4` for a declared SIZE over the limit).
+ *
+ * PROXY protocol: headers are expected only from `proxyFrom` (CIDR); v2 (binary)
+ * is read by proxy-v2.ts, v1 (text) by smtp-server itself.
+ *
+ * init(), send(), close(), _onClose(), handler_EHLO(), connect(), _expectsProxyHeader()
+ * and _handleProxy() are overridden
+ * from smtp-server 3.21.6 (pinned exactly in package.json).
  *
  * Side effects: none until listen().
  */
+import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
-import { NetworkList } from './cidr.js';
+import { NetworkList, normalizeAddress } from './cidr.js';
+import { PostinoError } from './errors.js';
+import { readProxyV2 } from './proxy-v2.js';
 
 export interface GreetingPolicy {
   greetingDelayMs: number;
   trustedNetworks: readonly string[];
 }
 
+export interface ConnectionGate {
+  /** Refuses a client by its address: the error to send (554 at connect), or undefined to go on. */
+  admit?(ip: string): PostinoError | undefined;
+  /** Concurrent sessions; 0 = no limit. */
+  maxConnections: number;
+  /** Concurrent sessions from one address; 0 = no limit. */
+  maxConnectionsPerIp: number;
+  /** Total session length; 0 = no limit. */
+  sessionMs: number;
+  /** Syntax/sequence error replies tolerated per session; 0 = no limit. */
+  maxErrors: number;
+  /** Load balancers that send a PROXY protocol header (CIDR). */
+  proxyFrom: readonly string[];
+  /** Told about each refusal (for logs). */
+  onRefused?(ip: string, err: PostinoError): void;
+}
+
+const NO_GATE: ConnectionGate = { maxConnections: 0, maxConnectionsPerIp: 0, sessionMs: 0, maxErrors: 0, proxyFrom: [] };
+
+/** An enhanced status code at the start of a reply text: such a reply is sent as is. */
+const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
+/** RFC 5321 4.2.3: 500-504 are the syntax and sequence errors a broken or hostile client produces. */
+const isSyntaxError = (code: number): boolean => code >= 500 && code <= 504;
+
 class TunedConnection extends SMTPConnection {
+  private errors = 0;
+
   constructor(
     server: SMTPServer,
     socket: net.Socket | tls.TLSSocket,
     options: SMTPConnectionOptions | null | undefined,
     private readonly greetingDelayMs: number,
+    private readonly maxErrors: number,
+    private onGone: (() => void) | undefined,
   ) {
     super(server, socket, options);
+  }
+
+  /**
+   * A session stops counting against the caps when it ends: at QUIT/421 (close(),
+   * the socket may linger half-closed for a while, bounded by smtp-server) or
+   * when the socket closes. Observed here, not on the socket: STARTTLS removes
+   * the raw socket's listeners.
+   */
+  private released(): void {
+    const gone = this.onGone;
+    this.onGone = undefined;
+    gone?.();
+  }
+
+  override close(): void {
+    super.close();
+    this.released();
+  }
+
+  override _onClose(): void {
+    super._onClose();
+    this.released();
   }
 
   override init(): void {
@@ -47,26 +119,141 @@ class TunedConnection extends SMTPConnection {
       setTimeout(() => this.connectionReady(), this.greetingDelayMs).unref();
     });
   }
+
+  /**
+   * AUTH is not advertised before STARTTLS unless insecure AUTH is allowed
+   * (Postfix's smtpd_tls_auth_only); a client trying anyway gets smtp-server's 538.
+   * handler_EHLO builds its reply synchronously, so the swap is local to it.
+   */
+  override handler_EHLO(command: Buffer, callback: () => void): void {
+    const opts = this._server.options;
+    if (this.secure || opts.allowInsecureAuth || !opts.authMethods?.length) return super.handler_EHLO(command, callback);
+    const methods = opts.authMethods;
+    opts.authMethods = [];
+    try {
+      super.handler_EHLO(command, callback);
+    } finally {
+      opts.authMethods = methods;
+    }
+  }
+
+  override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    if (typeof data === 'string' && ENHANCED_PREFIX.test(data)) context = false;
+    super.send(code, data, context);
+    if (this.maxErrors > 0 && isSyntaxError(code) && ++this.errors > this.maxErrors) {
+      const e = new PostinoError('TOO_MANY_ERRORS', 'Too many errors, closing connection');
+      super.send(e.smtpCode, e.message, false);
+    }
+  }
+}
+
+/** One reply line, then the socket goes: nothing is read, no session is built. */
+function refuseSocket(socket: net.Socket | tls.TLSSocket, err: PostinoError): void {
+  socket.on('error', () => undefined);
+  socket.end(`${err.smtpCode} ${err.message}\r\n`);
+  socket.once('finish', () => socket.destroy());
+  // A peer that never reads cannot keep it: the write is tiny, but make sure.
+  setTimeout(() => socket.destroy(), 5_000).unref();
 }
 
 export class PostinoSMTPServer extends SMTPServer {
   private readonly trusted: NetworkList;
   private readonly delayMs: number;
+  private readonly gate: ConnectionGate;
+  private readonly proxyFrom: NetworkList;
+  private readonly perIp = new Map<string, number>();
+  /** Sessions admitted and not yet closed (socket level, so STARTTLS does not double count). */
+  active = 0;
 
-  constructor(options: SMTPServerOptions, policy: GreetingPolicy) {
-    super(options);
+  constructor(options: SMTPServerOptions, policy: GreetingPolicy, gate: ConnectionGate = NO_GATE) {
+    const proxy = gate.proxyFrom.length > 0;
+    // maxClients bounds the sockets still waiting for a PROXY header (smtp-server drops the excess).
+    super({ ...options, ...(proxy ? { useProxy: true } : {}), ...(gate.maxConnections ? { maxClients: gate.maxConnections } : {}) });
     this.trusted = new NetworkList(policy.trustedNetworks);
     this.delayMs = policy.greetingDelayMs;
+    this.gate = gate;
+    this.proxyFrom = new NetworkList(gate.proxyFrom);
+  }
+
+  /** PROXY headers only from the configured load balancers (smtp-server compares exact IPs). */
+  override _expectsProxyHeader(socket: net.Socket): boolean {
+    return this.proxyFrom.contains(socket.remoteAddress);
+  }
+
+  /** PROXY v2 first; anything else goes to smtp-server's v1 reader untouched. */
+  override _handleProxy(socket: net.Socket, callback: (err: Error | null, socketOptions?: SMTPConnectionOptions & { id: string }) => void): void {
+    if (!this._expectsProxyHeader(socket)) return super._handleProxy(socket, callback);
+    readProxyV2(socket, (err, r) => {
+      if (err || !r) {
+        socket.on('error', () => undefined);
+        socket.destroy();
+        return callback(err ?? new Error('PROXY header unreadable'));
+      }
+      const id = randomBytes(10).toString('hex');
+      switch (r.kind) {
+        case 'not-v2':
+          return super._handleProxy(socket, callback);
+        case 'local':
+          return callback(null, { id });
+        case 'address':
+          return callback(null, { id, remoteAddress: r.remoteAddress, remotePort: r.remotePort });
+        case 'invalid':
+          socket.on('error', () => undefined);
+          socket.destroy();
+          return callback(new Error(r.reason));
+      }
+    });
+  }
+
+  private refusal(ip: string): PostinoError | undefined {
+    const denied = this.gate.admit?.(ip);
+    if (denied) return denied;
+    if (this.gate.maxConnections && this.active >= this.gate.maxConnections) {
+      return new PostinoError('TOO_MANY_CONNECTIONS', 'Too many connections, try again later');
+    }
+    if (this.gate.maxConnectionsPerIp && (this.perIp.get(ip) ?? 0) >= this.gate.maxConnectionsPerIp) {
+      return new PostinoError('TOO_MANY_CONNECTIONS_FROM_IP', `Too many connections from ${ip}, try again later`);
+    }
+    return undefined;
   }
 
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
-    const remote = socketOptions?.remoteAddress ?? socket.remoteAddress;
-    const delay = this.trusted.contains(remote) ? 0 : this.delayMs;
-    const connection = new TunedConnection(this, socket, socketOptions, delay);
+    const ip = normalizeAddress(socketOptions?.remoteAddress ?? socket.remoteAddress ?? '');
+    const refused = this.refusal(ip);
+    if (refused) {
+      this.gate.onRefused?.(ip, refused);
+      refuseSocket(socket, refused);
+      return;
+    }
+    this.active++;
+    this.perIp.set(ip, (this.perIp.get(ip) ?? 0) + 1);
+    let sessionTimer: NodeJS.Timeout | undefined;
+    const gone = (): void => {
+      this.active--;
+      const n = (this.perIp.get(ip) ?? 1) - 1;
+      if (n <= 0) this.perIp.delete(ip);
+      else this.perIp.set(ip, n);
+      clearTimeout(sessionTimer);
+    };
+
+    const delay = this.trusted.contains(ip) ? 0 : this.delayMs;
+    const connection = new TunedConnection(this, socket, socketOptions, delay, this.gate.maxErrors, gone);
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));
     connection.on('connect', (data) => this._onClientConnect(data));
+    if (this.gate.sessionMs) {
+      sessionTimer = setTimeout(() => {
+        const e = new PostinoError('SESSION_TIME_LIMIT', 'Session time limit reached, closing connection');
+        connection.send(e.smtpCode, e.message, false);
+      }, this.gate.sessionMs);
+      sessionTimer.unref();
+    }
     connection.init();
+  }
+
+  /** Sessions open from one address (for tests and status). */
+  sessionsFrom(ip: string): number {
+    return this.perIp.get(normalizeAddress(ip)) ?? 0;
   }
 
   /** listen() with a promise; resolves to the bound port (tests listen on port 0). */

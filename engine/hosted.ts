@@ -71,7 +71,10 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const sweep = (): void => void spoolIds.sweep().catch((err: unknown) => log.warn({ err }, 'spool id sweep failed'));
   sweep();
   const sweeper = setInterval(sweep, SPOOL_ID_SWEEP_MS).unref();
-  const listener = await startListener(config.listener, rt.dataDir, intake, log.child({ component: 'listener' }), spoolIds);
+  const listener = await startListener(config.listener, config.accounts, rt.dataDir, intake, log.child({ component: 'listener' }), Date.now, spoolIds);
+  // SIGHUP: re-read the listener's certificate (renewal) without dropping sessions.
+  const onHup = (): void => void listener.reloadTls().catch((err: unknown) => log.error({ err }, 'TLS reload failed; keeping the old certificate'));
+  process.on('SIGHUP', onHup);
   const api = createHostedApi(apiKey, intake, delivery, log);
   const httpPort = await listenHttp(api, config.http.host, config.http.port, 'hosted', log);
   rewrapLoop.start();
@@ -86,6 +89,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
     suppression,
     async close() {
       clearInterval(sweeper);
+      process.off('SIGHUP', onHup);
       await listener.close();
       await rewrapLoop.stop();
       await deliveryLoop.stop();

@@ -21,7 +21,7 @@ import { listenHttp } from '../common/http-server.js';
 import { IdleCompactor } from '../common/idle-compactor.js';
 import { RelayWorker } from '../common/relay-worker.js';
 import type { Component, Runtime } from '../common/runtime.js';
-import { resolveSecret } from '../common/secrets.js';
+import { resolveSecret, sameSecret } from '../common/secrets.js';
 import { RelayClient, type RecipientFailure } from '../common/smtp-client.js';
 import { startIntake } from '../common/smtp-intake.js';
 import { stampSpoolId } from '../common/spool-id.js';
@@ -150,7 +150,21 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
         if (killSwitch.intakePaused) throw new PostinoError('INTAKE_PAUSED', 'Intake paused by the operator, try again later');
       },
     },
-    authenticate: users.size > 0 ? (u, p) => users.get(u) === p : undefined,
+    // Apps on the local network often cannot do TLS; AUTH there is an app identity, not the perimeter (allowNetworks is).
+    ...(users.size > 0
+      ? {
+          auth: {
+            allowInsecure: true,
+            async verify(username: string, password: string) {
+              if (!users.has(username) || !sameSecret(users.get(username)!, password)) {
+                log.warn({ event: 'auth-failed', user: username }, 'authentication failed');
+                throw new PostinoError('AUTH_FAILED', 'Authentication credentials invalid');
+              }
+              return username;
+            },
+          },
+        }
+      : {}),
     authRequired: cfg.smtp.auth.required,
     onAccepted: (_id, size) => {
       metrics.accepted.inc();

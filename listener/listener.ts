@@ -1,32 +1,69 @@
 /*
- * listener.ts — the hosted SMTP entry: allowlist, STARTTLS, and intake into the
- * engine's durable intake queue (`250` only after the synced write).
+ * listener.ts — the hosted SMTP entry: per-account allowlist, connection caps,
+ * STARTTLS, AUTH, strict DATA, sender domains, quotas, and intake into the
+ * engine's durable intake queue (`250` only after the synced write, with the
+ * account id, client IP, TLS state and auth identity recorded on the message).
  *
- * Config: the `listener` section (127.0.0.1:2587; allowNetworks 127.0.0.1/32 and
- * ::1/128; tls.certFile/keyFile, else the development pair in <data>/secrets).
- * Standards: RFC 5321, RFC 3207 (STARTTLS), RFC 1870 (SIZE).
+ * Standards: RFC 5321, RFC 3207 (STARTTLS), RFC 4954 (AUTH), RFC 4616 (PLAIN),
+ * RFC 1870 (SIZE), RFC 3463 (enhanced status codes), HAProxy PROXY protocol v1.
+ *
+ * Config: the `listener` section (node-wide: address, TLS pair, caps, limits)
+ * and `accounts[]` (networks, `listener` policy); see common/config.ts.
+ * Pieces: accounts.ts (who is who), auth-failures.ts (AUTH rate limit),
+ * quota.ts (hour/day counters), common/smtp-server.ts (the connection gate),
+ * common/strict-data.ts (bare CR/LF, long lines).
+ *
+ * Side effects: listens on a TCP port; reads the TLS pair at start and on
+ * `reloadTls()` (SIGHUP: sessions in progress keep their TLS state); writes the
+ * intake queue and the quota counters in one synced batch.
  * Effectively once: with `spoolIds`, X-Postino-Spool-Id is stripped and a
  * retry of an id accepted within listener.spoolIdTtlSeconds (7 days) is
  * answered 250 without a second enqueue (common/spool-id.ts).
  */
 import fs from 'node:fs';
-import type { ListenerConfig } from '../common/config.js';
+import type { AccountConfig, ListenerConfig } from '../common/config.js';
 import type { DurableQueue } from '../common/durable-queue.js';
 import { PostinoError } from '../common/errors.js';
+import type { IntakeMeta } from '../common/intake-record.js';
 import type { Logger } from '../common/log.js';
 import { ensureDevTls, secretsDir } from '../common/secrets.js';
-import type { IntakeMeta } from '../common/intake-record.js';
 import { startIntake, type Intake } from '../common/smtp-intake.js';
 import type { SeenSpoolIds } from '../common/spool-id.js';
+import { AccountTable, domainAllowed, domainOf } from './accounts.js';
+import { AuthFailures } from './auth-failures.js';
+import { Quotas } from './quota.js';
 
 export async function listenerTls(cfg: ListenerConfig, dataDir: string): Promise<{ key: Buffer; cert: Buffer }> {
   const files = cfg.tls.certFile && cfg.tls.keyFile ? { certFile: cfg.tls.certFile, keyFile: cfg.tls.keyFile } : await ensureDevTls(secretsDir(dataDir));
   return { key: fs.readFileSync(files.keyFile), cert: fs.readFileSync(files.certFile) };
 }
 
-export async function startListener(cfg: ListenerConfig, dataDir: string, queue: DurableQueue<IntakeMeta>, log: Logger, spoolIds?: SeenSpoolIds): Promise<Intake> {
+export interface Listener extends Intake {
+  accounts: AccountTable;
+  quotas: Quotas;
+  /** Re-reads the certificate and key (SIGHUP); new handshakes use them, open sessions are untouched. */
+  reloadTls(): Promise<void>;
+}
+
+export async function startListener(
+  cfg: ListenerConfig,
+  accountConfigs: readonly AccountConfig[],
+  dataDir: string,
+  queue: DurableQueue<IntakeMeta>,
+  log: Logger,
+  now: () => number = Date.now,
+  spoolIds?: SeenSpoolIds,
+): Promise<Listener> {
   const tls = await listenerTls(cfg, dataDir);
-  return startIntake<IntakeMeta>({
+  const accounts = new AccountTable(accountConfigs);
+  const quotas = await Quotas.open(
+    queue.store,
+    accountConfigs.map((a) => ({ id: a.id, perHour: a.listener.messagesPerHour, perDay: a.listener.messagesPerDay })),
+    now,
+  );
+  const authFailures = new AuthFailures(cfg.maxAuthFailures, cfg.authFailureWindowSeconds * 1000, now);
+
+  const intake = await startIntake<IntakeMeta>({
     name: 'listener',
     host: cfg.host,
     port: cfg.port,
@@ -34,18 +71,71 @@ export async function startListener(cfg: ListenerConfig, dataDir: string, queue:
     maxRecipients: cfg.maxRecipients,
     greetingDelayMs: cfg.greetingDelayMs,
     trustedNetworks: cfg.trustedNetworks,
-    allowNetworks: cfg.allowNetworks,
     idleTimeoutMs: cfg.idleTimeoutSeconds * 1000,
+    gate: {
+      admit: (ip) => accounts.admit(ip),
+      maxConnections: cfg.maxConnections,
+      maxConnectionsPerIp: cfg.maxConnectionsPerIp,
+      sessionMs: cfg.sessionTimeoutSeconds * 1000,
+      maxErrors: cfg.maxErrors,
+      proxyFrom: cfg.proxyProtocolFrom,
+    },
+    strictData: true,
     tls,
     queue,
     spoolIds,
-    // Per-account matching (networks, AUTH, sender domains) replaces this with the listener issue.
-    toMeta: (envelope) => ({ envelope, account: 'default' }),
+    ...(accounts.anyAuth
+      ? {
+          auth: {
+            allowInsecure: accounts.anyInsecureAuth,
+            async verify(username, password, session) {
+              const ip = session.remoteAddress;
+              if (authFailures.blocked(ip)) throw new PostinoError('AUTH_RATE_LIMITED', 'Too many failed authentication attempts, try again later');
+              try {
+                const a = await accounts.authenticate(username, password, session);
+                log.info({ event: 'authenticated', session: session.id, client: ip, account: a.id, user: username }, 'authenticated');
+                return username;
+              } catch (e) {
+                if (e instanceof PostinoError && e.code === 'AUTH_FAILED') {
+                  authFailures.fail(ip);
+                  log.warn({ event: 'auth-failed', session: session.id, client: ip, user: username }, 'authentication failed');
+                }
+                throw e;
+              }
+            },
+          },
+        }
+      : {}),
+    toMeta: (envelope, session) => ({ envelope, account: accounts.accountOf(session).id }),
     policy: {
-      onMailFrom(_address, session) {
-        if (cfg.requireTls && !session.secure) throw new PostinoError('TLS_REQUIRED', 'Must issue a STARTTLS command first');
+      onMailFrom(address, session) {
+        const account = accounts.accountOf(session);
+        if (account.policy.requireTls && !session.secure) throw new PostinoError('TLS_REQUIRED', 'Must issue a STARTTLS command first');
+        if (account.policy.senderDomains.length > 0 && !domainAllowed(domainOf(address.address), account.policy.senderDomains)) {
+          throw new PostinoError('SENDER_NOT_ALLOWED', `Sender <${address.address}> is not allowed for account ${account.id}`);
+        }
+        quotas.check(account.id);
+      },
+      onRcptTo(_address, session) {
+        const account = accounts.accountOf(session);
+        if (session.envelope.rcptTo.length >= account.policy.maxRecipients) throw new PostinoError('TOO_MANY_RECIPIENTS', 'Too many recipients');
+      },
+      beforeCommit(session) {
+        return quotas.reserve(accounts.accountOf(session).id);
       },
     },
+    logFields: (meta) => ({ account: meta.account }),
     log,
   });
+
+  return {
+    ...intake,
+    accounts,
+    quotas,
+    async reloadTls() {
+      const pair = await listenerTls(cfg, dataDir);
+      intake.updateTls(pair);
+      log.info({ event: 'tls-reloaded' }, 'TLS certificate reloaded');
+    },
+  };
 }

@@ -31,13 +31,13 @@ test('every problem is reported with its key path', () => {
 test('postino check-config and postino up: three mistakes → three errors with key paths, exit 2, nothing bound', () => {
   const dir = tempDir('cfg');
   const file = path.join(dir, 'bad.json');
-  fs.writeFileSync(file, JSON.stringify({ forwarder: { smtp: { port: 70000 } }, listener: { allowNetworks: ['300.1.1.1/8'], tls: { keyFile: path.join(dir, 'missing-key.pem') } } }));
+  fs.writeFileSync(file, JSON.stringify({ forwarder: { smtp: { port: 70000 } }, accounts: [{ id: 'default', networks: ['300.1.1.1/8'] }], listener: { tls: { keyFile: path.join(dir, 'missing-key.pem') } } }));
   for (const args of [['check-config', file], ['up', '--config', file]]) {
     const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, POSTINO_DATA: path.join(dir, 'data') }, encoding: 'utf8', timeout: 20_000 });
     assert.equal(r.status, 2, `${args[0]} exits 2`);
     assert.match(r.stderr, /3 configuration problems/);
     assert.match(r.stderr, /forwarder\.smtp\.port: a port is 0\.\.65535/);
-    assert.match(r.stderr, /listener\.allowNetworks\.0: "300\.1\.1\.1\/8" is not an IPv4 or IPv6 address/);
+    assert.match(r.stderr, /accounts\.0\.networks\.0: "300\.1\.1\.1\/8" is not an IPv4 or IPv6 address/);
     assert.match(r.stderr, /listener\.tls\.keyFile: file ".*missing-key\.pem" does not exist/);
     assert.doesNotMatch(r.stdout, /listening/);
   }

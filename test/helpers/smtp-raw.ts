@@ -1,14 +1,19 @@
 /* A raw SMTP conversation over a socket: for tests that must control the bytes. */
 import net from 'node:net';
+import tls from 'node:tls';
 
 export class RawSmtp {
   private buf = '';
   private waiters: Array<() => void> = [];
-  readonly socket: net.Socket;
+  socket: net.Socket;
   closed = false;
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
+    this.attach(socket);
+  }
+
+  private attach(socket: net.Socket): void {
     socket.setEncoding('utf8');
     socket.on('data', (d: string) => {
       this.buf += d;
@@ -25,6 +30,25 @@ export class RawSmtp {
     const w = this.waiters;
     this.waiters = [];
     for (const f of w) f();
+  }
+
+  /**
+   * Starts TLS on this connection (after a 220 to STARTTLS). Whatever was
+   * received in clear and not read yet is returned, then dropped.
+   */
+  async startTls(opts: tls.ConnectionOptions = {}): Promise<string> {
+    const leftover = this.buf;
+    this.buf = '';
+    const raw = this.socket;
+    raw.removeAllListeners('data');
+    raw.removeAllListeners('close');
+    const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      const s = tls.connect({ socket: raw, servername: 'localhost', ...opts }, () => resolve(s));
+      s.once('error', reject);
+    });
+    this.socket = secure;
+    this.attach(secure);
+    return leftover;
   }
 
   static connect(port: number, host = '127.0.0.1', localAddress?: string): Promise<RawSmtp> {

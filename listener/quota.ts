@@ -1,0 +1,139 @@
+/*
+ * quota.ts — messages per account per UTC hour and per UTC day.
+ *
+ * Config: `accounts[].listener.messagesPerHour` / `.messagesPerDay` (0 = no limit).
+ * Over either, MAIL (and, for a race between sessions, the end of DATA) gets
+ * `452 4.5.3`: temporary, so the forwarder keeps the message and retries.
+ *
+ * Durability: the counters live in the hosted LevelDB, and each message's
+ * increment is written in the same synced batch that puts the message on the
+ * intake queue. A restart therefore neither forgets accepted messages nor
+ * counts refused ones. Keys: `lq!<account>!h!<YYYYMMDDHH>` and
+ * `lq!<account>!d!<YYYYMMDD>` → decimal count. The windows are calendar
+ * windows (UTC), not sliding: simple to explain on an invoice ("1,000 a day").
+ * Counters are per hosted node: with N listeners behind a balancer, give each
+ * node its share of the quota.
+ *
+ * Side effects: reads (and, when stale, deletes) `lq!` keys at open.
+ */
+import { PostinoError } from '../common/errors.js';
+import type { BatchOp, Store } from '../common/store.js';
+
+export interface QuotaLimits {
+  id: string;
+  perHour: number;
+  perDay: number;
+}
+
+interface Window {
+  key: string;
+  /** Messages counted in this window: committed plus reserved in flight. */
+  count: number;
+}
+
+interface Counter {
+  limits: QuotaLimits;
+  hour: Window;
+  day: Window;
+}
+
+const PREFIX = 'lq!';
+
+function hourKey(id: string, t: number): string {
+  return `${PREFIX}${id}!h!${new Date(t).toISOString().slice(0, 13).replace(/[-T]/g, '')}`;
+}
+function dayKey(id: string, t: number): string {
+  return `${PREFIX}${id}!d!${new Date(t).toISOString().slice(0, 10).replace(/-/g, '')}`;
+}
+
+export class Quotas {
+  private constructor(
+    private readonly counters: Map<string, Counter>,
+    private readonly now: () => number,
+  ) {}
+
+  static async open(store: Store, limits: readonly QuotaLimits[], now: () => number = Date.now): Promise<Quotas> {
+    const t = now();
+    const counters = new Map<string, Counter>();
+    const limited = limits.filter((l) => l.perHour > 0 || l.perDay > 0);
+    const keys = limited.flatMap((l) => [hourKey(l.id, t), dayKey(l.id, t)]);
+    const values = keys.length ? await store.db.getMany(keys) : [];
+    limited.forEach((l, i) => {
+      const n = (v: Buffer | undefined): number => (v ? Number(v.toString('utf8')) || 0 : 0);
+      counters.set(l.id, { limits: l, hour: { key: keys[2 * i]!, count: n(values[2 * i]) }, day: { key: keys[2 * i + 1]!, count: n(values[2 * i + 1]) } });
+    });
+    // Windows that ended while we were down.
+    const current = new Set(keys);
+    const stale: BatchOp[] = [];
+    for await (const key of store.db.keys({ gte: PREFIX, lt: `${PREFIX}~` })) if (!current.has(key)) stale.push({ type: 'del', key });
+    await store.commit(stale, { sync: false });
+    return new Quotas(counters, now);
+  }
+
+  /** Moves a counter to the current windows; the ended windows' keys are deleted with the next write. */
+  private roll(c: Counter, t: number): BatchOp[] {
+    const ops: BatchOp[] = [];
+    const h = hourKey(c.limits.id, t);
+    if (h !== c.hour.key) {
+      ops.push({ type: 'del', key: c.hour.key });
+      c.hour = { key: h, count: 0 };
+    }
+    const d = dayKey(c.limits.id, t);
+    if (d !== c.day.key) {
+      ops.push({ type: 'del', key: c.day.key });
+      c.day = { key: d, count: 0 };
+    }
+    return ops;
+  }
+
+  private exceeded(c: Counter): PostinoError | undefined {
+    const { perHour, perDay } = c.limits;
+    if (perHour > 0 && c.hour.count >= perHour) return new PostinoError('QUOTA_EXCEEDED', `Hourly quota of ${perHour} messages reached for account ${c.limits.id}, try again later`);
+    if (perDay > 0 && c.day.count >= perDay) return new PostinoError('QUOTA_EXCEEDED', `Daily quota of ${perDay} messages reached for account ${c.limits.id}, try again later`);
+    return undefined;
+  }
+
+  /** Throws QUOTA_EXCEEDED when the account has no message left in this hour or day. */
+  check(account: string): void {
+    const c = this.counters.get(account);
+    if (!c) return;
+    this.roll(c, this.now());
+    const e = this.exceeded(c);
+    if (e) throw e;
+  }
+
+  /**
+   * Counts one message: returns the ops to commit with it and `done`, which
+   * gives the unit back when the commit failed. Throws QUOTA_EXCEEDED.
+   */
+  reserve(account: string): { ops: BatchOp[]; done(committed: boolean): void } {
+    const c = this.counters.get(account);
+    if (!c) return { ops: [], done: () => undefined };
+    const ops = this.roll(c, this.now());
+    const e = this.exceeded(c);
+    if (e) throw e;
+    const hour = c.hour;
+    const day = c.day;
+    hour.count++;
+    day.count++;
+    ops.push({ type: 'put', key: hour.key, value: Buffer.from(String(hour.count)) });
+    ops.push({ type: 'put', key: day.key, value: Buffer.from(String(day.count)) });
+    return {
+      ops,
+      done(committed) {
+        if (committed) return;
+        // A later reservation may already have written a higher count: at worst we over-count by one.
+        hour.count--;
+        day.count--;
+      },
+    };
+  }
+
+  /** Current counts (status, tests). */
+  usage(account: string): { hour: number; day: number } | undefined {
+    const c = this.counters.get(account);
+    if (!c) return undefined;
+    this.roll(c, this.now());
+    return { hour: c.hour.count, day: c.day.count };
+  }
+}
