@@ -74,15 +74,16 @@ async function droppingProxy(upstreamPort: number, drops: number): Promise<{ por
   };
 }
 
-async function hostedConfig(sinkPort: number, listener: Record<string, unknown> = {}): Promise<{ config: Record<string, unknown>; listenerPort: number }> {
+async function hostedConfig(sinkPort: number, extra: Record<string, unknown> = {}): Promise<{ config: Record<string, unknown>; listenerPort: number }> {
   const [listenerPort, http] = await freePorts(2);
   return {
     listenerPort: listenerPort!,
     config: {
       log: { level: 'info' },
-      listener: { port: listenerPort, ...listener },
+      listener: { port: listenerPort },
       http: { port: http },
       delivery: { relays: [`smtp://127.0.0.1:${sinkPort}`], retryScheduleSeconds: [1, 2] },
+      ...extra,
     },
   };
 }
@@ -91,7 +92,8 @@ test('a listener that drops the connection after the final dot: the forwarder re
   const dataDir = tempDir('once');
   const sinkDir = path.join(dataDir, 'sink');
   const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null }, sinkDir, createLogger('sink', 'silent'));
-  const h = await hostedConfig(sink.port, { requireTls: false });
+  // The dropping proxy relays plain SMTP, so this account takes mail without STARTTLS.
+  const h = await hostedConfig(sink.port, { accounts: [{ id: 'default', networks: ['127.0.0.1/32'], listener: { requireTls: false } }] });
   const hosted = await startHosted(dataDir, h.config);
   const proxy = await droppingProxy(h.listenerPort, 3);
   const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${proxy.port}`]);
