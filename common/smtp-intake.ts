@@ -9,6 +9,7 @@
  *
  * Side effects: listens on a TCP port; writes to the queue's store.
  */
+import { PassThrough, type Readable } from 'node:stream';
 import type tls from 'node:tls';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import { NetworkList } from './cidr.js';
@@ -16,6 +17,7 @@ import type { DurableQueue } from './durable-queue.js';
 import { PostinoError } from './errors.js';
 import { TooLargeError } from './fsync.js';
 import type { Logger } from './log.js';
+import { headerBlockEnd, parseHeaderBlock, type HeaderField } from './mime-header.js';
 import { PostinoSMTPServer } from './smtp-server.js';
 
 /** What every stage records about a received message. */
@@ -52,6 +54,12 @@ export interface IntakeOptions<M> {
   toMeta(envelope: Envelope, session: SMTPServerSession): M;
   policy?: IntakePolicy;
   log: Logger;
+  /**
+   * Checks the message's header block at the end of DATA, before the commit;
+   * throwing a PostinoError refuses the message with its reply (the listener
+   * refuses an unparseable X-Postino-Send-At with 550).
+   */
+  checkHeaders?(headers: HeaderField[]): void;
   /** Called after each durable accept (counters, rate estimates). */
   onAccepted?(queueId: string, size: number): void;
 }
@@ -85,16 +93,53 @@ export function envelopeOf(session: SMTPServerSession): Envelope {
   return env;
 }
 
+/** A header block larger than this is not looked at by `checkHeaders` (nothing legitimate is that large). */
+const MAX_CHECKED_HEADER_BYTES = 256 * 1024;
+
+/** Passes the stream through and keeps its first bytes up to the end of the header block. */
+function captureHead(stream: Readable): { body: Readable; head: () => Buffer } {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let done = false;
+  const body = new PassThrough();
+  stream.on('data', (c: Buffer) => {
+    if (!done) {
+      chunks.push(c);
+      size += c.length;
+      if (size > MAX_CHECKED_HEADER_BYTES || headerBlockEnd(Buffer.concat(chunks)) !== -1) done = true;
+    }
+  });
+  stream.on('error', (e) => body.destroy(e));
+  stream.pipe(body);
+  return {
+    body,
+    head: () => {
+      const all = Buffer.concat(chunks);
+      const end = headerBlockEnd(all);
+      return end === -1 ? all.subarray(0, MAX_CHECKED_HEADER_BYTES) : all.subarray(0, end);
+    },
+  };
+}
+
 export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
   const allow = new NetworkList(o.allowNetworks);
   const { queue, log } = o;
 
   async function accept(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const envelope = envelopeOf(session);
-    const prepared = await queue.prepare({ meta: o.toMeta(envelope, session), body: stream, maxBytes: o.maxSize });
+    const captured = o.checkHeaders ? captureHead(stream) : undefined;
+    const prepared = await queue.prepare({ meta: o.toMeta(envelope, session), body: captured?.body ?? stream, maxBytes: o.maxSize });
     if (stream.sizeExceeded) {
       await prepared.discard();
       throw new TooLargeError(o.maxSize);
+    }
+    if (captured) {
+      try {
+        o.checkHeaders!(parseHeaderBlock(captured.head()));
+      } catch (e) {
+        await prepared.discard();
+        throw e;
+      }
     }
     try {
       await queue.commitPrepared([prepared]);

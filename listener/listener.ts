@@ -13,6 +13,7 @@ import { PostinoError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { ensureDevTls, secretsDir } from '../common/secrets.js';
 import type { IntakeMeta } from '../common/intake-record.js';
+import { sendAtProblem } from '../common/send-at.js';
 import { startIntake, type Intake } from '../common/smtp-intake.js';
 
 export async function listenerTls(cfg: ListenerConfig, dataDir: string): Promise<{ key: Buffer; cert: Buffer }> {
@@ -40,6 +41,11 @@ export async function startListener(cfg: ListenerConfig, dataDir: string, queue:
       onMailFrom(_address, session) {
         if (cfg.requireTls && !session.secure) throw new PostinoError('TLS_REQUIRED', 'Must issue a STARTTLS command first');
       },
+    },
+    // The engine would park an unparseable X-Postino-Send-At forever or send it at once: refuse it here.
+    checkHeaders(headers) {
+      const problem = sendAtProblem(headers);
+      if (problem) throw new PostinoError('BAD_MESSAGE', problem);
     },
     log,
   });
