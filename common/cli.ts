@@ -6,6 +6,8 @@
  *   postino forwarder status [--admin URL]  the forwarder's queue, readably
  *   postino check-config F                  print every problem with its key path
  *   postino dev-cert [--out DIR]            a development CA and localhost TLS pair
+ *   postino dkim keygen <domain> [--selector S] [--out DIR]
+ *                                           a DKIM key (default <data>/secrets/dkim) and its DNS TXT record
  *
  * The data folder is $POSTINO_DATA (default ./data); it is read here, once, and
  * passed down. Exit status: 0 ok, 1 runtime failure, 2 bad usage or bad config.
@@ -18,6 +20,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startForwarder } from '../forwarder/forwarder.js';
+import { generateDkimKey } from '../engine/dkim-keys.js';
 import { startHosted } from '../engine/hosted.js';
 import { startSink } from '../sink/capture-sink.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
@@ -33,6 +36,7 @@ const USAGE = `usage:
   postino sink [--config F]
   postino check-config F
   postino dev-cert [--out DIR]
+  postino dkim keygen <domain> [--selector S] [--out DIR]
 environment: POSTINO_DATA (data folder, default ./data)`;
 
 class UsageError extends Error {}
@@ -181,10 +185,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       config: { type: 'string', short: 'c' },
       admin: { type: 'string' },
       out: { type: 'string' },
+      selector: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
-  const [cmd, sub] = positionals;
+  const [cmd, sub, arg] = positionals;
   if (values.help || !cmd) {
     process.stdout.write(USAGE + '\n');
     if (!cmd && !values.help) process.exitCode = 2;
@@ -211,6 +216,18 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     case 'dev-cert': {
       const p = await ensureDevTls(values.out ?? secretsDir(dataDirOf(env)));
       process.stdout.write(`CA:   ${p.caFile}\ncert: ${p.certFile}\nkey:  ${p.keyFile}\n`);
+      return;
+    }
+    case 'dkim': {
+      if (sub !== 'keygen' || !arg) throw new UsageError('usage: postino dkim keygen <domain> [--selector S] [--out DIR]');
+      if (!/^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/.test(arg)) throw new UsageError(`"${arg}" is not a domain name`);
+      const selector = values.selector ?? 'postino';
+      const k = generateDkimKey(values.out ?? path.join(secretsDir(dataDirOf(env)), 'dkim'), arg.toLowerCase(), selector);
+      process.stdout.write(
+        `private key: ${k.keyFile}\n` +
+          `config:      accounts[].engine.dkim = ${JSON.stringify({ domain: arg.toLowerCase(), selector, keyFile: k.keyFile })}\n` +
+          `DNS record:\n${k.record}\n`,
+      );
       return;
     }
     default:
