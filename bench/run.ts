@@ -5,9 +5,11 @@
  *   npm run bench -- queue   only the named ones
  */
 import { benchQueue } from './queue-group-commit.js';
+import { benchRewrap } from './rewrap.js';
 
 const benches: Record<string, () => Promise<void>> = {
   queue: benchQueue,
+  rewrap: benchRewrap,
 };
 
 const wanted = process.argv.slice(2);

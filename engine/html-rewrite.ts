@@ -75,3 +75,56 @@ export function rewriteHtml(html: string, edits: HtmlEdits): Promise<string> {
     rw.end(html);
   });
 }
+
+/** A slot of an HTML template: an http(s) link to fill in, or the place of the open pixel. */
+export type HtmlSlot = { kind: 'link'; url: string } | { kind: 'pixel' };
+
+/**
+ * The HTML cut at its http(s) links (and at the pixel's place): parsed once
+ * per message, then filled per copy with that copy's tokens (`fillHtml`), so
+ * 100 recipients of the same newsletter cost one parse, not 100.
+ */
+export interface HtmlTemplate {
+  /** Text between slots; `pieces.length === slots.length + 1`. */
+  pieces: string[];
+  slots: HtmlSlot[];
+}
+
+export async function templateHtml(html: string, opts: { links: boolean; pixel: boolean }): Promise<HtmlTemplate> {
+  const mark = `\u0000${randomBytes(8).toString('hex')}:`;
+  const slots: HtmlSlot[] = [];
+  const slot = (s: HtmlSlot): string => {
+    slots.push(s);
+    return `${mark}${slots.length - 1}\u0000`;
+  };
+  const out = await rewriteHtml(html, {
+    link: opts.links ? (url) => slot({ kind: 'link', url }) : undefined,
+    beforeBodyEnd: opts.pixel ? slot({ kind: 'pixel' }) : undefined,
+  });
+  const pieces: string[] = [];
+  const ordered: HtmlSlot[] = [];
+  let pos = 0;
+  for (;;) {
+    const at = out.indexOf(mark, pos);
+    if (at === -1) break;
+    const end = out.indexOf('\u0000', at + mark.length);
+    pieces.push(out.slice(pos, at));
+    ordered.push(slots[Number(out.slice(at + mark.length, end))]!);
+    pos = end + 1;
+  }
+  pieces.push(out.slice(pos));
+  return { pieces, slots: ordered };
+}
+
+function escapeAttr(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/"/g, '&quot;');
+}
+
+/** Fills a template: `link` gives the new URL of a link (escaped here as an attribute value), `pixel` the pixel's HTML. */
+export function fillHtml(t: HtmlTemplate, link: (url: string) => string, pixel: string): string {
+  let s = t.pieces[0]!;
+  t.slots.forEach((slot, i) => {
+    s += (slot.kind === 'link' ? escapeAttr(link(slot.url)) : pixel) + t.pieces[i + 1]!;
+  });
+  return s;
+}

@@ -11,6 +11,9 @@
 import { rewriteHtml } from '../html-rewrite.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../rewrap-context.js';
 
+/** The HTML with header/footer, per message and input text: every copy of a message gets the same (merge fields come later). */
+const withFooter = new WeakMap<MessageContext, { input: string; output: Promise<string> }>();
+
 function crlf(text: string): string {
   return text.replace(/\r?\n/g, '\r\n');
 }
@@ -29,7 +32,13 @@ export const footer: CopyStep = {
     }
     const html = msg.firstBodyPart('text/html');
     if (html && (t.html || t.headerHtml)) {
-      copy.texts.set(html.index, await rewriteHtml(await copy.text(msg, html), { afterBodyStart: t.headerHtml ?? undefined, beforeBodyEnd: t.html ?? undefined }));
+      const input = await copy.text(msg, html);
+      let cached = withFooter.get(msg);
+      if (!cached || cached.input !== input) {
+        cached = { input, output: rewriteHtml(input, { afterBodyStart: t.headerHtml ?? undefined, beforeBodyEnd: t.html ?? undefined }) };
+        withFooter.set(msg, cached);
+      }
+      copy.texts.set(html.index, await cached.output);
     }
     return NEXT;
   },

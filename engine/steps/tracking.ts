@@ -5,12 +5,30 @@
  * the token signed and carrying the original URL (common/tokens.ts); mailto:,
  * tel:, anchors and our own unsubscribe links are left alone. Opens: a 1×1
  * image `<publicUrl>/t/o/<token>` before </body> of the first HTML part.
- * Plain-text parts are not changed. HTML is rewritten token by token with
- * parse5 (html-rewrite.ts).
+ * Plain-text parts are not changed. The HTML is tokenized with parse5
+ * (html-rewrite.ts) once per distinct HTML text of a message and the template
+ * is filled per copy with that copy's tokens.
  */
 import { signClickToken, signOpenToken } from '../../common/tokens.js';
-import { rewriteHtml } from '../html-rewrite.js';
+import { fillHtml, templateHtml, type HtmlTemplate } from '../html-rewrite.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../rewrap-context.js';
+
+/** Distinct HTML texts remembered per message (copies differ only when merge fields differ). */
+const TEMPLATE_CACHE_SIZE = 4;
+const templates = new WeakMap<MessageContext, Map<string, Promise<HtmlTemplate>>>();
+
+function template(msg: MessageContext, html: string, links: boolean, pixel: boolean): Promise<HtmlTemplate> {
+  let cache = templates.get(msg);
+  if (!cache) templates.set(msg, (cache = new Map()));
+  const key = `${links ? 1 : 0}${pixel ? 1 : 0}${html}`;
+  let t = cache.get(key);
+  if (!t) {
+    if (cache.size >= TEMPLATE_CACHE_SIZE) cache.delete(cache.keys().next().value!);
+    t = templateHtml(html, { links, pixel });
+    cache.set(key, t);
+  }
+  return t;
+}
 
 export const tracking: CopyStep = {
   name: 'tracking',
@@ -20,16 +38,15 @@ export const tracking: CopyStep = {
     const s = msg.settings;
     const claim = { account: s.accountId, queueId: copy.queueId, recipient: copy.recipient };
     const own = `${s.publicUrl}/u/`;
-    const link = clicks ? (url: string) => (url.startsWith(own) ? undefined : `${s.publicUrl}/t/c/${signClickToken(s.signingKey, { ...claim, url })}`) : undefined;
+    const link = (url: string): string => (!clicks || url.startsWith(own) ? url : `${s.publicUrl}/t/c/${signClickToken(s.signingKey, { ...claim, url })}`);
     const first = msg.firstBodyPart('text/html');
     for (const part of msg.bodyParts) {
       if (part.type !== 'text/html') continue;
-      const pixel =
-        opens && part === first
-          ? `<img src="${s.publicUrl}/t/o/${signOpenToken(s.signingKey, claim)}" width="1" height="1" alt="" style="display:block;width:1px;height:1px;border:0">`
-          : undefined;
-      if (!link && !pixel) continue;
-      copy.texts.set(part.index, await rewriteHtml(await copy.text(msg, part), { link, beforeBodyEnd: pixel }));
+      const pixel = opens && part === first;
+      if (!clicks && !pixel) continue;
+      const t = await template(msg, await copy.text(msg, part), clicks, pixel);
+      const img = pixel ? `<img src="${s.publicUrl}/t/o/${signOpenToken(s.signingKey, claim)}" width="1" height="1" alt="" style="display:block;width:1px;height:1px;border:0">` : '';
+      copy.texts.set(part.index, fillHtml(t, link, img));
     }
     return NEXT;
   },
