@@ -78,7 +78,9 @@ export interface EncodedText {
 }
 
 /** Encodes new text for a part, keeping its transfer encoding (and its charset when the text fits). */
-export function encodeText(part: MimePart, text: string): EncodedText {
+export function encodeText(part: MimePart, input: string): EncodedText {
+  // RFC 2046 4.1.1: line breaks in text are CRLF (templates and merge values may bring bare LFs).
+  const text = input.replace(/\r?\n|\r/g, '\r\n');
   let cs = charsetOf(part);
   let bytes: Buffer;
   let charsetChanged = false;
