@@ -108,7 +108,7 @@ async function drain(r: Rig): Promise<number[]> {
   }
 }
 
-async function throughput(label: string, accountEngine: Record<string, unknown>, dkim: boolean): Promise<void> {
+export async function throughput(label: string, accountEngine: Record<string, unknown>, dkim: boolean): Promise<void> {
   const keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'postino-bench-key-'));
   const r = await rig(accountEngine, dkim ? keyDir : undefined);
   const body = message('', html20k());

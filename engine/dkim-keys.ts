@@ -5,7 +5,7 @@
  * Keys are RSA 2048 (RFC 8301: at least 1024, 2048 recommended), PKCS#8 PEM.
  * Side effects: keygen writes the private key file (0600); load reads it.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AccountEngineConfig } from '../common/config.js';
@@ -18,13 +18,14 @@ export interface DkimKey {
   /** d= ; null = the From domain of each message. */
   domain: string | null;
   selector: string;
-  privateKey: string;
+  /** Parsed once: handing the signer a PEM string would parse it again for every copy. */
+  privateKey: KeyObject;
 }
 
 export function loadDkimKey(cfg: AccountEngineConfig['dkim']): DkimKey | undefined {
   if (!cfg.keyFile) return undefined;
-  const privateKey = fs.readFileSync(cfg.keyFile, 'utf8');
-  createPrivateKey(privateKey); // fails at start, not on the first message, when the file is not a key
+  // Fails at start, not on the first message, when the file is not a key.
+  const privateKey = createPrivateKey(fs.readFileSync(cfg.keyFile, 'utf8'));
   return { domain: cfg.domain, selector: cfg.selector, privateKey };
 }
 

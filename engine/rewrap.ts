@@ -5,8 +5,8 @@
  *
  *   message steps, once:  header-compat → parse-controls → schedule → recipients
  *   copy steps, per envelope recipient (split):
- *     split → suppression → verp → list-unsubscribe → footer → merge-fields
- *     → tracking → header-hygiene → received → render → dkim
+ *     split → suppression → verp → list-unsubscribe → footer → tracking
+ *     → merge-fields → header-hygiene → received → render → dkim
  *
  * DKIM is last so that it signs what is delivered. Each finished copy is
  * handed to `onCopy` before the next is built, so only one copy's stream is
@@ -32,7 +32,7 @@ import { tracking } from './steps/tracking.js';
 import { verp } from './steps/verp.js';
 
 export const MESSAGE_STEPS: readonly MessageStep[] = [headerCompat, parseControls, schedule, recipients];
-export const COPY_STEPS: readonly CopyStep[] = [split, suppression, verp, listUnsubscribe, footer, mergeFields, tracking, headerHygiene, received, render, dkim];
+export const COPY_STEPS: readonly CopyStep[] = [split, suppression, verp, listUnsubscribe, footer, tracking, mergeFields, headerHygiene, received, render, dkim];
 
 export type RewrapResult =
   | { kind: 'rejected'; step: string; reason: string }

@@ -44,13 +44,19 @@ function substitute(text: string, subs: ReadonlyArray<[string, string]>, escape:
   return text;
 }
 
+/** The merge-field lookup of one copy: vars, then the recipient database, then the built-ins. */
+export function copyLookup(copy: Copy, msg: MessageContext): (name: string) => string | undefined {
+  const c = msg.controls;
+  const rec = msg.recipientRecords.get(normalizeAddress(copy.recipient));
+  const builtins: Record<string, string | undefined> = { email: copy.recipient, unsubscribe_url: copy.unsubscribeUrl };
+  return (name) => (Object.hasOwn(c.vars, name) ? c.vars[name] : rec && Object.hasOwn(rec.fields, name) ? rec.fields[name] : builtins[name]);
+}
+
 export const mergeFields: CopyStep = {
   name: 'merge-fields',
   async run(copy: Copy, msg: MessageContext) {
     const c = msg.controls;
-    const rec = msg.recipientRecords.get(normalizeAddress(copy.recipient));
-    const builtins: Record<string, string | undefined> = { email: copy.recipient, unsubscribe_url: copy.unsubscribeUrl };
-    const lookup = (name: string): string | undefined => (Object.hasOwn(c.vars, name) ? c.vars[name] : rec && Object.hasOwn(rec.fields, name) ? rec.fields[name] : builtins[name]);
+    const lookup = copyLookup(copy, msg);
     const subs: Array<[string, string]> = [];
     for (const [from, values] of Object.entries(c.substitutions)) {
       const v = values[copy.position];

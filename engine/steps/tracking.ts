@@ -7,11 +7,16 @@
  * image `<publicUrl>/t/o/<token>` before </body> of the first HTML part.
  * Plain-text parts are not changed. The HTML is tokenized with parse5
  * (html-rewrite.ts) once per distinct HTML text of a message and the template
- * is filled per copy with that copy's tokens.
+ * is filled per copy with that copy's tokens. It runs before merge-fields.ts,
+ * so the HTML is the same for every copy (one parse per message); a link whose
+ * URL holds merge tags is merged for this copy before it is signed, and a link
+ * that is only a merge tag (`href="{{unsubscribe_url}}"`) is not an http(s)
+ * link and is left to merge-fields.ts.
  */
 import { signClickToken, signOpenToken } from '../../common/tokens.js';
 import { fillHtml, templateHtml, type HtmlTemplate } from '../html-rewrite.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../rewrap-context.js';
+import { copyLookup, mergeText } from './merge-fields.js';
 
 /** Distinct HTML texts remembered per message (copies differ only when merge fields differ). */
 const TEMPLATE_CACHE_SIZE = 4;
@@ -38,7 +43,11 @@ export const tracking: CopyStep = {
     const s = msg.settings;
     const claim = { account: s.accountId, queueId: copy.queueId, recipient: copy.recipient };
     const own = `${s.publicUrl}/u/`;
-    const link = (url: string): string => (!clicks || url.startsWith(own) ? url : `${s.publicUrl}/t/c/${signClickToken(s.signingKey, { ...claim, url })}`);
+    let lookup: ((name: string) => string | undefined) | undefined;
+    const link = (template: string): string => {
+      const url = template.includes('{{') ? mergeText(template, (lookup ??= copyLookup(copy, msg)), (v) => v) : template;
+      return !clicks || url.startsWith(own) || !/^https?:\/\//i.test(url) ? url : `${s.publicUrl}/t/c/${signClickToken(s.signingKey, { ...claim, url })}`;
+    };
     const first = msg.firstBodyPart('text/html');
     for (const part of msg.bodyParts) {
       if (part.type !== 'text/html') continue;
