@@ -7,6 +7,7 @@
  * named steps, each returning one of `next | suppressed | rejected`.
  * Side effects: none here; `MessageContext.text` reads the body source.
  */
+import type { Readable } from 'node:stream';
 import type { AccountEngineConfig } from '../common/config.js';
 import type { BatchOp } from '../common/store.js';
 import { getHeader, type HeaderField } from '../common/mime-header.js';
@@ -141,7 +142,9 @@ export class Copy {
   /** Changed text of body parts, by part index. */
   readonly texts = new Map<number, string>();
   /** The finished copy (render.ts), then signed (dkim.ts). */
-  body: import('node:stream').Readable | undefined;
+  body: Readable | undefined;
+  /** What render.ts wrote: the header block (with its empty line) and a factory for the body bytes (DKIM reads them twice). */
+  rendered: { header: Buffer; body: () => Readable } | undefined;
 
   constructor(
     readonly queueId: string,

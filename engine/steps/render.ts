@@ -13,13 +13,13 @@ import { encodeText } from '../mime-text.js';
 import type { MimePart } from '../mime-scan.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../rewrap-context.js';
 
-type Segment = Buffer | { start: number; end: number };
+export type Segment = Buffer | { start: number; end: number };
 
 function joinFields(fields: readonly HeaderField[]): Buffer {
   return Buffer.concat([...fields.map((f) => f.raw), Buffer.from('\r\n')]);
 }
 
-function streamSegments(source: BodySource, segments: Segment[]): Readable {
+export function streamSegments(source: BodySource, segments: Segment[]): Readable {
   return Readable.from(
     (async function* () {
       for (const s of segments) {
@@ -41,7 +41,6 @@ export const render: CopyStep = {
       const text = copy.texts.get(part.index);
       if (text !== undefined && text !== (await msg.text(part))) edits.push({ part, text });
     }
-    const segments: Segment[] = [];
     let pos = root.bodyStart;
     const body: Segment[] = [];
     for (const { part, text } of edits) {
@@ -66,8 +65,9 @@ export const render: CopyStep = {
       pos = part.bodyEnd;
     }
     body.push({ start: pos, end: msg.source.size });
-    segments.push(joinFields(copy.headers), ...body);
-    copy.body = streamSegments(msg.source, segments);
+    const header = joinFields(copy.headers);
+    copy.rendered = { header, body: () => streamSegments(msg.source, body) };
+    copy.body = streamSegments(msg.source, [header, ...body]);
     return NEXT;
   },
 };
