@@ -128,19 +128,11 @@ export async function throughput(label: string, accountEngine: Record<string, un
   fs.rmSync(keyDir, { recursive: true, force: true });
 }
 
-async function suppressionFlat(): Promise<void> {
+export async function suppressionFlat(): Promise<void> {
   const SUPPRESSED = 1_000_000;
-  const RUNS = 150;
-  const body = message('', '<p>Hello</p>\n');
-  const time = async (r: Rig): Promise<number> => {
-    for (let i = 0; i < RUNS; i++) await submit(r, body, 10, `s${i}-`); // recipients not on the list: every lookup is a miss, the common case
-    const lat = await drain(r);
-    return summarize(lat).p50;
-  };
+  const RUNS = 200;
+  const body = message('X-Postino-Stream: bulk\r\n', '<p>Hello</p>\n');
   const empty = await rig({});
-  const tEmpty = await time(empty);
-  await empty.close();
-
   const full = await rig({});
   const t0 = performance.now();
   const BATCH = 20_000;
@@ -151,11 +143,26 @@ async function suppressionFlat(): Promise<void> {
   }
   await full.store.db.compactRange('s!', 's~');
   const loadSecs = (performance.now() - t0) / 1000;
-  // Ten recipients of which two are on the list (bulk stream: both are suppressed).
-  const tFull = await time(full);
+  // Interleaved, one message at a time, so that load from other processes hits both sides alike.
+  // Ten recipients: two on the list (suppressed), eight not (a miss is the common case).
+  const lat = { empty: [] as number[], full: [] as number[] };
+  for (let i = 0; i < RUNS; i++) {
+    for (const [name, r] of [['empty', empty], ['full', full]] as const) {
+      const rcptTo = [`user${(i * 7919) % SUPPRESSED}@example.com`, `user${(i * 104729) % SUPPRESSED}@example.com`, ...Array.from({ length: 8 }, (_, k) => `new${i}-${k}@example.com`)];
+      await r.intake.enqueue({ meta: { account: 'default', envelope: { mailFrom: 'news@example.org', rcptTo, clientAddress: '127.0.0.1', heloName: 'fwd', receivedAt: Date.now(), tls: true } }, body });
+      const [rec] = await r.intake.lease(1, 600_000);
+      const s = performance.now();
+      await r.worker.handle(rec!);
+      lat[name].push(performance.now() - s);
+    }
+  }
+  const copiesFull = full.delivery.size;
+  await empty.close();
   await full.close();
-  console.log(`  empty suppression list:        p50 ${fmt(tEmpty, 2)} ms per 10-recipient message`);
-  console.log(`  ${SUPPRESSED.toLocaleString('en-US')} suppressed (loaded in ${fmt(loadSecs)} s): p50 ${fmt(tFull, 2)} ms per 10-recipient message  → ratio ${fmt(tFull / tEmpty, 2)} (acceptance: ≤ 2)`);
+  const e = summarize(lat.empty);
+  const f = summarize(lat.full);
+  console.log(`  empty suppression list:                    p50 ${fmt(e.p50, 2)} ms  p99 ${fmt(e.p99, 2)} ms per 10-recipient message`);
+  console.log(`  ${SUPPRESSED.toLocaleString('en-US')} suppressed (loaded in ${fmt(loadSecs)} s): p50 ${fmt(f.p50, 2)} ms  p99 ${fmt(f.p99, 2)} ms per 10-recipient message (${copiesFull / RUNS} copies each: 2 suppressed)  → p50 ratio ${fmt(f.p50 / e.p50, 2)} (acceptance: ≤ 2)`);
 }
 
 /** Child-process part: one 20 MB attachment message to 100 recipients; prints its peak RSS. */

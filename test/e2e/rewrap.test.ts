@@ -79,13 +79,15 @@ Content-Type: text/html; charset=utf-8
 
 test('an unparseable X-Postino-Send-At is refused at the listener with 550 at the end of DATA', { timeout: 60_000 }, async () => {
   const dataDir = tempDir('sendat');
-  const { config, ports } = await upConfig(() => ({ listener: { requireTls: false } }));
+  const { config, ports } = await upConfig(() => ({ listener: { requireTls: false, maxSize: 50_000 } }));
   const up = await startUp(dataDir, config);
   try {
     const reply = await send(ports.listener, ['ada@example.com'], 'From: shop@example.org\nTo: ada@example.com\nSubject: x\nX-Postino-Send-At: next tuesday-ish\n\nhello');
     assert.match(reply, /^550 5\.6\.0 X-Postino-Send-At: cannot parse "next tuesday-ish"/);
     const ok = await send(ports.listener, ['ada@example.com'], 'From: shop@example.org\nTo: ada@example.com\nSubject: x\nX-Postino-Send-At: Tue, 24 Nov 2026 10:00:00 +0000\n\nhello');
     assert.match(ok, /^250 /, 'a past date is fine (sent now)');
+    const big = await send(ports.listener, ['ada@example.com'], `From: shop@example.org\nSubject: x\nX-Postino-Send-At: soon\n\n${'x'.repeat(100_000)}`);
+    assert.match(big, /^552 /, 'the size limit still applies with the header check in place');
     const sink = await waitForSink(path.join(dataDir, 'sink'), (m) => m.length >= 1, 20_000);
     assert.equal(sink.length, 1);
   } finally {
