@@ -222,7 +222,15 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       if (sub !== 'keygen' || !arg) throw new UsageError('usage: postino dkim keygen <domain> [--selector S] [--out DIR]');
       if (!/^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/.test(arg)) throw new UsageError(`"${arg}" is not a domain name`);
       const selector = values.selector ?? 'postino';
-      const k = generateDkimKey(values.out ?? path.join(secretsDir(dataDirOf(env)), 'dkim'), arg.toLowerCase(), selector);
+      let k: ReturnType<typeof generateDkimKey>;
+      try {
+        k = generateDkimKey(values.out ?? path.join(secretsDir(dataDirOf(env)), 'dkim'), arg.toLowerCase(), selector);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        process.stderr.write(`postino: a key for ${arg.toLowerCase()} with selector ${selector} exists already; never overwritten (use another --selector to rotate)\n`);
+        process.exitCode = 1;
+        return;
+      }
       process.stdout.write(
         `private key: ${k.keyFile}\n` +
           `config:      accounts[].engine.dkim = ${JSON.stringify({ domain: arg.toLowerCase(), selector, keyFile: k.keyFile })}\n` +

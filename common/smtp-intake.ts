@@ -96,21 +96,38 @@ export function envelopeOf(session: SMTPServerSession): Envelope {
 /** A header block larger than this is not looked at by `checkHeaders` (nothing legitimate is that large). */
 const MAX_CHECKED_HEADER_BYTES = 256 * 1024;
 
-/** Passes the stream through and keeps its first bytes up to the end of the header block. */
+/**
+ * Passes the stream through and keeps its first bytes up to the end of the
+ * header block. Forwarded by hand rather than piped: when the queue stops
+ * reading (size limit) and destroys `body`, the source must go on flowing to
+ * its end, or smtp-server would never send the reply.
+ */
 function captureHead(stream: Readable): { body: Readable; head: () => Buffer } {
   const chunks: Buffer[] = [];
   let size = 0;
   let done = false;
+  let closed = false;
   const body = new PassThrough();
+  body.on('close', () => {
+    closed = true;
+    stream.resume(); // nobody reads any more: drain the rest
+  });
   stream.on('data', (c: Buffer) => {
     if (!done) {
       chunks.push(c);
       size += c.length;
       if (size > MAX_CHECKED_HEADER_BYTES || headerBlockEnd(Buffer.concat(chunks)) !== -1) done = true;
     }
+    if (closed) return;
+    if (!body.write(c)) {
+      stream.pause();
+      body.once('drain', () => stream.resume());
+    }
+  });
+  stream.on('end', () => {
+    if (!closed) body.end();
   });
   stream.on('error', (e) => body.destroy(e));
-  stream.pipe(body);
   return {
     body,
     head: () => {

@@ -58,8 +58,10 @@ function verifyFields(key: string, kind: TokenKind, token: string, count: number
   const dot = token.indexOf('.');
   if (dot <= 0 || dot !== token.lastIndexOf('.')) return undefined;
   const payload = token.slice(0, dot);
-  const given = Buffer.from(token.slice(dot + 1), 'base64url');
-  if (!equal(given, mac(key, kind, payload, URL_MAC_BYTES))) return undefined;
+  // Compared as text: base64 has spare bits in its last character, so decoding first would
+  // accept several spellings of one MAC (a changed token that still verifies).
+  const given = Buffer.from(token.slice(dot + 1));
+  if (!equal(given, Buffer.from(mac(key, kind, payload, URL_MAC_BYTES).toString('base64url')))) return undefined;
   try {
     const fields = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as unknown;
     if (!Array.isArray(fields) || fields.length !== count || !fields.every((f) => typeof f === 'string')) return undefined;

@@ -57,7 +57,8 @@ describe('click, open and unsubscribe tokens', () => {
 
   test('a tampered click token is rejected (the HTTP side answers 400, never a redirect)', () => {
     const t = signClickToken(KEY, { ...claim, url: 'https://shop.example.com/' });
-    for (const at of [0, 5, t.indexOf('.') - 1, t.indexOf('.') + 1, t.length - 1]) assert.equal(verifyClickToken(KEY, flip(t, at)), undefined, `flipped at ${at}`);
+    // Every character, the last one too (base64's spare bits must not let a changed token pass).
+    for (let at = 0; at < t.length; at++) if (t[at] !== '.') assert.equal(verifyClickToken(KEY, flip(t, at)), undefined, `flipped at ${at}`);
     // A payload naming another URL, signed by nobody:
     const evil = Buffer.from(JSON.stringify(['acme', claim.queueId, claim.recipient, 'https://evil.example/'])).toString('base64url');
     assert.equal(verifyClickToken(KEY, `${evil}.${t.split('.')[1]}`), undefined);
