@@ -86,3 +86,26 @@ test('single-part text: footer appended; a 7bit part that gains 8-bit text becom
     await env.close();
   }
 });
+
+test('a forwarded message (message/rfc822) is never changed: the footer goes to the outer text only', async () => {
+  const env = await rewrapEnv({ footer: FOOTER });
+  try {
+    const raw = [
+      'From: shop@example.org', 'To: a@example.com', 'Subject: fwd', 'MIME-Version: 1.0', 'Content-Type: multipart/mixed; boundary="outer"', '',
+      '--outer', 'Content-Type: text/plain; charset=iso-8859-1', 'Content-Transfer-Encoding: quoted-printable', '', 'See below, Gr=FC=DFe.', '',
+      '--outer', 'Content-Type: message/rfc822', '',
+      'From: x@example.net', 'Subject: inner', 'Content-Type: text/plain', '', 'Inner text {{first}} stays.', '',
+      '--outer--', '',
+    ].join('\r\n');
+    const copy = (await runRewrap(env, raw, ['ada@example.com'])).copies[0]!;
+    const p0 = await partsOf(Buffer.from(raw));
+    const p1 = await partsOf(copy.bytes);
+    assert.equal(p1[2]!.type, 'message/rfc822');
+    assert.equal(sha(p1[2]!.raw), sha(p0[2]!.raw), 'the forwarded message is byte-identical');
+    const outer = p1[1]!.raw.toString('latin1');
+    assert.match(outer, /charset=iso-8859-1/, 'latin-1 kept: the footer fits');
+    assert.match(outer, /See below, Gr=FC=DFe\.\r\n--=20\r\nACME Ltd/, "QP keeps the trailing space of the signature separator as =20");
+  } finally {
+    await env.close();
+  }
+});
