@@ -181,7 +181,15 @@ const accountEngine = z
     /** List-Unsubscribe + List-Unsubscribe-Post (RFC 8058) on every copy; bulk mail always gets it. */
     unsubscribe: z.boolean().default(true),
     /** Tracking without X-Postino-Track: none by default (it rewrites the HTML). */
-    track: z.object({ opens: z.boolean().default(false), clicks: z.boolean().default(false) }).strict().prefault({}),
+    track: z
+      .object({
+        opens: z.boolean().default(false),
+        clicks: z.boolean().default(false),
+        /** Also rewrite http(s) URLs in plain-text parts when clicks are tracked (off: text stays as written). */
+        textLinks: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
     /** Header/footer templates (merge tags allowed, `{{unsubscribe_url}}` included); `enabled` is the default of X-Postino-Footer. */
     footer: z
       .object({

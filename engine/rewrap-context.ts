@@ -88,7 +88,7 @@ export class MessageContext {
     readonly now: number,
   ) {
     const a = settings.account;
-    this.controls = { stream: a.stream, metadata: {}, track: { ...a.track }, footer: a.footer.enabled, vars: {}, substitutions: {} };
+    this.controls = { stream: a.stream, metadata: {}, track: { opens: a.track.opens, clicks: a.track.clicks }, footer: a.footer.enabled, vars: {}, substitutions: {} };
     this.due = now;
   }
 

@@ -5,7 +5,9 @@
  * the token signed and carrying the original URL (common/tokens.ts); mailto:,
  * tel:, anchors and our own unsubscribe links are left alone. Opens: a 1×1
  * image `<publicUrl>/t/o/<token>` before </body> of the first HTML part.
- * Plain-text parts are not changed. The HTML is tokenized with parse5
+ * Plain-text parts are not changed unless `track.textLinks` is on: then their
+ * http(s) URLs are rewritten the same way (found by a URL scanner over the
+ * text; trailing punctuation is not part of a URL). The HTML is tokenized with parse5
  * (html-rewrite.ts) once per distinct HTML text of a message and the template
  * is filled per copy with that copy's tokens. It runs before merge-fields.ts,
  * so the HTML is the same for every copy (one parse per message); a link whose
@@ -17,6 +19,9 @@ import { signClickToken, signOpenToken } from '../../common/tokens.js';
 import { fillHtml, templateHtml, type HtmlTemplate } from '../html-rewrite.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../rewrap-context.js';
 import { copyLookup, mergeText } from './merge-fields.js';
+
+/** An http(s) URL in plain text, and the punctuation after it that ends a sentence rather than the URL. */
+const TEXT_URL = /(https?:\/\/[^\s<>"]+?)([.,;:!?)\]'"]*(?:\s|$))/gi;
 
 /** Distinct HTML texts remembered per message (copies differ only when merge fields differ). */
 const TEMPLATE_CACHE_SIZE = 4;
@@ -50,6 +55,14 @@ export const tracking: CopyStep = {
     };
     const first = msg.firstBodyPart('text/html');
     for (const part of msg.bodyParts) {
+      if (part.type === 'text/plain') {
+        if (clicks && s.account.track.textLinks) {
+          const text = await copy.text(msg, part);
+          const next = text.replace(TEXT_URL, (whole, url: string, tail: string) => link(url) + tail);
+          if (next !== text) copy.texts.set(part.index, next);
+        }
+        continue;
+      }
       if (part.type !== 'text/html') continue;
       const pixel = opens && part === first;
       if (!clicks && !pixel) continue;

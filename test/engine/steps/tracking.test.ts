@@ -95,3 +95,17 @@ test('X-Postino-Track: opens adds only the pixel', async () => {
     await env.close();
   }
 });
+
+test('track.textLinks: http(s) URLs in plain-text parts are rewritten too, punctuation after them kept', async () => {
+  const env = await rewrapEnv({ track: { clicks: true, textLinks: true } });
+  try {
+    const raw = 'From: shop@example.org\nTo: a@example.com\nSubject: x\n\nSee https://shop.example.com/a?b=1. Or (http://example.net/x), mailto:help@example.org and https://shop.example.com/{{id}}\n';
+    const r = await runRewrap(env, raw.replace('Subject: x\n', 'Subject: x\nX-Postino-Vars: {"id":"42"}\n'), ['ada@example.com']);
+    const text = (await simpleParser(r.copies[0]!.bytes)).text!;
+    const urls = [...text.matchAll(/https:\/\/mail\.example\.net\/t\/c\/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)/g)].map((m) => verifyClickToken(env.settings.signingKey, m[1]!)?.url);
+    assert.deepEqual(urls, ['https://shop.example.com/a?b=1', 'http://example.net/x', 'https://shop.example.com/42']);
+    assert.match(text, /^See https:\/\/mail\.example\.net\/t\/c\/\S+?\. Or \(https:\/\/mail\.example\.net\/t\/c\/\S+?\), mailto:help@example\.org and /);
+  } finally {
+    await env.close();
+  }
+});
