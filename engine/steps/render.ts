@@ -7,7 +7,7 @@
  * stays byte-identical and a large attachment is never in memory.
  */
 import { Readable } from 'node:stream';
-import { makeField, type HeaderField } from '../../common/mime-header.js';
+import type { HeaderField } from '../../common/mime-header.js';
 import type { BodySource } from '../body-source.js';
 import { encodeText } from '../mime-text.js';
 import type { MimePart } from '../mime-scan.js';
@@ -52,7 +52,7 @@ export const render: CopyStep = {
             if (f.lower !== 'content-type' && f.lower !== 'content-transfer-encoding') continue;
             const at = copy.headers.findIndex((h) => h.lower === f.lower);
             if (at >= 0) copy.headers[at] = f;
-            else copy.headers.push(makeField(f.name, f.raw.toString('utf8').slice(f.name.length + 1).trim()));
+            else copy.headers.push(f);
           }
         }
         body.push(enc.body);

@@ -51,7 +51,7 @@ test('postino check-config and postino up: three mistakes → three errors with 
 test('accounts[].engine: defaults change no body, and mistakes are reported with their key paths', () => {
   const c = parseConfig({});
   const e = c.accounts[0]!.engine;
-  assert.deepEqual({ track: e.track, footer: e.footer.enabled, dkim: e.dkim.keyFile, bounce: c.engine.bounceDomain }, { track: { opens: false, clicks: false }, footer: false, dkim: null, bounce: null });
+  assert.deepEqual({ track: e.track, footer: e.footer.enabled, dkim: e.dkim.keyFile, bounce: c.engine.bounceDomain }, { track: { opens: false, clicks: false, textLinks: false }, footer: false, dkim: null, bounce: null });
   try {
     parseConfig({ accounts: [{ id: 'acme', engine: { stream: 'promo', track: { open: true }, dkim: { keyFile: '/nonexistent/key.pem' } } }], engine: { publicUrl: 'not a url' } });
     assert.fail('should not validate');
