@@ -7,11 +7,13 @@
 import { benchForwarder } from './forwarder-vs-postfix.js';
 import { benchListener } from './listener.js';
 import { benchQueue } from './queue-group-commit.js';
+import { benchRewrap } from './rewrap.js';
 
 const benches: Record<string, () => Promise<void>> = {
   queue: benchQueue,
   forwarder: benchForwarder,
   listener: benchListener,
+  rewrap: benchRewrap,
 };
 
 const wanted = process.argv.slice(2);

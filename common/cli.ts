@@ -8,6 +8,8 @@
  *   postino check-config F                  print every problem with its key path
  *   postino dev-cert [--out DIR]            a development CA and localhost TLS pair
  *   postino hash-password                   scrypt hash of the password on stdin (accounts[].listener.users)
+ *   postino dkim keygen <domain> [--selector S] [--out DIR]
+ *                                           a DKIM key (default <data>/secrets/dkim) and its DNS TXT record
  *
  * The data folder is $POSTINO_DATA (default ./data); it is read here, once, and
  * passed down. Exit status: 0 ok, 1 runtime failure, 2 bad usage or bad config.
@@ -21,6 +23,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startForwarder } from '../forwarder/forwarder.js';
+import { generateDkimKey } from '../engine/dkim-keys.js';
 import { startHosted } from '../engine/hosted.js';
 import { startSink } from '../sink/capture-sink.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
@@ -40,6 +43,7 @@ const USAGE = `usage:
   postino check-config F
   postino dev-cert [--out DIR]
   postino hash-password   (reads the password from stdin)
+  postino dkim keygen <domain> [--selector S] [--out DIR]
 environment: POSTINO_DATA (data folder, default ./data)`;
 
 class UsageError extends Error {}
@@ -233,10 +237,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       admin: { type: 'string' },
       intake: { type: 'boolean' },
       out: { type: 'string' },
+      selector: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
-  const [cmd, sub] = positionals;
+  const [cmd, sub, arg] = positionals;
   if (values.help || !cmd) {
     process.stdout.write(USAGE + '\n');
     if (!cmd && !values.help) process.exitCode = 2;
@@ -271,6 +276,26 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
       if (!password) throw new UsageError('hash-password reads the password from stdin');
       process.stdout.write((await hashPassword(password)) + '\n');
+      return;
+    }
+    case 'dkim': {
+      if (sub !== 'keygen' || !arg) throw new UsageError('usage: postino dkim keygen <domain> [--selector S] [--out DIR]');
+      if (!/^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/.test(arg)) throw new UsageError(`"${arg}" is not a domain name`);
+      const selector = values.selector ?? 'postino';
+      let k: ReturnType<typeof generateDkimKey>;
+      try {
+        k = generateDkimKey(values.out ?? path.join(secretsDir(dataDirOf(env)), 'dkim'), arg.toLowerCase(), selector);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        process.stderr.write(`postino: a key for ${arg.toLowerCase()} with selector ${selector} exists already; never overwritten (use another --selector to rotate)\n`);
+        process.exitCode = 1;
+        return;
+      }
+      process.stdout.write(
+        `private key: ${k.keyFile}\n` +
+          `config:      accounts[].engine.dkim = ${JSON.stringify({ domain: arg.toLowerCase(), selector, keyFile: k.keyFile })}\n` +
+          `DNS record:\n${k.record}\n`,
+      );
       return;
     }
     default:

@@ -213,6 +213,70 @@ const engine = z
     hostname: host.default('postino.localhost'),
     /** Messages rewrapped concurrently. */
     concurrency: positiveInt.default(4),
+    /**
+     * Base URL of this node's HTTP side as recipients reach it (unsubscribe and
+     * tracking links); null = http://<http.host>:<http.port>. An account may override it.
+     */
+    publicUrl: z.url().nullable().default(null),
+    /**
+     * Domain of the VERP return paths (bounces come back to it); null = the
+     * customer's envelope sender is kept (no VERP) unless the account sets one.
+     */
+    bounceDomain: host.nullable().default(null),
+    /** Local part before the `+token` of VERP return paths and of the unsubscribe mailto. */
+    bounceLocalPart: z.string().regex(/^[A-Za-z0-9._-]{1,20}$/).default('bounces'),
+    /** X-Postino-* headers left in delivered copies (all others are removed). */
+    passthroughHeaders: z.array(z.string().regex(/^[A-Za-z0-9-]+$/)).default([]),
+  })
+  .strict()
+  .prefault({});
+
+/**
+ * Rewrap settings of one account (`accounts[].engine`). The defaults change
+ * no message body: tracking and footer are opt-in, and without `bounceDomain`
+ * (here or in `engine`) the envelope sender is kept.
+ */
+const accountEngine = z
+  .object({
+    /** Overrides `engine.publicUrl` for this account's links. */
+    publicUrl: z.url().nullable().default(null),
+    /** Overrides `engine.bounceDomain`. */
+    bounceDomain: host.nullable().default(null),
+    /** Stream of messages without X-Postino-Stream; transactional mail skips unsubscribe-scope suppression. */
+    stream: z.enum(['transactional', 'bulk']).default('transactional'),
+    /** List-Unsubscribe + List-Unsubscribe-Post (RFC 8058) on every copy; bulk mail always gets it. */
+    unsubscribe: z.boolean().default(true),
+    /** Tracking without X-Postino-Track: none by default (it rewrites the HTML). */
+    track: z
+      .object({
+        opens: z.boolean().default(false),
+        clicks: z.boolean().default(false),
+        /** Also rewrite http(s) URLs in plain-text parts when clicks are tracked (off: text stays as written). */
+        textLinks: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    /** Header/footer templates (merge tags allowed, `{{unsubscribe_url}}` included); `enabled` is the default of X-Postino-Footer. */
+    footer: z
+      .object({
+        enabled: z.boolean().default(false),
+        text: z.string().nullable().default(null),
+        html: z.string().nullable().default(null),
+        headerText: z.string().nullable().default(null),
+        headerHtml: z.string().nullable().default(null),
+      })
+      .strict()
+      .prefault({}),
+    /** DKIM signing (RFC 6376) with the key of `postino dkim keygen`; off while keyFile is null. */
+    dkim: z
+      .object({
+        /** Signing domain (d=); null = the domain of the From address. */
+        domain: host.nullable().default(null),
+        selector: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/).default('postino'),
+        keyFile: existingFile.nullable().default(null),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict()
   .prefault({});
@@ -265,7 +329,7 @@ const account = z
     /** Networks this account's forwarders connect from. */
     networks: z.array(cidr).default(['127.0.0.1/32', '::1/128']),
     listener: accountListener.prefault({}),
-    engine: z.object({}).strict().prefault({}),
+    engine: accountEngine,
     delivery: z.object({}).strict().prefault({}),
   })
   .strict();
@@ -304,6 +368,7 @@ export type DeliveryConfig = Config['delivery'];
 export type SinkConfig = Config['sink'];
 export type AccountConfig = Config['accounts'][number];
 export type AccountListenerConfig = AccountConfig['listener'];
+export type AccountEngineConfig = AccountConfig['engine'];
 
 export interface ConfigProblem {
   path: string;

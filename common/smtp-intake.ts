@@ -12,7 +12,7 @@
  *
  * Side effects: listens on a TCP port; writes to the queue's store.
  */
-import { PassThrough, type Readable, type Transform } from 'node:stream';
+import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
 import type tls from 'node:tls';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import { NetworkList } from './cidr.js';
@@ -20,6 +20,7 @@ import type { DurableQueue, Prepared } from './durable-queue.js';
 import { PostinoError } from './errors.js';
 import { TooLargeError } from './fsync.js';
 import type { Logger } from './log.js';
+import { headerBlockEnd, parseHeaderBlock, type HeaderField } from './mime-header.js';
 import { PostinoSMTPServer, type ConnectionGate } from './smtp-server.js';
 import { SpoolIdFilter, type SeenSpoolIds } from './spool-id.js';
 import type { BatchOp } from './store.js';
@@ -86,6 +87,12 @@ export interface IntakeOptions<M> {
   toMeta(envelope: Envelope, session: SMTPServerSession): M;
   policy?: IntakePolicy;
   log: Logger;
+  /**
+   * Checks the message's header block at the end of DATA, before the commit;
+   * throwing a PostinoError refuses the message with its reply (the listener
+   * refuses an unparseable X-Postino-Send-At with 550).
+   */
+  checkHeaders?(headers: HeaderField[]): void;
   /** Called after each durable accept (counters, rate estimates). */
   onAccepted?(queueId: string, size: number, meta: M): void;
   /** Extra fields for the `accepted` log line (the listener adds the account). */
@@ -123,6 +130,30 @@ export function envelopeOf(session: SMTPServerSession): Envelope {
 
 /** A connection flood must not become a log flood: refusals are logged at most this often. */
 const REFUSED_LOG_INTERVAL_MS = 1_000;
+/** A header block larger than this is not looked at by `checkHeaders` (nothing legitimate is that large). */
+const MAX_CHECKED_HEADER_BYTES = 256 * 1024;
+
+/** Passes DATA through and keeps its first bytes, up to the end of the header block, for `checkHeaders`. */
+class HeaderCapture extends Transform {
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+  private done = false;
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    if (!this.done) {
+      this.chunks.push(chunk);
+      this.size += chunk.length;
+      if (this.size > MAX_CHECKED_HEADER_BYTES || headerBlockEnd(Buffer.concat(this.chunks)) !== -1) this.done = true;
+    }
+    cb(null, chunk);
+  }
+
+  head(): Buffer {
+    const all = Buffer.concat(this.chunks);
+    const end = headerBlockEnd(all);
+    return end === -1 ? all.subarray(0, MAX_CHECKED_HEADER_BYTES) : all.subarray(0, end);
+  }
+}
 
 export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
   const allow = o.allowNetworks ? new NetworkList(o.allowNetworks) : undefined;
@@ -133,19 +164,25 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     const check = o.strictData ? new StrictDataCheck() : undefined;
     // Always through a pipe we own: when the queue stops reading (too large), the
     // pipe is cut and the rest of DATA drained, so the session reaches end of data.
-    // Chain: DATA → strict checks (raw bytes) → spool-id filter → queue.
+    // Chain: DATA → strict checks (raw bytes) → spool-id filter → header capture → queue.
     const first: Transform = check ?? new PassThrough();
+    const stages: Transform[] = [first];
     stream.pipe(first);
-    const filter = o.spoolIds ? first.pipe(new SpoolIdFilter()) : undefined;
-    const body: Readable = filter ?? first;
+    const filter = o.spoolIds ? new SpoolIdFilter() : undefined;
+    const capture = o.checkHeaders ? new HeaderCapture() : undefined;
+    let body: Readable = first;
+    for (const t of [filter, capture]) {
+      if (!t) continue;
+      body = body.pipe(t);
+      stages.push(t);
+    }
     const meta = o.toMeta(envelope, session);
     let prepared: Prepared<M>;
     try {
       prepared = await queue.prepare({ meta, body, maxBytes: o.maxSize });
     } catch (e) {
       stream.unpipe(first);
-      first.destroy();
-      filter?.destroy();
+      for (const t of stages) t.destroy();
       stream.resume();
       throw e;
     }
@@ -156,6 +193,14 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     if (check?.violation) {
       await prepared.discard();
       throw check.violation;
+    }
+    if (capture) {
+      try {
+        o.checkHeaders!(parseHeaderBlock(capture.head()));
+      } catch (e) {
+        await prepared.discard();
+        throw e;
+      }
     }
     const spoolId = filter?.spoolId;
     if (spoolId && o.spoolIds && !o.spoolIds.begin(spoolId)) {

@@ -21,6 +21,8 @@ import { SeenSpoolIds } from '../common/spool-id.js';
 import { EventLog } from './event-log.js';
 import { createHostedApi } from './http-api.js';
 import type { DeliveryMeta } from './delivery-record.js';
+import { RecipientDb } from './recipient-db.js';
+import { resolveRewrapSettings } from './rewrap-settings.js';
 import { RewrapWorker } from './rewrap-worker.js';
 import { SuppressionList } from './suppression.js';
 
@@ -36,18 +38,21 @@ export interface Hosted extends Component {
   delivery: DurableQueue<DeliveryMeta>;
   events: EventLog;
   suppression: SuppressionList;
+  recipients: RecipientDb;
 }
 
 export async function startHosted(rt: Runtime): Promise<Hosted> {
   const { config, log } = rt;
   const apiKey = resolveSecret(rt.dataDir, 'api-key', config.http.apiKeyEnv, rt.env);
+  const rewrapSettings = resolveRewrapSettings(config, rt.dataDir);
   const store = await Store.open(path.join(rt.dataDir, 'hosted'));
   const intake = await DurableQueue.open<IntakeMeta>(store, 'intake');
   const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
   const events = await EventLog.open(store);
   const suppression = new SuppressionList(store);
 
-  const rewrap = new RewrapWorker(intake, delivery, config.engine.hostname, log.child({ component: 'engine' }));
+  const recipients = new RecipientDb(store);
+  const rewrap = new RewrapWorker(intake, delivery, events, { suppression, recipients }, rewrapSettings, log.child({ component: 'engine' }));
   const rewrapLoop = new WorkerLoop<IntakeMeta>({ queue: intake, concurrency: config.engine.concurrency, visibilityMs: VISIBILITY_MS, handle: (r) => rewrap.handle(r), log });
 
   const d = config.delivery;
@@ -87,6 +92,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
     delivery,
     events,
     suppression,
+    recipients,
     async close() {
       clearInterval(sweeper);
       process.off('SIGHUP', onHup);

@@ -27,6 +27,7 @@ import { PostinoError } from '../common/errors.js';
 import type { IntakeMeta } from '../common/intake-record.js';
 import type { Logger } from '../common/log.js';
 import { ensureDevTls, secretsDir } from '../common/secrets.js';
+import { sendAtProblem } from '../common/send-at.js';
 import { startIntake, type Intake } from '../common/smtp-intake.js';
 import type { SeenSpoolIds } from '../common/spool-id.js';
 import { AccountTable, domainAllowed, domainOf } from './accounts.js';
@@ -125,6 +126,11 @@ export async function startListener(
       },
     },
     logFields: (meta) => ({ account: meta.account }),
+    // The engine would park an unparseable X-Postino-Send-At forever or send it at once: refuse it here.
+    checkHeaders(headers) {
+      const problem = sendAtProblem(headers);
+      if (problem) throw new PostinoError('BAD_MESSAGE', problem);
+    },
     log,
   });
 

@@ -47,3 +47,17 @@ test('postino check-config and postino up: three mistakes → three errors with 
   const good = spawnSync(process.execPath, [CLI, 'check-config', path.join(dir, 'good.json')], { encoding: 'utf8' });
   assert.equal(good.status, 0);
 });
+
+test('accounts[].engine: defaults change no body, and mistakes are reported with their key paths', () => {
+  const c = parseConfig({});
+  const e = c.accounts[0]!.engine;
+  assert.deepEqual({ track: e.track, footer: e.footer.enabled, dkim: e.dkim.keyFile, bounce: c.engine.bounceDomain }, { track: { opens: false, clicks: false, textLinks: false }, footer: false, dkim: null, bounce: null });
+  try {
+    parseConfig({ accounts: [{ id: 'acme', engine: { stream: 'promo', track: { open: true }, dkim: { keyFile: '/nonexistent/key.pem' } } }], engine: { publicUrl: 'not a url' } });
+    assert.fail('should not validate');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    const paths = err.problems.map((p) => p.path).sort();
+    assert.deepEqual(paths, ['accounts.0.engine.dkim.keyFile', 'accounts.0.engine.stream', 'accounts.0.engine.track.open', 'engine.publicUrl']);
+  }
+});

@@ -1,0 +1,80 @@
+/*
+ * Runs the real rewrap pipeline on raw message bytes, with a real Store,
+ * suppression list and recipient database in a temporary folder, and returns
+ * each copy's bytes as delivery would send them.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseConfig } from '../../common/config.js';
+import { newQueueId } from '../../common/durable-queue.js';
+import type { Envelope } from '../../common/smtp-intake.js';
+import { Store } from '../../common/store.js';
+import { bufferSource } from '../../engine/body-source.js';
+import { scanMime, walkParts } from '../../engine/mime-scan.js';
+import { RecipientDb } from '../../engine/recipient-db.js';
+import { rewrap, type RewrapResult } from '../../engine/rewrap.js';
+import { MessageContext, type RewrapSettings } from '../../engine/rewrap-context.js';
+import { resolveRewrapSettings } from '../../engine/rewrap-settings.js';
+import { SuppressionList } from '../../engine/suppression.js';
+
+export interface Env {
+  dir: string;
+  store: Store;
+  suppression: SuppressionList;
+  recipients: RecipientDb;
+  settings: RewrapSettings;
+  close(): Promise<void>;
+}
+
+/** A store and settings for account "acme" with the given engine settings. */
+export async function rewrapEnv(account: Record<string, unknown> = {}, engine: Record<string, unknown> = {}): Promise<Env> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'postino-rewrap-'));
+  const config = parseConfig({ accounts: [{ id: 'acme', engine: account }], engine: { publicUrl: 'https://mail.example.net', ...engine } });
+  const settings = resolveRewrapSettings(config, dir).get('acme')!;
+  const store = await Store.open(path.join(dir, 'hosted'));
+  return {
+    dir,
+    store,
+    suppression: new SuppressionList(store),
+    recipients: new RecipientDb(store),
+    settings,
+    async close() {
+      await store.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface CopyOut {
+  queueId: string;
+  recipient: string;
+  mailFrom: string;
+  bytes: Buffer;
+  text: string;
+  headers: string;
+}
+
+export async function runRewrap(env: Env, raw: Buffer | string, rcptTo: string[], mailFrom = 'shop@example.org', now = Date.now()): Promise<{ result: RewrapResult; copies: CopyOut[]; msg: MessageContext }> {
+  const bytes = Buffer.isBuffer(raw) ? raw : Buffer.from(raw.replace(/\r?\n/g, '\r\n'));
+  const source = bufferSource(bytes);
+  const mime = await scanMime(source.stream(0, source.size));
+  const envelope: Envelope = { mailFrom, rcptTo, clientAddress: '127.0.0.1', heloName: 'app.test', receivedAt: now, tls: true };
+  const msg = new MessageContext('INTAKE1', envelope, source, mime, walkParts(mime), env.settings, { suppression: env.suppression, recipients: env.recipients }, now);
+  const copies: CopyOut[] = [];
+  const result = await rewrap(msg, {
+    newId: () => newQueueId(now),
+    onCopy: async (copy) => {
+      const chunks: Buffer[] = [];
+      for await (const c of copy.body! as AsyncIterable<Buffer>) chunks.push(c);
+      const b = Buffer.concat(chunks);
+      const text = b.toString('utf8');
+      copies.push({ queueId: copy.queueId, recipient: copy.recipient, mailFrom: copy.mailFrom, bytes: b, text, headers: text.slice(0, text.indexOf('\r\n\r\n') + 2) });
+    },
+  });
+  return { result, copies, msg };
+}
+
+export function fixture(name: string): Buffer {
+  return fs.readFileSync(path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'fixtures', name));
+}
