@@ -79,7 +79,8 @@ Content-Type: text/html; charset=utf-8
 
 test('an unparseable X-Postino-Send-At is refused at the listener with 550 at the end of DATA', { timeout: 60_000 }, async () => {
   const dataDir = tempDir('sendat');
-  const { config, ports } = await upConfig(() => ({ listener: { requireTls: false, maxSize: 50_000 } }));
+  // Plain SMTP straight to the listener: this account takes mail without STARTTLS.
+  const { config, ports } = await upConfig(() => ({ listener: { maxSize: 50_000 }, accounts: [{ id: 'default', networks: ['127.0.0.1/32', '::1/128'], listener: { requireTls: false } }] }));
   const up = await startUp(dataDir, config);
   try {
     const reply = await send(ports.listener, ['ada@example.com'], 'From: shop@example.org\nTo: ada@example.com\nSubject: x\nX-Postino-Send-At: next tuesday-ish\n\nhello');
