@@ -8,8 +8,13 @@
  * and the folder fsynced (grouped across sessions) before the sink answers 250,
  * so the sink is as durable as the stages in front of it.
  *
+ * Test behaviours (`sink.rules`, default none): RCPT TO of a matching recipient
+ * ("a@b.test" exactly, or "@b.test" for a domain; case-insensitive) is answered
+ * with the rule's reply, for its first `times` attempts per recipient (null =
+ * always), e.g. 451 three times then accepted, or always 550 5.1.1.
+ *
  * Config: sink.host (127.0.0.1), sink.port (2600), sink.maxSize, sink.dir
- * (<data>/sink). Standards: RFC 5321 (as an SMTP server), RFC 1870 (SIZE).
+ * (<data>/sink), sink.rules ([]). Standards: RFC 5321 (as an SMTP server), RFC 1870 (SIZE).
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -38,10 +43,36 @@ export interface CaptureSink {
   close(): Promise<void>;
 }
 
+/** A reply a rule makes the sink give: smtp-server reads `responseCode`; the text carries the enhanced code. */
+class RuleReply extends Error {
+  constructor(
+    readonly responseCode: number,
+    text: string,
+  ) {
+    super(text);
+  }
+}
+
+/** Applies `sink.rules`, counting attempts per recipient. */
+function ruleMatcher(rules: SinkConfig['rules']): (recipient: string) => RuleReply | undefined {
+  const attempts = new Map<string, number>();
+  const list = rules.map((r) => ({ ...r, recipient: r.recipient.toLowerCase(), code: Number(r.reply.slice(0, 3)), text: r.reply.slice(4) }));
+  return (recipient) => {
+    const rcpt = recipient.toLowerCase();
+    const rule = list.find((r) => (r.recipient.startsWith('@') ? rcpt.endsWith(r.recipient) : rcpt === r.recipient));
+    if (!rule) return undefined;
+    const n = (attempts.get(rcpt) ?? 0) + 1;
+    attempts.set(rcpt, n);
+    if (rule.times !== null && n > rule.times) return undefined;
+    return new RuleReply(rule.code, rule.text);
+  };
+}
+
 export async function startSink(cfg: SinkConfig, dir: string, log: Logger): Promise<CaptureSink> {
   fs.mkdirSync(dir, { recursive: true });
   const folder = new FolderSync(dir);
   let count = 0;
+  const ruleFor = ruleMatcher(cfg.rules);
 
   async function store(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<SinkRecord> {
     const id = newQueueId();
@@ -74,6 +105,11 @@ export async function startSink(cfg: SinkConfig, dir: string, log: Logger): Prom
       disableReverseLookup: true,
       logger: false,
       closeTimeout: 10_000,
+      onRcptTo(address, _session, callback) {
+        const r = ruleFor(address.address);
+        if (r) log.debug({ recipient: address.address, code: r.responseCode }, 'sink rule applied');
+        callback(r ?? null);
+      },
       onData(stream, session, callback) {
         store(stream, session).then(
           (rec) => {
