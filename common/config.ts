@@ -251,7 +251,7 @@ const delivery = z
       )
       .default([
         // Yahoo/AOL "[TS0x] … try again later", Outlook "… try again later": the provider asks us to back off.
-        { name: 'provider-try-later', match: '^421 .*try again later', action: 'suspend', seconds: 300, messagesPerSecond: 1 },
+        { name: 'provider-try-later', match: '^4[0-9][0-9] .*try again later', action: 'suspend', seconds: 300, messagesPerSecond: 1 },
         // "too many connections / messages from your IP": keep sending, slowly.
         { name: 'too-many', match: 'too many (connections|messages)', action: 'slow', seconds: 600, messagesPerSecond: 1 },
       ]),
