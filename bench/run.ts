@@ -4,10 +4,12 @@
  *   npm run bench            all
  *   npm run bench -- queue   only the named ones
  */
+import { benchE2e } from './e2e-throughput.js';
 import { benchQueue } from './queue-group-commit.js';
 
 const benches: Record<string, () => Promise<void>> = {
   queue: benchQueue,
+  e2e: benchE2e,
 };
 
 const wanted = process.argv.slice(2);

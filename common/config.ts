@@ -197,8 +197,8 @@ const delivery = z
     relayCoolOffSeconds: seconds.default(30),
     /** Our own sink and a local Postfix offer no certificate worth verifying. */
     verifyCertificate: z.boolean().default(false),
-    /** Pooled connections per relay and sending IP (the default-shaped pool). */
-    maxConnections: positiveInt.default(8),
+    /** Pooled connections per relay and sending IP (the default-shaped pool); Postfix's default_destination_concurrency_limit is 20. */
+    maxConnections: positiveInt.default(20),
     messagesPerConnection: positiveInt.default(100),
     timeoutSeconds: seconds.default(60),
     /** Seconds before each retry after a 4xx; the last entry repeats (1, 5, 15, 30, 60 min, then hourly). */
@@ -209,7 +209,7 @@ const delivery = z
     shaping: z
       .object({
         default: z
-          .object({ maxConnections: shapingParams.maxConnections.default(8), messagesPerSecond: shapingParams.messagesPerSecond.default(0), messagesPerConnection: shapingParams.messagesPerConnection.default(100) })
+          .object({ maxConnections: shapingParams.maxConnections.default(20), messagesPerSecond: shapingParams.messagesPerSecond.default(0), messagesPerConnection: shapingParams.messagesPerConnection.default(100) })
           .strict()
           .prefault({}),
         domains: z.record(z.string(), z.object(shapingParams).partial().strict()).default({}),

@@ -14,7 +14,7 @@
  * the URL carries user:pass, smtps:// for implicit TLS (RFC 3207, RFC 4954, RFC 8314).
  *
  * Config: delivery.relays, delivery.relayCoolOffSeconds (30),
- * delivery.maxConnections (8), delivery.timeoutSeconds (60),
+ * delivery.maxConnections (20), delivery.timeoutSeconds (60),
  * delivery.verifyCertificate (false), engine.hostname (EHLO name).
  * Side effects: network connections.
  */

@@ -8,7 +8,7 @@
  * connection pools (so their `messagesPerConnection` applies); every other
  * domain shares the default pool, limited per domain by `maxConnections`.
  *
- * Config: delivery.shaping.default {maxConnections 8, messagesPerSecond 0 (no
+ * Config: delivery.shaping.default {maxConnections 20, messagesPerSecond 0 (no
  * limit), messagesPerConnection 100}, delivery.shaping.domains {}.
  * Side effects: none.
  */
