@@ -141,7 +141,8 @@ export async function sendVia(url: string, transport: Transport, envelope: { fro
   } catch (e) {
     body.destroy();
     const err = e as NodemailerError;
-    if (err.responseCode || err.response) {
+    // A refused login is this relay's configuration, not an answer about the message: try elsewhere.
+    if ((err.responseCode || err.response) && err.code !== 'EAUTH') {
       throw new SendFailure(err.message, parseReply(err.response, err.responseCode), url, recipientFailures(err.rejectedErrors));
     }
     return { kind: 'unreachable', error: err };

@@ -3,7 +3,7 @@
  * the event log as NDJSON, oldest first, resumable by `seq` (DESIGN.md, Events).
  * A client keeps the last `seq` it saw and asks for `after=<that>`; events
  * never appear out of order or late (event-log.ts watermark).
- * Filters (`type=`), CSV and webhooks come with the exporter issue.
+ * `type=<t>` keeps one event type. Other filters, CSV and webhooks come with the exporter issue.
  */
 import type { FastifyInstance } from 'fastify';
 import { PostinoError } from '../common/errors.js';
@@ -25,7 +25,8 @@ export function registerEventRoutes(app: FastifyInstance, events: EventLog): voi
     const q = (req.query ?? {}) as Record<string, unknown>;
     const after = intParam(q.after, 'after', 0);
     const limit = Math.min(MAX_LIMIT, Math.max(1, intParam(q.limit, 'limit', DEFAULT_LIMIT)));
-    const list = await events.read(after, limit);
+    const type = typeof q.type === 'string' && q.type !== '' ? q.type : undefined;
+    const list = await events.read(after, limit, type ? (e) => e.type === type : undefined);
     return reply.type('application/x-ndjson').send(list.map((e) => JSON.stringify(e) + '\n').join(''));
   });
 }

@@ -69,6 +69,13 @@ test('mail from the forwarder passes listener → engine → Postfix → sink in
   const delivered = events.filter((e) => e.type === 'delivered');
   assert.equal(delivered.length, 30, 'a delivered event per copy');
   assert.match(delivered[0]!.smtp!.response, /queued as/, "Postfix's own reply");
+  const seqs = events.map((e) => e.seq);
+  assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'oldest first');
+  const page = (await (await api(`/api/events?after=${seqs[9]}&limit=5&type=delivered`)).text()).trim().split('\n').map((l) => JSON.parse(l) as { seq: number; type: string });
+  assert.equal(page.length, 5, 'limit');
+  assert.ok(page.every((e) => e.seq > seqs[9]! && e.type === 'delivered'), 'resumable after a seq, filtered by type');
+  const anon = await fetch(`http://127.0.0.1:${ports.http}/api/events?after=0`);
+  assert.equal(anon.status, 401, 'the feed needs the API key');
 });
 
 test('kill-switch: postino hosted pause holds delivery while intake accepts; status shows the queue; resume delivers', { skip, timeout: 60_000 }, async () => {
