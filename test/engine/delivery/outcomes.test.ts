@@ -19,13 +19,17 @@ before(async () => {
     { recipient: 'full@example.com', reply: '552 5.2.2 Mailbox full' },
     { recipient: '@down.test', reply: '451 4.3.0 Temporary local problem' },
     { recipient: '@busy.test', reply: '451 4.7.0 Too busy, try again later' },
+    { recipient: 'first@crowded.test', reply: '451 4.7.0 Too many connections from your IP', times: 1 },
   ]);
   h = await startDeliveryHarness({
     delivery: {
       relays: [`smtp://127.0.0.1:${s.port}`],
       retryScheduleSeconds: [0.3],
       maxAgeSeconds: 10,
-      backPressure: [{ name: 'busy', match: 'try again later', action: 'suspend', seconds: 2 }],
+      backPressure: [
+        { name: 'busy', match: 'try again later', action: 'suspend', seconds: 2 },
+        { name: 'crowded', match: 'too many connections', action: 'slow', seconds: 30, messagesPerSecond: 2 },
+      ],
     },
   });
 });
@@ -107,4 +111,38 @@ test('always 451 with maxAge 10 s: an expired event, no earlier than 10 s after 
   assert.ok(mine.filter((e) => e.type === 'deferred').length >= 2, 'retried until then');
   assert.equal(mine.at(-1)!.type, 'expired', 'expired is the last event');
   assert.match(expired.reason!, /Temporary local problem/, 'the last reply is given');
+});
+
+test('a "slow" rule lowers the destination to its rate: later copies to it leave at 2 msg/s', { timeout: 30_000 }, async () => {
+  const first = await h.send('first@crowded.test');
+  let evs = await h.waitFor((e) => e.some((x) => x.queueId === first && x.type === 'delivered'), 10_000);
+  assert.equal(evs.find((e) => e.queueId === first)?.rule, 'crowded');
+  const lane = h.delivery.scheduler.lanesStatus().find((l) => l.domain === 'crowded.test');
+  assert.equal(lane?.messagesPerSecond, 2);
+  assert.ok(lane?.slowedUntil);
+  const ids: string[] = [];
+  for (let i = 0; i < 7; i++) ids.push(await h.send(`n${i}@crowded.test`));
+  evs = await h.waitFor((e) => ids.every((id) => e.some((x) => x.queueId === id && x.type === 'delivered')), 15_000);
+  const at = ids.map((id) => Date.parse(evs.find((e) => e.queueId === id && e.type === 'delivered')!.at)).sort((a, b) => a - b);
+  const rate = (at.length - 1) / ((at.at(-1)! - at[0]!) / 1000);
+  assert.ok(rate <= 2.4, `slowed to ${rate.toFixed(2)} msg/s`);
+});
+
+test('queue status: counts per state and domain, oldest age, drain estimate from the recent rate', async () => {
+  await h.delivery.killSwitch.pause();
+  try {
+    for (let i = 0; i < 4; i++) await h.send(`q${i}@status.test`);
+    const st = await h.delivery.status();
+    assert.equal(st.paused.global, true);
+    const d = st.domains.find((x) => x.domain === 'status.test');
+    assert.equal(d?.total, 4);
+    assert.ok(st.states.queued >= 4);
+    assert.ok(st.ratePerSecond > 0, 'copies were delivered in the last minute');
+    assert.equal(typeof st.estimatedDrainSeconds, 'number');
+    assert.ok(st.oldestAgeSeconds >= 0);
+    assert.ok(st.outcomes.delivered! >= 1 && st.outcomes.bounced! >= 2);
+  } finally {
+    await h.delivery.killSwitch.resume();
+  }
+  await h.waitFor((e) => e.filter((x) => x.recipient?.endsWith('@status.test') && x.type === 'delivered').length === 4, 10_000);
 });
