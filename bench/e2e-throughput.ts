@@ -101,6 +101,7 @@ async function benchPostino(): Promise<{ rate: number; seconds: number; lat: { p
   const c = await upConfig(() => ({ forwarder: { relay: { maxConnections: TUNED } }, engine: { concurrency: TUNED }, delivery: { relays: [`smtp://127.0.0.1:${sink.port}`] } }));
   const up = await startUpLoggingToFile(dataDir, c.config, [c.ports.forwarder, c.ports.listener, c.ports.http, c.ports.sink]);
   const key = readSecret(dataDir, 'api-key')!;
+  const adminToken = readSecret(dataDir, 'admin-token')!;
   const backlog = { intake: 0, delivery: 0, forwarder: 0 };
   const poller = setInterval(() => {
     void fetch(`http://127.0.0.1:${c.ports.http}/api/queue`, { headers: { authorization: `Bearer ${key}` } })
@@ -109,6 +110,10 @@ async function benchPostino(): Promise<{ rate: number; seconds: number; lat: { p
         backlog.intake = Math.max(backlog.intake, q.intake);
         backlog.delivery = Math.max(backlog.delivery, q.delivery.total);
       })
+      .catch(() => undefined);
+    void fetch(`http://127.0.0.1:${c.ports.admin}/status`, { headers: { authorization: `Bearer ${adminToken}` } })
+      .then((r) => r.json() as Promise<{ queued: number }>)
+      .then((q) => (backlog.forwarder = Math.max(backlog.forwarder, q.queued)))
       .catch(() => undefined);
   }, 500);
   let peak = 0;
@@ -122,7 +127,7 @@ async function benchPostino(): Promise<{ rate: number; seconds: number; lat: { p
   const seconds = (Date.now() - t0) / 1000;
   clearInterval(sampler);
   clearInterval(poller);
-  console.log(`  (largest backlog seen: hosted intake ${backlog.intake}, delivery ${backlog.delivery}; logs in ${dataDir}/postino.log)`);
+  console.log(`  (largest backlog seen: forwarder spool ${backlog.forwarder}, hosted intake ${backlog.intake}, delivery ${backlog.delivery}; logs in ${dataDir}/postino.log)`);
   // Probe latency: acceptance at the forwarder (in the recipient) to the engine's `delivered` event.
   const lat: number[] = [];
   const feed = await fetch(`http://127.0.0.1:${c.ports.http}/api/events?after=0&limit=10000&type=delivered`, { headers: { authorization: `Bearer ${key}` } });

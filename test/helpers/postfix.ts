@@ -23,7 +23,12 @@ export const POSTFIX_BIN = '/usr/sbin/postfix';
 
 /** Undefined when Postfix can be used; else the skip reason (throws under POSTINO_REQUIRE_PEERS=1). */
 export function postfixMissing(): string | undefined {
-  return requirePeer('postfix', POSTFIX_BIN);
+  const missing = requirePeer('postfix', POSTFIX_BIN);
+  if (missing || process.getuid?.() === 0) return missing;
+  const reason = "postfix's master must start as root (it drops to the postfix user)";
+  if (process.env.POSTINO_REQUIRE_PEERS === '1') throw new Error(`POSTINO_REQUIRE_PEERS=1: ${reason}`);
+  console.log(`# SKIP ${reason}`);
+  return reason;
 }
 
 export interface PostfixOptions {
