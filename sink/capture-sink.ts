@@ -2,7 +2,7 @@
  * capture-sink.ts — the stand-in MTA cluster: an SMTP server that stores every
  * message it receives as <dir>/<id>.eml plus <id>.json with the envelope.
  *
- * The .json ({id, mailFrom, rcptTo, receivedAt, size, clientAddress}) is
+ * The .json ({id, mailFrom, rcptTo, receivedAt, size, clientAddress, sessionId}) is
  * written after the .eml and is the commit marker: a message is "in the sink"
  * when its .json exists. Both are written to a temporary name, fsynced, renamed,
  * and the folder fsynced (grouped across sessions) before the sink answers 250,
@@ -34,6 +34,8 @@ export interface SinkRecord {
   receivedAt: string;
   size: number;
   clientAddress: string;
+  /** The SMTP session (connection) it arrived on: tests count messages per connection. */
+  sessionId: string;
 }
 
 export interface CaptureSink {
@@ -86,6 +88,7 @@ export async function startSink(cfg: SinkConfig, dir: string, log: Logger): Prom
       receivedAt: new Date().toISOString(),
       size,
       clientAddress: session.remoteAddress,
+      sessionId: session.id,
     };
     const json = path.join(dir, `${id}.json`);
     await writeFileSynced(`${json}.tmp`, [Buffer.from(JSON.stringify(rec) + '\n')]);

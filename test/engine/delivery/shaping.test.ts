@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { startDeliveryHarness, sink } from '../../helpers/delivery-harness.js';
+import { readSink } from '../../helpers/sink-reader.js';
 
 const PER_DOMAIN = 40;
 
@@ -67,6 +68,23 @@ test('priority: with 10,000 bulk copies queued for a domain limited to 100 msg/s
     assert.ok(bulkDone < BULK / 2, 'while the bulk backlog was still draining');
     const st = await h.delivery.status();
     assert.ok(st.states.ready <= 2_000, `bounded in memory: ${st.states.ready} ready`);
+  } finally {
+    await h.close();
+    await s.close();
+  }
+});
+
+test('messagesPerConnection of a domain override: a connection is renewed after that many messages', { timeout: 30_000 }, async () => {
+  const s = await sink();
+  const h = await startDeliveryHarness({
+    delivery: { relays: [`smtp://127.0.0.1:${s.port}`], shaping: { domains: { 'short.test': { maxConnections: 1, messagesPerConnection: 3 } } } },
+  });
+  try {
+    for (let i = 0; i < 9; i++) await h.send(`m${i}@short.test`);
+    await h.waitFor((e) => e.filter((x) => x.type === 'delivered').length >= 9, 15_000);
+    const perSession = new Map<string, number>();
+    for (const m of readSink(s.dir)) perSession.set(m.sessionId, (perSession.get(m.sessionId) ?? 0) + 1);
+    assert.deepEqual([...perSession.values()], [3, 3, 3], 'three connections of three messages');
   } finally {
     await h.close();
     await s.close();
