@@ -6,6 +6,7 @@
  */
 import { benchForwarder } from './forwarder-vs-postfix.js';
 import { benchListener } from './listener.js';
+import { benchE2e } from './e2e-throughput.js';
 import { benchQueue } from './queue-group-commit.js';
 import { benchRewrap } from './rewrap.js';
 
@@ -14,6 +15,7 @@ const benches: Record<string, () => Promise<void>> = {
   forwarder: benchForwarder,
   listener: benchListener,
   rewrap: benchRewrap,
+  e2e: benchE2e,
 };
 
 const wanted = process.argv.slice(2);

@@ -5,6 +5,8 @@
  *   postino forwarder|hosted|sink --config F   one component
  *   postino forwarder status [--admin URL]  the forwarder's queue, readably
  *   postino forwarder pause [--intake] | resume [--admin URL]   the kill-switch
+ *   postino hosted pause|resume|status [--account ID] [--api URL]
+ *                                           the engine's kill-switch and delivery queue
  *   postino check-config F                  print every problem with its key path
  *   postino dev-cert [--out DIR]            a development CA and localhost TLS pair
  *   postino hash-password                   scrypt hash of the password on stdin (accounts[].listener.users)
@@ -24,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startForwarder } from '../forwarder/forwarder.js';
 import { generateDkimKey } from '../engine/dkim-keys.js';
+import type { DeliveryStatus } from '../engine/delivery/queue-status.js';
 import { startHosted } from '../engine/hosted.js';
 import { startSink } from '../sink/capture-sink.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
@@ -39,6 +42,8 @@ const USAGE = `usage:
   postino forwarder pause [--intake] [--admin URL]
   postino forwarder resume [--admin URL]
   postino hosted [--config F]
+  postino hosted pause|resume [--account ID] [--api URL]
+  postino hosted status [--api URL]
   postino sink [--config F]
   postino check-config F
   postino dev-cert [--out DIR]
@@ -228,6 +233,53 @@ async function forwarderCommand(sub: 'status' | 'pause' | 'resume', adminUrl: st
   }
 }
 
+/** Prints the delivery status like the forwarder's: one `key value` row each, then domains and relays. */
+function printHostedStatus(body: { intake: number; delivery: DeliveryStatus }): void {
+  const d = body.delivery;
+  const paused = d.paused.global ? 'yes (global)' : d.paused.accounts.length ? `accounts: ${d.paused.accounts.join(', ')}` : 'no';
+  const rows: Array<[string, unknown]> = [
+    ['intake', body.intake],
+    ['delivery', d.total],
+    ['queued', d.states.queued],
+    ['ready', d.states.ready],
+    ['sending', d.states.sending],
+    ['deferred', d.states.deferred],
+    ['paused', paused],
+    ['oldestAgeSeconds', d.oldestAgeSeconds],
+    ['ratePerSecond', d.ratePerSecond],
+    ['estimatedDrainSeconds', d.estimatedDrainSeconds ?? 'unknown (no recent deliveries)'],
+    ...Object.entries(d.outcomes).map(([k, v]): [string, unknown] => [k, v]),
+  ];
+  const out = rows.map(([k, v]) => `${k.padEnd(22)} ${String(v)}`);
+  if (d.domains.length) {
+    out.push('', `${'domain'.padEnd(30)} ${'total'.padStart(7)} ${'ready'.padStart(7)} ${'sending'.padStart(7)} ${'deferred'.padStart(8)}`);
+    for (const x of d.domains.slice(0, 20)) out.push(`${x.domain.padEnd(30)} ${String(x.total).padStart(7)} ${String(x.ready).padStart(7)} ${String(x.sending).padStart(7)} ${String(x.deferred).padStart(8)}`);
+  }
+  for (const l of d.lanes) if (l.suspendedUntil || l.slowedUntil) out.push(`${l.domain}: ${l.suspendedUntil ? `suspended until ${l.suspendedUntil}` : `slowed until ${l.slowedUntil}`} (rule ${l.rule ?? '?'})`);
+  out.push('', ...d.relays.map((r) => `relay ${r.url} weight ${r.weight} ${r.up ? 'up' : `down until ${r.downUntil}`} sent ${r.sent}`));
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+async function hostedCommand(sub: 'pause' | 'resume' | 'status', apiUrl: string | undefined, account: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
+  const dataDir = dataDirOf(env);
+  const key = env.POSTINO_API_KEY ?? readSecret(dataDir, 'api-key');
+  if (!key) throw new UsageError(`no API key: set POSTINO_API_KEY or run from where ${secretsDir(dataDir)} exists`);
+  const base = apiUrl ?? 'http://127.0.0.1:8080';
+  const headers = { authorization: `Bearer ${key}` };
+  if (sub === 'status') {
+    const res = await fetch(new URL('/api/queue', base), { headers });
+    if (!res.ok) throw new Error(`${base}: HTTP ${res.status} ${await res.text()}`);
+    printHostedStatus((await res.json()) as { intake: number; delivery: DeliveryStatus });
+    return;
+  }
+  const url = new URL(`/api/${sub}`, base);
+  if (account) url.searchParams.set('account', account);
+  const res = await fetch(url, { method: 'POST', headers });
+  if (!res.ok) throw new Error(`${base}: HTTP ${res.status} ${await res.text()}`);
+  const { paused } = (await res.json()) as { paused: { global: boolean; accounts: string[] } };
+  process.stdout.write(`delivery ${sub === 'pause' ? 'paused' : 'resumed'}${account ? ` for account ${account}` : ''}; paused now: global ${paused.global ? 'yes' : 'no'}, accounts [${paused.accounts.join(', ')}]\n`);
+}
+
 export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -236,6 +288,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       config: { type: 'string', short: 'c' },
       admin: { type: 'string' },
       intake: { type: 'boolean' },
+      api: { type: 'string' },
+      account: { type: 'string' },
       out: { type: 'string' },
       selector: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -255,6 +309,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       if (sub !== undefined) throw new UsageError(`unknown forwarder command "${sub}"`);
       return runRole('forwarder', values.config, env);
     case 'hosted':
+      if (sub === 'pause' || sub === 'resume' || sub === 'status') return hostedCommand(sub, values.api, values.account, env);
+      if (sub !== undefined) throw new UsageError(`unknown hosted command "${sub}"`);
+      return runRole(cmd, values.config, env);
     case 'sink':
       if (sub !== undefined) throw new UsageError(`unknown ${cmd} command "${sub}"`);
       return runRole(cmd, values.config, env);

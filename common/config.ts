@@ -281,17 +281,112 @@ const accountEngine = z
   .strict()
   .prefault({});
 
+/** One MTA-cluster relay: a plain URL, or an object with a weight and TLS policy. */
+const relay = z.union([
+  smtpUrl.transform((url) => ({ url, weight: 1, requireTls: false })),
+  z
+    .object({
+      /** smtp://[user:pass@]host:port (STARTTLS when offered; AUTH when user is given) or smtps:// (implicit TLS). */
+      url: smtpUrl,
+      /** Share of the traffic relative to the other relays' weights. */
+      weight: positiveInt.default(1),
+      /** Refuse to send unless STARTTLS succeeds (ignored for smtps://). */
+      requireTls: z.boolean().default(false),
+    })
+    .strict(),
+]);
+
+/** Per-destination queue parameters (KumoMTA style); 0 messagesPerSecond = unlimited. */
+const shapingParams = {
+  /** Concurrent SMTP transactions for one destination domain. */
+  maxConnections: positiveInt,
+  /** Token-bucket rate for one destination domain; 0 = no limit. */
+  messagesPerSecond: z.number().nonnegative(),
+  /** Messages sent over one connection before it is renewed. */
+  messagesPerConnection: positiveInt,
+};
+
+/** A sending IP: nodemailer's localAddress, chosen by weight, optionally for one stream only. */
+const sourceAddress = z
+  .object({
+    address: z.string().superRefine((v, ctx) => {
+      const r = parseCidr(v);
+      if (typeof r === 'string' || v.includes('/')) ctx.addIssue({ code: 'custom', message: `"${v}" is not an IP address` });
+    }),
+    weight: positiveInt.default(1),
+    /** Which streams may use it; default both. */
+    streams: z.array(z.enum(['transactional', 'bulk'])).min(1).default(['transactional', 'bulk']),
+  })
+  .strict();
+
 const delivery = z
   .object({
-    /** MTA cluster relays; the default is the built-in capture sink. */
-    relays: z.array(smtpUrl).min(1).default(['smtp://127.0.0.1:2600']),
+    /** MTA cluster relays (weighted); the default is the built-in capture sink. */
+    relays: z.array(relay).min(1).default([{ url: 'smtp://127.0.0.1:2600', weight: 1, requireTls: false }]),
+    /** Seconds a relay that failed to connect is skipped; the others take its traffic. */
+    relayCoolOffSeconds: seconds.default(30),
     /** Our own sink and a local Postfix offer no certificate worth verifying. */
     verifyCertificate: z.boolean().default(false),
-    maxConnections: positiveInt.default(4),
+    /** Pooled connections per relay and sending IP (the default-shaped pool); Postfix's default_destination_concurrency_limit is 20. */
+    maxConnections: positiveInt.default(20),
     messagesPerConnection: positiveInt.default(100),
     timeoutSeconds: seconds.default(60),
+    /** Seconds before each retry after a 4xx; the last entry repeats (1, 5, 15, 30, 60 min, then hourly). */
     retryScheduleSeconds: z.array(seconds).min(1).default([60, 300, 900, 1800, 3600]),
+    /** A copy still undelivered after this long gets an `expired` event (3 days). */
     maxAgeSeconds: seconds.default(3 * 24 * 3600),
+    /** Per recipient domain: `default`, and overrides by domain name (e.g. "gmail.com"). */
+    shaping: z
+      .object({
+        default: z
+          .object({ maxConnections: shapingParams.maxConnections.default(20), messagesPerSecond: shapingParams.messagesPerSecond.default(0), messagesPerConnection: shapingParams.messagesPerConnection.default(100) })
+          .strict()
+          .prefault({}),
+        domains: z.record(z.string(), z.object(shapingParams).partial().strict()).default({}),
+      })
+      .strict()
+      .prefault({}),
+    /**
+     * Bounded in-memory ready lanes, one per domain: at most this many copies
+     * leased from the durable queue in total, and per limited domain at most
+     * `laneLookaheadSeconds` of its rate (min 20); the rest waits on disk.
+     */
+    readyMax: positiveInt.default(20_000),
+    laneMax: positiveInt.default(2_000),
+    laneLookaheadSeconds: seconds.default(5),
+    /** Seconds between re-checks of copies of a paused account. */
+    pausedRecheckSeconds: seconds.default(5),
+    /**
+     * Provider back-pressure (KumoMTA style): a 4xx reply whose text matches
+     * `match` (case-insensitive regular expression) suspends the destination
+     * domain, or slows it to `messagesPerSecond`, for `seconds`.
+     */
+    backPressure: z
+      .array(
+        z
+          .object({
+            name: z.string().min(1),
+            match: z.string().superRefine((v, ctx) => {
+              try {
+                new RegExp(v, 'i');
+              } catch (e) {
+                ctx.addIssue({ code: 'custom', message: `not a regular expression: ${(e as Error).message}` });
+              }
+            }),
+            action: z.enum(['suspend', 'slow']),
+            seconds: seconds,
+            messagesPerSecond: z.number().positive().default(1),
+          })
+          .strict(),
+      )
+      .default([
+        // Yahoo/AOL "[TS0x] … try again later", Outlook "… try again later": the provider asks us to back off.
+        { name: 'provider-try-later', match: '^4[0-9][0-9] .*try again later', action: 'suspend', seconds: 300, messagesPerSecond: 1 },
+        // "too many connections / messages from your IP": keep sending, slowly.
+        { name: 'too-many', match: 'too many (connections|messages)', action: 'slow', seconds: 600, messagesPerSecond: 1 },
+      ]),
+    /** Shared sending IPs (empty = the OS picks); never one that an account reserves. */
+    sourceAddresses: z.array(sourceAddress).default([]),
   })
   .strict()
   .prefault({});
@@ -313,6 +408,22 @@ const sink = z
     maxSize: positiveInt.default(DEFAULT_MAX_SIZE + MB),
     /** Where .eml/.json pairs go; null = <data>/sink. */
     dir: z.string().nullable().default(null),
+    /**
+     * Test behaviours: reply to RCPT TO of a matching recipient ("a@b.test", or
+     * "@b.test" for a domain) with `reply` (e.g. "451 4.7.1 Try again later",
+     * "550 5.1.1 No such user"), for the first `times` attempts (null = always).
+     */
+    rules: z
+      .array(
+        z
+          .object({
+            recipient: z.string().min(2),
+            reply: z.string().regex(/^[45]\d\d [245]\.\d{1,3}\.\d{1,3} \S/, 'a reply is "451 4.7.1 text" or "550 5.1.1 text"'),
+            times: positiveInt.nullable().default(null),
+          })
+          .strict(),
+      )
+      .default([]),
   })
   .strict()
   .prefault({});
@@ -330,7 +441,13 @@ const account = z
     networks: z.array(cidr).default(['127.0.0.1/32', '::1/128']),
     listener: accountListener.prefault({}),
     engine: accountEngine,
-    delivery: z.object({}).strict().prefault({}),
+    delivery: z
+      .object({
+        /** Reserved sending IPs of this account: it sends only from these, nobody else does. */
+        sourceAddresses: z.array(sourceAddress).default([]),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 
@@ -358,7 +475,23 @@ export const configSchema = z
     http,
     sink,
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    // Reserved sending IPs stay reserved: not shared, not reserved twice.
+    const owner = new Map<string, string>();
+    c.accounts.forEach((a, i) =>
+      a.delivery.sourceAddresses.forEach((s, j) => {
+        const prev = owner.get(s.address);
+        if (prev !== undefined && prev !== a.id)
+          ctx.addIssue({ code: 'custom', path: ['accounts', i, 'delivery', 'sourceAddresses', j, 'address'], message: `${s.address} is already reserved by account "${prev}"` });
+        owner.set(s.address, a.id);
+      }),
+    );
+    c.delivery.sourceAddresses.forEach((s, j) => {
+      const o = owner.get(s.address);
+      if (o !== undefined) ctx.addIssue({ code: 'custom', path: ['delivery', 'sourceAddresses', j, 'address'], message: `${s.address} is reserved by account "${o}"; shared customers must never use it` });
+    });
+  });
 
 export type Config = z.infer<typeof configSchema>;
 export type ForwarderConfig = Config['forwarder'];
@@ -369,6 +502,10 @@ export type SinkConfig = Config['sink'];
 export type AccountConfig = Config['accounts'][number];
 export type AccountListenerConfig = AccountConfig['listener'];
 export type AccountEngineConfig = AccountConfig['engine'];
+export type RelayConfig = DeliveryConfig['relays'][number];
+export type SourceAddressConfig = DeliveryConfig['sourceAddresses'][number];
+export type BackPressureRule = DeliveryConfig['backPressure'][number];
+export type ShapingParams = DeliveryConfig['shaping']['default'];
 
 export interface ConfigProblem {
   path: string;

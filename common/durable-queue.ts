@@ -338,13 +338,23 @@ export class DurableQueue<M> {
   }
 
   /** Gives a leased message back, due at `due`, optionally with updated metadata. */
-  async nack(rec: QueueRecord<M>, due: number, meta?: M): Promise<boolean> {
+  async nack(rec: QueueRecord<M>, due: number, meta?: M, extraOps: BatchOp[] = []): Promise<boolean> {
     if (!this.holds(rec)) return false;
+    await this.store.commit([...this.nackOps(rec, due, meta), ...extraOps], { sync: false });
+    this.nacked(rec);
+    return true;
+  }
+
+  /** Ops that give a leased message back (see `nack`); commit them in any batch, then call `nacked`. */
+  nackOps(rec: QueueRecord<M>, due: number, meta?: M): BatchOp[] {
     const next: QueueRecord<M> = { ...rec, due, leasedUntil: 0, meta: meta ?? rec.meta };
-    await this.store.commit([{ type: 'del', key: this.dKey(rec.due, rec.id) }, ...this.recordOps(next)], { sync: false });
+    return [{ type: 'del', key: this.dKey(rec.due, rec.id) }, ...this.recordOps(next)];
+  }
+
+  /** Completes a give-back done through `nackOps`. */
+  nacked(rec: QueueRecord<M>): void {
     this.leases.delete(rec.id);
     this.wake();
-    return true;
   }
 
   /**

@@ -89,7 +89,69 @@ function recipientFailures(errs: NodemailerError['rejectedErrors']): RecipientFa
   return (errs ?? []).map((e) => ({ recipient: e.recipient ?? '', ...parseReply(e.response, e.responseCode) }));
 }
 
-type Transport = ReturnType<typeof nodemailer.createTransport>;
+export type Transport = ReturnType<typeof nodemailer.createTransport>;
+
+/** What one pooled transport needs; `RelayClientOptions` minus the URL list. */
+export type TransportOptions = Omit<RelayClientOptions, 'urls'>;
+
+/** A nodemailer pooled transport for one relay URL (user:pass in the URL turns AUTH on). */
+export function makeTransport(urlText: string, o: TransportOptions): Transport {
+  const url = new URL(urlText);
+  const secure = url.protocol === 'smtps:';
+  const user = decodeURIComponent(url.username);
+  return nodemailer.createTransport({
+    pool: true,
+    host: url.hostname.replace(/^\[|\]$/g, ''),
+    port: Number(url.port || (secure ? 465 : 25)),
+    secure,
+    requireTLS: !secure && o.requireTls,
+    ignoreTLS: false,
+    name: o.clientName,
+    localAddress: o.localAddress,
+    auth: user ? { user, pass: decodeURIComponent(url.password) } : undefined,
+    maxConnections: o.maxConnections,
+    maxMessages: o.messagesPerConnection,
+    connectionTimeout: o.timeoutMs,
+    greetingTimeout: o.timeoutMs,
+    socketTimeout: o.timeoutMs,
+    tls: {
+      rejectUnauthorized: o.verifyCertificate,
+      ca: o.ca,
+      servername: o.serverName ?? undefined,
+      minVersion: 'TLSv1.2',
+    },
+    logger: false,
+  });
+}
+
+/** Outcome of one attempt on one relay: an answer, or no answer at all (connection-level failure). */
+export type AttemptResult = { kind: 'sent'; outcome: SendOutcome } | { kind: 'unreachable'; error: Error & { code?: string | undefined } };
+
+/**
+ * One transaction on one transport. A reply (4xx/5xx) throws SendFailure;
+ * a failure before any reply is returned as `unreachable` so the caller can try elsewhere.
+ */
+export async function sendVia(url: string, transport: Transport, envelope: { from: string; to: string[] }, body: Readable): Promise<AttemptResult> {
+  try {
+    const info = (await transport.sendMail({ envelope, raw: body })) as {
+      accepted: string[];
+      rejected: string[];
+      rejectedErrors?: NodemailerError['rejectedErrors'];
+      response: string;
+    };
+    return { kind: 'sent', outcome: { relay: url, accepted: info.accepted.map(String), rejected: recipientFailures(info.rejectedErrors), reply: parseReply(info.response, 250) } };
+  } catch (e) {
+    body.destroy();
+    const err = e as NodemailerError;
+    // A failed STARTTLS or AUTH is about the session, not this message: like Postfix
+    // (TLS required but not offered, smtp_sasl_auth_soft_bounce) try the next relay, then defer.
+    const sessionSetup = err.code === 'ETLS' || err.code === 'EAUTH';
+    if ((err.responseCode || err.response) && !sessionSetup) {
+      throw new SendFailure(err.message, parseReply(err.response, err.responseCode), url, recipientFailures(err.rejectedErrors));
+    }
+    return { kind: 'unreachable', error: err };
+  }
+}
 
 export class RelayClient {
   private readonly transports: Array<{ url: string; transport: Transport }>;
@@ -98,36 +160,7 @@ export class RelayClient {
     private readonly o: RelayClientOptions,
     private readonly log: Logger,
   ) {
-    this.transports = o.urls.map((url) => ({ url, transport: this.makeTransport(url) }));
-  }
-
-  private makeTransport(urlText: string): Transport {
-    const url = new URL(urlText);
-    const secure = url.protocol === 'smtps:';
-    const user = decodeURIComponent(url.username);
-    return nodemailer.createTransport({
-      pool: true,
-      host: url.hostname.replace(/^\[|\]$/g, ''),
-      port: Number(url.port || (secure ? 465 : 25)),
-      secure,
-      requireTLS: !secure && this.o.requireTls,
-      ignoreTLS: false,
-      name: this.o.clientName,
-      localAddress: this.o.localAddress,
-      auth: user ? { user, pass: decodeURIComponent(url.password) } : undefined,
-      maxConnections: this.o.maxConnections,
-      maxMessages: this.o.messagesPerConnection,
-      connectionTimeout: this.o.timeoutMs,
-      greetingTimeout: this.o.timeoutMs,
-      socketTimeout: this.o.timeoutMs,
-      tls: {
-        rejectUnauthorized: this.o.verifyCertificate,
-        ca: this.o.ca,
-        servername: this.o.serverName ?? undefined,
-        minVersion: 'TLSv1.2',
-      },
-      logger: false,
-    });
+    this.transports = o.urls.map((url) => ({ url, transport: makeTransport(url, o) }));
   }
 
   /**
@@ -135,29 +168,12 @@ export class RelayClient {
    * attempt, because a stream cannot be replayed to the next relay.
    */
   async send(envelope: { from: string; to: string[] }, openBody: () => Promise<Readable>): Promise<SendOutcome> {
-    let lastError: NodemailerError | undefined;
+    let lastError: Error | undefined;
     for (const { url, transport } of this.transports) {
-      const body = await openBody();
-      try {
-        const info = (await transport.sendMail({ envelope, raw: body })) as {
-          accepted: string[];
-          rejected: string[];
-          rejectedErrors?: NodemailerError['rejectedErrors'];
-          response: string;
-        };
-        return { relay: url, accepted: info.accepted.map(String), rejected: recipientFailures(info.rejectedErrors), reply: parseReply(info.response, 250) };
-      } catch (e) {
-        body.destroy();
-        const err = e as NodemailerError;
-        // A failed STARTTLS or AUTH is about the session, not this message: like Postfix
-        // (TLS required but not offered, smtp_sasl_auth_soft_bounce) try the next relay, then defer.
-        const sessionSetup = err.code === 'ETLS' || err.code === 'EAUTH';
-        if (!sessionSetup && (err.responseCode || err.response)) {
-          throw new SendFailure(err.message, parseReply(err.response, err.responseCode), url, recipientFailures(err.rejectedErrors));
-        }
-        this.log.warn({ relay: url, err: { code: err.code, message: err.message } }, 'relay unreachable, trying the next');
-        lastError = err;
-      }
+      const r = await sendVia(url, transport, envelope, await openBody());
+      if (r.kind === 'sent') return r.outcome;
+      this.log.warn({ relay: url, err: { code: r.error.code, message: r.error.message } }, 'relay unreachable, trying the next');
+      lastError = r.error;
     }
     throw new SendFailure(`no relay reachable: ${lastError?.message ?? 'none configured'}`, undefined, undefined);
   }

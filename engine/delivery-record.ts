@@ -19,4 +19,6 @@ export interface DeliveryMeta extends RelayMeta {
   stream: Stream;
   tag?: string | undefined;
   metadata?: Record<string, string> | undefined;
+  /** Delivery attempts that got an answer or failed (the lease count also counts lane overflow). */
+  tries?: number | undefined;
 }

@@ -10,15 +10,16 @@ import path from 'node:path';
 import { DurableQueue } from '../common/durable-queue.js';
 import { listenHttp } from '../common/http-server.js';
 import type { IntakeMeta } from '../common/intake-record.js';
-import { RelayWorker } from '../common/relay-worker.js';
 import type { Component, Runtime } from '../common/runtime.js';
 import { resolveSecret } from '../common/secrets.js';
-import { RelayClient } from '../common/smtp-client.js';
 import { Store } from '../common/store.js';
 import { WorkerLoop } from '../common/worker-loop.js';
 import { startListener } from '../listener/listener.js';
 import { SeenSpoolIds } from '../common/spool-id.js';
+import { createDelivery, type Delivery } from './delivery/delivery.js';
+import { registerDeliveryRoutes } from './delivery/http-routes.js';
 import { EventLog } from './event-log.js';
+import { registerEventRoutes } from './events-route.js';
 import { createHostedApi } from './http-api.js';
 import type { DeliveryMeta } from './delivery-record.js';
 import { RecipientDb } from './recipient-db.js';
@@ -39,6 +40,7 @@ export interface Hosted extends Component {
   events: EventLog;
   suppression: SuppressionList;
   recipients: RecipientDb;
+  deliveryStage: Delivery;
 }
 
 export async function startHosted(rt: Runtime): Promise<Hosted> {
@@ -55,21 +57,17 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const rewrap = new RewrapWorker(intake, delivery, events, { suppression, recipients }, rewrapSettings, log.child({ component: 'engine' }));
   const rewrapLoop = new WorkerLoop<IntakeMeta>({ queue: intake, concurrency: config.engine.concurrency, visibilityMs: VISIBILITY_MS, handle: (r) => rewrap.handle(r), log });
 
-  const d = config.delivery;
-  const client = new RelayClient(
-    {
-      urls: d.relays,
-      requireTls: false,
-      verifyCertificate: d.verifyCertificate,
-      maxConnections: d.maxConnections,
-      messagesPerConnection: d.messagesPerConnection,
-      timeoutMs: d.timeoutSeconds * 1000,
-      clientName: config.engine.hostname,
-    },
-    log,
-  );
-  const sender = new RelayWorker<DeliveryMeta>(delivery, client, { scheduleSeconds: d.retryScheduleSeconds, maxAgeSeconds: d.maxAgeSeconds }, log.child({ component: 'delivery' }));
-  const deliveryLoop = new WorkerLoop<DeliveryMeta>({ queue: delivery, concurrency: d.maxConnections * 4, visibilityMs: VISIBILITY_MS, handle: (r) => sender.handle(r), log });
+  const deliveryStage = await createDelivery({
+    config: config.delivery,
+    accounts: config.accounts,
+    hostname: config.engine.hostname,
+    store,
+    queue: delivery,
+    events,
+    suppression,
+    visibilityMs: VISIBILITY_MS,
+    log: log.child({ component: 'delivery' }),
+  });
 
   // Effectively-once hop from the forwarders (common/spool-id.ts).
   const spoolIds = new SeenSpoolIds(store, config.listener.spoolIdTtlSeconds * 1000);
@@ -81,9 +79,11 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const onHup = (): void => void listener.reloadTls().catch((err: unknown) => log.error({ err }, 'TLS reload failed; keeping the old certificate'));
   process.on('SIGHUP', onHup);
   const api = createHostedApi(apiKey, intake, delivery, log);
+  registerDeliveryRoutes(api, intake, deliveryStage);
+  registerEventRoutes(api, events);
   const httpPort = await listenHttp(api, config.http.host, config.http.port, 'hosted', log);
   rewrapLoop.start();
-  deliveryLoop.start();
+  deliveryStage.start();
 
   return {
     smtpPort: listener.port,
@@ -93,13 +93,13 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
     events,
     suppression,
     recipients,
+    deliveryStage,
     async close() {
       clearInterval(sweeper);
       process.off('SIGHUP', onHup);
       await listener.close();
       await rewrapLoop.stop();
-      await deliveryLoop.stop();
-      client.close();
+      await deliveryStage.stop();
       await api.close();
       await store.close();
     },

@@ -2,14 +2,19 @@
  * capture-sink.ts — the stand-in MTA cluster: an SMTP server that stores every
  * message it receives as <dir>/<id>.eml plus <id>.json with the envelope.
  *
- * The .json ({id, mailFrom, rcptTo, receivedAt, size, clientAddress}) is
+ * The .json ({id, mailFrom, rcptTo, receivedAt, size, clientAddress, sessionId}) is
  * written after the .eml and is the commit marker: a message is "in the sink"
  * when its .json exists. Both are written to a temporary name, fsynced, renamed,
  * and the folder fsynced (grouped across sessions) before the sink answers 250,
  * so the sink is as durable as the stages in front of it.
  *
+ * Test behaviours (`sink.rules`, default none): RCPT TO of a matching recipient
+ * ("a@b.test" exactly, or "@b.test" for a domain; case-insensitive) is answered
+ * with the rule's reply, for its first `times` attempts per recipient (null =
+ * always), e.g. 451 three times then accepted, or always 550 5.1.1.
+ *
  * Config: sink.host (127.0.0.1), sink.port (2600), sink.maxSize, sink.dir
- * (<data>/sink). Standards: RFC 5321 (as an SMTP server), RFC 1870 (SIZE).
+ * (<data>/sink), sink.rules ([]). Standards: RFC 5321 (as an SMTP server), RFC 1870 (SIZE).
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -29,6 +34,8 @@ export interface SinkRecord {
   receivedAt: string;
   size: number;
   clientAddress: string;
+  /** The SMTP session (connection) it arrived on: tests count messages per connection. */
+  sessionId: string;
 }
 
 export interface CaptureSink {
@@ -38,10 +45,36 @@ export interface CaptureSink {
   close(): Promise<void>;
 }
 
+/** A reply a rule makes the sink give: smtp-server reads `responseCode`; the text carries the enhanced code. */
+class RuleReply extends Error {
+  constructor(
+    readonly responseCode: number,
+    text: string,
+  ) {
+    super(text);
+  }
+}
+
+/** Applies `sink.rules`, counting attempts per recipient. */
+function ruleMatcher(rules: SinkConfig['rules']): (recipient: string) => RuleReply | undefined {
+  const attempts = new Map<string, number>();
+  const list = rules.map((r) => ({ ...r, recipient: r.recipient.toLowerCase(), code: Number(r.reply.slice(0, 3)), text: r.reply.slice(4) }));
+  return (recipient) => {
+    const rcpt = recipient.toLowerCase();
+    const rule = list.find((r) => (r.recipient.startsWith('@') ? rcpt.endsWith(r.recipient) : rcpt === r.recipient));
+    if (!rule) return undefined;
+    const n = (attempts.get(rcpt) ?? 0) + 1;
+    attempts.set(rcpt, n);
+    if (rule.times !== null && n > rule.times) return undefined;
+    return new RuleReply(rule.code, rule.text);
+  };
+}
+
 export async function startSink(cfg: SinkConfig, dir: string, log: Logger): Promise<CaptureSink> {
   fs.mkdirSync(dir, { recursive: true });
   const folder = new FolderSync(dir);
   let count = 0;
+  const ruleFor = ruleMatcher(cfg.rules);
 
   async function store(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<SinkRecord> {
     const id = newQueueId();
@@ -55,6 +88,7 @@ export async function startSink(cfg: SinkConfig, dir: string, log: Logger): Prom
       receivedAt: new Date().toISOString(),
       size,
       clientAddress: session.remoteAddress,
+      sessionId: session.id,
     };
     const json = path.join(dir, `${id}.json`);
     await writeFileSynced(`${json}.tmp`, [Buffer.from(JSON.stringify(rec) + '\n')]);
@@ -74,6 +108,11 @@ export async function startSink(cfg: SinkConfig, dir: string, log: Logger): Prom
       disableReverseLookup: true,
       logger: false,
       closeTimeout: 10_000,
+      onRcptTo(address, _session, callback) {
+        const r = ruleFor(address.address);
+        if (r) log.debug({ recipient: address.address, code: r.responseCode }, 'sink rule applied');
+        callback(r ?? null);
+      },
       onData(stream, session, callback) {
         store(stream, session).then(
           (rec) => {

@@ -57,7 +57,7 @@ test('deferred listing, retry now, delete, status and metrics', { timeout: 60_00
     assert.equal((await admin(dataDir, ports.admin, 'DELETE', `/queue/${b!.id}`)).status, 404, 'gone');
     assert.equal((await admin(dataDir, ports.admin, 'GET', '/queue?state=bogus')).status, 400);
 
-    sink = await startSink({ host: '127.0.0.1', port: relayPort!, maxSize: 1 << 20, dir: null }, sinkDir, createLogger('sink', 'silent'));
+    sink = await startSink({ host: '127.0.0.1', port: relayPort!, maxSize: 1 << 20, dir: null, rules: [] }, sinkDir, createLogger('sink', 'silent'));
     assert.equal((await admin(dataDir, ports.admin, 'POST', `/queue/${a!.id}/retry`)).status, 200);
     const got = await waitForSink(sinkDir, (m) => m.length >= 1, 10_000);
     assert.deepEqual(got.map((m) => m.testId), ['adm-0'], 'the retried message went at once; the other still waits its hour');

@@ -91,7 +91,7 @@ async function hostedConfig(sinkPort: number, extra: Record<string, unknown> = {
 test('a listener that drops the connection after the final dot: the forwarder retries, the sink holds exactly one copy', { timeout: 60_000 }, async () => {
   const dataDir = tempDir('once');
   const sinkDir = path.join(dataDir, 'sink');
-  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null }, sinkDir, createLogger('sink', 'silent'));
+  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, sinkDir, createLogger('sink', 'silent'));
   // The dropping proxy relays plain SMTP, so this account takes mail without STARTTLS.
   const h = await hostedConfig(sink.port, { accounts: [{ id: 'default', networks: ['127.0.0.1/32'], listener: { requireTls: false } }] });
   const hosted = await startHosted(dataDir, h.config);
@@ -123,7 +123,7 @@ test('a listener that drops the connection after the final dot: the forwarder re
 test('outage: 1,000 messages spooled while the listener is down, started 10 s later, all arrive once', { timeout: 120_000 }, async () => {
   const dataDir = tempDir('outage');
   const sinkDir = path.join(dataDir, 'sink');
-  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null }, sinkDir, createLogger('sink', 'silent'));
+  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, sinkDir, createLogger('sink', 'silent'));
   const tls = await ensureDevTls(secretsDir(dataDir));
   const h = await hostedConfig(sink.port);
   // Over STARTTLS with the dev CA verified, as in production.

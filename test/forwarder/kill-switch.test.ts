@@ -18,7 +18,7 @@ import { RawSmtp } from '../helpers/smtp-raw.js';
 test('pause stops relaying within 1 s while intake keeps accepting; paused survives restart; resume drains', { timeout: 90_000 }, async () => {
   const dataDir = tempDir('ks');
   const sinkDir = path.join(dataDir, 'sink');
-  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null }, sinkDir, createLogger('sink', 'silent'));
+  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, sinkDir, createLogger('sink', 'silent'));
   const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${sink.port}`]);
   let fwd = await startForwarderProcess(dataDir, config);
   try {

@@ -20,7 +20,7 @@ const SENDERS = 4;
 test('a 1,000-message burst is accepted at full speed and relayed at 50 ± 5 msg/s', { timeout: 90_000 }, async () => {
   const dataDir = tempDir('rate');
   const sinkDir = path.join(dataDir, 'sink');
-  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null }, sinkDir, createLogger('sink', 'silent'));
+  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, sinkDir, createLogger('sink', 'silent'));
   const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${sink.port}`], { forwarder: { relay: { maxMessagesPerSecond: RATE } } });
   const fwd = await startForwarderProcess(dataDir, config);
   try {

@@ -24,7 +24,7 @@ async function listing(dataDir: string, port: number): Promise<Listing['messages
 test('failover: the first listener URL is down, the second takes the message', { timeout: 30_000 }, async () => {
   const dataDir = tempDir('failover');
   const sinkDir = path.join(dataDir, 'sink');
-  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null }, sinkDir, createLogger('sink', 'silent'));
+  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, sinkDir, createLogger('sink', 'silent'));
   const [dead] = await freePorts(1);
   const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${dead}`, `smtp://127.0.0.1:${sink.port}`], { forwarder: { retry: { scheduleSeconds: [3600] } } });
   const fwd = await startForwarderProcess(dataDir, config);
@@ -41,7 +41,7 @@ test('failover: the first listener URL is down, the second takes the message', {
 test('STARTTLS is required by default: a listener without it is never sent mail in clear', { timeout: 30_000 }, async () => {
   const dataDir = tempDir('tls-required');
   const sinkDir = path.join(dataDir, 'sink');
-  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null }, sinkDir, createLogger('sink', 'silent'));
+  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, sinkDir, createLogger('sink', 'silent'));
   const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${sink.port}`], { forwarder: { relay: { requireTls: true }, retry: { scheduleSeconds: [3600] } } });
   const fwd = await startForwarderProcess(dataDir, config);
   try {

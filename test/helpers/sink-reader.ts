@@ -8,6 +8,7 @@ export interface SinkMessage {
   mailFrom: string;
   rcptTo: string[];
   clientAddress: string;
+  sessionId: string;
   size: number;
   receivedAt: string;
   headers: string;

@@ -1,0 +1,65 @@
+/*
+ * classify.ts — what a relay's answer means for one copy, decided in one place
+ * (Haraka's lesson): delivered, deferred (retry), or bounced hard/soft; and
+ * which provider back-pressure rule a 4xx matches.
+ *
+ * Standards: RFC 5321 4.2.1 (reply classes), RFC 3463 (enhanced status codes).
+ * Hard bounces are permanent address errors: X.1.x (addressing) and X.2.0 /
+ * X.2.1 (mailbox unavailable or disabled). X.2.2 (mailbox full) and X.2.3
+ * (message too long) are about this message or this moment, not the address,
+ * so they, like every other 5xx, are soft: no suppression.
+ *
+ * Config: delivery.backPressure ([provider-try-later, too-many]).
+ * Side effects: none.
+ */
+import type { BackPressureRule } from '../../common/config.js';
+import type { SendOutcome, SmtpReply } from '../../common/smtp-client.js';
+import { SendFailure } from '../../common/smtp-client.js';
+
+export type BounceClass = 'hard' | 'soft';
+
+export type AttemptOutcome =
+  | { kind: 'delivered'; relay: string; reply: SmtpReply }
+  | { kind: 'deferred'; relay?: string | undefined; reply?: SmtpReply | undefined; reason: string }
+  | { kind: 'bounced'; relay?: string | undefined; reply: SmtpReply; bounceClass: BounceClass };
+
+export function bounceClass(reply: SmtpReply): BounceClass {
+  const [, subject, detail] = reply.enhanced.split('.');
+  if (subject === '1') return 'hard';
+  if (subject === '2' && (detail === '0' || detail === '1')) return 'hard';
+  return 'soft';
+}
+
+/** One copy has one recipient: its RCPT reply, else the transaction's. */
+export function classifySent(sent: SendOutcome): AttemptOutcome {
+  const r = sent.rejected[0];
+  if (!r) return { kind: 'delivered', relay: sent.relay, reply: sent.reply };
+  return fromReply(r, sent.relay);
+}
+
+export function classifyFailure(e: SendFailure): AttemptOutcome {
+  const reply = e.rejected[0] ?? e.reply;
+  if (!reply) return { kind: 'deferred', reason: e.message };
+  return fromReply(reply, e.relay);
+}
+
+function fromReply(reply: SmtpReply, relay: string | undefined): AttemptOutcome {
+  const r: SmtpReply = { code: reply.code, enhanced: reply.enhanced, response: reply.response };
+  if (r.code >= 500) return { kind: 'bounced', relay, reply: r, bounceClass: bounceClass(r) };
+  if (r.code >= 200 && r.code < 300) return { kind: 'delivered', relay: relay ?? '', reply: r };
+  return { kind: 'deferred', relay, reply: r, reason: r.response || `reply ${r.code}` };
+}
+
+export class BackPressureRules {
+  private readonly compiled: Array<{ rule: BackPressureRule; re: RegExp }>;
+
+  constructor(rules: readonly BackPressureRule[]) {
+    this.compiled = rules.map((rule) => ({ rule, re: new RegExp(rule.match, 'i') }));
+  }
+
+  /** The first rule whose pattern matches a 4xx reply's text. */
+  match(reply: SmtpReply | undefined): BackPressureRule | undefined {
+    if (!reply || reply.code < 400 || reply.code >= 500) return undefined;
+    return this.compiled.find((c) => c.re.test(reply.response))?.rule;
+  }
+}

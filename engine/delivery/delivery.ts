@@ -1,0 +1,91 @@
+/*
+ * delivery.ts — the engine's delivery stage put together: relay pool, sending
+ * IPs, back-pressure rules, kill-switch, the per-domain scheduler and the
+ * worker that records each outcome; plus the status behind the API and metrics.
+ *
+ * Config: the `delivery` section and accounts[].delivery; engine.hostname is
+ * the EHLO name. Side effects: SMTP connections, LevelDB writes.
+ */
+import type { AccountConfig, DeliveryConfig } from '../../common/config.js';
+import type { DurableQueue } from '../../common/durable-queue.js';
+import type { Logger } from '../../common/log.js';
+import type { Store } from '../../common/store.js';
+import type { DeliveryMeta } from '../delivery-record.js';
+import type { EventLog } from '../event-log.js';
+import type { SuppressionList } from '../suppression.js';
+import { BackPressureRules } from './classify.js';
+import { DeliveryWorker } from './delivery-worker.js';
+import { KillSwitch } from './kill-switch.js';
+import { DeliveryMetrics } from './metrics.js';
+import { deliveryStatus, RateMeter, type DeliveryStatus } from './queue-status.js';
+import { RelayPool } from './relay-pool.js';
+import { DeliveryScheduler } from './scheduler.js';
+import { SourceAddresses } from './source-addresses.js';
+
+export interface DeliveryOptions {
+  config: DeliveryConfig;
+  accounts: readonly AccountConfig[];
+  hostname: string;
+  store: Store;
+  queue: DurableQueue<DeliveryMeta>;
+  events: EventLog;
+  suppression: SuppressionList;
+  /** Longer than any single delivery transaction. */
+  visibilityMs: number;
+  log: Logger;
+  clock?: () => number;
+}
+
+export interface Delivery {
+  killSwitch: KillSwitch;
+  pool: RelayPool;
+  scheduler: DeliveryScheduler;
+  metrics: DeliveryMetrics;
+  accounts: ReadonlySet<string>;
+  status(): Promise<DeliveryStatus>;
+  start(): void;
+  stop(): Promise<void>;
+}
+
+export async function createDelivery(o: DeliveryOptions): Promise<Delivery> {
+  const now = o.clock ?? Date.now;
+  const c = o.config;
+  const killSwitch = await KillSwitch.open(o.store);
+  const pool = new RelayPool(
+    { relays: c.relays, coolOffMs: c.relayCoolOffSeconds * 1000, maxConnections: c.maxConnections, verifyCertificate: c.verifyCertificate, timeoutMs: c.timeoutSeconds * 1000, clientName: o.hostname, clock: now },
+    o.log,
+  );
+  const rate = new RateMeter(now);
+  const metrics = new DeliveryMetrics();
+  const outcomes: Record<string, number> = { delivered: 0, deferred: 0, bounced: 0, expired: 0, suppressed: 0 };
+  const worker = new DeliveryWorker({
+    queue: o.queue,
+    events: o.events,
+    suppression: o.suppression,
+    pool,
+    sources: new SourceAddresses(c.sourceAddresses, o.accounts),
+    rules: new BackPressureRules(c.backPressure),
+    config: c,
+    log: o.log,
+    clock: now,
+    onOutcome(kind) {
+      outcomes[kind] = (outcomes[kind] ?? 0) + 1;
+      metrics.outcomes.inc({ outcome: kind });
+      if (kind !== 'deferred') rate.mark();
+    },
+  });
+  const scheduler = new DeliveryScheduler({ queue: o.queue, config: c, killSwitch, visibilityMs: o.visibilityMs, handle: (r) => worker.handle(r), log: o.log, clock: now });
+  return {
+    killSwitch,
+    pool,
+    scheduler,
+    metrics,
+    accounts: new Set(o.accounts.map((a) => a.id)),
+    status: () => deliveryStatus({ queue: o.queue, lanes: () => scheduler.lanesStatus(), relays: () => pool.status(), paused: () => killSwitch.state(), rate, outcomes, now }),
+    start: () => scheduler.start(),
+    async stop() {
+      await scheduler.stop();
+      pool.close();
+    },
+  };
+}

@@ -1,0 +1,33 @@
+/*
+ * http-routes.ts — the delivery stage on the hosted HTTP surface (bearer API key):
+ *
+ *   GET  /api/queue                   intake size + delivery status (queue-status.ts)
+ *   POST /api/pause   [?account=ID]   kill-switch on, globally or for one account
+ *   POST /api/resume  [?account=ID]   kill-switch off
+ *   GET  /metrics                     Prometheus text (metrics.ts)
+ *
+ * An unknown account is 404 (a typo must not look like a pause that worked).
+ */
+import type { FastifyInstance } from 'fastify';
+import type { DurableQueue } from '../../common/durable-queue.js';
+import { PostinoError } from '../../common/errors.js';
+import type { IntakeMeta } from '../../common/intake-record.js';
+import type { Delivery } from './delivery.js';
+
+export function registerDeliveryRoutes(app: FastifyInstance, intake: DurableQueue<IntakeMeta>, d: Delivery): void {
+  app.get('/api/queue', async () => ({ intake: intake.size, delivery: await d.status() }));
+
+  const account = (q: unknown): string | undefined => {
+    const a = (q as { account?: string } | undefined)?.account;
+    if (a === undefined || a === '') return undefined;
+    if (!d.accounts.has(a)) throw new PostinoError('NOT_FOUND', `no account "${a}"`);
+    return a;
+  };
+  app.post('/api/pause', async (req) => ({ paused: await d.killSwitch.pause(account(req.query)) }));
+  app.post('/api/resume', async (req) => ({ paused: await d.killSwitch.resume(account(req.query)) }));
+
+  app.get('/metrics', async (_req, reply) => {
+    const text = await d.metrics.render(await d.status());
+    return reply.type(d.metrics.contentType).send(text);
+  });
+}

@@ -1,0 +1,92 @@
+/*
+ * Per-destination shaping without head-of-line blocking, and priority lanes.
+ *
+ * The issue's figure is 200 copies per domain at 2 msg/s (100 s); scaled here
+ * to 40 copies per domain, so the slow domain's rate is measured over ~20 s.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startDeliveryHarness, sink } from '../../helpers/delivery-harness.js';
+import { readSink } from '../../helpers/sink-reader.js';
+
+const PER_DOMAIN = 40;
+
+test('slow.test at 2 msg/s trickles at 2 ± 0.3 msg/s while fast.test (unlimited) finishes at full speed', { timeout: 60_000 }, async () => {
+  const s = await sink();
+  const h = await startDeliveryHarness({
+    delivery: { relays: [`smtp://127.0.0.1:${s.port}`], shaping: { domains: { 'slow.test': { messagesPerSecond: 2 } } } },
+  });
+  try {
+    const t0 = Date.now();
+    for (let i = 0; i < PER_DOMAIN; i++) {
+      await h.send(`s${i}@slow.test`);
+      await h.send(`f${i}@fast.test`);
+    }
+    const evs = await h.waitFor((e) => e.filter((x) => x.type === 'delivered').length >= 2 * PER_DOMAIN, 45_000);
+    const at = (dom: string): number[] => evs.filter((e) => e.type === 'delivered' && e.recipient!.endsWith(dom)).map((e) => Date.parse(e.at)).sort((a, b) => a - b);
+    const fast = at('@fast.test');
+    const slow = at('@slow.test');
+    assert.equal(fast.length, PER_DOMAIN);
+    assert.equal(slow.length, PER_DOMAIN);
+    const fastDone = fast.at(-1)! - t0;
+    assert.ok(fastDone < 3_000, `fast.test done ${fastDone} ms after the first enqueue, not held behind slow.test`);
+    // Rate over the steady part: from the 2nd to the last delivery (the first token is free).
+    const rate = (slow.length - 2) / ((slow.at(-1)! - slow[1]!) / 1000);
+    assert.ok(rate >= 1.7 && rate <= 2.3, `slow.test at ${rate.toFixed(2)} msg/s`);
+    console.log(`# fast.test: ${PER_DOMAIN} in ${fastDone} ms; slow.test: ${rate.toFixed(2)} msg/s`);
+  } finally {
+    await h.close();
+    await s.close();
+  }
+});
+
+test('priority: with 10,000 bulk copies queued for a domain limited to 100 msg/s, a transactional copy is delivered within 2 s', { timeout: 60_000 }, async () => {
+  const s = await sink();
+  const h = await startDeliveryHarness({
+    delivery: { relays: [`smtp://127.0.0.1:${s.port}`], shaping: { domains: { 'prio.test': { messagesPerSecond: 100 } } } },
+  });
+  try {
+    await h.delivery.killSwitch.pause(); // queue the backlog first, as a newsletter send would
+    const BULK = 10_000;
+    const batch: Promise<string>[] = [];
+    for (let i = 0; i < BULK; i++) {
+      batch.push(h.send(`b${i}@prio.test`, { stream: 'bulk' }));
+      if (batch.length === 200) await Promise.all(batch.splice(0));
+    }
+    await Promise.all(batch);
+    await h.delivery.killSwitch.resume();
+    await new Promise((r) => setTimeout(r, 1_000)); // the bulk send is under way
+    const t0 = Date.now();
+    const id = await h.send('reset@prio.test', { stream: 'transactional', subject: 'Password reset' });
+    const evs = await h.waitFor((e) => e.some((x) => x.queueId === id && x.type === 'delivered'), 10_000);
+    const d = evs.find((e) => e.queueId === id && e.type === 'delivered');
+    assert.ok(d, 'the transactional copy was delivered');
+    const latency = Date.parse(d.at) - t0;
+    const bulkDone = evs.filter((e) => e.type === 'delivered' && e.recipient!.startsWith('b')).length;
+    console.log(`# transactional delivered ${latency} ms after acceptance; ${bulkDone} bulk copies delivered so far`);
+    assert.ok(latency <= 2_000, `delivered ${latency} ms after acceptance`);
+    assert.ok(bulkDone < BULK / 2, 'while the bulk backlog was still draining');
+    const st = await h.delivery.status();
+    assert.ok(st.states.ready <= 2_000, `bounded in memory: ${st.states.ready} ready`);
+  } finally {
+    await h.close();
+    await s.close();
+  }
+});
+
+test('messagesPerConnection of a domain override: a connection is renewed after that many messages', { timeout: 30_000 }, async () => {
+  const s = await sink();
+  const h = await startDeliveryHarness({
+    delivery: { relays: [`smtp://127.0.0.1:${s.port}`], shaping: { domains: { 'short.test': { maxConnections: 1, messagesPerConnection: 3 } } } },
+  });
+  try {
+    for (let i = 0; i < 9; i++) await h.send(`m${i}@short.test`);
+    await h.waitFor((e) => e.filter((x) => x.type === 'delivered').length >= 9, 15_000);
+    const perSession = new Map<string, number>();
+    for (const m of readSink(s.dir)) perSession.set(m.sessionId, (perSession.get(m.sessionId) ?? 0) + 1);
+    assert.deepEqual([...perSession.values()], [3, 3, 3], 'three connections of three messages');
+  } finally {
+    await h.close();
+    await s.close();
+  }
+});
