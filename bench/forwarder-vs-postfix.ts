@@ -22,6 +22,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePorts, waitForPort } from '../test/helpers/ports.js';
+import { startPostfix, type Postfix } from '../test/helpers/postfix.js';
 import { fmt, summarize } from './stats.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -30,30 +32,6 @@ const LOADS = [
   { label: '2 KB', bytes: 2 * 1024, messages: 3000 },
   { label: '100 KB', bytes: 100 * 1024, messages: 1000 },
 ];
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const p = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return p;
-}
-
-async function waitForPort(port: number, timeoutMs = 20_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = net.connect(port, '127.0.0.1', () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > until) throw new Error(`port ${port} not listening after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function smtpSink(port: number): ChildProcess {
   const asRoot = process.getuid?.() === 0;
@@ -125,74 +103,6 @@ async function load(port: number, bytes: number, messages: number): Promise<Resu
   return { rate: messages / secs, p50: l.p50, p99: l.p99 };
 }
 
-function postfixInstance(dir: string, port: number, sinkPort: number): { start(): void; stop(): void } {
-  const etc = path.join(dir, 'etc');
-  const data = path.join(dir, 'data');
-  fs.mkdirSync(etc, { recursive: true });
-  fs.mkdirSync(path.join(dir, 'queue'), { recursive: true });
-  fs.mkdirSync(data, { recursive: true });
-  fs.chmodSync(dir, 0o755);
-  spawnSync('chown', ['postfix', data]);
-  fs.writeFileSync(
-    path.join(etc, 'main.cf'),
-    [
-      'compatibility_level = 3.6',
-      `queue_directory = ${path.join(dir, 'queue')}`,
-      `data_directory = ${data}`,
-      'mail_owner = postfix',
-      'setgid_group = postdrop',
-      'myhostname = bench.localhost',
-      'mydestination =',
-      'inet_interfaces = loopback-only',
-      'inet_protocols = ipv4',
-      'mynetworks = 127.0.0.0/8',
-      `relayhost = [127.0.0.1]:${sinkPort}`,
-      'smtpd_relay_restrictions = permit_mynetworks, reject',
-      'smtp_tls_security_level = none',
-      'alias_maps =',
-      'alias_database =',
-      'local_recipient_maps =',
-      `maillog_file_prefixes = ${os.tmpdir()}`,
-      `maillog_file = ${path.join(dir, 'maillog')}`,
-      'smtpd_client_connection_count_limit = 0',
-      'default_process_limit = 100',
-      '',
-    ].join('\n'),
-  );
-  const services = [
-    `127.0.0.1:${port} inet n - n - - smtpd`,
-    'pickup unix n - n 60 1 pickup',
-    'cleanup unix n - n - 0 cleanup',
-    'qmgr unix n - n 300 1 qmgr',
-    'rewrite unix - - n - - trivial-rewrite',
-    'bounce unix - - n - 0 bounce',
-    'defer unix - - n - 0 bounce',
-    'trace unix - - n - 0 bounce',
-    'verify unix - - n - 1 verify',
-    'flush unix n - n 1000? 0 flush',
-    'proxymap unix - - n - - proxymap',
-    'smtp unix - - n - - smtp',
-    'relay unix - - n - - smtp',
-    'showq unix n - n - - showq',
-    'error unix - - n - - error',
-    'retry unix - - n - - error',
-    'discard unix - - n - - discard',
-    'anvil unix - - n - 1 anvil',
-    'scache unix - - n - 1 scache',
-    'postlog unix-dgram n - n - 1 postlogd',
-  ];
-  fs.writeFileSync(path.join(etc, 'master.cf'), services.join('\n') + '\n');
-  return {
-    start() {
-      const r = spawnSync('postfix', ['-c', etc, 'start'], { encoding: 'utf8' });
-      if (r.status !== 0) throw new Error(`postfix start failed (see ${path.join(dir, 'maillog')}): ${r.stderr}`);
-    },
-    stop() {
-      spawnSync('postfix', ['-c', etc, 'stop']);
-    },
-  };
-}
-
 function peakRssMiB(pid: number): number {
   const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = Number(/^VmHWM:\s+(\d+) kB/m.exec(s)?.[1] ?? 0);
@@ -221,15 +131,15 @@ export async function benchForwarder(): Promise<void> {
   }
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'postino-bench-fwd-'));
   fs.chmodSync(base, 0o755); // Postfix's daemons run as user postfix and must reach their queue
-  const [pfPort, pfSinkPort, fwdPort, fwdAdmin, fwdSinkPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const [pfPort, pfSinkPort, fwdPort, fwdAdmin, fwdSinkPort] = (await freePorts(5)) as [number, number, number, number, number];
   const sinks = [smtpSink(pfSinkPort), smtpSink(fwdSinkPort)];
-  const pf = postfixInstance(path.join(base, 'postfix'), pfPort, pfSinkPort);
+  let pf: Postfix | undefined;
   let postfixOk = true;
   let fwd: ChildProcess | undefined;
   try {
     try {
-      pf.start();
-      await waitForPort(pfPort);
+      // Postfix as shipped, but for the relayhost; no client connection limits (one client runs the load).
+      pf = await startPostfix({ port: pfPort, relayhost: `[127.0.0.1]:${pfSinkPort}`, main: { smtpd_client_connection_count_limit: '0' } });
     } catch (e) {
       postfixOk = false;
       console.log(`  Postfix comparison instance did not start, forwarder measured alone: ${(e as Error).message}`);
@@ -252,7 +162,7 @@ export async function benchForwarder(): Promise<void> {
       f.kill('SIGTERM');
       await new Promise((r) => f.once('exit', r));
     }
-    pf.stop();
+    await pf?.stop();
     for (const s of sinks) s.kill('SIGTERM');
     fs.rmSync(base, { recursive: true, force: true });
   }

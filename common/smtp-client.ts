@@ -157,7 +157,7 @@ export class RelayClient {
   private readonly transports: Array<{ url: string; transport: Transport }>;
 
   constructor(
-    private readonly o: RelayClientOptions,
+    o: RelayClientOptions,
     private readonly log: Logger,
   ) {
     this.transports = o.urls.map((url) => ({ url, transport: makeTransport(url, o) }));

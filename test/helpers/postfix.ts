@@ -2,7 +2,8 @@
  * A real Postfix instance of our own, for tests and benchmarks: its own
  * config_directory, queue_directory and data_directory under a temp folder,
  * one smtpd on a loopback port (master.cf), relaying everything from
- * 127.0.0.0/8 to `relayhost` with no DNS lookups. The package's own instance
+ * 127.0.0.0/8 to `relayhost` (or discarding it, without one) with no DNS
+ * lookups. The package's own instance
  * is never touched. Needs root (postfix's master drops to the postfix user).
  *
  *   const pf = await startPostfix({ port, relayhost: '[127.0.0.1]:2600' });
@@ -11,10 +12,10 @@
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { requirePeer } from './peers.js';
+import { waitForPort } from './ports.js';
 import { tempDir } from './postino.js';
 
 const run = promisify(execFile);
@@ -33,8 +34,8 @@ export function postfixMissing(): string | undefined {
 
 export interface PostfixOptions {
   port: number;
-  /** Where everything goes, e.g. "[127.0.0.1]:2600". */
-  relayhost: string;
+  /** Where everything goes, e.g. "[127.0.0.1]:2600"; without it every message is discarded after queueing. */
+  relayhost?: string;
   /** Extra main.cf settings (name → value). */
   main?: Record<string, string>;
   /** smtpd processes (master.cf maxproc). */
@@ -68,24 +69,9 @@ retry     unix - - n - - error
 discard   unix - - n - - discard
 anvil     unix - - n - 1 anvil
 scache    unix - - n - 1 scache
+tlsmgr    unix - - n 1000? 1 tlsmgr
 postlog   unix-dgram n - n - 1 postlogd
 `;
-
-async function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ port, host: '127.0.0.1' }, () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > until) throw new Error(`postfix not listening on ${port} after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 export async function startPostfix(o: PostfixOptions): Promise<Postfix> {
   const dir = tempDir('postfix');
@@ -106,7 +92,7 @@ export async function startPostfix(o: PostfixOptions): Promise<Postfix> {
     setgid_group: 'postdrop',
     myhostname: 'postfix.test',
     mydestination: '',
-    relayhost: o.relayhost,
+    ...(o.relayhost ? { relayhost: o.relayhost } : { default_transport: 'discard', relay_transport: 'discard' }),
     mynetworks: '127.0.0.0/8',
     smtpd_relay_restrictions: 'permit_mynetworks, reject',
     inet_protocols: 'ipv4',
@@ -140,7 +126,9 @@ export async function startPostfix(o: PostfixOptions): Promise<Postfix> {
   };
   try {
     await run(POSTFIX_BIN, ['-c', etc, 'start']);
-    await waitForPort(o.port, 15_000);
+    await waitForPort(o.port, 15_000).catch(() => {
+      throw new Error(`postfix not listening on ${o.port}`);
+    });
   } catch (e) {
     await pf.stop();
     throw new Error(`${(e as Error).message}\n${pf.log().slice(-2000)}`);
