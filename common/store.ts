@@ -20,6 +20,12 @@
  * entry is durable before any reference to it. See durable-queue.ts for why
  * bodies are split between LevelDB values and files.
  *
+ * Write buffer: 32 MiB instead of LevelDB's 4 MiB. Queue entries are short-lived
+ * (a message is usually relayed and deleted within seconds), so a larger memtable
+ * means fewer flushes of data that is already dead and less compaction work;
+ * measured with `npm run bench -- forwarder`, 100 KB messages went from 0.74 to
+ * 0.91 of Postfix's rate. The cost is up to 2 × 32 MiB of memory per process.
+ *
  * Side effects: creates and locks the database folder; fsyncs.
  */
 import fs from 'node:fs';
@@ -27,6 +33,9 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { fsyncPath } from './fsync.js';
+
+/** See the header: short-lived entries, fewer memtable flushes. */
+const WRITE_BUFFER_BYTES = 32 * 1024 * 1024;
 
 export type BatchOp =
   | { type: 'put'; key: string; value: Buffer }
@@ -52,7 +61,7 @@ export class Store {
   readonly stats: StoreStats = { syncedBatches: 0, syncedOps: 0 };
 
   private constructor(readonly dir: string) {
-    this.db = new ClassicLevel<string, Buffer>(path.join(dir, 'db'), { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+    this.db = new ClassicLevel<string, Buffer>(path.join(dir, 'db'), { keyEncoding: 'utf8', valueEncoding: 'buffer', writeBufferSize: WRITE_BUFFER_BYTES });
     this.blobDir = path.join(dir, 'blobs');
   }
 
