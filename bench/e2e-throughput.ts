@@ -32,6 +32,9 @@ async function smtpSource(port: number): Promise<void> {
   await run('smtp-source', ['-s', String(SESSIONS), '-l', String(SIZE), '-m', String(MESSAGES), '-f', 'shop@example.org', '-t', 'customer@example.com', `127.0.0.1:${port}`], { maxBuffer: 1 << 24 });
 }
 
+/** SIZE bytes of body in 78-octet lines: the listener refuses lines over 998 octets (RFC 5322 2.1.1). */
+const PROBE_MESSAGE = `From: probe@example.org\r\nTo: probe@probe.test\r\nSubject: probe\r\n\r\n${('x'.repeat(76) + '\r\n').repeat(Math.ceil(SIZE / 78))}`;
+
 /** Sends a probe every second until stopped; each probe's recipient carries its send time. */
 function probes(port: number): { stop(): Promise<number> } {
   const t = nodemailer.createTransport({ host: '127.0.0.1', port, secure: false, ignoreTLS: true, pool: false });
@@ -40,7 +43,7 @@ function probes(port: number): { stop(): Promise<number> } {
   const loop = (async () => {
     while (running) {
       const at = Date.now();
-      await t.sendMail({ envelope: { from: 'probe@example.org', to: [`probe-${at}@probe.test`] }, raw: `From: probe@example.org\r\nTo: probe@probe.test\r\nSubject: probe\r\n\r\n${'x'.repeat(SIZE)}\r\n` }).then(
+      await t.sendMail({ envelope: { from: 'probe@example.org', to: [`probe-${at}@probe.test`] }, raw: PROBE_MESSAGE }).then(
         () => n++,
         () => undefined,
       );
