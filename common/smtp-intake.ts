@@ -24,7 +24,7 @@ import { headerBlockEnd, parseHeaderBlock, type HeaderField } from './mime-heade
 import { PostinoSMTPServer, type ConnectionGate } from './smtp-server.js';
 import { SpoolIdFilter, type SeenSpoolIds } from './spool-id.js';
 import type { BatchOp } from './store.js';
-import { StrictDataCheck } from './strict-data.js';
+import { StrictDataCheck, type StrictDataOptions } from './strict-data.js';
 
 /** What every stage records about a received message. */
 export interface Envelope {
@@ -71,7 +71,7 @@ export interface IntakeOptions<M> {
   /** Connection caps, session limit, error budget, PROXY protocol (see smtp-server.ts). */
   gate?: Partial<ConnectionGate>;
   /** Refuse bare CR/LF and lines over 998 octets in DATA with 550 5.6.0. */
-  strictData?: boolean;
+  strictData?: boolean | StrictDataOptions;
   auth?: IntakeAuth;
   /** With `auth`: refuse MAIL FROM until the client authenticated. */
   authRequired?: boolean | undefined;
@@ -161,7 +161,7 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
 
   async function accept(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const envelope = envelopeOf(session);
-    const check = o.strictData ? new StrictDataCheck() : undefined;
+    const check = o.strictData ? new StrictDataCheck(o.strictData === true ? {} : o.strictData) : undefined;
     // Always through a pipe we own: when the queue stops reading (too large), the
     // pipe is cut and the rest of DATA drained, so the session reaches end of data.
     // Chain: DATA → strict checks (raw bytes) → spool-id filter → header capture → queue.

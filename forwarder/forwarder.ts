@@ -141,6 +141,8 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     allowNetworks: cfg.smtp.allowNetworks,
     idleTimeoutMs: cfg.smtp.idleTimeoutSeconds * 1000,
     queue: spool,
+    // Bare LF from apps is fine (relayed as CRLF); a line over 998 octets the listener would refuse: say so now.
+    strictData: { allowBareNewlines: true },
     toMeta: (envelope) => ({ envelope, pending: envelope.rcptTo }),
     policy: {
       onConnect() {

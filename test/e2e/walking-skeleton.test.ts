@@ -8,6 +8,7 @@ import { after, before, test } from 'node:test';
 import { startUp, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
 import { runPythonSender } from '../helpers/python-sender.js';
 import { waitForSink } from '../helpers/sink-reader.js';
+import { RawSmtp } from '../helpers/smtp-raw.js';
 
 let up: Running;
 let ports: UpPorts;
@@ -46,4 +47,20 @@ test('200 messages from smtplib arrive in the sink with identical bodies and env
   const first = byId.get('e2e-0')!;
   assert.match(first.headers, /^Received: from postino-forwarder \(\[127\.0\.0\.1\]\)\r\n\tby postino\.localhost \(Postino\) with ESMTPS id/m, 'the engine adds its Received: header');
   assert.equal((first.headers.match(/^Received:/gm) ?? []).length, 1, 'and only that one');
+});
+
+test('an app that ends lines with bare LF: the forwarder relays CRLF, so the strict listener takes it', { timeout: 60_000 }, async () => {
+  const c = await RawSmtp.connect(ports.forwarder);
+  await c.reply();
+  await c.cmd('EHLO php.test');
+  await c.cmd('MAIL FROM:<shop@example.org>');
+  await c.cmd('RCPT TO:<ada@example.com>');
+  assert.match(await c.cmd('DATA'), /^354/);
+  c.write('From: shop@example.org\nTo: ada@example.com\nX-Test-Id: bare-lf\nSubject: bare LF\n\nline one\nline two\r\n.\r\n');
+  assert.match(await c.reply(), /^250 /);
+  c.close();
+  const sink = await waitForSink(path.join(dataDir, 'sink'), (m) => m.some((x) => x.testId === 'bare-lf'), 30_000);
+  const got = sink.find((x) => x.testId === 'bare-lf');
+  assert.ok(got, 'delivered through the listener');
+  assert.match(got.headers, /\r\nSubject: bare LF$/m, 'headers arrive with CRLF line ends');
 });

@@ -69,3 +69,21 @@ test('AUTH LOGIN works too; SIZE over the limit gets 552; a third recipient gets
   assert.match(await c.reply(), /^552 /, 'a body over the limit is refused after DATA too');
   c.close();
 });
+
+test('a line over 998 octets gets 550 5.6.0 at once (the listener would refuse it); bare LF is accepted', async () => {
+  const c = await RawSmtp.connect(port);
+  await c.reply();
+  await c.cmd('EHLO app.test');
+  assert.match(await c.cmd(`AUTH PLAIN ${Buffer.from('\0shop\0s3cret!').toString('base64')}`), /^235 /);
+  const send = async (data: string): Promise<string> => {
+    assert.match(await c.cmd('MAIL FROM:<shop@example.org>'), /^250/);
+    assert.match(await c.cmd('RCPT TO:<ada@example.com>'), /^250/);
+    assert.match(await c.cmd('DATA'), /^354/);
+    c.write(data + '\r\n.\r\n');
+    return c.reply();
+  };
+  assert.match(await send(`Subject: long\r\n\r\n${'x'.repeat(999)}`), /^550 5\.6\.0 Message line longer than 998 octets/);
+  assert.match(await send(`Subject: ok\r\n\r\n${'x'.repeat(998)}`), /^250 /, '998 octets is the limit, not over it');
+  assert.match(await send('Subject: php mail()\nTo: ada@example.com\n\nbare LF lines\nfrom an app'), /^250 /, 'bare LF from an app is taken');
+  c.close();
+});
