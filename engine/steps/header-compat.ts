@@ -44,6 +44,14 @@ function parseJson(text: string): Record<string, unknown> | undefined {
   }
 }
 
+/** `k=v<sep>k2=v2` into `into` (X-Postino-Metadata uses `;`, X-SES-MESSAGE-TAGS `,`); pairs without `=` are skipped. */
+export function addPairs(into: Record<string, string>, value: string, sep: string): void {
+  for (const pair of value.split(sep)) {
+    const eq = pair.indexOf('=');
+    if (eq > 0) into[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+  }
+}
+
 export function scalar(v: unknown): string {
   if (v === null || v === undefined) return '';
   return typeof v === 'object' ? JSON.stringify(v) : String(v);
@@ -75,10 +83,7 @@ export const headerCompat: MessageStep = {
           c.metadata.ses_configuration_set = value;
           break;
         case 'x-ses-message-tags':
-          for (const pair of value.split(',')) {
-            const eq = pair.indexOf('=');
-            if (eq > 0) c.metadata[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
-          }
+          addPairs(c.metadata, value, ',');
           break;
         case 'x-pm-tag':
         case 'x-mailgun-tag':

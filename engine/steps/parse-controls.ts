@@ -12,7 +12,7 @@
  */
 import { fieldValue } from '../../common/mime-header.js';
 import { NEXT, type MessageContext, type MessageStep, type StepOutcome } from '../rewrap-context.js';
-import { scalar } from './header-compat.js';
+import { addPairs, scalar } from './header-compat.js';
 
 /** RFC 2822-ish limit for a list name we put into tokens and keys. */
 const MAX_LIST_NAME = 100;
@@ -37,10 +37,7 @@ export const parseControls: MessageStep = {
           if (value) c.tag = value;
           break;
         case 'x-postino-metadata':
-          for (const pair of value.split(';')) {
-            const eq = pair.indexOf('=');
-            if (eq > 0) c.metadata[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
-          }
+          addPairs(c.metadata, value, ';');
           break;
         case 'x-postino-track': {
           const words = value.toLowerCase().split(/[\s,]+/).filter(Boolean);
