@@ -22,6 +22,7 @@ import type { DeliveryMeta } from './delivery-record.js';
 import type { EventLog } from './event-log.js';
 import { scanMime, walkParts } from './mime-scan.js';
 import { rewrap } from './rewrap.js';
+import { fallbackMessageId } from './steps/missing-headers.js';
 import { MessageContext, type RewrapServices, type RewrapSettings } from './rewrap-context.js';
 
 export class RewrapWorker {
@@ -48,7 +49,7 @@ export class RewrapWorker {
     const now = this.clock();
     const source = await this.source(rec);
     const mime = await scanMime(source.stream(0, source.size));
-    const messageId = getHeader(mime.headers, 'message-id');
+    const messageId = getHeader(mime.headers, 'message-id') ?? (settings ? fallbackMessageId(rec.id, settings.hostname) : undefined);
     const base = { account, messageId, sender: envelope.mailFrom };
     if (!settings) {
       await this.finish(rec, [], envelope.rcptTo.map((r) => ({ ...base, type: 'rejected', queueId: rec.id, recipient: r, reason: `unknown account "${account}"` })), [], log);

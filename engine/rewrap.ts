@@ -21,6 +21,7 @@ import { headerCompat } from './steps/header-compat.js';
 import { headerHygiene } from './steps/header-hygiene.js';
 import { listUnsubscribe } from './steps/list-unsubscribe.js';
 import { mergeFields } from './steps/merge-fields.js';
+import { missingHeaders } from './steps/missing-headers.js';
 import { parseControls } from './steps/parse-controls.js';
 import { received } from './steps/received.js';
 import { recipients } from './steps/recipients.js';
@@ -32,7 +33,7 @@ import { tracking } from './steps/tracking.js';
 import { verp } from './steps/verp.js';
 
 export const MESSAGE_STEPS: readonly MessageStep[] = [headerCompat, parseControls, schedule, recipients];
-export const COPY_STEPS: readonly CopyStep[] = [split, suppression, verp, listUnsubscribe, footer, tracking, mergeFields, headerHygiene, received, render, dkim];
+export const COPY_STEPS: readonly CopyStep[] = [split, suppression, verp, listUnsubscribe, footer, tracking, mergeFields, headerHygiene, missingHeaders, received, render, dkim];
 
 export type RewrapResult =
   | { kind: 'rejected'; step: string; reason: string }
