@@ -8,7 +8,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { startUp, tempDir, upConfig } from '../helpers/postino.js';
 import { runPythonSender, type SendResult } from '../helpers/python-sender.js';
-import { waitForSink } from '../helpers/sink-reader.js';
+import { countDelivered } from '../helpers/sink-reader.js';
 
 test('SIGKILL mid-load loses no acknowledged message', { timeout: 240_000 }, async () => {
   const dataDir = tempDir('kill');
@@ -31,15 +31,7 @@ test('SIGKILL mid-load loses no acknowledged message', { timeout: 240_000 }, asy
 
   const again = await startUp(dataDir, config);
   try {
-    const sink = await waitForSink(path.join(dataDir, 'sink'), (m) => {
-      const have = new Set(m.map((x) => x.testId));
-      return acked.every((id) => have.has(id));
-    }, 120_000);
-    const counts = new Map<string, number>();
-    for (const m of sink) counts.set(m.testId!, (counts.get(m.testId!) ?? 0) + 1);
-    const lost = acked.filter((id) => !counts.has(id));
-    const duplicates = [...counts.values()].filter((c) => c > 1).reduce((a, c) => a + c - 1, 0);
-    const unacked = sink.length - duplicates - acked.length;
+    const { lost, duplicates, unacked } = await countDelivered(path.join(dataDir, 'sink'), acked, 120_000);
     console.log(`# durability: killed after ${killAfter} (target), ${acked.length} acknowledged, ${lost.length} lost, ${duplicates} duplicates, ${unacked} delivered without an ack`);
     assert.deepEqual(lost, [], 'no acknowledged message lost');
   } finally {

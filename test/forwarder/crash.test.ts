@@ -13,7 +13,7 @@ import { startSink } from '../../sink/capture-sink.js';
 import { admin, forwarderConfig, sleep, startForwarderProcess } from '../helpers/forwarder.js';
 import { tempDir } from '../helpers/postino.js';
 import { runPythonSender } from '../helpers/python-sender.js';
-import { waitForSink } from '../helpers/sink-reader.js';
+import { countDelivered } from '../helpers/sink-reader.js';
 
 const CYCLES = 20;
 
@@ -40,15 +40,8 @@ test(`SIGKILL ${CYCLES} times during load: zero acknowledged messages lost`, { t
     const acked = sender.results.filter((r) => r.ok).map((r) => r.testId);
     assert.ok(acked.length >= 100, `a real load: ${acked.length} acknowledged`);
 
-    const msgs = await waitForSink(sinkDir, (m) => {
-      const have = new Set(m.map((x) => x.testId));
-      return acked.every((id) => have.has(id));
-    }, 40_000);
-    const counts = new Map<string, number>();
-    for (const m of msgs) counts.set(m.testId!, (counts.get(m.testId!) ?? 0) + 1);
-    const lost = acked.filter((id) => !counts.has(id));
-    const duplicates = [...counts.values()].reduce((a, c) => a + c - 1, 0);
-    console.log(`# crash: ${CYCLES} kills (acked at each: ${killedAt.join(',')}), ${acked.length} acknowledged, ${lost.length} lost, ${duplicates} duplicates, ${counts.size - acked.filter((id) => counts.has(id)).length} delivered without an ack`);
+    const { lost, duplicates, unacked } = await countDelivered(sinkDir, acked, 40_000);
+    console.log(`# crash: ${CYCLES} kills (acked at each: ${killedAt.join(',')}), ${acked.length} acknowledged, ${lost.length} lost, ${duplicates} duplicates, ${unacked} delivered without an ack`);
     assert.deepEqual(lost, [], 'no acknowledged message lost');
 
     // Drained: the spool's disk use comes back near zero.

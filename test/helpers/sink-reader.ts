@@ -41,3 +41,30 @@ export async function waitForSink(dir: string, done: (m: SinkMessage[]) => boole
   }
   return msgs;
 }
+
+export interface DeliveryCount {
+  messages: SinkMessage[];
+  /** Acknowledged test ids missing from the sink. */
+  lost: string[];
+  /** Extra copies beyond the first of any test id. */
+  duplicates: number;
+  /** Distinct test ids in the sink that were never acknowledged (accepted as the client died). */
+  unacked: number;
+}
+
+/** Waits until every acknowledged test id is in the sink (or the timeout), then counts losses and duplicates. */
+export async function countDelivered(dir: string, acked: readonly string[], timeoutMs: number): Promise<DeliveryCount> {
+  const messages = await waitForSink(dir, (m) => {
+    const have = new Set(m.map((x) => x.testId));
+    return acked.every((id) => have.has(id));
+  }, timeoutMs);
+  const counts = new Map<string, number>();
+  for (const m of messages) counts.set(m.testId!, (counts.get(m.testId!) ?? 0) + 1);
+  const ackedSet = new Set(acked);
+  return {
+    messages,
+    lost: acked.filter((id) => !counts.has(id)),
+    duplicates: [...counts.values()].reduce((a, c) => a + c - 1, 0),
+    unacked: [...counts.keys()].filter((id) => !ackedSet.has(id)).length,
+  };
+}
