@@ -17,6 +17,7 @@
  */
 import type { Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
+import './dot-stuffing.js'; // nodemailer's DATA transparency without a JS loop per byte
 import type { Logger } from './log.js';
 
 export interface RelayClientOptions {

@@ -33,6 +33,10 @@ export interface StrictDataOptions {
   allowBareNewlines?: boolean;
 }
 
+function bareCr(): PostinoError {
+  return new PostinoError('BARE_NEWLINE', 'Bare CR in message data: lines must end with CRLF');
+}
+
 export class StrictDataCheck extends Transform {
   violation: PostinoError | undefined;
   private lastWasCr = false;
@@ -48,27 +52,50 @@ export class StrictDataCheck extends Transform {
     this.violation = e;
   }
 
+  /**
+   * Walks line breaks with Buffer#indexOf (memchr) rather than byte by byte:
+   * the check runs on every byte the relay takes, and a JS loop per byte was
+   * the intake's biggest CPU cost after parsing. Same verdicts, in the same
+   * order, as a per-byte walk (test/common/strict-data.test.ts compares both
+   * on random input and random chunking).
+   */
   private scan(chunk: Buffer): void {
-    let lastWasCr = this.lastWasCr;
+    const n = chunk.length;
+    let p = 0;
     let lineLength = this.lineLength;
-    for (let i = 0; i < chunk.length; i++) {
-      const b = chunk[i]!;
-      if (lastWasCr) {
-        lastWasCr = false;
-        lineLength = 0;
-        if (b === LF) continue;
-        if (!this.allowBare) return this.fail(new PostinoError('BARE_NEWLINE', 'Bare CR in message data: lines must end with CRLF'));
-      }
-      if (b === CR) {
-        lastWasCr = true;
-      } else if (b === LF) {
+    if (this.lastWasCr && n > 0) {
+      // A CR ended the previous chunk: it is a line end whatever follows.
+      this.lastWasCr = false;
+      lineLength = 0;
+      if (chunk[0] === LF) p = 1;
+      else if (!this.allowBare) return this.fail(bareCr());
+    }
+    let nextCr = chunk.indexOf(CR, p);
+    let nextLf = chunk.indexOf(LF, p);
+    while (p < n) {
+      if (nextCr !== -1 && nextCr < p) nextCr = chunk.indexOf(CR, p);
+      if (nextLf !== -1 && nextLf < p) nextLf = chunk.indexOf(LF, p);
+      const brk = nextCr === -1 ? nextLf : nextLf === -1 ? nextCr : Math.min(nextCr, nextLf);
+      lineLength += (brk === -1 ? n : brk) - p;
+      if (lineLength > MAX_LINE_OCTETS) return this.fail(new PostinoError('LINE_TOO_LONG', `Message line longer than ${MAX_LINE_OCTETS} octets`));
+      if (brk === -1) break;
+      if (brk === nextLf) {
+        // An LF reached here has no CR before it: a CRLF is consumed whole below.
         if (!this.allowBare) return this.fail(new PostinoError('BARE_NEWLINE', 'Bare LF in message data: lines must end with CRLF'));
         lineLength = 0;
-      } else if (++lineLength > MAX_LINE_OCTETS) {
-        return this.fail(new PostinoError('LINE_TOO_LONG', `Message line longer than ${MAX_LINE_OCTETS} octets`));
+        p = brk + 1;
+        continue;
       }
+      if (brk + 1 === n) {
+        this.lastWasCr = true; // decided by the next chunk's first byte, or by _flush
+        p = n;
+        break;
+      }
+      lineLength = 0;
+      if (chunk[brk + 1] === LF) p = brk + 2;
+      else if (!this.allowBare) return this.fail(bareCr());
+      else p = brk + 1;
     }
-    this.lastWasCr = lastWasCr;
     this.lineLength = lineLength;
   }
 
@@ -79,7 +106,7 @@ export class StrictDataCheck extends Transform {
 
   override _flush(cb: TransformCallback): void {
     // smtp-server keeps the CRLF before "." in the payload, so a CR here has no LF.
-    if (!this.violation && this.lastWasCr && !this.allowBare) this.fail(new PostinoError('BARE_NEWLINE', 'Bare CR in message data: lines must end with CRLF'));
+    if (!this.violation && this.lastWasCr && !this.allowBare) this.fail(bareCr());
     cb();
   }
 }

@@ -4,8 +4,8 @@ import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { StrictDataCheck } from '../../common/strict-data.js';
 
-async function check(chunks: string[]): Promise<{ out: string; code?: string }> {
-  const c = new StrictDataCheck();
+async function check(chunks: string[], allowBareNewlines = false): Promise<{ out: string; code?: string }> {
+  const c = new StrictDataCheck({ allowBareNewlines });
   let out = '';
   for await (const b of Readable.from(chunks.map((x) => Buffer.from(x, 'latin1'))).pipe(c)) out += (b as Buffer).toString('latin1');
   return { out, ...(c.violation ? { code: c.violation.code } : {}) };
@@ -28,4 +28,56 @@ test('998 octets per line pass, 999 do not, counted across chunks; nothing is pa
   const r = await check(['x'.repeat(500), 'x'.repeat(499) + '\r\n', 'after\r\n']);
   assert.equal(r.code, 'LINE_TOO_LONG');
   assert.equal(r.out, 'x'.repeat(500), 'only the chunk before the violation');
+});
+
+/** The byte-by-byte definition the indexOf walk must match: the verdict, and which chunk it falls in. */
+function reference(chunks: string[], allowBare: boolean): { out: string; code?: string } {
+  let lastWasCr = false;
+  let len = 0;
+  let out = '';
+  for (const chunk of chunks) {
+    for (const ch of chunk) {
+      if (lastWasCr) {
+        lastWasCr = false;
+        len = 0;
+        if (ch === '\n') continue;
+        if (!allowBare) return { out, code: 'BARE_NEWLINE' };
+      }
+      if (ch === '\r') lastWasCr = true;
+      else if (ch === '\n') {
+        if (!allowBare) return { out, code: 'BARE_NEWLINE' };
+        len = 0;
+      } else if (++len > 998) return { out, code: 'LINE_TOO_LONG' };
+    }
+    out += chunk;
+  }
+  return lastWasCr && !allowBare ? { out, code: 'BARE_NEWLINE' } : { out };
+}
+
+test('the indexOf walk gives the per-byte verdicts on random input and random chunking, in both modes', async () => {
+  // Seeded (mulberry32) so a failure can be replayed.
+  let seed = 0x5eed;
+  const rnd = (): number => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const pieces = ['\r\n', '\r\n', '\r\n', '\r', '\n', '.', 'x', 'x'.repeat(300), 'x'.repeat(997)];
+  for (let i = 0; i < 3000; i++) {
+    // Mostly clean CRLF text, so both long clean runs and single faults are covered.
+    const clean = rnd() < 0.5;
+    let text = '';
+    const parts = 1 + Math.floor(rnd() * 12);
+    for (let k = 0; k < parts; k++) text += clean ? ['x'.repeat(Math.floor(rnd() * 1000)), '\r\n', '.'][Math.floor(rnd() * 3)] + '\r\n' : pieces[Math.floor(rnd() * pieces.length)];
+    const chunks: string[] = [];
+    for (let at = 0; at < text.length; ) {
+      const size = 1 + Math.floor(rnd() * (rnd() < 0.3 ? 4 : 1200));
+      chunks.push(text.slice(at, at + size));
+      at += size;
+    }
+    for (const allowBare of [false, true]) {
+      assert.deepEqual(await check(chunks, allowBare), reference(chunks, allowBare), `case ${i} allowBare=${allowBare}: ${JSON.stringify(chunks).slice(0, 300)}`);
+    }
+  }
 });

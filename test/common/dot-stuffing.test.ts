@@ -1,0 +1,68 @@
+/* dot-stuffing.ts: the fast path sends exactly the bytes nodemailer's own DataStream sends. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import DataStream from 'nodemailer/lib/smtp-connection/data-stream';
+import { needsNoStuffing, nodemailerTransform } from '../../common/dot-stuffing.js';
+
+/** nodemailer's DataStream as shipped (the patched prototype is bypassed). */
+class Reference extends DataStream {
+  override _transform(chunk: Buffer, enc: BufferEncoding, done: () => void): void {
+    nodemailerTransform.call(this, chunk, enc, done);
+  }
+}
+
+async function run(stream: DataStream, chunks: Buffer[]): Promise<{ out: string; inBytes: number; outBytes: number }> {
+  const out: Buffer[] = [];
+  stream.on('data', (b: Buffer) => out.push(b));
+  const ended = new Promise((r) => stream.on('end', r));
+  for (const c of chunks) stream.write(c);
+  stream.end();
+  await ended;
+  return { out: Buffer.concat(out).toString('latin1'), inBytes: stream.inByteCount, outBytes: stream.outByteCount };
+}
+
+test('clean CRLF text passes the fast check; each kind of needed change is caught, also across chunk ends', () => {
+  const b = (s: string): Buffer => Buffer.from(s, 'latin1');
+  assert.equal(needsNoStuffing(b('a\r\nb\r\n'), false), true);
+  assert.equal(needsNoStuffing(b('a\r\nb\r'), false), true, 'a CR at the end waits for the next chunk');
+  assert.equal(needsNoStuffing(b('\nc\r\n'), 0x0d), true);
+  assert.equal(needsNoStuffing(b('.a\r\n'), false), false, 'dot at the start of the message');
+  assert.equal(needsNoStuffing(b('.a\r\n'), 0x0a), false, 'dot after the previous chunk ended a line');
+  assert.equal(needsNoStuffing(b('a\r\n.b\r\n'), false), false);
+  assert.equal(needsNoStuffing(b('a\nb\r\n'), false), false, 'bare LF');
+  assert.equal(needsNoStuffing(b('a\rb\r\n'), false), false, 'bare CR');
+  assert.equal(needsNoStuffing(b('b\r\n'), 0x0d), false, 'bare CR across chunks');
+  assert.equal(needsNoStuffing(b('\n.x'), 0x0d), false, 'dot after a CRLF split across chunks');
+});
+
+test('patched and original DataStream give identical bytes and counters on random input and chunking', async () => {
+  let seed = 0xd07;
+  const rnd = (): number => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const pieces = ['\r\n', '\r\n', '\r\n', '\r\n.', '\r', '\n', '.', '..', 'x', 'line of text'];
+  for (let i = 0; i < 2000; i++) {
+    let text = '';
+    const parts = Math.floor(rnd() * 40);
+    for (let k = 0; k < parts; k++) text += pieces[Math.floor(rnd() * pieces.length)];
+    const chunks: Buffer[] = [];
+    for (let at = 0; at < text.length; ) {
+      const size = 1 + Math.floor(rnd() * 12);
+      chunks.push(Buffer.from(text.slice(at, at + size), 'latin1'));
+      at += size;
+    }
+    const fast = await run(new DataStream(), chunks);
+    const ref = await run(new Reference(), chunks);
+    assert.deepEqual(fast, ref, `case ${i}: ${JSON.stringify(text)}`);
+  }
+});
+
+test('a 100 KB CRLF message goes through unchanged apart from the terminator', async () => {
+  const body = Buffer.from('x'.repeat(76) + '\r\n').subarray(0, 78);
+  const msg = Buffer.concat(Array.from({ length: 1300 }, () => body));
+  const r = await run(new DataStream(), [msg]);
+  assert.equal(r.out, msg.toString('latin1') + '.\r\n');
+});
