@@ -8,6 +8,8 @@
  * config_directory and queue under a temp dir, smtpd on a loopback port,
  * relayhost = an smtp-sink). Both answer 250 only after an fsync.
  *
+ * Each measured load follows an unmeasured warm-up of the same kind for both.
+ *
  * Accept latency: a probe client sends the same messages on one connection
  * during each load and times final dot → 250. Peak RSS: the forwarder
  * process's VmHWM (Postfix's is spread over many processes and not shown).
@@ -28,6 +30,7 @@ import { fmt, summarize } from './stats.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SESSIONS = 20;
+const WARMUP = 300;
 const LOADS = [
   { label: '2 KB', bytes: 2 * 1024, messages: 3000 },
   { label: '100 KB', bytes: 100 * 1024, messages: 1000 },
@@ -88,9 +91,10 @@ interface Result {
   p99: number;
 }
 
-async function load(port: number, bytes: number, messages: number): Promise<Result> {
+/** Runs smtp-source against port; with `probe`, a latency probe runs alongside. */
+async function load(port: number, bytes: number, messages: number, probe = true): Promise<Result> {
   let done = false;
-  const probe = latencyProbe(port, bytes, () => done);
+  const lat = probe ? latencyProbe(port, bytes, () => done) : Promise.resolve([0]);
   const t0 = performance.now();
   // Asynchronous: the probe runs in this process during the load.
   const src = spawn('smtp-source', ['-s', String(SESSIONS), '-l', String(bytes), '-m', String(messages), '-f', 'app@example.org', '-t', 'to@example.com', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -100,7 +104,7 @@ async function load(port: number, bytes: number, messages: number): Promise<Resu
   const secs = (performance.now() - t0) / 1000;
   done = true;
   if (code !== 0) throw new Error(`smtp-source failed: ${stderr}`);
-  const l = summarize(await probe);
+  const l = summarize(await lat);
   return { rate: messages / secs, p50: l.p50, p99: l.p99 };
 }
 
@@ -148,7 +152,11 @@ export async function benchForwarder(): Promise<void> {
     fwd = await startForwarder(path.join(base, 'forwarder'), fwdPort, fwdAdmin, fwdSinkPort);
     console.log(`smtp-source, ${SESSIONS} sessions, one message per connection, both relaying to smtp-sink:`);
     for (const l of LOADS) {
-      console.log(`  ${l.label} × ${l.messages}:`);
+      console.log(`  ${l.label} × ${l.messages} (after ${WARMUP} unmeasured, for each):`);
+      // Warm-up, not measured: Postfix's master forks its smtpd, cleanup and smtp
+      // processes on first use, and V8 compiles the forwarder's hot paths.
+      if (postfixOk) await load(pfPort, l.bytes, WARMUP, false);
+      await load(fwdPort, l.bytes, WARMUP, false);
       const p = postfixOk ? await load(pfPort, l.bytes, l.messages) : undefined;
       if (p) console.log(line('postfix', p));
       const f = await load(fwdPort, l.bytes, l.messages);

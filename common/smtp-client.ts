@@ -1,7 +1,7 @@
 /*
  * smtp-client.ts — send one message to the first of a list of SMTP relays that
- * answers, through nodemailer's pooled transport, and say exactly what happened
- * per recipient.
+ * answers, through a pool of nodemailer SMTP sessions (smtp-pool.ts), and say
+ * exactly what happened per recipient.
  *
  * Standards: RFC 5321 (client side), RFC 3207 (STARTTLS), RFC 3463 (enhanced
  * status codes, parsed from replies).
@@ -16,9 +16,9 @@
  * `messagesPerConnection` messages).
  */
 import type { Readable } from 'node:stream';
-import nodemailer from 'nodemailer';
 import './dot-stuffing.js'; // nodemailer's DATA transparency without a JS loop per byte
 import type { Logger } from './log.js';
+import { SmtpPool, type SmtpError } from './smtp-pool.js';
 
 export interface RelayClientOptions {
   urls: readonly string[];
@@ -79,49 +79,39 @@ export function parseReply(text: string | undefined, fallbackCode?: number): Smt
   return { code, enhanced, response: t };
 }
 
-interface NodemailerError extends Error {
-  code?: string;
-  response?: string;
-  responseCode?: number;
-  rejectedErrors?: Array<NodemailerError & { recipient?: string }>;
-}
+type NodemailerError = SmtpError;
 
 function recipientFailures(errs: NodemailerError['rejectedErrors']): RecipientFailure[] {
   return (errs ?? []).map((e) => ({ recipient: e.recipient ?? '', ...parseReply(e.response, e.responseCode) }));
 }
 
-export type Transport = ReturnType<typeof nodemailer.createTransport>;
+export type Transport = SmtpPool;
 
 /** What one pooled transport needs; `RelayClientOptions` minus the URL list. */
 export type TransportOptions = Omit<RelayClientOptions, 'urls'>;
 
-/** A nodemailer pooled transport for one relay URL (user:pass in the URL turns AUTH on). */
+/** A pool of SMTP sessions to one relay URL (user:pass in the URL turns AUTH on). */
 export function makeTransport(urlText: string, o: TransportOptions): Transport {
   const url = new URL(urlText);
   const secure = url.protocol === 'smtps:';
   const user = decodeURIComponent(url.username);
-  return nodemailer.createTransport({
-    pool: true,
+  return new SmtpPool({
     host: url.hostname.replace(/^\[|\]$/g, ''),
     port: Number(url.port || (secure ? 465 : 25)),
     secure,
-    requireTLS: !secure && o.requireTls,
-    ignoreTLS: false,
+    requireTls: o.requireTls,
     name: o.clientName,
     localAddress: o.localAddress,
     auth: user ? { user, pass: decodeURIComponent(url.password) } : undefined,
     maxConnections: o.maxConnections,
     maxMessages: o.messagesPerConnection,
-    connectionTimeout: o.timeoutMs,
-    greetingTimeout: o.timeoutMs,
-    socketTimeout: o.timeoutMs,
+    timeoutMs: o.timeoutMs,
     tls: {
       rejectUnauthorized: o.verifyCertificate,
       ca: o.ca,
       servername: o.serverName ?? undefined,
       minVersion: 'TLSv1.2',
     },
-    logger: false,
   });
 }
 
@@ -132,17 +122,11 @@ export type AttemptResult = { kind: 'sent'; outcome: SendOutcome } | { kind: 'un
  * One transaction on one transport. A reply (4xx/5xx) throws SendFailure;
  * a failure before any reply is returned as `unreachable` so the caller can try elsewhere.
  */
-export async function sendVia(url: string, transport: Transport, envelope: { from: string; to: string[] }, body: Readable): Promise<AttemptResult> {
+export async function sendVia(url: string, transport: Transport, envelope: { from: string; to: string[] }, openBody: () => Promise<Readable>): Promise<AttemptResult> {
   try {
-    const info = (await transport.sendMail({ envelope, raw: body })) as {
-      accepted: string[];
-      rejected: string[];
-      rejectedErrors?: NodemailerError['rejectedErrors'];
-      response: string;
-    };
+    const info = await transport.send(envelope, openBody);
     return { kind: 'sent', outcome: { relay: url, accepted: info.accepted.map(String), rejected: recipientFailures(info.rejectedErrors), reply: parseReply(info.response, 250) } };
   } catch (e) {
-    body.destroy();
     const err = e as NodemailerError;
     // A failed STARTTLS or AUTH is about the session, not this message: like Postfix
     // (TLS required but not offered, smtp_sasl_auth_soft_bounce) try the next relay, then defer.
@@ -171,7 +155,7 @@ export class RelayClient {
   async send(envelope: { from: string; to: string[] }, openBody: () => Promise<Readable>): Promise<SendOutcome> {
     let lastError: Error | undefined;
     for (const { url, transport } of this.transports) {
-      const r = await sendVia(url, transport, envelope, await openBody());
+      const r = await sendVia(url, transport, envelope, openBody);
       if (r.kind === 'sent') return r.outcome;
       this.log.warn({ relay: url, err: { code: r.error.code, message: r.error.message } }, 'relay unreachable, trying the next');
       lastError = r.error;

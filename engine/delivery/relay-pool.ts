@@ -118,7 +118,7 @@ export class RelayPool {
   async send(envelope: { from: string; to: string[] }, openBody: () => Promise<Readable>, pool: PoolChoice): Promise<SendOutcome> {
     let last: Error | undefined;
     for (const r of this.order()) {
-      const res = await sendVia(redactUrl(r.cfg.url), this.transport(r, pool), envelope, await openBody());
+      const res = await sendVia(redactUrl(r.cfg.url), this.transport(r, pool), envelope, openBody);
       if (res.kind === 'sent') {
         r.sent++;
         if (r.downUntil > 0) {

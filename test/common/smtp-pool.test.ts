@@ -1,0 +1,142 @@
+/*
+ * smtp-pool.ts against a real SMTP server (smtp-server, started here): session
+ * reuse and its limits, RSET after a refused envelope, the retry when the
+ * server closed an idle session, de-duplicated recipients, and errors that
+ * keep nodemailer's codes.
+ */
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { test } from 'node:test';
+import { SMTPServer, type SMTPServerSession } from 'smtp-server';
+import { SmtpPool, type SmtpError, type SmtpPoolOptions } from '../../common/smtp-pool.js';
+import { freePorts } from '../helpers/ports.js';
+
+interface Upstream {
+  port: number;
+  sessions: Set<string>;
+  maxConcurrent: number;
+  rcpts: string[][];
+  commands: string[];
+  dropIdle(): void;
+  close(): Promise<void>;
+}
+
+async function upstream(opts: { refuse?: string[]; delayMs?: number } = {}): Promise<Upstream> {
+  const sessions = new Set<string>();
+  const rcpts: string[][] = [];
+  const commands: string[] = [];
+  const sockets = new Set<import('node:net').Socket>();
+  let concurrent = 0;
+  const u: Upstream = {
+    port: 0,
+    sessions,
+    maxConcurrent: 0,
+    rcpts,
+    commands,
+    dropIdle: () => {
+      for (const s of sockets) s.destroy();
+    },
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    logger: false,
+    onConnect(session: SMTPServerSession, cb) {
+      sessions.add(session.id);
+      u.maxConcurrent = Math.max(u.maxConcurrent, ++concurrent);
+      cb();
+    },
+    onClose() {
+      concurrent--;
+    },
+    onMailFrom(address, _s, cb) {
+      commands.push(`MAIL ${address.address}`);
+      cb();
+    },
+    onRcptTo(address, _s, cb) {
+      if (opts.refuse?.includes(address.address)) return cb(Object.assign(new Error('5.1.1 unknown user'), { responseCode: 550 }));
+      cb();
+    },
+    onData(stream, session, cb) {
+      stream.resume();
+      stream.on('end', () => {
+        rcpts.push(session.envelope.rcptTo.map((r) => r.address));
+        setTimeout(() => cb(null, 'queued'), opts.delayMs ?? 0);
+      });
+    },
+  });
+  server.server.on('connection', (s: import('node:net').Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  const [port] = await freePorts(1);
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  u.port = port!;
+  return u;
+}
+
+function pool(port: number, o: Partial<SmtpPoolOptions> = {}): SmtpPool {
+  return new SmtpPool({ host: '127.0.0.1', port, secure: false, requireTls: false, name: 'pool.test', maxConnections: 2, maxMessages: 100, timeoutMs: 5_000, tls: {}, ...o });
+}
+
+const body = (): (() => Promise<Readable>) => async () => Readable.from([Buffer.from('Subject: t\r\n\r\nhello\r\n')]);
+const env = { from: 'a@example.org', to: ['b@example.com'] };
+
+test('sessions are reused up to maxMessages, and never more than maxConnections run at once', async () => {
+  const up = await upstream({ delayMs: 20 });
+  const p = pool(up.port, { maxConnections: 2, maxMessages: 3 });
+  try {
+    const infos = await Promise.all(Array.from({ length: 12 }, () => p.send(env, body())));
+    assert.ok(infos.every((i) => i.accepted[0] === 'b@example.com' && /^250/.test(i.response)));
+    assert.equal(up.rcpts.length, 12);
+    assert.equal(up.maxConcurrent, 2, 'at most two sessions at once');
+    assert.equal(up.sessions.size, 4, '12 messages, 3 per session');
+  } finally {
+    p.close();
+    await up.close();
+  }
+});
+
+test('a refused envelope keeps the session (RSET); recipients are de-duplicated', async () => {
+  const up = await upstream({ refuse: ['bad@example.com'] });
+  const p = pool(up.port, { maxConnections: 1 });
+  try {
+    await assert.rejects(p.send({ from: 'a@example.org', to: ['bad@example.com'] }, body()), (e: SmtpError) => e.code === 'EENVELOPE' && e.responseCode === 550 && e.rejectedErrors?.length === 1);
+    const info = await p.send({ from: '', to: ['b@example.com', 'b@example.com', 'bad@example.com'] }, body());
+    assert.deepEqual(info.accepted, ['b@example.com']);
+    assert.deepEqual(info.rejected, ['bad@example.com']);
+    assert.deepEqual(up.rcpts, [['b@example.com']], 'one RCPT for the duplicate address');
+    assert.deepEqual(up.commands, ['MAIL a@example.org', 'MAIL '], 'the null sender is sent as MAIL FROM:<>');
+    assert.equal(up.sessions.size, 1, 'the same session after the refusal');
+  } finally {
+    p.close();
+    await up.close();
+  }
+});
+
+test('a session the server dropped while idle is replaced without failing the message', async () => {
+  const up = await upstream();
+  const p = pool(up.port, { maxConnections: 1 });
+  try {
+    await p.send(env, body());
+    up.dropIdle();
+    await new Promise((r) => setTimeout(r, 100));
+    await p.send(env, body());
+    up.dropIdle();
+    await p.send(env, body()); // dropped without time for the pool to notice
+    assert.equal(up.rcpts.length, 3);
+    assert.equal(up.sessions.size, 3);
+  } finally {
+    p.close();
+    await up.close();
+  }
+});
+
+test('nobody listening: the error carries a connection code and no reply; a closed pool refuses', async () => {
+  const [port] = await freePorts(1);
+  const p = pool(port!);
+  await assert.rejects(p.send(env, body()), (e: SmtpError) => e.responseCode === undefined && typeof e.code === 'string');
+  p.close();
+  await assert.rejects(p.send(env, body()), /pool closed/);
+});
