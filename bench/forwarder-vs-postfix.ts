@@ -8,7 +8,9 @@
  * config_directory and queue under a temp dir, smtpd on a loopback port,
  * relayhost = an smtp-sink). Both answer 250 only after an fsync.
  *
- * Each measured load follows an unmeasured warm-up of the same kind for both.
+ * Each size: an unmeasured warm-up for both, then three rounds taking turns
+ * (Postfix, forwarder, Postfix, …), each started with both queues drained;
+ * the median round of each side is printed, with all rounds.
  *
  * Accept latency: a probe client sends the same messages on one connection
  * during each load and times final dot → 250. Peak RSS: the forwarder
@@ -31,6 +33,8 @@ import { fmt, summarize } from './stats.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SESSIONS = 20;
 const WARMUP = 300;
+/** Measured runs per side and size; the machine's own noise is ±10 % from run to run. */
+const ROUNDS = 3;
 const LOADS = [
   { label: '2 KB', bytes: 2 * 1024, messages: 3000 },
   { label: '100 KB', bytes: 100 * 1024, messages: 1000 },
@@ -108,6 +112,32 @@ async function load(port: number, bytes: number, messages: number, probe = true)
   return { rate: messages / secs, p50: l.p50, p99: l.p99 };
 }
 
+/** The round with the median rate (latencies from that same round). */
+function median(rs: Result[]): Result {
+  return [...rs].sort((a, b) => a.rate - b.rate)[Math.floor(rs.length / 2)]!;
+}
+
+async function waitUntil(cond: () => Promise<boolean> | boolean, timeoutMs = 120_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > until) throw new Error('queue did not drain');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** No queue file left in the instance's incoming, active or deferred queues. */
+function postfixQueueEmpty(dir: string): boolean {
+  const count = (d: string): number => (fs.existsSync(d) ? fs.readdirSync(d, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).length : 0);
+  return ['incoming', 'active', 'deferred', 'maildrop'].every((q) => count(path.join(dir, 'spool', q)) === 0);
+}
+
+async function forwarderQueueEmpty(adminPort: number, dataDir: string): Promise<boolean> {
+  const token = fs.readFileSync(path.join(dataDir, 'secrets', 'admin-token'), 'utf8').trim();
+  const r = await fetch(`http://127.0.0.1:${adminPort}/status`, { headers: { authorization: `Bearer ${token}` } });
+  const s = (await r.json()) as { queued: number; inFlight: number };
+  return s.queued === 0 && s.inFlight === 0;
+}
+
 function peakRssMiB(pid: number): number {
   const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = Number(/^VmHWM:\s+(\d+) kB/m.exec(s)?.[1] ?? 0);
@@ -151,16 +181,32 @@ export async function benchForwarder(): Promise<void> {
     }
     fwd = await startForwarder(path.join(base, 'forwarder'), fwdPort, fwdAdmin, fwdSinkPort);
     console.log(`smtp-source, ${SESSIONS} sessions, one message per connection, both relaying to smtp-sink:`);
+    const drained = {
+      postfix: () => waitUntil(() => postfixQueueEmpty(pf!.dir)),
+      forwarder: () => waitUntil(() => forwarderQueueEmpty(fwdAdmin, path.join(base, 'forwarder'))),
+    };
     for (const l of LOADS) {
-      console.log(`  ${l.label} × ${l.messages} (after ${WARMUP} unmeasured, for each):`);
+      console.log(`  ${l.label} × ${l.messages}, ${ROUNDS} rounds taking turns, median (each after ${WARMUP} unmeasured, queues drained before each run):`);
       // Warm-up, not measured: Postfix's master forks its smtpd, cleanup and smtp
       // processes on first use, and V8 compiles the forwarder's hot paths.
       if (postfixOk) await load(pfPort, l.bytes, WARMUP, false);
       await load(fwdPort, l.bytes, WARMUP, false);
-      const p = postfixOk ? await load(pfPort, l.bytes, l.messages) : undefined;
-      if (p) console.log(line('postfix', p));
-      const f = await load(fwdPort, l.bytes, l.messages);
-      console.log(line('forwarder', f));
+      const ps: Result[] = [];
+      const fs_: Result[] = [];
+      for (let round = 0; round < ROUNDS; round++) {
+        if (postfixOk) {
+          await drained.postfix();
+          await drained.forwarder();
+          ps.push(await load(pfPort, l.bytes, l.messages));
+        }
+        await drained.postfix();
+        await drained.forwarder();
+        fs_.push(await load(fwdPort, l.bytes, l.messages));
+      }
+      const p = ps.length ? median(ps) : undefined;
+      const f = median(fs_);
+      if (p) console.log(line('postfix', p) + `   (rounds: ${ps.map((r) => fmt(r.rate, 0)).join(', ')})`);
+      console.log(line('forwarder', f) + `   (rounds: ${fs_.map((r) => fmt(r.rate, 0)).join(', ')})`);
       if (p) console.log(`    ratio forwarder/postfix: ${fmt(f.rate / p.rate, 2)}`);
     }
     console.log(`  forwarder peak RSS: ${peakRssMiB(fwd.pid!)} MiB`);

@@ -131,3 +131,29 @@ test('waitForWork wakes on enqueue instead of sleeping out its timeout', async (
   assert.ok(Date.now() - t0 < 2_000);
   await store.close();
 });
+
+test('a message that lands behind the lease scan cursor is still leased: at once when nothing is ahead, within 250 ms otherwise', async () => {
+  let now = 5_000_000;
+  const { store, q } = await open(tempDir('q-cursor'), () => now);
+  for (let n = 0; n < 3; n++) await q.enqueue({ meta: { n }, body: Buffer.from('x'), due: now - 10 + n });
+  const first = await q.lease(3, 60_000); // the cursor now sits at the third due key
+  assert.deepEqual(first.map((r) => r.meta.n), [0, 1, 2]);
+  // A due time before the cursor (a late commit or a clock step back) with nothing after it:
+  await q.enqueue({ meta: { n: 3 }, body: Buffer.from('x'), due: now - 100 });
+  assert.deepEqual((await q.lease(5, 60_000)).map((r) => r.meta.n), [3], 'found by the fallback scan from the start');
+  // One behind the cursor while others keep arriving ahead of it: those first, the straggler once the full-scan interval is up.
+  now += 1;
+  await q.enqueue({ meta: { n: 4 }, body: Buffer.from('x'), due: now });
+  assert.deepEqual((await q.lease(1, 60_000)).map((r) => r.meta.n), [4]);
+  const fullScanDue = now + 250;
+  await q.enqueue({ meta: { n: 5 }, body: Buffer.from('x'), due: now - 1_000 });
+  for (const n of [6, 7, 8, 9]) await q.enqueue({ meta: { n }, body: Buffer.from('x'), due: now });
+  const order: Array<{ n: number; at: number }> = [];
+  for (let i = 0; i < 6; i++) {
+    for (const r of await q.lease(1, 60_000)) order.push({ n: r.meta.n, at: now });
+    now += 100;
+  }
+  assert.deepEqual(order.map((o) => o.n), [6, 7, 8, 5, 9]);
+  assert.ok(order.find((o) => o.n === 5)!.at <= fullScanDue + 100, 'the straggler waited no longer than the interval (plus one step)');
+  await store.close();
+});
