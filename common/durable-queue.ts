@@ -304,8 +304,7 @@ export class DurableQueue<M> {
       this.scanFrom = undefined;
       return this.dueKeys(now, max);
     }
-    if (keys.length > 0) this.scanFrom = keys[keys.length - 1];
-    else this.scanFrom = undefined;
+    this.scanFrom = keys.at(-1);
     return keys;
   }
 

@@ -79,9 +79,7 @@ export function parseReply(text: string | undefined, fallbackCode?: number): Smt
   return { code, enhanced, response: t };
 }
 
-type NodemailerError = SmtpError;
-
-function recipientFailures(errs: NodemailerError['rejectedErrors']): RecipientFailure[] {
+function recipientFailures(errs: SmtpError['rejectedErrors']): RecipientFailure[] {
   return (errs ?? []).map((e) => ({ recipient: e.recipient ?? '', ...parseReply(e.response, e.responseCode) }));
 }
 
@@ -127,7 +125,7 @@ export async function sendVia(url: string, transport: Transport, envelope: { fro
     const info = await transport.send(envelope, openBody);
     return { kind: 'sent', outcome: { relay: url, accepted: info.accepted.map(String), rejected: recipientFailures(info.rejectedErrors), reply: parseReply(info.response, 250) } };
   } catch (e) {
-    const err = e as NodemailerError;
+    const err = e as SmtpError;
     // A failed STARTTLS or AUTH is about the session, not this message: like Postfix
     // (TLS required but not offered, smtp_sasl_auth_soft_bounce) try the next relay, then defer.
     const sessionSetup = err.code === 'ETLS' || err.code === 'EAUTH';
