@@ -89,9 +89,16 @@ function padDue(due: number): string {
   return Math.max(0, Math.floor(due)).toString().padStart(DUE_WIDTH, '0');
 }
 
-export interface QueueOptions {
+export interface QueueOptions<M> {
   inlineMaxBytes?: number;
   clock?: () => number;
+  /**
+   * Counts waiting (not leased) records for which this is true, kept up to date
+   * on open, lease, nack and remove so a status page does not read the whole
+   * queue (the forwarder's "deferred": given back with an error). Evaluated on
+   * records given back and on open; a new record is never counted.
+   */
+  tally?: (rec: QueueRecord<M>) => boolean;
 }
 
 export class DurableQueue<M> {
@@ -105,19 +112,24 @@ export class DurableQueue<M> {
   private scanFrom: string | undefined;
   private fullScanAt = 0;
   private _size = 0;
+  private _tallied = 0;
+  /** tally() of each record between nackOps and nacked. */
+  private readonly nackTally = new Map<string, boolean>();
+  private readonly tally: ((rec: QueueRecord<M>) => boolean) | undefined;
 
   private constructor(
     readonly store: Store,
     readonly name: string,
-    opts: QueueOptions,
+    opts: QueueOptions<M>,
   ) {
     this.prefix = `q!${name}!`;
     this.inlineMax = opts.inlineMaxBytes ?? DEFAULT_INLINE_MAX_BYTES;
     this.now = opts.clock ?? Date.now;
+    this.tally = opts.tally;
   }
 
   /** Opens the queue: counts messages and returns crashed leases to the due index. */
-  static async open<M>(store: Store, name: string, opts: QueueOptions = {}): Promise<DurableQueue<M>> {
+  static async open<M>(store: Store, name: string, opts: QueueOptions<M> = {}): Promise<DurableQueue<M>> {
     const q = new DurableQueue<M>(store, name, opts);
     await q.recover();
     return q;
@@ -125,6 +137,11 @@ export class DurableQueue<M> {
 
   get size(): number {
     return this._size;
+  }
+
+  /** Waiting records that satisfy `QueueOptions.tally` (0 without one). */
+  get tallied(): number {
+    return this._tallied;
   }
 
   private mKey(id: string): string {
@@ -150,6 +167,7 @@ export class DurableQueue<M> {
         rec.leasedUntil = 0;
         ops.push(...this.recordOps(rec));
       }
+      if (this.tally?.(rec)) this._tallied++;
     }
     this._size = count;
     await this.store.commit(ops, { sync: true });
@@ -317,6 +335,7 @@ export class DurableQueue<M> {
     const ops: BatchOp[] = [];
     const out: QueueRecord<M>[] = [];
     const until = now + visibilityMs;
+    let untallied = 0;
     values.forEach((v, i) => {
       const key = keys[i]!;
       if (!v) {
@@ -324,6 +343,7 @@ export class DurableQueue<M> {
         return;
       }
       const rec = JSON.parse(v.toString('utf8')) as QueueRecord<M>;
+      if (rec.leasedUntil === 0 && this.tally?.(rec)) untallied++;
       ops.push({ type: 'del', key });
       rec.due = until;
       rec.leasedUntil = until;
@@ -333,6 +353,7 @@ export class DurableQueue<M> {
       out.push(rec);
     });
     await this.store.commit(ops, { sync: false });
+    this._tallied -= untallied;
     return out;
   }
 
@@ -377,11 +398,14 @@ export class DurableQueue<M> {
   /** Ops that give a leased message back (see `nack`); commit them in any batch, then call `nacked`. */
   nackOps(rec: QueueRecord<M>, due: number, meta?: M): BatchOp[] {
     const next: QueueRecord<M> = { ...rec, due, leasedUntil: 0, meta: meta ?? rec.meta };
+    if (this.tally) this.nackTally.set(rec.id, this.tally(next));
     return [{ type: 'del', key: this.dKey(rec.due, rec.id) }, ...this.recordOps(next)];
   }
 
   /** Completes a give-back done through `nackOps`. */
   nacked(rec: QueueRecord<M>): void {
+    if (this.nackTally.get(rec.id)) this._tallied++;
+    this.nackTally.delete(rec.id);
     this.leases.delete(rec.id);
     this.wake();
   }
@@ -405,6 +429,7 @@ export class DurableQueue<M> {
     if (!rec || rec.leasedUntil > 0 || this.leases.has(id)) return false;
     await this.store.commit(this.removeOps(rec), { sync: true });
     await this.removed(rec);
+    if (this.tally?.(rec)) this._tallied--;
     return true;
   }
 
@@ -439,7 +464,15 @@ export class DurableQueue<M> {
     return undefined;
   }
 
-  /** Iterates every record (for status pages and admin listings). */
+  /** The record with the smallest id: the oldest, as ids from newQueueId start with the enqueue time. One seek. */
+  async oldest(): Promise<QueueRecord<M> | undefined> {
+    for await (const [, v] of this.store.db.iterator({ gte: `${this.prefix}m!`, lt: `${this.prefix}m~`, limit: 1 })) {
+      return JSON.parse(v.toString('utf8')) as QueueRecord<M>;
+    }
+    return undefined;
+  }
+
+  /** Iterates every record (for admin listings). */
   async *records(): AsyncGenerator<QueueRecord<M>> {
     for await (const [, v] of this.store.db.iterator({ gte: `${this.prefix}m!`, lt: `${this.prefix}m~` })) {
       yield JSON.parse(v.toString('utf8')) as QueueRecord<M>;

@@ -28,7 +28,7 @@ import { stampSpoolId } from '../common/spool-id.js';
 import { Store } from '../common/store.js';
 import { TokenBucket } from '../common/token-bucket.js';
 import { WorkerLoop } from '../common/worker-loop.js';
-import { createAdminApi, queueGauges, type StatusSource } from './admin-api.js';
+import { createAdminApi, queueGauges, triedAndDeferred, type StatusSource } from './admin-api.js';
 import { buildDsn, readHeaderSection } from './dsn.js';
 import { KillSwitch } from './kill-switch.js';
 import { ForwarderMetrics } from './metrics.js';
@@ -64,7 +64,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   const token = resolveSecret(rt.dataDir, 'admin-token', cfg.admin.tokenEnv, rt.env);
   const users = passwordsOf(rt);
   const store = await Store.open(path.join(rt.dataDir, 'forwarder'));
-  const spool = await DurableQueue.open<SpoolMeta>(store, 'spool');
+  const spool = await DurableQueue.open<SpoolMeta>(store, 'spool', { tally: triedAndDeferred });
   const killSwitch = await KillSwitch.load(store, log);
 
   const client = new RelayClient(

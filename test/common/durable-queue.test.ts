@@ -157,3 +157,37 @@ test('a message that lands behind the lease scan cursor is still leased: at once
   assert.ok(order.find((o) => o.n === 5)!.at <= fullScanDue + 100, 'the straggler waited no longer than the interval (plus one step)');
   await store.close();
 });
+
+test('tally: waiting records given back with an error are counted through lease, nack, remove and reopen; oldest is one seek', async () => {
+  type M = { n: number; err?: string };
+  const dir = tempDir('q-tally');
+  let now = 7_000_000;
+  const opts = { clock: () => now, tally: (r: { meta: M }) => r.meta.err !== undefined };
+  let store = await Store.open(dir);
+  let q = await DurableQueue.open<M>(store, 'test', opts);
+  const recs = [];
+  for (let n = 0; n < 4; n++) {
+    recs.push(await q.enqueue({ meta: { n }, body: Buffer.from('x') }));
+    now += 1;
+  }
+  assert.equal((await q.oldest())!.id, recs[0]!.id);
+  assert.equal(q.tallied, 0, 'new records are not counted');
+  const leased = await q.lease(4, 60_000);
+  await q.nack(leased[0]!, now + 10_000, { n: 0, err: '451' });
+  await q.nack(leased[1]!, now, { n: 1, err: '451' });
+  await q.nack(leased[2]!, now); // given back without an error: not counted
+  assert.equal(q.tallied, 2);
+  const again = await q.lease(4, 60_000); // only n=1 and n=2 are due
+  assert.deepEqual(again.map((r) => r.meta.n).sort(), [1, 2]);
+  assert.equal(q.tallied, 1, 'a leased record is in flight, not deferred');
+  assert.equal(await q.remove(recs[0]!.id), true);
+  assert.equal(q.tallied, 0);
+  await store.close();
+  // Reopen as after a crash: the leases are void, n=1 (with its error) is waiting again.
+  store = await Store.open(dir);
+  q = await DurableQueue.open<M>(store, 'test', opts);
+  assert.equal(q.size, 3);
+  assert.equal(q.tallied, 1);
+  assert.equal((await q.oldest())!.meta.n, 1, 'n=0 was removed');
+  await store.close();
+});
