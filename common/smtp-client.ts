@@ -121,10 +121,18 @@ export type AttemptResult = { kind: 'sent'; outcome: SendOutcome } | { kind: 'un
  * a failure before any reply is returned as `unreachable` so the caller can try elsewhere.
  */
 export async function sendVia(url: string, transport: Transport, envelope: { from: string; to: string[] }, openBody: () => Promise<Readable>): Promise<AttemptResult> {
+  // A body that cannot be read is our failure, not the relay's: it propagates as is.
+  let bodyError: { e: unknown } | undefined;
+  const open = (): Promise<Readable> =>
+    openBody().catch((e: unknown) => {
+      bodyError = { e };
+      throw e;
+    });
   try {
-    const info = await transport.send(envelope, openBody);
+    const info = await transport.send(envelope, open);
     return { kind: 'sent', outcome: { relay: url, accepted: info.accepted.map(String), rejected: recipientFailures(info.rejectedErrors), reply: parseReply(info.response, 250) } };
   } catch (e) {
+    if (bodyError) throw bodyError.e;
     const err = e as SmtpError;
     // A failed STARTTLS or AUTH is about the session, not this message: like Postfix
     // (TLS required but not offered, smtp_sasl_auth_soft_bounce) try the next relay, then defer.

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { SMTPServer, type SMTPServerSession } from 'smtp-server';
+import { sendVia } from '../../common/smtp-client.js';
 import { SmtpPool, type SmtpError, type SmtpPoolOptions } from '../../common/smtp-pool.js';
 import { freePorts } from '../helpers/ports.js';
 
@@ -139,4 +140,21 @@ test('nobody listening: the error carries a connection code and no reply; a clos
   await assert.rejects(p.send(env, body()), (e: SmtpError) => e.responseCode === undefined && typeof e.code === 'string');
   p.close();
   await assert.rejects(p.send(env, body()), /pool closed/);
+});
+
+test('a body that cannot be read is our error, not an unreachable relay; the session stays usable', async () => {
+  const up = await upstream();
+  const p = pool(up.port, { maxConnections: 1 });
+  try {
+    await p.send(env, body());
+    const missing = Object.assign(new Error('body of X is missing'), { code: 'ENOENT' });
+    await assert.rejects(sendVia('smtp://up', p, env, () => Promise.reject(missing)), (e) => e === missing);
+    const r = await sendVia('smtp://up', p, env, body());
+    assert.equal(r.kind, 'sent');
+    assert.equal(up.rcpts.length, 2);
+    assert.equal(up.sessions.size, 1);
+  } finally {
+    p.close();
+    await up.close();
+  }
 });
