@@ -178,9 +178,8 @@ export class SmtpPool {
       logger: false,
     });
     const s: Session = { conn, messages: 0, dead: false };
-    // Errors also reach the callback of what was running; the listener keeps an idle
-    // session's timeout or reset from becoming an unhandled 'error' event.
-    // A session in use hears of its errors through the transaction's callback.
+    // A session in use hears of its errors through the transaction's callback; this
+    // listener drops an idle one (timeout, reset) and keeps 'error' from going unhandled.
     const dropIfIdle = (): void => {
       if (this.idle.includes(s)) this.discard(s);
     };
