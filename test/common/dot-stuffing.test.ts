@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import DataStream from 'nodemailer/lib/smtp-connection/data-stream';
 import { needsNoStuffing, nodemailerTransform } from '../../common/dot-stuffing.js';
+import { randomChunks, seededRandom } from '../helpers/random.js';
 
 /** nodemailer's DataStream as shipped (the patched prototype is bypassed). */
 class Reference extends DataStream {
@@ -36,24 +37,13 @@ test('clean CRLF text passes the fast check; each kind of needed change is caugh
 });
 
 test('patched and original DataStream give identical bytes and counters on random input and chunking', async () => {
-  let seed = 0xd07;
-  const rnd = (): number => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rnd = seededRandom(0xd07);
   const pieces = ['\r\n', '\r\n', '\r\n', '\r\n.', '\r', '\n', '.', '..', 'x', 'line of text'];
   for (let i = 0; i < 2000; i++) {
     let text = '';
     const parts = Math.floor(rnd() * 40);
     for (let k = 0; k < parts; k++) text += pieces[Math.floor(rnd() * pieces.length)];
-    const chunks: Buffer[] = [];
-    for (let at = 0; at < text.length; ) {
-      const size = 1 + Math.floor(rnd() * 12);
-      chunks.push(Buffer.from(text.slice(at, at + size), 'latin1'));
-      at += size;
-    }
+    const chunks = randomChunks(text, () => 1 + Math.floor(rnd() * 12)).map((c) => Buffer.from(c, 'latin1'));
     const fast = await run(new DataStream(), chunks);
     const ref = await run(new Reference(), chunks);
     assert.deepEqual(fast, ref, `case ${i}: ${JSON.stringify(text)}`);

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { StrictDataCheck } from '../../common/strict-data.js';
+import { randomChunks, seededRandom } from '../helpers/random.js';
 
 async function check(chunks: string[], allowBareNewlines = false): Promise<{ out: string; code?: string }> {
   const c = new StrictDataCheck({ allowBareNewlines });
@@ -55,14 +56,7 @@ function reference(chunks: string[], allowBare: boolean): { out: string; code?: 
 }
 
 test('the indexOf walk gives the per-byte verdicts on random input and random chunking, in both modes', async () => {
-  // Seeded (mulberry32) so a failure can be replayed.
-  let seed = 0x5eed;
-  const rnd = (): number => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rnd = seededRandom(0x5eed);
   const pieces = ['\r\n', '\r\n', '\r\n', '\r', '\n', '.', 'x', 'x'.repeat(300), 'x'.repeat(997)];
   for (let i = 0; i < 3000; i++) {
     // Mostly clean CRLF text, so both long clean runs and single faults are covered.
@@ -70,12 +64,7 @@ test('the indexOf walk gives the per-byte verdicts on random input and random ch
     let text = '';
     const parts = 1 + Math.floor(rnd() * 12);
     for (let k = 0; k < parts; k++) text += clean ? ['x'.repeat(Math.floor(rnd() * 1000)), '\r\n', '.'][Math.floor(rnd() * 3)] + '\r\n' : pieces[Math.floor(rnd() * pieces.length)];
-    const chunks: string[] = [];
-    for (let at = 0; at < text.length; ) {
-      const size = 1 + Math.floor(rnd() * (rnd() < 0.3 ? 4 : 1200));
-      chunks.push(text.slice(at, at + size));
-      at += size;
-    }
+    const chunks = randomChunks(text, () => 1 + Math.floor(rnd() * (rnd() < 0.3 ? 4 : 1200)));
     for (const allowBare of [false, true]) {
       assert.deepEqual(await check(chunks, allowBare), reference(chunks, allowBare), `case ${i} allowBare=${allowBare}: ${JSON.stringify(chunks).slice(0, 300)}`);
     }
