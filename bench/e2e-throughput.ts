@@ -16,7 +16,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import nodemailer from 'nodemailer';
 import { freePorts } from '../test/helpers/ports.js';
-import { postfixMissing, startPostfix } from '../test/helpers/postfix.js';
+import { startPostfix } from '../test/helpers/postfix.js';
+import { ensurePostfix } from './postfix-peer.js';
 import { CLI, tempDir, upConfig } from '../test/helpers/postino.js';
 import { readSecret } from '../common/secrets.js';
 import { fmt, summarize } from './stats.js';
@@ -187,7 +188,7 @@ async function benchPostfix(): Promise<{ rate: number; seconds: number; lat: { p
 }
 
 export async function benchE2e(): Promise<void> {
-  const missing = postfixMissing();
+  const missing = ensurePostfix();
   if (missing) {
     console.log(`skipped: ${missing}`);
     return;

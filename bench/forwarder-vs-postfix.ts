@@ -16,11 +16,11 @@
  * during each load and times final dot → 250. Peak RSS: the forwarder
  * process's VmHWM (Postfix's is spread over many processes and not shown).
  *
- * Needs Debian's postfix package (smtp-source, smtp-sink, postfix); running as
- * root (Postfix's master must start as root).
+ * Needs Debian's postfix package (smtp-source, smtp-sink, postfix), installed
+ * when missing (postfix-peer.ts), and root (Postfix's master must start as root).
  * Side effects: temp dirs under $TMPDIR, processes it starts and stops by pid.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -28,6 +28,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePorts, waitForPort } from '../test/helpers/ports.js';
 import { startPostfix, type Postfix } from '../test/helpers/postfix.js';
+import { ensurePostfix } from './postfix-peer.js';
 import { fmt, summarize } from './stats.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -158,11 +159,10 @@ function line(who: string, r: Result): string {
 }
 
 export async function benchForwarder(): Promise<void> {
-  for (const bin of ['smtp-source', 'smtp-sink', 'postfix']) {
-    if (spawnSync('sh', ['-c', `command -v ${bin}`]).status !== 0) {
-      console.log(`  skipped: ${bin} not found (apt-get install postfix; .ci/run does)`);
-      return;
-    }
+  const missing = ensurePostfix();
+  if (missing) {
+    console.log(`  skipped: ${missing}`);
+    return;
   }
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'postino-bench-fwd-'));
   fs.chmodSync(base, 0o755); // Postfix's daemons run as user postfix and must reach their queue

@@ -31,6 +31,7 @@ import { Store } from '../common/store.js';
 import { startListener } from '../listener/listener.js';
 import { freePorts } from '../test/helpers/ports.js';
 import { startPostfix } from '../test/helpers/postfix.js';
+import { ensurePostfix } from './postfix-peer.js';
 import { fmt, rssSampler } from './stats.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -70,8 +71,9 @@ async function withTls(port: number, caFile: string): Promise<Result> {
 }
 
 export async function benchListener(): Promise<void> {
-  if (!fs.existsSync('/usr/sbin/smtp-source') || !fs.existsSync('/usr/sbin/postfix')) {
-    console.log('SKIP: needs Debian postfix (smtp-source, postfix)');
+  const missing = ensurePostfix();
+  if (missing) {
+    console.log(`skipped: ${missing}`);
     return;
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'postino-bench-listener-'));
