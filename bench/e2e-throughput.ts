@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import nodemailer from 'nodemailer';
 import { freePorts } from '../test/helpers/ports.js';
 import { startPostfix } from '../test/helpers/postfix.js';
-import { ensurePostfix } from './postfix-peer.js';
+import { postfixReady } from './postfix-peer.js';
 import { CLI, tempDir, upConfig } from '../test/helpers/postino.js';
 import { readSecret } from '../common/secrets.js';
 import { fmt, summarize } from './stats.js';
@@ -188,11 +188,7 @@ async function benchPostfix(): Promise<{ rate: number; seconds: number; lat: { p
 }
 
 export async function benchE2e(): Promise<void> {
-  const missing = ensurePostfix();
-  if (missing) {
-    console.log(`skipped: ${missing}`);
-    return;
-  }
+  if (!postfixReady()) return;
   console.log(`${MESSAGES} messages of ${SIZE} bytes, ${SESSIONS} smtp-source sessions, one message per connection; forwarder.relay.maxConnections and engine.concurrency ${TUNED}`);
   const a = await benchPostino();
   console.log(`postino  forwarder→listener→engine→smtp-sink: ${fmt(a.rate)} msgs/s (${fmt(a.seconds)} s)  latency p50 ${fmt(a.lat.p50, 0)} ms  p99 ${fmt(a.lat.p99, 0)} ms  peak RSS ${fmt(a.rss)} MiB (all processes)`);

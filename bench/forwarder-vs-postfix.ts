@@ -23,12 +23,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePorts, waitForPort } from '../test/helpers/ports.js';
 import { startPostfix, type Postfix } from '../test/helpers/postfix.js';
-import { ensurePostfix } from './postfix-peer.js';
+import { postfixBenchDir } from './postfix-peer.js';
 import { fmt, summarize } from './stats.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -159,13 +158,8 @@ function line(who: string, r: Result): string {
 }
 
 export async function benchForwarder(): Promise<void> {
-  const missing = ensurePostfix();
-  if (missing) {
-    console.log(`  skipped: ${missing}`);
-    return;
-  }
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'postino-bench-fwd-'));
-  fs.chmodSync(base, 0o755); // Postfix's daemons run as user postfix and must reach their queue
+  const base = postfixBenchDir('fwd');
+  if (!base) return;
   const [pfPort, pfSinkPort, fwdPort, fwdAdmin, fwdSinkPort] = (await freePorts(5)) as [number, number, number, number, number];
   const sinks = [smtpSink(pfSinkPort), smtpSink(fwdSinkPort)];
   let pf: Postfix | undefined;

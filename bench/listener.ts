@@ -19,7 +19,6 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
@@ -31,7 +30,7 @@ import { Store } from '../common/store.js';
 import { startListener } from '../listener/listener.js';
 import { freePorts } from '../test/helpers/ports.js';
 import { startPostfix } from '../test/helpers/postfix.js';
-import { ensurePostfix } from './postfix-peer.js';
+import { postfixBenchDir } from './postfix-peer.js';
 import { fmt, rssSampler } from './stats.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -71,13 +70,8 @@ async function withTls(port: number, caFile: string): Promise<Result> {
 }
 
 export async function benchListener(): Promise<void> {
-  const missing = ensurePostfix();
-  if (missing) {
-    console.log(`skipped: ${missing}`);
-    return;
-  }
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'postino-bench-listener-'));
-  fs.chmodSync(dir, 0o755); // Postfix's processes (user postfix) must reach their folders
+  const dir = postfixBenchDir('listener');
+  if (!dir) return;
   const tlsPaths = await ensureDevTls(path.join(dir, 'tls'));
   fs.chmodSync(path.join(dir, 'tls'), 0o755);
   const rows: Array<[string, Result, Result]> = [];

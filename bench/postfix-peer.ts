@@ -9,6 +9,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -20,7 +21,7 @@ function missingBins(): string[] {
 }
 
 /** Undefined when Postfix is ready for a benchmark; else why it is not. */
-export function ensurePostfix(): string | undefined {
+function ensurePostfix(): string | undefined {
   if (missingBins().length === 0) return process.getuid?.() === 0 ? undefined : "postfix's master must start as root";
   if (process.getuid?.() !== 0) return `${missingBins().join(', ')} not found, and installing the postfix package needs root`;
   console.log('  installing Debian postfix with .ci/install-peers …');
@@ -28,4 +29,19 @@ export function ensurePostfix(): string | undefined {
   if (r.status !== 0) return `.ci/install-peers failed (exit ${r.status ?? r.signal})`;
   const still = missingBins();
   return still.length ? `${still.join(', ')} still missing after install` : undefined;
+}
+
+/** True when Postfix is ready; otherwise prints why the benchmark is skipped. */
+export function postfixReady(): boolean {
+  const missing = ensurePostfix();
+  if (missing) console.log(`  skipped: ${missing}`);
+  return !missing;
+}
+
+/** A temp folder that Postfix's daemons (user postfix) can reach, or undefined when the benchmark is skipped. */
+export function postfixBenchDir(name: string): string | undefined {
+  if (!postfixReady()) return undefined;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `postino-bench-${name}-`));
+  fs.chmodSync(dir, 0o755);
+  return dir;
 }
