@@ -25,12 +25,12 @@ import { DurableQueue } from '../common/durable-queue.js';
 import type { IntakeMeta } from '../common/intake-record.js';
 import { createLogger } from '../common/log.js';
 import { Store } from '../common/store.js';
-import type { DeliveryMeta } from '../engine/delivery-record.js';
-import { generateDkimKey } from '../engine/dkim-keys.js';
-import { EventLog } from '../engine/event-log.js';
+import type { DeliveryMeta } from '../engine/delivery/delivery-record.js';
+import { generateDkimKey } from '../engine/rewrap/dkim-keys.js';
+import { EventLog } from '../engine/events/event-log.js';
 import { RecipientDb } from '../engine/recipient-db.js';
-import { resolveRewrapSettings } from '../engine/rewrap-settings.js';
-import { RewrapWorker } from '../engine/rewrap-worker.js';
+import { resolveRewrapSettings } from '../engine/rewrap/settings.js';
+import { RewrapWorker } from '../engine/rewrap/worker.js';
 import { SuppressionList } from '../engine/suppression.js';
 import { fmt, rssSampler, summarize } from './stats.js';
 

@@ -3,7 +3,7 @@
  *
  * One JSON object per event with a strictly increasing `seq`. The engine writes
  * events in the same LevelDB batch as the state change they describe
- * (engine/event-log.ts), so the feed never shows an outcome that did not happen
+ * (engine/events/event-log.ts), so the feed never shows an outcome that did not happen
  * and never misses one that did.
  */
 

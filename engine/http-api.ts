@@ -10,7 +10,7 @@ import type { DurableQueue } from '../common/durable-queue.js';
 import { createHttpServer } from '../common/http-server.js';
 import type { IntakeMeta } from '../common/intake-record.js';
 import type { Logger } from '../common/log.js';
-import type { DeliveryMeta } from './delivery-record.js';
+import type { DeliveryMeta } from './delivery/delivery-record.js';
 
 export function createHostedApi(apiKey: string, intake: DurableQueue<IntakeMeta>, delivery: DurableQueue<DeliveryMeta>, log: Logger): FastifyInstance {
   const app = createHttpServer(apiKey, log);

@@ -21,7 +21,7 @@ import type { DurableQueue, QueueRecord } from '../common/durable-queue.js';
 import { PostinoError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { createHttpServer } from '../common/http-server.js';
-import type { RelayCounters } from '../common/relay-worker.js';
+import type { RelayCounters } from './relay-worker.js';
 import type { KillSwitch, KillSwitchState, Relaying } from './kill-switch.js';
 import type { ForwarderMetrics, QueueGauges } from './metrics.js';
 import type { SpoolMeta } from './spool-record.js';

@@ -11,7 +11,7 @@
  * Side effects: reads the queue's records (a scan; fine at a few 100k copies).
  */
 import type { DurableQueue } from '../../common/durable-queue.js';
-import type { DeliveryMeta } from '../delivery-record.js';
+import type { DeliveryMeta } from './delivery-record.js';
 import type { PauseState } from './kill-switch.js';
 import type { RelayStatus } from './relay-pool.js';
 import type { LaneStatus } from './scheduler.js';

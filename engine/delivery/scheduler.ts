@@ -30,7 +30,7 @@ import type { BackPressureRule, DeliveryConfig } from '../../common/config.js';
 import type { DurableQueue, QueueRecord } from '../../common/durable-queue.js';
 import type { Logger } from '../../common/log.js';
 import type { BatchOp } from '../../common/store.js';
-import type { DeliveryMeta } from '../delivery-record.js';
+import type { DeliveryMeta } from './delivery-record.js';
 import type { KillSwitch } from './kill-switch.js';
 import { recipientDomain, shapingFor, TokenBucket, type DomainShaping } from './shaping.js';
 

@@ -12,7 +12,7 @@
  * Side effects: none.
  */
 import type { AccountConfig, SourceAddressConfig } from '../../common/config.js';
-import type { Stream } from '../delivery-record.js';
+import type { Stream } from './delivery-record.js';
 
 type Weighted = { address: string; weight: number; current: number };
 

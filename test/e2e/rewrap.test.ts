@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { simpleParser } from 'mailparser';
-import { generateDkimKey } from '../../engine/dkim-keys.js';
+import { generateDkimKey } from '../../engine/rewrap/dkim-keys.js';
 import { verifyDkim } from '../helpers/dkim-verify.js';
 import { startUp, tempDir, upConfig } from '../helpers/postino.js';
 import { readSink, waitForSink } from '../helpers/sink-reader.js';

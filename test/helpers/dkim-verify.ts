@@ -1,6 +1,6 @@
 /* DKIM verification with mailauth (an independent implementation), against a key we serve from a fake DNS resolver. */
 import { createRequire } from 'node:module';
-import { dkimTxtValue } from '../../engine/dkim-keys.js';
+import { dkimTxtValue } from '../../engine/rewrap/dkim-keys.js';
 
 interface DkimResult {
   signingDomain: string;

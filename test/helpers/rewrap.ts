@@ -10,12 +10,12 @@ import { parseConfig } from '../../common/config.js';
 import { newQueueId } from '../../common/durable-queue.js';
 import type { Envelope } from '../../common/smtp-intake.js';
 import { Store } from '../../common/store.js';
-import { bufferSource } from '../../engine/body-source.js';
-import { scanMime, walkParts } from '../../engine/mime-scan.js';
+import { bufferSource } from '../../engine/rewrap/body-source.js';
+import { scanMime, walkParts } from '../../engine/rewrap/mime-scan.js';
 import { RecipientDb } from '../../engine/recipient-db.js';
-import { rewrap, type RewrapResult } from '../../engine/rewrap.js';
-import { MessageContext, type RewrapSettings } from '../../engine/rewrap-context.js';
-import { resolveRewrapSettings } from '../../engine/rewrap-settings.js';
+import { rewrap, type RewrapResult } from '../../engine/rewrap/pipeline.js';
+import { MessageContext, type RewrapSettings } from '../../engine/rewrap/context.js';
+import { resolveRewrapSettings } from '../../engine/rewrap/settings.js';
 import { SuppressionList } from '../../engine/suppression.js';
 
 export interface Env {

@@ -8,10 +8,11 @@ import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { hashPassword } from '../../common/password-hash.js';
 import { startTestListener, type TestListener } from '../helpers/listener.js';
-import { requirePeer } from '../helpers/peers.js';
+import { requirePeer, swaksSupports } from '../helpers/peers.js';
 
 const SWAKS = '/usr/bin/swaks';
-const skip = requirePeer('swaks', SWAKS);
+// The tests use STARTTLS (Net::SSLeay) and AUTH LOGIN: check both, not only the binary.
+const skip = requirePeer('swaks', SWAKS, [swaksSupports(SWAKS, 'TLS'), swaksSupports(SWAKS, 'Basic AUTH')]);
 let l: TestListener;
 
 before(async () => {

@@ -1,0 +1,172 @@
+/*
+ * cli.ts — the `postino` command (package.json bin → bin/postino.js → here):
+ * argument parsing and one small function per command.
+ *
+ *   postino up [--config F]                 forwarder + hosted + sink, one process each
+ *   postino forwarder|hosted|sink --config F   one component
+ *   postino forwarder status [--admin URL]  the forwarder's queue, readably
+ *   postino forwarder pause [--intake] | resume [--admin URL]   the kill-switch
+ *   postino hosted pause|resume|status [--account ID] [--api URL]
+ *                                           the engine's kill-switch and delivery queue
+ *   postino check-config F                  print every problem with its key path
+ *   postino dev-cert [--out DIR]            a development CA and localhost TLS pair
+ *   postino hash-password                   scrypt hash of the password on stdin (accounts[].listener.users)
+ *   postino dkim keygen <domain> [--selector S] [--out DIR]
+ *                                           a DKIM key (default <data>/secrets/dkim) and its DNS TXT record
+ *
+ * The data folder is $POSTINO_DATA (default ./data); it is read here, once, and
+ * passed down. Exit status: 0 ok, 1 runtime failure, 2 bad usage or bad config.
+ * Running components and signals: supervisor.ts. Status pages: printers.ts.
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { hashPassword } from '../common/password-hash.js';
+import { ensureDevTls, secretsDir } from '../common/secrets.js';
+import { generateDkimKey } from '../engine/rewrap/dkim-keys.js';
+import { apiCall, apiTarget, FORWARDER_ADMIN, HOSTED_API } from './api-client.js';
+import { dataDirOf, loadOrExit, UsageError } from './cli-support.js';
+import { formatForwarderStatus, formatHostedStatus, type HostedQueueBody } from './printers.js';
+import { runRole, up } from './supervisor.js';
+
+const USAGE = `usage:
+  postino up [--config F]
+  postino forwarder [--config F]
+  postino forwarder status [--admin URL]
+  postino forwarder pause [--intake] [--admin URL]
+  postino forwarder resume [--admin URL]
+  postino hosted [--config F]
+  postino hosted pause|resume [--account ID] [--api URL]
+  postino hosted status [--api URL]
+  postino sink [--config F]
+  postino check-config F
+  postino dev-cert [--out DIR]
+  postino hash-password   (reads the password from stdin)
+  postino dkim keygen <domain> [--selector S] [--out DIR]
+environment: POSTINO_DATA (data folder, default ./data)`;
+
+/** This file, as `up` starts it again for each child (see the end of the file). */
+const CLI_PATH = fileURLToPath(import.meta.url);
+
+async function forwarderCommand(sub: 'status' | 'pause' | 'resume', adminUrl: string | undefined, intake: boolean, env: NodeJS.ProcessEnv): Promise<void> {
+  const t = apiTarget(FORWARDER_ADMIN, adminUrl, env);
+  switch (sub) {
+    case 'status':
+      process.stdout.write(formatForwarderStatus(await apiCall(t, 'GET', '/status')));
+      return;
+    case 'pause':
+      await apiCall(t, 'POST', intake ? '/pause?intake=1' : '/pause');
+      process.stdout.write(intake ? 'paused: relaying stopped and new mail refused with 421\n' : 'paused: relaying stopped; intake keeps accepting and spooling\n');
+      return;
+    case 'resume':
+      await apiCall(t, 'POST', '/resume');
+      process.stdout.write('resumed: relaying (and intake) running\n');
+      return;
+  }
+}
+
+async function hostedCommand(sub: 'pause' | 'resume' | 'status', apiUrl: string | undefined, account: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
+  const t = apiTarget(HOSTED_API, apiUrl, env);
+  if (sub === 'status') {
+    process.stdout.write(formatHostedStatus(await apiCall<HostedQueueBody>(t, 'GET', '/api/queue')));
+    return;
+  }
+  const url = new URL(`/api/${sub}`, t.base);
+  if (account) url.searchParams.set('account', account);
+  const { paused } = await apiCall<{ paused: { global: boolean; accounts: string[] } }>(t, 'POST', url);
+  process.stdout.write(`delivery ${sub === 'pause' ? 'paused' : 'resumed'}${account ? ` for account ${account}` : ''}; paused now: global ${paused.global ? 'yes' : 'no'}, accounts [${paused.accounts.join(', ')}]\n`);
+}
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      admin: { type: 'string' },
+      intake: { type: 'boolean' },
+      api: { type: 'string' },
+      account: { type: 'string' },
+      out: { type: 'string' },
+      selector: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [cmd, sub, arg] = positionals;
+  if (values.help || !cmd) {
+    process.stdout.write(USAGE + '\n');
+    if (!cmd && !values.help) process.exitCode = 2;
+    return;
+  }
+  switch (cmd) {
+    case 'up':
+      return up(CLI_PATH, values.config, env);
+    case 'forwarder':
+      if (sub === 'status' || sub === 'pause' || sub === 'resume') return forwarderCommand(sub, values.admin, values.intake ?? false, env);
+      if (sub !== undefined) throw new UsageError(`unknown forwarder command "${sub}"`);
+      return runRole('forwarder', values.config, env);
+    case 'hosted':
+      if (sub === 'pause' || sub === 'resume' || sub === 'status') return hostedCommand(sub, values.api, values.account, env);
+      if (sub !== undefined) throw new UsageError(`unknown hosted command "${sub}"`);
+      return runRole(cmd, values.config, env);
+    case 'sink':
+      if (sub !== undefined) throw new UsageError(`unknown ${cmd} command "${sub}"`);
+      return runRole(cmd, values.config, env);
+    case 'check-config': {
+      const file = sub ?? values.config;
+      if (!file) throw new UsageError('check-config needs a file');
+      loadOrExit(file);
+      process.stdout.write(`${file}: ok\n`);
+      return;
+    }
+    case 'dev-cert': {
+      const p = await ensureDevTls(values.out ?? secretsDir(dataDirOf(env)));
+      process.stdout.write(`CA:   ${p.caFile}\ncert: ${p.certFile}\nkey:  ${p.keyFile}\n`);
+      return;
+    }
+    case 'hash-password': {
+      const chunks: Buffer[] = [];
+      for await (const c of process.stdin) chunks.push(c as Buffer);
+      const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+      if (!password) throw new UsageError('hash-password reads the password from stdin');
+      process.stdout.write((await hashPassword(password)) + '\n');
+      return;
+    }
+    case 'dkim': {
+      if (sub !== 'keygen' || !arg) throw new UsageError('usage: postino dkim keygen <domain> [--selector S] [--out DIR]');
+      if (!/^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/.test(arg)) throw new UsageError(`"${arg}" is not a domain name`);
+      const selector = values.selector ?? 'postino';
+      let k: ReturnType<typeof generateDkimKey>;
+      try {
+        k = generateDkimKey(values.out ?? path.join(secretsDir(dataDirOf(env)), 'dkim'), arg.toLowerCase(), selector);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        process.stderr.write(`postino: a key for ${arg.toLowerCase()} with selector ${selector} exists already; never overwritten (use another --selector to rotate)\n`);
+        process.exitCode = 1;
+        return;
+      }
+      process.stdout.write(
+        `private key: ${k.keyFile}\n` +
+          `config:      accounts[].engine.dkim = ${JSON.stringify({ domain: arg.toLowerCase(), selector, keyFile: k.keyFile })}\n` +
+          `DNS record:\n${k.record}\n`,
+      );
+      return;
+    }
+    default:
+      throw new UsageError(`unknown command "${cmd}"`);
+  }
+}
+
+export function run(): void {
+  main(process.argv.slice(2), process.env).catch((e: unknown) => {
+    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`postino: ${(e as Error).message}\n${USAGE}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`postino: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  });
+}
+
+// Started directly (as `up` does for its children) rather than through bin/postino.js.
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) run();

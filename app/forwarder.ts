@@ -1,0 +1,205 @@
+/*
+ * forwarder.ts — the appliance: SMTP intake → spool → relay worker → hosted
+ * listener, plus the kill-switch and the admin API.
+ *
+ * Data: <data>/forwarder/{db,blobs}. Config: the `forwarder` section.
+ * Relaying: nodemailer pool (relay.maxConnections connections, each reused for
+ * relay.messagesPerConnection messages), at most relay.maxMessagesPerSecond
+ * started per second (token bucket); every message carries X-Postino-Spool-Id
+ * (spool-id.ts) so the listener can drop a retry of a copy it already holds.
+ * Permanent failures become DSNs to the sender, spooled and relayed like any
+ * other message (dsn.ts). When the spool drains, LevelDB is compacted.
+ * Shutdown: stop SMTP intake (sessions in DATA finish), stop relaying (sends in
+ * progress finish), close the admin API, close LevelDB.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DurableQueue, type QueueRecord } from '../common/durable-queue.js';
+import { PostinoError } from '../common/errors.js';
+import { listenHttp } from '../common/http-server.js';
+import { IdleCompactor } from '../forwarder/idle-compactor.js';
+import { RelayWorker } from '../forwarder/relay-worker.js';
+import type { Component, Runtime } from '../common/runtime.js';
+import { resolveSecret, sameSecret } from '../common/secrets.js';
+import { RelayClient, type RecipientFailure } from '../common/smtp-client.js';
+import { startIntake } from '../common/smtp-intake.js';
+import { stampSpoolId } from '../common/spool-id.js';
+import { Store } from '../common/store.js';
+import { TokenBucket } from '../common/token-bucket.js';
+import { WorkerLoop } from '../common/worker-loop.js';
+import { createAdminApi, queueGauges, triedAndDeferred, type StatusSource } from '../forwarder/admin-api.js';
+import { buildDsn, readHeaderSection } from '../forwarder/dsn.js';
+import { KillSwitch } from '../forwarder/kill-switch.js';
+import { ForwarderMetrics } from '../forwarder/metrics.js';
+import type { SpoolMeta } from '../forwarder/spool-record.js';
+
+/** A relay transaction never legitimately takes this long; past it the message is retried. */
+const RELAY_VISIBILITY_MS = 10 * 60_000;
+/** Handlers per upstream connection: enough to keep nodemailer's pool busy between messages. */
+const HANDLERS_PER_CONNECTION = 4;
+/** Token bucket depth in seconds of rate: a tenth of a second, so the cap holds over short windows too. */
+const BURST_SECONDS = 0.1;
+
+export interface Forwarder extends Component {
+  smtpPort: number;
+  adminPort: number;
+  spool: DurableQueue<SpoolMeta>;
+}
+
+function passwordsOf(rt: Runtime): Map<string, string> {
+  const users = new Map<string, string>();
+  for (const u of rt.config.forwarder.smtp.auth.users) {
+    const pw = rt.env[u.passwordEnv];
+    if (!pw) throw new Error(`forwarder.smtp.auth.users: environment variable ${u.passwordEnv} (password of ${u.username}) is not set`);
+    users.set(u.username, pw);
+  }
+  return users;
+}
+
+export async function startForwarder(rt: Runtime): Promise<Forwarder> {
+  const cfg = rt.config.forwarder;
+  const log = rt.log;
+  const hostname = cfg.hostname ?? os.hostname();
+  const token = resolveSecret(rt.dataDir, 'admin-token', cfg.admin.tokenEnv, rt.env);
+  const users = passwordsOf(rt);
+  const store = await Store.open(path.join(rt.dataDir, 'forwarder'));
+  const spool = await DurableQueue.open<SpoolMeta>(store, 'spool', { tally: triedAndDeferred });
+  const killSwitch = await KillSwitch.load(store, log);
+
+  const client = new RelayClient(
+    {
+      urls: cfg.relay.urls,
+      requireTls: cfg.relay.requireTls,
+      verifyCertificate: cfg.relay.verifyCertificate,
+      ca: cfg.relay.caFile ? fs.readFileSync(cfg.relay.caFile, 'utf8') : undefined,
+      serverName: cfg.relay.serverName,
+      maxConnections: cfg.relay.maxConnections,
+      messagesPerConnection: cfg.relay.messagesPerConnection,
+      timeoutMs: cfg.relay.timeoutSeconds * 1000,
+      clientName: 'postino-forwarder',
+    },
+    log,
+  );
+
+  // Gauges are read at scrape time, when `source` (below) exists.
+  const metrics = new ForwarderMetrics(() => queueGauges(source));
+
+  /** 5xx or expiry: spool a DSN to the sender (never for <>), then the caller removes the original. */
+  async function onFailed(rec: QueueRecord<SpoolMeta>, failed: RecipientFailure[], reason: string): Promise<void> {
+    const sender = rec.meta.envelope.mailFrom;
+    const l = log.child({ queueId: rec.id });
+    l.warn({ event: 'bounced', sender, recipients: failed.map((f) => ({ recipient: f.recipient, code: f.code, enhanced: f.enhanced, response: f.response })), reason }, 'recipients failed for good');
+    if (sender === '') return; // a bounce of a bounce: RFC 5321 6.1 — drop, logged above
+    const originalHeaders = await readHeaderSection(await spool.openBody(rec));
+    const body = await buildDsn({ hostname, queueId: rec.id, sender, arrivalDate: new Date(rec.enqueuedAt), failed, reason, relay: rec.meta.lastError?.relay ?? cfg.relay.urls[0], originalHeaders });
+    const now = Date.now();
+    const dsn = await spool.enqueue({
+      meta: { envelope: { mailFrom: '', rcptTo: [sender], clientAddress: '', heloName: hostname, receivedAt: now, tls: false }, pending: [sender] },
+      body,
+    });
+    metrics.dsns.inc();
+    l.info({ event: 'dsn', dsnId: dsn.id, to: sender }, 'DSN queued for the sender');
+  }
+
+  const relay = new RelayWorker<SpoolMeta>(spool, client, cfg.retry, log, onFailed, Date.now, async (rec) => stampSpoolId(rec.id, await spool.openBody(rec)));
+  const compactor = new IdleCompactor(store, () => spool.size === 0, log);
+  const seen = { delivered: 0, deferred: 0, failed: 0 };
+  function syncCounters(): void {
+    const c = relay.counters;
+    for (; seen.delivered < c.delivered; seen.delivered++) metrics.markRelayed();
+    metrics.deferred.inc(c.deferred - seen.deferred);
+    metrics.failedRecipients.inc(c.failed - seen.failed);
+    seen.deferred = c.deferred;
+    seen.failed = c.failed;
+  }
+  const rate = cfg.relay.maxMessagesPerSecond;
+  const worker = new WorkerLoop<SpoolMeta>({
+    queue: spool,
+    concurrency: cfg.relay.maxConnections * HANDLERS_PER_CONNECTION,
+    visibilityMs: RELAY_VISIBILITY_MS,
+    rate: rate > 0 ? new TokenBucket(rate, Math.max(1, Math.ceil(rate * BURST_SECONDS))) : undefined,
+    handle: async (rec) => {
+      try {
+        await relay.handle(rec);
+      } finally {
+        syncCounters();
+        compactor.touched();
+      }
+    },
+    log,
+  });
+
+  const intake = await startIntake<SpoolMeta>({
+    name: 'forwarder',
+    host: cfg.smtp.host,
+    port: cfg.smtp.port,
+    maxSize: cfg.smtp.maxSize,
+    maxRecipients: cfg.smtp.maxRecipients,
+    greetingDelayMs: cfg.smtp.greetingDelayMs,
+    trustedNetworks: cfg.smtp.trustedNetworks,
+    allowNetworks: cfg.smtp.allowNetworks,
+    idleTimeoutMs: cfg.smtp.idleTimeoutSeconds * 1000,
+    queue: spool,
+    // Bare LF from apps is fine (relayed as CRLF); a line over 998 octets the listener would refuse: say so now.
+    strictData: { allowBareNewlines: true },
+    toMeta: (envelope) => ({ envelope, pending: envelope.rcptTo }),
+    policy: {
+      onConnect() {
+        if (killSwitch.intakePaused) throw new PostinoError('INTAKE_PAUSED', 'Intake paused by the operator, try again later');
+      },
+      onMailFrom() {
+        if (killSwitch.intakePaused) throw new PostinoError('INTAKE_PAUSED', 'Intake paused by the operator, try again later');
+      },
+    },
+    // Apps on the local network often cannot do TLS; AUTH there is an app identity, not the perimeter (allowNetworks is).
+    ...(users.size > 0
+      ? {
+          auth: {
+            allowInsecure: true,
+            async verify(username: string, password: string) {
+              if (!users.has(username) || !sameSecret(users.get(username)!, password)) {
+                log.warn({ event: 'auth-failed', user: username }, 'authentication failed');
+                throw new PostinoError('AUTH_FAILED', 'Authentication credentials invalid');
+              }
+              return username;
+            },
+          },
+        }
+      : {}),
+    authRequired: cfg.smtp.auth.required,
+    onAccepted: (_id, size) => {
+      metrics.accepted.inc();
+      metrics.acceptedBytes.inc(size);
+    },
+    log,
+  });
+
+  const source: StatusSource = {
+    spool,
+    counters: relay.counters,
+    inFlight: () => worker.active,
+    killSwitch,
+    relaying: worker,
+    metrics,
+    diskBytes: () => store.diskUsage(),
+    now: Date.now,
+  };
+  const admin = createAdminApi(token, source, log);
+  const adminPort = await listenHttp(admin, cfg.admin.host, cfg.admin.port, 'forwarder admin', log);
+  killSwitch.apply(worker);
+
+  return {
+    smtpPort: intake.port,
+    adminPort,
+    spool,
+    async close() {
+      await intake.close();
+      await worker.stop();
+      await compactor.close();
+      client.close();
+      await admin.close();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,73 @@
+/*
+ * printers.ts — the status pages of `postino forwarder status` and `postino
+ * hosted status`: one fact per line, `key  value`, so a person reads them and
+ * grep finds them.
+ */
+import type { DeliveryStatus } from '../engine/delivery/queue-status.js';
+
+export function duration(seconds: number): string {
+  if (seconds < 120) return `${seconds} s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+function rows(pairs: Array<[string, unknown]>, width: number): string[] {
+  return pairs.map(([k, v]) => `${k.padEnd(width)} ${String(v)}`);
+}
+
+/** The forwarder's GET /status, readably. */
+export function formatForwarderStatus(s: Record<string, unknown>): string {
+  const drain = s.estimatedDrainSeconds;
+  return (
+    rows(
+      [
+        ['relaying', s.paused ? `PAUSED since ${String(s.pausedSince)} (postino forwarder resume)` : 'running'],
+        ['intake', s.intakePaused ? 'PAUSED: new mail gets 421' : 'accepting'],
+        ['queued', s.queued],
+        ['inFlight', s.inFlight],
+        ['deferred', s.deferred],
+        ['delivered', s.delivered],
+        ['failed', s.failed],
+        ['oldestAge', duration(Number(s.oldestAgeSeconds))],
+        ['relayRate', `${String(s.relayRatePerSecond)} msg/s (last minute)`],
+        ['drainEstimate', drain === null ? 'unknown (paused or nothing relayed lately)' : duration(Number(drain))],
+        ['spoolDisk', `${(Number(s.spoolDiskBytes) / 1024).toFixed(1)} KiB`],
+      ],
+      14,
+    ).join('\n') + '\n'
+  );
+}
+
+export interface HostedQueueBody {
+  intake: number;
+  delivery: DeliveryStatus;
+}
+
+/** The hosted node's GET /api/queue like the forwarder's status, then domains and relays. */
+export function formatHostedStatus(body: HostedQueueBody): string {
+  const d = body.delivery;
+  const paused = d.paused.global ? 'yes (global)' : d.paused.accounts.length ? `accounts: ${d.paused.accounts.join(', ')}` : 'no';
+  const out = rows(
+    [
+      ['intake', body.intake],
+      ['delivery', d.total],
+      ['queued', d.states.queued],
+      ['ready', d.states.ready],
+      ['sending', d.states.sending],
+      ['deferred', d.states.deferred],
+      ['paused', paused],
+      ['oldestAgeSeconds', d.oldestAgeSeconds],
+      ['ratePerSecond', d.ratePerSecond],
+      ['estimatedDrainSeconds', d.estimatedDrainSeconds ?? 'unknown (no recent deliveries)'],
+      ...Object.entries(d.outcomes),
+    ],
+    22,
+  );
+  if (d.domains.length) {
+    out.push('', `${'domain'.padEnd(30)} ${'total'.padStart(7)} ${'ready'.padStart(7)} ${'sending'.padStart(7)} ${'deferred'.padStart(8)}`);
+    for (const x of d.domains.slice(0, 20)) out.push(`${x.domain.padEnd(30)} ${String(x.total).padStart(7)} ${String(x.ready).padStart(7)} ${String(x.sending).padStart(7)} ${String(x.deferred).padStart(8)}`);
+  }
+  for (const l of d.lanes) if (l.suspendedUntil || l.slowedUntil) out.push(`${l.domain}: ${l.suspendedUntil ? `suspended until ${l.suspendedUntil}` : `slowed until ${l.slowedUntil}`} (rule ${l.rule ?? '?'})`);
+  out.push('', ...d.relays.map((r) => `relay ${r.url} weight ${r.weight} ${r.up ? 'up' : `down until ${r.downUntil}`} sent ${r.sent}`));
+  return out.join('\n') + '\n';
+}

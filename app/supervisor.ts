@@ -1,0 +1,133 @@
+/*
+ * supervisor.ts — runs components: one role in this process until a stop
+ * signal (`postino forwarder|hosted|sink`), or all three as child processes
+ * (`postino up`).
+ *
+ * Signals: SIGINT/SIGTERM stop gracefully (stop accepting, finish in-flight
+ * transactions, close LevelDB); a second signal exits at once. SIGHUP makes the
+ * hosted listener re-read its TLS pair (`up` passes it on to the hosted child).
+ * Side effects: writes <data>/run/up-config.json (the effective config of `up`,
+ * mode 0600) and the secrets `up` needs under <data>/secrets.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Component, Runtime } from '../common/runtime.js';
+import { createLogger } from '../common/log.js';
+import { ensureDevTls, ensureSecret, secretsDir } from '../common/secrets.js';
+import { startSink } from '../sink/capture-sink.js';
+import { dataDirOf, loadOrExit } from './cli-support.js';
+import { startForwarder } from './forwarder.js';
+import { startHosted } from './hosted.js';
+
+/** A repeat of a stop signal within this window is the same signal delivered twice. */
+const SIGNAL_REPEAT_WINDOW_MS = 1_000;
+
+export type Role = 'forwarder' | 'hosted' | 'sink';
+
+/** Runs components until SIGINT/SIGTERM, then closes them in reverse order. */
+function holdUntilSignal(components: Component[], log: Runtime['log']): void {
+  let stoppingSince = 0;
+  const stop = (signal: string): void => {
+    if (stoppingSince) {
+      // Under `up` one Ctrl-C arrives twice (directly, and forwarded by the parent):
+      // only a signal a second or more later is a human insisting.
+      if (Date.now() - stoppingSince < SIGNAL_REPEAT_WINDOW_MS) return;
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stoppingSince = Date.now();
+    log.info({ event: 'stopping', signal }, 'stopping: finishing in-flight transactions');
+    (async () => {
+      for (const c of [...components].reverse()) await c.close();
+    })().then(
+      () => {
+        log.info({ event: 'stopped' }, 'stopped');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+export async function runRole(role: Role, configFile: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
+  const config = loadOrExit(configFile);
+  const dataDir = dataDirOf(env);
+  const log = createLogger(role, config.log.level);
+  // SIGHUP means "reload" (the hosted listener re-reads its TLS pair), never "die", also
+  // while starting: a hang-up sent to the process group of `up` must not stop a component.
+  process.on('SIGHUP', () => log.info({ event: 'sighup' }, 'SIGHUP received'));
+  const rt: Runtime = { config, dataDir, log, env };
+  let component: Component;
+  switch (role) {
+    case 'forwarder':
+      component = await startForwarder(rt);
+      break;
+    case 'hosted':
+      component = await startHosted(rt);
+      break;
+    case 'sink':
+      component = await startSink(config.sink, config.sink.dir ?? path.join(dataDir, 'sink'), log);
+      break;
+  }
+  holdUntilSignal([component], log);
+}
+
+/**
+ * `up`: secrets first (so the embedded defaults can point at them), then one
+ * child process per component with the same effective config, each running
+ * `cliPath <role>`. Children share our process group, so Ctrl-C reaches all of
+ * them; we wait for them to finish.
+ */
+export async function up(cliPath: string, configFile: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
+  const dataDir = dataDirOf(env);
+  fs.mkdirSync(dataDir, { recursive: true });
+  for (const s of ['admin-token', 'api-key', 'signing-key'] as const) ensureSecret(dataDir, s);
+  const tls = await ensureDevTls(secretsDir(dataDir));
+  // Embedded defaults of `up`: the forwarder trusts the dev CA that signed the listener's pair.
+  const config = loadOrExit(configFile, (raw) => {
+    const fwd = (raw.forwarder ?? {}) as Record<string, unknown>;
+    const relay = (fwd.relay ?? {}) as Record<string, unknown>;
+    return { ...raw, forwarder: { ...fwd, relay: { caFile: tls.caFile, serverName: 'localhost', ...relay } } };
+  });
+  const log = createLogger('up', config.log.level);
+  process.on('SIGHUP', () => children.get('hosted')?.kill('SIGHUP'));
+  const runDir = path.join(dataDir, 'run');
+  fs.mkdirSync(runDir, { recursive: true });
+  const effective = path.join(runDir, 'up-config.json');
+  fs.writeFileSync(effective, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
+
+  const children = new Map<Role, ChildProcess>();
+  let stopping = false;
+  const stopAll = (signal: NodeJS.Signals): void => {
+    stopping = true;
+    for (const c of children.values()) if (c.exitCode === null) c.kill(signal);
+  };
+  const exited: Promise<number>[] = [];
+  for (const role of ['sink', 'hosted', 'forwarder'] as const) {
+    const child = spawn(process.execPath, [...process.execArgv, cliPath, role, '--config', effective], { stdio: 'inherit', env: { ...env, POSTINO_DATA: dataDir } });
+    children.set(role, child);
+    exited.push(
+      new Promise((resolve) =>
+        child.on('exit', (code, signal) => {
+          if (!stopping) {
+            log.error({ role, code, signal }, `${role} exited unexpectedly; stopping the others`);
+            stopAll('SIGTERM');
+          }
+          resolve(code ?? 1);
+        }),
+      ),
+    );
+  }
+  log.info({ event: 'up', dataDir, pids: Object.fromEntries([...children].map(([r, c]) => [r, c.pid])) }, 'postino up: forwarder smtp 2525 → listener 2587 → engine → sink 2600 (see the listening lines)');
+  // On a terminal Ctrl-C reaches the children directly (same process group); forward for `kill <pid>`.
+  process.on('SIGINT', () => stopAll('SIGINT'));
+  process.on('SIGTERM', () => stopAll('SIGTERM'));
+  const codes = await Promise.all(exited);
+  process.exit(stopping && codes.every((c) => c === 0) ? 0 : 1);
+}

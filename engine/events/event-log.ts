@@ -1,0 +1,102 @@
+/*
+ * event-log.ts — the durable event log behind the DataExporter feed.
+ *
+ * Keys `e!<seq, 16 digits>` in the hosted node's LevelDB. `prepare(inputs)`
+ * assigns sequence numbers and returns the put ops; the caller commits them in
+ * the same batch as the state change, then calls `settle(seqs)` (or
+ * `abandon(seqs)` when its batch failed). Readers only see events up to the
+ * watermark: the highest seq below which every prepared event is settled or
+ * abandoned, so a reader resuming `after=<seq>` never skips an event that
+ * committed late. Gaps (abandoned seqs) are allowed; order is not violated.
+ *
+ * Filters, CSV, webhooks, statistics and retention build on `read()` and on
+ * `subscribe()` (called with each settled batch).
+ */
+import { randomBytes } from 'node:crypto';
+import type { PostinoEvent, EventInput } from '../../common/events.js';
+import type { BatchOp, Store } from '../../common/store.js';
+
+const SEQ_WIDTH = 16;
+const PREFIX = 'e!';
+
+function seqKey(seq: number): string {
+  return PREFIX + seq.toString().padStart(SEQ_WIDTH, '0');
+}
+
+export interface PreparedEvents {
+  events: PostinoEvent[];
+  ops: BatchOp[];
+}
+
+export class EventLog {
+  private nextSeq = 1;
+  private readonly pending = new Set<number>();
+  private readonly subscribers: Array<(events: PostinoEvent[]) => void> = [];
+
+  private constructor(private readonly store: Store) {}
+
+  static async open(store: Store): Promise<EventLog> {
+    const log = new EventLog(store);
+    for await (const key of store.db.keys({ gte: PREFIX, lt: 'e~', reverse: true, limit: 1 })) {
+      log.nextSeq = Number(key.slice(PREFIX.length)) + 1;
+    }
+    return log;
+  }
+
+  /** Highest seq a reader may see. */
+  get watermark(): number {
+    let low = this.nextSeq;
+    for (const s of this.pending) low = Math.min(low, s);
+    return low - 1;
+  }
+
+  prepare(inputs: EventInput[], now = new Date()): PreparedEvents {
+    const events = inputs.map((input): PostinoEvent => {
+      const seq = this.nextSeq++;
+      this.pending.add(seq);
+      return { ...input, seq, id: `evt_${randomBytes(9).toString('base64url')}`, at: input.at ?? now.toISOString() };
+    });
+    return { events, ops: events.map((e) => ({ type: 'put', key: seqKey(e.seq), value: Buffer.from(JSON.stringify(e)) })) };
+  }
+
+  /** The batch holding these events committed. */
+  settle(p: PreparedEvents): void {
+    for (const e of p.events) this.pending.delete(e.seq);
+    if (p.events.length) for (const s of this.subscribers) s(p.events);
+  }
+
+  /** The batch holding these events failed: their seqs become gaps. */
+  abandon(p: PreparedEvents): void {
+    for (const e of p.events) this.pending.delete(e.seq);
+  }
+
+  /** Appends events on their own (no accompanying state change). */
+  async append(inputs: EventInput[], sync = false): Promise<PostinoEvent[]> {
+    const p = this.prepare(inputs);
+    try {
+      await this.store.commit(p.ops, { sync });
+    } catch (e) {
+      this.abandon(p);
+      throw e;
+    }
+    this.settle(p);
+    return p.events;
+  }
+
+  /** Events with seq > after, oldest first, at most `limit`, never past the watermark. */
+  async read(after: number, limit: number, filter?: (e: PostinoEvent) => boolean): Promise<PostinoEvent[]> {
+    const out: PostinoEvent[] = [];
+    const top = this.watermark;
+    if (after >= top) return out;
+    for await (const [, v] of this.store.db.iterator({ gt: seqKey(after), lte: seqKey(top) })) {
+      const e = JSON.parse(v.toString('utf8')) as PostinoEvent;
+      if (!filter || filter(e)) out.push(e);
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  subscribe(fn: (events: PostinoEvent[]) => void): void {
+    this.subscribers.push(fn);
+  }
+}

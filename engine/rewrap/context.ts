@@ -1,0 +1,178 @@
+/*
+ * context.ts — what the rewrap steps share: the message being rewrapped
+ * (its envelope, its MIME structure as byte offsets, its control headers) and
+ * each per-recipient copy being built, plus the closed set of step outcomes.
+ *
+ * The pipeline (pipeline.ts) is Postal's shape: an ordered array of small
+ * named steps, each returning one of `next | suppressed | rejected`.
+ * Side effects: none here; `MessageContext.text` reads the body source.
+ */
+import type { Readable } from 'node:stream';
+import type { AccountEngineConfig } from '../../common/config.js';
+import type { BatchOp } from '../../common/store.js';
+import { getHeader, type HeaderField } from '../../common/mime-header.js';
+import type { Envelope } from '../../common/smtp-intake.js';
+import type { BodySource } from './body-source.js';
+import type { Stream } from '../delivery/delivery-record.js';
+import type { DkimKey } from './dkim-keys.js';
+import type { MimePart } from './mime-scan.js';
+import { decodeText } from './mime-text.js';
+import type { RecipientDb, RecipientRecord } from '../recipient-db.js';
+import type { SuppressionList } from '../suppression.js';
+
+/** The closed vocabulary of a step's result. */
+export type StepOutcome =
+  | { kind: 'next' }
+  /** This recipient gets no copy (a `suppressed` event says why). */
+  | { kind: 'suppressed'; reason: string }
+  /** The whole message is refused (a `rejected` event says why); nothing is delivered. */
+  | { kind: 'rejected'; reason: string };
+
+export const NEXT: StepOutcome = Object.freeze({ kind: 'next' });
+
+/** What the message asks for through its control headers (ours, or another relay's mapped onto ours). */
+export interface Controls {
+  stream: Stream;
+  list?: string | undefined;
+  tag?: string | undefined;
+  metadata: Record<string, string>;
+  track: { opens: boolean; clicks: boolean };
+  footer: boolean;
+  /** Merge fields for `{{name}}` tags. */
+  vars: Record<string, string>;
+  /** Literal per-recipient substitutions (SendGrid `sub`): text → values by envelope recipient order. */
+  substitutions: Record<string, string[]>;
+  /** The raw send date, when one was given (schedule.ts parses it). */
+  sendAtText?: string | undefined;
+  /** Already parsed send time (X-SMTPAPI send_at is a Unix time). */
+  sendAt?: number | undefined;
+}
+
+/** Settings the steps read: the account's, resolved against the global `engine` section. */
+export interface RewrapSettings {
+  accountId: string;
+  account: AccountEngineConfig;
+  hostname: string;
+  publicUrl: string;
+  bounceDomain: string | null;
+  bounceLocalPart: string;
+  passthroughHeaders: readonly string[];
+  signingKey: string;
+  dkim: DkimKey | undefined;
+}
+
+/** Services the steps use (injected, so tests use real instances on a temporary store). */
+export interface RewrapServices {
+  suppression: SuppressionList;
+  recipients: RecipientDb;
+}
+
+export class MessageContext {
+  controls: Controls;
+  /** When the copies become due (schedule.ts); now unless scheduled. */
+  due: number;
+  /** Recipient database entries of the envelope recipients (lower-cased domain). */
+  recipientRecords = new Map<string, RecipientRecord>();
+  /** Ops committed with the move (recipient database updates). */
+  readonly extraOps: BatchOp[] = [];
+  private readonly texts = new Map<number, Promise<string>>();
+
+  constructor(
+    readonly intakeId: string,
+    readonly envelope: Envelope,
+    readonly source: BodySource,
+    readonly mime: MimePart,
+    readonly parts: readonly MimePart[],
+    readonly settings: RewrapSettings,
+    readonly services: RewrapServices,
+    readonly now: number,
+  ) {
+    const a = settings.account;
+    this.controls = { stream: a.stream, metadata: {}, track: { opens: a.track.opens, clicks: a.track.clicks }, footer: a.footer.enabled, vars: {}, substitutions: {} };
+    this.due = now;
+  }
+
+  get headers(): readonly HeaderField[] {
+    return this.mime.headers;
+  }
+
+  /**
+   * The text parts a footer, merge fields or tracking may change: text/plain
+   * and text/html leaves that are not attachments (no attachment disposition,
+   * no file name) and not inside a message/rfc822 part.
+   */
+  get bodyParts(): MimePart[] {
+    this.body ??= this.parts.filter(
+      (p) =>
+        p.children.length === 0 &&
+        (p.type === 'text/plain' || p.type === 'text/html') &&
+        p.disposition !== 'attachment' &&
+        !p.params.name &&
+        !/filename/i.test(getHeader(p.headers, 'content-disposition') ?? ''),
+    );
+    return this.body;
+  }
+  private body: MimePart[] | undefined;
+
+  /** The first body part of a type: where a header/footer and the open pixel go. */
+  firstBodyPart(type: 'text/plain' | 'text/html'): MimePart | undefined {
+    return this.bodyParts.find((p) => p.type === type);
+  }
+
+  /** Decoded text of a part, read from the source once per message. */
+  text(part: MimePart): Promise<string> {
+    let t = this.texts.get(part.index);
+    if (!t) {
+      t = this.source.read(part.bodyStart, part.bodyEnd).then((raw) => decodeText(part, raw));
+      this.texts.set(part.index, t);
+    }
+    return t;
+  }
+}
+
+export class Copy {
+  /** The envelope sender of this copy (VERP return path, or the customer's sender). */
+  mailFrom: string;
+  /** Top-level header fields of this copy, in order. */
+  headers: HeaderField[];
+  /** Merge fields for this recipient. */
+  vars: Record<string, string> = {};
+  /** The one-click unsubscribe URL, when list-unsubscribe.ts made one. */
+  unsubscribeUrl: string | undefined;
+  /** Changed text of body parts, by part index. */
+  readonly texts = new Map<number, string>();
+  /** The finished copy (render.ts), then signed (dkim.ts). */
+  body: Readable | undefined;
+  /** What render.ts wrote: the header block (with its empty line) and a factory for the body bytes (DKIM reads them twice). */
+  rendered: { header: Buffer; body: () => Readable } | undefined;
+
+  constructor(
+    readonly queueId: string,
+    readonly recipient: string,
+    /** Position of the recipient in the envelope (per-recipient substitutions). */
+    readonly position: number,
+    msg: MessageContext,
+  ) {
+    this.mailFrom = msg.envelope.mailFrom;
+    this.headers = [...msg.headers];
+  }
+
+  /** Current text of a body part: this copy's change, else the original. */
+  async text(msg: MessageContext, part: MimePart): Promise<string> {
+    return this.texts.get(part.index) ?? (await msg.text(part));
+  }
+
+  removeHeaders(match: (lower: string) => boolean): void {
+    this.headers = this.headers.filter((f) => !match(f.lower));
+  }
+}
+
+export interface MessageStep {
+  name: string;
+  run(msg: MessageContext): StepOutcome | Promise<StepOutcome>;
+}
+
+export interface CopyStep {
+  name: string;
+  run(copy: Copy, msg: MessageContext): StepOutcome | Promise<StepOutcome>;
+}

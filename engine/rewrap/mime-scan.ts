@@ -1,0 +1,188 @@
+/*
+ * mime-scan.ts — the MIME structure of a message as byte offsets into its raw
+ * bytes, read in one streaming pass.
+ *
+ * Why our own splitter and not mailparser: mailparser decodes and re-encodes,
+ * so a part we did not change would not come out byte-for-byte identical, and
+ * it holds attachments in memory. Here each part is only a set of offsets
+ * (header block, body start and end); the rewrap rewrites the few parts it
+ * changes and copies every other byte range through unchanged.
+ *
+ * Standards: RFC 2045 (headers, Content-Transfer-Encoding), RFC 2046 5.1
+ * (multipart: the CRLF before a delimiter belongs to the delimiter; preamble
+ * and epilogue are kept as bytes we never touch; transport padding after a
+ * delimiter is allowed). message/rfc822 parts are leaves: we never change
+ * what a forwarded message contains.
+ * Memory: only header blocks and the current partial line are held; a line
+ * longer than MAX_DELIMITER_LINE cannot be a delimiter and is not kept.
+ * Side effects: none (reads the given stream).
+ */
+import type { Readable } from 'node:stream';
+import { getHeader, parseContentType, parseHeaderBlock, type HeaderField } from '../../common/mime-header.js';
+
+/** RFC 2046 5.1.1: a boundary is at most 70 characters; with "--", "--" and padding a delimiter line is short. */
+const MAX_DELIMITER_LINE = 1024;
+/** Header blocks larger than this are treated as body (no legitimate part has one). */
+const MAX_HEADER_BLOCK = 1024 * 1024;
+
+export interface MimePart {
+  /** Pre-order index; 0 is the message itself. */
+  index: number;
+  headerStart: number;
+  /** First byte of the body (after the empty line). */
+  bodyStart: number;
+  /** End of the body (exclusive), before the CRLF that precedes the next delimiter. */
+  bodyEnd: number;
+  headers: HeaderField[];
+  /** Lower-case `type/subtype`. */
+  type: string;
+  params: Record<string, string>;
+  /** Lower-case Content-Transfer-Encoding, `7bit` when absent. */
+  encoding: string;
+  /** Lower-case disposition type, '' when absent. */
+  disposition: string;
+  children: MimePart[];
+}
+
+interface Multipart {
+  part: MimePart;
+  delimiter: string;
+  current: MimePart | undefined;
+  closed: boolean;
+}
+
+function newPart(index: number, headerStart: number): MimePart {
+  return { index, headerStart, bodyStart: headerStart, bodyEnd: headerStart, headers: [], type: 'text/plain', params: {}, encoding: '7bit', disposition: '', children: [] };
+}
+
+/** Reads the structure of a message from its bytes. */
+export async function scanMime(input: Readable): Promise<MimePart> {
+  let nextIndex = 1;
+  const root = newPart(0, 0);
+  const stack: Multipart[] = [];
+  let inHeaders: MimePart | undefined = root;
+  let headerChunks: Buffer[] = [];
+  let headerBytes = 0;
+  let prevTerm = 0; // length of the previous line's terminator (2 for CRLF)
+
+  const finishHeaders = (part: MimePart, bodyStart: number): void => {
+    part.headers = parseHeaderBlock(Buffer.concat(headerChunks));
+    headerChunks = [];
+    headerBytes = 0;
+    part.bodyStart = bodyStart;
+    part.bodyEnd = bodyStart;
+    const ct = parseContentType(getHeader(part.headers, 'content-type'));
+    part.type = ct.value;
+    part.params = ct.params;
+    part.encoding = (getHeader(part.headers, 'content-transfer-encoding') ?? '7bit').toLowerCase().trim();
+    part.disposition = (getHeader(part.headers, 'content-disposition') ?? '').split(';')[0]!.trim().toLowerCase();
+    const boundary = ct.params.boundary;
+    if (part.type.startsWith('multipart/') && boundary) stack.push({ part, delimiter: `--${boundary}`, current: undefined, closed: false });
+  };
+
+  const onLine = (line: Buffer | undefined, start: number, next: number, term: number): void => {
+    if (inHeaders) {
+      const empty = line !== undefined && line.length === 0;
+      if (empty) {
+        const p = inHeaders;
+        inHeaders = undefined;
+        finishHeaders(p, next);
+      } else if (line !== undefined && headerBytes < MAX_HEADER_BLOCK) {
+        headerChunks.push(Buffer.concat([line, Buffer.from(term === 2 ? '\r\n' : '\n')]));
+        headerBytes += next - start;
+      } else {
+        // A header block we will not hold: treat the rest as body.
+        const p = inHeaders;
+        inHeaders = undefined;
+        finishHeaders(p, start);
+      }
+      prevTerm = term;
+      return;
+    }
+    if (line && line.length >= 2 && line[0] === 0x2d && line[1] === 0x2d && stack.length > 0) {
+      const text = line.toString('latin1').replace(/[ \t]+$/, '');
+      for (let i = stack.length - 1; i >= 0; i--) {
+        const mp = stack[i]!;
+        if (mp.closed) continue;
+        const isEnd = text === `${mp.delimiter}--`;
+        if (text !== mp.delimiter && !isEnd) continue;
+        const end = Math.max(start - prevTerm, 0);
+        // Inner multiparts left open end here.
+        for (const inner of stack.splice(i + 1)) {
+          if (inner.current) inner.current.bodyEnd = Math.max(end, inner.current.bodyStart);
+          inner.part.bodyEnd = Math.max(end, inner.part.bodyStart);
+        }
+        if (mp.current) mp.current.bodyEnd = Math.max(end, mp.current.bodyStart);
+        if (isEnd) {
+          mp.current = undefined;
+          mp.closed = true;
+        } else {
+          const child = newPart(nextIndex++, next);
+          mp.part.children.push(child);
+          mp.current = child;
+          inHeaders = child;
+        }
+        break;
+      }
+    }
+    prevTerm = term;
+  };
+
+  let base = 0; // absolute offset of chunk[0]
+  let lineStart = 0;
+  let carry: Buffer[] = []; // the partial line so far
+  let carryLen = 0;
+  let tooLong = false; // the partial line is past MAX_DELIMITER_LINE: not kept
+  for await (const chunk of input as AsyncIterable<Buffer>) {
+    let pos = 0;
+    for (;;) {
+      const nl = chunk.indexOf(10, pos);
+      if (nl === -1) {
+        if (!tooLong && pos < chunk.length) {
+          carry.push(chunk.subarray(pos));
+          carryLen += chunk.length - pos;
+          if (!inHeaders && carryLen > MAX_DELIMITER_LINE) {
+            tooLong = true;
+            carry = [];
+            carryLen = 0;
+          }
+        }
+        break;
+      }
+      const line = tooLong ? undefined : carry.length ? Buffer.concat([...carry, chunk.subarray(pos, nl)]) : chunk.subarray(pos, nl);
+      const cr = line ? line.length > 0 && line[line.length - 1] === 0x0d : nl > pos ? chunk[nl - 1] === 0x0d : true;
+      const next = base + nl + 1;
+      onLine(line && cr ? line.subarray(0, line.length - 1) : line, lineStart, next, cr ? 2 : 1);
+      lineStart = next;
+      carry = [];
+      carryLen = 0;
+      tooLong = false;
+      pos = nl + 1;
+    }
+    base += chunk.length;
+  }
+  const size = base;
+  if (carryLen > 0 || tooLong) onLine(tooLong ? undefined : Buffer.concat(carry), lineStart, size, 0);
+  if (inHeaders) {
+    const p: MimePart = inHeaders;
+    inHeaders = undefined;
+    finishHeaders(p, size);
+  }
+  for (const mp of stack) {
+    if (mp.current) mp.current.bodyEnd = size;
+    mp.part.bodyEnd = size;
+  }
+  root.bodyEnd = size;
+  return root;
+}
+
+/** Every part, pre-order. */
+export function walkParts(root: MimePart): MimePart[] {
+  const out: MimePart[] = [];
+  const visit = (p: MimePart): void => {
+    out.push(p);
+    for (const c of p.children) visit(c);
+  };
+  visit(root);
+  return out;
+}

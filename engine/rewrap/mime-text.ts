@@ -1,0 +1,134 @@
+/*
+ * mime-text.ts — decode a text part to a string and encode a changed string
+ * back with the same Content-Transfer-Encoding.
+ *
+ * Standards: RFC 2045 6.7 (quoted-printable, lines ≤ 76), 6.8 (base64, lines
+ * ≤ 76), RFC 2046 4.1.2 (charset). Charsets: UTF-8 and US-ASCII and ISO-8859-1
+ * are written back as they were when the new text fits; any other charset
+ * (or new text that does not fit) is written as UTF-8 and the part's
+ * Content-Type says so. A 7bit part that gains 8-bit text becomes
+ * quoted-printable (it could not be sent as 7bit otherwise).
+ * Side effects: none.
+ */
+import * as qp from 'nodemailer/lib/qp';
+import { fieldValue, makeField, type HeaderField } from '../../common/mime-header.js';
+import type { MimePart } from './mime-scan.js';
+
+/** RFC 2045 6.7 and 6.8: encoded lines are at most 76 characters. */
+const ENCODED_LINE = 76;
+
+export function decodeTransfer(raw: Buffer, encoding: string): Buffer {
+  switch (encoding) {
+    case 'base64':
+      return Buffer.from(raw.toString('latin1').replace(/[^A-Za-z0-9+/=]/g, ''), 'base64');
+    case 'quoted-printable':
+      return qpDecode(raw);
+    default:
+      return raw;
+  }
+}
+
+function qpDecode(raw: Buffer): Buffer {
+  const out = Buffer.alloc(raw.length);
+  let n = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i]!;
+    if (c !== 0x3d) {
+      out[n++] = c;
+      continue;
+    }
+    // "=" then CRLF (or LF, or white space then CRLF): a soft line break.
+    let j = i + 1;
+    while (j < raw.length && (raw[j] === 0x20 || raw[j] === 0x09)) j++;
+    if (raw[j] === 0x0d && raw[j + 1] === 0x0a) {
+      i = j + 1;
+      continue;
+    }
+    if (raw[j] === 0x0a) {
+      i = j;
+      continue;
+    }
+    const hex = raw.subarray(i + 1, i + 3).toString('latin1');
+    if (/^[0-9A-Fa-f]{2}$/.test(hex)) {
+      out[n++] = parseInt(hex, 16);
+      i += 2;
+    } else out[n++] = c;
+  }
+  return out.subarray(0, n);
+}
+
+function charsetOf(part: MimePart): string {
+  return (part.params.charset ?? 'us-ascii').toLowerCase();
+}
+
+export function decodeText(part: MimePart, raw: Buffer): string {
+  const bytes = decodeTransfer(raw, part.encoding);
+  const cs = charsetOf(part);
+  try {
+    return new TextDecoder(cs === 'us-ascii' || cs === 'ascii' ? 'utf-8' : cs).decode(bytes);
+  } catch {
+    return bytes.toString('utf8');
+  }
+}
+
+export interface EncodedText {
+  /** New header block of the part (only when a header had to change), else undefined. */
+  headers: HeaderField[] | undefined;
+  body: Buffer;
+}
+
+/** Encodes new text for a part, keeping its transfer encoding (and its charset when the text fits). */
+export function encodeText(part: MimePart, input: string): EncodedText {
+  // RFC 2046 4.1.1: line breaks in text are CRLF (templates and merge values may bring bare LFs).
+  const text = input.replace(/\r?\n|\r/g, '\r\n');
+  let cs = charsetOf(part);
+  let bytes: Buffer;
+  let charsetChanged = false;
+  const ascii = !/[^\x00-\x7f]/.test(text);
+  if (cs === 'utf-8' || cs === 'utf8') bytes = Buffer.from(text, 'utf8');
+  else if ((cs === 'us-ascii' || cs === 'ascii') && ascii) bytes = Buffer.from(text, 'latin1');
+  else if ((cs === 'iso-8859-1' || cs === 'latin1') && !/[^\x00-\xff]/.test(text)) bytes = Buffer.from(text, 'latin1');
+  else {
+    cs = 'utf-8';
+    charsetChanged = true;
+    bytes = Buffer.from(text, 'utf8');
+  }
+  let encoding = part.encoding;
+  let encodingChanged = false;
+  if ((encoding === '7bit' || encoding === '') && bytes.some((b) => b > 0x7f)) {
+    encoding = 'quoted-printable';
+    encodingChanged = true;
+  }
+  let body: Buffer;
+  switch (encoding) {
+    case 'base64':
+      body = Buffer.from(wrapBase64(bytes.toString('base64')), 'latin1');
+      break;
+    case 'quoted-printable':
+      body = Buffer.from(qp.wrap(qp.encode(bytes), ENCODED_LINE), 'latin1');
+      break;
+    default:
+      body = bytes;
+  }
+  if (!charsetChanged && !encodingChanged) return { headers: undefined, body };
+  const headers = part.headers.map((f) => {
+    if (f.lower === 'content-type' && charsetChanged) return makeField(f.name, withCharset(fieldValue(f), cs));
+    if (f.lower === 'content-transfer-encoding' && encodingChanged) return makeField(f.name, encoding);
+    return f;
+  });
+  if (charsetChanged && !headers.some((f) => f.lower === 'content-type')) headers.push(makeField('Content-Type', `${part.type}; charset=${cs}`));
+  if (encodingChanged && !headers.some((f) => f.lower === 'content-transfer-encoding')) headers.push(makeField('Content-Transfer-Encoding', encoding));
+  return { headers, body };
+}
+
+function wrapBase64(b64: string): string {
+  const lines: string[] = [];
+  for (let i = 0; i < b64.length; i += ENCODED_LINE) lines.push(b64.slice(i, i + ENCODED_LINE));
+  // No final CRLF: the CRLF before the next delimiter (or the end) belongs to the delimiter (RFC 2046 5.1.1).
+  return lines.join('\r\n');
+}
+
+function withCharset(contentType: string, cs: string): string {
+  // A header value, not a document: replacing one parameter is safe here.
+  return /;\s*charset\s*=/i.test(contentType) ? contentType.replace(/(;\s*charset\s*=\s*)("[^"]*"|[^;\s]*)/i, `$1${cs}`) : `${contentType}; charset=${cs}`;
+}

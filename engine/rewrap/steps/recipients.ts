@@ -1,0 +1,31 @@
+/*
+ * recipients.ts (message step) — loads the recipient database entries of the
+ * envelope recipients (merge fields) in one multi-get, and adds the entries
+ * that traffic creates: a new address, or a known one mailed through a new
+ * X-Postino-List. The writes commit in the same batch as the queue move.
+ */
+import { normalizeAddress } from '../../suppression.js';
+import { NEXT, type MessageContext, type MessageStep } from '../context.js';
+
+export const recipients: MessageStep = {
+  name: 'recipients',
+  async run(msg: MessageContext) {
+    const { accountId } = msg.settings;
+    const db = msg.services.recipients;
+    const addresses = [...new Set(msg.envelope.rcptTo.map(normalizeAddress))];
+    const records = await db.getMany(accountId, addresses);
+    const list = msg.controls.list;
+    addresses.forEach((address, i) => {
+      let rec = records[i];
+      if (!rec) {
+        rec = { address, fields: {}, lists: list ? [list] : [], firstSeen: new Date(msg.now).toISOString() };
+        msg.extraOps.push(...db.putOps(accountId, rec));
+      } else if (list && !rec.lists.includes(list)) {
+        rec = { ...rec, lists: [...rec.lists, list] };
+        msg.extraOps.push(...db.putOps(accountId, rec));
+      }
+      msg.recipientRecords.set(address, rec);
+    });
+    return NEXT;
+  },
+};

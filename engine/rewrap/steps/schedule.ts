@@ -1,0 +1,23 @@
+/*
+ * schedule.ts (message step) — X-Postino-Send-At (or a mapped send time):
+ * the copies go on the delivery queue with that `due` time, so they wait in
+ * LevelDB (and survive a restart) until then. A time in the past sends now.
+ * An unparseable date is refused at intake by the listener (550); one that
+ * still arrives here rejects the message (`rejected` event).
+ */
+import { parseSendAt } from '../../../common/send-at.js';
+import { NEXT, type MessageContext, type MessageStep, type StepOutcome } from '../context.js';
+
+export const schedule: MessageStep = {
+  name: 'schedule',
+  run(msg: MessageContext): StepOutcome {
+    const c = msg.controls;
+    let at = c.sendAt;
+    if (c.sendAtText !== undefined) {
+      at = parseSendAt(c.sendAtText);
+      if (at === undefined) return { kind: 'rejected', reason: `cannot parse send date "${c.sendAtText.slice(0, 80)}"` };
+    }
+    msg.due = at !== undefined && at > msg.now ? at : msg.now;
+    return NEXT;
+  },
+};

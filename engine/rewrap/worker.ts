@@ -1,0 +1,123 @@
+/*
+ * worker.ts — takes each message off the intake queue, runs the rewrap
+ * pipeline (pipeline.ts) and moves the result to the delivery queue in
+ * one atomic batch: intake removal + every copy + the events (`accepted`,
+ * `scheduled`, `suppressed`, or `rejected`) + recipient database updates, so
+ * a crash leaves the message in exactly one of the two queues and the event
+ * feed never shows an outcome that did not happen (EventLog.prepare/settle).
+ *
+ * Copies of a scheduled message are enqueued with `due` = the send time: they
+ * wait in LevelDB, across restarts, and the delivery loop's timer wakes then.
+ * Config: engine.* and accounts[].engine (see settings.ts).
+ * Side effects: reads intake bodies; writes delivery bodies (inline or blobs).
+ */
+import type { DurableQueue, Prepared, QueueRecord } from '../../common/durable-queue.js';
+import { newQueueId } from '../../common/durable-queue.js';
+import type { EventInput } from '../../common/events.js';
+import type { IntakeMeta } from '../../common/intake-record.js';
+import type { Logger } from '../../common/log.js';
+import { getHeader } from '../../common/mime-header.js';
+import { bufferSource, fileSource, type BodySource } from './body-source.js';
+import type { DeliveryMeta } from '../delivery/delivery-record.js';
+import type { EventLog } from '../events/event-log.js';
+import { scanMime, walkParts } from './mime-scan.js';
+import { rewrap } from './pipeline.js';
+import { fallbackMessageId } from './steps/missing-headers.js';
+import { MessageContext, type RewrapServices, type RewrapSettings } from './context.js';
+
+export class RewrapWorker {
+  constructor(
+    private readonly intake: DurableQueue<IntakeMeta>,
+    private readonly delivery: DurableQueue<DeliveryMeta>,
+    private readonly events: EventLog,
+    private readonly services: RewrapServices,
+    /** Settings by account id. */
+    private readonly settings: ReadonlyMap<string, RewrapSettings>,
+    private readonly log: Logger,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  private async source(rec: QueueRecord<IntakeMeta>): Promise<BodySource> {
+    if (rec.body.kind === 'file') return fileSource(this.intake.store.blobPath(rec.body.name), rec.body.size);
+    return bufferSource(await this.intake.readBody(rec));
+  }
+
+  async handle(rec: QueueRecord<IntakeMeta>): Promise<void> {
+    const { envelope, account } = rec.meta;
+    const log = this.log.child({ queueId: rec.id, account });
+    const settings = this.settings.get(account);
+    const now = this.clock();
+    const source = await this.source(rec);
+    const mime = await scanMime(source.stream(0, source.size));
+    const messageId = getHeader(mime.headers, 'message-id') ?? (settings ? fallbackMessageId(rec.id, settings.hostname) : undefined);
+    const base = { account, messageId, sender: envelope.mailFrom };
+    if (!settings) {
+      await this.finish(rec, [], envelope.rcptTo.map((r) => ({ ...base, type: 'rejected', queueId: rec.id, recipient: r, reason: `unknown account "${account}"` })), [], log);
+      return;
+    }
+    const msg = new MessageContext(rec.id, envelope, source, mime, walkParts(mime), settings, this.services, now);
+    const prepared: Prepared<DeliveryMeta>[] = [];
+    const events: EventInput[] = [];
+    let result;
+    try {
+      result = await rewrap(msg, {
+        newId: () => newQueueId(now),
+        onCopy: async (copy) => {
+          const c = msg.controls;
+          const meta: DeliveryMeta = {
+            envelope: { ...envelope, mailFrom: copy.mailFrom, rcptTo: [copy.recipient] },
+            pending: [copy.recipient],
+            intakeId: rec.id,
+            account,
+            recipient: copy.recipient,
+            sender: envelope.mailFrom,
+            messageId,
+            stream: c.stream,
+            tag: c.tag,
+            metadata: Object.keys(c.metadata).length ? c.metadata : undefined,
+          };
+          prepared.push(await this.delivery.prepare({ id: copy.queueId, meta, body: copy.body!, due: msg.due }));
+          const ev = { ...base, queueId: copy.queueId, recipient: copy.recipient, tag: c.tag, metadata: meta.metadata };
+          events.push({ ...ev, type: 'accepted' });
+          if (msg.due > now) events.push({ ...ev, type: 'scheduled', nextAttemptAt: new Date(msg.due).toISOString() });
+        },
+      });
+    } catch (e) {
+      await Promise.all(prepared.map((p) => p.discard()));
+      throw e;
+    }
+    if (result.kind === 'rejected') {
+      await Promise.all(prepared.map((p) => p.discard()));
+      log.warn({ event: 'rejected', step: result.step, reason: result.reason }, 'message rejected by the rewrap');
+      const rejected: EventInput[] = envelope.rcptTo.map((r) => ({ ...base, type: 'rejected', queueId: rec.id, recipient: r, tag: msg.controls.tag, reason: result.reason }));
+      await this.finish(rec, [], rejected, [], log);
+      return;
+    }
+    for (const s of result.suppressed) {
+      events.push({ ...base, type: 'suppressed', queueId: rec.id, recipient: s.recipient, tag: msg.controls.tag, reason: s.reason });
+    }
+    await this.finish(rec, prepared, events, msg.extraOps, log);
+    log.info({ event: 'rewrapped', copies: prepared.map((p) => p.record.id), suppressed: result.suppressed.length, due: msg.due > now ? new Date(msg.due).toISOString() : undefined }, 'rewrapped');
+  }
+
+  /** One synced batch: intake removal, copies, events, extra ops. */
+  private async finish(rec: QueueRecord<IntakeMeta>, prepared: Prepared<DeliveryMeta>[], inputs: EventInput[], extraOps: import('../../common/store.js').BatchOp[], log: Logger): Promise<void> {
+    const ev = this.events.prepare(inputs);
+    let moved: boolean;
+    try {
+      moved = await this.intake.ack(rec, [...prepared.flatMap((p) => p.ops), ...ev.ops, ...extraOps], true);
+    } catch (e) {
+      this.events.abandon(ev);
+      await Promise.all(prepared.map((p) => p.discard()));
+      throw e;
+    }
+    if (!moved) {
+      this.events.abandon(ev);
+      await Promise.all(prepared.map((p) => p.discard())); // our lease expired; whoever holds it now will move it
+      log.warn({ event: 'lease-lost' }, 'lease expired during rewrap; left to the new holder');
+      return;
+    }
+    this.events.settle(ev);
+    this.delivery.added(prepared.length);
+  }
+}

@@ -1,0 +1,138 @@
+/*
+ * relay-worker.ts — the forwarder's relay trip: hands spooled messages to the
+ * hosted listener (the engine delivers through its own worker,
+ * engine/delivery/delivery-worker.ts).
+ *
+ * Per message, the outcome is one of a closed set, decided in `decide()`:
+ *   delivered  every pending recipient accepted (2xx)       → removed from spool
+ *   partial    some accepted, others deferred (4xx)        → retried for the rest
+ *   deferred   4xx, or no listener reachable               → retried on the schedule
+ *   failed     5xx, or older than retry.maxAgeSeconds      → removed, logged as failed
+ * Recipients refused with 5xx while others were accepted are failed
+ * individually (Postfix behaviour: one bad address does not hold the others).
+ *
+ * The stage decides what a failure means for the sender through `onFailed`
+ * (the forwarder writes a DSN to the sender).
+ *
+ * Side effects: SMTP connections upstream; queue updates.
+ */
+import type { Readable } from 'node:stream';
+import type { DurableQueue, QueueRecord } from '../common/durable-queue.js';
+import type { Logger } from '../common/log.js';
+import { nextRetry, type RetryPolicy } from '../common/retry-schedule.js';
+import { SendFailure, type RecipientFailure, type RelayClient, type SmtpReply } from '../common/smtp-client.js';
+import type { RelayMeta } from '../common/relay-meta.js';
+
+export type RelayOutcome =
+  | { kind: 'delivered'; relay: string; reply: SmtpReply }
+  | { kind: 'partial'; relay: string; reply: SmtpReply; retry: string[]; failed: RecipientFailure[]; at: number }
+  | { kind: 'deferred'; reply?: SmtpReply | undefined; relay?: string | undefined; at: number; reason: string }
+  | { kind: 'failed'; reply?: SmtpReply | undefined; failed: RecipientFailure[]; reason: string };
+
+export interface RelayCounters {
+  /** Messages taken by the next hop (for at least one recipient). */
+  delivered: number;
+  /** Attempts that ended in a retry. */
+  deferred: number;
+  /** Recipients refused for good or expired. */
+  failed: number;
+}
+
+export class RelayWorker<M extends RelayMeta> {
+  readonly counters: RelayCounters = { delivered: 0, deferred: 0, failed: 0 };
+
+  constructor(
+    private readonly spool: DurableQueue<M>,
+    private readonly client: RelayClient,
+    private readonly retry: RetryPolicy,
+    private readonly log: Logger,
+    private readonly onFailed: (rec: QueueRecord<M>, failed: RecipientFailure[], reason: string) => Promise<void> = async () => undefined,
+    private readonly now: () => number = Date.now,
+    /** The bytes to relay; the forwarder stamps its spool id here (spool-id.ts). */
+    private readonly openBody?: (rec: QueueRecord<M>) => Promise<Readable>,
+  ) {}
+
+  /** Relays one leased message and records the outcome in the spool. */
+  async handle(rec: QueueRecord<M>): Promise<void> {
+    const outcome = await this.attempt(rec);
+    await this.apply(rec, outcome);
+  }
+
+  private async attempt(rec: QueueRecord<M>): Promise<RelayOutcome> {
+    const { envelope, pending } = rec.meta;
+    try {
+      const open = this.openBody ?? ((r: QueueRecord<M>) => this.spool.openBody(r));
+      const sent = await this.client.send({ from: envelope.mailFrom, to: pending }, () => open(rec));
+      return this.decide(rec, sent.rejected, sent.relay, sent.reply);
+    } catch (e) {
+      if (!(e instanceof SendFailure)) throw e;
+      // Every recipient refused at RCPT: decide per recipient (5xx fail, 4xx retry), as on partial acceptance.
+      if (e.rejected.length > 0 && e.relay && e.reply && e.rejected.every((r) => r.recipient !== '')) return this.decide(rec, e.rejected, e.relay, e.reply);
+      if (e.permanent) {
+        return { kind: 'failed', reply: e.reply, reason: e.message, failed: pending.map((r) => ({ recipient: r, ...e.reply! })) };
+      }
+      return this.retryOrGiveUp(rec, e.reply, e.relay, e.message);
+    }
+  }
+
+  private decide(rec: QueueRecord<M>, rejected: RecipientFailure[], relay: string, reply: SmtpReply): RelayOutcome {
+    if (rejected.length === 0) return { kind: 'delivered', relay, reply };
+    const failed = rejected.filter((r) => r.code >= 500);
+    const retry = rejected.filter((r) => r.code < 500).map((r) => r.recipient);
+    if (retry.length === 0) return { kind: 'partial', relay, reply, retry, failed, at: 0 };
+    const d = nextRetry(this.retry, rec.attempts, rec.enqueuedAt, this.now());
+    if (d.kind === 'give-up') {
+      const timedOut = rejected.filter((r) => r.code < 500);
+      return { kind: 'partial', relay, reply, retry: [], failed: [...failed, ...timedOut], at: 0 };
+    }
+    return { kind: 'partial', relay, reply, retry, failed, at: d.at };
+  }
+
+  private retryOrGiveUp(rec: QueueRecord<M>, reply: SmtpReply | undefined, relay: string | undefined, reason: string): RelayOutcome {
+    const d = nextRetry(this.retry, rec.attempts, rec.enqueuedAt, this.now());
+    if (d.kind === 'give-up') {
+      const r = reply ?? { code: 421, enhanced: '4.4.1', response: reason };
+      return { kind: 'failed', reply, reason: `${d.reason}; last error: ${reason}`, failed: rec.meta.pending.map((x) => ({ recipient: x, ...r })) };
+    }
+    return { kind: 'deferred', reply, relay, at: d.at, reason };
+  }
+
+  private async apply(rec: QueueRecord<M>, o: RelayOutcome): Promise<void> {
+    const log = this.log.child({ queueId: rec.id });
+    switch (o.kind) {
+      case 'delivered':
+        await this.spool.ack(rec);
+        this.counters.delivered++;
+        log.info({ event: 'relayed', relay: o.relay, response: o.reply.response, rcpt: rec.meta.pending.length }, 'relayed');
+        return;
+      case 'partial': {
+        this.counters.failed += o.failed.length;
+        for (const f of o.failed) log.warn({ event: 'failed', recipient: f.recipient, code: f.code, enhanced: f.enhanced, response: f.response }, 'recipient refused');
+        if (o.failed.length > 0) await this.onFailed(rec, o.failed, 'recipient refused');
+        if (o.retry.length === 0) {
+          await this.spool.ack(rec);
+          if (o.failed.length < rec.meta.pending.length) this.counters.delivered++; // someone got it
+          return;
+        }
+        this.counters.deferred++;
+        const lastError = { ...o.reply, at: this.now(), relay: o.relay };
+        await this.spool.nack(rec, o.at, { ...rec.meta, pending: o.retry, lastError });
+        log.info({ event: 'deferred', recipients: o.retry, next: new Date(o.at).toISOString() }, 'some recipients deferred');
+        return;
+      }
+      case 'deferred': {
+        this.counters.deferred++;
+        const err = o.reply ?? { code: 0, enhanced: '', response: o.reason };
+        await this.spool.nack(rec, o.at, { ...rec.meta, lastError: { ...err, at: this.now(), relay: o.relay } });
+        log.info({ event: 'deferred', reason: o.reason, relay: o.relay, attempts: rec.attempts, next: new Date(o.at).toISOString() }, 'deferred');
+        return;
+      }
+      case 'failed':
+        this.counters.failed += o.failed.length; // counted per recipient, as in 'partial'
+        await this.onFailed(rec, o.failed, o.reason);
+        await this.spool.ack(rec);
+        log.warn({ event: 'failed', reason: o.reason, code: o.reply?.code, recipients: o.failed.map((f) => f.recipient) }, 'relay failed permanently');
+        return;
+    }
+  }
+}

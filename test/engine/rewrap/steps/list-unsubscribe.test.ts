@@ -1,0 +1,39 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { verifyUnsubscribeToken } from '../../../../common/tokens.js';
+import { rewrapEnv, runRewrap } from '../../../helpers/rewrap.js';
+
+const msg = (extra = ''): string => `From: shop@example.org\nTo: a@example.com\nList-Unsubscribe: <mailto:old@example.org>\nSubject: x\n${extra}\nhello\n`;
+
+function unfold(headers: string): string {
+  return headers.replace(/\r\n[ \t]+/g, ' ');
+}
+
+test('every copy gets an https one-click link and a mailto, the token naming account, list and recipient (RFC 8058)', async () => {
+  const env = await rewrapEnv();
+  try {
+    const { copies } = await runRewrap(env, msg('X-Postino-List: news\n'), ['ada@example.com']);
+    const h = unfold(copies[0]!.headers);
+    const m = /^List-Unsubscribe: <https:\/\/mail\.example\.net\/u\/([A-Za-z0-9_.-]+)>, <mailto:unsubscribe@postino\.localhost\?subject=unsubscribe%20([^>]+)>\r$/m.exec(h);
+    assert.ok(m, h);
+    assert.equal(m[1], m[2]);
+    assert.deepEqual(verifyUnsubscribeToken(env.settings.signingKey, m[1]!), { account: 'acme', list: 'news', recipient: 'ada@example.com' });
+    assert.match(h, /^List-Unsubscribe-Post: List-Unsubscribe=One-Click\r$/m);
+    assert.equal((h.match(/^List-Unsubscribe:/gm) ?? []).length, 1, "the application's own header is replaced");
+  } finally {
+    await env.close();
+  }
+});
+
+test('an account that disables it gets none on transactional mail, but bulk mail always has it', async () => {
+  const env = await rewrapEnv({ unsubscribe: false });
+  try {
+    const tx = await runRewrap(env, msg(), ['ada@example.com']);
+    assert.match(tx.copies[0]!.headers, /^List-Unsubscribe: <mailto:old@example\.org>\r$/m, 'left as the application wrote it');
+    assert.doesNotMatch(tx.copies[0]!.headers, /List-Unsubscribe-Post/);
+    const bulk = await runRewrap(env, msg('X-Postino-Stream: bulk\n'), ['ada@example.com']);
+    assert.match(bulk.copies[0]!.headers, /^List-Unsubscribe-Post: List-Unsubscribe=One-Click\r$/m);
+  } finally {
+    await env.close();
+  }
+});

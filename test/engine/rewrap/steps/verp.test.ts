@@ -1,0 +1,37 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { verifyVerpToken, verpQueueId } from '../../../../common/tokens.js';
+import { rewrapEnv, runRewrap } from '../../../helpers/rewrap.js';
+
+const RAW = 'From: shop@example.org\nTo: a@example.com\nSubject: x\n\nhello\n';
+
+test('each copy returns to bounces+<token>@<bounce domain>, the token naming its queue id and recipient', async () => {
+  const env = await rewrapEnv({ bounceDomain: 'b.acme.example' });
+  try {
+    const { copies } = await runRewrap(env, RAW, ['a@example.com', 'b@example.com']);
+    for (const c of copies) {
+      const m = /^bounces\+([^@]+)@b\.acme\.example$/.exec(c.mailFrom);
+      assert.ok(m, c.mailFrom);
+      assert.equal(verpQueueId(m[1]!), c.queueId);
+      assert.ok(verifyVerpToken(env.settings.signingKey, m[1]!, c.recipient));
+      assert.ok(!verifyVerpToken(env.settings.signingKey, m[1]!, c.recipient === 'a@example.com' ? 'b@example.com' : 'a@example.com'));
+    }
+  } finally {
+    await env.close();
+  }
+});
+
+test('without a bounce domain the sender is kept, and a null sender stays null', async () => {
+  const env = await rewrapEnv();
+  try {
+    assert.equal((await runRewrap(env, RAW, ['a@example.com'])).copies[0]!.mailFrom, 'shop@example.org');
+  } finally {
+    await env.close();
+  }
+  const env2 = await rewrapEnv({ bounceDomain: 'b.acme.example' });
+  try {
+    assert.equal((await runRewrap(env2, RAW, ['a@example.com'], '')).copies[0]!.mailFrom, '');
+  } finally {
+    await env2.close();
+  }
+});

@@ -1,0 +1,89 @@
+/*
+ * The rewrap worker with real queues in one LevelDB: the move from intake to
+ * delivery, the copies' due times and the events commit in one batch.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { parseConfig } from '../../../common/config.js';
+import { DurableQueue } from '../../../common/durable-queue.js';
+import type { IntakeMeta } from '../../../common/intake-record.js';
+import { createLogger } from '../../../common/log.js';
+import { Store } from '../../../common/store.js';
+import type { DeliveryMeta } from '../../../engine/delivery/delivery-record.js';
+import { EventLog } from '../../../engine/events/event-log.js';
+import { RecipientDb } from '../../../engine/recipient-db.js';
+import { resolveRewrapSettings } from '../../../engine/rewrap/settings.js';
+import { RewrapWorker } from '../../../engine/rewrap/worker.js';
+import { SuppressionList } from '../../../engine/suppression.js';
+
+async function setup() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'postino-rw-'));
+  const store = await Store.open(path.join(dir, 'hosted'));
+  const intake = await DurableQueue.open<IntakeMeta>(store, 'intake', { inlineMaxBytes: 1024 });
+  const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
+  const events = await EventLog.open(store);
+  const suppression = new SuppressionList(store);
+  const recipients = new RecipientDb(store);
+  const config = parseConfig({ accounts: [{ id: 'default', engine: { bounceDomain: 'b.example.net' } }] });
+  const worker = new RewrapWorker(intake, delivery, events, { suppression, recipients }, resolveRewrapSettings(config, dir), createLogger('test', 'silent'));
+  const submit = async (raw: string, rcptTo: string[]) => {
+    await intake.enqueue({ meta: { account: 'default', envelope: { mailFrom: 'shop@example.org', rcptTo, clientAddress: '127.0.0.1', heloName: 'fwd', receivedAt: Date.now(), tls: true } }, body: Buffer.from(raw.replace(/\r?\n/g, '\r\n')) });
+    const [rec] = await intake.lease(1, 60_000);
+    await worker.handle(rec!);
+  };
+  const deliveries = async () => {
+    const out = [];
+    for await (const r of delivery.records()) out.push(r);
+    return out;
+  };
+  return { dir, store, intake, delivery, events, suppression, recipients, submit, deliveries, close: async () => { await store.close(); fs.rmSync(dir, { recursive: true, force: true }); } };
+}
+
+test('copies, accepted/scheduled/suppressed events and recipient entries land together; intake is emptied', async () => {
+  const t = await setup();
+  try {
+    await t.suppression.add('default', { address: 'gone@example.com', scope: '*', reason: 'hard-bounce' });
+    const at = new Date(Date.now() + 3_600_000);
+    // The body is above inlineMaxBytes: the intake message is a blob file, read by range.
+    const raw = `From: shop@example.org\nTo: a@example.com\nSubject: x\nMessage-ID: <m@example.org>\nX-Postino-Tag: order-9\nX-Postino-Send-At: ${at.toISOString()}\n\n${'line of text\n'.repeat(200)}`;
+    await t.submit(raw, ['a@example.com', 'gone@example.com', 'c@example.com']);
+    assert.equal(t.intake.size, 0);
+    const copies = await t.deliveries();
+    assert.deepEqual(copies.map((c) => c.meta.recipient).sort(), ['a@example.com', 'c@example.com']);
+    for (const c of copies) {
+      assert.equal(c.due, at.getTime(), 'parked until the send time');
+      assert.match(c.meta.envelope.mailFrom, /^bounces\+.+@b\.example\.net$/);
+      assert.equal(c.meta.messageId, '<m@example.org>');
+      assert.equal(c.meta.tag, 'order-9');
+      assert.ok((await t.delivery.readBody(c)).toString().includes('line of text\r\n'.repeat(200)));
+    }
+    const events = await t.events.read(0, 100);
+    const summary = events.map((e) => `${e.type}:${e.recipient}`).sort();
+    assert.deepEqual(summary, ['accepted:a@example.com', 'accepted:c@example.com', 'scheduled:a@example.com', 'scheduled:c@example.com', 'suppressed:gone@example.com']);
+    const accepted = events.find((e) => e.type === 'accepted')!;
+    assert.equal(accepted.messageId, '<m@example.org>');
+    assert.equal(accepted.tag, 'order-9');
+    assert.ok(copies.some((c) => c.id === accepted.queueId), 'the event names the copy\'s own queue id');
+    assert.equal(events.find((e) => e.type === 'suppressed')!.reason, 'hard-bounce (account)');
+    assert.ok(await t.recipients.get('default', 'c@example.com'), 'recipient database entry created from traffic');
+  } finally {
+    await t.close();
+  }
+});
+
+test('a message the rewrap rejects leaves no copy, only `rejected` events', async () => {
+  const t = await setup();
+  try {
+    await t.submit('From: shop@example.org\nTo: a@example.com\nX-Postino-Vars: [1,2]\nSubject: x\n\nhi\n', ['a@example.com', 'b@example.com']);
+    assert.equal(t.intake.size, 0);
+    assert.equal((await t.deliveries()).length, 0);
+    const events = await t.events.read(0, 100);
+    assert.deepEqual(events.map((e) => `${e.type}:${e.recipient}`), ['rejected:a@example.com', 'rejected:b@example.com']);
+    assert.equal(events[0]!.reason, 'X-Postino-Vars is not a JSON object');
+  } finally {
+    await t.close();
+  }
+});
