@@ -22,6 +22,9 @@
  * disk; a paused account's copies go back to disk and are re-checked every
  * `pausedRecheckSeconds`. In-flight transactions always complete.
  *
+ * Time is injected (`clock`, `timers`; the real ones by default) so tests
+ * drive rates, suspensions and overflow due times without sleeping.
+ *
  * Config: delivery.readyMax (20000), delivery.laneMax (2000),
  * delivery.laneLookaheadSeconds (5), delivery.pausedRecheckSeconds (5),
  * delivery.shaping. Side effects: queue leases and reschedules (unsynced).
