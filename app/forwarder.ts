@@ -118,7 +118,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     queue: spool,
     concurrency: cfg.relay.maxConnections * HANDLERS_PER_CONNECTION,
     visibilityMs: RELAY_VISIBILITY_MS,
-    rate: rate > 0 ? new TokenBucket(rate, Math.max(1, Math.ceil(rate * BURST_SECONDS))) : undefined,
+    rate: rate > 0 ? new TokenBucket({ ratePerSecond: rate, burst: Math.max(1, Math.ceil(rate * BURST_SECONDS)) }) : undefined,
     handle: async (rec) => {
       try {
         await relay.handle(rec);
