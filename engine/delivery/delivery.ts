@@ -9,6 +9,7 @@
 import type { AccountConfig, DeliveryConfig } from '../../common/config.js';
 import type { DurableQueue } from '../../common/durable-queue.js';
 import type { Logger } from '../../common/log.js';
+import { RateMeter } from '../../common/rate-meter.js';
 import type { Store } from '../../common/store.js';
 import type { DeliveryMeta } from './delivery-record.js';
 import type { EventLog } from '../events/event-log.js';
@@ -17,7 +18,7 @@ import { BackPressureRules } from './classify.js';
 import { DeliveryWorker } from './delivery-worker.js';
 import { KillSwitch } from './kill-switch.js';
 import { DeliveryMetrics } from './metrics.js';
-import { deliveryStatus, RateMeter, type DeliveryStatus } from './queue-status.js';
+import { deliveryStatus, type DeliveryStatus } from './queue-status.js';
 import { RelayPool } from './relay-pool.js';
 import { DeliveryScheduler } from './scheduler.js';
 import { SourceAddresses } from './source-addresses.js';
@@ -55,7 +56,7 @@ export async function createDelivery(o: DeliveryOptions): Promise<Delivery> {
     { relays: c.relays, coolOffMs: c.relayCoolOffSeconds * 1000, maxConnections: c.maxConnections, verifyCertificate: c.verifyCertificate, timeoutMs: c.timeoutSeconds * 1000, clientName: o.hostname, clock: now },
     o.log,
   );
-  const rate = new RateMeter(now);
+  const rate = new RateMeter({ since: 'first-mark', now });
   const metrics = new DeliveryMetrics();
   const outcomes: Record<string, number> = { delivered: 0, deferred: 0, bounced: 0, expired: 0, suppressed: 0 };
   const worker = new DeliveryWorker({

@@ -11,14 +11,12 @@
  * Side effects: reads the queue's records (a scan; fine at a few 100k copies).
  */
 import type { DurableQueue } from '../../common/durable-queue.js';
+import type { RateMeter } from '../../common/rate-meter.js';
 import type { DeliveryMeta } from './delivery-record.js';
 import type { PauseState } from './kill-switch.js';
 import type { RelayStatus } from './relay-pool.js';
 import type { LaneStatus } from './scheduler.js';
 import { recipientDomain } from './shaping.js';
-
-/** The drain estimate looks at this many seconds of finished copies. */
-const RATE_WINDOW_S = 60;
 
 export interface DomainCount {
   domain: string;
@@ -39,33 +37,6 @@ export interface DeliveryStatus {
   lanes: LaneStatus[];
   relays: RelayStatus[];
   outcomes: Record<string, number>;
-}
-
-/** Copies finished per second over a sliding window (one bucket per second). */
-export class RateMeter {
-  private readonly buckets = new Map<number, number>();
-  constructor(private readonly now: () => number = Date.now) {}
-
-  mark(n = 1): void {
-    const s = Math.floor(this.now() / 1000);
-    this.buckets.set(s, (this.buckets.get(s) ?? 0) + n);
-    if (this.buckets.size > RATE_WINDOW_S * 2) for (const k of this.buckets.keys()) if (k < s - RATE_WINDOW_S) this.buckets.delete(k);
-  }
-
-  perSecond(): number {
-    const s = Math.floor(this.now() / 1000);
-    let n = 0;
-    let first = s;
-    for (const [k, v] of this.buckets) {
-      if (k > s - RATE_WINDOW_S) {
-        n += v;
-        first = Math.min(first, k);
-      }
-    }
-    // Over the window, or since the first finish when that is more recent (a fresh start).
-    const span = Math.max(1, Math.min(RATE_WINDOW_S, s - first + 1));
-    return n / span;
-  }
 }
 
 export interface StatusSource {
