@@ -40,7 +40,7 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
-import { NetworkList, normalizeAddress } from './cidr.js';
+import { NetworkList, normalizeIp } from './cidr.js';
 import { PostinoError } from './errors.js';
 import { readProxyV2 } from './proxy-v2.js';
 
@@ -218,7 +218,7 @@ export class PostinoSMTPServer extends SMTPServer {
   }
 
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
-    const ip = normalizeAddress(socketOptions?.remoteAddress ?? socket.remoteAddress ?? '');
+    const ip = normalizeIp(socketOptions?.remoteAddress ?? socket.remoteAddress ?? '');
     const refused = this.refusal(ip);
     if (refused) {
       this.gate.onRefused?.(ip, refused);
@@ -253,7 +253,7 @@ export class PostinoSMTPServer extends SMTPServer {
 
   /** Sessions open from one address (for tests and status). */
   sessionsFrom(ip: string): number {
-    return this.perIp.get(normalizeAddress(ip)) ?? 0;
+    return this.perIp.get(normalizeIp(ip)) ?? 0;
   }
 
   /** listen() with a promise; resolves to the bound port (tests listen on port 0). */

@@ -21,6 +21,7 @@
  * answered 250 without a second enqueue (common/spool-id.ts).
  */
 import fs from 'node:fs';
+import { domainAllowed, domainOf } from '../common/address.js';
 import type { AccountConfig, ListenerConfig } from '../common/config.js';
 import type { DurableQueue } from '../common/durable-queue.js';
 import { PostinoError } from '../common/errors.js';
@@ -30,7 +31,7 @@ import { ensureDevTls, secretsDir } from '../common/secrets.js';
 import { sendAtProblem } from '../common/send-at.js';
 import { startIntake, type Intake } from '../common/smtp-intake.js';
 import type { SeenSpoolIds } from '../common/spool-id.js';
-import { AccountTable, domainAllowed, domainOf } from './accounts.js';
+import { AccountTable } from './accounts.js';
 import { AuthFailures } from './auth-failures.js';
 import { Quotas } from './quota.js';
 

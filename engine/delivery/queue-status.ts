@@ -10,13 +10,13 @@
  * their lane and copies of paused accounts).
  * Side effects: reads the queue's records (a scan; fine at a few 100k copies).
  */
+import { domainOf } from '../../common/address.js';
 import type { DurableQueue } from '../../common/durable-queue.js';
 import type { RateMeter } from '../../common/rate-meter.js';
 import type { DeliveryMeta } from './delivery-record.js';
 import type { PauseState } from './kill-switch.js';
 import type { RelayStatus } from './relay-pool.js';
 import type { LaneStatus } from './scheduler.js';
-import { recipientDomain } from './shaping.js';
 
 export interface DomainCount {
   domain: string;
@@ -59,7 +59,7 @@ export async function deliveryStatus(s: StatusSource): Promise<DeliveryStatus> {
   for await (const rec of s.queue.records()) {
     total++;
     oldest = Math.min(oldest, rec.enqueuedAt);
-    const domain = recipientDomain(rec.meta.recipient);
+    const domain = domainOf(rec.meta.recipient);
     let d = byDomain.get(domain);
     if (!d) byDomain.set(domain, (d = { domain, total: 0, deferred: 0, ready: 0, sending: 0 }));
     d.total++;

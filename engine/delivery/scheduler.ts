@@ -26,6 +26,7 @@
  * delivery.laneLookaheadSeconds (5), delivery.pausedRecheckSeconds (5),
  * delivery.shaping. Side effects: queue leases and reschedules (unsynced).
  */
+import { domainOf } from '../../common/address.js';
 import type { BackPressureRule, DeliveryConfig } from '../../common/config.js';
 import type { DurableQueue, QueueRecord } from '../../common/durable-queue.js';
 import type { Logger } from '../../common/log.js';
@@ -33,7 +34,7 @@ import type { BatchOp } from '../../common/store.js';
 import { TokenBucket } from '../../common/token-bucket.js';
 import type { DeliveryMeta } from './delivery-record.js';
 import type { KillSwitch } from './kill-switch.js';
-import { recipientDomain, shapingFor, type DomainShaping } from './shaping.js';
+import { shapingFor, type DomainShaping } from './shaping.js';
 
 type Rec = QueueRecord<DeliveryMeta>;
 
@@ -260,7 +261,7 @@ export class DeliveryScheduler {
       back.push({ rec, due: this.running ? now + config.pausedRecheckSeconds * 1000 : now });
       return;
     }
-    const l = this.lane(recipientDomain(rec.meta.recipient));
+    const l = this.lane(domainOf(rec.meta.recipient));
     l.lastUsed = now;
     if (l.suspendedUntil > now) {
       back.push({ rec, due: l.suspendedUntil });

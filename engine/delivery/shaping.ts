@@ -20,11 +20,6 @@ export interface DomainShaping {
   params: ShapingParams;
 }
 
-export function recipientDomain(address: string): string {
-  const at = address.lastIndexOf('@');
-  return (at === -1 ? '' : address.slice(at + 1)).toLowerCase();
-}
-
 export function shapingFor(cfg: DeliveryConfig['shaping'], domain: string): DomainShaping {
   const o = cfg.domains[domain];
   if (!o) return { poolKey: 'default', params: cfg.default };
