@@ -30,7 +30,7 @@ import { TokenBucket } from '../common/token-bucket.js';
 import { WorkerLoop } from '../common/worker-loop.js';
 import { createAdminApi, queueGauges, triedAndDeferred, type StatusSource } from '../forwarder/admin-api.js';
 import { buildDsn, readHeaderSection } from '../forwarder/dsn.js';
-import { KillSwitch } from '../forwarder/kill-switch.js';
+import { RelayPause } from '../forwarder/relay-pause.js';
 import { ForwarderMetrics } from '../forwarder/metrics.js';
 import type { SpoolMeta } from '../forwarder/spool-record.js';
 
@@ -65,7 +65,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   const users = passwordsOf(rt);
   const store = await Store.open(path.join(rt.dataDir, 'forwarder'));
   const spool = await DurableQueue.open<SpoolMeta>(store, 'spool', { tally: triedAndDeferred });
-  const killSwitch = await KillSwitch.load(store, log);
+  const killSwitch = await RelayPause.load(store, log);
 
   const client = new RelayClient(
     {

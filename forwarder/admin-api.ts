@@ -22,7 +22,7 @@ import { PostinoError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { createHttpServer } from '../common/http-server.js';
 import type { RelayCounters } from './relay-worker.js';
-import type { KillSwitch, KillSwitchState, Relaying } from './kill-switch.js';
+import type { Relaying, RelayPause, RelayPauseState } from './relay-pause.js';
 import type { ForwarderMetrics, QueueGauges } from './metrics.js';
 import type { SpoolMeta } from './spool-record.js';
 
@@ -50,7 +50,7 @@ export interface StatusSource {
   spool: DurableQueue<SpoolMeta>;
   counters: RelayCounters;
   inFlight(): number;
-  killSwitch: KillSwitch;
+  killSwitch: RelayPause;
   relaying: Relaying;
   metrics: ForwarderMetrics;
   diskBytes(): number;
@@ -140,11 +140,11 @@ export function createAdminApi(token: string, s: StatusSource, log: Logger): Fas
   app.get('/health', { config: { public: true } }, async () => ({ ok: true }));
   app.get('/status', async () => forwarderStatus(s));
 
-  app.post<{ Querystring: { intake?: string } }>('/pause', async (req): Promise<KillSwitchState> => {
+  app.post<{ Querystring: { intake?: string } }>('/pause', async (req): Promise<RelayPauseState> => {
     const intake = ['1', 'true', 'yes'].includes(String(req.query.intake ?? '').toLowerCase());
     return s.killSwitch.pause(s.relaying, { intake });
   });
-  app.post('/resume', async (): Promise<KillSwitchState> => s.killSwitch.resume(s.relaying));
+  app.post('/resume', async (): Promise<RelayPauseState> => s.killSwitch.resume(s.relaying));
 
   app.get<{ Querystring: { state?: string; limit?: string } }>('/queue', async (req) => {
     const state = (req.query.state ?? 'all') as ListState;

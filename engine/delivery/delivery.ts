@@ -16,7 +16,7 @@ import type { EventLog } from '../events/event-log.js';
 import type { SuppressionList } from '../suppression.js';
 import { BackPressureRules } from './classify.js';
 import { DeliveryWorker } from './delivery-worker.js';
-import { KillSwitch } from './kill-switch.js';
+import { DeliveryPause } from './delivery-pause.js';
 import { DeliveryMetrics } from './metrics.js';
 import { deliveryStatus, type DeliveryStatus } from './queue-status.js';
 import { RelayPool } from './relay-pool.js';
@@ -38,7 +38,7 @@ export interface DeliveryOptions {
 }
 
 export interface Delivery {
-  killSwitch: KillSwitch;
+  killSwitch: DeliveryPause;
   pool: RelayPool;
   scheduler: DeliveryScheduler;
   metrics: DeliveryMetrics;
@@ -51,7 +51,7 @@ export interface Delivery {
 export async function createDelivery(o: DeliveryOptions): Promise<Delivery> {
   const now = o.clock ?? Date.now;
   const c = o.config;
-  const killSwitch = await KillSwitch.open(o.store);
+  const killSwitch = await DeliveryPause.open(o.store);
   const pool = new RelayPool(
     { relays: c.relays, coolOffMs: c.relayCoolOffSeconds * 1000, maxConnections: c.maxConnections, verifyCertificate: c.verifyCertificate, timeoutMs: c.timeoutSeconds * 1000, clientName: o.hostname, clock: now },
     o.log,

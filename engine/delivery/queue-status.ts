@@ -14,7 +14,7 @@ import { domainOf } from '../../common/address.js';
 import type { DurableQueue } from '../../common/durable-queue.js';
 import type { RateMeter } from '../../common/rate-meter.js';
 import type { DeliveryMeta } from './delivery-record.js';
-import type { PauseState } from './kill-switch.js';
+import type { DeliveryPauseState } from './delivery-pause.js';
 import type { RelayStatus } from './relay-pool.js';
 import type { LaneStatus } from './scheduler.js';
 
@@ -32,7 +32,7 @@ export interface DeliveryStatus {
   oldestAgeSeconds: number;
   ratePerSecond: number;
   estimatedDrainSeconds: number | null;
-  paused: PauseState;
+  paused: DeliveryPauseState;
   domains: DomainCount[];
   lanes: LaneStatus[];
   relays: RelayStatus[];
@@ -43,7 +43,7 @@ export interface StatusSource {
   queue: DurableQueue<DeliveryMeta>;
   lanes(): LaneStatus[];
   relays(): RelayStatus[];
-  paused(): PauseState;
+  paused(): DeliveryPauseState;
   rate: RateMeter;
   outcomes: Record<string, number>;
   now(): number;

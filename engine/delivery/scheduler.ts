@@ -33,7 +33,7 @@ import type { Logger } from '../../common/log.js';
 import type { BatchOp } from '../../common/store.js';
 import { TokenBucket } from '../../common/token-bucket.js';
 import type { DeliveryMeta } from './delivery-record.js';
-import type { KillSwitch } from './kill-switch.js';
+import type { DeliveryPause } from './delivery-pause.js';
 import { shapingFor, type DomainShaping } from './shaping.js';
 
 type Rec = QueueRecord<DeliveryMeta>;
@@ -125,7 +125,7 @@ class Lane {
 export interface SchedulerOptions {
   queue: DurableQueue<DeliveryMeta>;
   config: DeliveryConfig;
-  killSwitch: KillSwitch;
+  killSwitch: DeliveryPause;
   visibilityMs: number;
   /** Sends one copy and records its outcome; returns the back-pressure rule its reply matched. */
   handle: (rec: Rec) => Promise<BackPressureRule | undefined>;
