@@ -28,7 +28,7 @@ import { stampSpoolId } from '../common/spool-id.js';
 import { Store } from '../common/store.js';
 import { TokenBucket } from '../common/token-bucket.js';
 import { WorkerLoop } from '../common/worker-loop.js';
-import { createAdminApi, queueGauges, triedAndDeferred, type StatusSource } from '../forwarder/admin-api.js';
+import { createAdminApi, queueGauges, triedAndDeferred, type ForwarderStatusSource } from '../forwarder/admin-api.js';
 import { buildDsn, readHeaderSection } from '../forwarder/dsn.js';
 import { RelayPause } from '../forwarder/relay-pause.js';
 import { ForwarderMetrics } from '../forwarder/metrics.js';
@@ -175,7 +175,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     log,
   });
 
-  const source: StatusSource = {
+  const source: ForwarderStatusSource = {
     spool,
     counters: relay.counters,
     inFlight: () => worker.active,

@@ -13,6 +13,7 @@
  * never hard bounces, complaints or manual entries.
  */
 import { normalizeEmail } from '../common/address.js';
+import type { Stream } from '../common/config.js';
 import type { BatchOp, Store } from '../common/store.js';
 
 export type SuppressionReason = 'hard-bounce' | 'complaint' | 'unsubscribe' | 'manual';
@@ -24,8 +25,6 @@ export interface SuppressionEntry {
   at: string;
   detail?: string | undefined;
 }
-
-export type Stream = 'transactional' | 'bulk';
 
 function key(account: string, scope: string, address: string): string {
   return `s!${account}!${scope}!${normalizeEmail(address)}`;

@@ -46,7 +46,8 @@ export interface ForwarderStatus {
   spoolDiskBytes: number;
 }
 
-export interface StatusSource {
+/** What /status, /metrics and /pause|/resume read and drive: the spool, the relay loop and its kill-switch. */
+export interface ForwarderStatusSource {
   spool: DurableQueue<SpoolMeta>;
   counters: RelayCounters;
   inFlight(): number;
@@ -71,7 +72,7 @@ function isDeferred(rec: QueueRecord<SpoolMeta>): boolean {
  * the oldest message is one seek. (A scan cost 6 µs per message: 6 s per
  * scrape for the million messages an hour-long outage can leave.)
  */
-export async function queueGauges(s: StatusSource): Promise<QueueGauges> {
+export async function queueGauges(s: ForwarderStatusSource): Promise<QueueGauges> {
   const oldest = await s.spool.oldest();
   const ks = s.killSwitch.state;
   return {
@@ -85,7 +86,7 @@ export async function queueGauges(s: StatusSource): Promise<QueueGauges> {
   };
 }
 
-export async function forwarderStatus(s: StatusSource): Promise<ForwarderStatus> {
+export async function forwarderStatus(s: ForwarderStatusSource): Promise<ForwarderStatus> {
   const g = await queueGauges(s);
   const rate = s.metrics.relayRate();
   const ks = s.killSwitch.state;
@@ -135,7 +136,7 @@ function entry(rec: QueueRecord<SpoolMeta>): QueueEntry {
 type ListState = 'deferred' | 'in-flight' | 'waiting' | 'all';
 const LIST_STATES: readonly ListState[] = ['deferred', 'in-flight', 'waiting', 'all'];
 
-export function createAdminApi(token: string, s: StatusSource, log: Logger): FastifyInstance {
+export function createAdminApi(token: string, s: ForwarderStatusSource, log: Logger): FastifyInstance {
   const app = createHttpServer(token, log);
   app.get('/health', { config: { public: true } }, async () => ({ ok: true }));
   app.get('/status', async () => forwarderStatus(s));

@@ -39,7 +39,7 @@ export interface DeliveryStatus {
   outcomes: Record<string, number>;
 }
 
-export interface StatusSource {
+export interface DeliveryStatusSource {
   queue: DurableQueue<DeliveryMeta>;
   lanes(): LaneStatus[];
   relays(): RelayStatus[];
@@ -49,7 +49,7 @@ export interface StatusSource {
   now(): number;
 }
 
-export async function deliveryStatus(s: StatusSource): Promise<DeliveryStatus> {
+export async function deliveryStatus(s: DeliveryStatusSource): Promise<DeliveryStatus> {
   const now = s.now();
   const states = { queued: 0, ready: 0, sending: 0, deferred: 0 };
   const lanes = s.lanes();

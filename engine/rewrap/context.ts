@@ -8,12 +8,11 @@
  * Side effects: none here; `MessageContext.text` reads the body source.
  */
 import type { Readable } from 'node:stream';
-import type { AccountEngineConfig } from '../../common/config.js';
+import type { AccountEngineConfig, Stream } from '../../common/config.js';
 import type { BatchOp } from '../../common/store.js';
 import { getHeader, type HeaderField } from '../../common/mime-header.js';
 import type { Envelope } from '../../common/smtp-intake.js';
 import type { BodySource } from './body-source.js';
-import type { Stream } from '../delivery/delivery-record.js';
 import type { DkimKey } from './dkim-keys.js';
 import type { MimePart } from './mime-scan.js';
 import { decodeText } from './mime-text.js';
