@@ -186,7 +186,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     now: Date.now,
   };
   const admin = createAdminApi(token, source, log);
-  const adminPort = await listenHttp(admin, cfg.admin.host, cfg.admin.port, 'forwarder admin', log);
+  const adminPort = await listenHttp(admin, { host: cfg.admin.host, port: cfg.admin.port, what: 'forwarder admin', log });
   killSwitch.apply(worker);
 
   return {

@@ -54,7 +54,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const suppression = new SuppressionList(store);
 
   const recipients = new RecipientDb(store);
-  const rewrap = new RewrapWorker(intake, delivery, events, { suppression, recipients }, rewrapSettings, log.child({ component: 'engine' }));
+  const rewrap = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients }, settings: rewrapSettings, log: log.child({ component: 'engine' }) });
   const rewrapLoop = new WorkerLoop<IntakeMeta>({ queue: intake, concurrency: config.engine.concurrency, visibilityMs: VISIBILITY_MS, handle: (r) => rewrap.handle(r), log });
 
   const deliveryStage = await createDelivery({
@@ -74,14 +74,14 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const sweep = (): void => void spoolIds.sweep().catch((err: unknown) => log.warn({ err }, 'spool id sweep failed'));
   sweep();
   const sweeper = setInterval(sweep, SPOOL_ID_SWEEP_MS).unref();
-  const listener = await startListener(config.listener, config.accounts, rt.dataDir, intake, log.child({ component: 'listener' }), Date.now, spoolIds);
+  const listener = await startListener({ config: config.listener, accounts: config.accounts, dataDir: rt.dataDir, queue: intake, log: log.child({ component: 'listener' }), spoolIds });
   // SIGHUP: re-read the listener's certificate (renewal) without dropping sessions.
   const onHup = (): void => void listener.reloadTls().catch((err: unknown) => log.error({ err }, 'TLS reload failed; keeping the old certificate'));
   process.on('SIGHUP', onHup);
-  const api = createHostedApi(apiKey, intake, delivery, log);
+  const api = createHostedApi(apiKey, log);
   registerDeliveryRoutes(api, intake, deliveryStage);
   registerEventRoutes(api, events);
-  const httpPort = await listenHttp(api, config.http.host, config.http.port, 'hosted', log);
+  const httpPort = await listenHttp(api, { host: config.http.host, port: config.http.port, what: 'hosted', log });
   rewrapLoop.start();
   deliveryStage.start();
 

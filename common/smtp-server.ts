@@ -73,18 +73,27 @@ const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 /** RFC 5321 4.2.3: 500-504 are the syntax and sequence errors a broken or hostile client produces. */
 const isSyntaxError = (code: number): boolean => code >= 500 && code <= 504;
 
+/** What one session gets on top of smtp-server's connection options. */
+interface SessionTuning {
+  /** 0 for trusted clients. */
+  greetingDelayMs: number;
+  maxErrors: number;
+  /** Called once when the session ends (the caps count it no more). */
+  onGone: () => void;
+}
+
 class TunedConnection extends SMTPConnection {
   private errors = 0;
+  private readonly greetingDelayMs: number;
+  private readonly maxErrors: number;
+  private onGone: (() => void) | undefined;
 
-  constructor(
-    server: SMTPServer,
-    socket: net.Socket | tls.TLSSocket,
-    options: SMTPConnectionOptions | null | undefined,
-    private readonly greetingDelayMs: number,
-    private readonly maxErrors: number,
-    private onGone: (() => void) | undefined,
-  ) {
+  /** smtp-server's own three arguments, then ours. */
+  constructor(server: SMTPServer, socket: net.Socket | tls.TLSSocket, options: SMTPConnectionOptions | null | undefined, tuning: SessionTuning) {
     super(server, socket, options);
+    this.greetingDelayMs = tuning.greetingDelayMs;
+    this.maxErrors = tuning.maxErrors;
+    this.onGone = tuning.onGone;
   }
 
   /**
@@ -236,8 +245,11 @@ export class PostinoSMTPServer extends SMTPServer {
       clearTimeout(sessionTimer);
     };
 
-    const delay = this.trusted.contains(ip) ? 0 : this.delayMs;
-    const connection = new TunedConnection(this, socket, socketOptions, delay, this.gate.maxErrors, gone);
+    const connection = new TunedConnection(this, socket, socketOptions, {
+      greetingDelayMs: this.trusted.contains(ip) ? 0 : this.delayMs,
+      maxErrors: this.gate.maxErrors,
+      onGone: gone,
+    });
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));
     connection.on('connect', (data) => this._onClientConnect(data));

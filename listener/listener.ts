@@ -47,15 +47,22 @@ export interface Listener extends Intake {
   reloadTls(): Promise<void>;
 }
 
-export async function startListener(
-  cfg: ListenerConfig,
-  accountConfigs: readonly AccountConfig[],
-  dataDir: string,
-  queue: DurableQueue<IntakeMeta>,
-  log: Logger,
-  now: () => number = Date.now,
-  spoolIds?: SeenSpoolIds,
-): Promise<Listener> {
+export interface ListenerOptions {
+  config: ListenerConfig;
+  accounts: readonly AccountConfig[];
+  /** Where the development TLS pair lives when `listener.tls` names none. */
+  dataDir: string;
+  /** The engine's intake queue. */
+  queue: DurableQueue<IntakeMeta>;
+  log: Logger;
+  /** Quota and AUTH-failure windows; default Date.now. */
+  now?: () => number;
+  /** Spool ids already accepted, to answer a retried message `250 (already queued)`. */
+  spoolIds?: SeenSpoolIds | undefined;
+}
+
+export async function startListener(o: ListenerOptions): Promise<Listener> {
+  const { config: cfg, accounts: accountConfigs, dataDir, queue, log, now = Date.now, spoolIds } = o;
   const tls = await listenerTls(cfg, dataDir);
   const accounts = new AccountTable(accountConfigs);
   const quotas = await Quotas.open(

@@ -25,17 +25,36 @@ import { rewrap } from './pipeline.js';
 import { fallbackMessageId } from './steps/missing-headers.js';
 import { MessageContext, type RewrapServices, type RewrapSettings } from './context.js';
 
+export interface RewrapWorkerOptions {
+  intake: DurableQueue<IntakeMeta>;
+  delivery: DurableQueue<DeliveryMeta>;
+  events: EventLog;
+  services: RewrapServices;
+  /** Settings by account id. */
+  settings: ReadonlyMap<string, RewrapSettings>;
+  log: Logger;
+  /** Default Date.now. */
+  clock?: () => number;
+}
+
 export class RewrapWorker {
-  constructor(
-    private readonly intake: DurableQueue<IntakeMeta>,
-    private readonly delivery: DurableQueue<DeliveryMeta>,
-    private readonly events: EventLog,
-    private readonly services: RewrapServices,
-    /** Settings by account id. */
-    private readonly settings: ReadonlyMap<string, RewrapSettings>,
-    private readonly log: Logger,
-    private readonly clock: () => number = Date.now,
-  ) {}
+  private readonly intake: DurableQueue<IntakeMeta>;
+  private readonly delivery: DurableQueue<DeliveryMeta>;
+  private readonly events: EventLog;
+  private readonly services: RewrapServices;
+  private readonly settings: ReadonlyMap<string, RewrapSettings>;
+  private readonly log: Logger;
+  private readonly clock: () => number;
+
+  constructor(o: RewrapWorkerOptions) {
+    this.intake = o.intake;
+    this.delivery = o.delivery;
+    this.events = o.events;
+    this.services = o.services;
+    this.settings = o.settings;
+    this.log = o.log;
+    this.clock = o.clock ?? Date.now;
+  }
 
   private async source(rec: QueueRecord<IntakeMeta>): Promise<BodySource> {
     if (rec.body.kind === 'file') return fileSource(this.intake.store.blobPath(rec.body.name), rec.body.size);
@@ -55,7 +74,7 @@ export class RewrapWorker {
       await this.finish(rec, [], envelope.rcptTo.map((r) => ({ ...base, type: 'rejected', queueId: rec.id, recipient: r, reason: `unknown account "${account}"` })), [], log);
       return;
     }
-    const msg = new MessageContext(rec.id, envelope, source, mime, walkParts(mime), settings, this.services, now);
+    const msg = new MessageContext({ intakeId: rec.id, envelope, source, mime, parts: walkParts(mime), settings, services: this.services, now });
     const prepared: Prepared<DeliveryMeta>[] = [];
     const events: EventInput[] = [];
     let result;
