@@ -29,9 +29,10 @@
  * PROXY protocol: headers are expected only from `proxyFrom` (CIDR); v2 (binary)
  * is read by proxy-v2.ts, v1 (text) by smtp-server itself.
  *
- * init(), send(), close(), _onClose(), handler_EHLO(), connect(), _expectsProxyHeader()
- * and _handleProxy() are overridden
- * from smtp-server 3.21.6 (pinned exactly in package.json).
+ * Private methods of smtp-server SMTP_SERVER_VERSION (pinned exactly in
+ * package.json) are overridden or called here; the lists below name them, and
+ * test/common/smtp-server-seam.test.ts fails when the installed smtp-server is
+ * another version or one of them is gone, so an upgrade is a deliberate act.
  *
  * Side effects: none until listen().
  */
@@ -73,6 +74,16 @@ const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 /** RFC 5321 4.2.3: 500-504 are the syntax and sequence errors a broken or hostile client produces. */
 const isSyntaxError = (code: number): boolean => code >= 500 && code <= 504;
 
+/** The smtp-server release whose private methods this file overrides. */
+export const SMTP_SERVER_VERSION = '3.21.6';
+
+/** SMTPConnection methods TunedConnection overrides, and those of its internals it calls. */
+export const CONNECTION_OVERRIDES = ['init', 'send', 'close', '_onClose', 'handler_EHLO'] as const;
+export const CONNECTION_CALLS = ['_setListeners', 'connectionReady'] as const;
+/** SMTPServer methods PostinoSMTPServer overrides, and those of its internals it calls. */
+export const SERVER_OVERRIDES = ['connect', '_expectsProxyHeader', '_handleProxy'] as const;
+export const SERVER_CALLS = ['_onError', '_onClientConnect'] as const;
+
 /** What one session gets on top of smtp-server's connection options. */
 interface SessionTuning {
   /** 0 for trusted clients. */
@@ -82,7 +93,7 @@ interface SessionTuning {
   onGone: () => void;
 }
 
-class TunedConnection extends SMTPConnection {
+export class TunedConnection extends SMTPConnection {
   private errors = 0;
   private readonly greetingDelayMs: number;
   private readonly maxErrors: number;
