@@ -7,6 +7,7 @@
  * progress finish), close HTTP, close LevelDB.
  */
 import path from 'node:path';
+import { installDotStuffingFastPath } from '../common/dot-stuffing.js';
 import { DurableQueue } from '../common/durable-queue.js';
 import { listenHttp } from '../common/http-server.js';
 import type { IntakeMeta } from '../common/intake-record.js';
@@ -44,6 +45,7 @@ export interface Hosted extends Component {
 }
 
 export async function startHosted(rt: Runtime): Promise<Hosted> {
+  installDotStuffingFastPath(); // nodemailer's DATA transparency without a JS loop per byte (delivery)
   const { config, log } = rt;
   const apiKey = resolveSecret(rt.dataDir, 'api-key', config.http.apiKeyEnv, rt.env);
   const rewrapSettings = resolveRewrapSettings(config, rt.dataDir);
