@@ -4,7 +4,7 @@
  * config loader that prints every problem with its key path and exits 2.
  */
 import path from 'node:path';
-import { ConfigError, loadConfig, type Config } from '../common/config.js';
+import { ConfigError, loadConfig, type Config, type ConfigProblem } from '../common/config.js';
 
 /** Bad usage: printed with the usage text, exit status 2. */
 export class UsageError extends Error {}
@@ -13,14 +13,18 @@ export function dataDirOf(env: NodeJS.ProcessEnv): string {
   return path.resolve(env.POSTINO_DATA || './data');
 }
 
+/** Prints every problem with its key path and exits 2; returns when there is none. */
+export function exitOnProblems(source: string, problems: ConfigProblem[]): void {
+  if (problems.length === 0) return;
+  process.stderr.write(new ConfigError(source, problems).report() + '\n');
+  process.exit(2);
+}
+
 export function loadOrExit(file: string | undefined, overlay?: (raw: Record<string, unknown>) => Record<string, unknown>): Config {
   try {
     return loadConfig(file, overlay);
   } catch (e) {
-    if (e instanceof ConfigError) {
-      process.stderr.write(e.report() + '\n');
-      process.exit(2);
-    }
+    if (e instanceof ConfigError) exitOnProblems(e.source, e.problems);
     throw e;
   }
 }

@@ -8,7 +8,8 @@
  *   postino forwarder pause [--intake] | resume [--admin URL]   the kill-switch
  *   postino hosted pause|resume|status [--account ID] [--api URL]
  *                                           the engine's kill-switch and delivery queue
- *   postino check-config F                  print every problem with its key path
+ *   postino check-config F                  print every problem with its key path (also secrets
+ *                                           named by *Env keys: unset, or under 32 bytes)
  *   postino dev-cert [--out DIR]            a development CA and localhost TLS pair
  *   postino hash-password                   scrypt hash of the password on stdin (accounts[].listener.users)
  *   postino dkim keygen <domain> [--selector S] [--out DIR]
@@ -22,10 +23,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { hashPassword } from '../common/password-hash.js';
-import { ensureDevTls, secretsDir } from '../common/secrets.js';
+import { ensureDevTls, secretEnvProblems, secretsDir } from '../common/secrets.js';
 import { generateDkimKey } from '../engine/rewrap/dkim-keys.js';
 import { apiCall, apiTarget, FORWARDER_ADMIN, HOSTED_API } from './api-client.js';
-import { dataDirOf, loadOrExit, UsageError } from './cli-support.js';
+import { dataDirOf, exitOnProblems, loadOrExit, UsageError } from './cli-support.js';
 import { formatForwarderStatus, formatHostedStatus, type HostedQueueBody } from './printers.js';
 import { runRole, up } from './supervisor.js';
 
@@ -115,7 +116,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     case 'check-config': {
       const file = sub ?? values.config;
       if (!file) throw new UsageError('check-config needs a file');
-      loadOrExit(file);
+      // Secrets named by environment variables are checked here too, not first at start-up.
+      exitOnProblems(file, secretEnvProblems(loadOrExit(file), env));
       process.stdout.write(`${file}: ok\n`);
       return;
     }

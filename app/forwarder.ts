@@ -15,6 +15,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { installDotStuffingFastPath } from '../common/dot-stuffing.js';
 import { DurableQueue, type QueueRecord } from '../common/durable-queue.js';
 import { PostinoError } from '../common/errors.js';
 import { listenHttp } from '../common/http-server.js';
@@ -28,9 +29,9 @@ import { stampSpoolId } from '../common/spool-id.js';
 import { Store } from '../common/store.js';
 import { TokenBucket } from '../common/token-bucket.js';
 import { WorkerLoop } from '../common/worker-loop.js';
-import { createAdminApi, queueGauges, triedAndDeferred, type StatusSource } from '../forwarder/admin-api.js';
+import { createAdminApi, queueGauges, triedAndDeferred, type ForwarderStatusSource } from '../forwarder/admin-api.js';
 import { buildDsn, readHeaderSection } from '../forwarder/dsn.js';
-import { KillSwitch } from '../forwarder/kill-switch.js';
+import { RelayPause } from '../forwarder/relay-pause.js';
 import { ForwarderMetrics } from '../forwarder/metrics.js';
 import type { SpoolMeta } from '../forwarder/spool-record.js';
 
@@ -58,6 +59,7 @@ function passwordsOf(rt: Runtime): Map<string, string> {
 }
 
 export async function startForwarder(rt: Runtime): Promise<Forwarder> {
+  installDotStuffingFastPath(); // nodemailer's DATA transparency without a JS loop per byte (relays, DSNs)
   const cfg = rt.config.forwarder;
   const log = rt.log;
   const hostname = cfg.hostname ?? os.hostname();
@@ -65,7 +67,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   const users = passwordsOf(rt);
   const store = await Store.open(path.join(rt.dataDir, 'forwarder'));
   const spool = await DurableQueue.open<SpoolMeta>(store, 'spool', { tally: triedAndDeferred });
-  const killSwitch = await KillSwitch.load(store, log);
+  const killSwitch = await RelayPause.load(store, log);
 
   const client = new RelayClient(
     {
@@ -118,7 +120,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     queue: spool,
     concurrency: cfg.relay.maxConnections * HANDLERS_PER_CONNECTION,
     visibilityMs: RELAY_VISIBILITY_MS,
-    rate: rate > 0 ? new TokenBucket(rate, Math.max(1, Math.ceil(rate * BURST_SECONDS))) : undefined,
+    rate: rate > 0 ? new TokenBucket({ ratePerSecond: rate, burst: Math.max(1, Math.ceil(rate * BURST_SECONDS)) }) : undefined,
     handle: async (rec) => {
       try {
         await relay.handle(rec);
@@ -175,7 +177,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     log,
   });
 
-  const source: StatusSource = {
+  const source: ForwarderStatusSource = {
     spool,
     counters: relay.counters,
     inFlight: () => worker.active,
@@ -186,7 +188,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     now: Date.now,
   };
   const admin = createAdminApi(token, source, log);
-  const adminPort = await listenHttp(admin, cfg.admin.host, cfg.admin.port, 'forwarder admin', log);
+  const adminPort = await listenHttp(admin, { host: cfg.admin.host, port: cfg.admin.port, what: 'forwarder admin', log });
   killSwitch.apply(worker);
 
   return {

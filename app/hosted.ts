@@ -7,6 +7,7 @@
  * progress finish), close HTTP, close LevelDB.
  */
 import path from 'node:path';
+import { installDotStuffingFastPath } from '../common/dot-stuffing.js';
 import { DurableQueue } from '../common/durable-queue.js';
 import { listenHttp } from '../common/http-server.js';
 import type { IntakeMeta } from '../common/intake-record.js';
@@ -44,6 +45,7 @@ export interface Hosted extends Component {
 }
 
 export async function startHosted(rt: Runtime): Promise<Hosted> {
+  installDotStuffingFastPath(); // nodemailer's DATA transparency without a JS loop per byte (delivery)
   const { config, log } = rt;
   const apiKey = resolveSecret(rt.dataDir, 'api-key', config.http.apiKeyEnv, rt.env);
   const rewrapSettings = resolveRewrapSettings(config, rt.dataDir);
@@ -54,7 +56,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const suppression = new SuppressionList(store);
 
   const recipients = new RecipientDb(store);
-  const rewrap = new RewrapWorker(intake, delivery, events, { suppression, recipients }, rewrapSettings, log.child({ component: 'engine' }));
+  const rewrap = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients }, settings: rewrapSettings, log: log.child({ component: 'engine' }) });
   const rewrapLoop = new WorkerLoop<IntakeMeta>({ queue: intake, concurrency: config.engine.concurrency, visibilityMs: VISIBILITY_MS, handle: (r) => rewrap.handle(r), log });
 
   const deliveryStage = await createDelivery({
@@ -74,14 +76,14 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const sweep = (): void => void spoolIds.sweep().catch((err: unknown) => log.warn({ err }, 'spool id sweep failed'));
   sweep();
   const sweeper = setInterval(sweep, SPOOL_ID_SWEEP_MS).unref();
-  const listener = await startListener(config.listener, config.accounts, rt.dataDir, intake, log.child({ component: 'listener' }), Date.now, spoolIds);
+  const listener = await startListener({ config: config.listener, accounts: config.accounts, dataDir: rt.dataDir, queue: intake, log: log.child({ component: 'listener' }), spoolIds });
   // SIGHUP: re-read the listener's certificate (renewal) without dropping sessions.
   const onHup = (): void => void listener.reloadTls().catch((err: unknown) => log.error({ err }, 'TLS reload failed; keeping the old certificate'));
   process.on('SIGHUP', onHup);
-  const api = createHostedApi(apiKey, intake, delivery, log);
+  const api = createHostedApi(apiKey, log);
   registerDeliveryRoutes(api, intake, deliveryStage);
   registerEventRoutes(api, events);
-  const httpPort = await listenHttp(api, config.http.host, config.http.port, 'hosted', log);
+  const httpPort = await listenHttp(api, { host: config.http.host, port: config.http.port, what: 'hosted', log });
   rewrapLoop.start();
   deliveryStage.start();
 

@@ -86,7 +86,7 @@ export async function benchListener(): Promise<void> {
   });
   const store = await Store.open(path.join(dir, 'hosted'));
   const queue = await DurableQueue.open<IntakeMeta>(store, 'intake');
-  const listener = await startListener(cfg.listener, cfg.accounts, dir, queue, pino({ level: 'silent' }));
+  const listener = await startListener({ config: cfg.listener, accounts: cfg.accounts, dataDir: dir, queue, log: pino({ level: 'silent' }) });
   const rss = rssSampler();
   const lPlain = await plain(listener.port);
   const lTls = await withTls(listener.port, tlsPaths.caFile);

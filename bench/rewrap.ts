@@ -72,7 +72,7 @@ async function rig(accountEngine: Record<string, unknown>, keyDir?: string): Pro
   const events = await EventLog.open(store);
   const suppression = new SuppressionList(store);
   const config = parseConfig({ engine: { bounceDomain: 'bounce.example.net' }, accounts: [{ id: 'default', engine }] });
-  const worker = new RewrapWorker(intake, delivery, events, { suppression, recipients: new RecipientDb(store) }, resolveRewrapSettings(config, dir), createLogger('bench', 'silent'));
+  const worker = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients: new RecipientDb(store) }, settings: resolveRewrapSettings(config, dir), log: createLogger('bench', 'silent') });
   return {
     dir,
     store,

@@ -31,7 +31,7 @@ export function parseCidr(text: string): Cidr | string {
 }
 
 /** Strips the IPv4-mapped prefix so "::ffff:127.0.0.1" matches "127.0.0.0/8". */
-export function normalizeAddress(address: string): string {
+export function normalizeIp(address: string): string {
   return address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
 }
 
@@ -48,7 +48,7 @@ export class NetworkList {
 
   contains(address: string | undefined): boolean {
     if (!address) return false;
-    const a = normalizeAddress(address);
+    const a = normalizeIp(address);
     const version = net.isIP(a);
     if (version === 0) return false;
     return this.list.check(a, version === 4 ? 'ipv4' : 'ipv6');

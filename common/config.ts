@@ -37,6 +37,9 @@ const existingFile = z.string().superRefine((v, ctx) => {
 });
 const positiveInt = z.number().int().positive();
 const seconds = z.number().nonnegative();
+/** X-Postino-Stream: transactional mail goes ahead of bulk and skips list-scoped unsubscribes. */
+export const STREAMS = ['transactional', 'bulk'] as const;
+export type Stream = (typeof STREAMS)[number];
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
 /** `smtp://host:port` (STARTTLS when offered/required) or `smtps://host:port` (implicit TLS). */
@@ -243,7 +246,7 @@ const accountEngine = z
     /** Overrides `engine.bounceDomain`. */
     bounceDomain: host.nullable().default(null),
     /** Stream of messages without X-Postino-Stream; transactional mail skips unsubscribe-scope suppression. */
-    stream: z.enum(['transactional', 'bulk']).default('transactional'),
+    stream: z.enum(STREAMS).default('transactional'),
     /** List-Unsubscribe + List-Unsubscribe-Post (RFC 8058) on every copy; bulk mail always gets it. */
     unsubscribe: z.boolean().default(true),
     /** Tracking without X-Postino-Track: none by default (it rewrites the HTML). */
@@ -315,7 +318,7 @@ const sourceAddress = z
     }),
     weight: positiveInt.default(1),
     /** Which streams may use it; default both. */
-    streams: z.array(z.enum(['transactional', 'bulk'])).min(1).default(['transactional', 'bulk']),
+    streams: z.array(z.enum(STREAMS)).min(1).default([...STREAMS]),
   })
   .strict();
 

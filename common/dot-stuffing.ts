@@ -17,7 +17,10 @@
  * `nodemailer/lib/*` is a public export of the package; DataStream is what
  * every SMTPConnection pipes message bytes through.
  *
- * Side effects: on import, replaces DataStream.prototype._transform once.
+ * Side effects: none on import. installDotStuffingFastPath() replaces
+ * DataStream.prototype._transform (process-wide; idempotent); the composition
+ * root calls it at start-up (app/forwarder.ts, app/hosted.ts), before any
+ * SMTP client session exists.
  */
 import type { TransformCallback } from 'node:stream';
 import DataStream from 'nodemailer/lib/smtp-connection/data-stream';
@@ -68,4 +71,7 @@ function fastTransform(this: DataStream, chunk: unknown, encoding: BufferEncodin
   done();
 }
 
-(DataStream.prototype as unknown as { _transform: Transform })._transform = fastTransform;
+/** Puts the fast path in front of nodemailer's DataStream transform; a second call changes nothing. */
+export function installDotStuffingFastPath(): void {
+  (DataStream.prototype as unknown as { _transform: Transform })._transform = fastTransform;
+}

@@ -39,7 +39,17 @@ export function createHttpServer(token: string, log: Logger): FastifyInstance {
   return app;
 }
 
-export async function listenHttp(app: FastifyInstance, host: string, port: number, what: string, log: Logger): Promise<number> {
+export interface ListenHttpOptions {
+  host: string;
+  /** 0 = any free port (tests). */
+  port: number;
+  /** Which surface, for the `listening` log line ("forwarder admin", "hosted"). */
+  what: string;
+  log: Logger;
+}
+
+/** listen(), then the `listening` log line; resolves to the bound port. */
+export async function listenHttp(app: FastifyInstance, { host, port, what, log }: ListenHttpOptions): Promise<number> {
   await app.listen({ host, port });
   const addr = app.server.address();
   const bound = typeof addr === 'object' && addr ? addr.port : port;

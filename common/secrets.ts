@@ -9,7 +9,10 @@
  *   dev-cert.pem, dev-key.pem   a TLS pair for localhost/127.0.0.1/::1 signed by that CA
  * The CLI reads the same files, so `npx postino forwarder status` works from
  * the repository root without copying a token by hand. A config may instead
- * name an environment variable holding a secret (`tokenEnv`, `apiKeyEnv`).
+ * name an environment variable holding a secret (`forwarder.admin.tokenEnv`,
+ * `http.apiKeyEnv`, `forwarder.smtp.auth.users[].passwordEnv`);
+ * `postino check-config` reports each one that is unset or shorter than
+ * MIN_SECRET_BYTES (secretEnvProblems).
  *
  * Side effects: creates files on first use.
  */
@@ -17,6 +20,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { generate } from 'selfsigned';
+import type { Config, ConfigProblem } from './config.js';
 
 export type SecretName = 'admin-token' | 'api-key' | 'signing-key';
 
@@ -61,6 +65,36 @@ export function resolveSecret(dataDir: string, name: SecretName, envName: string
     return v;
   }
   return ensureSecret(dataDir, name);
+}
+
+/** A secret from the environment is at least as long as the ones generated here: 32 bytes (256 bits). */
+export const MIN_SECRET_BYTES = 32;
+
+export interface SecretEnvRef {
+  /** Key path of the config key that names the variable. */
+  path: string;
+  envName: string;
+}
+
+/** Every secret the config takes from an environment variable. */
+export function secretEnvRefs(config: Config): SecretEnvRef[] {
+  const refs: SecretEnvRef[] = [];
+  const f = config.forwarder;
+  if (f.admin.tokenEnv) refs.push({ path: 'forwarder.admin.tokenEnv', envName: f.admin.tokenEnv });
+  f.smtp.auth.users.forEach((u, i) => refs.push({ path: `forwarder.smtp.auth.users.${i}.passwordEnv`, envName: u.passwordEnv }));
+  if (config.http.apiKeyEnv) refs.push({ path: 'http.apiKeyEnv', envName: config.http.apiKeyEnv });
+  return refs;
+}
+
+/** Those secrets that are unset in `env`, or shorter than MIN_SECRET_BYTES, as config problems. */
+export function secretEnvProblems(config: Config, env: NodeJS.ProcessEnv): ConfigProblem[] {
+  return secretEnvRefs(config).flatMap(({ path: keyPath, envName }): ConfigProblem[] => {
+    const v = env[envName];
+    if (!v) return [{ path: keyPath, message: `environment variable ${envName} is not set` }];
+    const bytes = Buffer.byteLength(v, 'utf8');
+    if (bytes < MIN_SECRET_BYTES) return [{ path: keyPath, message: `environment variable ${envName} holds ${bytes} bytes; a secret needs at least ${MIN_SECRET_BYTES}` }];
+    return [];
+  });
 }
 
 /** Reads a secret that must already exist (CLI side); undefined when it does not. */

@@ -16,7 +16,6 @@
  * `messagesPerConnection` messages).
  */
 import type { Readable } from 'node:stream';
-import './dot-stuffing.js'; // nodemailer's DATA transparency without a JS loop per byte
 import type { Logger } from './log.js';
 import { SmtpPool, type SmtpError } from './smtp-pool.js';
 

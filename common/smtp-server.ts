@@ -29,9 +29,10 @@
  * PROXY protocol: headers are expected only from `proxyFrom` (CIDR); v2 (binary)
  * is read by proxy-v2.ts, v1 (text) by smtp-server itself.
  *
- * init(), send(), close(), _onClose(), handler_EHLO(), connect(), _expectsProxyHeader()
- * and _handleProxy() are overridden
- * from smtp-server 3.21.6 (pinned exactly in package.json).
+ * Private methods of smtp-server SMTP_SERVER_VERSION (pinned exactly in
+ * package.json) are overridden or called here; the lists below name them, and
+ * test/common/smtp-server-seam.test.ts fails when the installed smtp-server is
+ * another version or one of them is gone, so an upgrade is a deliberate act.
  *
  * Side effects: none until listen().
  */
@@ -40,7 +41,7 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
-import { NetworkList, normalizeAddress } from './cidr.js';
+import { NetworkList, normalizeIp } from './cidr.js';
 import { PostinoError } from './errors.js';
 import { readProxyV2 } from './proxy-v2.js';
 
@@ -73,18 +74,37 @@ const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 /** RFC 5321 4.2.3: 500-504 are the syntax and sequence errors a broken or hostile client produces. */
 const isSyntaxError = (code: number): boolean => code >= 500 && code <= 504;
 
-class TunedConnection extends SMTPConnection {
-  private errors = 0;
+/** The smtp-server release whose private methods this file overrides. */
+export const SMTP_SERVER_VERSION = '3.21.6';
 
-  constructor(
-    server: SMTPServer,
-    socket: net.Socket | tls.TLSSocket,
-    options: SMTPConnectionOptions | null | undefined,
-    private readonly greetingDelayMs: number,
-    private readonly maxErrors: number,
-    private onGone: (() => void) | undefined,
-  ) {
+/** SMTPConnection methods TunedConnection overrides, and those of its internals it calls. */
+export const CONNECTION_OVERRIDES = ['init', 'send', 'close', '_onClose', 'handler_EHLO'] as const;
+export const CONNECTION_CALLS = ['_setListeners', 'connectionReady'] as const;
+/** SMTPServer methods PostinoSMTPServer overrides, and those of its internals it calls. */
+export const SERVER_OVERRIDES = ['connect', '_expectsProxyHeader', '_handleProxy'] as const;
+export const SERVER_CALLS = ['_onError', '_onClientConnect'] as const;
+
+/** What one session gets on top of smtp-server's connection options. */
+interface SessionTuning {
+  /** 0 for trusted clients. */
+  greetingDelayMs: number;
+  maxErrors: number;
+  /** Called once when the session ends (the caps count it no more). */
+  onGone: () => void;
+}
+
+export class TunedConnection extends SMTPConnection {
+  private errors = 0;
+  private readonly greetingDelayMs: number;
+  private readonly maxErrors: number;
+  private onGone: (() => void) | undefined;
+
+  /** smtp-server's own three arguments, then ours. */
+  constructor(server: SMTPServer, socket: net.Socket | tls.TLSSocket, options: SMTPConnectionOptions | null | undefined, tuning: SessionTuning) {
     super(server, socket, options);
+    this.greetingDelayMs = tuning.greetingDelayMs;
+    this.maxErrors = tuning.maxErrors;
+    this.onGone = tuning.onGone;
   }
 
   /**
@@ -218,7 +238,7 @@ export class PostinoSMTPServer extends SMTPServer {
   }
 
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
-    const ip = normalizeAddress(socketOptions?.remoteAddress ?? socket.remoteAddress ?? '');
+    const ip = normalizeIp(socketOptions?.remoteAddress ?? socket.remoteAddress ?? '');
     const refused = this.refusal(ip);
     if (refused) {
       this.gate.onRefused?.(ip, refused);
@@ -236,8 +256,11 @@ export class PostinoSMTPServer extends SMTPServer {
       clearTimeout(sessionTimer);
     };
 
-    const delay = this.trusted.contains(ip) ? 0 : this.delayMs;
-    const connection = new TunedConnection(this, socket, socketOptions, delay, this.gate.maxErrors, gone);
+    const connection = new TunedConnection(this, socket, socketOptions, {
+      greetingDelayMs: this.trusted.contains(ip) ? 0 : this.delayMs,
+      maxErrors: this.gate.maxErrors,
+      onGone: gone,
+    });
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));
     connection.on('connect', (data) => this._onClientConnect(data));
@@ -253,7 +276,7 @@ export class PostinoSMTPServer extends SMTPServer {
 
   /** Sessions open from one address (for tests and status). */
   sessionsFrom(ip: string): number {
-    return this.perIp.get(normalizeAddress(ip)) ?? 0;
+    return this.perIp.get(normalizeIp(ip)) ?? 0;
   }
 
   /** listen() with a promise; resolves to the bound port (tests listen on port 0). */

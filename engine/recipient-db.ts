@@ -8,8 +8,8 @@
  * Merge tags read `fields` after X-Postino-Vars.
  * Side effects: LevelDB reads and writes.
  */
+import { normalizeEmail } from '../common/address.js';
 import type { BatchOp, Store } from '../common/store.js';
-import { normalizeAddress } from './suppression.js';
 
 export interface RecipientRecord {
   address: string;
@@ -19,7 +19,7 @@ export interface RecipientRecord {
 }
 
 function key(account: string, address: string): string {
-  return `r!${account}!${normalizeAddress(address)}`;
+  return `r!${account}!${normalizeEmail(address)}`;
 }
 
 export class RecipientDb {
@@ -40,7 +40,7 @@ export class RecipientDb {
 
   /** Sets (or, with null, removes) merge fields of an address; creates the entry if needed. */
   async setFields(account: string, address: string, fields: Record<string, string | null>): Promise<RecipientRecord> {
-    const cur = (await this.get(account, address)) ?? { address: normalizeAddress(address), fields: {}, lists: [], firstSeen: new Date().toISOString() };
+    const cur = (await this.get(account, address)) ?? { address: normalizeEmail(address), fields: {}, lists: [], firstSeen: new Date().toISOString() };
     const next: RecipientRecord = { ...cur, fields: { ...cur.fields } };
     for (const [k, v] of Object.entries(fields)) {
       if (v === null) delete next.fields[k];

@@ -12,6 +12,8 @@
  * transactional mail skips unsubscribe entries (list or account-wide) but
  * never hard bounces, complaints or manual entries.
  */
+import { normalizeEmail } from '../common/address.js';
+import type { Stream } from '../common/config.js';
 import type { BatchOp, Store } from '../common/store.js';
 
 export type SuppressionReason = 'hard-bounce' | 'complaint' | 'unsubscribe' | 'manual';
@@ -24,17 +26,8 @@ export interface SuppressionEntry {
   detail?: string | undefined;
 }
 
-export type Stream = 'transactional' | 'bulk';
-
-/** Domain lower-cased, local part kept (RFC 5321 2.4). */
-export function normalizeAddress(address: string): string {
-  const a = address.trim();
-  const at = a.lastIndexOf('@');
-  return at === -1 ? a : a.slice(0, at) + '@' + a.slice(at + 1).toLowerCase();
-}
-
 function key(account: string, scope: string, address: string): string {
-  return `s!${account}!${scope}!${normalizeAddress(address)}`;
+  return `s!${account}!${scope}!${normalizeEmail(address)}`;
 }
 
 export function listScope(list: string): string {
@@ -45,7 +38,7 @@ export class SuppressionList {
   constructor(private readonly store: Store) {}
 
   addOps(account: string, entry: Omit<SuppressionEntry, 'at'> & { at?: string }): BatchOp[] {
-    const e: SuppressionEntry = { ...entry, address: normalizeAddress(entry.address), at: entry.at ?? new Date().toISOString() };
+    const e: SuppressionEntry = { ...entry, address: normalizeEmail(entry.address), at: entry.at ?? new Date().toISOString() };
     return [{ type: 'put', key: key(account, e.scope, e.address), value: Buffer.from(JSON.stringify(e)) }];
   }
 

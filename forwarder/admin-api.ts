@@ -22,7 +22,7 @@ import { PostinoError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { createHttpServer } from '../common/http-server.js';
 import type { RelayCounters } from './relay-worker.js';
-import type { KillSwitch, KillSwitchState, Relaying } from './kill-switch.js';
+import type { Relaying, RelayPause, RelayPauseState } from './relay-pause.js';
 import type { ForwarderMetrics, QueueGauges } from './metrics.js';
 import type { SpoolMeta } from './spool-record.js';
 
@@ -46,11 +46,12 @@ export interface ForwarderStatus {
   spoolDiskBytes: number;
 }
 
-export interface StatusSource {
+/** What /status, /metrics and /pause|/resume read and drive: the spool, the relay loop and its kill-switch. */
+export interface ForwarderStatusSource {
   spool: DurableQueue<SpoolMeta>;
   counters: RelayCounters;
   inFlight(): number;
-  killSwitch: KillSwitch;
+  killSwitch: RelayPause;
   relaying: Relaying;
   metrics: ForwarderMetrics;
   diskBytes(): number;
@@ -71,7 +72,7 @@ function isDeferred(rec: QueueRecord<SpoolMeta>): boolean {
  * the oldest message is one seek. (A scan cost 6 µs per message: 6 s per
  * scrape for the million messages an hour-long outage can leave.)
  */
-export async function queueGauges(s: StatusSource): Promise<QueueGauges> {
+export async function queueGauges(s: ForwarderStatusSource): Promise<QueueGauges> {
   const oldest = await s.spool.oldest();
   const ks = s.killSwitch.state;
   return {
@@ -85,7 +86,7 @@ export async function queueGauges(s: StatusSource): Promise<QueueGauges> {
   };
 }
 
-export async function forwarderStatus(s: StatusSource): Promise<ForwarderStatus> {
+export async function forwarderStatus(s: ForwarderStatusSource): Promise<ForwarderStatus> {
   const g = await queueGauges(s);
   const rate = s.metrics.relayRate();
   const ks = s.killSwitch.state;
@@ -135,16 +136,16 @@ function entry(rec: QueueRecord<SpoolMeta>): QueueEntry {
 type ListState = 'deferred' | 'in-flight' | 'waiting' | 'all';
 const LIST_STATES: readonly ListState[] = ['deferred', 'in-flight', 'waiting', 'all'];
 
-export function createAdminApi(token: string, s: StatusSource, log: Logger): FastifyInstance {
+export function createAdminApi(token: string, s: ForwarderStatusSource, log: Logger): FastifyInstance {
   const app = createHttpServer(token, log);
   app.get('/health', { config: { public: true } }, async () => ({ ok: true }));
   app.get('/status', async () => forwarderStatus(s));
 
-  app.post<{ Querystring: { intake?: string } }>('/pause', async (req): Promise<KillSwitchState> => {
+  app.post<{ Querystring: { intake?: string } }>('/pause', async (req): Promise<RelayPauseState> => {
     const intake = ['1', 'true', 'yes'].includes(String(req.query.intake ?? '').toLowerCase());
     return s.killSwitch.pause(s.relaying, { intake });
   });
-  app.post('/resume', async (): Promise<KillSwitchState> => s.killSwitch.resume(s.relaying));
+  app.post('/resume', async (): Promise<RelayPauseState> => s.killSwitch.resume(s.relaying));
 
   app.get<{ Querystring: { state?: string; limit?: string } }>('/queue', async (req) => {
     const state = (req.query.state ?? 'all') as ListState;

@@ -4,14 +4,12 @@
  *
  * Counters are per process (they restart at zero, as Prometheus expects of a
  * counter); queue gauges are read from the spool at scrape time.
- * The relay rate over the last RATE_WINDOW_S seconds gives /status its
+ * The relay rate over the last minute (common/rate-meter.ts) gives /status its
  * "estimated seconds to drain".
  * Side effects: none (a private registry, no timers).
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-
-/** Long enough to smooth bursts, short enough that the estimate follows a pause or an outage. */
-const RATE_WINDOW_S = 60;
+import { RateMeter } from '../common/rate-meter.js';
 
 export interface QueueGauges {
   queued: number;
@@ -32,14 +30,11 @@ export class ForwarderMetrics {
   readonly failedRecipients: Counter;
   readonly dsns: Counter;
   readonly adminDeleted: Counter;
-  /** Relays per second slot, ring buffer over RATE_WINDOW_S. */
-  private readonly slots = new Array<number>(RATE_WINDOW_S).fill(0);
-  private slotSecond = 0;
-  private readonly startSecond: number;
+  /** Relays per second over the last minute, averaged since start until a minute has passed. */
+  private readonly relays: RateMeter;
 
-  constructor(gauges: () => Promise<QueueGauges>, private readonly nowMs: () => number = Date.now) {
-    this.startSecond = Math.floor(nowMs() / 1000);
-    this.slotSecond = this.startSecond;
+  constructor(gauges: () => Promise<QueueGauges>, nowMs: () => number = Date.now) {
+    this.relays = new RateMeter({ since: 'start', now: nowMs });
     const r = this.registry;
     collectDefaultMetrics({ register: r, prefix: 'postino_forwarder_' });
     this.accepted = new Counter({ name: 'postino_forwarder_accepted_total', help: 'Messages accepted from apps and synced to the spool', registers: [r] });
@@ -71,27 +66,15 @@ export class ForwarderMetrics {
     gauge('postino_forwarder_spool_disk_bytes', 'Bytes on disk under the spool folder', (g) => g.diskBytes);
   }
 
-  private advance(): number {
-    const sec = Math.floor(this.nowMs() / 1000);
-    if (sec - this.slotSecond >= RATE_WINDOW_S) this.slots.fill(0);
-    else for (let s = this.slotSecond + 1; s <= sec; s++) this.slots[s % RATE_WINDOW_S] = 0;
-    this.slotSecond = sec;
-    return sec;
-  }
-
   /** A message left the spool because the next hop took it. */
   markRelayed(): void {
-    const sec = this.advance();
-    this.slots[sec % RATE_WINDOW_S]!++;
+    this.relays.mark();
     this.relayed.inc();
   }
 
   /** Messages relayed per second, averaged over the last minute. */
   relayRate(): number {
-    const sec = this.advance();
-    // Just after start the window is not full yet: average over the seconds that passed.
-    const span = Math.min(RATE_WINDOW_S, Math.max(1, sec - this.startSecond));
-    return this.slots.reduce((a, b) => a + b, 0) / span;
+    return this.relays.perSecond();
   }
 
   text(): Promise<string> {

@@ -30,22 +30,6 @@ export interface ListenerAccount {
 /** Compared against when the username is unknown, so a miss costs as much time as a wrong password. */
 const DUMMY_HASH = 'scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
 
-export function domainOf(address: string): string {
-  const at = address.lastIndexOf('@');
-  return at === -1 ? '' : address.slice(at + 1).toLowerCase();
-}
-
-/** `example.org` matches itself; `*.example.org` matches its subdomains and itself. */
-export function domainAllowed(domain: string, patterns: readonly string[]): boolean {
-  if (patterns.length === 0) return true;
-  const d = domain.toLowerCase();
-  return patterns.some((p) => {
-    const q = p.toLowerCase();
-    if (q.startsWith('*.')) return d === q.slice(2) || d.endsWith(q.slice(1));
-    return d === q;
-  });
-}
-
 export class AccountTable {
   readonly list: ListenerAccount[];
   private readonly authed = new WeakMap<SMTPServerSession, ListenerAccount>();

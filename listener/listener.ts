@@ -21,6 +21,7 @@
  * answered 250 without a second enqueue (common/spool-id.ts).
  */
 import fs from 'node:fs';
+import { domainAllowed, domainOf } from '../common/address.js';
 import type { AccountConfig, ListenerConfig } from '../common/config.js';
 import type { DurableQueue } from '../common/durable-queue.js';
 import { PostinoError } from '../common/errors.js';
@@ -30,7 +31,7 @@ import { ensureDevTls, secretsDir } from '../common/secrets.js';
 import { sendAtProblem } from '../common/send-at.js';
 import { startIntake, type Intake } from '../common/smtp-intake.js';
 import type { SeenSpoolIds } from '../common/spool-id.js';
-import { AccountTable, domainAllowed, domainOf } from './accounts.js';
+import { AccountTable } from './accounts.js';
 import { AuthFailures } from './auth-failures.js';
 import { Quotas } from './quota.js';
 
@@ -46,15 +47,22 @@ export interface Listener extends Intake {
   reloadTls(): Promise<void>;
 }
 
-export async function startListener(
-  cfg: ListenerConfig,
-  accountConfigs: readonly AccountConfig[],
-  dataDir: string,
-  queue: DurableQueue<IntakeMeta>,
-  log: Logger,
-  now: () => number = Date.now,
-  spoolIds?: SeenSpoolIds,
-): Promise<Listener> {
+export interface ListenerOptions {
+  config: ListenerConfig;
+  accounts: readonly AccountConfig[];
+  /** Where the development TLS pair lives when `listener.tls` names none. */
+  dataDir: string;
+  /** The engine's intake queue. */
+  queue: DurableQueue<IntakeMeta>;
+  log: Logger;
+  /** Quota and AUTH-failure windows; default Date.now. */
+  now?: () => number;
+  /** Spool ids already accepted, to answer a retried message `250 (already queued)`. */
+  spoolIds?: SeenSpoolIds | undefined;
+}
+
+export async function startListener(o: ListenerOptions): Promise<Listener> {
+  const { config: cfg, accounts: accountConfigs, dataDir, queue, log, now = Date.now, spoolIds } = o;
   const tls = await listenerTls(cfg, dataDir);
   const accounts = new AccountTable(accountConfigs);
   const quotas = await Quotas.open(

@@ -20,6 +20,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
+import { splitAddress } from '../common/address.js';
 import type { SinkConfig } from '../common/config.js';
 import { newQueueId } from '../common/durable-queue.js';
 import { PostinoError } from '../common/errors.js';
@@ -61,7 +62,7 @@ function ruleMatcher(rules: SinkConfig['rules']): (recipient: string) => RuleRep
   const list = rules.map((r) => ({ ...r, recipient: r.recipient.toLowerCase(), code: Number(r.reply.slice(0, 3)), text: r.reply.slice(4) }));
   return (recipient) => {
     const rcpt = recipient.toLowerCase();
-    const rule = list.find((r) => (r.recipient.startsWith('@') ? rcpt.endsWith(r.recipient) : rcpt === r.recipient));
+    const rule = list.find((r) => (r.recipient.startsWith('@') ? splitAddress(rcpt)?.domain === r.recipient.slice(1) : rcpt === r.recipient));
     if (!rule) return undefined;
     const n = (attempts.get(rcpt) ?? 0) + 1;
     attempts.set(rcpt, n);

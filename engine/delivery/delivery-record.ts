@@ -3,9 +3,8 @@
  * recipient, its own queue id (events are per copy), the return path to use
  * (VERP), and what events about it must carry.
  */
+import type { Stream } from '../../common/config.js';
 import type { RelayMeta } from '../../common/relay-meta.js';
-
-export type Stream = 'transactional' | 'bulk';
 
 export interface DeliveryMeta extends RelayMeta {
   /** The intake message this copy came from. */

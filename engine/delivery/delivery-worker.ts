@@ -20,6 +20,7 @@
  * Side effects: SMTP via the relay pool; LevelDB batches (unsynced: on a crash
  * state and events move together, the copy is simply tried again).
  */
+import { domainOf } from '../../common/address.js';
 import type { BackPressureRule } from '../../common/config.js';
 import type { DurableQueue, QueueRecord } from '../../common/durable-queue.js';
 import type { EventInput, EventType } from '../../common/events.js';
@@ -32,7 +33,7 @@ import type { EventLog } from '../events/event-log.js';
 import type { SuppressionList } from '../suppression.js';
 import { classifyFailure, classifySent, type AttemptOutcome, type BackPressureRules } from './classify.js';
 import type { RelayPool } from './relay-pool.js';
-import { recipientDomain, shapingFor } from './shaping.js';
+import { shapingFor } from './shaping.js';
 import type { SourceAddresses } from './source-addresses.js';
 import type { DeliveryConfig } from '../../common/config.js';
 
@@ -91,7 +92,7 @@ export class DeliveryWorker {
 
   private async attempt(rec: Rec): Promise<AttemptOutcome> {
     const m = rec.meta;
-    const shaping = shapingFor(this.d.config.shaping, recipientDomain(m.recipient));
+    const shaping = shapingFor(this.d.config.shaping, domainOf(m.recipient));
     const defaultPool = shaping.poolKey === 'default';
     try {
       const sent = await this.d.pool.send({ from: m.envelope.mailFrom, to: [m.recipient] }, () => this.d.queue.openBody(rec), {

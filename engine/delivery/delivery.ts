@@ -9,15 +9,16 @@
 import type { AccountConfig, DeliveryConfig } from '../../common/config.js';
 import type { DurableQueue } from '../../common/durable-queue.js';
 import type { Logger } from '../../common/log.js';
+import { RateMeter } from '../../common/rate-meter.js';
 import type { Store } from '../../common/store.js';
 import type { DeliveryMeta } from './delivery-record.js';
 import type { EventLog } from '../events/event-log.js';
 import type { SuppressionList } from '../suppression.js';
 import { BackPressureRules } from './classify.js';
 import { DeliveryWorker } from './delivery-worker.js';
-import { KillSwitch } from './kill-switch.js';
+import { DeliveryPause } from './delivery-pause.js';
 import { DeliveryMetrics } from './metrics.js';
-import { deliveryStatus, RateMeter, type DeliveryStatus } from './queue-status.js';
+import { deliveryStatus, type DeliveryStatus } from './queue-status.js';
 import { RelayPool } from './relay-pool.js';
 import { DeliveryScheduler } from './scheduler.js';
 import { SourceAddresses } from './source-addresses.js';
@@ -37,7 +38,7 @@ export interface DeliveryOptions {
 }
 
 export interface Delivery {
-  killSwitch: KillSwitch;
+  killSwitch: DeliveryPause;
   pool: RelayPool;
   scheduler: DeliveryScheduler;
   metrics: DeliveryMetrics;
@@ -50,12 +51,12 @@ export interface Delivery {
 export async function createDelivery(o: DeliveryOptions): Promise<Delivery> {
   const now = o.clock ?? Date.now;
   const c = o.config;
-  const killSwitch = await KillSwitch.open(o.store);
+  const killSwitch = await DeliveryPause.open(o.store);
   const pool = new RelayPool(
     { relays: c.relays, coolOffMs: c.relayCoolOffSeconds * 1000, maxConnections: c.maxConnections, verifyCertificate: c.verifyCertificate, timeoutMs: c.timeoutSeconds * 1000, clientName: o.hostname, clock: now },
     o.log,
   );
-  const rate = new RateMeter(now);
+  const rate = new RateMeter({ since: 'first-mark', now });
   const metrics = new DeliveryMetrics();
   const outcomes: Record<string, number> = { delivered: 0, deferred: 0, bounced: 0, expired: 0, suppressed: 0 };
   const worker = new DeliveryWorker({

@@ -10,15 +10,13 @@
  * their lane and copies of paused accounts).
  * Side effects: reads the queue's records (a scan; fine at a few 100k copies).
  */
+import { domainOf } from '../../common/address.js';
 import type { DurableQueue } from '../../common/durable-queue.js';
+import type { RateMeter } from '../../common/rate-meter.js';
 import type { DeliveryMeta } from './delivery-record.js';
-import type { PauseState } from './kill-switch.js';
+import type { DeliveryPauseState } from './delivery-pause.js';
 import type { RelayStatus } from './relay-pool.js';
 import type { LaneStatus } from './scheduler.js';
-import { recipientDomain } from './shaping.js';
-
-/** The drain estimate looks at this many seconds of finished copies. */
-const RATE_WINDOW_S = 60;
 
 export interface DomainCount {
   domain: string;
@@ -34,51 +32,24 @@ export interface DeliveryStatus {
   oldestAgeSeconds: number;
   ratePerSecond: number;
   estimatedDrainSeconds: number | null;
-  paused: PauseState;
+  paused: DeliveryPauseState;
   domains: DomainCount[];
   lanes: LaneStatus[];
   relays: RelayStatus[];
   outcomes: Record<string, number>;
 }
 
-/** Copies finished per second over a sliding window (one bucket per second). */
-export class RateMeter {
-  private readonly buckets = new Map<number, number>();
-  constructor(private readonly now: () => number = Date.now) {}
-
-  mark(n = 1): void {
-    const s = Math.floor(this.now() / 1000);
-    this.buckets.set(s, (this.buckets.get(s) ?? 0) + n);
-    if (this.buckets.size > RATE_WINDOW_S * 2) for (const k of this.buckets.keys()) if (k < s - RATE_WINDOW_S) this.buckets.delete(k);
-  }
-
-  perSecond(): number {
-    const s = Math.floor(this.now() / 1000);
-    let n = 0;
-    let first = s;
-    for (const [k, v] of this.buckets) {
-      if (k > s - RATE_WINDOW_S) {
-        n += v;
-        first = Math.min(first, k);
-      }
-    }
-    // Over the window, or since the first finish when that is more recent (a fresh start).
-    const span = Math.max(1, Math.min(RATE_WINDOW_S, s - first + 1));
-    return n / span;
-  }
-}
-
-export interface StatusSource {
+export interface DeliveryStatusSource {
   queue: DurableQueue<DeliveryMeta>;
   lanes(): LaneStatus[];
   relays(): RelayStatus[];
-  paused(): PauseState;
+  paused(): DeliveryPauseState;
   rate: RateMeter;
   outcomes: Record<string, number>;
   now(): number;
 }
 
-export async function deliveryStatus(s: StatusSource): Promise<DeliveryStatus> {
+export async function deliveryStatus(s: DeliveryStatusSource): Promise<DeliveryStatus> {
   const now = s.now();
   const states = { queued: 0, ready: 0, sending: 0, deferred: 0 };
   const lanes = s.lanes();
@@ -88,7 +59,7 @@ export async function deliveryStatus(s: StatusSource): Promise<DeliveryStatus> {
   for await (const rec of s.queue.records()) {
     total++;
     oldest = Math.min(oldest, rec.enqueuedAt);
-    const domain = recipientDomain(rec.meta.recipient);
+    const domain = domainOf(rec.meta.recipient);
     let d = byDomain.get(domain);
     if (!d) byDomain.set(domain, (d = { domain, total: 0, deferred: 0, ready: 0, sending: 0 }));
     d.total++;

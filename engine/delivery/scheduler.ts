@@ -29,14 +29,16 @@
  * delivery.laneLookaheadSeconds (5), delivery.pausedRecheckSeconds (5),
  * delivery.shaping. Side effects: queue leases and reschedules (unsynced).
  */
+import { domainOf } from '../../common/address.js';
 import type { BackPressureRule, DeliveryConfig } from '../../common/config.js';
 import type { DurableQueue, QueueRecord } from '../../common/durable-queue.js';
 import type { Logger } from '../../common/log.js';
 import type { BatchOp } from '../../common/store.js';
+import { TokenBucket } from '../../common/token-bucket.js';
 import { realTimers, type Timers } from '../../common/worker-loop.js';
 import type { DeliveryMeta } from './delivery-record.js';
-import type { KillSwitch } from './kill-switch.js';
-import { recipientDomain, shapingFor, TokenBucket, type DomainShaping } from './shaping.js';
+import type { DeliveryPause } from './delivery-pause.js';
+import { shapingFor, type DomainShaping } from './shaping.js';
 
 type Rec = QueueRecord<DeliveryMeta>;
 
@@ -108,10 +110,10 @@ class Lane {
   constructor(
     readonly domain: string,
     readonly shaping: DomainShaping,
-    now: number,
+    clock: () => number,
   ) {
-    this.bucket = new TokenBucket(shaping.params.messagesPerSecond, now);
-    this.lastUsed = now;
+    this.bucket = new TokenBucket({ ratePerSecond: shaping.params.messagesPerSecond, now: clock });
+    this.lastUsed = clock();
   }
 
   get size(): number {
@@ -127,7 +129,7 @@ class Lane {
 export interface SchedulerOptions {
   queue: DurableQueue<DeliveryMeta>;
   config: DeliveryConfig;
-  killSwitch: KillSwitch;
+  killSwitch: DeliveryPause;
   visibilityMs: number;
   /** Sends one copy and records its outcome; returns the back-pressure rule its reply matched. */
   handle: (rec: Rec) => Promise<BackPressureRule | undefined>;
@@ -221,7 +223,7 @@ export class DeliveryScheduler {
   private lane(domain: string): Lane {
     let l = this.lanes.get(domain);
     if (!l) {
-      l = new Lane(domain, shapingFor(this.o.config.shaping, domain), this.now());
+      l = new Lane(domain, shapingFor(this.o.config.shaping, domain), this.now);
       this.lanes.set(domain, l);
     }
     return l;
@@ -268,7 +270,7 @@ export class DeliveryScheduler {
       back.push({ rec, due: this.running ? now + config.pausedRecheckSeconds * 1000 : now });
       return;
     }
-    const l = this.lane(recipientDomain(rec.meta.recipient));
+    const l = this.lane(domainOf(rec.meta.recipient));
     l.lastUsed = now;
     if (l.suspendedUntil > now) {
       back.push({ rec, due: l.suspendedUntil });
@@ -313,10 +315,10 @@ export class DeliveryScheduler {
     const now = this.now();
     if (l.slowUntil > 0 && now >= l.slowUntil) {
       l.slowUntil = 0;
-      l.bucket.setRate(l.shaping.params.messagesPerSecond, now);
+      l.bucket.setRate(l.shaping.params.messagesPerSecond);
     }
     while (l.size > 0 && l.inFlight < l.shaping.params.maxConnections) {
-      const wait = l.bucket.take(now);
+      const wait = l.bucket.tryTake();
       if (wait > 0) {
         l.timer = this.timers.setTimeout(() => {
           l.timer = undefined;
@@ -369,7 +371,7 @@ export class DeliveryScheduler {
       case 'slow': {
         const base = l.shaping.params.messagesPerSecond;
         l.slowUntil = until;
-        l.bucket.setRate(base > 0 ? Math.min(base, rule.messagesPerSecond) : rule.messagesPerSecond, now);
+        l.bucket.setRate(base > 0 ? Math.min(base, rule.messagesPerSecond) : rule.messagesPerSecond);
         this.o.log.warn({ event: 'destination-slowed', domain: l.domain, rule: rule.name, messagesPerSecond: rule.messagesPerSecond, until: new Date(until).toISOString() }, 'destination slowed by back-pressure rule');
         return;
       }

@@ -11,8 +11,7 @@
  * Config: delivery.sourceAddresses ([]), accounts[].delivery.sourceAddresses ([]).
  * Side effects: none.
  */
-import type { AccountConfig, SourceAddressConfig } from '../../common/config.js';
-import type { Stream } from './delivery-record.js';
+import type { AccountConfig, SourceAddressConfig, Stream } from '../../common/config.js';
 
 type Weighted = { address: string; weight: number; current: number };
 

@@ -8,12 +8,11 @@
  * Side effects: none here; `MessageContext.text` reads the body source.
  */
 import type { Readable } from 'node:stream';
-import type { AccountEngineConfig } from '../../common/config.js';
+import type { AccountEngineConfig, Stream } from '../../common/config.js';
 import type { BatchOp } from '../../common/store.js';
 import { getHeader, type HeaderField } from '../../common/mime-header.js';
 import type { Envelope } from '../../common/smtp-intake.js';
 import type { BodySource } from './body-source.js';
-import type { Stream } from '../delivery/delivery-record.js';
 import type { DkimKey } from './dkim-keys.js';
 import type { MimePart } from './mime-scan.js';
 import { decodeText } from './mime-text.js';
@@ -67,7 +66,27 @@ export interface RewrapServices {
   recipients: RecipientDb;
 }
 
+export interface MessageContextInit {
+  intakeId: string;
+  envelope: Envelope;
+  source: BodySource;
+  mime: MimePart;
+  /** Every part of `mime`, in order (mime-scan.ts walkParts). */
+  parts: readonly MimePart[];
+  settings: RewrapSettings;
+  services: RewrapServices;
+  now: number;
+}
+
 export class MessageContext {
+  readonly intakeId: string;
+  readonly envelope: Envelope;
+  readonly source: BodySource;
+  readonly mime: MimePart;
+  readonly parts: readonly MimePart[];
+  readonly settings: RewrapSettings;
+  readonly services: RewrapServices;
+  readonly now: number;
   controls: Controls;
   /** When the copies become due (schedule.ts); now unless scheduled. */
   due: number;
@@ -77,19 +96,18 @@ export class MessageContext {
   readonly extraOps: BatchOp[] = [];
   private readonly texts = new Map<number, Promise<string>>();
 
-  constructor(
-    readonly intakeId: string,
-    readonly envelope: Envelope,
-    readonly source: BodySource,
-    readonly mime: MimePart,
-    readonly parts: readonly MimePart[],
-    readonly settings: RewrapSettings,
-    readonly services: RewrapServices,
-    readonly now: number,
-  ) {
-    const a = settings.account;
+  constructor(o: MessageContextInit) {
+    this.intakeId = o.intakeId;
+    this.envelope = o.envelope;
+    this.source = o.source;
+    this.mime = o.mime;
+    this.parts = o.parts;
+    this.settings = o.settings;
+    this.services = o.services;
+    this.now = o.now;
+    const a = o.settings.account;
     this.controls = { stream: a.stream, metadata: {}, track: { opens: a.track.opens, clicks: a.track.clicks }, footer: a.footer.enabled, vars: {}, substitutions: {} };
-    this.due = now;
+    this.due = o.now;
   }
 
   get headers(): readonly HeaderField[] {
@@ -146,13 +164,15 @@ export class Copy {
   /** What render.ts wrote: the header block (with its empty line) and a factory for the body bytes (DKIM reads them twice). */
   rendered: { header: Buffer; body: () => Readable } | undefined;
 
-  constructor(
-    readonly queueId: string,
-    readonly recipient: string,
-    /** Position of the recipient in the envelope (per-recipient substitutions). */
-    readonly position: number,
-    msg: MessageContext,
-  ) {
+  readonly queueId: string;
+  readonly recipient: string;
+  /** Position of the recipient in the envelope (per-recipient substitutions). */
+  readonly position: number;
+
+  constructor(msg: MessageContext, o: { queueId: string; recipient: string; position: number }) {
+    this.queueId = o.queueId;
+    this.recipient = o.recipient;
+    this.position = o.position;
     this.mailFrom = msg.envelope.mailFrom;
     this.headers = [...msg.headers];
   }

@@ -61,7 +61,7 @@ export async function rewrap(msg: MessageContext, hooks: RewrapHooks, steps = { 
   let copies = 0;
   const rcpts = msg.envelope.rcptTo;
   recipients: for (let i = 0; i < rcpts.length; i++) {
-    const copy = new Copy(hooks.newId(), rcpts[i]!, i, msg);
+    const copy = new Copy(msg, { queueId: hooks.newId(), recipient: rcpts[i]!, position: i });
     for (const step of steps.copy) {
       const o = await step.run(copy, msg);
       switch (o.kind) {

@@ -25,27 +25,34 @@ import { rewrap } from './pipeline.js';
 import { fallbackMessageId } from './steps/missing-headers.js';
 import { MessageContext, type RewrapServices, type RewrapSettings } from './context.js';
 
+export interface RewrapWorkerOptions {
+  intake: DurableQueue<IntakeMeta>;
+  delivery: DurableQueue<DeliveryMeta>;
+  events: EventLog;
+  services: RewrapServices;
+  /** Settings by account id. */
+  settings: ReadonlyMap<string, RewrapSettings>;
+  log: Logger;
+  /** Default Date.now. */
+  clock?: () => number;
+}
+
 export class RewrapWorker {
-  constructor(
-    private readonly intake: DurableQueue<IntakeMeta>,
-    private readonly delivery: DurableQueue<DeliveryMeta>,
-    private readonly events: EventLog,
-    private readonly services: RewrapServices,
-    /** Settings by account id. */
-    private readonly settings: ReadonlyMap<string, RewrapSettings>,
-    private readonly log: Logger,
-    private readonly clock: () => number = Date.now,
-  ) {}
+  private readonly clock: () => number;
+
+  constructor(private readonly o: RewrapWorkerOptions) {
+    this.clock = o.clock ?? Date.now;
+  }
 
   private async source(rec: QueueRecord<IntakeMeta>): Promise<BodySource> {
-    if (rec.body.kind === 'file') return fileSource(this.intake.store.blobPath(rec.body.name), rec.body.size);
-    return bufferSource(await this.intake.readBody(rec));
+    if (rec.body.kind === 'file') return fileSource(this.o.intake.store.blobPath(rec.body.name), rec.body.size);
+    return bufferSource(await this.o.intake.readBody(rec));
   }
 
   async handle(rec: QueueRecord<IntakeMeta>): Promise<void> {
     const { envelope, account } = rec.meta;
-    const log = this.log.child({ queueId: rec.id, account });
-    const settings = this.settings.get(account);
+    const log = this.o.log.child({ queueId: rec.id, account });
+    const settings = this.o.settings.get(account);
     const now = this.clock();
     const source = await this.source(rec);
     const mime = await scanMime(source.stream(0, source.size));
@@ -55,7 +62,7 @@ export class RewrapWorker {
       await this.finish(rec, [], envelope.rcptTo.map((r) => ({ ...base, type: 'rejected', queueId: rec.id, recipient: r, reason: `unknown account "${account}"` })), [], log);
       return;
     }
-    const msg = new MessageContext(rec.id, envelope, source, mime, walkParts(mime), settings, this.services, now);
+    const msg = new MessageContext({ intakeId: rec.id, envelope, source, mime, parts: walkParts(mime), settings, services: this.o.services, now });
     const prepared: Prepared<DeliveryMeta>[] = [];
     const events: EventInput[] = [];
     let result;
@@ -76,7 +83,7 @@ export class RewrapWorker {
             tag: c.tag,
             metadata: Object.keys(c.metadata).length ? c.metadata : undefined,
           };
-          prepared.push(await this.delivery.prepare({ id: copy.queueId, meta, body: copy.body!, due: msg.due }));
+          prepared.push(await this.o.delivery.prepare({ id: copy.queueId, meta, body: copy.body!, due: msg.due }));
           const ev = { ...base, queueId: copy.queueId, recipient: copy.recipient, tag: c.tag, metadata: meta.metadata };
           events.push({ ...ev, type: 'accepted' });
           if (msg.due > now) events.push({ ...ev, type: 'scheduled', nextAttemptAt: new Date(msg.due).toISOString() });
@@ -102,22 +109,22 @@ export class RewrapWorker {
 
   /** One synced batch: intake removal, copies, events, extra ops. */
   private async finish(rec: QueueRecord<IntakeMeta>, prepared: Prepared<DeliveryMeta>[], inputs: EventInput[], extraOps: import('../../common/store.js').BatchOp[], log: Logger): Promise<void> {
-    const ev = this.events.prepare(inputs);
+    const ev = this.o.events.prepare(inputs);
     let moved: boolean;
     try {
-      moved = await this.intake.ack(rec, [...prepared.flatMap((p) => p.ops), ...ev.ops, ...extraOps], true);
+      moved = await this.o.intake.ack(rec, [...prepared.flatMap((p) => p.ops), ...ev.ops, ...extraOps], true);
     } catch (e) {
-      this.events.abandon(ev);
+      this.o.events.abandon(ev);
       await Promise.all(prepared.map((p) => p.discard()));
       throw e;
     }
     if (!moved) {
-      this.events.abandon(ev);
+      this.o.events.abandon(ev);
       await Promise.all(prepared.map((p) => p.discard())); // our lease expired; whoever holds it now will move it
       log.warn({ event: 'lease-lost' }, 'lease expired during rewrap; left to the new holder');
       return;
     }
-    this.events.settle(ev);
-    this.delivery.added(prepared.length);
+    this.o.events.settle(ev);
+    this.o.delivery.added(prepared.length);
   }
 }

@@ -61,3 +61,30 @@ test('accounts[].engine: defaults change no body, and mistakes are reported with
     assert.deepEqual(paths, ['accounts.0.engine.dkim.keyFile', 'accounts.0.engine.stream', 'accounts.0.engine.track.open', 'engine.publicUrl']);
   }
 });
+
+test('postino check-config: a secret named by an *Env key that is unset or under 32 bytes is a problem with its key path, exit 2', () => {
+  const dir = tempDir('cfg-env');
+  const file = path.join(dir, 'env.json');
+  fs.writeFileSync(
+    file,
+    JSON.stringify({
+      forwarder: { admin: { tokenEnv: 'POSTINO_T_ADMIN' }, smtp: { auth: { users: [{ username: 'shop', passwordEnv: 'POSTINO_T_SHOP' }] } } },
+      http: { apiKeyEnv: 'POSTINO_T_API' },
+    }),
+  );
+  const base: NodeJS.ProcessEnv = { ...process.env, POSTINO_DATA: path.join(dir, 'data') };
+  for (const k of ['POSTINO_T_ADMIN', 'POSTINO_T_SHOP', 'POSTINO_T_API']) delete base[k];
+  const run = (env: NodeJS.ProcessEnv) => spawnSync(process.execPath, [CLI, 'check-config', file], { env: { ...base, ...env }, encoding: 'utf8', timeout: 20_000 });
+
+  const bad = run({ POSTINO_T_SHOP: 'x'.repeat(31), POSTINO_T_API: 'k'.repeat(32) });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /2 configuration problems/);
+  assert.match(bad.stderr, /forwarder\.admin\.tokenEnv: environment variable POSTINO_T_ADMIN is not set/);
+  assert.match(bad.stderr, /forwarder\.smtp\.auth\.users\.0\.passwordEnv: environment variable POSTINO_T_SHOP holds 31 bytes; a secret needs at least 32/);
+  assert.doesNotMatch(bad.stderr, /http\.apiKeyEnv/, 'a 32-byte key is enough');
+  assert.doesNotMatch(bad.stderr + bad.stdout, /x{31}/, 'a secret is never printed');
+
+  const good = run({ POSTINO_T_ADMIN: 'a'.repeat(40), POSTINO_T_SHOP: 'é'.repeat(16), POSTINO_T_API: 'k'.repeat(32) });
+  assert.equal(good.status, 0, good.stderr);
+  assert.match(good.stdout, /: ok/);
+});

@@ -2,8 +2,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import DataStream from 'nodemailer/lib/smtp-connection/data-stream';
-import { needsNoStuffing, nodemailerTransform } from '../../common/dot-stuffing.js';
+import { installDotStuffingFastPath, needsNoStuffing, nodemailerTransform } from '../../common/dot-stuffing.js';
 import { randomChunks, seededRandom } from '../helpers/random.js';
+
+const proto = DataStream.prototype as unknown as { _transform: unknown };
+const beforeInstall = proto._transform;
+installDotStuffingFastPath();
+const afterFirst = proto._transform;
+installDotStuffingFastPath();
 
 /** nodemailer's DataStream as shipped (the patched prototype is bypassed). */
 class Reference extends DataStream {
@@ -21,6 +27,12 @@ async function run(stream: DataStream, chunks: Buffer[]): Promise<{ out: string;
   await ended;
   return { out: Buffer.concat(out).toString('latin1'), inBytes: stream.inByteCount, outBytes: stream.outByteCount };
 }
+
+test('importing dot-stuffing.ts patches nothing; installDotStuffingFastPath() does, once', () => {
+  assert.equal(beforeInstall, nodemailerTransform, 'nodemailer as shipped until installed');
+  assert.notEqual(afterFirst, nodemailerTransform, 'the fast path is in place');
+  assert.equal(proto._transform, afterFirst, 'a second call changes nothing');
+});
 
 test('clean CRLF text passes the fast check; each kind of needed change is caught, also across chunk ends', () => {
   const b = (s: string): Buffer => Buffer.from(s, 'latin1');

@@ -59,7 +59,7 @@ test('seen ids: remembered with the enqueue batch, forgotten after the TTL by th
 
 test('token bucket: burst, then one token per 1/rate seconds', () => {
   let t = 0;
-  const b = new TokenBucket(50, 5, () => t);
+  const b = new TokenBucket({ ratePerSecond: 50, burst: 5, now: () => t });
   assert.equal(b.available(), 5);
   b.take(5);
   assert.equal(b.available(), 0);
@@ -68,5 +68,5 @@ test('token bucket: burst, then one token per 1/rate seconds', () => {
   assert.equal(b.available(), 1);
   t += 10_000;
   assert.equal(b.available(), 5, 'never more than the burst');
-  assert.equal(new TokenBucket(0, 1, () => t).available(), Infinity, 'rate 0 = no cap');
+  assert.equal(new TokenBucket({ ratePerSecond: 0, burst: 1, now: () => t }).available(), Infinity, 'rate 0 = no cap');
 });

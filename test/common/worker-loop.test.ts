@@ -164,7 +164,7 @@ test('a message whose handler threw is back on the queue, due retryOnCrashMs lat
 
 test('rate: no more messages start than there are tokens; the next starts when the clock gives one', async (t) => {
   const done: number[] = [];
-  const { loop, clock: clock } = await setup(t, 4, acking(done), (clock) => ({ concurrency: 10, rate: new TokenBucket(1, 2, clock.now) }));
+  const { loop, clock: clock } = await setup(t, 4, acking(done), (clock) => ({ concurrency: 10, rate: new TokenBucket({ ratePerSecond: 1, burst: 2, now: clock.now }) }));
   loop.start();
   await until(() => done.length === 2 && clock.timers.length === 1, 'burst of two, then a wait for a token');
   assert.deepEqual(clock.timers, [1_000]);

@@ -4,13 +4,14 @@
  * rewrap does), outcomes are read from the event log and the sinks' folders.
  */
 import path from 'node:path';
-import { parseConfig, type Config } from '../../common/config.js';
+import { parseConfig, type Config, type Stream } from '../../common/config.js';
+import { installDotStuffingFastPath } from '../../common/dot-stuffing.js';
 import { DurableQueue } from '../../common/durable-queue.js';
 import type { PostinoEvent } from '../../common/events.js';
 import { createLogger } from '../../common/log.js';
 import { Store } from '../../common/store.js';
 import { createDelivery, type Delivery } from '../../engine/delivery/delivery.js';
-import type { DeliveryMeta, Stream } from '../../engine/delivery/delivery-record.js';
+import type { DeliveryMeta } from '../../engine/delivery/delivery-record.js';
 import { EventLog } from '../../engine/events/event-log.js';
 import { SuppressionList } from '../../engine/suppression.js';
 import { startSink, type CaptureSink } from '../../sink/capture-sink.js';
@@ -40,6 +41,7 @@ export async function sink(rules: unknown[] = [], port = 0, dir = tempDir('sink'
 }
 
 export async function startDeliveryHarness(raw: Record<string, unknown>, dir = tempDir('delivery')): Promise<Harness> {
+  installDotStuffingFastPath(); // as app/hosted.ts does at start-up
   const config = parseConfig(raw);
   const store = await Store.open(path.join(dir, 'hosted'));
   const queue = await DurableQueue.open<DeliveryMeta>(store, 'delivery');

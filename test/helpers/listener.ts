@@ -43,7 +43,7 @@ export async function startTestListener(config: Record<string, unknown> = {}, op
   const log = pino({ level: 'info' }, sink);
   const store = await Store.open(path.join(dataDir, 'hosted'));
   const queue = await DurableQueue.open<IntakeMeta>(store, 'intake');
-  const listener = await startListener(cfg.listener, cfg.accounts, dataDir, queue, log, opts.now);
+  const listener = await startListener({ config: cfg.listener, accounts: cfg.accounts, dataDir, queue, log, now: opts.now });
   return {
     port: listener.port,
     listener,

@@ -60,7 +60,7 @@ export async function runRewrap(env: Env, raw: Buffer | string, rcptTo: string[]
   const source = bufferSource(bytes);
   const mime = await scanMime(source.stream(0, source.size));
   const envelope: Envelope = { mailFrom, rcptTo, clientAddress: '127.0.0.1', heloName: 'app.test', receivedAt: now, tls: true };
-  const msg = new MessageContext('INTAKE1', envelope, source, mime, walkParts(mime), env.settings, { suppression: env.suppression, recipients: env.recipients }, now);
+  const msg = new MessageContext({ intakeId: 'INTAKE1', envelope, source, mime, parts: walkParts(mime), settings: env.settings, services: { suppression: env.suppression, recipients: env.recipients }, now });
   const copies: CopyOut[] = [];
   const result = await rewrap(msg, {
     newId: () => newQueueId(now),

@@ -10,7 +10,8 @@ import type { SMTPServerSession } from 'smtp-server';
 import { parseConfig } from '../../common/config.js';
 import { PostinoError, type ErrorCode } from '../../common/errors.js';
 import { hashPassword } from '../../common/password-hash.js';
-import { AccountTable, domainAllowed, domainOf } from '../../listener/accounts.js';
+import { domainAllowed, domainOf } from '../../common/address.js';
+import { AccountTable } from '../../listener/accounts.js';
 
 /** Cheap scrypt parameters: these tests check who is accepted, not the cost of guessing. */
 const FAST = { N: 1024, r: 8, p: 1 };

@@ -16,6 +16,7 @@
 import { Readable } from 'node:stream';
 import addressparser from 'nodemailer/lib/addressparser';
 import sign from 'nodemailer/lib/dkim/sign';
+import { splitAddress } from '../../../common/address.js';
 import { getHeader } from '../../../common/mime-header.js';
 import { RelaxedBodyHash } from '../dkim-body-hash.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.js';
@@ -28,8 +29,8 @@ function fromDomain(copy: Copy): string | undefined {
   const from = getHeader(copy.headers, 'from');
   if (!from) return undefined;
   const first = addressparser(from, { flatten: true })[0];
-  const at = first?.address?.lastIndexOf('@') ?? -1;
-  return at > 0 ? first!.address!.slice(at + 1).toLowerCase() : undefined;
+  const parts = first?.address ? splitAddress(first.address) : undefined;
+  return parts?.local ? parts.domain.toLowerCase() : undefined;
 }
 
 export const dkim: CopyStep = {

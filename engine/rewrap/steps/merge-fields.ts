@@ -7,8 +7,8 @@
  * `sub`) apply too. Tags are found by a scanner for `{{…}}` (merge syntax, not
  * HTML: the HTML itself is never parsed with a regular expression).
  */
+import { normalizeEmail } from '../../../common/address.js';
 import { decodeWords, encodeUnstructured, getHeader, makeField } from '../../../common/mime-header.js';
-import { normalizeAddress } from '../../suppression.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.js';
 
 const FIELD = /^\s*([A-Za-z0-9_.-]+)\s*(?:\|([^}]*))?$/;
@@ -47,7 +47,7 @@ function substitute(text: string, subs: ReadonlyArray<[string, string]>, escape:
 /** The merge-field lookup of one copy: vars, then the recipient database, then the built-ins. */
 export function copyLookup(copy: Copy, msg: MessageContext): (name: string) => string | undefined {
   const c = msg.controls;
-  const rec = msg.recipientRecords.get(normalizeAddress(copy.recipient));
+  const rec = msg.recipientRecords.get(normalizeEmail(copy.recipient));
   const builtins: Record<string, string | undefined> = { email: copy.recipient, unsubscribe_url: copy.unsubscribeUrl };
   return (name) => (Object.hasOwn(c.vars, name) ? c.vars[name] : rec && Object.hasOwn(rec.fields, name) ? rec.fields[name] : builtins[name]);
 }

@@ -4,7 +4,7 @@
  * that traffic creates: a new address, or a known one mailed through a new
  * X-Postino-List. The writes commit in the same batch as the queue move.
  */
-import { normalizeAddress } from '../../suppression.js';
+import { normalizeEmail } from '../../../common/address.js';
 import { NEXT, type MessageContext, type MessageStep } from '../context.js';
 
 export const recipients: MessageStep = {
@@ -12,7 +12,7 @@ export const recipients: MessageStep = {
   async run(msg: MessageContext) {
     const { accountId } = msg.settings;
     const db = msg.services.recipients;
-    const addresses = [...new Set(msg.envelope.rcptTo.map(normalizeAddress))];
+    const addresses = [...new Set(msg.envelope.rcptTo.map(normalizeEmail))];
     const records = await db.getMany(accountId, addresses);
     const list = msg.controls.list;
     addresses.forEach((address, i) => {

@@ -7,8 +7,8 @@
  * lets the sender strip it; we always do). Message-ID is kept.
  */
 import addressparser from 'nodemailer/lib/addressparser';
+import { caseFoldedEmail } from '../../../common/address.js';
 import { fieldValue, makeField, type HeaderField } from '../../../common/mime-header.js';
-import { normalizeAddress } from '../../suppression.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.js';
 
 function addressesOf(fields: readonly HeaderField[], names: readonly string[]): Set<string> {
@@ -16,7 +16,7 @@ function addressesOf(fields: readonly HeaderField[], names: readonly string[]): 
   const visit = (list: ReturnType<typeof addressparser>): void => {
     for (const a of list) {
       if ('group' in a && a.group) visit(a.group);
-      else if (a.address) out.add(normalizeAddress(a.address).toLowerCase());
+      else if (a.address) out.add(caseFoldedEmail(a.address));
     }
   };
   for (const f of fields) if (names.includes(f.lower)) visit(addressparser(fieldValue(f)));
@@ -35,7 +35,7 @@ export const split: CopyStep = {
       visibleCache.set(msg, visible);
     }
     copy.removeHeaders((h) => h === 'bcc');
-    if (!visible.has(normalizeAddress(copy.recipient).toLowerCase())) {
+    if (!visible.has(caseFoldedEmail(copy.recipient))) {
       const to = makeField('To', `<${copy.recipient}>`);
       const at = copy.headers.findIndex((f) => f.lower === 'to');
       if (at >= 0) copy.headers[at] = to;

@@ -9,8 +9,9 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { parseConfig, type BackPressureRule } from '../../../common/config.js';
 import type { DurableQueue, QueueRecord } from '../../../common/durable-queue.js';
-import type { DeliveryMeta, Stream } from '../../../engine/delivery/delivery-record.js';
-import { KillSwitch } from '../../../engine/delivery/kill-switch.js';
+import type { Stream } from '../../../common/config.js';
+import type { DeliveryMeta } from '../../../engine/delivery/delivery-record.js';
+import { DeliveryPause } from '../../../engine/delivery/delivery-pause.js';
 import { DeliveryScheduler } from '../../../engine/delivery/scheduler.js';
 import { deferred, FakeClock, until, type Deferred } from '../../helpers/fake-clock.js';
 import { silentLog, tempQueue } from '../../helpers/temp-queue.js';
@@ -27,7 +28,7 @@ interface Env {
   clock: FakeClock;
   q: DurableQueue<DeliveryMeta>;
   s: DeliveryScheduler;
-  killSwitch: KillSwitch;
+  killSwitch: DeliveryPause;
   /** Recipients in the order the scheduler handed them to the sender. */
   sent: string[];
   /** Copies waiting on disk (not leased): recipient and due time, in due order. */
@@ -54,7 +55,7 @@ const ack = async (rec: Rec, q: DurableQueue<DeliveryMeta>): Promise<undefined> 
 async function setup(t: TestContext, copies: Copy[], o: Options = {}): Promise<Env> {
   const clock = new FakeClock();
   const { store, q } = await tempQueue<DeliveryMeta>('scheduler', clock.now);
-  const killSwitch = await KillSwitch.open(store);
+  const killSwitch = await DeliveryPause.open(store);
   const t0 = clock.now();
   for (const [i, c] of copies.entries()) await q.enqueue({ meta: meta(c), body: Buffer.from('Subject: x\r\n\r\nx\r\n'), due: t0 - copies.length + i });
   const sent: string[] = [];

@@ -28,7 +28,7 @@ async function setup() {
   const suppression = new SuppressionList(store);
   const recipients = new RecipientDb(store);
   const config = parseConfig({ accounts: [{ id: 'default', engine: { bounceDomain: 'b.example.net' } }] });
-  const worker = new RewrapWorker(intake, delivery, events, { suppression, recipients }, resolveRewrapSettings(config, dir), createLogger('test', 'silent'));
+  const worker = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients }, settings: resolveRewrapSettings(config, dir), log: createLogger('test', 'silent') });
   const submit = async (raw: string, rcptTo: string[]) => {
     await intake.enqueue({ meta: { account: 'default', envelope: { mailFrom: 'shop@example.org', rcptTo, clientAddress: '127.0.0.1', heloName: 'fwd', receivedAt: Date.now(), tls: true } }, body: Buffer.from(raw.replace(/\r?\n/g, '\r\n')) });
     const [rec] = await intake.lease(1, 60_000);

@@ -1,5 +1,6 @@
 /*
- * kill-switch.ts — stop all outbound relaying at once, keep spooling.
+ * relay-pause.ts — the forwarder's kill-switch: stop all outbound relaying at
+ * once, keep spooling. (The engine's is engine/delivery/delivery-pause.ts.)
  *
  * `pause()` stops the relay loop from starting any new transaction; a
  * transaction already started (at most relay.maxConnections × 4 messages,
@@ -20,7 +21,7 @@ import type { Store } from '../common/store.js';
 
 const KEY = 'state!kill-switch';
 
-export interface KillSwitchState {
+export interface RelayPauseState {
   relayPaused: boolean;
   intakePaused: boolean;
   /** ISO time of the last change. */
@@ -32,21 +33,21 @@ export interface Relaying {
   pause(): void;
 }
 
-export class KillSwitch {
+export class RelayPause {
   private constructor(
     private readonly store: Store,
     private readonly log: Logger,
-    private s: KillSwitchState,
+    private s: RelayPauseState,
   ) {}
 
-  static async load(store: Store, log: Logger): Promise<KillSwitch> {
+  static async load(store: Store, log: Logger): Promise<RelayPause> {
     const v = await store.db.get(KEY);
-    const s: KillSwitchState = v ? (JSON.parse(v.toString('utf8')) as KillSwitchState) : { relayPaused: false, intakePaused: false, since: null };
+    const s: RelayPauseState = v ? (JSON.parse(v.toString('utf8')) as RelayPauseState) : { relayPaused: false, intakePaused: false, since: null };
     if (s.relayPaused) log.warn({ event: 'paused', intake: s.intakePaused, since: s.since }, 'relaying is paused (kill-switch); `postino forwarder resume` restarts it');
-    return new KillSwitch(store, log, s);
+    return new RelayPause(store, log, s);
   }
 
-  get state(): KillSwitchState {
+  get state(): RelayPauseState {
     return { ...this.s };
   }
 
@@ -64,21 +65,21 @@ export class KillSwitch {
     else relay.start();
   }
 
-  async pause(relay: Relaying, opts: { intake: boolean }): Promise<KillSwitchState> {
+  async pause(relay: Relaying, opts: { intake: boolean }): Promise<RelayPauseState> {
     relay.pause(); // first: the switch acts before the disk write returns
     await this.save({ relayPaused: true, intakePaused: opts.intake, since: new Date().toISOString() });
     this.log.warn({ event: 'paused', intake: opts.intake }, opts.intake ? 'kill-switch: relaying and intake paused' : 'kill-switch: relaying paused, intake keeps spooling');
     return this.state;
   }
 
-  async resume(relay: Relaying): Promise<KillSwitchState> {
+  async resume(relay: Relaying): Promise<RelayPauseState> {
     await this.save({ relayPaused: false, intakePaused: false, since: new Date().toISOString() });
     relay.start();
     this.log.info({ event: 'resumed' }, 'kill-switch released: relaying resumed');
     return this.state;
   }
 
-  private async save(s: KillSwitchState): Promise<void> {
+  private async save(s: RelayPauseState): Promise<void> {
     this.s = s;
     await this.store.commit([{ type: 'put', key: KEY, value: Buffer.from(JSON.stringify(s)) }], { sync: true });
   }

@@ -1,5 +1,5 @@
 /*
- * kill-switch.ts — the engine-side kill-switch: pause delivery globally or for
+ * delivery-pause.ts — the engine-side kill-switch: pause delivery globally or for
  * one account while intake keeps accepting (copies wait in the delivery queue).
  *
  * State is persisted (synced) under `pause!*` (global) and `pause!a!<account>`
@@ -10,7 +10,7 @@
  */
 import type { Store } from '../../common/store.js';
 
-export interface PauseState {
+export interface DeliveryPauseState {
   global: boolean;
   accounts: string[];
 }
@@ -18,15 +18,15 @@ export interface PauseState {
 const GLOBAL = 'pause!*';
 const ACCOUNT = 'pause!a!';
 
-export class KillSwitch {
+export class DeliveryPause {
   private global = false;
   private readonly accounts = new Set<string>();
   private readonly listeners: Array<() => void> = [];
 
   private constructor(private readonly store: Store) {}
 
-  static async open(store: Store): Promise<KillSwitch> {
-    const k = new KillSwitch(store);
+  static async open(store: Store): Promise<DeliveryPause> {
+    const k = new DeliveryPause(store);
     for await (const key of store.db.keys({ gte: 'pause!', lt: 'pause~' })) {
       if (key === GLOBAL) k.global = true;
       else if (key.startsWith(ACCOUNT)) k.accounts.add(key.slice(ACCOUNT.length));
@@ -42,7 +42,7 @@ export class KillSwitch {
     return this.global;
   }
 
-  state(): PauseState {
+  state(): DeliveryPauseState {
     return { global: this.global, accounts: [...this.accounts].sort() };
   }
 
@@ -50,7 +50,7 @@ export class KillSwitch {
     this.listeners.push(fn);
   }
 
-  async pause(account?: string): Promise<PauseState> {
+  async pause(account?: string): Promise<DeliveryPauseState> {
     const key = account === undefined ? GLOBAL : ACCOUNT + account;
     await this.store.commit([{ type: 'put', key, value: Buffer.from(JSON.stringify({ at: new Date().toISOString() })) }], { sync: true });
     if (account === undefined) this.global = true;
@@ -59,7 +59,7 @@ export class KillSwitch {
     return this.state();
   }
 
-  async resume(account?: string): Promise<PauseState> {
+  async resume(account?: string): Promise<DeliveryPauseState> {
     const key = account === undefined ? GLOBAL : ACCOUNT + account;
     await this.store.commit([{ type: 'del', key }], { sync: true });
     if (account === undefined) this.global = false;
