@@ -13,6 +13,7 @@
  *   postino hash-password                   scrypt hash of the password on stdin (accounts[].listener.users)
  *   postino dkim keygen <domain> [--selector S] [--out DIR]
  *                                           a DKIM key (default <data>/secrets/dkim) and its DNS TXT record
+ *   postino keys rotate                     a new token-signing key; older links keep working
  *
  * The data folder is $POSTINO_DATA (default ./data); it is read here, once, and
  * passed down. Exit status: 0 ok, 1 runtime failure, 2 bad usage or bad config.
@@ -23,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { hashPassword } from '../common/password-hash.js';
 import { ensureDevTls, secretsDir } from '../common/secrets.js';
+import { rotateKeys, signingKeysPath } from '../common/signing-keys.js';
 import { generateDkimKey } from '../engine/rewrap/dkim-keys.js';
 import { apiCall, apiTarget, FORWARDER_ADMIN, HOSTED_API } from './api-client.js';
 import { dataDirOf, loadOrExit, UsageError } from './cli-support.js';
@@ -43,6 +45,7 @@ const USAGE = `usage:
   postino dev-cert [--out DIR]
   postino hash-password   (reads the password from stdin)
   postino dkim keygen <domain> [--selector S] [--out DIR]
+  postino keys rotate
 environment: POSTINO_DATA (data folder, default ./data)`;
 
 /** This file, as `up` starts it again for each child (see the end of the file). */
@@ -130,6 +133,16 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
       if (!password) throw new UsageError('hash-password reads the password from stdin');
       process.stdout.write((await hashPassword(password)) + '\n');
+      return;
+    }
+    case 'keys': {
+      if (sub !== 'rotate') throw new UsageError('usage: postino keys rotate');
+      const dataDir = dataDirOf(env);
+      const r = rotateKeys(dataDir);
+      process.stdout.write(
+        `new signing key ${r.id} in ${signingKeysPath(dataDir)} (${r.keys} keys; all keep verifying)\n` +
+          `running nodes sign with it within 10 s; copy the file to every hosted node of a multi-node setup\n`,
+      );
       return;
     }
     case 'dkim': {

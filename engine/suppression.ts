@@ -14,7 +14,8 @@
  */
 import type { BatchOp, Store } from '../common/store.js';
 
-export type SuppressionReason = 'hard-bounce' | 'complaint' | 'unsubscribe' | 'manual';
+/** `soft-bounces`: feedback.softBounceLimit soft bounces within feedback.softBounceDays. */
+export type SuppressionReason = 'hard-bounce' | 'soft-bounces' | 'complaint' | 'unsubscribe' | 'manual';
 
 export interface SuppressionEntry {
   address: string;
@@ -22,6 +23,8 @@ export interface SuppressionEntry {
   reason: SuppressionReason;
   at: string;
   detail?: string | undefined;
+  /** The copy whose bounce, complaint or unsubscribe put the address here. */
+  queueId?: string | undefined;
 }
 
 export type Stream = 'transactional' | 'bulk';
@@ -55,6 +58,12 @@ export class SuppressionList {
 
   async remove(account: string, address: string, scope = '*'): Promise<void> {
     await this.store.commit([{ type: 'del', key: key(account, scope, address) }], { sync: true });
+  }
+
+  /** The entry for this address in one scope (`*` or `list:<name>`), if any. */
+  async get(account: string, address: string, scope = '*'): Promise<SuppressionEntry | undefined> {
+    const v = await this.store.db.get(key(account, scope, address));
+    return v ? (JSON.parse(v.toString('utf8')) as SuppressionEntry) : undefined;
   }
 
   /** The entry that stops this recipient, or undefined when mail may go. */

@@ -13,8 +13,8 @@ test('each copy returns to bounces+<token>@<bounce domain>, the token naming its
       const m = /^bounces\+([^@]+)@b\.acme\.example$/.exec(c.mailFrom);
       assert.ok(m, c.mailFrom);
       assert.equal(verpQueueId(m[1]!), c.queueId);
-      assert.ok(verifyVerpToken(env.settings.signingKey, m[1]!, c.recipient));
-      assert.ok(!verifyVerpToken(env.settings.signingKey, m[1]!, c.recipient === 'a@example.com' ? 'b@example.com' : 'a@example.com'));
+      assert.ok(verifyVerpToken(env.settings.keys, m[1]!, c.recipient));
+      assert.ok(!verifyVerpToken(env.settings.keys, m[1]!, c.recipient === 'a@example.com' ? 'b@example.com' : 'a@example.com'));
     }
   } finally {
     await env.close();
