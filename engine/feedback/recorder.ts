@@ -154,9 +154,13 @@ export class FeedbackRecorder {
     });
   }
 
-  /** A report nobody could read (or attribute): kept, reported, and nothing suppressed. */
-  async unclassified(account: string, reason: string, report: ReportRef, commit: Commit = this.commitSynced): Promise<FeedbackOutcome> {
-    await this.record([{ type: 'unclassified', account, reason, report }], [], commit);
+  /**
+   * A report nobody could read, or about no copy of ours: kept, reported, nothing suppressed.
+   * With its copy when the VERP address named one (the account sees it), else node-wide (account '').
+   */
+  async unclassified(copy: CopyRecord | undefined, reason: string, report: ReportRef, commit: Commit = this.commitSynced): Promise<FeedbackOutcome> {
+    const ev: EventInput = copy ? { ...this.about(copy, copy.account, copy.recipient, copy.queueId), type: 'unclassified', reason, report } : { type: 'unclassified', account: '', reason, report };
+    await this.record([ev], [], commit);
     return 'recorded';
   }
 

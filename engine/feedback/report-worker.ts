@@ -78,19 +78,18 @@ export class ReportWorker {
       return this.o.recorder.unsubscribe(claim, 'mailto', ref('mailto'), commit);
     }
 
+    const copy = await this.attribute(targets, report.kind === 'bounce' || report.kind === 'complaint' ? report.refs.returnPath : undefined);
     switch (report.kind) {
       case 'auto-reply':
         log.info({ event: 'ignored', why: 'auto-reply', reason: report.reason }, 'auto-reply ignored');
         return 'ignored';
       case 'unclassified':
-        return this.unclassified(rec, raw, report.reason, undefined, commit);
+        return this.unclassified(rec, raw, report.reason, copy, commit);
       case 'complaint': {
-        const copy = await this.attribute(targets, report.refs.returnPath);
         if (!copy) return this.unclassified(rec, raw, 'complaint about no copy of ours (no valid VERP token)', undefined, commit);
         return this.o.recorder.complaint(copy, ref('arf', { feedbackType: report.feedbackType }), commit);
       }
       case 'bounce': {
-        const copy = await this.attribute(targets, report.refs.returnPath);
         if (!copy) return this.unclassified(rec, raw, `${report.format} bounce about no copy of ours (no valid VERP token)`, undefined, commit);
         const r = pick(report.recipients, copy.recipient);
         if (!r || r.action !== 'failed' || r.class === 'none') {
@@ -113,7 +112,7 @@ export class ReportWorker {
   private async unclassified(rec: QueueRecord<FeedbackMeta>, raw: Buffer, reason: string, copy: CopyRecord | undefined, commit: Commit): Promise<ReportResult> {
     const stored = path.join(this.o.reportsDir, `${rec.id}.eml`);
     writeSynced(stored, raw);
-    await this.o.recorder.unclassified(copy?.account ?? '', reason, { id: rec.id, format: 'unknown', stored: path.basename(stored) }, commit);
+    await this.o.recorder.unclassified(copy, reason, { id: rec.id, format: 'unknown', stored: path.basename(stored) }, commit);
     this.o.log.warn({ event: 'unclassified', queueId: rec.id, reason, stored }, 'report kept unclassified');
     return 'unclassified';
   }
