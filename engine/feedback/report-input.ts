@@ -62,6 +62,8 @@ export interface ReportInput {
   originalFrom?: 'message' | 'headers' | undefined;
   /** Only a prefix of the input was read. */
   truncated: boolean;
+  /** A MIME structure mailparser reads as empty: a multipart without its boundary parameter. */
+  mimeProblem?: string | undefined;
 }
 
 export type ReadOutcome = { kind: 'read'; input: ReportInput } | { kind: 'unreadable'; reason: string };
@@ -109,6 +111,7 @@ export async function readInput(raw: Buffer): Promise<ReadOutcome> {
     reportType: ct.value === 'multipart/report' ? (ct.params['report-type'] ?? '').toLowerCase().trim() : '',
     text: (parsed.text ?? '').slice(0, MAX_TEXT_CHARS),
     truncated,
+    mimeProblem: ct.value.startsWith('multipart/') && !ct.params.boundary ? `${ct.value} without a boundary parameter` : undefined,
   };
   for (const a of parsed.attachments) readAttachment(input, a);
   return { kind: 'read', input };

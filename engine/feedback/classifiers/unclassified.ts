@@ -12,7 +12,8 @@ export const unclassified: ReportClassifier = {
   classify(input) {
     const cut = input.truncated ? ' (only the start of the input was read)' : '';
     let reason: string;
-    if (input.reportType === 'delivery-status' && input.deliveryStatus === undefined) reason = 'multipart/report (delivery-status) without a message/delivery-status part';
+    if (input.mimeProblem) reason = input.mimeProblem;
+    else if (input.reportType === 'delivery-status' && input.deliveryStatus === undefined) reason = 'multipart/report (delivery-status) without a message/delivery-status part';
     else if (input.deliveryStatus !== undefined) reason = 'message/delivery-status part without recipient fields';
     else if (input.reportType === 'feedback-report') reason = 'multipart/report (feedback-report) without a message/feedback-report part';
     else if (input.contentType === 'multipart/report') reason = `multipart/report of unknown report-type "${input.reportType}"`;
