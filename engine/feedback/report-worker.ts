@@ -13,7 +13,8 @@
  *   bounce, action failed   → recorder.bounce (hard / soft / block)
  *   bounce, delayed / delivered / relayed / expanded → logged, nothing recorded
  *                             (a delay is a warning: the remote MTA still tries)
- *   complaint               → recorder.complaint
+ *   complaint               → recorder.complaint (abuse, fraud, virus, other; not-spam and
+ *                             auth-failure reports are logged and dropped)
  *   auto-reply              → logged and dropped: an out-of-office is not a bounce
  *   unsubscribe mailto      → recorder.unsubscribe (via mailto)
  *   unclassified            → recorder.unclassified, the report stored
@@ -30,6 +31,13 @@ import { feedbackAddress, copyOfVerpToken, type FeedbackAddressBook, type Feedba
 import type { CopyIndex, CopyRecord } from './copy-index.js';
 import type { Commit, FeedbackOutcome, FeedbackRecorder, ReportRef } from './recorder.js';
 import { readReport, type FeedbackReport, type ReportRecipient } from './report.js';
+
+/**
+ * RFC 5965 feedback types that mean "the recipient did not want this": they suppress.
+ * `not-spam` (the opposite) and RFC 6591 `auth-failure` (a DMARC/SPF report about the
+ * sender's setup) are not complaints about the recipient's mail.
+ */
+const COMPLAINT_TYPES = new Set(['abuse', 'fraud', 'virus', 'other']);
 
 /** The part of a mailto-unsubscribe's subject that is the token (`unsubscribe <token>`). */
 const SUBJECT_TOKEN = /([0-9a-z]{1,6}\.[A-Za-z0-9_-]{40,})/;
@@ -86,6 +94,10 @@ export class ReportWorker {
       case 'unclassified':
         return this.unclassified(rec, raw, report.reason, copy, commit);
       case 'complaint': {
+        if (!COMPLAINT_TYPES.has(report.feedbackType)) {
+          log.info({ event: 'ignored', why: `feedback type ${report.feedbackType}` }, 'feedback report is not a complaint');
+          return 'ignored';
+        }
         if (!copy) return this.unclassified(rec, raw, 'complaint about no copy of ours (no valid VERP token)', undefined, commit);
         return this.o.recorder.complaint(copy, ref('arf', { feedbackType: report.feedbackType }), commit);
       }
