@@ -32,6 +32,7 @@ import { CopyIndex } from '../engine/feedback/copy-index.js';
 import { FileKeyRing } from '../common/signing-keys.js';
 import { feedbackAddressBook, startBounceIntake, type FeedbackMeta } from '../engine/feedback/bounce-intake.js';
 import { registerFeedbackRoutes } from '../engine/feedback/http-routes.js';
+import { registerSuppressionRoutes } from '../engine/suppression-routes.js';
 import { FeedbackRecorder } from '../engine/feedback/recorder.js';
 import { ReportWorker } from '../engine/feedback/report-worker.js';
 
@@ -109,6 +110,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   registerDeliveryRoutes(api, intake, deliveryStage);
   registerEventRoutes(api, events);
   registerFeedbackRoutes(api, { keys, recorder, log });
+  registerSuppressionRoutes(api, { store, suppression, accounts: config.accounts.map((a) => a.id) });
   const httpPort = await listenHttp(api, config.http.host, config.http.port, 'hosted', log);
   rewrapLoop.start();
   reportLoop.start();

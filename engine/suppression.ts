@@ -81,8 +81,19 @@ export class SuppressionList {
   }
 
   async *list(account: string): AsyncGenerator<SuppressionEntry> {
-    for await (const [, v] of this.store.db.iterator({ gte: `s!${account}!`, lt: `s!${account}!~` })) {
-      yield JSON.parse(v.toString('utf8')) as SuppressionEntry;
+    for await (const e of this.entries({ account })) yield e;
+  }
+
+  /**
+   * Entries in key order (account, scope, address), optionally of one account, starting
+   * after the cursor `after` (the `cursor` of the last entry a reader saw).
+   */
+  async *entries(o: { account?: string | undefined; after?: string | undefined } = {}): AsyncGenerator<SuppressionEntry & { account: string; cursor: string }> {
+    const prefix = o.account ? `s!${o.account}!` : 's!';
+    const range = o.after && o.after.startsWith(prefix) ? { gt: o.after, lt: `${prefix}\uffff` } : { gte: prefix, lt: `${prefix}\uffff` };
+    for await (const [k, v] of this.store.db.iterator(range)) {
+      const account = k.slice(2, k.indexOf('!', 2));
+      yield { ...(JSON.parse(v.toString('utf8')) as SuppressionEntry), account, cursor: k };
     }
   }
 }

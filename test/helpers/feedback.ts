@@ -106,6 +106,36 @@ export async function startFeedbackNode(extra: Record<string, unknown> = {}): Pr
   };
 }
 
+/** An RFC 3464 DSN about `recipient`, sent to `verp`. */
+export function dsn(verp: string, recipient: string, status: string, diagnostic: string, action = 'failed'): string {
+  return [
+    'From: MAILER-DAEMON@mx.example.net (Mail Delivery System)',
+    `To: ${verp}`,
+    'Subject: Undelivered Mail Returned to Sender',
+    'Auto-Submitted: auto-replied',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"',
+    '',
+    '--b1',
+    'Content-Type: text/plain',
+    '',
+    `<${recipient}>: ${diagnostic}`,
+    '',
+    '--b1',
+    'Content-Type: message/delivery-status',
+    '',
+    'Reporting-MTA: dns; mx.example.net',
+    '',
+    `Final-Recipient: rfc822; ${recipient}`,
+    `Action: ${action}`,
+    `Status: ${status}`,
+    `Diagnostic-Code: smtp; ${diagnostic}`,
+    '',
+    '--b1--',
+    '',
+  ].join('\r\n');
+}
+
 /** Polls `check` every 20 ms until it returns a value, or fails after `ms`. */
 export async function until<T>(what: string, check: () => Promise<T | undefined | false>, ms = 5_000): Promise<T> {
   const end = Date.now() + ms;

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { PostinoEvent } from '../../../common/events.js';
 import { readReport } from '../../../engine/feedback/report.js';
-import { BOUNCE_DOMAIN, startFeedbackNode, until, type FeedbackNode, type TestCopy } from '../../helpers/feedback.js';
+import { BOUNCE_DOMAIN, dsn, startFeedbackNode, until, type FeedbackNode, type TestCopy } from '../../helpers/feedback.js';
 import { RawSmtp } from '../../helpers/smtp-raw.js';
 import { open, send } from '../../helpers/smtp-session.js';
 
@@ -23,35 +23,6 @@ interface Expected {
   recipient?: string;
 }
 const expected = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'expected.json'), 'utf8')) as Record<string, Expected>;
-
-export function dsn(verp: string, recipient: string, status: string, diagnostic: string, action = 'failed'): string {
-  return [
-    'From: MAILER-DAEMON@mx.example.net (Mail Delivery System)',
-    `To: ${verp}`,
-    'Subject: Undelivered Mail Returned to Sender',
-    'Auto-Submitted: auto-replied',
-    'MIME-Version: 1.0',
-    'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"',
-    '',
-    '--b1',
-    'Content-Type: text/plain',
-    '',
-    `<${recipient}>: ${diagnostic}`,
-    '',
-    '--b1',
-    'Content-Type: message/delivery-status',
-    '',
-    'Reporting-MTA: dns; mx.example.net',
-    '',
-    `Final-Recipient: rfc822; ${recipient}`,
-    `Action: ${action}`,
-    `Status: ${status}`,
-    `Diagnostic-Code: smtp; ${diagnostic}`,
-    '',
-    '--b1--',
-    '',
-  ].join('\r\n');
-}
 
 let n: FeedbackNode;
 before(async () => {
