@@ -25,17 +25,24 @@ const MAX_FIELD_CHARS = 4096;
 
 export type FieldGroup = ReadonlyMap<string, string>;
 
+/** The lines of a text (CR of CRLF removed), at most `max`: one forward pass. */
+export function* linesOf(text: string, max: number): Generator<string> {
+  let count = 0;
+  for (let pos = 0; pos < text.length && count < max; count++) {
+    let nl = text.indexOf('\n', pos);
+    if (nl === -1) nl = text.length;
+    yield text.slice(pos, nl > pos && text[nl - 1] === '\r' ? nl - 1 : nl);
+    pos = nl + 1;
+  }
+}
+
 /** Field groups of a delivery-status or feedback-report body: lower-case name → first value. */
 export function fieldGroups(body: string): FieldGroup[] {
   const groups: Map<string, string>[] = [];
   let group: Map<string, string> | undefined;
   let last: string | undefined; // name of the field a continuation line extends
-  let pos = 0;
-  while (pos < body.length && groups.length <= MAX_FIELD_GROUPS) {
-    let nl = body.indexOf('\n', pos);
-    if (nl === -1) nl = body.length;
-    const line = body.slice(pos, nl > pos && body[nl - 1] === '\r' ? nl - 1 : nl);
-    pos = nl + 1;
+  for (const line of linesOf(body, Number.MAX_SAFE_INTEGER)) {
+    if (groups.length > MAX_FIELD_GROUPS) break;
     if (line.trim() === '') {
       group = undefined;
       last = undefined;

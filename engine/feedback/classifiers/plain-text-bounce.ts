@@ -23,7 +23,7 @@
  * Config: none. Side effects: none.
  */
 import { inferStatus, findEnhancedStatus, resolveFailure } from '../bounce-class.js';
-import { addressOf, originalRefs } from '../report-fields.js';
+import { addressOf, linesOf } from '../report-fields.js';
 import { header, type ReportInput } from '../report-input.js';
 import type { ReportClassifier, ReportRecipient } from '../report.js';
 import { bounceRefs } from './bounce-refs.js';
@@ -157,12 +157,8 @@ interface Entry {
 function addressEntries(text: string, own: ReadonlySet<string>): Entry[] {
   const byAddress = new Map<string, Entry>();
   let current: Entry | undefined;
-  let lineNo = 0;
-  for (let pos = 0; pos < text.length && lineNo < MAX_LINES; lineNo++) {
-    let nl = text.indexOf('\n', pos);
-    if (nl === -1) nl = text.length;
-    const line = text.slice(pos, nl).trim();
-    pos = nl + 1;
+  for (const raw of linesOf(text, MAX_LINES)) {
+    const line = raw.trim();
     const address = line.length <= MAX_ADDRESS_LINE ? addressLine(line) : undefined;
     if (address && !own.has(address.toLowerCase())) {
       const key = address.toLowerCase();
@@ -202,12 +198,8 @@ function singleAddress(text: string, own: ReadonlySet<string>): string | undefin
 
 /** The first line of the notice that names a status code or a known reason. */
 function noticeReason(text: string): string | undefined {
-  let lineNo = 0;
-  for (let pos = 0; pos < text.length && lineNo < MAX_LINES; lineNo++) {
-    let nl = text.indexOf('\n', pos);
-    if (nl === -1) nl = text.length;
-    const line = text.slice(pos, nl).trim();
-    pos = nl + 1;
+  for (const raw of linesOf(text, MAX_LINES)) {
+    const line = raw.trim();
     if (line && (findEnhancedStatus(line) || inferStatus(line))) return line;
   }
   return undefined;
@@ -219,12 +211,7 @@ function inlineOriginalHeaders(rest: string): Buffer | undefined {
   const lines: string[] = [];
   let indent = -1;
   let bytes = 0;
-  let lineNo = 0;
-  for (let pos = 0; pos < rest.length && lineNo < MAX_LINES; lineNo++) {
-    let nl = rest.indexOf('\n', pos);
-    if (nl === -1) nl = rest.length;
-    const raw = rest.slice(pos, nl).replace(/\r$/, '');
-    pos = nl + 1;
+  for (const raw of linesOf(rest, MAX_LINES)) {
     if (raw.trim() === '') {
       if (lines.length) break;
       continue; // blank lines between the marker and the headers
