@@ -73,7 +73,7 @@ export class CsvError extends Error {
     readonly line: number,
     message: string,
   ) {
-    super(`line ${line}: ${message}`);
+    super(message);
   }
 }
 

@@ -27,7 +27,7 @@ const MAX_PARAM_LENGTH = 8_192;
 
 export function createHttpServer(token: string, log: Logger): FastifyInstance {
   // Fastify's own request logging is off: one line per request would drown the mail events.
-  const app = Fastify({ logger: false, maxParamLength: MAX_PARAM_LENGTH });
+  const app = Fastify({ logger: false, routerOptions: { maxParamLength: MAX_PARAM_LENGTH } });
   app.addHook('onRequest', async (req, reply) => {
     if (req.routeOptions.config.public) return;
     const h = req.headers.authorization ?? '';
