@@ -12,6 +12,9 @@
  * resumes; a loop from before the pause exits on its own (generation check).
  * `rate` (a token bucket) caps messages started per second: the loop leases no
  * more than there are tokens and sleeps until the next one.
+ *
+ * Time is injected (`clock`, `timers`; the real ones by default) so tests drive
+ * retries, gates and rate waits without sleeping.
  */
 import type { DurableQueue, QueueRecord } from './durable-queue.js';
 import type { Logger } from './log.js';
@@ -31,7 +34,22 @@ export interface WorkerOptions<M> {
   gate?: () => number;
   /** Messages per second cap (token bucket): no more messages are leased than there are tokens. */
   rate?: RateLimit;
+  /** Due times of given-back messages. Default Date.now. */
+  clock?: () => number;
+  /** Gate, rate and lease-failure waits. Default the real setTimeout. */
+  timers?: Timers;
 }
+
+/** setTimeout/clearTimeout, injectable so tests can drive waits with a fake clock. */
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const realTimers: Timers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
 
 export class WorkerLoop<M> {
   private inFlight = new Set<Promise<void>>();
@@ -43,7 +61,13 @@ export class WorkerLoop<M> {
   /** Bumped by start(): a loop from before a pause/resume sees it and exits, so two never run. */
   private generation = 0;
 
-  constructor(private readonly o: WorkerOptions<M>) {}
+  private readonly now: () => number;
+  private readonly timers: Timers;
+
+  constructor(private readonly o: WorkerOptions<M>) {
+    this.now = o.clock ?? Date.now;
+    this.timers = o.timers ?? realTimers;
+  }
 
   get active(): number {
     return this.inFlight.size;
@@ -89,14 +113,14 @@ export class WorkerLoop<M> {
       }
       const delay = this.o.gate?.() ?? 0;
       if (delay > 0) {
-        await sleep(delay, this.abort.signal);
+        await sleep(delay, this.abort.signal, this.timers);
         continue;
       }
       let want = concurrency - this.inFlight.size;
       if (this.o.rate) {
         const tokens = this.o.rate.available();
         if (tokens < 1) {
-          await sleep(this.o.rate.msUntilNext(), this.abort.signal);
+          await sleep(this.o.rate.msUntilNext(), this.abort.signal, this.timers);
           continue;
         }
         want = Math.min(want, tokens);
@@ -106,12 +130,12 @@ export class WorkerLoop<M> {
         batch = await queue.lease(want, visibilityMs);
       } catch (err) {
         log.error({ err, queue: queue.name }, 'lease failed');
-        await sleep(1_000, this.abort.signal);
+        await sleep(1_000, this.abort.signal, this.timers);
         continue;
       }
       if (!current()) {
         // Paused while leasing: give the messages straight back.
-        await Promise.all(batch.map((r) => queue.nack(r, Date.now())));
+        await Promise.all(batch.map((r) => queue.nack(r, this.now())));
         return;
       }
       if (batch.length === 0) {
@@ -128,7 +152,7 @@ export class WorkerLoop<M> {
       .handle(rec)
       .catch(async (err: unknown) => {
         this.o.log.error({ err, queueId: rec.id, queue: this.o.queue.name }, 'handler failed; message returns to the queue');
-        await this.o.queue.nack(rec, Date.now() + (this.o.retryOnCrashMs ?? 60_000)).catch(() => undefined);
+        await this.o.queue.nack(rec, this.now() + (this.o.retryOnCrashMs ?? 60_000)).catch(() => undefined);
       })
       .finally(() => {
         this.inFlight.delete(p);
@@ -140,12 +164,12 @@ export class WorkerLoop<M> {
   }
 }
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+export function sleep(ms: number, signal?: AbortSignal, timers: Timers = realTimers): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();
-    const t = setTimeout(done, ms);
+    const t = timers.setTimeout(done, ms);
     function done(): void {
-      clearTimeout(t);
+      timers.clearTimeout(t);
       signal?.removeEventListener('abort', done);
       resolve();
     }

@@ -22,6 +22,9 @@
  * disk; a paused account's copies go back to disk and are re-checked every
  * `pausedRecheckSeconds`. In-flight transactions always complete.
  *
+ * Time is injected (`clock`, `timers`; the real ones by default) so tests
+ * drive rates, suspensions and overflow due times without sleeping.
+ *
  * Config: delivery.readyMax (20000), delivery.laneMax (2000),
  * delivery.laneLookaheadSeconds (5), delivery.pausedRecheckSeconds (5),
  * delivery.shaping. Side effects: queue leases and reschedules (unsynced).
@@ -30,6 +33,7 @@ import type { BackPressureRule, DeliveryConfig } from '../../common/config.js';
 import type { DurableQueue, QueueRecord } from '../../common/durable-queue.js';
 import type { Logger } from '../../common/log.js';
 import type { BatchOp } from '../../common/store.js';
+import { realTimers, type Timers } from '../../common/worker-loop.js';
 import type { DeliveryMeta } from './delivery-record.js';
 import type { KillSwitch } from './kill-switch.js';
 import { recipientDomain, shapingFor, TokenBucket, type DomainShaping } from './shaping.js';
@@ -99,7 +103,7 @@ class Lane {
   rule: string | undefined;
   overflowDue = 0;
   lastUsed: number;
-  timer: NodeJS.Timeout | undefined;
+  timer: unknown;
 
   constructor(
     readonly domain: string,
@@ -129,6 +133,8 @@ export interface SchedulerOptions {
   handle: (rec: Rec) => Promise<BackPressureRule | undefined>;
   log: Logger;
   clock?: () => number;
+  /** Lane token waits and lease-loop waits. Default the real setTimeout (tests pass a fake clock's). */
+  timers?: Timers;
   idleWaitMs?: number;
   retryOnCrashMs?: number;
 }
@@ -136,6 +142,7 @@ export interface SchedulerOptions {
 export class DeliveryScheduler {
   private readonly lanes = new Map<string, Lane>();
   private readonly now: () => number;
+  private readonly timers: Timers;
   private running = false;
   private abort = new AbortController();
   private loopDone: Promise<void> = Promise.resolve();
@@ -146,6 +153,7 @@ export class DeliveryScheduler {
 
   constructor(private readonly o: SchedulerOptions) {
     this.now = o.clock ?? Date.now;
+    this.timers = o.timers ?? realTimers;
     o.killSwitch.onChange(() => void this.onPauseChange());
   }
 
@@ -170,7 +178,7 @@ export class DeliveryScheduler {
     this.abort.abort();
     this.wake();
     await this.loopDone;
-    for (const l of this.lanes.values()) clearTimeout(l.timer);
+    for (const l of this.lanes.values()) this.timers.clearTimeout(l.timer);
     await Promise.allSettled([...this.inFlight]);
     await this.releaseWhere(() => true, () => this.now());
   }
@@ -196,11 +204,12 @@ export class DeliveryScheduler {
   }
 
   private waitForWake(maxMs: number): Promise<void> {
+    const timers = this.timers;
     return new Promise<void>((resolve) => {
-      const t = setTimeout(done, maxMs);
+      const t = timers.setTimeout(done, maxMs);
       const signal = this.abort.signal;
       function done(): void {
-        clearTimeout(t);
+        timers.clearTimeout(t);
         signal.removeEventListener('abort', done);
         resolve();
       }
@@ -309,7 +318,7 @@ export class DeliveryScheduler {
     while (l.size > 0 && l.inFlight < l.shaping.params.maxConnections) {
       const wait = l.bucket.take(now);
       if (wait > 0) {
-        l.timer = setTimeout(() => {
+        l.timer = this.timers.setTimeout(() => {
           l.timer = undefined;
           this.pump(l);
         }, wait);
