@@ -33,6 +33,7 @@ import { FileKeyRing } from '../common/signing-keys.js';
 import { feedbackAddressBook, startBounceIntake, type FeedbackMeta } from '../engine/feedback/bounce-intake.js';
 import { registerFeedbackRoutes } from '../engine/feedback/http-routes.js';
 import { registerSuppressionRoutes } from '../engine/suppression-routes.js';
+import { Notifier } from '../engine/feedback/notifications.js';
 import { FeedbackRecorder } from '../engine/feedback/recorder.js';
 import { ReportWorker } from '../engine/feedback/report-worker.js';
 
@@ -112,8 +113,10 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   registerFeedbackRoutes(api, { keys, recorder, log });
   registerSuppressionRoutes(api, { store, suppression, accounts: config.accounts.map((a) => a.id) });
   const httpPort = await listenHttp(api, config.http.host, config.http.port, 'hosted', log);
+  const notifier = new Notifier({ store, events, delivery, accounts: config.accounts, hostname: config.engine.hostname, log: log.child({ component: 'notify' }) });
   rewrapLoop.start();
   reportLoop.start();
+  notifier.start();
   deliveryStage.start();
 
   return {
@@ -133,6 +136,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       await bounceIntake?.close();
       await rewrapLoop.stop();
       await reportLoop.stop();
+      await notifier.stop();
       await deliveryStage.stop();
       await api.close();
       await store.close();

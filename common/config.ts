@@ -291,6 +291,19 @@ const accountEngine = z
      * unsubscribe page must not lose it.
      */
     existingListUnsubscribe: z.enum(['keep', 'replace', 'add']).default('keep'),
+    /**
+     * People who act on bounces and complaints (the customer's IT staff, not a no-reply sender):
+     * a readable summary of hard bounces, blocks and complaints, sent through our own delivery
+     * with Auto-Submitted: auto-generated. `digestMinutes` 0 = within seconds of the event
+     * (a burst becomes one mail), else one digest every N minutes.
+     */
+    notify: z
+      .object({
+        addresses: z.array(z.email()).default([]),
+        digestMinutes: z.number().int().min(0).max(1440).default(0),
+      })
+      .strict()
+      .prefault({}),
     /** Tracking without X-Postino-Track: none by default (it rewrites the HTML). */
     track: z
       .object({

@@ -28,7 +28,8 @@ let apiKey: string;
 
 before(async () => {
   dataDir = tempDir('feedback-e2e');
-  const c = await upConfig();
+  // The account's IT staff get a summary of what came back (at once: within seconds).
+  const c = await upConfig(() => ({ accounts: [{ id: 'default', engine: { notify: { addresses: ['it@shop.example.org'] } } }] }));
   ports = c.ports;
   up = await startUp(dataDir, c.config);
   apiKey = fs.readFileSync(path.join(dataDir, 'secrets', 'api-key'), 'utf8').trim();
@@ -89,6 +90,16 @@ test('a 5.1.1 DSN to the VERP return path of a delivered copy: suppressed within
   await new Promise((r) => setTimeout(r, 1_000));
   const after = await waitForSink(sinkDir(), () => true, 0);
   assert.equal(after.filter((m) => m.rcptTo.includes('nobody@hard.test')).length, before.filter((m) => m.rcptTo.includes('nobody@hard.test')).length, 'no delivery attempt');
+
+  // The people who can act got a readable summary, through our own delivery.
+  const note = (await waitForSink(sinkDir(), (m) => m.some((x) => x.rcptTo.includes('it@shop.example.org')), 20_000)).find((x) => x.rcptTo.includes('it@shop.example.org'));
+  assert.ok(note, 'a notification to the account IT address');
+  assert.equal(note.mailFrom, '', 'null envelope sender: no bounce loop');
+  assert.match(note.headers, /^Auto-Submitted: auto-generated\r?$/m);
+  assert.match(note.headers, /^Subject: Postino: 1 hard bounce for default\r?$/m);
+  const text = fs.readFileSync(path.join(sinkDir(), `${note.id}.eml`), 'utf8');
+  assert.match(text, /bounce hard 5\.1\.1\s+nobody@hard\.test/);
+  assert.doesNotMatch(text, /\/t\/o\/|List-Unsubscribe/, 'not rewrapped: no tracking, no unsubscribe');
 });
 
 test('one-click: curl -X POST -d List-Unsubscribe=One-Click against the delivered header URL → 200, suppressed, a second POST 200, one event', { timeout: 60_000 }, async () => {
