@@ -5,8 +5,8 @@
  *
  * Attribution is by token first (DESIGN.md): the VERP address the report was
  * sent to (checked at RCPT), else the VERP return path of the original quoted
- * in the report, checked the same way; for a mailto unsubscribe, the token in
- * the subject. What cannot be attributed or read is an `unclassified` event
+ * in the report, else its X-Postino-Ref header, each checked the same way; for
+ * a mailto unsubscribe, the token in the subject. What cannot be attributed or read is an `unclassified` event
  * whose report is kept under <data>/hosted/reports/, never a guess and never
  * a suppression.
  *
@@ -30,7 +30,8 @@ import { verifyUnsubscribeToken, verpTokenOf } from '../../common/tokens.js';
 import { feedbackAddress, copyOfVerpToken, type FeedbackAddressBook, type FeedbackMeta } from './bounce-intake.js';
 import type { CopyIndex, CopyRecord } from './copy-index.js';
 import type { Commit, FeedbackOutcome, FeedbackRecorder, ReportRef } from './recorder.js';
-import { readReport, type FeedbackReport, type ReportRecipient } from './report.js';
+import { FEEDBACK_REF_HEADER } from '../rewrap/steps/feedback-ref.js';
+import { readReport, type FeedbackReport, type OriginalRefs, type ReportRecipient } from './report.js';
 
 /**
  * RFC 5965 feedback types that mean "the recipient did not want this": they suppress.
@@ -86,7 +87,7 @@ export class ReportWorker {
       return this.o.recorder.unsubscribe(claim, 'mailto', ref('mailto'), commit);
     }
 
-    const copy = await this.attribute(targets, report.kind === 'bounce' || report.kind === 'complaint' ? report.refs.returnPath : undefined);
+    const copy = await this.attribute(targets, report.kind === 'bounce' || report.kind === 'complaint' ? report.refs : undefined);
     switch (report.kind) {
       case 'auto-reply':
         log.info({ event: 'ignored', why: 'auto-reply', reason: report.reason }, 'auto-reply ignored');
@@ -114,11 +115,15 @@ export class ReportWorker {
     }
   }
 
-  /** The copy named by a VERP address the report was sent to, else by the original's return path. */
-  private async attribute(targets: Array<ReturnType<typeof feedbackAddress>>, returnPath: string | undefined): Promise<CopyRecord | undefined> {
+  /**
+   * The copy named by a VERP address the report was sent to, else by the quoted original's
+   * return path, else by its X-Postino-Ref header (steps/feedback-ref.ts); each checked.
+   */
+  private async attribute(targets: Array<ReturnType<typeof feedbackAddress>>, refs: OriginalRefs | undefined): Promise<CopyRecord | undefined> {
     for (const t of targets) if (t?.kind === 'verp') return copyOfVerpToken(this.o.copies, this.o.keys, t.token);
-    const quoted = returnPath && verpTokenOf(returnPath.replace(/^<|>$/g, ''), this.o.book.bounceLocalPart, this.o.book.bounceDomains);
-    return quoted ? copyOfVerpToken(this.o.copies, this.o.keys, quoted) : undefined;
+    const quoted = refs?.returnPath && verpTokenOf(refs.returnPath.replace(/^<|>$/g, ''), this.o.book.bounceLocalPart, this.o.book.bounceDomains);
+    const token = quoted || refs?.postinoHeaders[FEEDBACK_REF_HEADER.toLowerCase()]?.trim();
+    return token ? copyOfVerpToken(this.o.copies, this.o.keys, token) : undefined;
   }
 
   private async unclassified(rec: QueueRecord<FeedbackMeta>, raw: Buffer, reason: string, copy: CopyRecord | undefined, commit: Commit): Promise<ReportResult> {

@@ -119,6 +119,51 @@ describe('what each report does', () => {
     assert.equal(await n.suppression.get('acme', c.recipient), undefined);
   });
 
+  test('an ARF complaint to the complaint address, the original quoted without its Return-Path: attributed by X-Postino-Ref', async () => {
+    const c = await n.copy('quinn@example.org');
+    const ref = c.verp.slice(c.verp.indexOf('+') + 1, c.verp.indexOf('@'));
+    const arf = [
+      'From: feedback@fbl.example.net',
+      `To: fbl@${BOUNCE_DOMAIN}`,
+      'Subject: complaint about message',
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/report; report-type=feedback-report; boundary="arf"',
+      '',
+      '--arf',
+      'Content-Type: text/plain',
+      '',
+      'This is an email abuse report.',
+      '--arf',
+      'Content-Type: message/feedback-report',
+      '',
+      'Feedback-Type: abuse',
+      'User-Agent: ExampleFBL/1.0',
+      'Version: 1',
+      '',
+      '--arf',
+      'Content-Type: text/rfc822-headers',
+      '',
+      'From: shop@example.org',
+      'To: redacted@example.org',
+      `Message-ID: ${c.messageId}`,
+      `X-Postino-Ref: ${ref}`,
+      'Subject: Your order',
+      '',
+      '--arf--',
+      '',
+    ].join('\r\n');
+    assert.match(await deliver(`fbl@${BOUNCE_DOMAIN}`, arf, 'feedback@fbl.example.net'), /^250 /);
+    await until('the complained event', async () => (await eventsFor(c, 'complained')).length === 1);
+    assert.equal((await n.suppression.get('acme', c.recipient))?.reason, 'complaint');
+    // The same report naming a changed token is attributed to nobody: unclassified, nothing suppressed.
+    const d = await n.copy('rose@example.org');
+    const bad = arf.replace(ref, d.verp.slice(d.verp.indexOf('+') + 1, d.verp.indexOf('@')).replace(/.$/, (x) => (x === 'a' ? 'b' : 'a')));
+    const before = n.reports.counters.unclassified;
+    await deliver(`fbl@${BOUNCE_DOMAIN}`, bad, 'feedback@fbl.example.net');
+    await until('the report read', async () => n.reports.counters.unclassified > before);
+    assert.equal(await n.suppression.get('acme', d.recipient), undefined);
+  });
+
   test('a mailto unsubscribe (the List-Unsubscribe mailto) is honoured once', async () => {
     const c = await n.copy('uma@example.com', { list: 'news' });
     const token = c.unsubscribeUrl.slice(c.unsubscribeUrl.lastIndexOf('/') + 1);
