@@ -33,10 +33,21 @@ export function apiTarget(kind: ApiKind, url: string | undefined, env: NodeJS.Pr
   return { base: url ?? kind.defaultUrl, token };
 }
 
-/** One call; the parsed JSON body on 2xx, an error naming the URL and status otherwise. */
-export async function apiCall<T = Record<string, unknown>>(t: ApiTarget, method: 'GET' | 'POST', route: string | URL): Promise<T> {
+export type ApiMethod = 'GET' | 'POST' | 'DELETE';
+
+/** One call, the response as it comes (for streamed bodies); an error naming the URL and status unless 2xx. */
+export async function apiFetch(t: ApiTarget, method: ApiMethod, route: string | URL, init: { body?: BodyInit; contentType?: string } = {}): Promise<Response> {
   const url = route instanceof URL ? route : new URL(route, t.base);
-  const res = await fetch(url, { method, headers: { authorization: `Bearer ${t.token}` } });
+  const headers: Record<string, string> = { authorization: `Bearer ${t.token}` };
+  if (init.contentType) headers['content-type'] = init.contentType;
+  // duplex: a streamed request body (an import file) needs it in Node's fetch.
+  const res = await fetch(url, { method, headers, body: init.body ?? null, ...(init.body ? { duplex: 'half' } : {}) } as RequestInit);
   if (!res.ok) throw new Error(`${t.base}: HTTP ${res.status} ${await res.text()}`);
+  return res;
+}
+
+/** One call; the parsed JSON body on 2xx, an error naming the URL and status otherwise. */
+export async function apiCall<T = Record<string, unknown>>(t: ApiTarget, method: ApiMethod, route: string | URL, json?: unknown): Promise<T> {
+  const res = await apiFetch(t, method, route, json === undefined ? {} : { body: JSON.stringify(json), contentType: 'application/json' });
   return (await res.json()) as T;
 }

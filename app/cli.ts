@@ -14,6 +14,8 @@
  *   postino hash-password                   scrypt hash of the password on stdin (accounts[].listener.users)
  *   postino dkim keygen <domain> [--selector S] [--out DIR]
  *                                           a DKIM key (default <data>/secrets/dkim) and its DNS TXT record
+ *   postino keys rotate                     a new token-signing key; older links keep working
+ *   postino suppress add|remove|list|import|export   the suppression list (suppress-command.ts)
  *
  * The data folder is $POSTINO_DATA (default ./data); it is read here, once, and
  * passed down. Exit status: 0 ok, 1 runtime failure, 2 bad usage or bad config.
@@ -24,10 +26,12 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { hashPassword } from '../common/password-hash.js';
 import { ensureDevTls, secretEnvProblems, secretsDir } from '../common/secrets.js';
+import { rotateKeys, signingKeysPath } from '../common/signing-keys.js';
 import { generateDkimKey } from '../engine/rewrap/dkim-keys.js';
 import { apiCall, apiTarget, FORWARDER_ADMIN, HOSTED_API } from './api-client.js';
 import { dataDirOf, exitOnProblems, loadOrExit, UsageError } from './cli-support.js';
 import { formatForwarderStatus, formatHostedStatus, type HostedQueueBody } from './printers.js';
+import { suppressCommand } from './suppress-command.js';
 import { runRole, up } from './supervisor.js';
 
 const USAGE = `usage:
@@ -44,6 +48,11 @@ const USAGE = `usage:
   postino dev-cert [--out DIR]
   postino hash-password   (reads the password from stdin)
   postino dkim keygen <domain> [--selector S] [--out DIR]
+  postino keys rotate
+  postino suppress add|remove <address> --account A [--scope list:NAME] [--reason R]
+  postino suppress list [--account A] [--limit N]
+  postino suppress import <file.csv|-> --account A
+  postino suppress export [--account A] [--out F]
 environment: POSTINO_DATA (data folder, default ./data)`;
 
 /** This file, as `up` starts it again for each child (see the end of the file). */
@@ -90,6 +99,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       account: { type: 'string' },
       out: { type: 'string' },
       selector: { type: 'string' },
+      scope: { type: 'string' },
+      reason: { type: 'string' },
+      limit: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -132,6 +144,18 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
       if (!password) throw new UsageError('hash-password reads the password from stdin');
       process.stdout.write((await hashPassword(password)) + '\n');
+      return;
+    }
+    case 'suppress':
+      return suppressCommand({ sub, arg, account: values.account, scope: values.scope, reason: values.reason, limit: values.limit, out: values.out, api: values.api }, env);
+    case 'keys': {
+      if (sub !== 'rotate') throw new UsageError('usage: postino keys rotate');
+      const dataDir = dataDirOf(env);
+      const r = rotateKeys(dataDir);
+      process.stdout.write(
+        `new signing key ${r.id} in ${signingKeysPath(dataDir)} (${r.keys} keys; all keep verifying)\n` +
+          `running nodes sign with it within 10 s; copy the file to every hosted node of a multi-node setup\n`,
+      );
       return;
     }
     case 'dkim': {

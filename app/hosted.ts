@@ -1,10 +1,12 @@
 /*
- * hosted.ts — one hosted node: listener + engine (rewrap, delivery) + HTTP.
+ * hosted.ts — one hosted node: listener + engine (rewrap, delivery, feedback) + HTTP.
  *
- * Data: <data>/hosted/{db,blobs}; the intake and delivery queues share one
- * LevelDB so the rewrap move is one atomic batch.
- * Shutdown order: stop SMTP intake, stop rewrap, stop delivery (sends in
- * progress finish), close HTTP, close LevelDB.
+ * Data: <data>/hosted/{db,blobs,reports}; the intake, delivery and feedback
+ * queues share one LevelDB so each move is one atomic batch.
+ * Shutdown order: stop the SMTP intakes (listener, bounce intake), stop
+ * rewrap and the report worker, stop delivery (sends in progress finish),
+ * close HTTP, close LevelDB.
+ * Signals: SIGHUP re-reads the listener's TLS pair and the token key ring.
  */
 import path from 'node:path';
 import { installDotStuffingFastPath } from '../common/dot-stuffing.js';
@@ -27,14 +29,27 @@ import { RecipientDb } from '../engine/recipient-db.js';
 import { resolveRewrapSettings } from '../engine/rewrap/settings.js';
 import { RewrapWorker } from '../engine/rewrap/worker.js';
 import { SuppressionList } from '../engine/suppression.js';
+import { CopyIndex } from '../engine/feedback/copy-index.js';
+import { FileKeyRing } from '../common/signing-keys.js';
+import { feedbackAddressBook, startBounceIntake, type FeedbackMeta } from '../engine/feedback/bounce-intake.js';
+import { registerFeedbackRoutes } from '../engine/feedback/http-routes.js';
+import { registerSuppressionRoutes } from '../engine/suppression-routes.js';
+import { Notifier } from '../engine/feedback/notifications.js';
+import { FeedbackRecorder } from '../engine/feedback/recorder.js';
+import { ReportWorker } from '../engine/feedback/report-worker.js';
 
 /** Longer than any single rewrap or delivery transaction. */
 const VISIBILITY_MS = 10 * 60_000;
-/** Expired forwarder spool ids are forgotten this often (they only cost a key each). */
+/** Expired forwarder spool ids and copy records past feedback.copyRetentionDays are forgotten this often. */
 const SPOOL_ID_SWEEP_MS = 60 * 60_000;
+const DAY_MS = 86_400_000;
+/** Reports are parsed on the thread that also serves SMTP and HTTP: a few at a time is plenty. */
+const REPORT_CONCURRENCY = 2;
 
 export interface Hosted extends Component {
   smtpPort: number;
+  /** The bounce intake's port; undefined when feedback.port is null. */
+  bouncePort: number | undefined;
   httpPort: number;
   intake: DurableQueue<IntakeMeta>;
   delivery: DurableQueue<DeliveryMeta>;
@@ -48,7 +63,9 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   installDotStuffingFastPath(); // nodemailer's DATA transparency without a JS loop per byte (delivery)
   const { config, log } = rt;
   const apiKey = resolveSecret(rt.dataDir, 'api-key', config.http.apiKeyEnv, rt.env);
-  const rewrapSettings = resolveRewrapSettings(config, rt.dataDir);
+  // One key ring for the tokens the rewrap writes and the feedback routes read.
+  const keys = FileKeyRing.open(rt.dataDir);
+  const rewrapSettings = resolveRewrapSettings(config, rt.dataDir, keys);
   const store = await Store.open(path.join(rt.dataDir, 'hosted'));
   const intake = await DurableQueue.open<IntakeMeta>(store, 'intake');
   const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
@@ -56,7 +73,12 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const suppression = new SuppressionList(store);
 
   const recipients = new RecipientDb(store);
-  const rewrap = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients }, settings: rewrapSettings, log: log.child({ component: 'engine' }) });
+  const copies = new CopyIndex(store);
+  const feedbackQueue = await DurableQueue.open<FeedbackMeta>(store, 'feedback');
+  const recorder = new FeedbackRecorder({ store, events, suppression, copies, config: config.feedback, log: log.child({ component: 'feedback' }) });
+  const reports = new ReportWorker({ queue: feedbackQueue, recorder, copies, keys, book: feedbackAddressBook(config), reportsDir: path.join(rt.dataDir, 'hosted', 'reports'), log: log.child({ component: 'feedback' }) });
+  const reportLoop = new WorkerLoop<FeedbackMeta>({ queue: feedbackQueue, concurrency: REPORT_CONCURRENCY, visibilityMs: VISIBILITY_MS, handle: (r) => reports.handle(r), log });
+  const rewrap = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients, copies }, settings: rewrapSettings, log: log.child({ component: 'engine' }) });
   const rewrapLoop = new WorkerLoop<IntakeMeta>({ queue: intake, concurrency: config.engine.concurrency, visibilityMs: VISIBILITY_MS, handle: (r) => rewrap.handle(r), log });
 
   const deliveryStage = await createDelivery({
@@ -73,22 +95,35 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
 
   // Effectively-once hop from the forwarders (common/spool-id.ts).
   const spoolIds = new SeenSpoolIds(store, config.listener.spoolIdTtlSeconds * 1000);
-  const sweep = (): void => void spoolIds.sweep().catch((err: unknown) => log.warn({ err }, 'spool id sweep failed'));
+  const sweep = (): void => {
+    spoolIds.sweep().catch((err: unknown) => log.warn({ err }, 'spool id sweep failed'));
+    copies.sweep(Date.now() - config.feedback.copyRetentionDays * DAY_MS).catch((err: unknown) => log.warn({ err }, 'copy index sweep failed'));
+  };
   sweep();
   const sweeper = setInterval(sweep, SPOOL_ID_SWEEP_MS).unref();
   const listener = await startListener({ config: config.listener, accounts: config.accounts, dataDir: rt.dataDir, queue: intake, log: log.child({ component: 'listener' }), spoolIds });
   // SIGHUP: re-read the listener's certificate (renewal) without dropping sessions.
-  const onHup = (): void => void listener.reloadTls().catch((err: unknown) => log.error({ err }, 'TLS reload failed; keeping the old certificate'));
+  const onHup = (): void => {
+    keys.reload();
+    void listener.reloadTls().catch((err: unknown) => log.error({ err }, 'TLS reload failed; keeping the old certificate'));
+  };
+  const bounceIntake = config.feedback.port === null ? undefined : await startBounceIntake({ config, queue: feedbackQueue, copies, keys, log: log.child({ component: 'bounce-intake' }) });
   process.on('SIGHUP', onHup);
   const api = createHostedApi(apiKey, log);
   registerDeliveryRoutes(api, intake, deliveryStage);
   registerEventRoutes(api, events);
+  registerFeedbackRoutes(api, { keys, recorder, log });
+  registerSuppressionRoutes(api, { store, suppression, accounts: config.accounts.map((a) => a.id) });
   const httpPort = await listenHttp(api, { host: config.http.host, port: config.http.port, what: 'hosted', log });
+  const notifier = new Notifier({ store, events, delivery, accounts: config.accounts, hostname: config.engine.hostname, log: log.child({ component: 'notify' }) });
   rewrapLoop.start();
+  reportLoop.start();
+  notifier.start();
   deliveryStage.start();
 
   return {
     smtpPort: listener.port,
+    bouncePort: bounceIntake?.port,
     httpPort,
     intake,
     delivery,
@@ -100,7 +135,10 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       clearInterval(sweeper);
       process.off('SIGHUP', onHup);
       await listener.close();
+      await bounceIntake?.close();
       await rewrapLoop.stop();
+      await reportLoop.stop();
+      await notifier.stop();
       await deliveryStage.stop();
       await api.close();
       await store.close();

@@ -15,11 +15,14 @@ import path from 'node:path';
 import type { Component, Runtime } from '../common/runtime.js';
 import { createLogger } from '../common/log.js';
 import { ensureDevTls, ensureSecret, secretsDir } from '../common/secrets.js';
+import { FileKeyRing } from '../common/signing-keys.js';
 import { startSink } from '../sink/capture-sink.js';
 import { dataDirOf, loadOrExit } from './cli-support.js';
 import { startForwarder } from './forwarder.js';
 import { startHosted } from './hosted.js';
 
+/** The bounce domain of `up` (RFC 6761: .localhost never leaves this machine). */
+const UP_BOUNCE_DOMAIN = 'bounce.localhost';
 /** A repeat of a stop signal within this window is the same signal delivered twice. */
 const SIGNAL_REPEAT_WINDOW_MS = 1_000;
 
@@ -87,13 +90,16 @@ export async function runRole(role: Role, configFile: string | undefined, env: N
 export async function up(cliPath: string, configFile: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
   const dataDir = dataDirOf(env);
   fs.mkdirSync(dataDir, { recursive: true });
-  for (const s of ['admin-token', 'api-key', 'signing-key'] as const) ensureSecret(dataDir, s);
+  for (const s of ['admin-token', 'api-key'] as const) ensureSecret(dataDir, s);
+  FileKeyRing.open(dataDir);
   const tls = await ensureDevTls(secretsDir(dataDir));
-  // Embedded defaults of `up`: the forwarder trusts the dev CA that signed the listener's pair.
+  // Embedded defaults of `up`: the forwarder trusts the dev CA that signed the listener's pair,
+  // and VERP is on with a local bounce domain, so bounces sent to the intake (2526) close the loop.
   const config = loadOrExit(configFile, (raw) => {
     const fwd = (raw.forwarder ?? {}) as Record<string, unknown>;
     const relay = (fwd.relay ?? {}) as Record<string, unknown>;
-    return { ...raw, forwarder: { ...fwd, relay: { caFile: tls.caFile, serverName: 'localhost', ...relay } } };
+    const engine = (raw.engine ?? {}) as Record<string, unknown>;
+    return { ...raw, engine: { bounceDomain: UP_BOUNCE_DOMAIN, ...engine }, forwarder: { ...fwd, relay: { caFile: tls.caFile, serverName: 'localhost', ...relay } } };
   });
   const log = createLogger('up', config.log.level);
   process.on('SIGHUP', () => children.get('hosted')?.kill('SIGHUP'));

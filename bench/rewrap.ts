@@ -33,6 +33,7 @@ import { resolveRewrapSettings } from '../engine/rewrap/settings.js';
 import { RewrapWorker } from '../engine/rewrap/worker.js';
 import { SuppressionList } from '../engine/suppression.js';
 import { fmt, rssSampler, summarize } from './stats.js';
+import { CopyIndex } from '../engine/feedback/copy-index.js';
 
 const CONCURRENCY = 4;
 
@@ -72,7 +73,7 @@ async function rig(accountEngine: Record<string, unknown>, keyDir?: string): Pro
   const events = await EventLog.open(store);
   const suppression = new SuppressionList(store);
   const config = parseConfig({ engine: { bounceDomain: 'bounce.example.net' }, accounts: [{ id: 'default', engine }] });
-  const worker = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients: new RecipientDb(store) }, settings: resolveRewrapSettings(config, dir), log: createLogger('bench', 'silent') });
+  const worker = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients: new RecipientDb(store), copies: new CopyIndex(store) }, settings: resolveRewrapSettings(config, dir), log: createLogger('bench', 'silent') });
   return {
     dir,
     store,

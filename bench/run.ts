@@ -2,13 +2,15 @@
  * npm run bench — every benchmark, printed as text. Run on a quiet machine;
  * figures in the README were made with this command.
  *   npm run bench            all
- *   npm run bench -- queue   only the named ones (queue, forwarder)
+ *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, e2e, feedback, suppress-import)
  */
 import { benchForwarder } from './forwarder-vs-postfix.js';
 import { benchListener } from './listener.js';
 import { benchE2e } from './e2e-throughput.js';
+import { benchFeedback } from './feedback.js';
 import { benchQueue } from './queue-group-commit.js';
 import { benchRewrap } from './rewrap.js';
+import { benchSuppressionImport } from './suppression-import.js';
 
 const benches: Record<string, () => Promise<void>> = {
   queue: benchQueue,
@@ -16,6 +18,8 @@ const benches: Record<string, () => Promise<void>> = {
   listener: benchListener,
   rewrap: benchRewrap,
   e2e: benchE2e,
+  'suppress-import': benchSuppressionImport,
+  feedback: benchFeedback,
 };
 
 const wanted = process.argv.slice(2);

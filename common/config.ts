@@ -10,7 +10,7 @@
  *
  * Side effects: `loadConfig` reads the file and stats the TLS/CA files it names.
  *
- * Sections: `log`, `accounts`, `forwarder`, `listener`, `engine`, `delivery`, `http`, `sink`.
+ * Sections: `log`, `accounts`, `forwarder`, `listener`, `engine`, `feedback`, `delivery`, `http`, `sink`.
  * Each process uses the sections of its own stage; `postino up` uses them all.
  * Defaults are the ports of DESIGN.md, all on loopback.
  */
@@ -230,6 +230,45 @@ const engine = z
     bounceLocalPart: z.string().regex(/^[A-Za-z0-9._-]{1,20}$/).default('bounces'),
     /** X-Postino-* headers left in delivered copies (all others are removed). */
     passthroughHeaders: z.array(z.string().regex(/^[A-Za-z0-9-]+$/)).default([]),
+    /**
+     * Open and click links stop working this many days after the copy was made; null = never.
+     * Unsubscribe links never expire (they must work for as long as the message exists).
+     */
+    trackingLinkTtlDays: positiveInt.nullable().default(null),
+  })
+  .strict()
+  .prefault({});
+
+/**
+ * What comes back (engine/feedback/): the bounce and complaint intake, and how
+ * bounces turn into suppressions. The intake is reached by anyone (its MX is
+ * the bounce domain), so it has caps of its own and the listener's allowlist
+ * does not apply.
+ */
+const feedback = z
+  .object({
+    /** Bounce/ARF intake; null port = not started (a node that only relays). */
+    host: host.default('127.0.0.1'),
+    port: port.nullable().default(2526),
+    /** DSNs quote the original: allow a 25 MB original plus the report around it. */
+    maxSize: positiveInt.default(DEFAULT_MAX_SIZE + MB),
+    /** Sessions at once, and per client IP: bounces arrive in bursts from a few big providers. */
+    maxConnections: positiveInt.default(200),
+    maxConnectionsPerIp: positiveInt.default(20),
+    /** Local part (at the bounce domain) where feedback-loop providers send ARF complaints. */
+    complaintLocalPart: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).default('fbl'),
+    /** Local part (at the bounce domain) of the List-Unsubscribe mailto. */
+    unsubscribeLocalPart: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).default('unsubscribe'),
+    /** An address with this many soft bounces within `softBounceDays` is suppressed like a hard bounce (mailbox full for weeks is gone). */
+    softBounceLimit: positiveInt.default(5),
+    softBounceDays: positiveInt.default(14),
+    /**
+     * How long the engine remembers each copy (queue id → account, recipient, Message-ID, tag)
+     * to attribute late bounces and complaints; feedback-loop reports can come weeks later.
+     */
+    copyRetentionDays: positiveInt.default(60),
+    /** A click this soon after the copy left is a link scanner's (`machine: true`), whatever its user agent says. */
+    scannerClickSeconds: z.number().int().min(0).default(10),
   })
   .strict()
   .prefault({});
@@ -249,6 +288,25 @@ const accountEngine = z
     stream: z.enum(STREAMS).default('transactional'),
     /** List-Unsubscribe + List-Unsubscribe-Post (RFC 8058) on every copy; bulk mail always gets it. */
     unsubscribe: z.boolean().default(true),
+    /**
+     * A message that carries its own List-Unsubscribe: `keep` it (ours is not added), `replace`
+     * it with ours, or `add` ours beside it. Keep is the default: a customer who runs their own
+     * unsubscribe page must not lose it.
+     */
+    existingListUnsubscribe: z.enum(['keep', 'replace', 'add']).default('keep'),
+    /**
+     * People who act on bounces and complaints (the customer's IT staff, not a no-reply sender):
+     * a readable summary of hard bounces, blocks and complaints, sent through our own delivery
+     * with Auto-Submitted: auto-generated. `digestMinutes` 0 = within seconds of the event
+     * (a burst becomes one mail), else one digest every N minutes.
+     */
+    notify: z
+      .object({
+        addresses: z.array(z.email()).default([]),
+        digestMinutes: z.number().int().min(0).max(1440).default(0),
+      })
+      .strict()
+      .prefault({}),
     /** Tracking without X-Postino-Track: none by default (it rewrites the HTML). */
     track: z
       .object({
@@ -474,6 +532,7 @@ export const configSchema = z
     forwarder,
     listener,
     engine,
+    feedback,
     delivery,
     http,
     sink,
@@ -500,6 +559,7 @@ export type Config = z.infer<typeof configSchema>;
 export type ForwarderConfig = Config['forwarder'];
 export type ListenerConfig = Config['listener'];
 export type EngineConfig = Config['engine'];
+export type FeedbackConfig = Config['feedback'];
 export type DeliveryConfig = Config['delivery'];
 export type SinkConfig = Config['sink'];
 export type AccountConfig = Config['accounts'][number];

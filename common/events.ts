@@ -19,7 +19,8 @@ export type EventType =
   | 'opened'
   | 'clicked'
   | 'rejected'
-  | 'expired';
+  | 'expired'
+  | 'unclassified';
 
 export interface SmtpDetail {
   code: number;
@@ -40,10 +41,32 @@ export interface PostinoEvent {
   tag?: string | undefined;
   metadata?: Record<string, string> | undefined;
   smtp?: SmtpDetail | undefined;
-  /** bounced: RFC 3463 status class. */
-  bounce?: { class: 'hard' | 'soft'; status: string } | undefined;
+  /**
+   * bounced: the class (hard: the address is gone; soft: this message or this moment;
+   * block: the receiver refused the sender — policy, reputation, spam — and the
+   * recipient is never suppressed for it) and the RFC 3463 status.
+   */
+  bounce?: { class: 'hard' | 'soft' | 'block'; status: string; source?: 'smtp' | 'dsn' } | undefined;
   /** clicked: the original URL. */
   url?: string | undefined;
+  /** opened/clicked: made by a machine (privacy proxy prefetch, link scanner), not a person. */
+  machine?: boolean | undefined;
+  /** opened: the first open of this copy (false for repeats). */
+  first?: boolean | undefined;
+  /** opened/clicked: the client's class (e.g. "apple-mpp", "scanner", "browser", "mail-client"). */
+  userAgent?: string | undefined;
+  /** unsubscribed: how (one-click POST, the confirmation page, a mailto). */
+  via?: 'one-click' | 'page' | 'mailto' | undefined;
+  /** unsubscribed: the list it applies to ('' = the whole account). */
+  list?: string | undefined;
+  /**
+   * bounced (from a DSN), complained, unclassified, unsubscribed by mail: the report that
+   * caused it — its id on the feedback queue, its format, who sent it; `stored` names the kept
+   * copy of a report that could not be read.
+   */
+  report?: { id: string; format: string; reportingMta?: string | undefined; feedbackType?: string | undefined; stored?: string | undefined } | undefined;
+  /** suppressed by a feedback event: true when this event put the address on the suppression list. */
+  suppressedNow?: boolean | undefined;
   /** deferred/suppressed/rejected/expired: why, in words. */
   reason?: string | undefined;
   /** deferred: when the next attempt is due (ISO time). */

@@ -18,9 +18,16 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * Route parameters (a click token carries the encrypted original URL) may be this long;
+ * fastify's default of 100 would answer 404 to every real click link. URLs over 2,000
+ * characters break in browsers anyway; Node caps the whole request head at 16 KiB.
+ */
+const MAX_PARAM_LENGTH = 8_192;
+
 export function createHttpServer(token: string, log: Logger): FastifyInstance {
   // Fastify's own request logging is off: one line per request would drown the mail events.
-  const app = Fastify({ logger: false });
+  const app = Fastify({ logger: false, routerOptions: { maxParamLength: MAX_PARAM_LENGTH } });
   app.addHook('onRequest', async (req, reply) => {
     if (req.routeOptions.config.public) return;
     const h = req.headers.authorization ?? '';

@@ -4,7 +4,7 @@
  * Under <data>/secrets/ (folder 0700, files 0600, never committed):
  *   admin-token    bearer token of the forwarder admin API
  *   api-key        bearer key of the hosted API
- *   signing-key    HMAC key for VERP, unsubscribe and tracking tokens
+ *   signing-keys   the key ring of VERP, unsubscribe and tracking tokens (signing-keys.ts)
  *   dev-ca.pem     a development CA (certificate only; its key is discarded)
  *   dev-cert.pem, dev-key.pem   a TLS pair for localhost/127.0.0.1/::1 signed by that CA
  * The CLI reads the same files, so `npx postino forwarder status` works from
@@ -22,7 +22,7 @@ import path from 'node:path';
 import { generate } from 'selfsigned';
 import type { Config, ConfigProblem } from './config.js';
 
-export type SecretName = 'admin-token' | 'api-key' | 'signing-key';
+export type SecretName = 'admin-token' | 'api-key';
 
 /** Constant-time comparison of a presented secret with the expected one. */
 export function sameSecret(a: string, b: string): boolean {

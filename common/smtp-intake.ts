@@ -41,7 +41,8 @@ export interface IntakePolicy {
   /** Refuse a connection (after the allowlist) by throwing a PostinoError. */
   onConnect?(session: SMTPServerSession): void;
   onMailFrom?(address: SMTPServerAddress, session: SMTPServerSession): void;
-  onRcptTo?(address: SMTPServerAddress, session: SMTPServerSession): void;
+  /** May look something up first (the bounce intake checks a VERP token against its copy). */
+  onRcptTo?(address: SMTPServerAddress, session: SMTPServerSession): void | Promise<void>;
   /**
    * Called once the message is on disk, just before the commit: may refuse it
    * (throw a PostinoError, e.g. a quota) or add ops to the same synced batch.
@@ -106,10 +107,11 @@ export interface Intake {
   updateTls(pair: { key: string | Buffer; cert: string | Buffer }): void;
 }
 
-function run(cb: (err?: Error | null) => void, check: (() => void) | undefined): void {
+function run(cb: (err?: Error | null) => void, check: (() => void | Promise<void>) | undefined): void {
   try {
-    check?.();
-    cb();
+    const pending = check?.();
+    if (pending) pending.then(() => cb(), (e: unknown) => cb(e as Error));
+    else cb();
   } catch (e) {
     cb(e as Error);
   }

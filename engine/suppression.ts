@@ -16,7 +16,8 @@ import { normalizeEmail } from '../common/address.js';
 import type { Stream } from '../common/config.js';
 import type { BatchOp, Store } from '../common/store.js';
 
-export type SuppressionReason = 'hard-bounce' | 'complaint' | 'unsubscribe' | 'manual';
+/** `soft-bounces`: feedback.softBounceLimit soft bounces within feedback.softBounceDays. */
+export type SuppressionReason = 'hard-bounce' | 'soft-bounces' | 'complaint' | 'unsubscribe' | 'manual';
 
 export interface SuppressionEntry {
   address: string;
@@ -24,6 +25,8 @@ export interface SuppressionEntry {
   reason: SuppressionReason;
   at: string;
   detail?: string | undefined;
+  /** The copy whose bounce, complaint or unsubscribe put the address here. */
+  queueId?: string | undefined;
 }
 
 function key(account: string, scope: string, address: string): string {
@@ -50,6 +53,12 @@ export class SuppressionList {
     await this.store.commit([{ type: 'del', key: key(account, scope, address) }], { sync: true });
   }
 
+  /** The entry for this address in one scope (`*` or `list:<name>`), if any. */
+  async get(account: string, address: string, scope = '*'): Promise<SuppressionEntry | undefined> {
+    const v = await this.store.db.get(key(account, scope, address));
+    return v ? (JSON.parse(v.toString('utf8')) as SuppressionEntry) : undefined;
+  }
+
   /** The entry that stops this recipient, or undefined when mail may go. */
   async check(account: string, address: string, opts: { list?: string | undefined; stream: Stream }): Promise<SuppressionEntry | undefined> {
     const keys = [key(account, '*', address)];
@@ -65,8 +74,19 @@ export class SuppressionList {
   }
 
   async *list(account: string): AsyncGenerator<SuppressionEntry> {
-    for await (const [, v] of this.store.db.iterator({ gte: `s!${account}!`, lt: `s!${account}!~` })) {
-      yield JSON.parse(v.toString('utf8')) as SuppressionEntry;
+    for await (const e of this.entries({ account })) yield e;
+  }
+
+  /**
+   * Entries in key order (account, scope, address), optionally of one account, starting
+   * after the cursor `after` (the `cursor` of the last entry a reader saw).
+   */
+  async *entries(o: { account?: string | undefined; after?: string | undefined } = {}): AsyncGenerator<SuppressionEntry & { account: string; cursor: string }> {
+    const prefix = o.account ? `s!${o.account}!` : 's!';
+    const range = o.after && o.after.startsWith(prefix) ? { gt: o.after, lt: `${prefix}\uffff` } : { gte: prefix, lt: `${prefix}\uffff` };
+    for await (const [k, v] of this.store.db.iterator(range)) {
+      const account = k.slice(2, k.indexOf('!', 2));
+      yield { ...(JSON.parse(v.toString('utf8')) as SuppressionEntry), account, cursor: k };
     }
   }
 }

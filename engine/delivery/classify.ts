@@ -4,10 +4,12 @@
  * which provider back-pressure rule a 4xx matches.
  *
  * Standards: RFC 5321 4.2.1 (reply classes), RFC 3463 (enhanced status codes).
- * Hard bounces are permanent address errors: X.1.x (addressing) and X.2.0 /
- * X.2.1 (mailbox unavailable or disabled). X.2.2 (mailbox full) and X.2.3
- * (message too long) are about this message or this moment, not the address,
- * so they, like every other 5xx, are soft: no suppression.
+ * The bounce class of a 5xx comes from the one classifier that also reads
+ * DSNs (engine/feedback/bounce-class.ts), so a bounce in the SMTP session and
+ * the same bounce in a later DSN are the same class: hard (X.1.x addressing,
+ * X.2.1 disabled; suppressed), block (X.7.x policy, spam, reputation, rate
+ * limits: the sender's problem, never suppressed), soft (everything else:
+ * this message or this moment, e.g. X.2.2 mailbox full, X.3.4 too large).
  *
  * Config: delivery.backPressure ([provider-try-later, too-many]).
  * Side effects: none.
@@ -15,8 +17,9 @@
 import type { BackPressureRule } from '../../common/config.js';
 import type { SendOutcome, SmtpReply } from '../../common/smtp-client.js';
 import { SendFailure } from '../../common/smtp-client.js';
+import { classifyStatus, type BounceClass } from '../feedback/bounce-class.js';
 
-export type BounceClass = 'hard' | 'soft';
+export type { BounceClass };
 
 export type AttemptOutcome =
   | { kind: 'delivered'; relay: string; reply: SmtpReply }
@@ -24,10 +27,7 @@ export type AttemptOutcome =
   | { kind: 'bounced'; relay?: string | undefined; reply: SmtpReply; bounceClass: BounceClass };
 
 export function bounceClass(reply: SmtpReply): BounceClass {
-  const [, subject, detail] = reply.enhanced.split('.');
-  if (subject === '1') return 'hard';
-  if (subject === '2' && (detail === '0' || detail === '1')) return 'hard';
-  return 'soft';
+  return classifyStatus(reply.enhanced || undefined, reply.response, reply.code);
 }
 
 /** One copy has one recipient: its RCPT reply, else the transaction's. */

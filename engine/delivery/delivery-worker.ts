@@ -121,7 +121,7 @@ export class DeliveryWorker {
         if (o.bounceClass === 'hard') {
           extra.push(...this.d.suppression.addOps(rec.meta.account, { address: rec.meta.recipient, scope: '*', reason: 'hard-bounce', detail: o.reply.response }));
         }
-        await this.finish(rec, 'bounced', { smtp: o.reply, relay: o.relay, bounce: { class: o.bounceClass, status: o.reply.enhanced } }, extra);
+        await this.finish(rec, 'bounced', { smtp: o.reply, relay: o.relay, bounce: { class: o.bounceClass, status: o.reply.enhanced, source: 'smtp' } }, extra);
         log.warn({ event: 'bounced', recipient: rec.meta.recipient, class: o.bounceClass, response: o.reply.response }, 'bounced');
         return undefined;
       }

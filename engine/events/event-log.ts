@@ -72,12 +72,26 @@ export class EventLog {
 
   /** Appends events on their own (no accompanying state change). */
   async append(inputs: EventInput[], sync = false): Promise<PostinoEvent[]> {
+    return (await this.commitWith(inputs, async (ops) => this.store.commit(ops, { sync })))!;
+  }
+
+  /**
+   * Events and the state change they report in one batch: `write` commits the
+   * event ops together with its own, and may decline (false: e.g. a lease was
+   * lost), in which case the events never happened. Undefined when declined.
+   */
+  async commitWith(inputs: EventInput[], write: (eventOps: BatchOp[]) => Promise<boolean | void>): Promise<PostinoEvent[] | undefined> {
     const p = this.prepare(inputs);
+    let written: boolean | void;
     try {
-      await this.store.commit(p.ops, { sync });
+      written = await write(p.ops);
     } catch (e) {
       this.abandon(p);
       throw e;
+    }
+    if (written === false) {
+      this.abandon(p);
+      return undefined;
     }
     this.settle(p);
     return p.events;

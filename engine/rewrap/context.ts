@@ -9,6 +9,8 @@
  */
 import type { Readable } from 'node:stream';
 import type { AccountEngineConfig, Stream } from '../../common/config.js';
+import type { KeyRing } from '../../common/signing-keys.js';
+import type { CopyIndex } from '../feedback/copy-index.js';
 import type { BatchOp } from '../../common/store.js';
 import { getHeader, type HeaderField } from '../../common/mime-header.js';
 import type { Envelope } from '../../common/smtp-intake.js';
@@ -55,8 +57,13 @@ export interface RewrapSettings {
   publicUrl: string;
   bounceDomain: string | null;
   bounceLocalPart: string;
+  /** Local part of the List-Unsubscribe mailto at the bounce domain (feedback.unsubscribeLocalPart). */
+  unsubscribeLocalPart: string;
   passthroughHeaders: readonly string[];
-  signingKey: string;
+  /** Signs VERP, unsubscribe and tracking tokens (common/signing-keys.ts). */
+  keys: KeyRing;
+  /** Open/click tokens expire then (seconds since the epoch from the copy's creation); null = never. */
+  trackingLinkTtlSeconds: number | null;
   dkim: DkimKey | undefined;
 }
 
@@ -64,6 +71,7 @@ export interface RewrapSettings {
 export interface RewrapServices {
   suppression: SuppressionList;
   recipients: RecipientDb;
+  copies: CopyIndex;
 }
 
 export interface MessageContextInit {

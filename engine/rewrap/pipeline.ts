@@ -16,6 +16,7 @@
 import type { MessageContext, CopyStep, MessageStep } from './context.js';
 import { Copy } from './context.js';
 import { dkim } from './steps/dkim.js';
+import { feedbackRef } from './steps/feedback-ref.js';
 import { footer } from './steps/footer.js';
 import { headerCompat } from './steps/header-compat.js';
 import { headerHygiene } from './steps/header-hygiene.js';
@@ -33,7 +34,7 @@ import { tracking } from './steps/tracking.js';
 import { verp } from './steps/verp.js';
 
 export const MESSAGE_STEPS: readonly MessageStep[] = [headerCompat, parseControls, schedule, recipients];
-export const COPY_STEPS: readonly CopyStep[] = [split, suppression, verp, listUnsubscribe, footer, tracking, mergeFields, headerHygiene, missingHeaders, received, render, dkim];
+export const COPY_STEPS: readonly CopyStep[] = [split, suppression, verp, listUnsubscribe, footer, tracking, mergeFields, headerHygiene, feedbackRef, missingHeaders, received, render, dkim];
 
 export type RewrapResult =
   | { kind: 'rejected'; step: string; reason: string }

@@ -2,7 +2,8 @@
  * worker.ts — takes each message off the intake queue, runs the rewrap
  * pipeline (pipeline.ts) and moves the result to the delivery queue in
  * one atomic batch: intake removal + every copy + the events (`accepted`,
- * `scheduled`, `suppressed`, or `rejected`) + recipient database updates, so
+ * `scheduled`, `suppressed`, or `rejected`) + recipient database updates +
+ * the copy index (engine/feedback/copy-index.ts), so
  * a crash leaves the message in exactly one of the two queues and the event
  * feed never shows an outcome that did not happen (EventLog.prepare/settle).
  *
@@ -84,6 +85,8 @@ export class RewrapWorker {
             metadata: Object.keys(c.metadata).length ? c.metadata : undefined,
           };
           prepared.push(await this.o.delivery.prepare({ id: copy.queueId, meta, body: copy.body!, due: msg.due }));
+          // What comes back about this copy (bounces, complaints, clicks) is attributed through this record.
+          msg.extraOps.push(...this.o.services.copies.putOps({ queueId: copy.queueId, account, recipient: copy.recipient, sender: envelope.mailFrom, messageId, list: c.list, stream: c.stream, tag: c.tag, metadata: meta.metadata, due: msg.due }));
           const ev = { ...base, queueId: copy.queueId, recipient: copy.recipient, tag: c.tag, metadata: meta.metadata };
           events.push({ ...ev, type: 'accepted' });
           if (msg.due > now) events.push({ ...ev, type: 'scheduled', nextAttemptAt: new Date(msg.due).toISOString() });

@@ -17,7 +17,7 @@ test('SIGTERM finishes the SMTP transaction in progress, exits 0, and nothing is
   const { config, ports } = await upConfig();
   const up = await startUp(dataDir, config);
 
-  for (const name of ['admin-token', 'api-key', 'signing-key', 'dev-key.pem', 'dev-cert.pem', 'dev-ca.pem']) {
+  for (const name of ['admin-token', 'api-key', 'signing-keys', 'dev-key.pem', 'dev-cert.pem', 'dev-ca.pem']) {
     const st = fs.statSync(path.join(dataDir, 'secrets', name));
     assert.equal(st.mode & 0o777, 0o600, `${name} is 0600`);
   }

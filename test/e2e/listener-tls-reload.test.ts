@@ -24,7 +24,7 @@ test('SIGHUP reloads the TLS pair without dropping sessions', { timeout: 60_000 
   const caB = fs.readFileSync(b.caFile, 'utf8');
   const [smtp, http, sink] = await freePorts(3);
   const config = path.join(dir, 'hosted.json');
-  fs.writeFileSync(config, JSON.stringify({ listener: { port: smtp, tls: { certFile, keyFile } }, http: { port: http }, delivery: { relays: [`smtp://127.0.0.1:${sink}`] } }));
+  fs.writeFileSync(config, JSON.stringify({ listener: { port: smtp, tls: { certFile, keyFile } }, http: { port: http }, feedback: { port: null }, delivery: { relays: [`smtp://127.0.0.1:${sink}`] } }));
   const hosted = await startPostino(['hosted', '--config', config], path.join(dir, 'data'), 2);
   try {
     const old = await open(smtp!, { tls: caA });

@@ -82,6 +82,7 @@ async function hostedConfig(sinkPort: number, extra: Record<string, unknown> = {
       log: { level: 'info' },
       listener: { port: listenerPort },
       http: { port: http },
+      feedback: { port: null }, // no bounce intake: this test is about the forwarder hop
       delivery: { relays: [`smtp://127.0.0.1:${sinkPort}`], retryScheduleSeconds: [1, 2] },
       ...extra,
     },

@@ -23,12 +23,13 @@ export interface UpPorts {
   listener: number;
   http: number;
   sink: number;
+  bounce: number;
 }
 
 /** A config for `postino up` on free ports (the defaults could clash with a running instance). */
 export async function upConfig(extra: (p: UpPorts) => Record<string, unknown> = () => ({})): Promise<{ config: Record<string, unknown>; ports: UpPorts }> {
-  const [forwarder, admin, listener, http, sink] = await freePorts(5);
-  const ports: UpPorts = { forwarder: forwarder!, admin: admin!, listener: listener!, http: http!, sink: sink! };
+  const [forwarder, admin, listener, http, sink, bounce] = await freePorts(6);
+  const ports: UpPorts = { forwarder: forwarder!, admin: admin!, listener: listener!, http: http!, sink: sink!, bounce: bounce! };
   const base = {
     log: { level: 'info' },
     forwarder: {
@@ -39,6 +40,7 @@ export async function upConfig(extra: (p: UpPorts) => Record<string, unknown> = 
     },
     listener: { port: ports.listener },
     http: { port: ports.http },
+    feedback: { port: ports.bounce },
     delivery: { relays: [`smtp://127.0.0.1:${ports.sink}`], retryScheduleSeconds: [1, 2] },
     sink: { port: ports.sink },
   };
@@ -122,6 +124,6 @@ export async function startPostino(args: string[], dataDir: string, expectListen
 export async function startUp(dataDir: string, config: Record<string, unknown>): Promise<Running> {
   const file = path.join(dataDir, 'test-config.json');
   fs.writeFileSync(file, JSON.stringify(config, null, 2));
-  // forwarder smtp + admin, listener, hosted http, sink
-  return startPostino(['up', '--config', file], dataDir, 5);
+  // forwarder smtp + admin, listener, bounce intake, hosted http, sink
+  return startPostino(['up', '--config', file], dataDir, 6);
 }

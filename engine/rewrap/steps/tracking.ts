@@ -47,11 +47,13 @@ export const tracking: CopyStep = {
     if (!opens && !clicks) return NEXT;
     const s = msg.settings;
     const claim = { account: s.accountId, queueId: copy.queueId, recipient: copy.recipient };
+    // Expiry counts from when the copy is sent (its due time), not from when it was accepted.
+    const expiresAt = s.trackingLinkTtlSeconds === null ? 0 : Math.floor(msg.due / 1000) + s.trackingLinkTtlSeconds;
     const own = `${s.publicUrl}/u/`;
     let lookup: ((name: string) => string | undefined) | undefined;
     const link = (template: string): string => {
       const url = template.includes('{{') ? mergeText(template, (lookup ??= copyLookup(copy, msg)), (v) => v) : template;
-      return !clicks || url.startsWith(own) || !/^https?:\/\//i.test(url) ? url : `${s.publicUrl}/t/c/${signClickToken(s.signingKey, { ...claim, url })}`;
+      return !clicks || url.startsWith(own) || !/^https?:\/\//i.test(url) ? url : `${s.publicUrl}/t/c/${signClickToken(s.keys, { ...claim, url }, expiresAt)}`;
     };
     const first = msg.firstBodyPart('text/html');
     for (const part of msg.bodyParts) {
@@ -67,7 +69,7 @@ export const tracking: CopyStep = {
       const pixel = opens && part === first;
       if (!clicks && !pixel) continue;
       const t = await template(msg, await copy.text(msg, part), clicks, pixel);
-      const img = pixel ? `<img src="${s.publicUrl}/t/o/${signOpenToken(s.signingKey, claim)}" width="1" height="1" alt="" style="display:block;width:1px;height:1px;border:0">` : '';
+      const img = pixel ? `<img src="${s.publicUrl}/t/o/${signOpenToken(s.keys, claim, expiresAt)}" width="1" height="1" alt="" style="display:block;width:1px;height:1px;border:0">` : '';
       copy.texts.set(part.index, fillHtml(t, link, img));
     }
     return NEXT;

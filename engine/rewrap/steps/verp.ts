@@ -13,7 +13,7 @@ export const verp: CopyStep = {
   name: 'verp',
   run(copy: Copy, msg: MessageContext) {
     const s = msg.settings;
-    if (s.bounceDomain && msg.envelope.mailFrom) copy.mailFrom = verpAddress(s.signingKey, s.bounceLocalPart, s.bounceDomain, copy.queueId, copy.recipient);
+    if (s.bounceDomain && msg.envelope.mailFrom) copy.mailFrom = verpAddress(s.keys, s.bounceLocalPart, s.bounceDomain, copy.queueId, copy.recipient);
     return NEXT;
   },
 };

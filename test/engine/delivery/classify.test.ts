@@ -1,6 +1,6 @@
 /*
  * classify.ts: what a relay's answer means for one copy (delivered, deferred,
- * bounced hard or soft) and which back-pressure rule a 4xx matches. Pure
+ * bounced hard, soft or block) and which back-pressure rule a 4xx matches. Pure
  * functions: no servers. outcomes.test.ts covers the same decisions end to end.
  */
 import assert from 'node:assert/strict';
@@ -27,13 +27,18 @@ test('bounce class: X.1.x addressing errors are hard', () => {
   for (const e of ['5.1.1', '5.1.2', '5.1.10']) assert.equal(bounceClass(reply(`550 ${e} No such user`)), 'hard', e);
 });
 
-test('bounce class: X.2.0 and X.2.1 (mailbox unavailable, disabled) are hard', () => {
+test('bounce class: X.2.1 (disabled) is hard; the generic X.2.0 is hard only when its text says the mailbox is gone', () => {
   assert.equal(bounceClass(reply('550 5.2.0 Mailbox unavailable')), 'hard');
   assert.equal(bounceClass(reply('550 5.2.1 Mailbox disabled')), 'hard');
+  assert.equal(bounceClass(reply('550 5.2.0 Requested action not taken')), 'soft');
 });
 
-test('bounce class: mailbox full (5.2.2), message too long (5.2.3), policy (5.7.1) and bare 5xx are soft', () => {
-  for (const r of ['552 5.2.2 Mailbox full', '552 5.2.3 Message too long', '554 5.7.1 Spam', '550 Rejected', '550 5.2.10 x']) assert.equal(bounceClass(reply(r)), 'soft', r);
+test('bounce class: mailbox full (5.2.2), message too long (5.2.3) and a bare 5xx are soft', () => {
+  for (const r of ['552 5.2.2 Mailbox full', '552 5.2.3 Message too long', '550 Rejected', '550 5.2.10 x']) assert.equal(bounceClass(reply(r)), 'soft', r);
+});
+
+test('bounce class: policy and reputation refusals (5.7.x, blocklists) are block: the sender’s problem', () => {
+  for (const r of ['554 5.7.1 Spam', '550 5.7.26 Unauthenticated email is not accepted (DMARC)', '550 5.0.0 Blocked using zen.spamhaus.org']) assert.equal(bounceClass(reply(r)), 'block', r);
 });
 
 test('a transaction with no rejected recipient is delivered, with the relay and its reply', () => {
@@ -64,9 +69,9 @@ test('a transaction-level 421 4.7.0 is deferred', () => {
   assert.equal(classifyFailure(new SendFailure('x', reply('421 4.7.0 Try again later'), RELAY)).kind, 'deferred');
 });
 
-test('a transaction-level 554 5.7.1 is a soft bounce', () => {
+test('a transaction-level 554 5.7.1 is a block bounce', () => {
   const o = classifyFailure(new SendFailure('x', reply('554 5.7.1 Message refused'), RELAY));
-  assert.deepEqual(o, { kind: 'bounced', relay: RELAY, reply: reply('554 5.7.1 Message refused'), bounceClass: 'soft' });
+  assert.deepEqual(o, { kind: 'bounced', relay: RELAY, reply: reply('554 5.7.1 Message refused'), bounceClass: 'block' });
 });
 
 test('a failure with a rejected recipient is classified by the RCPT reply, not the transaction reply', () => {

@@ -66,7 +66,7 @@ test('550 5.1.1: one bounced event of class hard, the address is suppressed, the
   const b = evs.filter((e) => e.queueId === id);
   assert.equal(b.length, 1, 'exactly one event');
   assert.equal(b[0]!.type, 'bounced');
-  assert.deepEqual(b[0]!.bounce, { class: 'hard', status: '5.1.1' });
+  assert.deepEqual(b[0]!.bounce, { class: 'hard', status: '5.1.1', source: 'smtp' });
   assert.equal(b[0]!.smtp?.code, 550);
   const entry = await h.suppression.check('default', 'nobody@example.com', { stream: 'transactional' });
   assert.equal(entry?.reason, 'hard-bounce');
@@ -83,7 +83,7 @@ test('552 5.2.2 (mailbox full) is a soft bounce and suppresses nobody', async ()
   const evs = await h.waitFor((e) => e.some((x) => x.queueId === id), 10_000);
   const b = evs.find((e) => e.queueId === id)!;
   assert.equal(b.type, 'bounced');
-  assert.deepEqual(b.bounce, { class: 'soft', status: '5.2.2' });
+  assert.deepEqual(b.bounce, { class: 'soft', status: '5.2.2', source: 'smtp' });
   assert.equal(await h.suppression.check('default', 'full@example.com', { stream: 'transactional' }), undefined);
 });
 

@@ -18,6 +18,7 @@ import { RecipientDb } from '../../../engine/recipient-db.js';
 import { resolveRewrapSettings } from '../../../engine/rewrap/settings.js';
 import { RewrapWorker } from '../../../engine/rewrap/worker.js';
 import { SuppressionList } from '../../../engine/suppression.js';
+import { CopyIndex } from '../../../engine/feedback/copy-index.js';
 
 async function setup() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'postino-rw-'));
@@ -28,7 +29,7 @@ async function setup() {
   const suppression = new SuppressionList(store);
   const recipients = new RecipientDb(store);
   const config = parseConfig({ accounts: [{ id: 'default', engine: { bounceDomain: 'b.example.net' } }] });
-  const worker = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients }, settings: resolveRewrapSettings(config, dir), log: createLogger('test', 'silent') });
+  const worker = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients, copies: new CopyIndex(store) }, settings: resolveRewrapSettings(config, dir), log: createLogger('test', 'silent') });
   const submit = async (raw: string, rcptTo: string[]) => {
     await intake.enqueue({ meta: { account: 'default', envelope: { mailFrom: 'shop@example.org', rcptTo, clientAddress: '127.0.0.1', heloName: 'fwd', receivedAt: Date.now(), tls: true } }, body: Buffer.from(raw.replace(/\r?\n/g, '\r\n')) });
     const [rec] = await intake.lease(1, 60_000);

@@ -46,7 +46,7 @@ test('40-link newsletter: every http(s) link rewritten to a signed click token, 
     newLinks.forEach((u, i) => {
       if (/^https?:/.test(origLinks[i]!)) {
         assert.ok(u!.startsWith('https://mail.example.net/t/c/'), u);
-        const claim = verifyClickToken(env.settings.signingKey, u!.slice('https://mail.example.net/t/c/'.length));
+        const claim = verifyClickToken(env.settings.keys, u!.slice('https://mail.example.net/t/c/'.length));
         assert.ok(claim, 'the token verifies');
         assert.equal(claim.recipient, 'reader@example.com');
         assert.equal(claim.queueId, copy.queueId);
@@ -60,7 +60,7 @@ test('40-link newsletter: every http(s) link rewritten to a signed click token, 
     const pixel = imgs.at(-1)!;
     const src = pixel.attrs!.find((a) => a.name === 'src')!.value;
     assert.ok(src.startsWith('https://mail.example.net/t/o/'));
-    assert.equal(verifyOpenToken(env.settings.signingKey, src.split('/t/o/')[1]!)?.queueId, copy.queueId);
+    assert.equal(verifyOpenToken(env.settings.keys, src.split('/t/o/')[1]!)?.queueId, copy.queueId);
     assert.equal(imgs.find((n) => n !== pixel)?.attrs?.find((a) => a.name === 'src')?.value, 'https://cdn.example.com/logo.png', 'images are not links');
 
     const text = (await simpleParser(copy.bytes)).text;
@@ -102,7 +102,7 @@ test('track.textLinks: http(s) URLs in plain-text parts are rewritten too, punct
     const raw = 'From: shop@example.org\nTo: a@example.com\nSubject: x\n\nSee https://shop.example.com/a?b=1. Or (http://example.net/x), mailto:help@example.org and https://shop.example.com/{{id}}\n';
     const r = await runRewrap(env, raw.replace('Subject: x\n', 'Subject: x\nX-Postino-Vars: {"id":"42"}\n'), ['ada@example.com']);
     const text = (await simpleParser(r.copies[0]!.bytes)).text!;
-    const urls = [...text.matchAll(/https:\/\/mail\.example\.net\/t\/c\/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)/g)].map((m) => verifyClickToken(env.settings.signingKey, m[1]!)?.url);
+    const urls = [...text.matchAll(/https:\/\/mail\.example\.net\/t\/c\/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)/g)].map((m) => verifyClickToken(env.settings.keys, m[1]!)?.url);
     assert.deepEqual(urls, ['https://shop.example.com/a?b=1', 'http://example.net/x', 'https://shop.example.com/42']);
     assert.match(text, /^See https:\/\/mail\.example\.net\/t\/c\/\S+?\. Or \(https:\/\/mail\.example\.net\/t\/c\/\S+?\), mailto:help@example\.org and /);
   } finally {

@@ -13,8 +13,8 @@ test('each copy returns to bounces+<token>@<bounce domain>, the token naming its
       const m = /^bounces\+([^@]+)@b\.acme\.example$/.exec(c.mailFrom);
       assert.ok(m, c.mailFrom);
       assert.equal(verpQueueId(m[1]!), c.queueId);
-      assert.ok(verifyVerpToken(env.settings.signingKey, m[1]!, c.recipient));
-      assert.ok(!verifyVerpToken(env.settings.signingKey, m[1]!, c.recipient === 'a@example.com' ? 'b@example.com' : 'a@example.com'));
+      assert.ok(verifyVerpToken(env.settings.keys, m[1]!, c.recipient));
+      assert.ok(!verifyVerpToken(env.settings.keys, m[1]!, c.recipient === 'a@example.com' ? 'b@example.com' : 'a@example.com'));
     }
   } finally {
     await env.close();
@@ -33,5 +33,18 @@ test('without a bounce domain the sender is kept, and a null sender stays null',
     assert.equal((await runRewrap(env2, RAW, ['a@example.com'], '')).copies[0]!.mailFrom, '');
   } finally {
     await env2.close();
+  }
+});
+
+test('every copy carries X-Postino-Ref, its signed token, also without VERP; one sent by the application is dropped', async () => {
+  const env = await rewrapEnv();
+  try {
+    const { copies } = await runRewrap(env, 'From: shop@example.org\nTo: a@example.com\nX-Postino-Ref: forged-0-aaaaaaaaaaaaaaaa\nSubject: x\n\nhello\n', ['a@example.com']);
+    const refs = [...copies[0]!.headers.matchAll(/^X-Postino-Ref: (.+)\r$/gm)].map((m) => m[1]!);
+    assert.equal(refs.length, 1, 'only ours');
+    assert.equal(verpQueueId(refs[0]!), copies[0]!.queueId);
+    assert.ok(verifyVerpToken(env.settings.keys, refs[0]!, 'a@example.com'));
+  } finally {
+    await env.close();
   }
 });
