@@ -61,7 +61,7 @@ Content-Type: text/html; charset=utf-8
     assert.equal(sink.length, 2);
     for (const m of sink) {
       assert.ok(Date.parse(m.receivedAt) >= sendAt, `delivered at ${m.receivedAt}, not before ${new Date(sendAt).toISOString()}`);
-      assert.match(m.mailFrom, /^bounces\+[0-9a-z]+-[a-z2-7]+@bounce\.example\.net$/);
+      assert.match(m.mailFrom, /^bounces\+[0-9a-z]+-[0-9a-z]+-[a-z2-7]+@bounce\.example\.net$/);
       const eml = fs.readFileSync(path.join(dataDir, 'sink', `${m.id}.eml`));
       const results = await verifyDkim(eml, 'example.org', 'e2e', key.privateKey);
       assert.equal(results[0]?.status.result, 'pass', 'DKIM verifies after every rewrite');
