@@ -3,12 +3,14 @@
  * Prometheus exposition (prom-client, text format 0.0.4) for GET /metrics.
  *
  * Counters are per process (they restart at zero, as Prometheus expects of a
- * counter); queue gauges are read from the spool at scrape time.
+ * counter); queue gauges are read from the spool at scrape time, and the
+ * listeners' state (up, down since, next probe, held) from the relay client.
  * The relay rate over the last RATE_WINDOW_S seconds gives /status its
  * "estimated seconds to drain".
  * Side effects: none (a private registry, no timers).
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { registerRelayGauges, type RelayHealthStatus } from '../common/relay-health.js';
 
 /** Long enough to smooth bursts, short enough that the estimate follows a pause or an outage. */
 const RATE_WINDOW_S = 60;
@@ -32,12 +34,17 @@ export class ForwarderMetrics {
   readonly failedRecipients: Counter;
   readonly dsns: Counter;
   readonly adminDeleted: Counter;
+  readonly held: Counter;
   /** Relays per second slot, ring buffer over RATE_WINDOW_S. */
   private readonly slots = new Array<number>(RATE_WINDOW_S).fill(0);
   private slotSecond = 0;
   private readonly startSecond: number;
 
-  constructor(gauges: () => Promise<QueueGauges>, private readonly nowMs: () => number = Date.now) {
+  constructor(
+    gauges: () => Promise<QueueGauges>,
+    relays: () => RelayHealthStatus[],
+    private readonly nowMs: () => number = Date.now,
+  ) {
     this.startSecond = Math.floor(nowMs() / 1000);
     this.slotSecond = this.startSecond;
     const r = this.registry;
@@ -48,6 +55,8 @@ export class ForwarderMetrics {
     this.deferred = new Counter({ name: 'postino_forwarder_deferred_total', help: 'Relay attempts that ended in a retry', registers: [r] });
     this.failedRecipients = new Counter({ name: 'postino_forwarder_failed_recipients_total', help: 'Recipients refused for good (5xx) or expired', registers: [r] });
     this.dsns = new Counter({ name: 'postino_forwarder_dsn_total', help: 'Delivery status notifications queued for senders', registers: [r] });
+    this.held = new Counter({ name: 'postino_forwarder_held_total', help: 'Messages given back without an attempt counted because no listener was reachable', registers: [r] });
+    registerRelayGauges(r, 'postino_forwarder', relays);
     this.adminDeleted = new Counter({ name: 'postino_forwarder_spool_removed_by_admin_total', help: 'Messages deleted through the admin API', registers: [r] });
     let last: QueueGauges | undefined;
     const gauge = (name: string, help: string, pick: (g: QueueGauges) => number): void => {

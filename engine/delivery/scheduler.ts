@@ -21,6 +21,11 @@
  * Kill-switch: a global pause stops leasing and returns every lane's copies to
  * disk; a paused account's copies go back to disk and are re-checked every
  * `pausedRecheckSeconds`. In-flight transactions always complete.
+ * Relays down (relay-pool.ts, common/relay-health.ts): while every relay of the
+ * MTA cluster is down, the scheduler holds like a global pause — nothing is
+ * leased or dispatched and the lanes go back to disk, no copy charged a try —
+ * and when a probe finds a relay up it leases and dispatches again at once,
+ * under each domain's shaping.
  *
  * Config: delivery.readyMax (20000), delivery.laneMax (2000),
  * delivery.laneLookaheadSeconds (5), delivery.pausedRecheckSeconds (5),
@@ -29,6 +34,7 @@
 import type { BackPressureRule, DeliveryConfig } from '../../common/config.js';
 import type { DurableQueue, QueueRecord } from '../../common/durable-queue.js';
 import type { Logger } from '../../common/log.js';
+import type { RelayState } from '../../common/relay-health.js';
 import type { BatchOp } from '../../common/store.js';
 import type { DeliveryMeta } from './delivery-record.js';
 import type { KillSwitch } from './kill-switch.js';
@@ -124,6 +130,8 @@ export interface SchedulerOptions {
   queue: DurableQueue<DeliveryMeta>;
   config: DeliveryConfig;
   killSwitch: KillSwitch;
+  /** The relays' state: hold while every one is down (RelayHealth). */
+  relays?: { readonly allDown: boolean; onChange(fn: (relay: string, state: RelayState) => void): void } | undefined;
   visibilityMs: number;
   /** Sends one copy and records its outcome; returns the back-pressure rule its reply matched. */
   handle: (rec: Rec) => Promise<BackPressureRule | undefined>;
@@ -147,6 +155,12 @@ export class DeliveryScheduler {
   constructor(private readonly o: SchedulerOptions) {
     this.now = o.clock ?? Date.now;
     o.killSwitch.onChange(() => void this.onPauseChange());
+    o.relays?.onChange(() => void this.onRelaysChange());
+  }
+
+  /** Held by the operator (global pause) or because no relay is up. */
+  private get holding(): boolean {
+    return this.o.killSwitch.globalPaused || (this.o.relays?.allDown ?? false);
   }
 
   get readyCount(): number {
@@ -219,10 +233,10 @@ export class DeliveryScheduler {
   }
 
   private async leaseLoop(): Promise<void> {
-    const { queue, config, killSwitch, log } = this.o;
+    const { queue, config, log } = this.o;
     const idle = this.o.idleWaitMs ?? 5_000;
     while (this.running) {
-      if (killSwitch.globalPaused) {
+      if (this.holding) {
         await this.waitForWake(idle);
         continue;
       }
@@ -300,7 +314,7 @@ export class DeliveryScheduler {
   }
 
   private pump(l: Lane): void {
-    if (l.timer || !this.running || this.o.killSwitch.globalPaused) return;
+    if (l.timer || !this.running || this.holding) return;
     const now = this.now();
     if (l.slowUntil > 0 && now >= l.slowUntil) {
       l.slowUntil = 0;
@@ -389,6 +403,13 @@ export class DeliveryScheduler {
     const recheck = this.o.config.pausedRecheckSeconds * 1000;
     if (k.globalPaused) await this.releaseWhere(() => true, () => this.now());
     else await this.releaseWhere((r) => k.isPaused(r.meta.account), () => this.now() + recheck);
+    this.wake();
+    for (const l of this.lanes.values()) if (l.size > 0) this.pump(l);
+  }
+
+  /** Every relay down: lanes back to disk (due now, so in order when a relay returns). A relay up: lease and dispatch again. */
+  private async onRelaysChange(): Promise<void> {
+    if (this.o.relays?.allDown) await this.releaseWhere(() => true, () => this.now());
     this.wake();
     for (const l of this.lanes.values()) if (l.size > 0) this.pump(l);
   }
