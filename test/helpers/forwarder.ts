@@ -26,7 +26,6 @@ export async function forwarderConfig(relayUrls: string[], extra: Record<string,
       smtp: { port: ports.smtp, ...fwd.smtp },
       admin: { port: ports.admin, ...fwd.admin },
       relay: { urls: relayUrls, requireTls: false, ...fwd.relay },
-      retry: { scheduleSeconds: [1, 2], ...fwd.retry },
     },
   };
   return { config, ports };
