@@ -13,6 +13,10 @@
  * not know better. A connection failure also marks that relay down
  * (relay-health.ts): later sends skip it until a probe finds it up again, and
  * with every relay down `send` fails at once, without a connection attempt.
+ * For RelayClient (the forwarder, whose next hop is always our listener) a
+ * 421 counts as a connection failure too: the listener says it is closing the
+ * session (shutting down, at its connection cap), which is about the node, not
+ * the message (RFC 5321 4.2.3: "service not available, closing channel").
  *
  * Config: forwarder.relay.* (urls, requireTls, …, probeScheduleSeconds).
  *
@@ -195,7 +199,11 @@ export class RelayClient implements RelaySender {
     let lastError: Error | undefined;
     for (const { relay, transport } of this.transports) {
       if (!this.health.isUp(relay)) continue;
-      const r = await sendVia(relay, transport, envelope, openBody);
+      const r = await sendVia(relay, transport, envelope, openBody).catch((e: unknown): AttemptResult => {
+        // 421 closes the session for reasons of the node (shutting down, full): its state, as a refused connection is.
+        if (e instanceof SendFailure && e.reply?.code === 421) return { kind: 'unreachable', error: Object.assign(new Error(e.message), { code: 'E421' }) };
+        throw e;
+      });
       if (r.kind === 'sent') {
         this.health.markUp(relay);
         return r.outcome;

@@ -4,7 +4,6 @@
  * capture sink behind it.
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
