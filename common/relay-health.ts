@@ -10,8 +10,11 @@
  * (the caller stops leasing). A down relay is probed on a schedule of its own
  * (connect, EHLO, STARTTLS, AUTH, QUIT: the session a send would open), a few
  * seconds at first and growing to the last entry of the schedule, which
- * repeats. The first successful probe, or any successful send, marks it UP
- * and the held messages are released at once (by the caller, at its rate).
+ * repeats. The first successful probe marks it UP and the held messages are
+ * released at once (by the caller, at its rate). Only a probe does: a send
+ * that succeeds while the relay is down had started before it went down (a
+ * down relay gets no new sends), and says nothing about it now — letting it
+ * count made the state flap (down, up, down) while a listener shut down.
  * Replies from a reachable relay (4xx, 5xx) are not this file's business: they
  * keep the per-message retry schedule (retry-schedule.ts).
  *
@@ -147,8 +150,8 @@ export class RelayHealth {
     this.emit(relay, 'down');
   }
 
-  /** A send or probe reached the relay: it is up, and whatever waited for it may go. */
-  markUp(relay: string): void {
+  /** A probe reached the relay: it is up, and whatever waited for it may go. */
+  private markUp(relay: string): void {
     const s = this.byRelay.get(relay);
     if (!s || s.up) return;
     const wasAllDown = this.allDown;

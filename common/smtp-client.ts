@@ -204,10 +204,7 @@ export class RelayClient implements RelaySender {
         if (e instanceof SendFailure && e.reply?.code === 421) return { kind: 'unreachable', error: Object.assign(new Error(e.message), { code: 'E421' }) };
         throw e;
       });
-      if (r.kind === 'sent') {
-        this.health.markUp(relay);
-        return r.outcome;
-      }
+      if (r.kind === 'sent') return r.outcome;
       this.health.markDown(relay, r.error);
       lastError = r.error;
     }

@@ -135,7 +135,6 @@ export class RelayPool {
       const res = await sendVia(r.name, this.transport(r, pool), envelope, openBody);
       if (res.kind === 'sent') {
         r.sent++;
-        this.health.markUp(r.name);
         return res.outcome;
       }
       last = res.error;
