@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { formatHostedStatus } from '../../../app/printers.js';
 import { startDeliveryHarness, sink } from '../../helpers/delivery-harness.js';
 import { readSink } from '../../helpers/sink-reader.js';
 
@@ -114,6 +115,8 @@ test('every relay down: copies are held without a try or a deferred event, and a
     const metrics = await h.delivery.metrics.render(await h.delivery.status());
     assert.match(metrics, /postino_delivery_relay_up\{relay="[^"]+"\} 0/);
     assert.match(metrics, /postino_delivery_relay_held\{relay="[^"]+"\} 200/);
+    const page = formatHostedStatus({ intake: 0, delivery: await h.delivery.status() });
+    assert.match(page, /^relay smtp:\/\/127\.0\.0\.1:\d+ weight 1 sent 0 DOWN since \S+ \(.*ECONNREFUSED.*\), next probe in \d+ s, holding 200$/m, page);
 
     s = await sink([], port, dir);
     const t0 = Date.now();
