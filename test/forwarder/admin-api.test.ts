@@ -5,11 +5,8 @@
  * deferral: test/forwarder/recovery.test.ts.)
  */
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { test } from 'node:test';
-import { createLogger } from '../../common/log.js';
-import { startSink } from '../../sink/capture-sink.js';
-import { admin, cli, forwarderConfig, sleep, startForwarderProcess } from '../helpers/forwarder.js';
+import { admin, cli, forwarderConfig, sleep, startForwarderProcess, startTestSink } from '../helpers/forwarder.js';
 import { tempDir } from '../helpers/postino.js';
 import { runPythonSender } from '../helpers/python-sender.js';
 import { waitForSink } from '../helpers/sink-reader.js';
@@ -22,11 +19,10 @@ interface Listing {
 
 test('deferred listing, retry now, delete, status and metrics', { timeout: 60_000 }, async () => {
   const dataDir = tempDir('admin');
-  const sinkDir = path.join(dataDir, 'sink');
   // The listener answers 451 to the first three attempts (one per message); the default
   // retry schedule then waits 5 minutes, so only an admin retry sends now.
   const rules = [{ recipient: 'customer0@example.com', reply: '451 4.3.0 try again later', times: 3 }];
-  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules }, sinkDir, createLogger('sink', 'silent'));
+  const { sink, sinkDir } = await startTestSink(dataDir, rules);
   const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${sink.port}`]);
   const fwd = await startForwarderProcess(dataDir, config);
   try {

@@ -7,12 +7,9 @@
  * the ten-minute outage with an injected clock: relay-worker.test.ts.)
  */
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { test } from 'node:test';
-import { createLogger } from '../../common/log.js';
 import { ensureDevTls, secretsDir } from '../../common/secrets.js';
-import { startSink } from '../../sink/capture-sink.js';
-import { admin, cli, forwarderConfig, sinkCount, sleep, startForwarderProcess } from '../helpers/forwarder.js';
+import { admin, cli, forwarderConfig, sinkCount, sleep, startForwarderProcess, startTestSink } from '../helpers/forwarder.js';
 import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
 import { tempDir, type Running } from '../helpers/postino.js';
 import { runPythonClients, runPythonSender } from '../helpers/python-sender.js';
@@ -53,8 +50,7 @@ async function statusUntil(dataDir: string, port: number, done: (s: Status) => b
 
 test('listener stopped 3 s while 1,000 messages are spooled and relaying: all delivered within 10 s of its return, none charged an attempt', { timeout: 120_000 }, async () => {
   const dataDir = tempDir('recover-3s');
-  const sinkDir = path.join(dataDir, 'sink');
-  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, sinkDir, createLogger('sink', 'silent'));
+  const { sink, sinkDir } = await startTestSink(dataDir);
   const h = await hostedConfig(sink.port);
   let hosted = await startHostedProcess(dataDir, h.config);
   // The rate cap keeps mail in the spool while it relays, as a real backlog would.
@@ -105,8 +101,7 @@ test('listener stopped 3 s while 1,000 messages are spooled and relaying: all de
 
 test('forwarder alone, listener unreachable for 45 s: one log line, status and metrics show the hold, probes reach 15 s, then it drains at the rate cap within seconds of the return', { timeout: 150_000 }, async () => {
   const dataDir = tempDir('recover-alone');
-  const sinkDir = path.join(dataDir, 'sink');
-  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, sinkDir, createLogger('sink', 'silent'));
+  const { sink, sinkDir } = await startTestSink(dataDir);
   const h = await hostedConfig(sink.port);
   const CAP = 50;
   const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${h.listenerPort}`], { forwarder: { relay: { ...(await tlsRelay(dataDir)), maxMessagesPerSecond: CAP } } });

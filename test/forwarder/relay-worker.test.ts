@@ -46,6 +46,14 @@ interface Rig {
 
 const ok = (reply = '250 2.0.0 queued'): SmtpReply => ({ code: 250, enhanced: '2.0.0', response: reply });
 
+/** A script for a reachable listener that refuses the whole transaction with `reply` ("451 4.7.1 greylisted"). */
+function refuses(reply: string): Script {
+  const [code, enhanced] = reply.split(' ');
+  return async () => {
+    throw new SendFailure(reply, { code: Number(code), enhanced: enhanced!, response: reply }, RELAY);
+  };
+}
+
 async function rig(): Promise<Rig> {
   const clock = { t: Date.UTC(2026, 10, 25, 10, 0, 0) };
   const now = (): number => clock.t;
@@ -112,22 +120,27 @@ async function rig(): Promise<Rig> {
   };
 }
 
-test('delivered: every recipient accepted, the message leaves the spool', async () => {
+/** Runs `fn` on a fresh rig and closes it whatever happens. */
+async function withRig(fn: (r: Rig) => Promise<void>): Promise<void> {
   const r = await rig();
   try {
+    await fn(r);
+  } finally {
+    await r.close();
+  }
+}
+
+test('delivered: every recipient accepted, the message leaves the spool', () =>
+  withRig(async (r) => {
     await r.enqueue(['a@example.com', 'b@example.com']);
     await r.relayDue();
     assert.equal(r.spool.size, 0);
     assert.deepEqual(r.worker.counters, { delivered: 1, deferred: 0, failed: 0, held: 0 });
     assert.ok(r.logs.some((l) => l.event === 'relayed' && l.queueId));
-  } finally {
-    await r.close();
-  }
-});
+  }));
 
-test('partial: the 5xx recipient fails (onFailed), the 4xx one is retried on the schedule, the accepted one is not sent again', async () => {
-  const r = await rig();
-  try {
+test('partial: the 5xx recipient fails (onFailed), the 4xx one is retried on the schedule, the accepted one is not sent again', () =>
+  withRig(async (r) => {
     r.script.send = async () => ({
       relay: RELAY,
       accepted: ['a@example.com'],
@@ -146,17 +159,11 @@ test('partial: the 5xx recipient fails (onFailed), the 4xx one is retried on the
     assert.equal(after.attempts, 1);
     assert.deepEqual(r.failed.map((f) => f.failed.map((x) => x.recipient)), [['c@example.com']]);
     assert.deepEqual(r.worker.counters, { delivered: 0, deferred: 1, failed: 1, held: 0 });
-  } finally {
-    await r.close();
-  }
-});
+  }));
 
-test('deferred on 4xx: retried after 300, 600, 1200 s, each attempt counted, the reply kept as last error', async () => {
-  const r = await rig();
-  try {
-    r.script.send = async () => {
-      throw new SendFailure('451 4.7.1 greylisted', { code: 451, enhanced: '4.7.1', response: '451 4.7.1 greylisted' }, RELAY);
-    };
+test('deferred on 4xx: retried after 300, 600, 1200 s, each attempt counted, the reply kept as last error', () =>
+  withRig(async (r) => {
+    r.script.send = refuses('451 4.7.1 greylisted');
     const rec = await r.enqueue();
     const waits: number[] = [];
     for (let i = 0; i < 3; i++) {
@@ -171,47 +178,31 @@ test('deferred on 4xx: retried after 300, 600, 1200 s, each attempt counted, the
     assert.deepEqual(waits, [300, 600, 1200]);
     assert.equal(r.worker.counters.deferred, 3);
     assert.equal(r.health.isUp(RELAY), true, 'a 4xx is an answer: the relay stays up');
-  } finally {
-    await r.close();
-  }
-});
+  }));
 
-test('failed on 5xx: removed, every pending recipient handed to onFailed', async () => {
-  const r = await rig();
-  try {
-    r.script.send = async () => {
-      throw new SendFailure('554 5.7.1 rejected', { code: 554, enhanced: '5.7.1', response: '554 5.7.1 rejected' }, RELAY);
-    };
+test('failed on 5xx: removed, every pending recipient handed to onFailed', () =>
+  withRig(async (r) => {
+    r.script.send = refuses('554 5.7.1 rejected');
     await r.enqueue(['a@example.com', 'b@example.com']);
     await r.relayDue();
     assert.equal(r.spool.size, 0);
     assert.deepEqual(r.failed[0]!.failed.map((f) => [f.recipient, f.code]), [['a@example.com', 554], ['b@example.com', 554]]);
     assert.equal(r.worker.counters.failed, 2);
-  } finally {
-    await r.close();
-  }
-});
+  }));
 
-test('give-up: a 4xx past retry.maxAgeSeconds fails the message instead of deferring it', async () => {
-  const r = await rig();
-  try {
-    r.script.send = async () => {
-      throw new SendFailure('451 4.3.0 later', { code: 451, enhanced: '4.3.0', response: '451 4.3.0 later' }, RELAY);
-    };
+test('give-up: a 4xx past retry.maxAgeSeconds fails the message instead of deferring it', () =>
+  withRig(async (r) => {
+    r.script.send = refuses('451 4.3.0 later');
     await r.enqueue();
     r.clock.t += RETRY.maxAgeSeconds * 1000;
     await r.relayDue();
     assert.equal(r.spool.size, 0);
     assert.match(r.failed[0]!.reason, /longer than the maximum of 432000 s; last error: 451 4\.3\.0 later/);
     assert.equal(r.worker.counters.deferred, 0);
-  } finally {
-    await r.close();
-  }
-});
+  }));
 
-test('relay down for ten minutes: nothing charged, the spool holds, probes grow to 15 s, two log lines, release oldest first on the first good probe', async () => {
-  const r = await rig();
-  try {
+test('relay down for ten minutes: nothing charged, the spool holds, probes grow to 15 s, two log lines, release oldest first on the first good probe', () =>
+  withRig(async (r) => {
     const recs = [await r.enqueue(), await r.enqueue(), await r.enqueue()];
     r.listener.up = false;
     const downAt = r.clock.t;
@@ -272,21 +263,14 @@ test('relay down for ten minutes: nothing charged, the spool holds, probes grow 
     assert.equal(r.spool.size, 0);
     assert.equal(r.worker.counters.delivered, 3);
     assert.equal(r.logs.filter((l) => l.event === 'relay-down' || l.event === 'relay-up').length, 2, 'two lines for the whole outage');
-  } finally {
-    await r.close();
-  }
-});
+  }));
 
-test('relay down past retry.maxAgeSeconds: the message fails (its DSN waits for the same listener) instead of being held', async () => {
-  const r = await rig();
-  try {
+test('relay down past retry.maxAgeSeconds: the message fails (its DSN waits for the same listener) instead of being held', () =>
+  withRig(async (r) => {
     await r.enqueue();
     r.listener.up = false;
     r.clock.t += RETRY.maxAgeSeconds * 1000;
     await r.relayDue();
     assert.equal(r.spool.size, 0);
     assert.match(r.failed[0]!.reason, /longer than the maximum.*no relay reachable/);
-  } finally {
-    await r.close();
-  }
-});
+  }));

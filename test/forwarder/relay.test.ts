@@ -8,7 +8,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { createLogger } from '../../common/log.js';
 import { startSink } from '../../sink/capture-sink.js';
-import { admin, forwarderConfig, sleep, startForwarderProcess } from '../helpers/forwarder.js';
+import { admin, forwarderConfig, sleep, startForwarderProcess, startTestSink } from '../helpers/forwarder.js';
 import { freePorts } from '../helpers/ports.js';
 import { tempDir } from '../helpers/postino.js';
 import { runPythonSender } from '../helpers/python-sender.js';
@@ -75,7 +75,7 @@ test('retry limit: the message expires into a DSN to the sender; the DSN itself 
     { recipient: '@example.com', reply: '451 4.3.0 try again later', times: null },
     { recipient: 'shop@example.org', reply: '451 4.3.0 try again later', times: null },
   ];
-  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules }, path.join(dataDir, 'sink'), createLogger('sink', 'silent'));
+  const { sink } = await startTestSink(dataDir, rules);
   const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${sink.port}`], { forwarder: { retry: { scheduleSeconds: [1], maxAgeSeconds: 2 } } });
   const fwd = await startForwarderProcess(dataDir, config);
   try {
