@@ -8,7 +8,9 @@
  * started per second (token bucket); every message carries X-Postino-Spool-Id
  * (spool-id.ts) so the listener can drop a retry of a copy it already holds.
  * Permanent failures become DSNs to the sender, spooled and relayed like any
- * other message (dsn.ts). When the spool drains, LevelDB is compacted.
+ * other message (dsn.ts). An unreachable listener is a state of the relay
+ * (common/relay-health.ts): the spool holds, the listener is probed on
+ * relay.probeScheduleSeconds, and the held mail leaves when a probe succeeds. When the spool drains, LevelDB is compacted.
  * Shutdown: stop SMTP intake (sessions in DATA finish), stop relaying (sends in
  * progress finish), close the admin API, close LevelDB.
  */
@@ -80,12 +82,14 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
       messagesPerConnection: cfg.relay.messagesPerConnection,
       timeoutMs: cfg.relay.timeoutSeconds * 1000,
       clientName: 'postino-forwarder',
+      probeScheduleSeconds: cfg.relay.probeScheduleSeconds,
+      held: () => spool.size,
     },
     log,
   );
 
   // Gauges are read at scrape time, when `source` (below) exists.
-  const metrics = new ForwarderMetrics(() => queueGauges(source));
+  const metrics = new ForwarderMetrics(() => queueGauges(source), () => client.health.status());
 
   /** 5xx or expiry: spool a DSN to the sender (never for <>), then the caller removes the original. */
   async function onFailed(rec: QueueRecord<SpoolMeta>, failed: RecipientFailure[], reason: string): Promise<void> {
@@ -104,16 +108,18 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     l.info({ event: 'dsn', dsnId: dsn.id, to: sender }, 'DSN queued for the sender');
   }
 
-  const relay = new RelayWorker<SpoolMeta>(spool, client, cfg.retry, log, onFailed, Date.now, async (rec) => stampSpoolId(rec.id, await spool.openBody(rec)));
+  const relay = new RelayWorker<SpoolMeta>({ spool, client, retry: cfg.retry, log, onFailed, openBody: async (rec) => stampSpoolId(rec.id, await spool.openBody(rec)) });
   const compactor = new IdleCompactor(store, () => spool.size === 0, log);
-  const seen = { delivered: 0, deferred: 0, failed: 0 };
+  const seen = { delivered: 0, deferred: 0, failed: 0, held: 0 };
   function syncCounters(): void {
     const c = relay.counters;
     for (; seen.delivered < c.delivered; seen.delivered++) metrics.markRelayed();
     metrics.deferred.inc(c.deferred - seen.deferred);
     metrics.failedRecipients.inc(c.failed - seen.failed);
+    metrics.held.inc(c.held - seen.held);
     seen.deferred = c.deferred;
     seen.failed = c.failed;
+    seen.held = c.held;
   }
   const rate = cfg.relay.maxMessagesPerSecond;
   const worker = new WorkerLoop<SpoolMeta>({
@@ -121,6 +127,8 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     concurrency: cfg.relay.maxConnections * HANDLERS_PER_CONNECTION,
     visibilityMs: RELAY_VISIBILITY_MS,
     rate: rate > 0 ? new TokenBucket({ ratePerSecond: rate, burst: Math.max(1, Math.ceil(rate * BURST_SECONDS)) }) : undefined,
+    // Every listener down: the spool holds (nothing leased, no attempt charged) until a probe finds one up.
+    gate: () => relay.holdMs(),
     handle: async (rec) => {
       try {
         await relay.handle(rec);
@@ -184,6 +192,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     killSwitch,
     relaying: worker,
     metrics,
+    relays: () => client.health.status(),
     diskBytes: () => store.diskUsage(),
     now: Date.now,
   };

@@ -3,6 +3,7 @@
  * hosted status`: one fact per line, `key  value`, so a person reads them and
  * grep finds them.
  */
+import type { RelayHealthStatus } from '../common/relay-health.js';
 import type { DeliveryStatus } from '../engine/delivery/queue-status.js';
 
 export function duration(seconds: number): string {
@@ -13,6 +14,12 @@ export function duration(seconds: number): string {
 
 function rows(pairs: Array<[string, unknown]>, width: number): string[] {
   return pairs.map(([k, v]) => `${k.padEnd(width)} ${String(v)}`);
+}
+
+/** One relay's state: `up`, or `DOWN since … (why), next probe in … s, holding N`. */
+export function relayState(r: RelayHealthStatus): string {
+  if (r.state === 'up') return 'up';
+  return `DOWN since ${String(r.downSince)} (${String(r.lastError)}), next probe in ${String(r.nextProbeInSeconds)} s, holding ${r.held}`;
 }
 
 /** The forwarder's GET /status, readably. */
@@ -32,6 +39,8 @@ export function formatForwarderStatus(s: Record<string, unknown>): string {
         ['relayRate', `${String(s.relayRatePerSecond)} msg/s (last minute)`],
         ['drainEstimate', drain === null ? 'unknown (paused or nothing relayed lately)' : duration(Number(drain))],
         ['spoolDisk', `${(Number(s.spoolDiskBytes) / 1024).toFixed(1)} KiB`],
+        ['held', s.held ?? 0],
+        ...((s.relays ?? []) as RelayHealthStatus[]).map((r): [string, unknown] => ['relay', `${r.relay} ${relayState(r)}`]),
       ],
       14,
     ).join('\n') + '\n'
@@ -68,6 +77,6 @@ export function formatHostedStatus(body: HostedQueueBody): string {
     for (const x of d.domains.slice(0, 20)) out.push(`${x.domain.padEnd(30)} ${String(x.total).padStart(7)} ${String(x.ready).padStart(7)} ${String(x.sending).padStart(7)} ${String(x.deferred).padStart(8)}`);
   }
   for (const l of d.lanes) if (l.suspendedUntil || l.slowedUntil) out.push(`${l.domain}: ${l.suspendedUntil ? `suspended until ${l.suspendedUntil}` : `slowed until ${l.slowedUntil}`} (rule ${l.rule ?? '?'})`);
-  out.push('', ...d.relays.map((r) => `relay ${r.url} weight ${r.weight} ${r.up ? 'up' : `down until ${r.downUntil}`} sent ${r.sent}`));
+  out.push('', ...d.relays.map((r) => `relay ${r.relay} weight ${r.weight} sent ${r.sent} ${relayState(r)}`));
   return out.join('\n') + '\n';
 }

@@ -3,6 +3,12 @@
  * signal (`postino forwarder|hosted|sink`), or all three as child processes
  * (`postino up`).
  *
+ * Start order of `up`: the sink, then the hosted node, then the forwarder, each
+ * spawned only when the one before reports ready (an IPC message sent once all
+ * its ports listen), so messages the forwarder recovers from a crash meet a
+ * listening listener instead of a closed port. A component that is not ready
+ * within START_TIMEOUT_MS, or exits first, stops `up` with a clear error.
+ *
  * Signals: SIGINT/SIGTERM stop gracefully (stop accepting, finish in-flight
  * transactions, close LevelDB); a second signal exits at once. SIGHUP makes the
  * hosted listener re-read its TLS pair (`up` passes it on to the hosted child).
@@ -25,6 +31,13 @@ import { startHosted } from './hosted.js';
 const UP_BOUNCE_DOMAIN = 'bounce.localhost';
 /** A repeat of a stop signal within this window is the same signal delivered twice. */
 const SIGNAL_REPEAT_WINDOW_MS = 1_000;
+/**
+ * How long `up` waits for one component to listen. Opening LevelDB and giving
+ * back the leases of a large queue takes seconds; minutes mean it is stuck.
+ */
+const START_TIMEOUT_MS = 120_000;
+/** The IPC message a component under `up` sends when all its ports listen. */
+const READY = 'postino-ready';
 
 export type Role = 'forwarder' | 'hosted' | 'sink';
 
@@ -79,6 +92,27 @@ export async function runRole(role: Role, configFile: string | undefined, env: N
       break;
   }
   holdUntilSignal([component], log);
+  // Under `up`: tell the supervisor we listen, so it starts the next component.
+  if (process.send) {
+    process.send({ event: READY, role });
+    process.channel?.unref();
+  }
+}
+
+/** Resolves when the child reports ready; rejects when it exits first or takes longer than START_TIMEOUT_MS. */
+function whenReady(child: ChildProcess, role: Role): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${role} did not listen within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
+    child.on('message', (m: unknown) => {
+      if ((m as { event?: string } | null)?.event !== READY) return;
+      clearTimeout(timer);
+      resolve();
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`${role} exited (${code ?? signal}) before it listened`));
+    });
+  });
 }
 
 /**
@@ -115,8 +149,14 @@ export async function up(cliPath: string, configFile: string | undefined, env: N
     for (const c of children.values()) if (c.exitCode === null) c.kill(signal);
   };
   const exited: Promise<number>[] = [];
+  // On a terminal Ctrl-C reaches the children directly (same process group); forward for `kill <pid>`.
+  process.on('SIGINT', () => stopAll('SIGINT'));
+  process.on('SIGTERM', () => stopAll('SIGTERM'));
+  // Each after the one it sends to listens: sink ← hosted ← forwarder.
   for (const role of ['sink', 'hosted', 'forwarder'] as const) {
-    const child = spawn(process.execPath, [...process.execArgv, cliPath, role, '--config', effective], { stdio: 'inherit', env: { ...env, POSTINO_DATA: dataDir } });
+    if (stopping) break;
+    const started = Date.now();
+    const child = spawn(process.execPath, [...process.execArgv, cliPath, role, '--config', effective], { stdio: ['inherit', 'inherit', 'inherit', 'ipc'], env: { ...env, POSTINO_DATA: dataDir } });
     children.set(role, child);
     exited.push(
       new Promise((resolve) =>
@@ -129,11 +169,17 @@ export async function up(cliPath: string, configFile: string | undefined, env: N
         }),
       ),
     );
+    try {
+      await whenReady(child, role);
+      log.info({ event: 'ready', role, ms: Date.now() - started }, `${role} listening`);
+    } catch (err) {
+      if (!stopping) {
+        log.error({ event: 'start-failed', role, err: (err as Error).message }, `${(err as Error).message}; stopping`);
+        stopAll('SIGTERM');
+      }
+    }
   }
-  log.info({ event: 'up', dataDir, pids: Object.fromEntries([...children].map(([r, c]) => [r, c.pid])) }, 'postino up: forwarder smtp 2525 → listener 2587 → engine → sink 2600 (see the listening lines)');
-  // On a terminal Ctrl-C reaches the children directly (same process group); forward for `kill <pid>`.
-  process.on('SIGINT', () => stopAll('SIGINT'));
-  process.on('SIGTERM', () => stopAll('SIGTERM'));
+  if (!stopping) log.info({ event: 'up', dataDir, pids: Object.fromEntries([...children].map(([r, c]) => [r, c.pid])) }, 'postino up: forwarder smtp 2525 → listener 2587 → engine → sink 2600 (see the listening lines)');
   const codes = await Promise.all(exited);
   process.exit(stopping && codes.every((c) => c === 0) ? 0 : 1);
 }

@@ -40,6 +40,19 @@ const seconds = z.number().nonnegative();
 /** X-Postino-Stream: transactional mail goes ahead of bulk and skips list-scoped unsubscribes. */
 export const STREAMS = ['transactional', 'bulk'] as const;
 export type Stream = (typeof STREAMS)[number];
+
+/**
+ * Probes of a down relay (relay-health.ts): seconds before the 1st, 2nd, …
+ * probe, the last repeating. A probe is one connection (EHLO, STARTTLS, QUIT),
+ * cheaper than one message, so it starts at 1 s: a listener restarted in a few
+ * seconds is found within a second or two of its return. It grows so that a
+ * long outage costs the dead relay 4 connections a minute per sender, and stops
+ * at 15 s because that bounds how long a recovered relay waits unused (the
+ * spool drains within seconds of its return, not minutes); the maximum is
+ * reached 21 s into an outage.
+ */
+const DEFAULT_PROBE_SCHEDULE_SECONDS = [1, 2, 3, 5, 10, 15];
+const probeSchedule = z.array(z.number().positive()).min(1).default(DEFAULT_PROBE_SCHEDULE_SECONDS);
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
 /** `smtp://host:port` (STARTTLS when offered/required) or `smtps://host:port` (implicit TLS). */
@@ -133,6 +146,11 @@ const forwarder = z
          * a second's worth); 0 = no cap. Excess mail waits in the spool, intake is not slowed.
          */
         maxMessagesPerSecond: z.number().nonnegative().default(0),
+        /**
+         * A listener that cannot be reached is marked down and probed on this schedule
+         * (seconds, the last repeats) while the spool holds; no message is charged a retry for it.
+         */
+        probeScheduleSeconds: probeSchedule,
       })
       .strict()
       .prefault({}),
@@ -384,8 +402,11 @@ const delivery = z
   .object({
     /** MTA cluster relays (weighted); the default is the built-in capture sink. */
     relays: z.array(relay).min(1).default([{ url: 'smtp://127.0.0.1:2600', weight: 1, requireTls: false }]),
-    /** Seconds a relay that failed to connect is skipped; the others take its traffic. */
-    relayCoolOffSeconds: seconds.default(30),
+    /**
+     * A relay that fails to connect is marked down (the others take its traffic; with
+     * all down the queue holds, no copy charged a try) and probed on this schedule.
+     */
+    relayProbeScheduleSeconds: probeSchedule,
     /** Our own sink and a local Postfix offer no certificate worth verifying. */
     verifyCertificate: z.boolean().default(false),
     /** Pooled connections per relay and sending IP (the default-shaped pool); Postfix's default_destination_concurrency_limit is 20. */

@@ -395,6 +395,15 @@ export class DurableQueue<M> {
     return true;
   }
 
+  /**
+   * Gives a leased message back without counting the lease as an attempt: for a
+   * message that never reached a server because the next hop is down (the
+   * relay's state, not the message's; see relay-health.ts).
+   */
+  release(rec: QueueRecord<M>, due: number): Promise<boolean> {
+    return this.nack({ ...rec, attempts: Math.max(0, rec.attempts - 1) }, due);
+  }
+
   /** Ops that give a leased message back (see `nack`); commit them in any batch, then call `nacked`. */
   nackOps(rec: QueueRecord<M>, due: number, meta?: M): BatchOp[] {
     const next: QueueRecord<M> = { ...rec, due, leasedUntil: 0, meta: meta ?? rec.meta };

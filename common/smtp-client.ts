@@ -10,17 +10,26 @@
  * a connection failure and the next URL is tried, and so is a refused STARTTLS
  * or AUTH (a session problem, never a reason to bounce); a reply to the
  * message (4xx/5xx) is an answer and is returned as is — another relay would
- * not know better.
+ * not know better. A connection failure also marks that relay down
+ * (relay-health.ts): later sends skip it until a probe finds it up again, and
+ * with every relay down `send` fails at once, without a connection attempt.
+ * For RelayClient (the forwarder, whose next hop is always our listener) a
+ * 421 counts as a connection failure too: the listener says it is closing the
+ * session (shutting down, at its connection cap), which is about the node, not
+ * the message (RFC 5321 4.2.3: "service not available, closing channel").
+ *
+ * Config: forwarder.relay.* (urls, requireTls, …, probeScheduleSeconds).
  *
  * Side effects: network connections (pooled, kept open up to
  * `messagesPerConnection` messages).
  */
 import type { Readable } from 'node:stream';
 import type { Logger } from './log.js';
+import { RelayHealth } from './relay-health.js';
 import { SmtpPool, type SmtpError } from './smtp-pool.js';
 
-export interface RelayClientOptions {
-  urls: readonly string[];
+/** What one pooled transport to one relay needs. */
+export interface TransportOptions {
   /** Refuse to send in clear: STARTTLS must succeed (ignored for smtps://). */
   requireTls: boolean;
   verifyCertificate: boolean;
@@ -34,6 +43,16 @@ export interface RelayClientOptions {
   clientName: string;
   /** Source address for outgoing connections. */
   localAddress?: string | undefined;
+}
+
+export interface RelayClientOptions extends TransportOptions {
+  /** Relays tried in order (failover). */
+  urls: readonly string[];
+  /** Seconds between probes of a down relay; the last repeats (relay-health.ts). */
+  probeScheduleSeconds: readonly number[];
+  /** Messages waiting while every relay is down, for the relay-down log line and status. */
+  held: () => number;
+  clock?: (() => number) | undefined;
 }
 
 export interface SmtpReply {
@@ -84,8 +103,10 @@ function recipientFailures(errs: SmtpError['rejectedErrors']): RecipientFailure[
 
 export type Transport = SmtpPool;
 
-/** What one pooled transport needs; `RelayClientOptions` minus the URL list. */
-export type TransportOptions = Omit<RelayClientOptions, 'urls'>;
+/** Passwords never leave this process in logs or status: `smtp://user:***@host`. */
+export function redactUrl(u: string): string {
+  return u.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
+}
 
 /** A pool of SMTP sessions to one relay URL (user:pass in the URL turns AUTH on). */
 export function makeTransport(urlText: string, o: TransportOptions): Transport {
@@ -143,32 +164,54 @@ export async function sendVia(url: string, transport: Transport, envelope: { fro
   }
 }
 
-export class RelayClient {
-  private readonly transports: Array<{ url: string; transport: Transport }>;
+/** What the forwarder's relay worker needs of a client (a test passes its own). */
+export interface RelaySender {
+  send(envelope: { from: string; to: string[] }, openBody: () => Promise<Readable>): Promise<SendOutcome>;
+  readonly health: RelayHealth;
+}
 
-  constructor(
-    o: RelayClientOptions,
-    private readonly log: Logger,
-  ) {
-    this.transports = o.urls.map((url) => ({ url, transport: makeTransport(url, o) }));
+export class RelayClient implements RelaySender {
+  private readonly transports: Array<{ relay: string; transport: Transport }>;
+  readonly health: RelayHealth;
+
+  constructor(o: RelayClientOptions, log: Logger) {
+    this.transports = o.urls.map((url) => ({ relay: redactUrl(url), transport: makeTransport(url, o) }));
+    const byRelay = new Map(this.transports.map((t) => [t.relay, t.transport]));
+    this.health = new RelayHealth({
+      relays: this.transports.map((t) => t.relay),
+      probeScheduleSeconds: o.probeScheduleSeconds,
+      probe: (relay) => byRelay.get(relay)!.probe(),
+      held: o.held,
+      unit: 'messages',
+      log,
+      clock: o.clock,
+    });
   }
 
   /**
-   * Sends to the first relay that can be reached. `openBody` is called once per
-   * attempt, because a stream cannot be replayed to the next relay.
+   * Sends to the first relay that is up and can be reached. `openBody` is called
+   * once per attempt, because a stream cannot be replayed to the next relay.
+   * Throws SendFailure with a reply for 4xx/5xx, without one when no relay could
+   * be reached (then every relay is marked down).
    */
   async send(envelope: { from: string; to: string[] }, openBody: () => Promise<Readable>): Promise<SendOutcome> {
     let lastError: Error | undefined;
-    for (const { url, transport } of this.transports) {
-      const r = await sendVia(url, transport, envelope, openBody);
+    for (const { relay, transport } of this.transports) {
+      if (!this.health.isUp(relay)) continue;
+      const r = await sendVia(relay, transport, envelope, openBody).catch((e: unknown): AttemptResult => {
+        // 421 closes the session for reasons of the node (shutting down, full): its state, as a refused connection is.
+        if (e instanceof SendFailure && e.reply?.code === 421) return { kind: 'unreachable', error: Object.assign(new Error(e.message), { code: 'E421' }) };
+        throw e;
+      });
       if (r.kind === 'sent') return r.outcome;
-      this.log.warn({ relay: url, err: { code: r.error.code, message: r.error.message } }, 'relay unreachable, trying the next');
+      this.health.markDown(relay, r.error);
       lastError = r.error;
     }
-    throw new SendFailure(`no relay reachable: ${lastError?.message ?? 'none configured'}`, undefined, undefined);
+    throw new SendFailure(`no relay reachable: ${lastError?.message ?? 'every relay is down'}`, undefined, undefined);
   }
 
   close(): void {
+    this.health.close();
     for (const t of this.transports) t.transport.close();
   }
 }

@@ -114,6 +114,27 @@ export class SmtpPool {
     }
   }
 
+  /**
+   * Opens a fresh session (connect, greeting, EHLO, STARTTLS, AUTH: what a send
+   * would need) to learn whether a relay that was unreachable takes mail again
+   * (relay-health.ts). Rejects as a send would; on success the session is kept
+   * for the next send when the pool has room.
+   */
+  async probe(): Promise<void> {
+    if (this.closed) throw Object.assign(new Error('SMTP pool closed'), { code: 'ECONNECTION' });
+    this.open++;
+    let s: Session;
+    try {
+      s = await this.connect();
+    } catch (e) {
+      this.open--;
+      this.waiters.shift()?.();
+      throw e;
+    }
+    if (this.open > this.o.maxConnections) this.discard(s);
+    else this.release(s);
+  }
+
   /** Closes idle sessions now and busy ones when their transaction ends; later sends fail. */
   close(): void {
     this.closed = true;

@@ -2,7 +2,9 @@
  * admin-api.ts — the forwarder's admin HTTP API (fastify, bearer token).
  *
  *   GET    /status                 queued, in flight, deferred, delivered, failed,
- *                                  paused, oldest age, relay rate, estimated drain seconds
+ *                                  paused, oldest age, relay rate, estimated drain seconds,
+ *                                  held, and each listener's state (up, down since,
+ *                                  next probe, messages held for it)
  *   POST   /pause[?intake=1]       kill-switch: stop relaying (and refuse new mail)
  *   POST   /resume                 relay again (and accept again)
  *   GET    /queue?state=deferred|in-flight|all&limit=N
@@ -21,6 +23,7 @@ import type { DurableQueue, QueueRecord } from '../common/durable-queue.js';
 import { PostinoError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { createHttpServer } from '../common/http-server.js';
+import type { RelayHealthStatus } from '../common/relay-health.js';
 import type { RelayCounters } from './relay-worker.js';
 import type { Relaying, RelayPause, RelayPauseState } from './relay-pause.js';
 import type { ForwarderMetrics, QueueGauges } from './metrics.js';
@@ -44,6 +47,10 @@ export interface ForwarderStatus {
   /** queued ÷ relay rate; null while paused or when nothing was relayed lately (unknown). */
   estimatedDrainSeconds: number | null;
   spoolDiskBytes: number;
+  /** Messages waiting because every listener is down (0 while one is up). */
+  held: number;
+  /** Each listener URL: up, or down since, next probe, last error, held. */
+  relays: RelayHealthStatus[];
 }
 
 /** What /status, /metrics and /pause|/resume read and drive: the spool, the relay loop and its kill-switch. */
@@ -54,6 +61,7 @@ export interface ForwarderStatusSource {
   killSwitch: RelayPause;
   relaying: Relaying;
   metrics: ForwarderMetrics;
+  relays(): RelayHealthStatus[];
   diskBytes(): number;
   now(): number;
 }
@@ -90,6 +98,8 @@ export async function forwarderStatus(s: ForwarderStatusSource): Promise<Forward
   const g = await queueGauges(s);
   const rate = s.metrics.relayRate();
   const ks = s.killSwitch.state;
+  const relays = s.relays();
+  const held = relays.every((r) => r.state === 'down') ? Math.max(0, g.queued - g.inFlight) : 0;
   return {
     queued: g.queued,
     inFlight: g.inFlight,
@@ -101,8 +111,10 @@ export async function forwarderStatus(s: ForwarderStatusSource): Promise<Forward
     pausedSince: ks.relayPaused ? ks.since : null,
     oldestAgeSeconds: g.oldestAgeSeconds,
     relayRatePerSecond: Math.round(rate * 10) / 10,
-    estimatedDrainSeconds: g.queued === 0 ? 0 : g.paused || rate === 0 ? null : Math.ceil(g.queued / rate),
+    estimatedDrainSeconds: g.queued === 0 ? 0 : g.paused || held > 0 || rate === 0 ? null : Math.ceil(g.queued / rate),
     spoolDiskBytes: g.diskBytes,
+    held,
+    relays,
   };
 }
 

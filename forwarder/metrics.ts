@@ -3,13 +3,15 @@
  * Prometheus exposition (prom-client, text format 0.0.4) for GET /metrics.
  *
  * Counters are per process (they restart at zero, as Prometheus expects of a
- * counter); queue gauges are read from the spool at scrape time.
+ * counter); queue gauges are read from the spool at scrape time, and the
+ * listeners' state (up, down since, next probe, held) from the relay client.
  * The relay rate over the last minute (common/rate-meter.ts) gives /status its
  * "estimated seconds to drain".
  * Side effects: none (a private registry, no timers).
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { RateMeter } from '../common/rate-meter.js';
+import { registerRelayGauges, type RelayHealthStatus } from '../common/relay-health.js';
 
 export interface QueueGauges {
   queued: number;
@@ -30,10 +32,11 @@ export class ForwarderMetrics {
   readonly failedRecipients: Counter;
   readonly dsns: Counter;
   readonly adminDeleted: Counter;
+  readonly held: Counter;
   /** Relays per second over the last minute, averaged since start until a minute has passed. */
   private readonly relays: RateMeter;
 
-  constructor(gauges: () => Promise<QueueGauges>, nowMs: () => number = Date.now) {
+  constructor(gauges: () => Promise<QueueGauges>, relayStates: () => RelayHealthStatus[], nowMs: () => number = Date.now) {
     this.relays = new RateMeter({ since: 'start', now: nowMs });
     const r = this.registry;
     collectDefaultMetrics({ register: r, prefix: 'postino_forwarder_' });
@@ -43,6 +46,8 @@ export class ForwarderMetrics {
     this.deferred = new Counter({ name: 'postino_forwarder_deferred_total', help: 'Relay attempts that ended in a retry', registers: [r] });
     this.failedRecipients = new Counter({ name: 'postino_forwarder_failed_recipients_total', help: 'Recipients refused for good (5xx) or expired', registers: [r] });
     this.dsns = new Counter({ name: 'postino_forwarder_dsn_total', help: 'Delivery status notifications queued for senders', registers: [r] });
+    this.held = new Counter({ name: 'postino_forwarder_held_total', help: 'Messages given back without an attempt counted because no listener was reachable', registers: [r] });
+    registerRelayGauges(r, 'postino_forwarder', relayStates);
     this.adminDeleted = new Counter({ name: 'postino_forwarder_spool_removed_by_admin_total', help: 'Messages deleted through the admin API', registers: [r] });
     let last: QueueGauges | undefined;
     const gauge = (name: string, help: string, pick: (g: QueueGauges) => number): void => {

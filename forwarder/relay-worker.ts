@@ -3,31 +3,45 @@
  * hosted listener (the engine delivers through its own worker,
  * engine/delivery/delivery-worker.ts).
  *
- * Per message, the outcome is one of a closed set, decided in `decide()`:
+ * Per message, the outcome is one of a closed set, decided in `attempt()`/`decide()`:
  *   delivered  every pending recipient accepted (2xx)       → removed from spool
  *   partial    some accepted, others deferred (4xx)        → retried for the rest
- *   deferred   4xx, or no listener reachable               → retried on the schedule
+ *   deferred   4xx from a reachable listener                → retried on the schedule
+ *   held       no listener reachable (refused, timeout, TLS) → given back as it was:
+ *              no attempt counted, no backoff; the relay is marked down
+ *              (common/relay-health.ts) and `holdMs()` keeps the loop from
+ *              leasing until a probe finds a listener up again
  *   failed     5xx, or older than retry.maxAgeSeconds      → removed, logged as failed
  * Recipients refused with 5xx while others were accepted are failed
  * individually (Postfix behaviour: one bad address does not hold the others).
+ * Held messages go back due at their arrival time, so when the relay returns
+ * they leave oldest first, ahead of mail that arrived during the outage, at
+ * the loop's rate cap. A message past retry.maxAgeSeconds is not held but
+ * failed (its DSN waits in the spool for the same listener).
  *
  * The stage decides what a failure means for the sender through `onFailed`
  * (the forwarder writes a DSN to the sender).
  *
+ * Config: forwarder.retry (scheduleSeconds, maxAgeSeconds); the probe schedule
+ * is forwarder.relay.probeScheduleSeconds (in the client's RelayHealth).
  * Side effects: SMTP connections upstream; queue updates.
  */
 import type { Readable } from 'node:stream';
 import type { DurableQueue, QueueRecord } from '../common/durable-queue.js';
 import type { Logger } from '../common/log.js';
 import { nextRetry, type RetryPolicy } from '../common/retry-schedule.js';
-import { SendFailure, type RecipientFailure, type RelayClient, type SmtpReply } from '../common/smtp-client.js';
+import { SendFailure, type RecipientFailure, type RelaySender, type SmtpReply } from '../common/smtp-client.js';
 import type { RelayMeta } from '../common/relay-meta.js';
 
 export type RelayOutcome =
   | { kind: 'delivered'; relay: string; reply: SmtpReply }
   | { kind: 'partial'; relay: string; reply: SmtpReply; retry: string[]; failed: RecipientFailure[]; at: number }
   | { kind: 'deferred'; reply?: SmtpReply | undefined; relay?: string | undefined; at: number; reason: string }
+  | { kind: 'held'; reason: string }
   | { kind: 'failed'; reply?: SmtpReply | undefined; failed: RecipientFailure[]; reason: string };
+
+/** While every relay is down, the loop looks again this often (a probe's success is seen within it). */
+const HOLD_RECHECK_MS = 100;
 
 export interface RelayCounters {
   /** Messages taken by the next hop (for at least one recipient). */
@@ -36,21 +50,46 @@ export interface RelayCounters {
   deferred: number;
   /** Recipients refused for good or expired. */
   failed: number;
+  /** Messages given back uncharged because no relay was reachable. */
+  held: number;
+}
+
+export interface RelayWorkerOptions<M> {
+  spool: DurableQueue<M>;
+  client: RelaySender;
+  retry: RetryPolicy;
+  log: Logger;
+  /** 5xx or expiry: what it means for the sender (the forwarder spools a DSN). */
+  onFailed?: ((rec: QueueRecord<M>, failed: RecipientFailure[], reason: string) => Promise<void>) | undefined;
+  clock?: (() => number) | undefined;
+  /** The bytes to relay; the forwarder stamps its spool id here (spool-id.ts). Default: the spooled body. */
+  openBody?: ((rec: QueueRecord<M>) => Promise<Readable>) | undefined;
 }
 
 export class RelayWorker<M extends RelayMeta> {
-  readonly counters: RelayCounters = { delivered: 0, deferred: 0, failed: 0 };
+  readonly counters: RelayCounters = { delivered: 0, deferred: 0, failed: 0, held: 0 };
+  private readonly spool: DurableQueue<M>;
+  private readonly client: RelaySender;
+  private readonly retry: RetryPolicy;
+  private readonly log: Logger;
+  private readonly onFailed: (rec: QueueRecord<M>, failed: RecipientFailure[], reason: string) => Promise<void>;
+  private readonly now: () => number;
+  private readonly openBody: (rec: QueueRecord<M>) => Promise<Readable>;
 
-  constructor(
-    private readonly spool: DurableQueue<M>,
-    private readonly client: RelayClient,
-    private readonly retry: RetryPolicy,
-    private readonly log: Logger,
-    private readonly onFailed: (rec: QueueRecord<M>, failed: RecipientFailure[], reason: string) => Promise<void> = async () => undefined,
-    private readonly now: () => number = Date.now,
-    /** The bytes to relay; the forwarder stamps its spool id here (spool-id.ts). */
-    private readonly openBody?: (rec: QueueRecord<M>) => Promise<Readable>,
-  ) {}
+  constructor(o: RelayWorkerOptions<M>) {
+    this.spool = o.spool;
+    this.client = o.client;
+    this.retry = o.retry;
+    this.log = o.log;
+    this.onFailed = o.onFailed ?? (async () => undefined);
+    this.now = o.clock ?? Date.now;
+    this.openBody = o.openBody ?? ((rec) => o.spool.openBody(rec));
+  }
+
+  /** WorkerLoop's gate: milliseconds to wait before leasing, > 0 while every relay is down. */
+  holdMs(): number {
+    return this.client.health.allDown ? HOLD_RECHECK_MS : 0;
+  }
 
   /** Relays one leased message and records the outcome in the spool. */
   async handle(rec: QueueRecord<M>): Promise<void> {
@@ -61,11 +100,15 @@ export class RelayWorker<M extends RelayMeta> {
   private async attempt(rec: QueueRecord<M>): Promise<RelayOutcome> {
     const { envelope, pending } = rec.meta;
     try {
-      const open = this.openBody ?? ((r: QueueRecord<M>) => this.spool.openBody(r));
-      const sent = await this.client.send({ from: envelope.mailFrom, to: pending }, () => open(rec));
+      const sent = await this.client.send({ from: envelope.mailFrom, to: pending }, () => this.openBody(rec));
       return this.decide(rec, sent.rejected, sent.relay, sent.reply);
     } catch (e) {
       if (!(e instanceof SendFailure)) throw e;
+      if (e.reply === undefined) {
+        // No listener reachable: the relay's state, not this message's (unless it is past its age).
+        const o = this.retryOrGiveUp(rec, undefined, undefined, e.message);
+        return o.kind === 'deferred' ? { kind: 'held', reason: e.message } : o;
+      }
       // Every recipient refused at RCPT: decide per recipient (5xx fail, 4xx retry), as on partial acceptance.
       if (e.rejected.length > 0 && e.relay && e.reply && e.rejected.every((r) => r.recipient !== '')) return this.decide(rec, e.rejected, e.relay, e.reply);
       if (e.permanent) {
@@ -127,6 +170,12 @@ export class RelayWorker<M extends RelayMeta> {
         log.info({ event: 'deferred', reason: o.reason, relay: o.relay, attempts: rec.attempts, next: new Date(o.at).toISOString() }, 'deferred');
         return;
       }
+      case 'held':
+        // Due at its arrival time: when the relay returns, the oldest leave first.
+        await this.spool.release(rec, rec.enqueuedAt);
+        this.counters.held++;
+        log.debug({ event: 'held', reason: o.reason, attempts: rec.attempts - 1 }, 'held: no relay reachable');
+        return;
       case 'failed':
         this.counters.failed += o.failed.length; // counted per recipient, as in 'partial'
         await this.onFailed(rec, o.failed, o.reason);

@@ -1,7 +1,8 @@
 /*
  * classify.ts — what a relay's answer means for one copy, decided in one place
- * (Haraka's lesson): delivered, deferred (retry), or bounced hard/soft; and
- * which provider back-pressure rule a 4xx matches.
+ * (Haraka's lesson): delivered, deferred (retry), or bounced hard/soft, or held
+ * when no relay answered at all (the relays are down, the copy is not at
+ * fault); and which provider back-pressure rule a 4xx matches.
  *
  * Standards: RFC 5321 4.2.1 (reply classes), RFC 3463 (enhanced status codes).
  * The bounce class of a 5xx comes from the one classifier that also reads
@@ -23,6 +24,8 @@ export type { BounceClass };
 
 export type AttemptOutcome =
   | { kind: 'delivered'; relay: string; reply: SmtpReply }
+  /** No relay reachable: the relays' state (relay-health.ts), not this copy's; no try is charged. */
+  | { kind: 'held'; reason: string }
   | { kind: 'deferred'; relay?: string | undefined; reply?: SmtpReply | undefined; reason: string }
   | { kind: 'bounced'; relay?: string | undefined; reply: SmtpReply; bounceClass: BounceClass };
 
@@ -39,7 +42,7 @@ export function classifySent(sent: SendOutcome): AttemptOutcome {
 
 export function classifyFailure(e: SendFailure): AttemptOutcome {
   const reply = e.rejected[0] ?? e.reply;
-  if (!reply) return { kind: 'deferred', reason: e.message };
+  if (!reply) return { kind: 'held', reason: e.message };
   return fromReply(reply, e.relay);
 }
 

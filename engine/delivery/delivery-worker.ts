@@ -9,9 +9,12 @@
  *   suppressed  (minimal check, see below) → `suppressed` event, removed
  *   attempt     relay pool → classify (classify.ts)
  *   delivered   2xx → `delivered` event with the relay's reply, removed
- *   deferred    4xx or no relay → `deferred` event with the reply, the
- *               back-pressure rule and the next attempt time; retried on
+ *   deferred    4xx → `deferred` event with the reply, the back-pressure
+ *               rule and the next attempt time; retried on
  *               delivery.retryScheduleSeconds, or `expired` past maxAge
+ *   held        no relay reachable (relay-pool.ts marks it down) → the copy
+ *               goes back as it was: no try charged, no event, due at its
+ *               arrival so held copies leave oldest first when a relay is up
  *   bounced     5xx → `bounced` event, class hard|soft; hard → suppressed
  *
  * Standards: RFC 5321 4.2 and 4.5.4 (retry), RFC 3463.
@@ -52,6 +55,8 @@ export interface DeliveryDeps {
   log: Logger;
   /** Called once per recorded outcome (metrics, drain-rate estimate). */
   onOutcome?: (kind: OutcomeKind, rec: Rec) => void;
+  /** Called when a copy is given back uncharged because no relay was up. */
+  onHeld?: (rec: Rec) => void;
   clock?: () => number;
 }
 
@@ -115,6 +120,11 @@ export class DeliveryWorker {
       case 'delivered':
         await this.finish(rec, 'delivered', { smtp: o.reply, relay: o.relay });
         log.info({ event: 'delivered', recipient: rec.meta.recipient, relay: o.relay, response: o.reply.response, tries }, 'delivered');
+        return undefined;
+      case 'held':
+        if (!(await this.d.queue.release(rec, rec.enqueuedAt))) return undefined;
+        this.d.onHeld?.(rec);
+        log.debug({ event: 'held', recipient: rec.meta.recipient, reason: o.reason, tries: tries - 1 }, 'held: no relay reachable');
         return undefined;
       case 'bounced': {
         const extra: BatchOp[] = [];

@@ -53,12 +53,22 @@ export async function createDelivery(o: DeliveryOptions): Promise<Delivery> {
   const c = o.config;
   const killSwitch = await DeliveryPause.open(o.store);
   const pool = new RelayPool(
-    { relays: c.relays, coolOffMs: c.relayCoolOffSeconds * 1000, maxConnections: c.maxConnections, verifyCertificate: c.verifyCertificate, timeoutMs: c.timeoutSeconds * 1000, clientName: o.hostname, clock: now },
+    {
+      relays: c.relays,
+      probeScheduleSeconds: c.relayProbeScheduleSeconds,
+      maxConnections: c.maxConnections,
+      messagesPerConnection: c.messagesPerConnection,
+      verifyCertificate: c.verifyCertificate,
+      timeoutMs: c.timeoutSeconds * 1000,
+      clientName: o.hostname,
+      held: () => o.queue.size,
+      clock: now,
+    },
     o.log,
   );
   const rate = new RateMeter({ since: 'first-mark', now });
-  const metrics = new DeliveryMetrics();
-  const outcomes: Record<string, number> = { delivered: 0, deferred: 0, bounced: 0, expired: 0, suppressed: 0 };
+  const metrics = new DeliveryMetrics(() => pool.status());
+  const outcomes: Record<string, number> = { delivered: 0, deferred: 0, bounced: 0, expired: 0, suppressed: 0, held: 0 };
   const worker = new DeliveryWorker({
     queue: o.queue,
     events: o.events,
@@ -74,8 +84,12 @@ export async function createDelivery(o: DeliveryOptions): Promise<Delivery> {
       metrics.outcomes.inc({ outcome: kind });
       if (kind !== 'deferred') rate.mark();
     },
+    onHeld() {
+      outcomes.held = (outcomes.held ?? 0) + 1;
+      metrics.outcomes.inc({ outcome: 'held' });
+    },
   });
-  const scheduler = new DeliveryScheduler({ queue: o.queue, config: c, killSwitch, visibilityMs: o.visibilityMs, handle: (r) => worker.handle(r), log: o.log, clock: now });
+  const scheduler = new DeliveryScheduler({ queue: o.queue, config: c, killSwitch, relays: pool.health, visibilityMs: o.visibilityMs, handle: (r) => worker.handle(r), log: o.log, clock: now });
   return {
     killSwitch,
     pool,

@@ -7,6 +7,7 @@
  * Side effects: none (a registry of its own, not prom-client's global one).
  */
 import { Counter, Gauge, Registry } from 'prom-client';
+import { registerRelayGauges, type RelayHealthStatus } from '../../common/relay-health.js';
 import type { DeliveryStatus } from './queue-status.js';
 
 const MAX_DOMAIN_SERIES = 50;
@@ -19,8 +20,12 @@ export class DeliveryMetrics {
   private readonly drain = new Gauge({ name: 'postino_delivery_estimated_drain_seconds', help: 'Queue size divided by the recent delivery rate (-1: no recent deliveries)', registers: [this.registry] });
   private readonly rate = new Gauge({ name: 'postino_delivery_rate_per_second', help: 'Copies finished per second over the last minute', registers: [this.registry] });
   private readonly paused = new Gauge({ name: 'postino_delivery_paused', help: '1 when delivery is paused (scope "*" = global, else the account)', labelNames: ['scope'], registers: [this.registry] });
-  private readonly relayUp = new Gauge({ name: 'postino_delivery_relay_up', help: '1 when the relay is not in its cool-off', labelNames: ['relay'], registers: [this.registry] });
   readonly outcomes = new Counter({ name: 'postino_delivery_outcomes_total', help: 'Copies by outcome', labelNames: ['outcome'], registers: [this.registry] });
+
+  /** `relays`: each MTA relay's state, read at scrape time (up, down since, next probe, held). */
+  constructor(relays: () => RelayHealthStatus[]) {
+    registerRelayGauges(this.registry, 'postino_delivery', relays);
+  }
 
   async render(s: DeliveryStatus): Promise<string> {
     for (const [state, n] of Object.entries(s.states)) this.copies.set({ state }, n);
@@ -32,7 +37,6 @@ export class DeliveryMetrics {
     this.paused.reset();
     this.paused.set({ scope: '*' }, s.paused.global ? 1 : 0);
     for (const a of s.paused.accounts) this.paused.set({ scope: a }, 1);
-    for (const r of s.relays) this.relayUp.set({ relay: r.url }, r.up ? 1 : 0);
     return this.registry.metrics();
   }
 

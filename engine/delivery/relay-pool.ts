@@ -1,37 +1,49 @@
 /*
  * relay-pool.ts — the MTA cluster as a weighted set of relays with pooled
- * connections, and relays that fail to connect skipped for a cool-off.
+ * connections; a relay that cannot be reached is down for every copy at once.
  *
  * Choice: smooth weighted round-robin (nginx's) over the relays that are up,
  * so traffic splits by weight message by message. A failure before any SMTP
- * reply (refused, timeout, TLS failure) marks the relay down for
- * `relayCoolOffSeconds` and the same copy goes to the next relay; a reply
- * (2xx/4xx/5xx) is the answer. When every relay is down, the one whose
- * cool-off ends first is tried anyway (a cluster never stays dark by policy).
+ * reply (refused, timeout, TLS failure, refused STARTTLS/AUTH) marks the relay
+ * down (common/relay-health.ts) and the same copy goes to the next relay that
+ * is up; a reply (2xx/4xx/5xx) is the answer. A down relay gets no copies; it
+ * is probed on `delivery.relayProbeScheduleSeconds` (a session opened and
+ * closed, not a copy) and takes traffic again when a probe succeeds. With
+ * every relay down `send` fails at once (a SendFailure without a reply): the delivery
+ * worker gives the copy back without charging it a try and the scheduler
+ * holds the queue until a relay is up.
  *
  * Pools: one nodemailer pooled transport per (relay, sending IP, shaping pool
  * key). STARTTLS is used when offered (required with `requireTls`), AUTH when
  * the URL carries user:pass, smtps:// for implicit TLS (RFC 3207, RFC 4954, RFC 8314).
  *
- * Config: delivery.relays, delivery.relayCoolOffSeconds (30),
- * delivery.maxConnections (20), delivery.timeoutSeconds (60),
- * delivery.verifyCertificate (false), engine.hostname (EHLO name).
- * Side effects: network connections.
+ * Config: delivery.relays, delivery.relayProbeScheduleSeconds ([1,2,3,5,10,15]),
+ * delivery.maxConnections (20), delivery.messagesPerConnection (100),
+ * delivery.timeoutSeconds (60), delivery.verifyCertificate (false),
+ * engine.hostname (EHLO name).
+ * Side effects: network connections (sends and probes).
  */
 import type { Readable } from 'node:stream';
 import type { RelayConfig } from '../../common/config.js';
 import type { Logger } from '../../common/log.js';
-import { makeTransport, SendFailure, sendVia, type SendOutcome, type Transport } from '../../common/smtp-client.js';
+import { RelayHealth, type RelayHealthStatus } from '../../common/relay-health.js';
+import { makeTransport, redactUrl, SendFailure, sendVia, type SendOutcome, type Transport } from '../../common/smtp-client.js';
 
 export interface RelayPoolOptions {
   relays: readonly RelayConfig[];
-  coolOffMs: number;
+  /** Seconds between probes of a down relay; the last repeats. */
+  probeScheduleSeconds: readonly number[];
   /** Connections of the default pool per relay and sending IP. */
   maxConnections: number;
+  messagesPerConnection: number;
   verifyCertificate: boolean;
   timeoutMs: number;
   clientName: string;
-  clock?: () => number;
+  /** Copies waiting while every relay is down, for the relay-down log line and status. */
+  held: () => number;
+  clock?: (() => number) | undefined;
+  /** Timer for probes (tests drive it with their clock). */
+  setTimer?: ((fn: () => void, ms: number) => () => void) | undefined;
 }
 
 /** Which pool a send uses: its sending IP and its destination's shaping. */
@@ -42,45 +54,47 @@ export interface PoolChoice {
   messagesPerConnection: number;
 }
 
-interface RelayState {
+interface Relay {
   cfg: RelayConfig;
-  downUntil: number;
+  /** The URL without its password: the relay's name in logs, status and RelayHealth. */
+  name: string;
   current: number;
   sent: number;
 }
 
-export interface RelayStatus {
-  url: string;
+export interface RelayStatus extends RelayHealthStatus {
   weight: number;
-  up: boolean;
-  downUntil?: string | undefined;
   sent: number;
 }
 
-/** Passwords never leave this file in logs or status. */
-export function redactUrl(u: string): string {
-  return u.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
-}
-
 export class RelayPool {
-  private readonly relays: RelayState[];
+  private readonly relays: Relay[];
   private readonly transports = new Map<string, Transport>();
-  private readonly now: () => number;
+  readonly health: RelayHealth;
 
   constructor(
     private readonly o: RelayPoolOptions,
-    private readonly log: Logger,
+    log: Logger,
   ) {
-    this.relays = o.relays.map((cfg) => ({ cfg, downUntil: 0, current: 0, sent: 0 }));
-    this.now = o.clock ?? Date.now;
+    this.relays = o.relays.map((cfg) => ({ cfg, name: redactUrl(cfg.url), current: 0, sent: 0 }));
+    const byName = new Map(this.relays.map((r) => [r.name, r]));
+    this.health = new RelayHealth({
+      relays: this.relays.map((r) => r.name),
+      probeScheduleSeconds: o.probeScheduleSeconds,
+      // Through the default pool: a successful probe leaves a warm session for the first copies.
+      probe: (name) => this.transport(byName.get(name)!, { poolKey: 'default', maxConnections: o.maxConnections, messagesPerConnection: o.messagesPerConnection }).probe(),
+      held: o.held,
+      unit: 'copies',
+      log,
+      clock: o.clock,
+      setTimer: o.setTimer,
+    });
   }
 
-  /** Relays in the order to try them for one copy: the weighted pick first, then the other up ones, then the down ones. */
-  private order(): RelayState[] {
-    const now = this.now();
-    const up = this.relays.filter((r) => r.downUntil <= now);
-    const down = this.relays.filter((r) => r.downUntil > now).sort((a, b) => a.downUntil - b.downUntil);
-    if (up.length === 0) return down;
+  /** Relays that are up, in the order to try them for one copy: the weighted pick first. */
+  private order(): Relay[] {
+    const up = this.relays.filter((r) => this.health.isUp(r.name));
+    if (up.length === 0) return up;
     // Smooth weighted round-robin: add each weight, pick the largest, subtract the total.
     let total = 0;
     let best = up[0]!;
@@ -90,10 +104,10 @@ export class RelayPool {
       if (r.current > best.current) best = r;
     }
     best.current -= total;
-    return [best, ...up.filter((r) => r !== best), ...down];
+    return [best, ...up.filter((r) => r !== best)];
   }
 
-  private transport(r: RelayState, p: PoolChoice): Transport {
+  private transport(r: Relay, p: PoolChoice): Transport {
     const key = `${r.cfg.url}|${p.localAddress ?? ''}|${p.poolKey}`;
     let t = this.transports.get(key);
     if (!t) {
@@ -113,40 +127,29 @@ export class RelayPool {
 
   /**
    * Sends one copy. Resolves with the relay's 2xx; throws SendFailure with the
-   * reply for 4xx/5xx, or without a reply when no relay could be reached.
+   * reply for 4xx/5xx, or without one when no relay is up or could be reached.
    */
   async send(envelope: { from: string; to: string[] }, openBody: () => Promise<Readable>, pool: PoolChoice): Promise<SendOutcome> {
     let last: Error | undefined;
     for (const r of this.order()) {
-      const res = await sendVia(redactUrl(r.cfg.url), this.transport(r, pool), envelope, openBody);
+      const res = await sendVia(r.name, this.transport(r, pool), envelope, openBody);
       if (res.kind === 'sent') {
         r.sent++;
-        if (r.downUntil > 0) {
-          r.downUntil = 0;
-          this.log.info({ event: 'relay-up', relay: redactUrl(r.cfg.url) }, 'relay reachable again');
-        }
         return res.outcome;
       }
       last = res.error;
-      const first = r.downUntil <= this.now();
-      r.downUntil = this.now() + this.o.coolOffMs;
-      if (first) this.log.warn({ event: 'relay-down', relay: redactUrl(r.cfg.url), err: { code: res.error.code, message: res.error.message }, coolOffMs: this.o.coolOffMs }, 'relay unreachable; skipped for the cool-off');
+      this.health.markDown(r.name, res.error);
     }
-    throw new SendFailure(`no relay reachable: ${last?.message ?? 'none configured'}`, undefined, undefined);
+    throw new SendFailure(`no relay reachable: ${last?.message ?? 'every relay is down'}`, undefined, undefined);
   }
 
   status(): RelayStatus[] {
-    const now = this.now();
-    return this.relays.map((r) => ({
-      url: redactUrl(r.cfg.url),
-      weight: r.cfg.weight,
-      up: r.downUntil <= now,
-      downUntil: r.downUntil > now ? new Date(r.downUntil).toISOString() : undefined,
-      sent: r.sent,
-    }));
+    const health = this.health.status();
+    return this.relays.map((r, i) => ({ ...health[i]!, weight: r.cfg.weight, sent: r.sent }));
   }
 
   close(): void {
+    this.health.close();
     for (const t of this.transports.values()) t.close();
     this.transports.clear();
   }

@@ -21,6 +21,11 @@
  * Kill-switch: a global pause stops leasing and returns every lane's copies to
  * disk; a paused account's copies go back to disk and are re-checked every
  * `pausedRecheckSeconds`. In-flight transactions always complete.
+ * Relays down (relay-pool.ts, common/relay-health.ts): while every relay of the
+ * MTA cluster is down, the scheduler holds like a global pause — nothing is
+ * leased or dispatched and the lanes go back to disk, no copy charged a try —
+ * and when a probe finds a relay up it leases and dispatches again at once,
+ * under each domain's shaping.
  *
  * Time is injected (`clock`, `timers`; the real ones by default) so tests
  * drive rates, suspensions and overflow due times without sleeping.
@@ -33,6 +38,7 @@ import { domainOf } from '../../common/address.js';
 import type { BackPressureRule, DeliveryConfig } from '../../common/config.js';
 import type { DurableQueue, QueueRecord } from '../../common/durable-queue.js';
 import type { Logger } from '../../common/log.js';
+import type { RelayState } from '../../common/relay-health.js';
 import type { BatchOp } from '../../common/store.js';
 import { TokenBucket } from '../../common/token-bucket.js';
 import { realTimers, type Timers } from '../../common/worker-loop.js';
@@ -130,6 +136,8 @@ export interface SchedulerOptions {
   queue: DurableQueue<DeliveryMeta>;
   config: DeliveryConfig;
   killSwitch: DeliveryPause;
+  /** The relays' state: hold while every one is down (RelayHealth). */
+  relays?: { readonly allDown: boolean; onChange(fn: (relay: string, state: RelayState) => void): void } | undefined;
   visibilityMs: number;
   /** Sends one copy and records its outcome; returns the back-pressure rule its reply matched. */
   handle: (rec: Rec) => Promise<BackPressureRule | undefined>;
@@ -157,6 +165,12 @@ export class DeliveryScheduler {
     this.now = o.clock ?? Date.now;
     this.timers = o.timers ?? realTimers;
     o.killSwitch.onChange(() => void this.onPauseChange());
+    o.relays?.onChange(() => void this.onRelaysChange());
+  }
+
+  /** Held by the operator (global pause) or because no relay is up. */
+  private get holding(): boolean {
+    return this.o.killSwitch.globalPaused || (this.o.relays?.allDown ?? false);
   }
 
   get readyCount(): number {
@@ -230,10 +244,10 @@ export class DeliveryScheduler {
   }
 
   private async leaseLoop(): Promise<void> {
-    const { queue, config, killSwitch, log } = this.o;
+    const { queue, config, log } = this.o;
     const idle = this.o.idleWaitMs ?? 5_000;
     while (this.running) {
-      if (killSwitch.globalPaused) {
+      if (this.holding) {
         await this.waitForWake(idle);
         continue;
       }
@@ -311,7 +325,7 @@ export class DeliveryScheduler {
   }
 
   private pump(l: Lane): void {
-    if (l.timer || !this.running || this.o.killSwitch.globalPaused) return;
+    if (l.timer || !this.running || this.holding) return;
     const now = this.now();
     if (l.slowUntil > 0 && now >= l.slowUntil) {
       l.slowUntil = 0;
@@ -400,6 +414,13 @@ export class DeliveryScheduler {
     const recheck = this.o.config.pausedRecheckSeconds * 1000;
     if (k.globalPaused) await this.releaseWhere(() => true, () => this.now());
     else await this.releaseWhere((r) => k.isPaused(r.meta.account), () => this.now() + recheck);
+    this.wake();
+    for (const l of this.lanes.values()) if (l.size > 0) this.pump(l);
+  }
+
+  /** Every relay down: lanes back to disk (due now, so in order when a relay returns). A relay up: lease and dispatch again. */
+  private async onRelaysChange(): Promise<void> {
+    if (this.o.relays?.allDown) await this.releaseWhere(() => true, () => this.now());
     this.wake();
     for (const l of this.lanes.values()) if (l.size > 0) this.pump(l);
   }

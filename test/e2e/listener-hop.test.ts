@@ -1,7 +1,8 @@
 /*
  * The forwarder → listener hop under `postino up`: STARTTLS with the listener's
  * certificate verified against the dev CA (and recorded as tls=true), a
- * forwarder trusting another CA delivers nothing, and an hourly quota of 10
+ * forwarder trusting another CA delivers nothing (the listener is down for it,
+ * the message held), and an hourly quota of 10
  * makes message 11 a 452 the forwarder defers (keeps and retries).
  */
 import assert from 'node:assert/strict';
@@ -49,16 +50,17 @@ test('the forwarder relays over verified STARTTLS: the listener records tls=true
   }
 });
 
-test('a forwarder trusting another CA does not deliver: the hop is deferred, nothing reaches the sink', { timeout: 60_000 }, async () => {
+test('a forwarder trusting another CA does not deliver: the listener is down for it, the message held, nothing reaches the sink', { timeout: 60_000 }, async () => {
   const dataDir = tempDir('hop-badca');
   const other = await ensureDevTls(tempDir('other-ca'));
   const { config, ports } = await upConfig(() => ({ forwarder: { relay: { caFile: other.caFile } } }));
   const up = await startUp(dataDir, config);
   try {
     await submit(ports.forwarder, 1, 'badca');
-    await waitFor('a deferral', () => events(up, 'deferred').length > 0);
-    const d = events(up, 'deferred')[0]!;
+    await waitFor('the relay marked down', () => events(up, 'relay-down').length > 0);
+    const d = events(up, 'relay-down')[0]!;
     assert.match(String(d.reason), /certificate|self.signed|unable to verify/i, String(d.reason));
+    assert.equal(events(up, 'deferred').length, 0, 'a certificate problem is the relay\'s, not a deferral of the message');
     await sleep(1_000);
     assert.equal(readSink(path.join(dataDir, 'sink')).length, 0, 'nothing delivered');
     assert.equal(events(up, 'accepted').filter((e) => e.component === 'listener').length, 0, 'the listener queued nothing');

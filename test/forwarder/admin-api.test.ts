@@ -1,15 +1,12 @@
 /*
- * The admin API an operator uses while the hosted side is unreachable: the
+ * The admin API an operator uses while the hosted side defers mail: the
  * deferred queue with its last error, retry now, delete, status, metrics, and
- * the bearer token.
+ * the bearer token. (An unreachable hosted side is a relay state, not a
+ * deferral: test/forwarder/recovery.test.ts.)
  */
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { test } from 'node:test';
-import { createLogger } from '../../common/log.js';
-import { startSink } from '../../sink/capture-sink.js';
-import { admin, cli, forwarderConfig, sleep, startForwarderProcess } from '../helpers/forwarder.js';
-import { freePorts } from '../helpers/ports.js';
+import { admin, cli, forwarderConfig, sleep, startForwarderProcess, startTestSink } from '../helpers/forwarder.js';
 import { tempDir } from '../helpers/postino.js';
 import { runPythonSender } from '../helpers/python-sender.js';
 import { waitForSink } from '../helpers/sink-reader.js';
@@ -22,12 +19,12 @@ interface Listing {
 
 test('deferred listing, retry now, delete, status and metrics', { timeout: 60_000 }, async () => {
   const dataDir = tempDir('admin');
-  const [relayPort] = await freePorts(1);
-  // Nothing listens on relayPort yet; the retry schedule is an hour, so only an admin retry sends now.
-  const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${relayPort}`], { forwarder: { retry: { scheduleSeconds: [3600] } } });
+  // The listener answers 451 to the first three attempts (one per message); the default
+  // retry schedule then waits 5 minutes, so only an admin retry sends now.
+  const rules = [{ recipient: 'customer0@example.com', reply: '451 4.3.0 try again later', times: 3 }];
+  const { sink, sinkDir } = await startTestSink(dataDir, rules);
+  const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${sink.port}`]);
   const fwd = await startForwarderProcess(dataDir, config);
-  const sinkDir = path.join(dataDir, 'sink');
-  let sink: Awaited<ReturnType<typeof startSink>> | undefined;
   try {
     const unauth = await fetch(`http://127.0.0.1:${ports.admin}/status`);
     assert.equal(unauth.status, 401, 'no token, no status');
@@ -44,8 +41,8 @@ test('deferred listing, retry now, delete, status and metrics', { timeout: 60_00
     assert.equal(a!.from, 'shop@example.org');
     assert.deepEqual(a!.recipients, ['customer0@example.com']);
     assert.equal(a!.attempts, 1);
-    assert.match(a!.lastError!.response, /no relay reachable/);
-    assert.ok(Date.parse(a!.nextAttemptAt) > Date.now() + 3_000_000, 'next attempt in about an hour');
+    assert.match(a!.lastError!.response, /451 4\.3\.0/);
+    assert.ok(Date.parse(a!.nextAttemptAt) > Date.now() + 250_000, 'next attempt in about five minutes');
 
     const st = await admin(dataDir, ports.admin, 'GET', '/status');
     for (const k of ['queued', 'inFlight', 'deferred', 'delivered', 'failed', 'paused', 'oldestAgeSeconds', 'estimatedDrainSeconds', 'relayRatePerSecond']) assert.ok(k in st.body, `status has ${k}`);
@@ -57,10 +54,9 @@ test('deferred listing, retry now, delete, status and metrics', { timeout: 60_00
     assert.equal((await admin(dataDir, ports.admin, 'DELETE', `/queue/${b!.id}`)).status, 404, 'gone');
     assert.equal((await admin(dataDir, ports.admin, 'GET', '/queue?state=bogus')).status, 400);
 
-    sink = await startSink({ host: '127.0.0.1', port: relayPort!, maxSize: 1 << 20, dir: null, rules: [] }, sinkDir, createLogger('sink', 'silent'));
     assert.equal((await admin(dataDir, ports.admin, 'POST', `/queue/${a!.id}/retry`)).status, 200);
     const got = await waitForSink(sinkDir, (m) => m.length >= 1, 10_000);
-    assert.deepEqual(got.map((m) => m.testId), ['adm-0'], 'the retried message went at once; the other still waits its hour');
+    assert.deepEqual(got.map((m) => m.testId), ['adm-0'], 'the retried message went at once; the other still waits its five minutes');
     await sleep(500);
     const after = await admin<Listing>(dataDir, ports.admin, 'GET', '/queue');
     assert.deepEqual(after.body.messages.map((m) => m.id), [c!.id]);
@@ -81,6 +77,6 @@ test('deferred listing, retry now, delete, status and metrics', { timeout: 60_00
     assert.match(metrics.body, /^postino_forwarder_process_resident_memory_bytes \d+/m);
   } finally {
     await fwd.stop();
-    await sink?.close();
+    await sink.close();
   }
 });

@@ -4,7 +4,6 @@
  * capture sink behind it.
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -12,16 +11,10 @@ import { createLogger } from '../../common/log.js';
 import { ensureDevTls, secretsDir } from '../../common/secrets.js';
 import { startSink } from '../../sink/capture-sink.js';
 import { admin, forwarderConfig, sleep, startForwarderProcess } from '../helpers/forwarder.js';
-import { freePorts } from '../helpers/ports.js';
-import { startPostino, tempDir, type Running } from '../helpers/postino.js';
+import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
+import { tempDir, type Running } from '../helpers/postino.js';
 import { runPythonSender } from '../helpers/python-sender.js';
 import { waitForSink } from '../helpers/sink-reader.js';
-
-function startHosted(dataDir: string, config: Record<string, unknown>): Promise<Running> {
-  const file = path.join(dataDir, 'hosted.json');
-  fs.writeFileSync(file, JSON.stringify(config, null, 2));
-  return startPostino(['hosted', '--config', file], dataDir, 2); // listener SMTP + hosted HTTP
-}
 
 /**
  * A TCP proxy in front of the listener that, for the first `drops` transactions,
@@ -74,28 +67,13 @@ async function droppingProxy(upstreamPort: number, drops: number): Promise<{ por
   };
 }
 
-async function hostedConfig(sinkPort: number, extra: Record<string, unknown> = {}): Promise<{ config: Record<string, unknown>; listenerPort: number }> {
-  const [listenerPort, http] = await freePorts(2);
-  return {
-    listenerPort: listenerPort!,
-    config: {
-      log: { level: 'info' },
-      listener: { port: listenerPort },
-      http: { port: http },
-      feedback: { port: null }, // no bounce intake: this test is about the forwarder hop
-      delivery: { relays: [`smtp://127.0.0.1:${sinkPort}`], retryScheduleSeconds: [1, 2] },
-      ...extra,
-    },
-  };
-}
-
 test('a listener that drops the connection after the final dot: the forwarder retries, the sink holds exactly one copy', { timeout: 60_000 }, async () => {
   const dataDir = tempDir('once');
   const sinkDir = path.join(dataDir, 'sink');
   const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, sinkDir, createLogger('sink', 'silent'));
   // The dropping proxy relays plain SMTP, so this account takes mail without STARTTLS.
   const h = await hostedConfig(sink.port, { accounts: [{ id: 'default', networks: ['127.0.0.1/32'], listener: { requireTls: false } }] });
-  const hosted = await startHosted(dataDir, h.config);
+  const hosted = await startHostedProcess(dataDir, h.config);
   const proxy = await droppingProxy(h.listenerPort, 3);
   const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${proxy.port}`]);
   const fwd = await startForwarderProcess(dataDir, config);
@@ -121,7 +99,7 @@ test('a listener that drops the connection after the final dot: the forwarder re
   }
 });
 
-test('outage: 1,000 messages spooled while the listener is down, started 30 s later, all arrive once', { timeout: 150_000 }, async () => {
+test('outage: 1,000 messages spooled while the listener is down, started 30 s later, all arrive once (default retry schedule)', { timeout: 150_000 }, async () => {
   const dataDir = tempDir('outage');
   const sinkDir = path.join(dataDir, 'sink');
   const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, sinkDir, createLogger('sink', 'silent'));
@@ -129,7 +107,7 @@ test('outage: 1,000 messages spooled while the listener is down, started 30 s la
   const h = await hostedConfig(sink.port);
   // Over STARTTLS with the dev CA verified, as in production.
   const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${h.listenerPort}`], {
-    forwarder: { relay: { requireTls: true, caFile: tls.caFile, serverName: 'localhost' }, retry: { scheduleSeconds: [1, 2, 4] } },
+    forwarder: { relay: { requireTls: true, caFile: tls.caFile, serverName: 'localhost' } },
   });
   const fwd = await startForwarderProcess(dataDir, config);
   let hosted: Running | undefined;
@@ -137,15 +115,18 @@ test('outage: 1,000 messages spooled while the listener is down, started 30 s la
     const t0 = Date.now();
     const sent = await runPythonSender(['--port', String(ports.smtp), '--count', '1000', '--prefix', 'o']).done;
     assert.equal(sent.filter((r) => r.ok).length, 1000, 'all 1,000 accepted while the listener is down');
-    const during = await admin<{ total: number; messages: Array<{ attempts: number; lastError: { response: string } | null; nextAttemptAt: string }> }>(dataDir, ports.admin, 'GET', '/queue?state=deferred&limit=5');
-    assert.ok(during.body.total > 0, 'messages are deferred');
-    assert.match(during.body.messages[0]!.lastError!.response, /no relay reachable/);
-    const stDown = await admin(dataDir, ports.admin, 'GET', '/status');
+    // The default retry schedule (5 min first): the outage is the relay's state, no message is deferred.
+    const stDown = await admin<{ queued: number; deferred: number; held: number; relays: Array<{ state: string; lastError: string }> }>(dataDir, ports.admin, 'GET', '/status');
     assert.equal(stDown.body.queued, 1000);
+    assert.equal(stDown.body.relays[0]!.state, 'down');
+    assert.match(stDown.body.relays[0]!.lastError, /ECONNREFUSED/);
+    assert.equal(stDown.body.deferred, 0, 'no message deferred');
+    const during = await admin<{ messages: Array<{ attempts: number }> }>(dataDir, ports.admin, 'GET', '/queue?limit=1000');
+    assert.ok(during.body.messages.every((m) => m.attempts === 0), 'no attempt charged');
 
     await sleep(Math.max(0, 30_000 - (Date.now() - t0)));
     const downFor = (Date.now() - t0) / 1000;
-    hosted = await startHosted(dataDir, h.config);
+    hosted = await startHostedProcess(dataDir, h.config);
     const tUp = Date.now();
     const msgs = await waitForSink(sinkDir, (m) => new Set(m.map((x) => x.testId)).size >= 1000, 90_000);
     const drainSecs = (Date.now() - tUp) / 1000;

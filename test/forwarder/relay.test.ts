@@ -1,13 +1,14 @@
 /*
  * The relay side: failover across listener URLs in order, STARTTLS required by
- * default, and the retry limit ending in a DSN to the sender (and no DSN for a DSN).
+ * default (a listener without it is down, never sent mail in clear), and the
+ * retry limit ending in a DSN to the sender (and no DSN for a DSN).
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { test } from 'node:test';
 import { createLogger } from '../../common/log.js';
 import { startSink } from '../../sink/capture-sink.js';
-import { admin, forwarderConfig, sleep, startForwarderProcess } from '../helpers/forwarder.js';
+import { admin, forwarderConfig, sleep, startForwarderProcess, startTestSink } from '../helpers/forwarder.js';
 import { freePorts } from '../helpers/ports.js';
 import { tempDir } from '../helpers/postino.js';
 import { runPythonSender } from '../helpers/python-sender.js';
@@ -26,7 +27,7 @@ test('failover: the first listener URL is down, the second takes the message', {
   const sinkDir = path.join(dataDir, 'sink');
   const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, sinkDir, createLogger('sink', 'silent'));
   const [dead] = await freePorts(1);
-  const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${dead}`, `smtp://127.0.0.1:${sink.port}`], { forwarder: { retry: { scheduleSeconds: [3600] } } });
+  const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${dead}`, `smtp://127.0.0.1:${sink.port}`]);
   const fwd = await startForwarderProcess(dataDir, config);
   try {
     assert.ok((await runPythonSender(['--port', String(ports.smtp), '--count', '2', '--prefix', 'fo']).done).every((r) => r.ok));
@@ -38,20 +39,27 @@ test('failover: the first listener URL is down, the second takes the message', {
   }
 });
 
-test('STARTTLS is required by default: a listener without it is never sent mail in clear', { timeout: 30_000 }, async () => {
+test('STARTTLS is required by default: a listener without it is down (held, probed), never sent mail in clear', { timeout: 30_000 }, async () => {
   const dataDir = tempDir('tls-required');
   const sinkDir = path.join(dataDir, 'sink');
   const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, sinkDir, createLogger('sink', 'silent'));
-  const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${sink.port}`], { forwarder: { relay: { requireTls: true }, retry: { scheduleSeconds: [3600] } } });
+  const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${sink.port}`], { forwarder: { relay: { requireTls: true } } });
   const fwd = await startForwarderProcess(dataDir, config);
   try {
     assert.ok((await runPythonSender(['--port', String(ports.smtp), '--count', '1', '--prefix', 'tls']).done)[0]!.ok);
-    let msgs = await listing(dataDir, ports.admin);
-    for (let i = 0; i < 50 && !msgs[0]?.lastError; i++) {
+    let st = await admin<{ relays: Array<{ state: string; lastError: string | null }>; held: number; deferred: number }>(dataDir, ports.admin, 'GET', '/status');
+    for (let i = 0; i < 50 && st.body.relays[0]!.state === 'up'; i++) {
       await sleep(100);
-      msgs = await listing(dataDir, ports.admin);
+      st = await admin(dataDir, ports.admin, 'GET', '/status');
     }
-    assert.match(msgs[0]!.lastError!.response, /STARTTLS/i, 'deferred (not bounced) because the listener offers no STARTTLS');
+    await sleep(300);
+    st = await admin(dataDir, ports.admin, 'GET', '/status');
+    assert.equal(st.body.relays[0]!.state, 'down');
+    assert.match(st.body.relays[0]!.lastError!, /STARTTLS/i, 'down because the listener offers no STARTTLS');
+    assert.equal(st.body.held, 1);
+    assert.equal(st.body.deferred, 0, 'the message is held, not deferred');
+    const msgs = await listing(dataDir, ports.admin);
+    assert.equal(msgs.length, 1);
     assert.equal(fwd.lines.filter((l) => l.includes('"event":"dsn"')).length, 0, 'a TLS failure is never a bounce');
     assert.equal(sink.received(), 0, 'nothing sent in clear');
   } finally {
@@ -62,8 +70,13 @@ test('STARTTLS is required by default: a listener without it is never sent mail 
 
 test('retry limit: the message expires into a DSN to the sender; the DSN itself expires without another', { timeout: 40_000 }, async () => {
   const dataDir = tempDir('expire');
-  const [dead] = await freePorts(1);
-  const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${dead}`], { forwarder: { retry: { scheduleSeconds: [1], maxAgeSeconds: 2 } } });
+  // A reachable listener that answers 4xx to everyone: the per-message schedule (an unreachable one only holds the spool).
+  const rules = [
+    { recipient: '@example.com', reply: '451 4.3.0 try again later', times: null },
+    { recipient: 'shop@example.org', reply: '451 4.3.0 try again later', times: null },
+  ];
+  const { sink } = await startTestSink(dataDir, rules);
+  const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${sink.port}`], { forwarder: { retry: { scheduleSeconds: [1], maxAgeSeconds: 2 } } });
   const fwd = await startForwarderProcess(dataDir, config);
   try {
     const [sent] = await runPythonSender(['--port', String(ports.smtp), '--count', '1', '--prefix', 'exp']).done;
@@ -89,5 +102,6 @@ test('retry limit: the message expires into a DSN to the sender; the DSN itself 
     assert.equal(st.body.failed, 2);
   } finally {
     await fwd.stop();
+    await sink.close();
   }
 });

@@ -5,6 +5,9 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { SinkConfig } from '../../common/config.js';
+import { createLogger } from '../../common/log.js';
+import { startSink, type CaptureSink } from '../../sink/capture-sink.js';
 import { CLI, startPostino, type Running } from './postino.js';
 import { freePorts } from './ports.js';
 
@@ -26,7 +29,6 @@ export async function forwarderConfig(relayUrls: string[], extra: Record<string,
       smtp: { port: ports.smtp, ...fwd.smtp },
       admin: { port: ports.admin, ...fwd.admin },
       relay: { urls: relayUrls, requireTls: false, ...fwd.relay },
-      retry: { scheduleSeconds: [1, 2], ...fwd.retry },
     },
   };
   return { config, ports };
@@ -76,3 +78,10 @@ export function sinkCount(dir: string): number {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A capture sink in this process on a free port, storing into <dataDir>/sink (logs silent). */
+export async function startTestSink(dataDir: string, rules: SinkConfig['rules'] = []): Promise<{ sink: CaptureSink; sinkDir: string }> {
+  const sinkDir = path.join(dataDir, 'sink');
+  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules }, sinkDir, createLogger('sink', 'silent'));
+  return { sink, sinkDir };
+}

@@ -36,12 +36,11 @@ export async function upConfig(extra: (p: UpPorts) => Record<string, unknown> = 
       smtp: { port: ports.forwarder },
       admin: { port: ports.admin },
       relay: { urls: [`smtp://127.0.0.1:${ports.listener}`] },
-      retry: { scheduleSeconds: [1, 2] },
     },
     listener: { port: ports.listener },
     http: { port: ports.http },
     feedback: { port: ports.bounce },
-    delivery: { relays: [`smtp://127.0.0.1:${ports.sink}`], retryScheduleSeconds: [1, 2] },
+    delivery: { relays: [`smtp://127.0.0.1:${ports.sink}`] },
     sink: { port: ports.sink },
   };
   return { config: deepMerge(base, extra(ports)), ports };

@@ -35,3 +35,30 @@ export function runPythonSender(args: string[]): Sender {
   );
   return { child, results, done, onResult: (cb) => listeners.push(cb) };
 }
+
+export interface Clients {
+  senders: Sender[];
+  /** Test ids acknowledged with 250 so far, over all clients. */
+  acked(): string[];
+  /** Resolves when every client has exited (on its own or after stop()). */
+  done: Promise<void>;
+  /** SIGTERM to every client still running. */
+  stop(): Promise<void>;
+}
+
+/** `n` concurrent send_mail.py clients, client k with prefix `${prefix}${k}` and the same other arguments. */
+export function runPythonClients(n: number, prefix: string, args: string[]): Clients {
+  const senders = Array.from({ length: n }, (_, k) => runPythonSender([...args, '--prefix', `${prefix}${k}`]));
+  const exited = senders.map((s) => new Promise<void>((resolve) => (s.child.exitCode !== null || s.child.signalCode !== null ? resolve() : s.child.once('exit', () => resolve()))));
+  for (const s of senders) s.done.catch(() => undefined); // a stopped client exits with a signal
+  const done = Promise.all(exited).then(() => undefined);
+  return {
+    senders,
+    acked: () => senders.flatMap((s) => s.results.filter((r) => r.ok).map((r) => r.testId)),
+    done,
+    async stop() {
+      for (const s of senders) if (s.child.exitCode === null) s.child.kill('SIGTERM');
+      await done;
+    },
+  };
+}

@@ -1,7 +1,8 @@
 /*
  * STARTTLS and AUTH per relay: a relay that requires both gets a TLS session
- * and our login from the URL; a relay refusing the login is skipped like an
- * unreachable one (deferred, never a bounce of the customer's mail).
+ * and our login from the URL; a relay refusing the login is down like an
+ * unreachable one (the copy held, never charged a try, never a bounce of the
+ * customer's mail).
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -50,23 +51,30 @@ test('a relay requiring STARTTLS and AUTH gets both, from the relay entry and it
     const evs = await h.waitFor((e) => e.some((x) => x.queueId === id), 10_000);
     assert.equal(evs.find((e) => e.queueId === id)?.type, 'delivered');
     assert.deepEqual(seen, [{ secure: true, user: 'relayuser' }]);
-    assert.equal(h.delivery.pool.status()[0]!.url, `smtp://relayuser:***@127.0.0.1:${relay.port}`, 'the password never shows in status');
+    assert.equal(h.delivery.pool.status()[0]!.relay, `smtp://relayuser:***@127.0.0.1:${relay.port}`, 'the password never shows in status');
   } finally {
     await h.close();
     relay.close();
   }
 });
 
-test('a relay refusing our login: the copy is deferred, not bounced', { timeout: 30_000 }, async () => {
+test('a relay refusing our login: the relay is down, the copy held (no try charged, no event), not bounced', { timeout: 30_000 }, async () => {
   const relay = await authRelay([]);
   const h = await startDeliveryHarness({ delivery: { relays: [{ url: `smtp://relayuser:wrong@127.0.0.1:${relay.port}`, requireTls: true }], retryScheduleSeconds: [60] } });
   try {
     const id = await h.send('auth@example.com');
-    const evs = await h.waitFor((e) => e.some((x) => x.queueId === id), 10_000);
-    const ev = evs.find((e) => e.queueId === id)!;
-    assert.equal(ev.type, 'deferred');
-    assert.match(ev.reason!, /no relay reachable: .*535/);
-    assert.equal(h.delivery.pool.status()[0]!.up, false);
+    const until = Date.now() + 10_000;
+    while (h.delivery.pool.status()[0]!.state === 'up' && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 200)); // the copy is given back
+    const st = h.delivery.pool.status()[0]!;
+    assert.equal(st.state, 'down');
+    assert.match(st.lastError!, /535/);
+    assert.equal(st.relay, `smtp://relayuser:***@127.0.0.1:${relay.port}`, 'the password never shows in status');
+    assert.deepEqual((await h.all()).filter((e) => e.queueId === id), [], 'no deferred or bounced event for a relay problem');
+    const rec = await h.queue.get(id);
+    assert.ok(rec, 'the copy is still queued');
+    assert.equal(rec.meta.tries ?? 0, 0, 'no try charged');
+    assert.equal((await h.delivery.status()).outcomes.held, 1);
   } finally {
     await h.close();
     relay.close();

@@ -1,10 +1,12 @@
 /*
- * The MTA cluster as weighted relays: a stopped relay is skipped for its
- * cool-off without losing a copy, and takes traffic again when it is back.
+ * The MTA cluster as weighted relays: a stopped relay is marked down without
+ * losing a copy, probed, and takes traffic again when it is back; with every
+ * relay down the copies are held (no try charged) and leave when one returns.
  * Sending IPs: each account's copies leave only from its own address.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { formatHostedStatus } from '../../../app/printers.js';
 import { startDeliveryHarness, sink } from '../../helpers/delivery-harness.js';
 import { readSink } from '../../helpers/sink-reader.js';
 
@@ -16,8 +18,7 @@ test('two relays, one stopped: every copy goes through the other; when it return
   const h = await startDeliveryHarness({
     delivery: {
       relays: [`smtp://127.0.0.1:${a.port}`, { url: `smtp://127.0.0.1:${bPort}`, weight: 1 }],
-      relayCoolOffSeconds: 1,
-      retryScheduleSeconds: [0.5],
+      relayProbeScheduleSeconds: [0.5],
     },
   });
   try {
@@ -33,10 +34,12 @@ test('two relays, one stopped: every copy goes through the other; when it return
     assert.equal(readSink(bDir).length, before, 'nothing reached the stopped relay');
     const inA = readSink(a.dir).filter((m) => m.rcptTo[0]!.startsWith('down')).length;
     assert.equal(inA, 40, 'all 40 went through the other relay');
-    assert.equal(h.delivery.pool.status()[1]!.up, false, 'the stopped relay is marked down');
+    assert.equal(h.delivery.pool.status()[1]!.state, 'down', 'the stopped relay is marked down');
 
     b = await sink([], bPort, bDir);
-    await new Promise((r) => setTimeout(r, 1_200)); // its cool-off ends
+    const until = Date.now() + 5_000;
+    while (h.delivery.pool.status()[1]!.state === 'down' && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(h.delivery.pool.status()[1]!.state, 'up', 'a probe found it up again');
     for (let i = 0; i < 20; i++) await h.send(`back${i}@example.com`);
     evs = await h.waitFor((e) => e.filter((x) => x.type === 'delivered').length >= 70, 20_000);
     assert.equal(evs.filter((e) => e.type === 'delivered').length, 70);
@@ -90,4 +93,41 @@ test('config: a reserved sending IP cannot also be shared or reserved twice; rel
     { url: 'smtp://127.0.0.1:25', weight: 1, requireTls: false },
     { url: 'smtps://u:p@127.0.0.1:465', weight: 3, requireTls: true },
   ]);
+});
+
+test('every relay down: copies are held without a try or a deferred event, and all leave within seconds of its return (default retry schedule)', { timeout: 60_000 }, async () => {
+  let s = await sink();
+  const port = s.port;
+  const dir = s.dir;
+  await s.close();
+  const h = await startDeliveryHarness({ delivery: { relays: [`smtp://127.0.0.1:${port}`] } });
+  try {
+    for (let i = 0; i < 200; i++) await h.send(`held${i}@example.com`);
+    const until = Date.now() + 10_000;
+    while (h.delivery.pool.status()[0]!.state === 'up' && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 1_000));
+    const down = h.delivery.pool.status()[0]!;
+    assert.equal(down.state, 'down');
+    assert.equal(down.held, 200, 'all 200 held for the relay');
+    assert.ok(down.nextProbeAt, 'with a next probe');
+    assert.equal((await h.all()).filter((e) => e.type === 'deferred').length, 0, 'no copy deferred');
+    for await (const rec of h.queue.records()) assert.equal(rec.meta.tries ?? 0, 0, 'no try charged');
+    const metrics = await h.delivery.metrics.render(await h.delivery.status());
+    assert.match(metrics, /postino_delivery_relay_up\{relay="[^"]+"\} 0/);
+    assert.match(metrics, /postino_delivery_relay_held\{relay="[^"]+"\} 200/);
+    const page = formatHostedStatus({ intake: 0, delivery: await h.delivery.status() });
+    assert.match(page, /^relay smtp:\/\/127\.0\.0\.1:\d+ weight 1 sent 0 DOWN since \S+ \(.*ECONNREFUSED.*\), next probe in \d+ s, holding 200$/m, page);
+
+    s = await sink([], port, dir);
+    const t0 = Date.now();
+    const evs = await h.waitFor((e) => e.filter((x) => x.type === 'delivered').length >= 200, 20_000);
+    const secs = (Date.now() - t0) / 1000;
+    console.log(`# engine relay down: 200 held copies delivered ${secs.toFixed(1)} s after the relay returned`);
+    assert.equal(evs.filter((e) => e.type === 'delivered').length, 200);
+    assert.ok(secs < 10, `within seconds (${secs.toFixed(1)} s)`);
+    assert.equal(h.delivery.pool.status()[0]!.state, 'up');
+  } finally {
+    await h.close();
+    await s.close();
+  }
 });
