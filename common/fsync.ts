@@ -3,8 +3,23 @@
  *
  * Side effects: creates/overwrites files, fsyncs files and folders.
  */
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+
+/**
+ * Writes a small file (mode 0600) and fsyncs it, synchronously: for start-up
+ * and CLI code. `exclusive` fails with EEXIST when the file exists ('wx').
+ */
+export function writeSmallFileSynced(file: string, data: string | Buffer, o: { exclusive?: boolean } = {}): void {
+  const fd = fs.openSync(file, o.exclusive ? 'wx' : 'w', 0o600);
+  try {
+    fs.writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
 
 export class TooLargeError extends Error {
   constructor(readonly limit: number) {

@@ -19,6 +19,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeSmallFileSynced } from './fsync.js';
 import { secretsDir } from './secrets.js';
 
 export const SIGNING_KEYS_FILE = 'signing-keys';
@@ -72,25 +73,16 @@ function newKey(id: string, now: Date): SigningKey {
 
 function writeAtomically(file: string, text: string, exclusive: boolean): void {
   if (exclusive) {
-    // 'wx': two processes starting at once must not each create a different first key.
+    // Exclusive: two processes starting at once must not each create a different first key.
     try {
-      fs.writeFileSync(file, text, { mode: 0o600, flag: 'wx' });
-      const fd = fs.openSync(file, 'r');
-      fs.fsyncSync(fd);
-      fs.closeSync(fd);
+      writeSmallFileSynced(file, text, { exclusive: true });
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
     return;
   }
   const tmp = `${file}.${process.pid}.tmp`;
-  const fd = fs.openSync(tmp, 'w', 0o600);
-  try {
-    fs.writeSync(fd, text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
+  writeSmallFileSynced(tmp, text);
   fs.renameSync(tmp, file);
 }
 

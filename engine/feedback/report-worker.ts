@@ -24,6 +24,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DurableQueue, QueueRecord } from '../../common/durable-queue.js';
+import { writeFileSynced } from '../../common/fsync.js';
 import type { Logger } from '../../common/log.js';
 import type { KeyRing } from '../../common/signing-keys.js';
 import { verifyUnsubscribeToken, verpTokenOf } from '../../common/tokens.js';
@@ -128,7 +129,7 @@ export class ReportWorker {
 
   private async unclassified(rec: QueueRecord<FeedbackMeta>, raw: Buffer, reason: string, copy: CopyRecord | undefined, commit: Commit): Promise<ReportResult> {
     const stored = path.join(this.o.reportsDir, `${rec.id}.eml`);
-    writeSynced(stored, raw);
+    await writeFileSynced(stored, [raw]);
     await this.o.recorder.unclassified(copy, reason, { id: rec.id, format: 'unknown', stored: path.basename(stored) }, commit);
     this.o.log.warn({ event: 'unclassified', queueId: rec.id, reason, stored }, 'report kept unclassified');
     return 'unclassified';
@@ -146,14 +147,4 @@ function subjectOf(raw: Buffer): string {
   const end = head.search(/\r?\n\r?\n/);
   const m = /^subject:[ \t]*(.*(?:\r?\n[ \t].*)*)/im.exec(end === -1 ? head : head.slice(0, end));
   return m ? m[1]!.replace(/\r?\n[ \t]/g, ' ') : '';
-}
-
-function writeSynced(file: string, data: Buffer): void {
-  const fd = fs.openSync(file, 'w', 0o600);
-  try {
-    fs.writeSync(fd, data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
