@@ -114,6 +114,7 @@ export function originalRefs(headerBlock: Buffer | undefined): OriginalRefs {
   refs.returnPath = addressOf(fields.get('return-path')?.[0]);
   refs.messageId = messageIdOf(fields.get('message-id')?.[0]);
   refs.recipient = addressOf(fields.get('to')?.[0]);
+  refs.ref = fields.get('x-message-ref')?.[0]?.trim() || undefined;
   for (const [name, values] of fields) {
     if (name.startsWith(POSTINO_PREFIX) && values[0] !== undefined) refs.postinoHeaders[name] = values[0];
   }

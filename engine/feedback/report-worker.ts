@@ -5,7 +5,7 @@
  *
  * Attribution is by token first (DESIGN.md): the VERP address the report was
  * sent to (checked at RCPT), else the VERP return path of the original quoted
- * in the report, else its X-Postino-Ref header, each checked the same way; for
+ * in the report, else its X-Message-Ref header, each checked the same way; for
  * a mailto unsubscribe, the token in the subject. What cannot be attributed or read is an `unclassified` event
  * whose report is kept under <data>/hosted/reports/, never a guess and never
  * a suppression.
@@ -31,7 +31,6 @@ import { verifyUnsubscribeToken, verpTokenOf } from '../../common/tokens.js';
 import { feedbackAddress, copyOfVerpToken, type FeedbackAddressBook, type FeedbackMeta } from './bounce-intake.js';
 import type { CopyIndex, CopyRecord } from './copy-index.js';
 import type { Commit, FeedbackOutcome, FeedbackRecorder, ReportRef } from './recorder.js';
-import { FEEDBACK_REF_HEADER } from '../rewrap/steps/feedback-ref.js';
 import { readReport, type FeedbackReport, type OriginalRefs, type ReportRecipient } from './report.js';
 
 /**
@@ -118,12 +117,12 @@ export class ReportWorker {
 
   /**
    * The copy named by a VERP address the report was sent to, else by the quoted original's
-   * return path, else by its X-Postino-Ref header (steps/feedback-ref.ts); each checked.
+   * return path, else by its X-Message-Ref header (engine/rewrap/steps/feedback-ref.ts); each checked.
    */
   private async attribute(targets: Array<ReturnType<typeof feedbackAddress>>, refs: OriginalRefs | undefined): Promise<CopyRecord | undefined> {
     for (const t of targets) if (t?.kind === 'verp') return copyOfVerpToken(this.o.copies, this.o.keys, t.token);
     const quoted = refs?.returnPath && verpTokenOf(refs.returnPath.replace(/^<|>$/g, ''), this.o.book.bounceLocalPart, this.o.book.bounceDomains);
-    const token = quoted || refs?.postinoHeaders[FEEDBACK_REF_HEADER.toLowerCase()]?.trim();
+    const token = quoted || refs?.ref;
     return token ? copyOfVerpToken(this.o.copies, this.o.keys, token) : undefined;
   }
 

@@ -63,6 +63,8 @@ export interface OriginalRefs {
   recipient?: string | undefined;
   /** Every X-Postino-* header of the included original, lower-cased names. */
   postinoHeaders: Record<string, string>;
+  /** The original's X-Message-Ref (the copy's signed token, engine/rewrap/steps/feedback-ref.ts). */
+  ref?: string | undefined;
 }
 
 export type FeedbackReport =

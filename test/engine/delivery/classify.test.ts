@@ -61,8 +61,8 @@ test('a RCPT 452 4.2.2 is deferred with the reply text as its reason', () => {
   assert.equal(o.reply?.enhanced, '4.2.2');
 });
 
-test('a failure with no reply (relay unreachable) is deferred with the error message, no relay and no reply', () => {
-  assert.deepEqual(classifyFailure(new SendFailure('connect ECONNREFUSED 127.0.0.1:2600', undefined, undefined)), { kind: 'deferred', reason: 'connect ECONNREFUSED 127.0.0.1:2600' });
+test('a failure with no reply (relay unreachable) is held: the relay is down, the copy is charged nothing', () => {
+  assert.deepEqual(classifyFailure(new SendFailure('connect ECONNREFUSED 127.0.0.1:2600', undefined, undefined)), { kind: 'held', reason: 'connect ECONNREFUSED 127.0.0.1:2600' });
 });
 
 test('a transaction-level 421 4.7.0 is deferred', () => {

@@ -119,7 +119,7 @@ describe('what each report does', () => {
     assert.equal(await n.suppression.get('acme', c.recipient), undefined);
   });
 
-  test('an ARF complaint to the complaint address, the original quoted without its Return-Path: attributed by X-Postino-Ref', async () => {
+  test('an ARF complaint to the complaint address, the original quoted without its Return-Path: attributed by X-Message-Ref', async () => {
     const c = await n.copy('quinn@example.org');
     const ref = c.verp.slice(c.verp.indexOf('+') + 1, c.verp.indexOf('@'));
     const arf = [
@@ -146,7 +146,7 @@ describe('what each report does', () => {
       'From: shop@example.org',
       'To: redacted@example.org',
       `Message-ID: ${c.messageId}`,
-      `X-Postino-Ref: ${ref}`,
+      `X-Message-Ref: ${ref}`,
       'Subject: Your order',
       '',
       '--arf--',

@@ -36,11 +36,11 @@ test('without a bounce domain the sender is kept, and a null sender stays null',
   }
 });
 
-test('every copy carries X-Postino-Ref, its signed token, also without VERP; one sent by the application is dropped', async () => {
+test('every copy carries X-Message-Ref, its signed token, also without VERP; one sent by the application is dropped', async () => {
   const env = await rewrapEnv();
   try {
-    const { copies } = await runRewrap(env, 'From: shop@example.org\nTo: a@example.com\nX-Postino-Ref: forged-0-aaaaaaaaaaaaaaaa\nSubject: x\n\nhello\n', ['a@example.com']);
-    const refs = [...copies[0]!.headers.matchAll(/^X-Postino-Ref: (.+)\r$/gm)].map((m) => m[1]!);
+    const { copies } = await runRewrap(env, 'From: shop@example.org\nTo: a@example.com\nX-Message-Ref: forged-0-aaaaaaaaaaaaaaaa\nSubject: x\n\nhello\n', ['a@example.com']);
+    const refs = [...copies[0]!.headers.matchAll(/^X-Message-Ref: (.+)\r$/gm)].map((m) => m[1]!);
     assert.equal(refs.length, 1, 'only ours');
     assert.equal(verpQueueId(refs[0]!), copies[0]!.queueId);
     assert.ok(verifyVerpToken(env.settings.keys, refs[0]!, 'a@example.com'));
