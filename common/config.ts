@@ -253,6 +253,13 @@ const engine = z
      * Unsubscribe links never expire (they must work for as long as the message exists).
      */
     trackingLinkTtlDays: positiveInt.nullable().default(null),
+    /**
+     * Failed attempts (the handler threw: a poison message) after which a message of the
+     * intake, delivery or feedback queue moves to the failed records (common/dead-letter.ts).
+     */
+    maxAttempts: positiveInt.default(5),
+    /** Wait before the next attempt after the 1st, 2nd, … failed one; the last entry repeats. */
+    crashRetrySeconds: z.array(seconds).min(1).default([10, 60, 300, 900]),
   })
   .strict()
   .prefault({});

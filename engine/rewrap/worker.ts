@@ -110,6 +110,12 @@ export class RewrapWorker {
     log.info({ event: 'rewrapped', copies: prepared.map((p) => p.record.id), suppressed: result.suppressed.length, due: msg.due > now ? new Date(msg.due).toISOString() : undefined }, 'rewrapped');
   }
 
+  /** The `failed` events of a message the rewrap gave up on (common/dead-letter.ts): one per recipient. */
+  failedEvents(rec: QueueRecord<IntakeMeta>, reason: string): EventInput[] {
+    const { envelope, account } = rec.meta;
+    return envelope.rcptTo.map((r) => ({ type: 'failed', account, queueId: rec.id, sender: envelope.mailFrom, recipient: r, reason }));
+  }
+
   /** One synced batch: intake removal, copies, events, extra ops. */
   private async finish(rec: QueueRecord<IntakeMeta>, prepared: Prepared<DeliveryMeta>[], inputs: EventInput[], extraOps: import('../../common/store.js').BatchOp[], log: Logger): Promise<void> {
     const ev = this.o.events.prepare(inputs);
