@@ -260,6 +260,8 @@ const engine = z
     maxAttempts: positiveInt.default(5),
     /** Wait before the next attempt after the 1st, 2nd, … failed one; the last entry repeats. */
     crashRetrySeconds: z.array(seconds).min(1).default([10, 60, 300, 900]),
+    /** A send time (X-Postino-Send-At, X-SMTPAPI send_at, …) further ahead is refused with 550 5.6.0. */
+    maxScheduleDays: positiveInt.default(30),
   })
   .strict()
   .prefault({});

@@ -6,9 +6,10 @@
  *   X-Postino-Tag      <text>                  X-Postino-Metadata  k=v; k2=v2
  *   X-Postino-Track    opens, clicks | none    X-Postino-Footer  on|off
  *   X-Postino-Vars     <JSON object>           X-Postino-Send-At <date> (schedule.ts)
- * An X-Postino-Vars that is not a JSON object rejects the message: sending it
- * with its merge tags unfilled would send the wrong text to every recipient.
- * Unknown values of Stream/Track/Footer leave the default.
+ * Every value was validated first (common/control-headers.ts, run by the
+ * listener and again by header-compat.ts): unknown Stream/Track/Footer values,
+ * an X-Postino-Vars that is not a flat JSON object (its merge tags would go out
+ * unfilled) and the like reject the message before this step.
  */
 import { fieldValue } from '../../../common/mime-header.js';
 import { NEXT, type MessageContext, type MessageStep, type StepOutcome } from '../context.js';
