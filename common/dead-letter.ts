@@ -16,6 +16,9 @@
  * `maxAttempts` restarts. The delivery queue counts failures only: its leases
  * include ordinary retries after 4xx replies.
  *
+ * The record's metadata is re-read before it is given back or moved, so progress
+ * a handler committed during the attempt (the rewrap's `resumeAt`) is kept.
+ *
  * Config: engine.maxAttempts (5), engine.crashRetrySeconds ([10, 60, 300, 900]).
  * Side effects: LevelDB batches (unsynced give-back; synced move to failed).
  */
@@ -84,13 +87,17 @@ export class DeadLetter<M> {
    * limit) move it to the failed records with its event. 'lost' = the lease had
    * expired; whoever holds the message now decides.
    */
-  async crashed(rec: QueueRecord<M>, err: unknown): Promise<CrashOutcome> {
+  async crashed(leased: QueueRecord<M>, err: unknown): Promise<CrashOutcome> {
     const { queue, log } = this.o;
-    const attempts = this.attemptsOf(rec);
+    const attempts = this.attemptsOf(leased);
     const error = errorText(err);
-    const failures = (rec.failures ?? 0) + 1;
+    const failures = (leased.failures ?? 0) + 1;
     const now = this.now();
-    if (!queue.holds(rec)) return 'lost';
+    if (!queue.holds(leased)) return 'lost';
+    // The handler may have committed progress in the record's meta since the lease (the
+    // rewrap's resumeAt): keep it, or the next attempt would redo what is done.
+    const stored = await queue.get(leased.id);
+    const rec: QueueRecord<M> = stored ? { ...leased, meta: stored.meta } : leased;
     if (attempts < this.o.limit.maxAttempts) {
       const due = now + this.backoff(failures);
       await queue.store.commit(queue.nackOps({ ...rec, failures, lastError: error }, due), { sync: false });

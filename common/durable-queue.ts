@@ -397,6 +397,15 @@ export class DurableQueue<M> {
     if (rec.body.kind === 'file') await this.store.removeBlob(rec.body.name);
   }
 
+  /**
+   * Ops that change the metadata of a message we hold leased (progress of a long
+   * job, committed with the job's output); returns the record to use from then on.
+   */
+  updateMetaOps(rec: QueueRecord<M>, meta: M): { rec: QueueRecord<M>; ops: BatchOp[] } {
+    const next: QueueRecord<M> = { ...rec, meta };
+    return { rec: next, ops: [{ type: 'put', key: this.mKey(rec.id), value: Buffer.from(JSON.stringify(next)) }] };
+  }
+
   /** Done with a message: delete it. `extraOps` commit in the same batch (e.g. the next stage's enqueue). */
   async ack(rec: QueueRecord<M>, extraOps: BatchOp[] = [], sync = false): Promise<boolean> {
     if (!this.holds(rec)) return false;
