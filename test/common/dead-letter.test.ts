@@ -94,22 +94,19 @@ test('the message behind a poison message is handled in the poison one\'s backof
 test('a failed record retried is due now with a fresh count, and deleted it is gone with its body', async (t) => {
   const { clock, q, loop, ids, tries, failedEvents } = await setup(t, 1);
   loop.start();
-  await until(() => tries.length === 1, 'first');
-  await until(async () => (await q.get(ids[0]!))?.leasedUntil === 0, 'given back');
-  clock.advance(10_000);
-  await until(() => tries.length === 2, 'second');
-  await until(async () => (await q.get(ids[0]!))?.leasedUntil === 0, 'given back again');
-  clock.advance(60_000);
-  await until(() => failedEvents.length === 1, 'failed');
+  /** Drives three attempts (backoffs 10 s, 60 s) from `tries` done so far to the `failed` move. */
+  const threeAttempts = async (from: number): Promise<void> => {
+    for (const [i, backoff] of [10_000, 60_000].entries()) {
+      await until(() => tries.length === from + i + 1, `attempt ${from + i + 1}`);
+      await until(async () => (await q.get(ids[0]!))?.leasedUntil === 0, 'given back');
+      clock.advance(backoff);
+    }
+    await until(() => failedEvents.length === from / 3 + 1, 'failed');
+  };
+  await threeAttempts(0);
   assert.equal(await q.retryFailed(ids[0]!, clock.now()), true);
   assert.equal(q.failedCount, 0);
-  await until(() => tries.length === 4, 'tried again after the retry');
-  await until(async () => (await q.get(ids[0]!))?.leasedUntil === 0, 'given back');
-  clock.advance(10_000);
-  await until(() => tries.length === 5, 'fifth');
-  await until(async () => (await q.get(ids[0]!))?.leasedUntil === 0, 'given back again');
-  clock.advance(60_000);
-  await until(() => failedEvents.length === 2, 'failed again after maxAttempts more');
+  await threeAttempts(3);
   assert.equal(tries.length, 6);
   await loop.stop();
   assert.equal(await q.deleteFailed(ids[0]!), true);
