@@ -223,6 +223,8 @@ const accountListener = z
     /** Messages accepted per UTC hour / UTC day; 0 = unlimited. Over it `452 4.5.3` (the forwarder retries). */
     messagesPerHour: z.number().int().min(0).default(0),
     messagesPerDay: z.number().int().min(0).default(0),
+    /** What the two quotas count: messages, or recipients (a message to 50 is 50). */
+    quotaUnit: z.enum(['messages', 'recipients']).default('messages'),
     /** Recipients per message for this account (the node-wide `listener.maxRecipients` still applies). */
     maxRecipients: positiveInt.default(DEFAULT_MAX_RECIPIENTS),
   })

@@ -69,7 +69,7 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
   const accounts = new AccountTable(accountConfigs);
   const quotas = await Quotas.open(
     queue.store,
-    accountConfigs.map((a) => ({ id: a.id, perHour: a.listener.messagesPerHour, perDay: a.listener.messagesPerDay })),
+    accountConfigs.map((a) => ({ id: a.id, perHour: a.listener.messagesPerHour, perDay: a.listener.messagesPerDay, unit: a.listener.quotaUnit })),
     now,
   );
   const authFailures = new AuthFailures(cfg.maxAuthFailures, cfg.authFailureWindowSeconds * 1000, now);
@@ -132,7 +132,7 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
         if (session.envelope.rcptTo.length >= account.policy.maxRecipients) throw new PostinoError('TOO_MANY_RECIPIENTS', 'Too many recipients');
       },
       beforeCommit(session) {
-        return quotas.reserve(accounts.accountOf(session).id);
+        return quotas.reserve(accounts.accountOf(session).id, session.envelope.rcptTo.length);
       },
     },
     logFields: (meta) => ({ account: meta.account }),
