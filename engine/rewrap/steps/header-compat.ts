@@ -13,12 +13,9 @@
  *   X-Mailgun-Tag → tag; X-Mailgun-Variables JSON → merge vars;
  *       X-Mailgun-Deliver-By → send time
  * header-hygiene.ts strips all of them (COMPAT_HEADERS).
- * First, every control header (these and X-Postino-*) goes through the
- * validator the listener uses (common/control-headers.ts): a bad value (malformed
- * JSON, a send time out of range, …) rejects the message with its reason rather
- * than reaching a step that would throw on it.
+ * Malformed values are skipped here (nothing thrown); parse-controls.ts then runs
+ * the validator the listener uses (common/control-headers.ts), which rejects them.
  */
-import { controlHeaderProblem } from '../../../common/control-headers.js';
 import { fieldValue } from '../../../common/mime-header.js';
 import { NEXT, type MessageContext, type MessageStep, type StepOutcome } from '../context.js';
 
@@ -64,8 +61,6 @@ export function scalar(v: unknown): string {
 export const headerCompat: MessageStep = {
   name: 'header-compat',
   run(msg: MessageContext): StepOutcome {
-    const problem = controlHeaderProblem(msg.headers, msg.now, msg.settings.controlLimits);
-    if (problem) return { kind: 'rejected', reason: problem };
     const c = msg.controls;
     const tags: string[] = [];
     for (const f of msg.headers) {

@@ -6,11 +6,13 @@
  *   X-Postino-Tag      <text>                  X-Postino-Metadata  k=v; k2=v2
  *   X-Postino-Track    opens, clicks | none    X-Postino-Footer  on|off
  *   X-Postino-Vars     <JSON object>           X-Postino-Send-At <date> (schedule.ts)
- * Every value was validated first (common/control-headers.ts, run by the
- * listener and again by header-compat.ts): unknown Stream/Track/Footer values,
- * an X-Postino-Vars that is not a flat JSON object (its merge tags would go out
- * unfilled) and the like reject the message before this step.
+ * Then every control header, ours and the shims header-compat.ts mapped, goes
+ * through the validator the listener uses (common/control-headers.ts): a value
+ * that no listener check stopped (malformed JSON, a send time out of range, an
+ * unknown stream, …) rejects the message with its reason here rather than
+ * reaching a step that would throw on it (schedule.ts, merge fields).
  */
+import { controlHeaderProblem } from '../../../common/control-headers.js';
 import { fieldValue } from '../../../common/mime-header.js';
 import { NEXT, type MessageContext, type MessageStep, type StepOutcome } from '../context.js';
 import { addPairs, scalar } from './header-compat.js';
@@ -68,6 +70,8 @@ export const parseControls: MessageStep = {
           break;
       }
     }
+    const problem = controlHeaderProblem(msg.headers, msg.now, msg.settings.controlLimits);
+    if (problem) return { kind: 'rejected', reason: problem };
     return NEXT;
   },
 };
