@@ -127,3 +127,15 @@ test('without countLeases (delivery) only handler failures count: leases after o
   assert.equal(await dead.crashed(rec!, new Error('boom')), 'retry', 'first failure of a copy leased six times');
   assert.equal((await q.get(ids[0]!))!.failures, 1);
 });
+
+test('progress a handler committed in the record before it threw (the rewrap\'s resumeAt) is kept when the message is given back', async (t) => {
+  const { q, ids } = await setup(t, 1);
+  const dead = new DeadLetter<Meta>({ queue: q, limit: LIMIT, countLeases: true, log: silentLog, failedEvents: () => ({ ops: [], settle: () => undefined, abandon: () => undefined }) });
+  const [rec] = await q.lease(1, 1000);
+  const upd = q.updateMetaOps(rec!, { n: 42 });
+  await q.store.commit(upd.ops, { sync: true });
+  assert.equal(await dead.crashed(rec!, new Error('after the first batch')), 'retry');
+  const back = (await q.get(ids[0]!))!;
+  assert.equal(back.meta.n, 42, 'the stale leased copy of the meta did not overwrite it');
+  assert.equal(back.leasedUntil, 0);
+});
