@@ -8,6 +8,8 @@
  *   postino forwarder pause [--intake] | resume [--admin URL]   the kill-switch
  *   postino hosted pause|resume|status [--account ID] [--api URL]
  *                                           the engine's kill-switch and delivery queue
+ *   postino hosted failed list|retry <id>|delete <id> [--api URL]
+ *                                           messages given up on after engine.maxAttempts
  *   postino check-config F                  print every problem with its key path (also secrets
  *                                           named by *Env keys: unset, or under 32 bytes)
  *   postino dev-cert [--out DIR]            a development CA and localhost TLS pair
@@ -30,7 +32,8 @@ import { rotateKeys, signingKeysPath } from '../common/signing-keys.js';
 import { generateDkimKey } from '../engine/rewrap/dkim-keys.js';
 import { apiCall, apiTarget, FORWARDER_ADMIN, HOSTED_API } from './api-client.js';
 import { dataDirOf, exitOnProblems, loadOrExit, UsageError } from './cli-support.js';
-import { formatForwarderStatus, formatHostedStatus, type HostedQueueBody } from './printers.js';
+import type { FailedEntry } from '../engine/failed-routes.js';
+import { formatFailed, formatForwarderStatus, formatHostedStatus, type HostedQueueBody } from './printers.js';
 import { suppressCommand } from './suppress-command.js';
 import { runRole, up } from './supervisor.js';
 
@@ -43,6 +46,7 @@ const USAGE = `usage:
   postino hosted [--config F]
   postino hosted pause|resume [--account ID] [--api URL]
   postino hosted status [--api URL]
+  postino hosted failed list|retry <id>|delete <id> [--api URL]
   postino sink [--config F]
   postino check-config F
   postino dev-cert [--out DIR]
@@ -87,6 +91,25 @@ async function hostedCommand(sub: 'pause' | 'resume' | 'status', apiUrl: string 
   process.stdout.write(`delivery ${sub === 'pause' ? 'paused' : 'resumed'}${account ? ` for account ${account}` : ''}; paused now: global ${paused.global ? 'yes' : 'no'}, accounts [${paused.accounts.join(', ')}]\n`);
 }
 
+async function failedCommand(verb: string | undefined, id: string | undefined, apiUrl: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
+  const t = apiTarget(HOSTED_API, apiUrl, env);
+  switch (verb) {
+    case 'list':
+      process.stdout.write(formatFailed((await apiCall<{ failed: FailedEntry[] }>(t, 'GET', '/api/failed')).failed));
+      return;
+    case 'retry':
+    case 'delete': {
+      if (!id) throw new UsageError(`usage: postino hosted failed ${verb} <id>`);
+      const route = `/api/failed/${encodeURIComponent(id)}`;
+      const r = verb === 'retry' ? await apiCall<{ queue: string }>(t, 'POST', `${route}/retry`) : await apiCall<{ queue: string }>(t, 'DELETE', route);
+      process.stdout.write(verb === 'retry' ? `${id}: back in the ${r.queue} queue, due now\n` : `${id}: deleted from the failed ${r.queue} messages\n`);
+      return;
+    }
+    default:
+      throw new UsageError('usage: postino hosted failed list|retry <id>|delete <id>');
+  }
+}
+
 export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -105,7 +128,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       help: { type: 'boolean', short: 'h' },
     },
   });
-  const [cmd, sub, arg] = positionals;
+  const [cmd, sub, arg, arg2] = positionals;
   if (values.help || !cmd) {
     process.stdout.write(USAGE + '\n');
     if (!cmd && !values.help) process.exitCode = 2;
@@ -120,6 +143,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       return runRole('forwarder', values.config, env);
     case 'hosted':
       if (sub === 'pause' || sub === 'resume' || sub === 'status') return hostedCommand(sub, values.api, values.account, env);
+      if (sub === 'failed') return failedCommand(arg, arg2, values.api, env);
       if (sub !== undefined) throw new UsageError(`unknown hosted command "${sub}"`);
       return runRole(cmd, values.config, env);
     case 'sink':

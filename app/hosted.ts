@@ -16,7 +16,10 @@ import type { IntakeMeta } from '../common/intake-record.js';
 import type { Component, Runtime } from '../common/runtime.js';
 import { resolveSecret } from '../common/secrets.js';
 import { Store } from '../common/store.js';
+import { DeadLetter, type AttemptLimit, type PreparedOps } from '../common/dead-letter.js';
+import type { EventInput } from '../common/events.js';
 import { WorkerLoop } from '../common/worker-loop.js';
+import { failedCounts, registerFailedRoutes, type FailedQueues } from '../engine/failed-routes.js';
 import { startListener } from '../listener/listener.js';
 import { SeenSpoolIds } from '../common/spool-id.js';
 import { createDelivery, type Delivery } from '../engine/delivery/delivery.js';
@@ -59,6 +62,12 @@ export interface Hosted extends Component {
   deliveryStage: Delivery;
 }
 
+/** Events for common/dead-letter.ts, written through the event log. */
+function eventOps(events: EventLog, inputs: EventInput[]): PreparedOps {
+  const ev = events.prepare(inputs);
+  return { ops: ev.ops, settle: () => events.settle(ev), abandon: () => events.abandon(ev) };
+}
+
 export async function startHosted(rt: Runtime): Promise<Hosted> {
   installDotStuffingFastPath(); // nodemailer's DATA transparency without a JS loop per byte (delivery)
   const { config, log } = rt;
@@ -77,9 +86,13 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const feedbackQueue = await DurableQueue.open<FeedbackMeta>(store, 'feedback');
   const recorder = new FeedbackRecorder({ store, events, suppression, copies, config: config.feedback, log: log.child({ component: 'feedback' }) });
   const reports = new ReportWorker({ queue: feedbackQueue, recorder, copies, keys, book: feedbackAddressBook(config), reportsDir: path.join(rt.dataDir, 'hosted', 'reports'), log: log.child({ component: 'feedback' }) });
-  const reportLoop = new WorkerLoop<FeedbackMeta>({ queue: feedbackQueue, concurrency: REPORT_CONCURRENCY, visibilityMs: VISIBILITY_MS, handle: (r) => reports.handle(r), log });
+  // A handler that keeps throwing (a poison message) ends in the failed records, never retried forever.
+  const attemptLimit: AttemptLimit = { maxAttempts: config.engine.maxAttempts, backoffMs: config.engine.crashRetrySeconds.map((s) => s * 1000) };
+  const reportDead = new DeadLetter<FeedbackMeta>({ queue: feedbackQueue, limit: attemptLimit, countLeases: true, failedEvents: (r, why) => eventOps(events, reports.failedEvents(r, why)), log });
+  const reportLoop = new WorkerLoop<FeedbackMeta>({ queue: feedbackQueue, concurrency: REPORT_CONCURRENCY, visibilityMs: VISIBILITY_MS, handle: (r) => reports.handle(r), log, deadLetter: reportDead });
   const rewrap = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients, copies }, settings: rewrapSettings, log: log.child({ component: 'engine' }) });
-  const rewrapLoop = new WorkerLoop<IntakeMeta>({ queue: intake, concurrency: config.engine.concurrency, visibilityMs: VISIBILITY_MS, handle: (r) => rewrap.handle(r), log });
+  const rewrapDead = new DeadLetter<IntakeMeta>({ queue: intake, limit: attemptLimit, countLeases: true, failedEvents: (r, why) => eventOps(events, rewrap.failedEvents(r, why)), log });
+  const rewrapLoop = new WorkerLoop<IntakeMeta>({ queue: intake, concurrency: config.engine.concurrency, visibilityMs: VISIBILITY_MS, handle: (r) => rewrap.handle(r), log, deadLetter: rewrapDead });
 
   const deliveryStage = await createDelivery({
     config: config.delivery,
@@ -90,6 +103,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
     events,
     suppression,
     visibilityMs: VISIBILITY_MS,
+    attemptLimit,
     log: log.child({ component: 'delivery' }),
   });
 
@@ -101,7 +115,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   };
   sweep();
   const sweeper = setInterval(sweep, SPOOL_ID_SWEEP_MS).unref();
-  const listener = await startListener({ config: config.listener, accounts: config.accounts, dataDir: rt.dataDir, queue: intake, log: log.child({ component: 'listener' }), spoolIds });
+  const listener = await startListener({ config: config.listener, accounts: config.accounts, dataDir: rt.dataDir, queue: intake, log: log.child({ component: 'listener' }), spoolIds, controlLimits: { maxScheduleDays: config.engine.maxScheduleDays } });
   // SIGHUP: re-read the listener's certificate (renewal) without dropping sessions.
   const onHup = (): void => {
     keys.reload();
@@ -110,7 +124,9 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const bounceIntake = config.feedback.port === null ? undefined : await startBounceIntake({ config, queue: feedbackQueue, copies, keys, log: log.child({ component: 'bounce-intake' }) });
   process.on('SIGHUP', onHup);
   const api = createHostedApi(apiKey, log);
-  registerDeliveryRoutes(api, intake, deliveryStage);
+  const failedQueues = [intake, delivery, feedbackQueue] as FailedQueues;
+  registerDeliveryRoutes(api, intake, deliveryStage, () => failedCounts(failedQueues));
+  registerFailedRoutes(api, failedQueues, deliveryStage.metrics.registry);
   registerEventRoutes(api, events);
   registerFeedbackRoutes(api, { keys, recorder, log });
   registerSuppressionRoutes(api, { store, suppression, accounts: config.accounts.map((a) => a.id) });

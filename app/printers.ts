@@ -5,6 +5,7 @@
  */
 import type { RelayHealthStatus } from '../common/relay-health.js';
 import type { DeliveryStatus } from '../engine/delivery/queue-status.js';
+import type { FailedEntry } from '../engine/failed-routes.js';
 
 export function duration(seconds: number): string {
   if (seconds < 120) return `${seconds} s`;
@@ -50,6 +51,8 @@ export function formatForwarderStatus(s: Record<string, unknown>): string {
 export interface HostedQueueBody {
   intake: number;
   delivery: DeliveryStatus;
+  /** Failed records per queue (absent from an older node). */
+  failed?: Record<string, number>;
 }
 
 /** The hosted node's GET /api/queue like the forwarder's status, then domains and relays. */
@@ -68,6 +71,7 @@ export function formatHostedStatus(body: HostedQueueBody): string {
       ['oldestAgeSeconds', d.oldestAgeSeconds],
       ['ratePerSecond', d.ratePerSecond],
       ['estimatedDrainSeconds', d.estimatedDrainSeconds ?? 'unknown (no recent deliveries)'],
+      ...Object.entries(body.failed ?? {}).map(([q, n]): [string, unknown] => [`failed.${q}`, n > 0 ? `${n} (postino hosted failed list)` : 0]),
       ...Object.entries(d.outcomes),
     ],
     22,
@@ -78,5 +82,16 @@ export function formatHostedStatus(body: HostedQueueBody): string {
   }
   for (const l of d.lanes) if (l.suspendedUntil || l.slowedUntil) out.push(`${l.domain}: ${l.suspendedUntil ? `suspended until ${l.suspendedUntil}` : `slowed until ${l.slowedUntil}`} (rule ${l.rule ?? '?'})`);
   out.push('', ...d.relays.map((r) => `relay ${r.relay} weight ${r.weight} sent ${r.sent} ${relayState(r)}`));
+  return out.join('\n') + '\n';
+}
+
+/** `postino hosted failed list`: one message per line, then its error. */
+export function formatFailed(list: FailedEntry[]): string {
+  if (list.length === 0) return 'no failed messages\n';
+  const out: string[] = [];
+  for (const f of list) {
+    out.push(`${f.id}  ${f.queue}  failed ${f.failedAt ?? '?'}  attempts ${f.attempts}  account ${f.account ?? '-'}  from <${f.sender ?? ''}>  to ${f.recipients.join(', ') || '-'}`);
+    out.push(`    ${f.error ?? ''}`);
+  }
   return out.join('\n') + '\n';
 }

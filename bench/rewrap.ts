@@ -37,7 +37,7 @@ import { CopyIndex } from '../engine/feedback/copy-index.js';
 
 const CONCURRENCY = 4;
 
-function html20k(): string {
+export function html20k(): string {
   const rows: string[] = [];
   let i = 0;
   while (rows.join('').length < 19_000) {
@@ -47,7 +47,7 @@ function html20k(): string {
   return `<!DOCTYPE html><html><head><meta charset="utf-8"><title>News</title></head><body><h1>Hello {{first|friend}}</h1><table>\n${rows.join('')}</table></body></html>\n`;
 }
 
-function message(extraHeaders: string, body: string): Buffer {
+export function message(extraHeaders: string, body: string): Buffer {
   return Buffer.from(
     `From: News <news@example.org>\r\nTo: list@example.org\r\nSubject: November news\r\nMessage-ID: <${randomBytes(6).toString('hex')}@example.org>\r\nMIME-Version: 1.0\r\n${extraHeaders}Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n${body.replace(/=/g, '=3D').replace(/\n/g, '\r\n')}`,
   );
@@ -63,7 +63,7 @@ interface Rig {
   close(): Promise<void>;
 }
 
-async function rig(accountEngine: Record<string, unknown>, keyDir?: string): Promise<Rig> {
+export async function rig(accountEngine: Record<string, unknown>, keyDir?: string): Promise<Rig> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'postino-bench-rw-'));
   const engine = { ...accountEngine };
   if (keyDir) engine.dkim = { keyFile: generateDkimKey(keyDir, 'example.org', `b${randomBytes(3).toString('hex')}`).keyFile };
@@ -88,13 +88,13 @@ async function rig(accountEngine: Record<string, unknown>, keyDir?: string): Pro
   };
 }
 
-async function submit(r: Rig, body: Buffer, rcpts: number, prefix: string): Promise<void> {
+export async function submit(r: Rig, body: Buffer, rcpts: number, prefix: string): Promise<void> {
   const rcptTo = Array.from({ length: rcpts }, (_, i) => `${prefix}${i}@example.com`);
   await r.intake.enqueue({ meta: { account: 'default', envelope: { mailFrom: 'news@example.org', rcptTo, clientAddress: '127.0.0.1', heloName: 'fwd', receivedAt: Date.now(), tls: true } }, body });
 }
 
 /** Leases and rewraps everything on the intake queue, CONCURRENCY at a time; per-message latencies in ms. */
-async function drain(r: Rig): Promise<number[]> {
+export async function drain(r: Rig): Promise<number[]> {
   const lat: number[] = [];
   for (;;) {
     const batch = await r.intake.lease(CONCURRENCY, 600_000);

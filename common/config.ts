@@ -223,6 +223,8 @@ const accountListener = z
     /** Messages accepted per UTC hour / UTC day; 0 = unlimited. Over it `452 4.5.3` (the forwarder retries). */
     messagesPerHour: z.number().int().min(0).default(0),
     messagesPerDay: z.number().int().min(0).default(0),
+    /** What the two quotas count: messages, or recipients (a message to 50 is 50). */
+    quotaUnit: z.enum(['messages', 'recipients']).default('messages'),
     /** Recipients per message for this account (the node-wide `listener.maxRecipients` still applies). */
     maxRecipients: positiveInt.default(DEFAULT_MAX_RECIPIENTS),
   })
@@ -253,6 +255,15 @@ const engine = z
      * Unsubscribe links never expire (they must work for as long as the message exists).
      */
     trackingLinkTtlDays: positiveInt.nullable().default(null),
+    /**
+     * Failed attempts (the handler threw: a poison message) after which a message of the
+     * intake, delivery or feedback queue moves to the failed records (common/dead-letter.ts).
+     */
+    maxAttempts: positiveInt.default(5),
+    /** Wait before the next attempt after the 1st, 2nd, … failed one; the last entry repeats. */
+    crashRetrySeconds: z.array(seconds).min(1).default([10, 60, 300, 900]),
+    /** A send time (X-Postino-Send-At, X-SMTPAPI send_at, …) further ahead is refused with 550 5.6.0. */
+    maxScheduleDays: positiveInt.default(30),
   })
   .strict()
   .prefault({});

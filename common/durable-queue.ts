@@ -24,6 +24,8 @@
  *   q!<queue>!m!<id>                 metadata record (JSON)
  *   q!<queue>!b!<id>                 inline body bytes
  *   q!<queue>!d!<due ms, 15 digits>!<id>   due index: iteration order = due order
+ *   q!<queue>!f!<id>                 a failed record (dead letter): out of the due
+ *                                    index, its body kept, until retried or deleted
  * A lease moves the due entry to now + visibility timeout (the SQS model), so an
  * expired lease makes the message due again with no sweeper, and the next due
  * time is one key seek away: retries and scheduled sends wait on a timer, never
@@ -57,6 +59,12 @@ export interface QueueRecord<M> {
   leasedUntil: number;
   meta: M;
   body: BodyRef;
+  /** Handler failures so far (common/dead-letter.ts); absent = none. */
+  failures?: number;
+  /** The last handler failure, in words. */
+  lastError?: string;
+  /** Failed records only: when it was moved out of the queue. */
+  failedAt?: number;
 }
 
 /** A message whose body is on disk (inline bytes held, or file fsynced) but not yet committed. */
@@ -112,6 +120,7 @@ export class DurableQueue<M> {
   private scanFrom: string | undefined;
   private fullScanAt = 0;
   private _size = 0;
+  private _failed = 0;
   private _tallied = 0;
   /** tally() of each record between nackOps and nacked. */
   private readonly nackTally = new Map<string, boolean>();
@@ -139,6 +148,11 @@ export class DurableQueue<M> {
     return this._size;
   }
 
+  /** Failed records (dead letters) held apart from the queue. */
+  get failedCount(): number {
+    return this._failed;
+  }
+
   /** Waiting records that satisfy `QueueOptions.tally` (0 without one). */
   get tallied(): number {
     return this._tallied;
@@ -152,6 +166,9 @@ export class DurableQueue<M> {
   }
   private dKey(due: number, id: string): string {
     return `${this.prefix}d!${padDue(due)}!${id}`;
+  }
+  private fKey(id: string): string {
+    return `${this.prefix}f!${id}`;
   }
 
   private async recover(): Promise<void> {
@@ -170,6 +187,7 @@ export class DurableQueue<M> {
       if (this.tally?.(rec)) this._tallied++;
     }
     this._size = count;
+    for await (const key of this.store.db.keys({ gte: `${this.prefix}f!`, lt: `${this.prefix}f~` })) if (key) this._failed++;
     await this.store.commit(ops, { sync: true });
   }
 
@@ -379,6 +397,15 @@ export class DurableQueue<M> {
     if (rec.body.kind === 'file') await this.store.removeBlob(rec.body.name);
   }
 
+  /**
+   * Ops that change the metadata of a message we hold leased (progress of a long
+   * job, committed with the job's output); returns the record to use from then on.
+   */
+  updateMetaOps(rec: QueueRecord<M>, meta: M): { rec: QueueRecord<M>; ops: BatchOp[] } {
+    const next: QueueRecord<M> = { ...rec, meta };
+    return { rec: next, ops: [{ type: 'put', key: this.mKey(rec.id), value: Buffer.from(JSON.stringify(next)) }] };
+  }
+
   /** Done with a message: delete it. `extraOps` commit in the same batch (e.g. the next stage's enqueue). */
   async ack(rec: QueueRecord<M>, extraOps: BatchOp[] = [], sync = false): Promise<boolean> {
     if (!this.holds(rec)) return false;
@@ -439,6 +466,62 @@ export class DurableQueue<M> {
     await this.store.commit(this.removeOps(rec), { sync: true });
     await this.removed(rec);
     if (this.tally?.(rec)) this._tallied--;
+    return true;
+  }
+
+  /**
+   * Ops that move a leased message to the failed records (its body stays where
+   * it is); commit them with the `failed` event, then call `failedMoved`.
+   */
+  failOps(rec: QueueRecord<M>, error: string, at: number): BatchOp[] {
+    const dead: QueueRecord<M> = { ...rec, leasedUntil: 0, lastError: error, failedAt: at };
+    return [
+      { type: 'del', key: this.mKey(rec.id) },
+      { type: 'del', key: this.dKey(rec.due, rec.id) },
+      { type: 'put', key: this.fKey(rec.id), value: Buffer.from(JSON.stringify(dead)) },
+    ];
+  }
+
+  /** Completes a move done through `failOps`. */
+  failedMoved(rec: QueueRecord<M>): void {
+    this.leases.delete(rec.id);
+    this._size--;
+    this._failed++;
+  }
+
+  async getFailed(id: string): Promise<QueueRecord<M> | undefined> {
+    const v = await this.store.db.get(this.fKey(id));
+    return v ? (JSON.parse(v.toString('utf8')) as QueueRecord<M>) : undefined;
+  }
+
+  /** Iterates the failed records, oldest id first. */
+  async *failedRecords(): AsyncGenerator<QueueRecord<M>> {
+    for await (const [, v] of this.store.db.iterator({ gte: `${this.prefix}f!`, lt: `${this.prefix}f~` })) {
+      yield JSON.parse(v.toString('utf8')) as QueueRecord<M>;
+    }
+  }
+
+  /** Puts a failed record back in the queue, due at `due`, with a fresh count of attempts. */
+  async retryFailed(id: string, due: number): Promise<boolean> {
+    const rec = await this.getFailed(id);
+    if (!rec) return false;
+    const { failedAt: _at, ...rest } = rec;
+    const next: QueueRecord<M> = { ...rest, due, attempts: 0, failures: 0, leasedUntil: 0 };
+    await this.store.commit([{ type: 'del', key: this.fKey(id) }, ...this.recordOps(next)], { sync: true });
+    this._failed--;
+    this.added(1);
+    return true;
+  }
+
+  /** Deletes a failed record and its body. */
+  async deleteFailed(id: string): Promise<boolean> {
+    const rec = await this.getFailed(id);
+    if (!rec) return false;
+    const ops: BatchOp[] = [{ type: 'del', key: this.fKey(id) }];
+    if (rec.body.kind === 'inline') ops.push({ type: 'del', key: this.bKey(id) });
+    await this.store.commit(ops, { sync: true });
+    this._failed--;
+    if (rec.body.kind === 'file') await this.store.removeBlob(rec.body.name);
     return true;
   }
 

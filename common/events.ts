@@ -20,6 +20,7 @@ export type EventType =
   | 'clicked'
   | 'rejected'
   | 'expired'
+  | 'failed'
   | 'unclassified';
 
 export interface SmtpDetail {
@@ -67,7 +68,7 @@ export interface PostinoEvent {
   report?: { id: string; format: string; reportingMta?: string | undefined; feedbackType?: string | undefined; stored?: string | undefined } | undefined;
   /** suppressed by a feedback event: true when this event put the address on the suppression list. */
   suppressedNow?: boolean | undefined;
-  /** deferred/suppressed/rejected/expired: why, in words. */
+  /** deferred/suppressed/rejected/expired/failed: why, in words. */
   reason?: string | undefined;
   /** deferred: when the next attempt is due (ISO time). */
   nextAttemptAt?: string | undefined;

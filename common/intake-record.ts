@@ -9,4 +9,9 @@ import type { Envelope } from './smtp-intake.js';
 export interface IntakeMeta {
   envelope: Envelope;
   account: string;
+  /**
+   * Set by the rewrap as it commits copies in batches: the envelope position of the
+   * next recipient to rewrap; an attempt after a crash resumes there (engine/rewrap/worker.ts).
+   */
+  resumeAt?: number;
 }

@@ -4,13 +4,11 @@
  *
  * Accepted: RFC 3339 date-time (`2026-11-25T10:00:00Z`, `…+01:00`, fractions)
  * and RFC 5322 3.3 dates (`Wed, 25 Nov 2026 10:00:00 +0000`, day name and
- * seconds optional). Anything else is unparseable: the listener rejects the
- * message at the end of DATA with 550 5.6.0 (intake-check hook), and the
- * engine rejects it with a `rejected` event if it still gets through.
+ * seconds optional). Anything else is unparseable: control-headers.ts (the
+ * validator shared by the listener and the rewrap) refuses it, and a time out
+ * of range, with 550 5.6.0.
  * Side effects: none.
  */
-import { getHeader, type HeaderField } from './mime-header.js';
-
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
 const RFC5322 = /^((Mon|Tue|Wed|Thu|Fri|Sat|Sun),\s*)?\d{1,2}\s+(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+\d{4}\s+\d{2}:\d{2}(:\d{2})?\s+([+-]\d{4}|UT|GMT|[ECMP][SD]T)(\s*\(.*\))?$/i;
 
@@ -22,14 +20,3 @@ export function parseSendAt(text: string): number | undefined {
   return Number.isFinite(ms) ? ms : undefined;
 }
 
-/** Header fields carrying a send date that the listener validates at intake. */
-export const SEND_AT_HEADERS = ['X-Postino-Send-At', 'X-Mailgun-Deliver-By'] as const;
-
-/** A reason to refuse the message, or undefined when every send date present parses. */
-export function sendAtProblem(headers: readonly HeaderField[]): string | undefined {
-  for (const name of SEND_AT_HEADERS) {
-    const v = getHeader(headers, name);
-    if (v !== undefined && parseSendAt(v) === undefined) return `${name}: cannot parse "${v.slice(0, 80)}" as an RFC 3339 or RFC 5322 date`;
-  }
-  return undefined;
-}

@@ -3,7 +3,9 @@
  *
  * Leases as many due messages as there are free slots, runs `handle` on each,
  * and sleeps on the queue's next due time (or an enqueue) when nothing is due.
- * The handler must ack or nack its message; a handler that throws gets its
+ * The handler must ack or nack its message. A handler that throws hands its
+ * message to `deadLetter` (dead-letter.ts: back after a growing backoff, and
+ * to the failed records after the attempt limit); without one, it gets the
  * message back after `retryOnCrashMs` so a bug cannot spin the loop.
  *
  * `pause()` stops leasing at once; in-flight handlers finish (the kill-switch
@@ -16,6 +18,7 @@
  * Time is injected (`clock`, `timers`; the real ones by default) so tests drive
  * retries, gates and rate waits without sleeping.
  */
+import type { DeadLetter } from './dead-letter.js';
 import type { DurableQueue, QueueRecord } from './durable-queue.js';
 import type { Logger } from './log.js';
 import type { RateLimit } from './token-bucket.js';
@@ -30,6 +33,8 @@ export interface WorkerOptions<M> {
   /** Upper bound of one idle sleep, so a clock jump or a missed wake-up costs at most this. */
   idleWaitMs?: number;
   retryOnCrashMs?: number;
+  /** Bounded attempts and the failed state for a handler that throws (see the header). */
+  deadLetter?: DeadLetter<M>;
   /** Called before each lease; returning a number > 0 delays leasing (rate limits). */
   gate?: () => number;
   /** Messages per second cap (token bucket): no more messages are leased than there are tokens. */
@@ -134,8 +139,8 @@ export class WorkerLoop<M> {
         continue;
       }
       if (!current()) {
-        // Paused while leasing: give the messages straight back.
-        await Promise.all(batch.map((r) => queue.nack(r, this.now())));
+        // Paused while leasing: give the messages straight back, no attempt charged.
+        await Promise.all(batch.map((r) => queue.release(r, this.now())));
         return;
       }
       if (batch.length === 0) {
@@ -151,6 +156,10 @@ export class WorkerLoop<M> {
     const p = this.o
       .handle(rec)
       .catch(async (err: unknown) => {
+        if (this.o.deadLetter) {
+          await this.o.deadLetter.crashed(rec, err).catch((e: unknown) => this.o.log.error({ err: e, queueId: rec.id, queue: this.o.queue.name }, 'recording a failed attempt failed; the lease expiry retries it'));
+          return;
+        }
         this.o.log.error({ err, queueId: rec.id, queue: this.o.queue.name }, 'handler failed; message returns to the queue');
         await this.o.queue.nack(rec, this.now() + (this.o.retryOnCrashMs ?? 60_000)).catch(() => undefined);
       })

@@ -28,7 +28,7 @@ import { PostinoError } from '../common/errors.js';
 import type { IntakeMeta } from '../common/intake-record.js';
 import type { Logger } from '../common/log.js';
 import { ensureDevTls, secretsDir } from '../common/secrets.js';
-import { sendAtProblem } from '../common/send-at.js';
+import { controlHeaderProblem, type ControlLimits } from '../common/control-headers.js';
 import { startIntake, type Intake } from '../common/smtp-intake.js';
 import type { SeenSpoolIds } from '../common/spool-id.js';
 import { AccountTable } from './accounts.js';
@@ -59,6 +59,8 @@ export interface ListenerOptions {
   now?: () => number;
   /** Spool ids already accepted, to answer a retried message `250 (already queued)`. */
   spoolIds?: SeenSpoolIds | undefined;
+  /** Range limits of the control headers (engine.maxScheduleDays); the defaults otherwise. */
+  controlLimits?: ControlLimits;
 }
 
 export async function startListener(o: ListenerOptions): Promise<Listener> {
@@ -67,7 +69,7 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
   const accounts = new AccountTable(accountConfigs);
   const quotas = await Quotas.open(
     queue.store,
-    accountConfigs.map((a) => ({ id: a.id, perHour: a.listener.messagesPerHour, perDay: a.listener.messagesPerDay })),
+    accountConfigs.map((a) => ({ id: a.id, perHour: a.listener.messagesPerHour, perDay: a.listener.messagesPerDay, unit: a.listener.quotaUnit })),
     now,
   );
   const authFailures = new AuthFailures(cfg.maxAuthFailures, cfg.authFailureWindowSeconds * 1000, now);
@@ -130,13 +132,14 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
         if (session.envelope.rcptTo.length >= account.policy.maxRecipients) throw new PostinoError('TOO_MANY_RECIPIENTS', 'Too many recipients');
       },
       beforeCommit(session) {
-        return quotas.reserve(accounts.accountOf(session).id);
+        return quotas.reserve(accounts.accountOf(session).id, session.envelope.rcptTo.length);
       },
     },
     logFields: (meta) => ({ account: meta.account }),
-    // The engine would park an unparseable X-Postino-Send-At forever or send it at once: refuse it here.
+    // Every control header parsed and range-checked here, by the validator the rewrap uses too,
+    // so nothing acknowledged with 250 can make the rewrap throw later (common/control-headers.ts).
     checkHeaders(headers) {
-      const problem = sendAtProblem(headers);
+      const problem = controlHeaderProblem(headers, now(), o.controlLimits);
       if (problem) throw new PostinoError('BAD_MESSAGE', problem);
     },
     log,

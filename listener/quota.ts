@@ -1,7 +1,9 @@
 /*
  * quota.ts — messages per account per UTC hour and per UTC day.
  *
- * Config: `accounts[].listener.messagesPerHour` / `.messagesPerDay` (0 = no limit).
+ * Config: `accounts[].listener.messagesPerHour` / `.messagesPerDay` (0 = no limit),
+ * counted in messages, or in recipients with `.quotaUnit: "recipients"` (a message
+ * to 1,000 recipients is 1,000 units; it is refused whole when it does not fit).
  * Over either, MAIL (and, for a race between sessions, the end of DATA) gets
  * `452 4.5.3`: temporary, so the forwarder keeps the message and retries.
  *
@@ -23,6 +25,8 @@ export interface QuotaLimits {
   id: string;
   perHour: number;
   perDay: number;
+  /** What one unit is; default 'messages'. */
+  unit?: 'messages' | 'recipients';
 }
 
 interface Window {
@@ -86,10 +90,12 @@ export class Quotas {
     return ops;
   }
 
-  private exceeded(c: Counter): PostinoError | undefined {
+  /** Whether `units` more do not fit in the hour or the day. */
+  private exceeded(c: Counter, units: number): PostinoError | undefined {
     const { perHour, perDay } = c.limits;
-    if (perHour > 0 && c.hour.count >= perHour) return new PostinoError('QUOTA_EXCEEDED', `Hourly quota of ${perHour} messages reached for account ${c.limits.id}, try again later`);
-    if (perDay > 0 && c.day.count >= perDay) return new PostinoError('QUOTA_EXCEEDED', `Daily quota of ${perDay} messages reached for account ${c.limits.id}, try again later`);
+    const what = c.limits.unit ?? 'messages';
+    if (perHour > 0 && c.hour.count + units > perHour) return new PostinoError('QUOTA_EXCEEDED', `Hourly quota of ${perHour} ${what} reached for account ${c.limits.id}, try again later`);
+    if (perDay > 0 && c.day.count + units > perDay) return new PostinoError('QUOTA_EXCEEDED', `Daily quota of ${perDay} ${what} reached for account ${c.limits.id}, try again later`);
     return undefined;
   }
 
@@ -98,33 +104,35 @@ export class Quotas {
     const c = this.counters.get(account);
     if (!c) return;
     this.roll(c, this.now());
-    const e = this.exceeded(c);
+    const e = this.exceeded(c, 1);
     if (e) throw e;
   }
 
   /**
-   * Counts one message: returns the ops to commit with it and `done`, which
-   * gives the unit back when the commit failed. Throws QUOTA_EXCEEDED.
+   * Counts one message of `recipients` recipients (units: 1, or the recipients with
+   * unit 'recipients'): returns the ops to commit with it and `done`, which gives
+   * the units back when the commit failed. Throws QUOTA_EXCEEDED.
    */
-  reserve(account: string): { ops: BatchOp[]; done(committed: boolean): void } {
+  reserve(account: string, recipients = 1): { ops: BatchOp[]; done(committed: boolean): void } {
     const c = this.counters.get(account);
     if (!c) return { ops: [], done: () => undefined };
     const ops = this.roll(c, this.now());
-    const e = this.exceeded(c);
+    const units = c.limits.unit === 'recipients' ? Math.max(1, recipients) : 1;
+    const e = this.exceeded(c, units);
     if (e) throw e;
     const hour = c.hour;
     const day = c.day;
-    hour.count++;
-    day.count++;
+    hour.count += units;
+    day.count += units;
     ops.push({ type: 'put', key: hour.key, value: Buffer.from(String(hour.count)) });
     ops.push({ type: 'put', key: day.key, value: Buffer.from(String(day.count)) });
     return {
       ops,
       done(committed) {
         if (committed) return;
-        // A later reservation may already have written a higher count: at worst we over-count by one.
-        hour.count--;
-        day.count--;
+        // A later reservation may already have written a higher count: at worst we over-count by these units.
+        hour.count -= units;
+        day.count -= units;
       },
     };
   }

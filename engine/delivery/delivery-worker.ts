@@ -16,6 +16,10 @@
  *               goes back as it was: no try charged, no event, due at its
  *               arrival so held copies leave oldest first when a relay is up
  *   bounced     5xx → `bounced` event, class hard|soft; hard → suppressed
+ *   failed      the attempt threw (a bug, a corrupt record): back after a
+ *               backoff; after engine.maxAttempts such failures the copy
+ *               moves to the failed records with a `failed` event
+ *               (common/dead-letter.ts; 4xx retries are not failures)
  *
  * Standards: RFC 5321 4.2 and 4.5.4 (retry), RFC 3463.
  * Config: delivery.retryScheduleSeconds ([60,300,900,1800,3600] then hourly),
@@ -25,6 +29,7 @@
  */
 import { domainOf } from '../../common/address.js';
 import type { BackPressureRule } from '../../common/config.js';
+import { DeadLetter, type AttemptLimit } from '../../common/dead-letter.js';
 import type { DurableQueue, QueueRecord } from '../../common/durable-queue.js';
 import type { EventInput, EventType } from '../../common/events.js';
 import type { Logger } from '../../common/log.js';
@@ -42,7 +47,7 @@ import type { DeliveryConfig } from '../../common/config.js';
 
 type Rec = QueueRecord<DeliveryMeta>;
 
-export type OutcomeKind = Extract<EventType, 'delivered' | 'deferred' | 'bounced' | 'expired' | 'suppressed'>;
+export type OutcomeKind = Extract<EventType, 'delivered' | 'deferred' | 'bounced' | 'expired' | 'suppressed' | 'failed'>;
 
 export interface DeliveryDeps {
   queue: DurableQueue<DeliveryMeta>;
@@ -57,16 +62,33 @@ export interface DeliveryDeps {
   onOutcome?: (kind: OutcomeKind, rec: Rec) => void;
   /** Called when a copy is given back uncharged because no relay was up. */
   onHeld?: (rec: Rec) => void;
+  /** Bounded attempts for a copy whose attempt throws; default 5 attempts, 10 s, 60 s, 300 s, 900 s apart. */
+  attemptLimit?: AttemptLimit;
   clock?: () => number;
 }
+
+const DEFAULT_ATTEMPT_LIMIT: AttemptLimit = { maxAttempts: 5, backoffMs: [10_000, 60_000, 300_000, 900_000] };
 
 export class DeliveryWorker {
   private readonly now: () => number;
   private readonly retry: RetryPolicy;
+  private readonly dead: DeadLetter<DeliveryMeta>;
 
   constructor(private readonly d: DeliveryDeps) {
     this.now = d.clock ?? Date.now;
     this.retry = { scheduleSeconds: d.config.retryScheduleSeconds, maxAgeSeconds: d.config.maxAgeSeconds };
+    this.dead = new DeadLetter({
+      queue: d.queue,
+      limit: d.attemptLimit ?? DEFAULT_ATTEMPT_LIMIT,
+      countLeases: false, // leases include the retries after 4xx replies
+      failedEvents: (rec, reason) => {
+        const ev = d.events.prepare([{ ...this.base(rec), type: 'failed', reason }]);
+        return { ops: ev.ops, settle: () => d.events.settle(ev), abandon: () => d.events.abandon(ev) };
+      },
+      log: d.log,
+      clock: this.now,
+      onFailed: (rec) => d.onOutcome?.('failed', rec),
+    });
   }
 
   /** What every event about this copy carries. */
@@ -77,6 +99,15 @@ export class DeliveryWorker {
 
   /** Handles one leased copy; returns the back-pressure rule its reply matched, for the scheduler. */
   async handle(rec: Rec): Promise<BackPressureRule | undefined> {
+    try {
+      return await this.handleOnce(rec);
+    } catch (err) {
+      await this.dead.crashed(rec, err);
+      return undefined;
+    }
+  }
+
+  private async handleOnce(rec: Rec): Promise<BackPressureRule | undefined> {
     const now = this.now();
     const ageMs = now - rec.enqueuedAt;
     if (ageMs >= this.retry.maxAgeSeconds * 1000) {

@@ -7,6 +7,7 @@
  * the EHLO name. Side effects: SMTP connections, LevelDB writes.
  */
 import type { AccountConfig, DeliveryConfig } from '../../common/config.js';
+import type { AttemptLimit } from '../../common/dead-letter.js';
 import type { DurableQueue } from '../../common/durable-queue.js';
 import type { Logger } from '../../common/log.js';
 import { RateMeter } from '../../common/rate-meter.js';
@@ -33,6 +34,8 @@ export interface DeliveryOptions {
   suppression: SuppressionList;
   /** Longer than any single delivery transaction. */
   visibilityMs: number;
+  /** Bounded attempts for a copy whose attempt throws (engine.maxAttempts). */
+  attemptLimit?: AttemptLimit;
   log: Logger;
   clock?: () => number;
 }
@@ -68,7 +71,7 @@ export async function createDelivery(o: DeliveryOptions): Promise<Delivery> {
   );
   const rate = new RateMeter({ since: 'first-mark', now });
   const metrics = new DeliveryMetrics(() => pool.status());
-  const outcomes: Record<string, number> = { delivered: 0, deferred: 0, bounced: 0, expired: 0, suppressed: 0, held: 0 };
+  const outcomes: Record<string, number> = { delivered: 0, deferred: 0, bounced: 0, expired: 0, suppressed: 0, failed: 0, held: 0 };
   const worker = new DeliveryWorker({
     queue: o.queue,
     events: o.events,
@@ -79,6 +82,7 @@ export async function createDelivery(o: DeliveryOptions): Promise<Delivery> {
     config: c,
     log: o.log,
     clock: now,
+    ...(o.attemptLimit ? { attemptLimit: o.attemptLimit } : {}),
     onOutcome(kind) {
       outcomes[kind] = (outcomes[kind] ?? 0) + 1;
       metrics.outcomes.inc({ outcome: kind });

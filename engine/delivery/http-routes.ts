@@ -2,6 +2,7 @@
  * http-routes.ts — the delivery stage on the hosted HTTP surface (bearer API key):
  *
  *   GET  /api/queue                   intake size + delivery status (queue-status.ts)
+ *                                     + failed records per queue (common/dead-letter.ts)
  *   POST /api/pause   [?account=ID]   kill-switch on, globally or for one account
  *   POST /api/resume  [?account=ID]   kill-switch off
  *   GET  /metrics                     Prometheus text (metrics.ts)
@@ -14,8 +15,8 @@ import { PostinoError } from '../../common/errors.js';
 import type { IntakeMeta } from '../../common/intake-record.js';
 import type { Delivery } from './delivery.js';
 
-export function registerDeliveryRoutes(app: FastifyInstance, intake: DurableQueue<IntakeMeta>, d: Delivery): void {
-  app.get('/api/queue', async () => ({ intake: intake.size, delivery: await d.status() }));
+export function registerDeliveryRoutes(app: FastifyInstance, intake: DurableQueue<IntakeMeta>, d: Delivery, failed: () => Record<string, number> = () => ({})): void {
+  app.get('/api/queue', async () => ({ intake: intake.size, delivery: await d.status(), failed: failed() }));
 
   const account = (q: unknown): string | undefined => {
     const a = (q as { account?: string } | undefined)?.account;

@@ -24,6 +24,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DurableQueue, QueueRecord } from '../../common/durable-queue.js';
+import type { EventInput } from '../../common/events.js';
 import { writeFileSynced } from '../../common/fsync.js';
 import type { Logger } from '../../common/log.js';
 import type { KeyRing } from '../../common/signing-keys.js';
@@ -62,6 +63,11 @@ export class ReportWorker {
 
   constructor(private readonly o: ReportWorkerOptions) {
     fs.mkdirSync(o.reportsDir, { recursive: true, mode: 0o700 });
+  }
+
+  /** The `failed` event of a report whose handling kept throwing (common/dead-letter.ts): attributed to no account. */
+  failedEvents(rec: QueueRecord<FeedbackMeta>, reason: string): EventInput[] {
+    return [{ type: 'failed', account: '', queueId: rec.id, sender: rec.meta.envelope.mailFrom, reason }];
   }
 
   async handle(rec: QueueRecord<FeedbackMeta>): Promise<void> {

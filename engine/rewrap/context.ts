@@ -7,6 +7,7 @@
  * named steps, each returning one of `next | suppressed | rejected`.
  * Side effects: none here; `MessageContext.text` reads the body source.
  */
+import type { ControlLimits } from '../../common/control-headers.js';
 import type { Readable } from 'node:stream';
 import type { AccountEngineConfig, Stream } from '../../common/config.js';
 import type { KeyRing } from '../../common/signing-keys.js';
@@ -65,6 +66,8 @@ export interface RewrapSettings {
   /** Open/click tokens expire then (seconds since the epoch from the copy's creation); null = never. */
   trackingLinkTtlSeconds: number | null;
   dkim: DkimKey | undefined;
+  /** Range limits of the control headers (common/control-headers.ts); the defaults when absent. */
+  controlLimits?: ControlLimits;
 }
 
 /** Services the steps use (injected, so tests use real instances on a temporary store). */

@@ -44,6 +44,10 @@ export interface RewrapHooks {
   newId(): string;
   /** Consumes the copy's body (e.g. writes it to the delivery queue). */
   onCopy(copy: Copy): Promise<void>;
+  /** A recipient a copy step suppressed (reported again in the result). */
+  onSuppressed?(s: { recipient: string; step: string; reason: string; position: number }): void | Promise<void>;
+  /** Envelope position to start at: the recipients before it were done by an earlier attempt (worker.ts). */
+  startAt?: number;
 }
 
 export async function rewrap(msg: MessageContext, hooks: RewrapHooks, steps = { message: MESSAGE_STEPS, copy: COPY_STEPS }): Promise<RewrapResult> {
@@ -61,7 +65,7 @@ export async function rewrap(msg: MessageContext, hooks: RewrapHooks, steps = { 
   const suppressed: Array<{ recipient: string; step: string; reason: string }> = [];
   let copies = 0;
   const rcpts = msg.envelope.rcptTo;
-  recipients: for (let i = 0; i < rcpts.length; i++) {
+  recipients: for (let i = hooks.startAt ?? 0; i < rcpts.length; i++) {
     const copy = new Copy(msg, { queueId: hooks.newId(), recipient: rcpts[i]!, position: i });
     for (const step of steps.copy) {
       const o = await step.run(copy, msg);
@@ -71,6 +75,7 @@ export async function rewrap(msg: MessageContext, hooks: RewrapHooks, steps = { 
         case 'suppressed':
           copy.body?.destroy();
           suppressed.push({ recipient: copy.recipient, step: step.name, reason: o.reason });
+          await hooks.onSuppressed?.({ recipient: copy.recipient, step: step.name, reason: o.reason, position: i });
           continue recipients;
         case 'rejected':
           copy.body?.destroy();

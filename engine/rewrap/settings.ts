@@ -29,6 +29,7 @@ export function resolveRewrapSettings(config: Config, dataDir: string, keys: Key
       keys,
       trackingLinkTtlSeconds: e.trackingLinkTtlDays === null ? null : e.trackingLinkTtlDays * 86_400,
       dkim: loadDkimKey(a.engine.dkim),
+      controlLimits: { maxScheduleDays: e.maxScheduleDays },
     });
   }
   return out;

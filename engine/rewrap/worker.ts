@@ -26,6 +26,17 @@ import { rewrap } from './pipeline.js';
 import { fallbackMessageId } from './steps/missing-headers.js';
 import { MessageContext, type RewrapServices, type RewrapSettings } from './context.js';
 
+/**
+ * A batch of copies commits when it holds this many copies or this many bytes of
+ * inline bodies, whichever comes first: the memory a message takes is bounded by
+ * the batch, not by its recipient count.
+ */
+export const BATCH_MAX_COPIES = 100;
+export const BATCH_MAX_BYTES = 8 * 1024 * 1024;
+
+/** Our lease on the intake record expired mid-rewrap: whoever holds it now carries on. */
+class LeaseLost extends Error {}
+
 export interface RewrapWorkerOptions {
   intake: DurableQueue<IntakeMeta>;
   delivery: DurableQueue<DeliveryMeta>;
@@ -64,12 +75,38 @@ export class RewrapWorker {
       return;
     }
     const msg = new MessageContext({ intakeId: rec.id, envelope, source, mime, parts: walkParts(mime), settings, services: this.o.services, now });
-    const prepared: Prepared<DeliveryMeta>[] = [];
+    // Copies are committed in batches as they are made (see the header): `held` is the intake
+    // record as last committed, its meta.resumeAt the position of the next recipient to rewrap.
+    let held = rec;
+    let batch: Prepared<DeliveryMeta>[] = [];
+    let batchBytes = 0;
     const events: EventInput[] = [];
+    let copies = 0;
+    let suppressed = 0;
+    const flush = async (position: number): Promise<void> => {
+      const upd = this.o.intake.updateMetaOps(held, { ...held.meta, resumeAt: position });
+      const ev = this.o.events.prepare(events.splice(0));
+      const ops = [...batch.flatMap((p) => p.ops), ...ev.ops, ...msg.extraOps.splice(0), ...upd.ops];
+      const committed = batch;
+      batch = [];
+      batchBytes = 0;
+      try {
+        if (!this.o.intake.holds(held)) throw new LeaseLost();
+        await this.o.intake.store.commit(ops, { sync: true });
+      } catch (e) {
+        this.o.events.abandon(ev);
+        await Promise.all(committed.map((p) => p.discard()));
+        throw e;
+      }
+      this.o.events.settle(ev);
+      this.o.delivery.added(committed.length);
+      held = upd.rec;
+    };
     let result;
     try {
       result = await rewrap(msg, {
         newId: () => newQueueId(now),
+        startAt: rec.meta.resumeAt ?? 0,
         onCopy: async (copy) => {
           const c = msg.controls;
           const meta: DeliveryMeta = {
@@ -84,30 +121,45 @@ export class RewrapWorker {
             tag: c.tag,
             metadata: Object.keys(c.metadata).length ? c.metadata : undefined,
           };
-          prepared.push(await this.o.delivery.prepare({ id: copy.queueId, meta, body: copy.body!, due: msg.due }));
+          const p = await this.o.delivery.prepare({ id: copy.queueId, meta, body: copy.body!, due: msg.due });
+          batch.push(p);
+          batchBytes += p.record.body.kind === 'inline' ? p.record.body.size : 0;
+          copies++;
           // What comes back about this copy (bounces, complaints, clicks) is attributed through this record.
           msg.extraOps.push(...this.o.services.copies.putOps({ queueId: copy.queueId, account, recipient: copy.recipient, sender: envelope.mailFrom, messageId, list: c.list, stream: c.stream, tag: c.tag, metadata: meta.metadata, due: msg.due }));
           const ev = { ...base, queueId: copy.queueId, recipient: copy.recipient, tag: c.tag, metadata: meta.metadata };
           events.push({ ...ev, type: 'accepted' });
           if (msg.due > now) events.push({ ...ev, type: 'scheduled', nextAttemptAt: new Date(msg.due).toISOString() });
+          if (batch.length >= BATCH_MAX_COPIES || batchBytes >= BATCH_MAX_BYTES) await flush(copy.position + 1);
+        },
+        onSuppressed: (s) => {
+          suppressed++;
+          events.push({ ...base, type: 'suppressed', queueId: rec.id, recipient: s.recipient, tag: msg.controls.tag, reason: s.reason });
         },
       });
     } catch (e) {
-      await Promise.all(prepared.map((p) => p.discard()));
-      throw e;
-    }
-    if (result.kind === 'rejected') {
-      await Promise.all(prepared.map((p) => p.discard()));
-      log.warn({ event: 'rejected', step: result.step, reason: result.reason }, 'message rejected by the rewrap');
-      const rejected: EventInput[] = envelope.rcptTo.map((r) => ({ ...base, type: 'rejected', queueId: rec.id, recipient: r, tag: msg.controls.tag, reason: result.reason }));
-      await this.finish(rec, [], rejected, [], log);
+      await Promise.all(batch.map((p) => p.discard()));
+      if (!(e instanceof LeaseLost)) throw e;
+      log.warn({ event: 'lease-lost' }, 'lease expired during rewrap; left to the new holder');
       return;
     }
-    for (const s of result.suppressed) {
-      events.push({ ...base, type: 'suppressed', queueId: rec.id, recipient: s.recipient, tag: msg.controls.tag, reason: s.reason });
+    if (result.kind === 'rejected') {
+      await Promise.all(batch.map((p) => p.discard()));
+      log.warn({ event: 'rejected', step: result.step, reason: result.reason }, 'message rejected by the rewrap');
+      // Recipients whose copies an earlier batch committed keep them; the rest are rejected.
+      const rest = envelope.rcptTo.slice(held.meta.resumeAt ?? 0);
+      const rejected: EventInput[] = rest.map((r) => ({ ...base, type: 'rejected', queueId: rec.id, recipient: r, tag: msg.controls.tag, reason: result.reason }));
+      await this.finish(held, [], rejected, [], log);
+      return;
     }
-    await this.finish(rec, prepared, events, msg.extraOps, log);
-    log.info({ event: 'rewrapped', copies: prepared.map((p) => p.record.id), suppressed: result.suppressed.length, due: msg.due > now ? new Date(msg.due).toISOString() : undefined }, 'rewrapped');
+    await this.finish(held, batch, events, msg.extraOps, log);
+    log.info({ event: 'rewrapped', copies, suppressed, resumedAt: rec.meta.resumeAt, due: msg.due > now ? new Date(msg.due).toISOString() : undefined }, 'rewrapped');
+  }
+
+  /** The `failed` events of a message the rewrap gave up on (common/dead-letter.ts): one per recipient without a copy. */
+  failedEvents(rec: QueueRecord<IntakeMeta>, reason: string): EventInput[] {
+    const { envelope, account } = rec.meta;
+    return envelope.rcptTo.slice(rec.meta.resumeAt ?? 0).map((r) => ({ type: 'failed', account, queueId: rec.id, sender: envelope.mailFrom, recipient: r, reason }));
   }
 
   /** One synced batch: intake removal, copies, events, extra ops. */

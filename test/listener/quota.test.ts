@@ -158,3 +158,20 @@ test('one account reaching its quota does not limit another', async (t) => {
   assert.throws(() => quotas.reserve('a'), refused());
   assert.doesNotThrow(() => quotas.reserve('b'));
 });
+
+test('unit "recipients": a message counts its recipients, one that does not fit is refused whole, a failed commit gives them back', async (t) => {
+  const { store, quotas } = await setup(t, [{ id: 'shop', perHour: 100, perDay: 0, unit: 'recipients' }]);
+  const r = quotas.reserve('shop', 60);
+  await store.commit(r.ops, { sync: true });
+  r.done(true);
+  assert.deepEqual(quotas.usage('shop'), { hour: 60, day: 60 });
+  assert.throws(() => quotas.reserve('shop', 41), refused(), '60 + 41 > 100');
+  assert.throws(() => quotas.reserve('shop', 41), (e: unknown) => e instanceof PostinoError && /quota of 100 recipients/.test(e.message));
+  const lost = quotas.reserve('shop', 40);
+  lost.done(false);
+  assert.deepEqual(quotas.usage('shop'), { hour: 60, day: 60 }, 'units of a failed commit come back');
+  quotas.check('shop');
+  const last = quotas.reserve('shop', 40);
+  last.done(true);
+  assert.throws(() => quotas.check('shop'), refused(), 'full: not even one more at MAIL');
+});

@@ -13,7 +13,8 @@
  *   X-Mailgun-Tag → tag; X-Mailgun-Variables JSON → merge vars;
  *       X-Mailgun-Deliver-By → send time
  * header-hygiene.ts strips all of them (COMPAT_HEADERS).
- * Malformed JSON in these headers is ignored (these relays ignore it too), not rejected.
+ * Malformed values are skipped here (nothing thrown); parse-controls.ts then runs
+ * the validator the listener uses (common/control-headers.ts), which rejects them.
  */
 import { fieldValue } from '../../../common/mime-header.js';
 import { NEXT, type MessageContext, type MessageStep, type StepOutcome } from '../context.js';

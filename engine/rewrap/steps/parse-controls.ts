@@ -6,10 +6,13 @@
  *   X-Postino-Tag      <text>                  X-Postino-Metadata  k=v; k2=v2
  *   X-Postino-Track    opens, clicks | none    X-Postino-Footer  on|off
  *   X-Postino-Vars     <JSON object>           X-Postino-Send-At <date> (schedule.ts)
- * An X-Postino-Vars that is not a JSON object rejects the message: sending it
- * with its merge tags unfilled would send the wrong text to every recipient.
- * Unknown values of Stream/Track/Footer leave the default.
+ * Then every control header, ours and the shims header-compat.ts mapped, goes
+ * through the validator the listener uses (common/control-headers.ts): a value
+ * that no listener check stopped (malformed JSON, a send time out of range, an
+ * unknown stream, …) rejects the message with its reason here rather than
+ * reaching a step that would throw on it (schedule.ts, merge fields).
  */
+import { controlHeaderProblem } from '../../../common/control-headers.js';
 import { fieldValue } from '../../../common/mime-header.js';
 import { NEXT, type MessageContext, type MessageStep, type StepOutcome } from '../context.js';
 import { addPairs, scalar } from './header-compat.js';
@@ -67,6 +70,8 @@ export const parseControls: MessageStep = {
           break;
       }
     }
+    const problem = controlHeaderProblem(msg.headers, msg.now, msg.settings.controlLimits);
+    if (problem) return { kind: 'rejected', reason: problem };
     return NEXT;
   },
 };

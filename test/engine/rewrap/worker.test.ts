@@ -16,7 +16,7 @@ import type { DeliveryMeta } from '../../../engine/delivery/delivery-record.js';
 import { EventLog } from '../../../engine/events/event-log.js';
 import { RecipientDb } from '../../../engine/recipient-db.js';
 import { resolveRewrapSettings } from '../../../engine/rewrap/settings.js';
-import { RewrapWorker } from '../../../engine/rewrap/worker.js';
+import { BATCH_MAX_COPIES, RewrapWorker } from '../../../engine/rewrap/worker.js';
 import { SuppressionList } from '../../../engine/suppression.js';
 import { CopyIndex } from '../../../engine/feedback/copy-index.js';
 
@@ -40,7 +40,7 @@ async function setup() {
     for await (const r of delivery.records()) out.push(r);
     return out;
   };
-  return { dir, store, intake, delivery, events, suppression, recipients, submit, deliveries, close: async () => { await store.close(); fs.rmSync(dir, { recursive: true, force: true }); } };
+  return { dir, store, intake, delivery, events, suppression, recipients, worker, submit, deliveries, close: async () => { await store.close(); fs.rmSync(dir, { recursive: true, force: true }); } };
 }
 
 test('copies, accepted/scheduled/suppressed events and recipient entries land together; intake is emptied', async () => {
@@ -84,6 +84,40 @@ test('a message the rewrap rejects leaves no copy, only `rejected` events', asyn
     const events = await t.events.read(0, 100);
     assert.deepEqual(events.map((e) => `${e.type}:${e.recipient}`), ['rejected:a@example.com', 'rejected:b@example.com']);
     assert.equal(events[0]!.reason, 'X-Postino-Vars is not a JSON object');
+  } finally {
+    await t.close();
+  }
+});
+
+test('copies commit in batches: a crash after the first batch resumes at the next recipient, each recipient gets exactly one copy', async () => {
+  const t = await setup();
+  try {
+    const n = BATCH_MAX_COPIES * 2 + 50;
+    const rcpts = Array.from({ length: n }, (_, i) => `r${i}@example.com`);
+    const raw = 'From: shop@example.org\r\nTo: list@example.com\r\nSubject: x\r\n\r\nhello\r\n';
+    await t.intake.enqueue({ meta: { account: 'default', envelope: { mailFrom: 'shop@example.org', rcptTo: rcpts, clientAddress: '127.0.0.1', heloName: 'fwd', receivedAt: Date.now(), tls: true } }, body: Buffer.from(raw) });
+    const prepare = t.delivery.prepare.bind(t.delivery);
+    let made = 0;
+    t.delivery.prepare = async (input) => {
+      if (++made === BATCH_MAX_COPIES + 30) throw new Error('crash in the middle of the second batch');
+      return prepare(input);
+    };
+    const [rec] = await t.intake.lease(1, 60_000);
+    await assert.rejects(t.worker.handle(rec!), /crash in the middle/);
+    const after1 = (await t.intake.get(rec!.id))!;
+    assert.equal(after1.meta.resumeAt, BATCH_MAX_COPIES, 'progress committed with the first batch');
+    assert.equal((await t.deliveries()).length, BATCH_MAX_COPIES, 'the first batch only: the second was not committed');
+    assert.equal((await t.events.read(0, 10_000)).filter((e) => e.type === 'accepted').length, BATCH_MAX_COPIES);
+    t.delivery.prepare = prepare;
+    assert.ok(await t.intake.nack(after1, 0), 'given back as after a crash');
+    const [again] = await t.intake.lease(1, 60_000);
+    assert.equal(again!.meta.resumeAt, BATCH_MAX_COPIES);
+    await t.worker.handle(again!);
+    assert.equal(t.intake.size, 0);
+    const copies = (await t.deliveries()).map((c) => c.meta.recipient).sort();
+    assert.deepEqual(copies, [...rcpts].sort(), 'every recipient exactly once');
+    const accepted = (await t.events.read(0, 10_000)).filter((e) => e.type === 'accepted').map((e) => e.recipient).sort();
+    assert.deepEqual(accepted, [...rcpts].sort());
   } finally {
     await t.close();
   }

@@ -51,3 +51,17 @@ test('our own headers win over mapped ones', async () => {
     await env.close();
   }
 });
+
+test('a control header that passed no listener check (X-SMTPAPI send_at 9e12, malformed vars) rejects the message with the reason instead of throwing', async () => {
+  const env = await rewrapEnv();
+  try {
+    const now = Date.parse('2026-11-25T10:00:00Z');
+    const far = await runRewrap(env, `${body}X-SMTPAPI: {"send_at": 9e12}\n\nx\n`, ['a@example.com'], 'shop@example.org', now);
+    assert.deepEqual(far.result, { kind: 'rejected', step: 'parse-controls', reason: 'X-SMTPAPI: send_at is more than 30 days ahead (engine.maxScheduleDays)' });
+    assert.equal(far.copies.length, 0);
+    const vars = await runRewrap(env, `${body}X-Mailgun-Variables: {"a": {"b": 1}}\n\nx\n`, ['a@example.com'], 'shop@example.org', now);
+    assert.equal(vars.result.kind, 'rejected');
+  } finally {
+    await env.close();
+  }
+});
