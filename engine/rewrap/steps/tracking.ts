@@ -6,22 +6,58 @@
  * tel:, anchors and our own unsubscribe links are left alone. Opens: a 1×1
  * image `<publicUrl>/t/o/<token>` before </body> of the first HTML part.
  * Plain-text parts are not changed unless `track.textLinks` is on: then their
- * http(s) URLs are rewritten the same way (found by a URL scanner over the
- * text; trailing punctuation is not part of a URL). The HTML is tokenized with parse5
+ * http(s) URLs are rewritten the same way (found by a hand scanner over the
+ * text, linear in its length: no backtracking pattern over a whole part;
+ * trailing punctuation is not part of a URL). The HTML is tokenized with parse5
  * (html-rewrite.ts) once per distinct HTML text of a message and the template
  * is filled per copy with that copy's tokens. It runs before merge-fields.ts,
  * so the HTML is the same for every copy (one parse per message); a link whose
  * URL holds merge tags is merged for this copy before it is signed, and a link
  * that is only a merge tag (`href="{{unsubscribe_url}}"`) is not an http(s)
- * link and is left to merge-fields.ts.
+ * link and is left to merge-fields.ts. Merge values inside a link are
+ * percent-encoded (merge-fields.ts encodeUrlValue).
  */
 import { signClickToken, signOpenToken } from '../../../common/tokens.js';
 import { fillHtml, templateHtml, type HtmlTemplate } from '../html-rewrite.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.js';
-import { copyLookup, mergeText } from './merge-fields.js';
+import { copyLookup, encodeUrlValue, mergeText } from './merge-fields.js';
 
-/** An http(s) URL in plain text, and the punctuation after it that ends a sentence rather than the URL. */
-const TEXT_URL = /(https?:\/\/[^\s<>"]+?)([.,;:!?)\]'"]*(?:\s|$))/gi;
+/** Punctuation that ends a sentence rather than the URL before it. */
+const TRAILING_PUNCTUATION = new Set([...'.,;:!?)]\'"']);
+
+/** White space as JavaScript's \s sees it, and the characters that end an URL in text (<, >, "). */
+function endsUrl(c: number): boolean {
+  return c <= 0x20 || c === 0x3c || c === 0x3e || c === 0x22 || c === 0x7f || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
+}
+
+/** Replaces every http(s) URL of a plain text by `link(url)`: one pass, each character looked at a bounded number of times. */
+export function rewriteTextUrls(text: string, link: (url: string) => string): string {
+  const lower = text.toLowerCase();
+  const out: string[] = [];
+  let pos = 0;
+  let from = 0;
+  for (;;) {
+    const at = lower.indexOf('http', from);
+    if (at === -1) break;
+    const scheme = lower.startsWith('://', at + 4) ? 7 : lower.startsWith('s://', at + 4) ? 8 : 0;
+    if (scheme === 0) {
+      from = at + 4;
+      continue;
+    }
+    let end = at + scheme;
+    while (end < text.length && !endsUrl(text.charCodeAt(end))) end++;
+    let url = end;
+    while (url > at + scheme && TRAILING_PUNCTUATION.has(text[url - 1]!)) url--;
+    if (url > at + scheme) {
+      out.push(text.slice(pos, at), link(text.slice(at, url)));
+      pos = url;
+    }
+    from = end;
+  }
+  if (pos === 0) return text;
+  out.push(text.slice(pos));
+  return out.join('');
+}
 
 /** Distinct HTML texts remembered per message (copies differ only when merge fields differ). */
 const TEMPLATE_CACHE_SIZE = 4;
@@ -52,7 +88,7 @@ export const tracking: CopyStep = {
     const own = `${s.publicUrl}/u/`;
     let lookup: ((name: string) => string | undefined) | undefined;
     const link = (template: string): string => {
-      const url = template.includes('{{') ? mergeText(template, (lookup ??= copyLookup(copy, msg)), (v) => v) : template;
+      const url = template.includes('{{') ? mergeText(template, (lookup ??= copyLookup(copy, msg)), (v) => encodeUrlValue(v, false)) : template;
       return !clicks || url.startsWith(own) || !/^https?:\/\//i.test(url) ? url : `${s.publicUrl}/t/c/${signClickToken(s.keys, { ...claim, url }, expiresAt)}`;
     };
     const first = msg.firstBodyPart('text/html');
@@ -60,7 +96,7 @@ export const tracking: CopyStep = {
       if (part.type === 'text/plain') {
         if (clicks && s.account.track.textLinks) {
           const text = await copy.text(msg, part);
-          const next = text.replace(TEXT_URL, (whole, url: string, tail: string) => link(url) + tail);
+          const next = rewriteTextUrls(text, link);
           if (next !== text) copy.texts.set(part.index, next);
         }
         continue;
