@@ -7,7 +7,10 @@
  * are written back as they were when the new text fits; any other charset
  * (or new text that does not fit) is written as UTF-8 and the part's
  * Content-Type says so. A 7bit part that gains 8-bit text becomes
- * quoted-printable (it could not be sent as 7bit otherwise).
+ * quoted-printable (it could not be sent as 7bit otherwise), and so does a
+ * 7bit or 8bit part with a line over MAX_LINE_OCTETS (tracking links and merge
+ * values lengthen lines): quoted-printable keeps the text exactly as it was,
+ * where wrapping would cut URLs and change what the recipient reads.
  * Side effects: none.
  */
 import * as qp from 'nodemailer/lib/qp';
@@ -16,6 +19,20 @@ import type { MimePart } from './mime-scan.js';
 
 /** RFC 2045 6.7 and 6.8: encoded lines are at most 76 characters. */
 const ENCODED_LINE = 76;
+/** RFC 5322 2.1.1 (and RFC 5321 4.5.3.1.6): a line is at most 998 octets before its CRLF. */
+export const MAX_LINE_OCTETS = 998;
+
+/** Whether some line of the bytes is longer than MAX_LINE_OCTETS (CR LF not counted): one pass. */
+export function hasLongLine(bytes: Buffer): boolean {
+  let start = 0;
+  for (;;) {
+    const nl = bytes.indexOf(0x0a, start);
+    const end = nl === -1 ? bytes.length : nl > start && bytes[nl - 1] === 0x0d ? nl - 1 : nl;
+    if (end - start > MAX_LINE_OCTETS) return true;
+    if (nl === -1) return false;
+    start = nl + 1;
+  }
+}
 
 export function decodeTransfer(raw: Buffer, encoding: string): Buffer {
   switch (encoding) {
@@ -95,7 +112,8 @@ export function encodeText(part: MimePart, input: string): EncodedText {
   }
   let encoding = part.encoding;
   let encodingChanged = false;
-  if ((encoding === '7bit' || encoding === '') && bytes.some((b) => b > 0x7f)) {
+  const plain = encoding === '7bit' || encoding === '' || encoding === '8bit';
+  if (plain && ((encoding !== '8bit' && bytes.some((b) => b > 0x7f)) || hasLongLine(bytes))) {
     encoding = 'quoted-printable';
     encodingChanged = true;
   }

@@ -5,6 +5,9 @@
  * every byte range between changed parts (attachments, untouched parts,
  * preambles, boundaries) is streamed from the intake message as it is, so it
  * stays byte-identical and a large attachment is never in memory.
+ * A message whose MIME structure was not read to the end (over
+ * engine.mimeNestingLimit or engine.mimeMaxParts, mime-scan.ts) is rejected
+ * here, with the limit as the reason: its parts cannot be written faithfully.
  */
 import { Readable } from 'node:stream';
 import type { HeaderField } from '../../../common/mime-header.js';
@@ -36,6 +39,7 @@ export const render: CopyStep = {
   name: 'render',
   async run(copy: Copy, msg: MessageContext) {
     const root = msg.mime;
+    if (root.limit !== undefined) return { kind: 'rejected', reason: `message not rewrapped: ${root.limit}` };
     const edits: Array<{ part: MimePart; text: string }> = [];
     for (const part of msg.bodyParts) {
       const text = copy.texts.get(part.index);
