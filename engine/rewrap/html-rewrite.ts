@@ -19,6 +19,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { RewritingStream } from 'parse5-html-rewriting-stream';
+import { nextTurn } from './next-turn.js';
 
 export interface HtmlEdits {
   /** New value for an attribute of any start tag, or undefined to leave it (runs before `link`). */
@@ -101,7 +102,7 @@ export function rewriteHtml(html: string, edits: HtmlEdits): Promise<string> {
 async function feed(rw: RewritingStream, html: string): Promise<void> {
   for (let at = 0; at < html.length; at += PARSE_CHUNK) {
     if (!rw.write(html.slice(at, at + PARSE_CHUNK))) await new Promise((r) => rw.once('drain', r));
-    await new Promise((r) => setImmediate(r));
+    await nextTurn();
   }
   rw.end();
 }

@@ -16,9 +16,13 @@
 import * as qp from 'nodemailer/lib/qp';
 import { fieldValue, makeField, type HeaderField } from '../../common/mime-header.js';
 import type { MimePart } from './mime-scan.js';
+import { nextTurn } from './next-turn.js';
 
 /** RFC 2045 6.7 and 6.8: encoded lines are at most 76 characters. */
 const ENCODED_LINE = 76;
+/** Bytes quoted-printable-encoded at a time, with a turn of the event loop between (a 2 MB part takes ~100 ms in one go). */
+const QP_SLICE = 64 * 1024;
+
 /** RFC 5322 2.1.1 (and RFC 5321 4.5.3.1.6): a line is at most 998 octets before its CRLF. */
 export const MAX_LINE_OCTETS = 998;
 
@@ -94,8 +98,35 @@ export interface EncodedText {
   body: Buffer;
 }
 
+/**
+ * Quoted-printable (RFC 2045 6.7) a slice at a time. A slice ends after a line
+ * break when there is one within QP_SLICE bytes, else mid-line with a soft
+ * line break (`=` CRLF), never between the CR and LF of a line break.
+ */
+async function qpEncode(bytes: Buffer): Promise<string> {
+  const out: string[] = [];
+  for (let start = 0; start < bytes.length; ) {
+    let end = Math.min(start + QP_SLICE, bytes.length);
+    let soft = false;
+    if (end < bytes.length) {
+      const nl = bytes.lastIndexOf(0x0a, end - 1);
+      if (nl >= start) end = nl + 1;
+      else {
+        if (bytes[end - 1] === 0x0d && end - 1 > start) end--;
+        soft = true;
+      }
+    }
+    // A soft break adds its `=` to the last line: that slice is wrapped one character shorter.
+    out.push(qp.wrap(qp.encode(bytes.subarray(start, end)), soft ? ENCODED_LINE - 1 : ENCODED_LINE));
+    if (soft) out.push('=\r\n');
+    start = end;
+    if (start < bytes.length) await nextTurn();
+  }
+  return out.join('');
+}
+
 /** Encodes new text for a part, keeping its transfer encoding (and its charset when the text fits). */
-export function encodeText(part: MimePart, input: string): EncodedText {
+export async function encodeText(part: MimePart, input: string): Promise<EncodedText> {
   // RFC 2046 4.1.1: line breaks in text are CRLF (templates and merge values may bring bare LFs).
   const text = input.replace(/\r?\n|\r/g, '\r\n');
   let cs = charsetOf(part);
@@ -123,7 +154,7 @@ export function encodeText(part: MimePart, input: string): EncodedText {
       body = Buffer.from(wrapBase64(bytes.toString('base64')), 'latin1');
       break;
     case 'quoted-printable':
-      body = Buffer.from(qp.wrap(qp.encode(bytes), ENCODED_LINE), 'latin1');
+      body = Buffer.from(await qpEncode(bytes), 'latin1');
       break;
     default:
       body = bytes;

@@ -20,10 +20,14 @@
 import { normalizeEmail } from '../../../common/address.js';
 import { decodeWords, encodeUnstructured, fieldValue, makeField, sanitizeHeaderText } from '../../../common/mime-header.js';
 import { markUrlTags, URL_START_MARK, URL_TAG_MARK } from '../html-rewrite.js';
+import { nextTurn } from '../next-turn.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.js';
 
 /** A tag longer than this (`{{` to `}}`) is not a tag: field names and defaults are short, and the bound keeps the scan linear. */
 export const MAX_TAG = 256;
+
+/** Characters merged between two turns of the event loop (~10 ms of scanning). */
+const PART_SLICE = 256 * 1024;
 
 const FIELD = /^\s*([A-Za-z0-9_.-]+)\s*(?:\|([^}]*))?$/;
 
@@ -66,7 +70,7 @@ export function mergeText(text: string, lookup: (name: string) => string | undef
       if (c === 0x7b && text.charCodeAt(i + 1) === 0x7b) break; // a later `{{` starts the next candidate
     }
     // A tag in an URL attribute carries a mark before it (html-rewrite.ts markUrlTags), dropped here whether or not it is a tag.
-    const mark = text.startsWith(URL_START_MARK, open - URL_START_MARK.length) ? 'start' : text.startsWith(URL_TAG_MARK, open - URL_TAG_MARK.length) ? 'url' : undefined;
+    const mark = text.charCodeAt(open - URL_TAG_MARK.length) !== 0 ? undefined : text.startsWith(URL_START_MARK, open - URL_START_MARK.length) ? 'start' : text.startsWith(URL_TAG_MARK, open - URL_TAG_MARK.length) ? 'url' : undefined;
     const markStart = mark ? open - URL_TAG_MARK.length : open;
     const m = close === -1 ? null : FIELD.exec(text.slice(open + 2, close));
     if (!m) {
@@ -155,12 +159,19 @@ export const mergeFields: CopyStep = {
       const merged = substitute(mergeText(decoded, lookup, inHeader), subs, inHeader);
       if (merged !== decoded) copy.headers[at] = makeField(f.name, `${displayName(merged)} ${parts.rest}`);
     }
+    let work = 0;
     for (const part of msg.bodyParts) {
       const html = part.type === 'text/html';
       const text = await copy.text(msg, part);
       const input = html ? await markedHtml(msg, text) : text;
       const merged = substitute(mergeText(input, lookup, html ? inHtml : inText), subs, html ? escapeHtml : inText);
       if (merged !== text) copy.texts.set(part.index, merged);
+      // A part can be as large as the message: after each PART_SLICE characters of work the event loop gets a turn.
+      work += text.length;
+      if (work >= PART_SLICE) {
+        work = 0;
+        await nextTurn();
+      }
     }
     return NEXT;
   },

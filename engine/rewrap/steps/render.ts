@@ -48,7 +48,7 @@ export const render: CopyStep = {
     let pos = root.bodyStart;
     const body: Segment[] = [];
     for (const { part, text } of edits) {
-      const enc = encodeText(part, text);
+      const enc = await encodeText(part, text);
       if (part === root) {
         if (enc.headers) {
           // A single-part message: its part headers are the message headers.

@@ -19,6 +19,7 @@
  */
 import { signClickToken, signOpenToken } from '../../../common/tokens.js';
 import { fillHtml, templateHtml, type HtmlTemplate } from '../html-rewrite.js';
+import { nextTurn } from '../next-turn.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.js';
 import { copyLookup, encodeUrlValue, mergeText } from './merge-fields.js';
 
@@ -30,11 +31,10 @@ function endsUrl(c: number): boolean {
   return c <= 0x20 || c === 0x3c || c === 0x3e || c === 0x22 || c === 0x7f || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
 }
 
-/** Replaces every http(s) URL of a plain text by `link(url)`: one pass, each character looked at a bounded number of times. */
-export function rewriteTextUrls(text: string, link: (url: string) => string): string {
+/** The http(s) URLs of a plain text as [start, end) offsets: one pass, each character looked at a bounded number of times. */
+export function findTextUrls(text: string): Array<[number, number]> {
   const lower = text.toLowerCase();
-  const out: string[] = [];
-  let pos = 0;
+  const spans: Array<[number, number]> = [];
   let from = 0;
   for (;;) {
     const at = lower.indexOf('http', from);
@@ -48,15 +48,37 @@ export function rewriteTextUrls(text: string, link: (url: string) => string): st
     while (end < text.length && !endsUrl(text.charCodeAt(end))) end++;
     let url = end;
     while (url > at + scheme && TRAILING_PUNCTUATION.has(text[url - 1]!)) url--;
-    if (url > at + scheme) {
-      out.push(text.slice(pos, at), link(text.slice(at, url)));
-      pos = url;
-    }
+    if (url > at + scheme) spans.push([at, url]);
     from = end;
   }
-  if (pos === 0) return text;
+  return spans;
+}
+
+/** The text with each span replaced by `link` of its text. */
+export function replaceSpans(text: string, spans: ReadonlyArray<[number, number]>, link: (url: string) => string): string {
+  if (spans.length === 0) return text;
+  const out: string[] = [];
+  let pos = 0;
+  for (const [start, end] of spans) {
+    out.push(text.slice(pos, start), link(text.slice(start, end)));
+    pos = end;
+  }
   out.push(text.slice(pos));
   return out.join('');
+}
+
+/** Signing a click token takes tens of microseconds: a part with 50,000 links yields the event loop after each slice of this many. */
+const LINK_SLICE = 500;
+
+/** Each distinct URL's new link, made a slice at a time with a turn of the event loop between slices. */
+async function linkAll(urls: Iterable<string>, link: (url: string) => string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const url of urls) {
+    if (out.has(url)) continue;
+    out.set(url, link(url));
+    if (out.size % LINK_SLICE === 0) await nextTurn();
+  }
+  return out;
 }
 
 /** Distinct HTML texts remembered per message (copies differ only when merge fields differ). */
@@ -96,7 +118,9 @@ export const tracking: CopyStep = {
       if (part.type === 'text/plain') {
         if (clicks && s.account.track.textLinks) {
           const text = await copy.text(msg, part);
-          const next = rewriteTextUrls(text, link);
+          const spans = findTextUrls(text);
+          const links = await linkAll(spans.map(([a, b]) => text.slice(a, b)), link);
+          const next = replaceSpans(text, spans, (url) => links.get(url)!);
           if (next !== text) copy.texts.set(part.index, next);
         }
         continue;
@@ -106,7 +130,8 @@ export const tracking: CopyStep = {
       if (!clicks && !pixel) continue;
       const t = await template(msg, await copy.text(msg, part), clicks, pixel);
       const img = pixel ? `<img src="${s.publicUrl}/t/o/${signOpenToken(s.keys, claim, expiresAt)}" width="1" height="1" alt="" style="display:block;width:1px;height:1px;border:0">` : '';
-      copy.texts.set(part.index, fillHtml(t, link, img));
+      const links = await linkAll(t.slots.flatMap((slot) => (slot.kind === 'link' ? [slot.url] : [])), link);
+      copy.texts.set(part.index, fillHtml(t, (url) => links.get(url)!, img));
     }
     return NEXT;
   },
