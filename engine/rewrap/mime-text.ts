@@ -144,7 +144,8 @@ export async function encodeText(part: MimePart, input: string): Promise<Encoded
   let encoding = part.encoding;
   let encodingChanged = false;
   const plain = encoding === '7bit' || encoding === '' || encoding === '8bit';
-  if (plain && ((encoding !== '8bit' && bytes.some((b) => b > 0x7f)) || hasLongLine(bytes))) {
+  // Text that is all ASCII gives ASCII bytes in every charset written here, and text that is not gives 8-bit bytes.
+  if (plain && ((encoding !== '8bit' && !ascii) || hasLongLine(bytes))) {
     encoding = 'quoted-printable';
     encodingChanged = true;
   }

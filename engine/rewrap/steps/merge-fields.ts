@@ -49,44 +49,85 @@ export function encodeUrlValue(value: string, wholeUrl: boolean): string {
 /** How a value is written where a tag was: `url` is true inside a marked URL attribute, `atStart` when the tag begins that URL. */
 export type Escape = (value: string, url: boolean, atStart: boolean) => string;
 
+/** The tag scanner, resumable: `run(until)` merges the tags that open before `until`, so a large part is merged a slice at a time. */
+class TagMerger {
+  private readonly out: string[] = [];
+  private pos = 0; // text before pos is written
+  /** Where to look for the next `{{`. */
+  from = 0;
+  done = false;
+
+  constructor(
+    private readonly text: string,
+    private readonly lookup: (name: string) => string | undefined,
+    private readonly escape: Escape,
+  ) {}
+
+  run(until: number): void {
+    const text = this.text;
+    while (!this.done) {
+      const open = text.indexOf('{{', this.from);
+      if (open === -1) {
+        this.done = true;
+        break;
+      }
+      if (open >= until) {
+        this.from = open;
+        break;
+      }
+      // The nearest `}}` within MAX_TAG: a bounded scan, so a flood of `{{` costs O(n · MAX_TAG) at most.
+      const limit = Math.min(text.length - 1, open + 2 + MAX_TAG);
+      let close = -1;
+      for (let i = open + 2; i < limit; i++) {
+        const c = text.charCodeAt(i);
+        if (c === 0x7d && text.charCodeAt(i + 1) === 0x7d) {
+          close = i;
+          break;
+        }
+        if (c === 0x7b && text.charCodeAt(i + 1) === 0x7b) break; // a later `{{` starts the next candidate
+      }
+      // A tag in an URL attribute carries a mark before it (html-rewrite.ts markUrlTags), dropped here whether or not it is a tag.
+      const mark = text.charCodeAt(open - URL_TAG_MARK.length) !== 0 ? undefined : text.startsWith(URL_START_MARK, open - URL_START_MARK.length) ? 'start' : text.startsWith(URL_TAG_MARK, open - URL_TAG_MARK.length) ? 'url' : undefined;
+      const markStart = mark ? open - URL_TAG_MARK.length : open;
+      const m = close === -1 ? null : FIELD.exec(text.slice(open + 2, close));
+      if (!m) {
+        if (mark) {
+          this.out.push(text.slice(this.pos, markStart));
+          this.pos = open;
+        }
+        this.from = open + 1;
+        continue;
+      }
+      const value = this.lookup(m[1]!) ?? m[2] ?? '';
+      this.out.push(text.slice(this.pos, markStart), this.escape(value, mark !== undefined, mark === 'start'));
+      this.pos = this.from = close + 2;
+    }
+  }
+
+  result(): string {
+    if (this.pos === 0) return this.text;
+    this.out.push(this.text.slice(this.pos));
+    return this.out.join('');
+  }
+}
+
 /** Replaces every merge tag; `lookup` returns undefined for an unknown field. */
 export function mergeText(text: string, lookup: (name: string) => string | undefined, escape: Escape): string {
   if (!text.includes('{{')) return text;
-  const out: string[] = [];
-  let pos = 0; // text before pos is written
-  let from = 0; // where to look for the next `{{`
+  const m = new TagMerger(text, lookup, escape);
+  m.run(Infinity);
+  return m.result();
+}
+
+/** mergeText a PART_SLICE at a time, with a turn of the event loop between slices (a body part can be as large as the message). */
+export async function mergeTextSliced(text: string, lookup: (name: string) => string | undefined, escape: Escape): Promise<string> {
+  if (!text.includes('{{')) return text;
+  const m = new TagMerger(text, lookup, escape);
   for (;;) {
-    const open = text.indexOf('{{', from);
-    if (open === -1) break;
-    // The nearest `}}` within MAX_TAG: a bounded scan, so a flood of `{{` costs O(n · MAX_TAG) at most.
-    const limit = Math.min(text.length - 1, open + 2 + MAX_TAG);
-    let close = -1;
-    for (let i = open + 2; i < limit; i++) {
-      const c = text.charCodeAt(i);
-      if (c === 0x7d && text.charCodeAt(i + 1) === 0x7d) {
-        close = i;
-        break;
-      }
-      if (c === 0x7b && text.charCodeAt(i + 1) === 0x7b) break; // a later `{{` starts the next candidate
-    }
-    // A tag in an URL attribute carries a mark before it (html-rewrite.ts markUrlTags), dropped here whether or not it is a tag.
-    const mark = text.charCodeAt(open - URL_TAG_MARK.length) !== 0 ? undefined : text.startsWith(URL_START_MARK, open - URL_START_MARK.length) ? 'start' : text.startsWith(URL_TAG_MARK, open - URL_TAG_MARK.length) ? 'url' : undefined;
-    const markStart = mark ? open - URL_TAG_MARK.length : open;
-    const m = close === -1 ? null : FIELD.exec(text.slice(open + 2, close));
-    if (!m) {
-      if (mark) {
-        out.push(text.slice(pos, markStart));
-        pos = open;
-      }
-      from = open + 1;
-      continue;
-    }
-    const value = lookup(m[1]!) ?? m[2] ?? '';
-    out.push(text.slice(pos, markStart), escape(value, mark !== undefined, mark === 'start'));
-    pos = from = close + 2;
+    m.run(m.from + PART_SLICE);
+    if (m.done) return m.result();
+    await nextTurn();
   }
-  out.push(text.slice(pos));
-  return out.join('');
 }
 
 function substitute(text: string, subs: ReadonlyArray<[string, string]>, escape: (s: string) => string): string {
@@ -164,9 +205,9 @@ export const mergeFields: CopyStep = {
       const html = part.type === 'text/html';
       const text = await copy.text(msg, part);
       const input = html ? await markedHtml(msg, text) : text;
-      const merged = substitute(mergeText(input, lookup, html ? inHtml : inText), subs, html ? escapeHtml : inText);
+      const merged = substitute(await mergeTextSliced(input, lookup, html ? inHtml : inText), subs, html ? escapeHtml : inText);
       if (merged !== text) copy.texts.set(part.index, merged);
-      // A part can be as large as the message: after each PART_SLICE characters of work the event loop gets a turn.
+      // Many parts: after each PART_SLICE characters of work the event loop gets a turn.
       work += text.length;
       if (work >= PART_SLICE) {
         work = 0;

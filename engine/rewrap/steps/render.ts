@@ -13,7 +13,7 @@ import { Readable } from 'node:stream';
 import type { HeaderField } from '../../../common/mime-header.js';
 import type { BodySource } from '../body-source.js';
 import { encodeText } from '../mime-text.js';
-import type { MimePart } from '../mime-scan.js';
+import { mimeLimitRejection, type MimePart } from '../mime-scan.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.js';
 
 export type Segment = Buffer | { start: number; end: number };
@@ -39,7 +39,8 @@ export const render: CopyStep = {
   name: 'render',
   async run(copy: Copy, msg: MessageContext) {
     const root = msg.mime;
-    if (root.limit !== undefined) return { kind: 'rejected', reason: `message not rewrapped: ${root.limit}` };
+    const limited = mimeLimitRejection(root);
+    if (limited) return limited;
     const edits: Array<{ part: MimePart; text: string }> = [];
     for (const part of msg.bodyParts) {
       const text = copy.texts.get(part.index);
