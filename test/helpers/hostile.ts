@@ -106,3 +106,17 @@ export function longHeaderLines(lineSize: number, parts = 2): string {
   out.push('--h--\r\n');
   return out.join('');
 }
+
+/** `depth` nested multiparts, then `size` bytes of `--` lines inside the innermost (each line used to be checked against the whole stack). */
+export function deepBoundaryFlood(depth: number, size: number, seed: number): string {
+  const rnd = seededRandom(seed);
+  const lines: string[] = [];
+  for (let n = 0; n < size; ) {
+    const l = `--d${Math.floor(rnd() * depth)}x`;
+    lines.push(l);
+    n += l.length + 2;
+  }
+  const head = deepMime(depth);
+  const at = head.indexOf('\r\nhello\r\n') + 2;
+  return head.slice(0, at) + lines.join('\r\n') + head.slice(at + 5);
+}

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { simpleParser } from 'mailparser';
 import { scanMime, walkParts } from '../../../engine/rewrap/mime-scan.js';
 import { bufferSource } from '../../../engine/rewrap/body-source.js';
-import { boundaryFlood, deepMime, longHeaderLines, mergeTagFlood, mergeTagLine, urlFlood, whitespaceFlood, wideMime, type Generator } from '../../helpers/hostile.js';
+import { boundaryFlood, deepBoundaryFlood, deepMime, longHeaderLines, mergeTagFlood, mergeTagLine, urlFlood, whitespaceFlood, wideMime, type Generator } from '../../helpers/hostile.js';
 import { rewrapEnv, runRewrap, type Env } from '../../helpers/rewrap.js';
 
 const KB = 1024;
@@ -73,6 +73,18 @@ test('deep MIME: 20,000 nested multiparts are a rejection that names engine.mime
     // The scan and the walk alone do not throw either, and keep at most the limit's depth.
     const root = await scanMime(bufferSource(raw).stream(0, raw.length));
     assert.ok(walkParts(root).length <= 102);
+  } finally {
+    await env.close();
+  }
+});
+
+test('10,000 nested multiparts then 1 MB of -- lines (28 s before the limits) are rejected within a second', async () => {
+  const env = await rewrapEnv();
+  try {
+    const t0 = performance.now();
+    const r = await runRewrap(env, Buffer.from(deepBoundaryFlood(10_000, 1024 * KB, 7)), ['ada@example.com']);
+    assert.equal(r.result.kind, 'rejected');
+    assert.ok(performance.now() - t0 < 1000, `${(performance.now() - t0).toFixed(0)} ms`);
   } finally {
     await env.close();
   }
@@ -208,6 +220,7 @@ test('the event loop keeps turning while the worst inputs are rewrapped (max gap
       ['text URLs', Buffer.from(urlFlood(2048 * KB, 7))],
       ['boundary flood', Buffer.from(boundaryFlood(2048 * KB, 7))],
       ['deep MIME', Buffer.from(deepMime(20_000))],
+      ['10,000 nested multiparts then 1 MB of -- lines', Buffer.from(deepBoundaryFlood(10_000, 1024 * KB, 7))],
       ['wide MIME', Buffer.from(wideMime(50_000))],
     ];
     await timed(env, worst[0]![1]); // warm the JIT
