@@ -13,6 +13,8 @@
  * percent-encoded; in text it stays as it is (render.ts writes every line end
  * as CRLF, RFC 2046 4.1.1).
  *
+ * A Subject or From over MAX_MERGED_HEADER is left unmerged.
+ *
  * Tags are found by a hand scanner (merge syntax, not HTML): linear in the
  * text, because the `}}` of a tag is looked for only within MAX_TAG
  * characters of its `{{`, never to the end of the text for every `{{`.
@@ -25,6 +27,13 @@ import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.
 
 /** A tag longer than this (`{{` to `}}`) is not a tag: field names and defaults are short, and the bound keeps the scan linear. */
 export const MAX_TAG = 256;
+
+/**
+ * A Subject or From longer than this is left as it came, unmerged: a real one
+ * is under 1 KiB, and re-encoding and folding a megabyte header (nodemailer's
+ * encodeWords and foldLines, synchronous) would hold the event loop ~0.5 s.
+ */
+export const MAX_MERGED_HEADER = 64 * 1024;
 
 /** Characters merged between two turns of the event loop (~10 ms of scanning). */
 const PART_SLICE = 256 * 1024;
@@ -187,6 +196,7 @@ export const mergeFields: CopyStep = {
     for (let at = 0; at < copy.headers.length; at++) {
       const f = copy.headers[at]!;
       if (f.lower !== 'subject' && f.lower !== 'from') continue;
+      if (f.raw.length > MAX_MERGED_HEADER) continue;
       const value = fieldValue(f);
       if (f.lower === 'subject') {
         const decoded = decodeWords(value);

@@ -10,7 +10,8 @@ import { test } from 'node:test';
 import { simpleParser } from 'mailparser';
 import { scanMime, walkParts } from '../../../engine/rewrap/mime-scan.js';
 import { bufferSource } from '../../../engine/rewrap/body-source.js';
-import { boundaryFlood, deepBoundaryFlood, deepMime, longHeaderLines, mergeTagFlood, mergeTagLine, urlFlood, whitespaceFlood, wideMime, type Generator } from '../../helpers/hostile.js';
+import { MAX_MERGED_HEADER } from '../../../engine/rewrap/steps/merge-fields.js';
+import { boundaryFlood, deepBoundaryFlood, deepMime, headerTagFlood, longHeaderLines, mergeTagFlood, mergeTagLine, urlFlood, whitespaceFlood, wideMime, type Generator } from '../../helpers/hostile.js';
 import { rewrapEnv, runRewrap, type Env } from '../../helpers/rewrap.js';
 
 const KB = 1024;
@@ -42,6 +43,7 @@ const linear: Array<[string, Generator, number]> = [
   ['merge-tag flood ({{ without }}, {{{{, unterminated)', mergeTagFlood, 1000],
   ['one line of {{', mergeTagLine, 1000],
   ['text URLs that never end, tracked', urlFlood, 3000],
+  ['Subject and From display name full of tags, {{ and non-ASCII', headerTagFlood, 1000],
   ['-- lines with long runs of spaces and tabs', whitespaceFlood, 1000],
   ['-- lines that are almost delimiters of 50 open multiparts', boundaryFlood, 1000],
 ];
@@ -194,6 +196,20 @@ for (const track of [false, true]) {
   });
 }
 
+test('a Subject under MAX_MERGED_HEADER is merged; one over it is delivered as it came', async () => {
+  const env = await rewrapEnv();
+  try {
+    for (const [n, merged] of [[1000, true], [MAX_MERGED_HEADER, false]] as const) {
+      const subject = `{{first}} ${'s'.repeat(n)}`;
+      const r = await runRewrap(env, `From: shop@example.org\r\nTo: ada@example.com\r\nSubject: ${subject}\r\nX-Postino-Vars: {"first":"Ada"}\r\n\r\nhi\r\n`, ['ada@example.com']);
+      const p = await simpleParser(r.copies[0]!.bytes);
+      assert.equal(p.subject, merged ? `Ada ${'s'.repeat(n)}` : subject);
+    }
+  } finally {
+    await env.close();
+  }
+});
+
 test('a 7bit part with lines over 998 octets after rewriting becomes quoted-printable; the text is unchanged', async () => {
   const env = await rewrapEnv({ track: { clicks: true, textLinks: true } });
   try {
@@ -218,6 +234,8 @@ test('the event loop keeps turning while the worst inputs are rewrapped (max gap
       ['one line of {{', Buffer.from(mergeTagLine(2048 * KB, 7))],
       ['merge-tag flood', Buffer.from(mergeTagFlood(2048 * KB, 7))],
       ['text URLs', Buffer.from(urlFlood(2048 * KB, 7))],
+      ['header tags', Buffer.from(headerTagFlood(2048 * KB, 7))],
+      ['Subject just under MAX_MERGED_HEADER', Buffer.from(headerTagFlood((MAX_MERGED_HEADER - 1024) * 2, 7))],
       ['boundary flood', Buffer.from(boundaryFlood(2048 * KB, 7))],
       ['deep MIME', Buffer.from(deepMime(20_000))],
       ['10,000 nested multiparts then 1 MB of -- lines', Buffer.from(deepBoundaryFlood(10_000, 1024 * KB, 7))],
