@@ -121,9 +121,13 @@ export function deepBoundaryFlood(depth: number, size: number, seed: number): st
   return head.slice(0, at) + lines.join('\r\n') + head.slice(at + 5);
 }
 
-/** A Subject and a From display name of merge tags, `{{` and non-ASCII text (merged, then RFC 2047-encoded and folded). */
+/**
+ * A Subject and a From display name of merge tags, `{{`, encoded-words and
+ * their fragments. Non-ASCII only as encoded-words: a raw 8-bit Subject is
+ * re-encoded by header-hygiene.ts, whose cost on a megabyte Subject is its own.
+ */
 export const headerTagFlood: Generator = (size, seed) => {
-  const pieces = ['{{first}}', '{{', 'é ', '=?', 'x'.repeat(20), ' '];
+  const pieces = ['{{first}}', '{{', '=?utf-8?q?=C3=A9?= ', '=?', 'x'.repeat(20), ' '];
   const subject = fill(size / 2, seed, pieces).replace(/\r\n/g, ' ');
   const name = fill(size / 4, seed + 1, pieces).replace(/\r\n/g, ' ');
   return `From: "${name}" <shop@example.org>\r\nTo: ada@example.com\r\nSubject: ${subject}\r\nX-Postino-Vars: {"first":"Ada\\r\\nBcc: evil@example.net"}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello {{first}}\r\n`;
