@@ -28,14 +28,18 @@ async function timed(env: Env, raw: Buffer): Promise<{ ms: number; kind: string 
   return { ms: performance.now() - t0, kind: r.result.kind };
 }
 
-async function median(env: Env, raw: Buffer): Promise<number> {
+/**
+ * The fastest of RUNS: the work is deterministic, so the minimum is its cost and
+ * everything above it is the machine's noise (other processes on 2 cores, GC).
+ */
+async function fastest(env: Env, raw: Buffer): Promise<number> {
   const times: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     const r = await timed(env, raw);
     assert.equal(r.kind, 'done', 'the copy is delivered');
     times.push(r.ms);
   }
-  return times.sort((a, b) => a - b)[Math.floor(RUNS / 2)]!;
+  return Math.min(...times);
 }
 
 const linear: Array<[string, Generator, number]> = [
@@ -54,9 +58,10 @@ for (const [name, gen, bound] of linear) {
     try {
       await timed(env, Buffer.from(gen(64 * KB, 1))); // warm the JIT
       const ms: number[] = [];
-      for (const size of SIZES) ms.push(await median(env, Buffer.from(gen(size, 7))));
+      for (const size of SIZES) ms.push(await fastest(env, Buffer.from(gen(size, 7))));
       const report = SIZES.map((s, i) => `${s / KB} KB ${ms[i]!.toFixed(0)} ms`).join(', ');
-      for (let i = 2; i < SIZES.length; i++) assert.ok(ms[i]! / Math.max(ms[i - 1]!, NOISE_MS) < 3, `twice the size, under 3× the time: ${report}`);
+      // Over two doublings (4× the size), so one noisy point cannot decide: linear is 4×, quadratic 16×; under 9× is under 3× per doubling.
+      for (let i = 2; i < SIZES.length; i++) assert.ok(ms[i]! / Math.max(ms[i - 2]!, NOISE_MS) < 9, `4× the size, under 9× the time (3× per doubling): ${report}`);
       assert.ok(ms[SIZES.length - 1]! < bound, `2 MB in under ${bound} ms: ${report}`);
     } finally {
       await env.close();
@@ -245,21 +250,11 @@ test('the event loop keeps turning while the worst inputs are rewrapped (max gap
     const gaps: string[] = [];
     let max = 0;
     for (const [name, raw] of worst) {
-      let last = performance.now();
-      let gap = 0;
-      const tick = setInterval(() => {
-        const now = performance.now();
-        gap = Math.max(gap, now - last);
-        last = now;
-      }, 1);
-      try {
-        await runRewrap(env, raw, ['ada@example.com']);
-      } finally {
-        clearInterval(tick);
-      }
-      gap = Math.max(gap, performance.now() - last);
-      gaps.push(`${name} ${gap.toFixed(0)} ms`);
-      max = Math.max(max, gap);
+      // A block in our code shows in every run; a gap from the machine (another process, GC) does not: the least of GAP_RUNS counts.
+      let least = Infinity;
+      for (let run = 0; run < GAP_RUNS && least >= MAX_GAP_MS / 2; run++) least = Math.min(least, await maxGap(() => runRewrap(env, raw, ['ada@example.com'])));
+      gaps.push(`${name} ${least.toFixed(0)} ms`);
+      max = Math.max(max, least);
     }
     assert.ok(max < MAX_GAP_MS, `max event-loop gap under ${MAX_GAP_MS} ms: ${gaps.join(', ')}`);
   } finally {
@@ -269,3 +264,21 @@ test('the event loop keeps turning while the worst inputs are rewrapped (max gap
 
 /** ~100 ms is the goal; the margin covers a major GC on a shared 2-core machine. */
 const MAX_GAP_MS = 150;
+const GAP_RUNS = 3;
+
+/** The longest time between two 1 ms ticks while `work` runs. */
+async function maxGap(work: () => Promise<unknown>): Promise<number> {
+  let last = performance.now();
+  let gap = 0;
+  const tick = setInterval(() => {
+    const now = performance.now();
+    gap = Math.max(gap, now - last);
+    last = now;
+  }, 1);
+  try {
+    await work();
+  } finally {
+    clearInterval(tick);
+  }
+  return Math.max(gap, performance.now() - last);
+}
