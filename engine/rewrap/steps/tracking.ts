@@ -47,7 +47,8 @@ export function findTextUrls(text: string): Array<[number, number]> {
     let end = at + scheme;
     while (end < text.length && !endsUrl(text.charCodeAt(end))) end++;
     let url = end;
-    while (url > at + scheme && TRAILING_PUNCTUATION.has(text[url - 1]!)) url--;
+    // At least one character after the scheme stays (as the former pattern's `+?` kept it).
+    while (url > at + scheme + 1 && TRAILING_PUNCTUATION.has(text[url - 1]!)) url--;
     if (url > at + scheme) spans.push([at, url]);
     from = end;
   }
