@@ -7,8 +7,8 @@
  * image `<publicUrl>/t/o/<token>` before </body> of the first HTML part.
  * Plain-text parts are not changed unless `track.textLinks` is on: then their
  * http(s) URLs are rewritten the same way (found by a hand scanner over the
- * text, linear in its length: no backtracking pattern over a whole part;
- * trailing punctuation is not part of a URL). The HTML is tokenized with parse5
+ * text, linear in its length: no backtracking pattern over a whole part; an
+ * URL ends at white space, `"`, `<` or `>`, and trailing punctuation is not part of it). The HTML is tokenized with parse5
  * (html-rewrite.ts) once per distinct HTML text of a message and the template
  * is filled per copy with that copy's tokens. It runs before merge-fields.ts,
  * so the HTML is the same for every copy (one parse per message); a link whose
