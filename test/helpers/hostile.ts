@@ -132,3 +132,9 @@ export const headerTagFlood: Generator = (size, seed) => {
   const name = fill(size / 4, seed + 1, pieces).replace(/\r\n/g, ' ');
   return `From: "${name}" <shop@example.org>\r\nTo: ada@example.com\r\nSubject: ${subject}\r\nX-Postino-Vars: {"first":"Ada\\r\\nBcc: evil@example.net"}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello {{first}}\r\n`;
 };
+
+/** One run of `http://a.` without white space, ending in `<`: the former text URL pattern tried every `http` in it to the end of the run. */
+export const urlRun: Generator = (size) => {
+  const run = 'http://a.'.repeat(Math.floor(size / 2 / 9)) + '<';
+  return alternative(run, '<p>x</p>');
+};

@@ -11,7 +11,7 @@ import { simpleParser } from 'mailparser';
 import { scanMime, walkParts } from '../../../engine/rewrap/mime-scan.js';
 import { bufferSource } from '../../../engine/rewrap/body-source.js';
 import { MAX_MERGED_HEADER } from '../../../engine/rewrap/steps/merge-fields.js';
-import { boundaryFlood, deepBoundaryFlood, deepMime, headerTagFlood, longHeaderLines, mergeTagFlood, mergeTagLine, urlFlood, whitespaceFlood, wideMime, type Generator } from '../../helpers/hostile.js';
+import { boundaryFlood, deepBoundaryFlood, deepMime, headerTagFlood, longHeaderLines, mergeTagFlood, mergeTagLine, urlFlood, urlRun, whitespaceFlood, wideMime, type Generator } from '../../helpers/hostile.js';
 import { rewrapEnv, runRewrap, type Env } from '../../helpers/rewrap.js';
 
 const KB = 1024;
@@ -47,6 +47,7 @@ const linear: Array<[string, Generator, number]> = [
   ['merge-tag flood ({{ without }}, {{{{, unterminated)', mergeTagFlood, 1000],
   ['one line of {{', mergeTagLine, 1000],
   ['text URLs that never end, tracked', urlFlood, 3000],
+  ['one run of http://a. without white space, tracked', urlRun, 1000],
   ['Subject and From display name full of tags, {{ and non-ASCII', headerTagFlood, 1000],
   ['-- lines with long runs of spaces and tabs', whitespaceFlood, 1000],
   ['-- lines that are almost delimiters of 50 open multiparts', boundaryFlood, 1000],
@@ -239,6 +240,7 @@ test('the event loop keeps turning while the worst inputs are rewrapped (max gap
       ['one line of {{', Buffer.from(mergeTagLine(2048 * KB, 7))],
       ['merge-tag flood', Buffer.from(mergeTagFlood(2048 * KB, 7))],
       ['text URLs', Buffer.from(urlFlood(2048 * KB, 7))],
+      ['one URL run', Buffer.from(urlRun(2048 * KB, 7))],
       ['header tags', Buffer.from(headerTagFlood(2048 * KB, 7))],
       ['Subject just under MAX_MERGED_HEADER', Buffer.from(headerTagFlood((MAX_MERGED_HEADER - 1024) * 2, 7))],
       ['boundary flood', Buffer.from(boundaryFlood(2048 * KB, 7))],
