@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { simpleParser } from 'mailparser';
+import { verifyClickToken } from '../../../common/tokens.js';
 import { scanMime, walkParts } from '../../../engine/rewrap/mime-scan.js';
 import { bufferSource } from '../../../engine/rewrap/body-source.js';
 import { MAX_MERGED_HEADER } from '../../../engine/rewrap/steps/merge-fields.js';
@@ -148,12 +149,12 @@ test('1 MB header lines in base64 parts: the attachments are delivered byte-iden
 });
 
 const INJECT = 'Ada\r\nBcc: evil@example.net\r\n\r\n<script>x</script>';
-const injectMsg = (smtpapi: string): string =>
+const injectMsg = (varsHeader: string, smtpapi: string): string =>
   [
     'From: "{{name}}" <shop@example.org>',
     'To: ada@example.com',
     'Subject: Hi {{name}} from -city-',
-    `X-Postino-Vars: ${JSON.stringify({ name: INJECT, link: 'javascript:alert(1)\r\nX: y', unsub: 'https://shop.example/u?a=1' })}`,
+    `${varsHeader}: ${JSON.stringify({ name: INJECT, link: 'javascript:alert(1)\r\nX: y', unsub: 'https://shop.example/u?a=1' })}`,
     `X-SMTPAPI: ${smtpapi}`,
     'Message-ID: <inject@example.org>',
     'MIME-Version: 1.0',
@@ -171,11 +172,11 @@ const injectMsg = (smtpapi: string): string =>
     '',
   ].join('\r\n');
 
-for (const track of [false, true]) {
-  test(`CR/LF and markup in merge values (X-Postino-Vars, X-SMTPAPI sub) stay in their context${track ? ', clicks tracked' : ''}`, async () => {
+for (const [track, varsHeader] of [[false, 'X-Postino-Vars'], [true, 'X-Postino-Vars'], [false, 'X-Mailgun-Variables']] as const) {
+  test(`CR/LF and markup in merge values (${varsHeader}, X-SMTPAPI sub) stay in their context${track ? ', clicks tracked' : ''}`, async () => {
     const env = await rewrapEnv(track ? { track: { clicks: true } } : {});
     try {
-      const r = await runRewrap(env, injectMsg(JSON.stringify({ sub: { '-city-': ['Paris\r\nX-Evil: 1'] } })), ['ada@example.com']);
+      const r = await runRewrap(env, injectMsg(varsHeader, JSON.stringify({ sub: { '-city-': ['Paris\r\nX-Evil: 1'] } })), ['ada@example.com']);
       assert.equal(r.result.kind, 'done');
       const copy = r.copies[0]!;
       const lines = copy.headers.split('\r\n');
@@ -192,8 +193,9 @@ for (const track of [false, true]) {
       assert.ok(html.includes('<p>Hello Ada\r\nBcc: evil@example.net\r\n\r\n&lt;script&gt;x&lt;/script&gt;</p>') || html.includes('<p>Hello Ada\nBcc: evil@example.net\n\n&lt;script&gt;x&lt;/script&gt;</p>'), html);
       const hrefs = [...html.matchAll(/href="([^"]*)"/g)].map((m) => m[1]!);
       assert.equal(hrefs.length, 3, html);
-      if (track) assert.match(hrefs[0]!, /^https:\/\/mail\.example\.net\/t\/c\//);
-      else assert.equal(hrefs[0], `https://shop.example/p?n=${encodeURIComponent(INJECT)}`);
+      const merged = `https://shop.example/p?n=${encodeURIComponent(INJECT)}`;
+      if (track) assert.equal(verifyClickToken(env.settings.keys, hrefs[0]!.slice('https://mail.example.net/t/c/'.length))?.url, merged, 'the signed URL holds the encoded value');
+      else assert.equal(hrefs[0], merged);
       assert.equal(hrefs[1], encodeURIComponent('javascript:alert(1)\r\nX: y'), 'not a link any more');
       assert.equal(hrefs[2], 'https://shop.example/u?a=1', 'a whole-URL value that is an http(s) URL is kept');
     } finally {
