@@ -114,14 +114,15 @@ export const URL_START_MARK = `\u0000${MARK_ID}s`;
 
 /** The HTML with every `{{` inside an URL attribute value preceded by URL_TAG_MARK (URL_START_MARK at the start of the value). */
 export function markUrlTags(html: string): Promise<string> {
-  return rewriteHtml(html, {
-    attribute: (name, value) => {
-      if (!URL_ATTRIBUTES.has(name) || !value.includes('{{')) return undefined;
-      const lead = value.length - value.trimStart().length;
-      const body = value.slice(lead).split('{{').join(`${URL_TAG_MARK}{{`);
-      return value.slice(0, lead) + (body.startsWith(URL_TAG_MARK) ? URL_START_MARK + body.slice(URL_TAG_MARK.length) : body);
-    },
-  });
+  return rewriteHtml(html, { attribute: markUrlAttribute });
+}
+
+/** The `attribute` edit of markUrlTags (templateHtml makes it in the same pass). */
+function markUrlAttribute(name: string, value: string): string | undefined {
+  if (!URL_ATTRIBUTES.has(name) || !value.includes('{{')) return undefined;
+  const lead = value.length - value.trimStart().length;
+  const body = value.slice(lead).split('{{').join(`${URL_TAG_MARK}{{`);
+  return value.slice(0, lead) + (body.startsWith(URL_TAG_MARK) ? URL_START_MARK + body.slice(URL_TAG_MARK.length) : body);
 }
 
 /** A slot of an HTML template: an http(s) link to fill in, or the place of the open pixel. */
@@ -138,7 +139,8 @@ export interface HtmlTemplate {
   slots: HtmlSlot[];
 }
 
-export async function templateHtml(html: string, opts: { links: boolean; pixel: boolean }): Promise<HtmlTemplate> {
+/** `markTags`: the merge tags of URL attributes are marked as markUrlTags does, in the same parse (link slots' URLs included). */
+export async function templateHtml(html: string, opts: { links: boolean; pixel: boolean; markTags?: boolean }): Promise<HtmlTemplate> {
   const mark = `\u0000${randomBytes(8).toString('hex')}:`;
   const slots: HtmlSlot[] = [];
   const slot = (s: HtmlSlot): string => {
@@ -146,6 +148,7 @@ export async function templateHtml(html: string, opts: { links: boolean; pixel: 
     return `${mark}${slots.length - 1}\u0000`;
   };
   const out = await rewriteHtml(html, {
+    attribute: opts.markTags ? markUrlAttribute : undefined,
     link: opts.links ? (url) => slot({ kind: 'link', url }) : undefined,
     beforeBodyEnd: opts.pixel ? slot({ kind: 'pixel' }) : undefined,
   });

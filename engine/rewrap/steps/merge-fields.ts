@@ -170,6 +170,16 @@ function displayName(name: string): string {
   return encoded !== clean ? encoded : `"${clean.replace(/["\\]/g, '\\$&')}"`;
 }
 
+/** HTML parts (by index) whose text tracking.ts already wrote with its URL-attribute tags marked, per copy. */
+const markedByTracking = new WeakMap<Copy, Set<number>>();
+
+/** tracking.ts: this copy's text of the part has its URL-attribute tags marked (one parse per message, not one per copy). */
+export function noteUrlTagsMarked(copy: Copy, partIndex: number): void {
+  let parts = markedByTracking.get(copy);
+  if (!parts) markedByTracking.set(copy, (parts = new Set()));
+  parts.add(partIndex);
+}
+
 /** Per message: the HTML with its URL-attribute tags marked (markUrlTags parses once per distinct text). */
 const marked = new WeakMap<MessageContext, { input: string; output: Promise<string> }>();
 
@@ -214,7 +224,7 @@ export const mergeFields: CopyStep = {
     for (const part of msg.bodyParts) {
       const html = part.type === 'text/html';
       const text = await copy.text(msg, part);
-      const input = html ? await markedHtml(msg, text) : text;
+      const input = html && !markedByTracking.get(copy)?.has(part.index) ? await markedHtml(msg, text) : text;
       const merged = substitute(await mergeTextSliced(input, lookup, html ? inHtml : inText), subs, html ? escapeHtml : inText);
       if (merged !== text) copy.texts.set(part.index, merged);
       // Many parts: after each PART_SLICE characters of work the event loop gets a turn.

@@ -15,13 +15,15 @@
  * URL holds merge tags is merged for this copy before it is signed, and a link
  * that is only a merge tag (`href="{{unsubscribe_url}}"`) is not an http(s)
  * link and is left to merge-fields.ts. Merge values inside a link are
- * percent-encoded (merge-fields.ts encodeUrlValue).
+ * percent-encoded (merge-fields.ts encodeUrlValue). The template marks the
+ * merge tags of URL attributes in the same parse (html-rewrite.ts), so
+ * merge-fields.ts need not parse the filled HTML of each copy again.
  */
 import { signClickToken, signOpenToken } from '../../../common/tokens.js';
 import { fillHtml, templateHtml, type HtmlTemplate } from '../html-rewrite.js';
 import { nextTurn } from '../next-turn.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.js';
-import { copyLookup, encodeUrlValue, mergeText } from './merge-fields.js';
+import { copyLookup, encodeUrlValue, mergeText, noteUrlTagsMarked } from './merge-fields.js';
 
 /** Punctuation that ends a sentence rather than the URL before it. */
 const TRAILING_PUNCTUATION = new Set([...'.,;:!?)]\'"']);
@@ -93,7 +95,7 @@ function template(msg: MessageContext, html: string, links: boolean, pixel: bool
   let t = cache.get(key);
   if (!t) {
     if (cache.size >= TEMPLATE_CACHE_SIZE) cache.delete(cache.keys().next().value!);
-    t = templateHtml(html, { links, pixel });
+    t = templateHtml(html, { links, pixel, markTags: true });
     cache.set(key, t);
   }
   return t;
@@ -133,6 +135,7 @@ export const tracking: CopyStep = {
       const img = pixel ? `<img src="${s.publicUrl}/t/o/${signOpenToken(s.keys, claim, expiresAt)}" width="1" height="1" alt="" style="display:block;width:1px;height:1px;border:0">` : '';
       const links = await linkAll(t.slots.flatMap((slot) => (slot.kind === 'link' ? [slot.url] : [])), link);
       copy.texts.set(part.index, fillHtml(t, (url) => links.get(url)!, img));
+      noteUrlTagsMarked(copy, part.index);
     }
     return NEXT;
   },

@@ -182,6 +182,7 @@ for (const [track, varsHeader] of [[false, 'X-Postino-Vars'], [true, 'X-Postino-
       const lines = copy.headers.split('\r\n');
       assert.ok(!lines.some((l) => /^(bcc|x-evil|x):/i.test(l)), `no injected header line:\n${copy.headers}`);
       assert.ok(!/(^|[^\r])\n/.test(copy.text), 'no bare LF anywhere in the copy');
+      assert.ok(!copy.text.includes('\u0000'), 'no URL-tag mark left');
       const p = await simpleParser(copy.bytes);
       assert.equal(p.subject, 'Hi Ada Bcc: evil@example.net <script>x</script> from Paris X-Evil: 1');
       assert.equal(p.from?.value[0]?.name, 'Ada Bcc: evil@example.net <script>x</script>');
