@@ -230,6 +230,16 @@ const accountListener = z
   })
   .strict();
 
+/**
+ * MIME structure the rewrap reads (engine.mimeNestingLimit, engine.mimeMaxParts).
+ * 100 levels is Postfix's mime_nesting_limit: real mail nests 3 or 4 deep, and
+ * an unbounded depth let 20,000 nested parts exhaust the stack. 10,000 parts is
+ * far beyond any real message (a newsletter with images has tens) while a
+ * structure that size is still read in a few milliseconds.
+ */
+export const DEFAULT_MIME_NESTING_LIMIT = 100;
+export const DEFAULT_MIME_MAX_PARTS = 10_000;
+
 const engine = z
   .object({
     /** Host name written into the Received: header the engine adds. */
@@ -264,6 +274,10 @@ const engine = z
     crashRetrySeconds: z.array(seconds).min(1).default([10, 60, 300, 900]),
     /** A send time (X-Postino-Send-At, X-SMTPAPI send_at, …) further ahead is refused with 550 5.6.0. */
     maxScheduleDays: positiveInt.default(30),
+    /** Multipart levels the rewrap reads (Postfix's mime_nesting_limit); a deeper message is rejected. */
+    mimeNestingLimit: positiveInt.default(DEFAULT_MIME_NESTING_LIMIT),
+    /** MIME parts per message the rewrap reads; a message with more is rejected. */
+    mimeMaxParts: positiveInt.default(DEFAULT_MIME_MAX_PARTS),
   })
   .strict()
   .prefault({});

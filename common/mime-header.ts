@@ -108,6 +108,15 @@ function qDecode(text: string): Buffer {
   return Buffer.from(out);
 }
 
+/**
+ * Text that goes into a header value (a merge value, a display name): CR, LF
+ * and the other control characters but TAB become one space, so the text can
+ * neither add a header line nor end the header block (RFC 5322 2.2, 3.2.5).
+ */
+export function sanitizeHeaderText(text: string): string {
+  return text.replace(/[\x00-\x08\x0a-\x1f\x7f]+/g, ' ');
+}
+
 /** An unstructured value (Subject) as RFC 2047 Q encoded-words when it is not plain ASCII. */
 export function encodeUnstructured(value: string): string {
   // 52 leaves room for "Subject: " and the =?UTF-8?Q?...?= wrapper within 76 characters.

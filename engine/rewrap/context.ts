@@ -7,8 +7,8 @@
  * named steps, each returning one of `next | suppressed | rejected`.
  * Side effects: none here; `MessageContext.text` reads the body source.
  */
-import type { ControlLimits } from '../../common/control-headers.js';
 import type { Readable } from 'node:stream';
+import type { ControlLimits } from '../../common/control-headers.js';
 import type { AccountEngineConfig, Stream } from '../../common/config.js';
 import type { KeyRing } from '../../common/signing-keys.js';
 import type { CopyIndex } from '../feedback/copy-index.js';
@@ -17,7 +17,7 @@ import { getHeader, type HeaderField } from '../../common/mime-header.js';
 import type { Envelope } from '../../common/smtp-intake.js';
 import type { BodySource } from './body-source.js';
 import type { DkimKey } from './dkim-keys.js';
-import type { MimePart } from './mime-scan.js';
+import type { MimeLimits, MimePart } from './mime-scan.js';
 import { decodeText } from './mime-text.js';
 import type { RecipientDb, RecipientRecord } from '../recipient-db.js';
 import type { SuppressionList } from '../suppression.js';
@@ -65,6 +65,8 @@ export interface RewrapSettings {
   keys: KeyRing;
   /** Open/click tokens expire then (seconds since the epoch from the copy's creation); null = never. */
   trackingLinkTtlSeconds: number | null;
+  /** engine.mimeNestingLimit and engine.mimeMaxParts: past them the message is rejected, never walked. */
+  mimeLimits: MimeLimits;
   dkim: DkimKey | undefined;
   /** Range limits of the control headers (common/control-headers.ts); the defaults when absent. */
   controlLimits?: ControlLimits;

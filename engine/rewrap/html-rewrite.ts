@@ -11,12 +11,19 @@
  * `afterBodyStart` is inserted right after <body> (header template);
  * `beforeBodyEnd` right before </body> (footer, open pixel). Without a body
  * tag, they go after </head> (or at the start) and before </html> (or at the end).
+ * `markUrlTags` marks the merge tags inside URL attributes (href, src…) so
+ * merge-fields.ts percent-encodes their values there.
+ * The tokenizer is fed PARSE_CHUNK characters at a time with a turn of the
+ * event loop between, so a 2 MB part never holds the thread for long.
  * Side effects: none.
  */
 import { randomBytes } from 'node:crypto';
 import { RewritingStream } from 'parse5-html-rewriting-stream';
+import { nextTurn } from './next-turn.js';
 
 export interface HtmlEdits {
+  /** New value for an attribute of any start tag, or undefined to leave it (runs before `link`). */
+  attribute?: ((name: string, value: string) => string | undefined) | undefined;
   /** New URL for an http(s) link, or undefined to leave it. */
   link?: ((url: string) => string | undefined) | undefined;
   afterBodyStart?: string | undefined;
@@ -24,6 +31,10 @@ export interface HtmlEdits {
 }
 
 const LINK_ELEMENTS = new Set(['a', 'area']);
+/** Attributes whose value is an URL (HTML Living Standard attribute index), on any element. */
+const URL_ATTRIBUTES = new Set(['href', 'src', 'action', 'formaction', 'background', 'cite', 'poster', 'longdesc', 'usemap']);
+/** parse5 tokenizes what it is given at once; 64 Ki characters take a few ms, then the event loop gets a turn. */
+const PARSE_CHUNK = 64 * 1024;
 const HTTP_URL = /^https?:\/\//i;
 
 export function rewriteHtml(html: string, edits: HtmlEdits): Promise<string> {
@@ -37,6 +48,16 @@ export function rewriteHtml(html: string, edits: HtmlEdits): Promise<string> {
     let headMarked = false;
     rw.on('data', (s: string) => out.push(s));
     rw.on('startTag', (tag, raw) => {
+      let changed = false;
+      if (edits.attribute) {
+        for (const a of tag.attrs) {
+          const v = edits.attribute(a.name, a.value);
+          if (v !== undefined) {
+            a.value = v;
+            changed = true;
+          }
+        }
+      }
       if (edits.link && LINK_ELEMENTS.has(tag.tagName)) {
         const href = tag.attrs.find((a) => a.name === 'href');
         const url = href?.value.trim();
@@ -47,7 +68,8 @@ export function rewriteHtml(html: string, edits: HtmlEdits): Promise<string> {
           return;
         }
       }
-      rw.emitRaw(raw);
+      if (changed) rw.emitStartTag(tag);
+      else rw.emitRaw(raw);
       if (tag.tagName === 'body' && !bodyStarted) {
         bodyStarted = true;
         if (edits.afterBodyStart) rw.emitRaw(edits.afterBodyStart);
@@ -67,13 +89,40 @@ export function rewriteHtml(html: string, edits: HtmlEdits): Promise<string> {
     rw.on('error', reject);
     rw.on('end', () => {
       let text = out.join('');
-      if (headMarked) text = text.replace(headMark, bodyStarted ? '' : edits.afterBodyStart!);
+      if (headMarked) text = text.replace(headMark, () => (bodyStarted ? '' : edits.afterBodyStart!));
       else if (!bodyStarted && edits.afterBodyStart) text = edits.afterBodyStart + text;
       if (!bodyEnded && edits.beforeBodyEnd) text += edits.beforeBodyEnd;
       resolve(text);
     });
-    rw.end(html);
+    void feed(rw, html).catch(reject);
   });
+}
+
+/** Writes the text in PARSE_CHUNK pieces, waiting for the stream to take each (and yielding the thread between). */
+async function feed(rw: RewritingStream, html: string): Promise<void> {
+  for (let at = 0; at < html.length; at += PARSE_CHUNK) {
+    if (!rw.write(html.slice(at, at + PARSE_CHUNK))) await new Promise((r) => rw.once('drain', r));
+    await nextTurn();
+  }
+  rw.end();
+}
+
+/** Marks before a merge tag inside an URL attribute value: `START` when the tag begins the value (it is the whole URL). */
+const MARK_ID = randomBytes(6).toString('hex');
+export const URL_TAG_MARK = `\u0000${MARK_ID}u`;
+export const URL_START_MARK = `\u0000${MARK_ID}s`;
+
+/** The HTML with every `{{` inside an URL attribute value preceded by URL_TAG_MARK (URL_START_MARK at the start of the value). */
+export function markUrlTags(html: string): Promise<string> {
+  return rewriteHtml(html, { attribute: markUrlAttribute });
+}
+
+/** The `attribute` edit of markUrlTags (templateHtml makes it in the same pass). */
+function markUrlAttribute(name: string, value: string): string | undefined {
+  if (!URL_ATTRIBUTES.has(name) || !value.includes('{{')) return undefined;
+  const lead = value.length - value.trimStart().length;
+  const body = value.slice(lead).split('{{').join(`${URL_TAG_MARK}{{`);
+  return value.slice(0, lead) + (body.startsWith(URL_TAG_MARK) ? URL_START_MARK + body.slice(URL_TAG_MARK.length) : body);
 }
 
 /** A slot of an HTML template: an http(s) link to fill in, or the place of the open pixel. */
@@ -90,7 +139,8 @@ export interface HtmlTemplate {
   slots: HtmlSlot[];
 }
 
-export async function templateHtml(html: string, opts: { links: boolean; pixel: boolean }): Promise<HtmlTemplate> {
+/** `markTags`: the merge tags of URL attributes are marked as markUrlTags does, in the same parse (link slots' URLs included). */
+export async function templateHtml(html: string, opts: { links: boolean; pixel: boolean; markTags?: boolean }): Promise<HtmlTemplate> {
   const mark = `\u0000${randomBytes(8).toString('hex')}:`;
   const slots: HtmlSlot[] = [];
   const slot = (s: HtmlSlot): string => {
@@ -98,6 +148,7 @@ export async function templateHtml(html: string, opts: { links: boolean; pixel: 
     return `${mark}${slots.length - 1}\u0000`;
   };
   const out = await rewriteHtml(html, {
+    attribute: opts.markTags ? markUrlAttribute : undefined,
     link: opts.links ? (url) => slot({ kind: 'link', url }) : undefined,
     beforeBodyEnd: opts.pixel ? slot({ kind: 'pixel' }) : undefined,
   });

@@ -15,15 +15,41 @@
  * what a forwarded message contains.
  * Memory: only header blocks and the current partial line are held; a line
  * longer than MAX_DELIMITER_LINE cannot be a delimiter and is not kept.
+ *
+ * Hostile input (issue #11): the scan is linear in the message. A line that
+ * starts with `--` is first looked up among the open delimiters (one map
+ * lookup), and only a real delimiter walks the multipart stack, whose depth is
+ * bounded. Nesting deeper than `limits.nesting` (engine.mimeNestingLimit,
+ * default 100 like Postfix's mime_nesting_limit) or more than `limits.parts`
+ * parts (engine.mimeMaxParts, default 10,000) stops the structure there:
+ * the root's `limit` says why, and render.ts rejects the message rather than
+ * deliver a structure we did not read. The scan yields the event loop every
+ * SCAN_SLICE bytes. walkParts is iterative (no recursion over the depth).
+ * Config: engine.mimeNestingLimit, engine.mimeMaxParts (passed as `limits`).
  * Side effects: none (reads the given stream).
  */
 import type { Readable } from 'node:stream';
+import { DEFAULT_MIME_MAX_PARTS, DEFAULT_MIME_NESTING_LIMIT } from '../../common/config.js';
 import { getHeader, parseContentType, parseHeaderBlock, type HeaderField } from '../../common/mime-header.js';
+import { nextTurn } from './next-turn.js';
 
 /** RFC 2046 5.1.1: a boundary is at most 70 characters; with "--", "--" and padding a delimiter line is short. */
 const MAX_DELIMITER_LINE = 1024;
 /** Header blocks larger than this are treated as body (no legitimate part has one). */
 const MAX_HEADER_BLOCK = 1024 * 1024;
+/** Bytes scanned between two turns of the event loop: a few ms of work, so SMTP and HTTP stay served while a large message is read. */
+const SCAN_SLICE = 256 * 1024;
+/** Header blocks parsed between two turns of the event loop (each costs ~20 µs: 50,000 tiny parts in 256 KiB would hold it for long). */
+const HEADERS_PER_TURN = 500;
+
+export interface MimeLimits {
+  /** Multipart levels read (engine.mimeNestingLimit). */
+  nesting: number;
+  /** Parts read, the message itself included (engine.mimeMaxParts). */
+  parts: number;
+}
+
+export const DEFAULT_MIME_LIMITS: MimeLimits = Object.freeze({ nesting: DEFAULT_MIME_NESTING_LIMIT, parts: DEFAULT_MIME_MAX_PARTS });
 
 export interface MimePart {
   /** Pre-order index; 0 is the message itself. */
@@ -42,6 +68,8 @@ export interface MimePart {
   /** Lower-case disposition type, '' when absent. */
   disposition: string;
   children: MimePart[];
+  /** On the root only: why the structure was not read to the end (a MIME limit); the message must not be rewrapped. */
+  limit?: string | undefined;
 }
 
 interface Multipart {
@@ -55,17 +83,39 @@ function newPart(index: number, headerStart: number): MimePart {
   return { index, headerStart, bodyStart: headerStart, bodyEnd: headerStart, headers: [], type: 'text/plain', params: {}, encoding: '7bit', disposition: '', children: [] };
 }
 
+/** `line` without its trailing spaces and tabs (transport padding, RFC 2046 5.1.1), as latin1 text: a loop from the end, no pattern. */
+function trimPadding(line: Buffer): string {
+  let end = line.length;
+  while (end > 0 && (line[end - 1] === 0x20 || line[end - 1] === 0x09)) end--;
+  return line.toString('latin1', 0, end);
+}
+
 /** Reads the structure of a message from its bytes. */
-export async function scanMime(input: Readable): Promise<MimePart> {
+export async function scanMime(input: Readable, limits: MimeLimits = DEFAULT_MIME_LIMITS): Promise<MimePart> {
   let nextIndex = 1;
   const root = newPart(0, 0);
   const stack: Multipart[] = [];
+  /** Delimiters of the multiparts on the stack that are not closed, with how many use each. */
+  const open = new Map<string, number>();
+  const opened = (d: string, n: number): void => {
+    const c = (open.get(d) ?? 0) + n;
+    if (c > 0) open.set(d, c);
+    else open.delete(d);
+  };
+  /** Set once a limit is passed: no more structure is read. */
+  let stopped = false;
+  const stop = (reason: string): void => {
+    stopped = true;
+    root.limit = reason;
+  };
   let inHeaders: MimePart | undefined = root;
   let headerChunks: Buffer[] = [];
   let headerBytes = 0;
   let prevTerm = 0; // length of the previous line's terminator (2 for CRLF)
 
+  let headersSinceTurn = 0;
   const finishHeaders = (part: MimePart, bodyStart: number): void => {
+    headersSinceTurn++;
     part.headers = parseHeaderBlock(Buffer.concat(headerChunks));
     headerChunks = [];
     headerBytes = 0;
@@ -77,7 +127,10 @@ export async function scanMime(input: Readable): Promise<MimePart> {
     part.encoding = (getHeader(part.headers, 'content-transfer-encoding') ?? '7bit').toLowerCase().trim();
     part.disposition = (getHeader(part.headers, 'content-disposition') ?? '').split(';')[0]!.trim().toLowerCase();
     const boundary = ct.params.boundary;
-    if (part.type.startsWith('multipart/') && boundary) stack.push({ part, delimiter: `--${boundary}`, current: undefined, closed: false });
+    if (!part.type.startsWith('multipart/') || !boundary || stopped) return;
+    if (stack.length >= limits.nesting) return stop(`MIME nesting deeper than ${limits.nesting} levels (engine.mimeNestingLimit)`);
+    stack.push({ part, delimiter: `--${boundary}`, current: undefined, closed: false });
+    opened(`--${boundary}`, 1);
   };
 
   const onLine = (line: Buffer | undefined, start: number, next: number, term: number): void => {
@@ -99,8 +152,12 @@ export async function scanMime(input: Readable): Promise<MimePart> {
       prevTerm = term;
       return;
     }
-    if (line && line.length >= 2 && line[0] === 0x2d && line[1] === 0x2d && stack.length > 0) {
-      const text = line.toString('latin1').replace(/[ \t]+$/, '');
+    if (line && line.length >= 2 && line[0] === 0x2d && line[1] === 0x2d && open.size > 0 && !stopped) {
+      const text = trimPadding(line);
+      if (!open.has(text) && !(text.endsWith('--') && open.has(text.slice(0, -2)))) {
+        prevTerm = term;
+        return;
+      }
       for (let i = stack.length - 1; i >= 0; i--) {
         const mp = stack[i]!;
         if (mp.closed) continue;
@@ -109,6 +166,7 @@ export async function scanMime(input: Readable): Promise<MimePart> {
         const end = Math.max(start - prevTerm, 0);
         // Inner multiparts left open end here.
         for (const inner of stack.splice(i + 1)) {
+          if (!inner.closed) opened(inner.delimiter, -1);
           if (inner.current) inner.current.bodyEnd = Math.max(end, inner.current.bodyStart);
           inner.part.bodyEnd = Math.max(end, inner.part.bodyStart);
         }
@@ -116,6 +174,10 @@ export async function scanMime(input: Readable): Promise<MimePart> {
         if (isEnd) {
           mp.current = undefined;
           mp.closed = true;
+          opened(mp.delimiter, -1);
+        } else if (nextIndex >= limits.parts) {
+          mp.current = undefined;
+          stop(`more than ${limits.parts} MIME parts (engine.mimeMaxParts)`);
         } else {
           const child = newPart(nextIndex++, next);
           mp.part.children.push(child);
@@ -133,9 +195,15 @@ export async function scanMime(input: Readable): Promise<MimePart> {
   let carry: Buffer[] = []; // the partial line so far
   let carryLen = 0;
   let tooLong = false; // the partial line is past MAX_DELIMITER_LINE: not kept
+  let sliceEnd = SCAN_SLICE; // offset at which the scan next yields the event loop
   for await (const chunk of input as AsyncIterable<Buffer>) {
     let pos = 0;
     for (;;) {
+      if (base + pos >= sliceEnd || headersSinceTurn >= HEADERS_PER_TURN) {
+        sliceEnd = base + pos + SCAN_SLICE;
+        headersSinceTurn = 0;
+        await nextTurn();
+      }
       const nl = chunk.indexOf(10, pos);
       if (nl === -1) {
         if (!tooLong && pos < chunk.length) {
@@ -176,13 +244,19 @@ export async function scanMime(input: Readable): Promise<MimePart> {
   return root;
 }
 
-/** Every part, pre-order. */
+/** The rejection of a message whose structure went over a limit (steps return it before doing any work on the parts), else undefined. */
+export function mimeLimitRejection(root: MimePart): { kind: 'rejected'; reason: string } | undefined {
+  return root.limit === undefined ? undefined : { kind: 'rejected', reason: `message not rewrapped: ${root.limit}` };
+}
+
+/** Every part, pre-order; iterative, so the depth of the tree does not matter to the call stack. */
 export function walkParts(root: MimePart): MimePart[] {
   const out: MimePart[] = [];
-  const visit = (p: MimePart): void => {
+  const todo: MimePart[] = [root];
+  while (todo.length > 0) {
+    const p = todo.pop()!;
     out.push(p);
-    for (const c of p.children) visit(c);
-  };
-  visit(root);
+    for (let i = p.children.length - 1; i >= 0; i--) todo.push(p.children[i]!);
+  }
   return out;
 }

@@ -7,15 +7,36 @@
  * are written back as they were when the new text fits; any other charset
  * (or new text that does not fit) is written as UTF-8 and the part's
  * Content-Type says so. A 7bit part that gains 8-bit text becomes
- * quoted-printable (it could not be sent as 7bit otherwise).
+ * quoted-printable (it could not be sent as 7bit otherwise), and so does a
+ * 7bit or 8bit part with a line over MAX_LINE_OCTETS (tracking links and merge
+ * values lengthen lines): quoted-printable keeps the text exactly as it was,
+ * where wrapping would cut URLs and change what the recipient reads.
  * Side effects: none.
  */
 import * as qp from 'nodemailer/lib/qp';
 import { fieldValue, makeField, type HeaderField } from '../../common/mime-header.js';
 import type { MimePart } from './mime-scan.js';
+import { nextTurn } from './next-turn.js';
 
 /** RFC 2045 6.7 and 6.8: encoded lines are at most 76 characters. */
 const ENCODED_LINE = 76;
+/** Bytes quoted-printable-encoded at a time, with a turn of the event loop between (a 2 MB part takes ~100 ms in one go). */
+const QP_SLICE = 64 * 1024;
+
+/** RFC 5322 2.1.1 (and RFC 5321 4.5.3.1.6): a line is at most 998 octets before its CRLF. */
+export const MAX_LINE_OCTETS = 998;
+
+/** Whether some line of the bytes is longer than MAX_LINE_OCTETS (CR LF not counted): one pass. */
+export function hasLongLine(bytes: Buffer): boolean {
+  let start = 0;
+  for (;;) {
+    const nl = bytes.indexOf(0x0a, start);
+    const end = nl === -1 ? bytes.length : nl > start && bytes[nl - 1] === 0x0d ? nl - 1 : nl;
+    if (end - start > MAX_LINE_OCTETS) return true;
+    if (nl === -1) return false;
+    start = nl + 1;
+  }
+}
 
 export function decodeTransfer(raw: Buffer, encoding: string): Buffer {
   switch (encoding) {
@@ -77,8 +98,35 @@ export interface EncodedText {
   body: Buffer;
 }
 
+/**
+ * Quoted-printable (RFC 2045 6.7) a slice at a time. A slice ends after a line
+ * break when there is one within QP_SLICE bytes, else mid-line with a soft
+ * line break (`=` CRLF), never between the CR and LF of a line break.
+ */
+async function qpEncode(bytes: Buffer): Promise<string> {
+  const out: string[] = [];
+  for (let start = 0; start < bytes.length; ) {
+    let end = Math.min(start + QP_SLICE, bytes.length);
+    let soft = false;
+    if (end < bytes.length) {
+      const nl = bytes.lastIndexOf(0x0a, end - 1);
+      if (nl >= start) end = nl + 1;
+      else {
+        if (bytes[end - 1] === 0x0d && end - 1 > start) end--;
+        soft = true;
+      }
+    }
+    // A soft break adds its `=` to the last line: that slice is wrapped one character shorter.
+    out.push(qp.wrap(qp.encode(bytes.subarray(start, end)), soft ? ENCODED_LINE - 1 : ENCODED_LINE));
+    if (soft) out.push('=\r\n');
+    start = end;
+    if (start < bytes.length) await nextTurn();
+  }
+  return out.join('');
+}
+
 /** Encodes new text for a part, keeping its transfer encoding (and its charset when the text fits). */
-export function encodeText(part: MimePart, input: string): EncodedText {
+export async function encodeText(part: MimePart, input: string): Promise<EncodedText> {
   // RFC 2046 4.1.1: line breaks in text are CRLF (templates and merge values may bring bare LFs).
   const text = input.replace(/\r?\n|\r/g, '\r\n');
   let cs = charsetOf(part);
@@ -95,7 +143,9 @@ export function encodeText(part: MimePart, input: string): EncodedText {
   }
   let encoding = part.encoding;
   let encodingChanged = false;
-  if ((encoding === '7bit' || encoding === '') && bytes.some((b) => b > 0x7f)) {
+  const plain = encoding === '7bit' || encoding === '' || encoding === '8bit';
+  // Text that is all ASCII gives ASCII bytes in every charset written here, and text that is not gives 8-bit bytes.
+  if (plain && ((encoding !== '8bit' && !ascii) || hasLongLine(bytes))) {
     encoding = 'quoted-printable';
     encodingChanged = true;
   }
@@ -105,7 +155,7 @@ export function encodeText(part: MimePart, input: string): EncodedText {
       body = Buffer.from(wrapBase64(bytes.toString('base64')), 'latin1');
       break;
     case 'quoted-printable':
-      body = Buffer.from(qp.wrap(qp.encode(bytes), ENCODED_LINE), 'latin1');
+      body = Buffer.from(await qpEncode(bytes), 'latin1');
       break;
     default:
       body = bytes;

@@ -30,6 +30,7 @@ export function resolveRewrapSettings(config: Config, dataDir: string, keys: Key
       trackingLinkTtlSeconds: e.trackingLinkTtlDays === null ? null : e.trackingLinkTtlDays * 86_400,
       dkim: loadDkimKey(a.engine.dkim),
       controlLimits: { maxScheduleDays: e.maxScheduleDays },
+      mimeLimits: { nesting: e.mimeNestingLimit, parts: e.mimeMaxParts },
     });
   }
   return out;

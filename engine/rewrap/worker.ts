@@ -67,7 +67,7 @@ export class RewrapWorker {
     const settings = this.o.settings.get(account);
     const now = this.clock();
     const source = await this.source(rec);
-    const mime = await scanMime(source.stream(0, source.size));
+    const mime = await scanMime(source.stream(0, source.size), settings?.mimeLimits);
     const messageId = getHeader(mime.headers, 'message-id') ?? (settings ? fallbackMessageId(rec.id, settings.hostname) : undefined);
     const base = { account, messageId, sender: envelope.mailFrom };
     if (!settings) {

@@ -7,8 +7,11 @@
  * (`footer.enabled`). The part is re-encoded with its own transfer encoding
  * when it is written (render.ts); every other part stays byte-identical.
  * Templates may hold merge tags ({{unsubscribe_url}}…): merge-fields.ts runs after.
+ * The first step that reads the body parts: a message over a MIME limit
+ * (mime-scan.ts) is rejected here before any part is read (render.ts checks again).
  */
 import { rewriteHtml } from '../html-rewrite.js';
+import { mimeLimitRejection } from '../mime-scan.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.js';
 
 /** The HTML with header/footer, per message and input text: every copy of a message gets the same (merge fields come later). */
@@ -21,6 +24,8 @@ function crlf(text: string): string {
 export const footer: CopyStep = {
   name: 'footer',
   async run(copy: Copy, msg: MessageContext) {
+    const limited = mimeLimitRejection(msg.mime);
+    if (limited) return limited;
     if (!msg.controls.footer) return NEXT;
     const t = msg.settings.account.footer;
     const plain = msg.firstBodyPart('text/plain');

@@ -5,12 +5,15 @@
  * every byte range between changed parts (attachments, untouched parts,
  * preambles, boundaries) is streamed from the intake message as it is, so it
  * stays byte-identical and a large attachment is never in memory.
+ * A message whose MIME structure was not read to the end (over
+ * engine.mimeNestingLimit or engine.mimeMaxParts, mime-scan.ts) is rejected
+ * here, with the limit as the reason: its parts cannot be written faithfully.
  */
 import { Readable } from 'node:stream';
 import type { HeaderField } from '../../../common/mime-header.js';
 import type { BodySource } from '../body-source.js';
 import { encodeText } from '../mime-text.js';
-import type { MimePart } from '../mime-scan.js';
+import { mimeLimitRejection, type MimePart } from '../mime-scan.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.js';
 
 export type Segment = Buffer | { start: number; end: number };
@@ -36,6 +39,8 @@ export const render: CopyStep = {
   name: 'render',
   async run(copy: Copy, msg: MessageContext) {
     const root = msg.mime;
+    const limited = mimeLimitRejection(root);
+    if (limited) return limited;
     const edits: Array<{ part: MimePart; text: string }> = [];
     for (const part of msg.bodyParts) {
       const text = copy.texts.get(part.index);
@@ -44,7 +49,7 @@ export const render: CopyStep = {
     let pos = root.bodyStart;
     const body: Segment[] = [];
     for (const { part, text } of edits) {
-      const enc = encodeText(part, text);
+      const enc = await encodeText(part, text);
       if (part === root) {
         if (enc.headers) {
           // A single-part message: its part headers are the message headers.

@@ -42,3 +42,18 @@ test('a single-part message is one leaf whose body runs to the end', async () =>
   assert.equal(root.children.length, 0);
   assert.equal(raw.subarray(root.bodyStart, root.bodyEnd).toString(), 'hello\r\nworld\r\n');
 });
+
+test('a delimiter with transport padding (spaces and tabs) is still a delimiter', async () => {
+  const raw = Buffer.from('Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b \t \r\n\r\none\r\n--b\t\r\n\r\ntwo\r\n--b-- \r\n');
+  const parts = walkParts(await scanMime(Readable.from([raw])));
+  assert.deepEqual(
+    parts.slice(1).map((p) => raw.subarray(p.bodyStart, p.bodyEnd).toString()),
+    ['one', 'two'],
+  );
+});
+
+test('over the part limit the scan stops and says why on the root', async () => {
+  const raw = Buffer.from(`Content-Type: multipart/mixed; boundary="b"\r\n\r\n${'--b\r\n\r\nx\r\n'.repeat(10)}--b--\r\n`);
+  assert.equal((await scanMime(Readable.from([raw]), { nesting: 100, parts: 11 })).limit, undefined, '1 + 10 parts');
+  assert.match((await scanMime(Readable.from([raw]), { nesting: 100, parts: 10 })).limit ?? '', /more than 10 MIME parts/);
+});

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { simpleParser } from 'mailparser';
-import { mergeText } from '../../../../engine/rewrap/steps/merge-fields.js';
+import { encodeUrlValue, MAX_TAG, mergeText } from '../../../../engine/rewrap/steps/merge-fields.js';
 import { rewrapEnv, runRewrap } from '../../../helpers/rewrap.js';
 
 const msg = (vars?: string): string =>
@@ -62,4 +62,21 @@ test('an X-Postino-Vars that is not a JSON object rejects the message', async ()
 test('the tag scanner leaves text that is not a merge tag alone', () => {
   const look = (n: string): string | undefined => ({ a: 'A' })[n];
   assert.equal(mergeText('x {{a}} {{ b | d e }} {{not a tag!}} {{a', look, (s) => s), 'x A  d e  {{not a tag!}} {{a');
+});
+
+test('a tag is at most MAX_TAG characters: a `}}` further away ends no tag, and a `{{` flood is left as it was', () => {
+  const look = (n: string): string | undefined => ({ a: 'A' })[n];
+  const far = `{{a|${'d'.repeat(MAX_TAG)}}}`;
+  assert.equal(mergeText(far, look, (s) => s), far);
+  assert.equal(mergeText(`{{a|${'d'.repeat(MAX_TAG - 10)}}}`, look, (s) => s), 'A');
+  assert.equal(mergeText('{{{{a}} {{ {{a}}', look, (s) => s), '{{A {{ A');
+  const flood = '{{'.repeat(100_000);
+  assert.equal(mergeText(flood, look, (s) => s), flood);
+});
+
+test('encodeUrlValue: a value inside an URL is percent-encoded; a whole http(s) URL is kept, anything else encoded', () => {
+  assert.equal(encodeUrlValue('a b&c=d\r\n', false), 'a%20b%26c%3Dd%0D%0A');
+  assert.equal(encodeUrlValue('https://x.test/u?a=1&b=2', true), 'https://x.test/u?a=1&b=2');
+  assert.equal(encodeUrlValue('javascript:alert(1)', true), 'javascript%3Aalert(1)');
+  assert.equal(encodeUrlValue('https://x.test/"><script>', true), 'https%3A%2F%2Fx.test%2F%22%3E%3Cscript%3E');
 });
