@@ -67,20 +67,24 @@ function parseJsonObject(text: string): Record<string, unknown> | string {
   return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : 'is not a JSON object';
 }
 
-function scalarProblem(v: unknown): string | undefined {
-  if (typeof v === 'string') return v.length > MAX_VALUE_CHARS ? `has a value longer than ${MAX_VALUE_CHARS} characters` : undefined;
+function scalarProblem(v: unknown, maxChars = MAX_VALUE_CHARS): string | undefined {
+  if (typeof v === 'string') return v.length > maxChars ? `has a value longer than ${maxChars} characters` : undefined;
   if (typeof v === 'number') return Number.isFinite(v) ? undefined : 'has a number that is not finite';
   return 'is not a flat object of strings and numbers';
 }
 
-/** A flat object of strings/numbers with bounded keys, values and entries. */
-function flatProblem(o: unknown): string | undefined {
+/**
+ * A flat object of strings/numbers with bounded keys, values and entries. Metadata values
+ * (copied into every event) are identifiers: MAX_VALUE_CHARS; merge values go into the body
+ * (an address block, an order summary) and are bounded only by their header's size.
+ */
+function flatProblem(o: unknown, maxValueChars = MAX_VALUE_CHARS): string | undefined {
   if (!o || typeof o !== 'object' || Array.isArray(o)) return 'is not a flat object of strings and numbers';
   const entries = Object.entries(o);
   if (entries.length > MAX_ENTRIES) return `has more than ${MAX_ENTRIES} entries`;
   for (const [k, v] of entries) {
     if (k.length === 0 || k.length > MAX_NAME_CHARS) return `has a key that is empty or longer than ${MAX_NAME_CHARS} characters`;
-    const p = scalarProblem(v);
+    const p = scalarProblem(v, maxValueChars);
     if (p) return p;
   }
   return undefined;
@@ -111,7 +115,7 @@ function smtpApiProblem(j: Record<string, unknown>, now: number, limits: Control
   if (j.sub !== undefined) {
     if (!j.sub || typeof j.sub !== 'object' || Array.isArray(j.sub)) return 'sub is not an object of lists';
     for (const list of Object.values(j.sub as Record<string, unknown>)) {
-      if (!Array.isArray(list) || list.some((v) => scalarProblem(v) !== undefined)) return 'sub is not an object of lists of strings and numbers';
+      if (!Array.isArray(list) || list.some((v) => scalarProblem(v, MAX_JSON_CHARS) !== undefined)) return 'sub is not an object of lists of strings and numbers';
     }
   }
   return undefined;
@@ -135,7 +139,7 @@ function fieldProblem(lower: string, value: string, now: number, limits: Control
     case 'x-postino-vars':
     case 'x-mailgun-variables': {
       const j = parseJsonObject(value);
-      return typeof j === 'string' ? j : flatProblem(j);
+      return typeof j === 'string' ? j : flatProblem(j, MAX_JSON_CHARS);
     }
     case 'x-postino-stream':
       return /^(transactional|bulk)$/i.test(value) ? undefined : `unknown stream "${value.slice(0, 40)}" (transactional or bulk)`;
