@@ -24,6 +24,7 @@ import { listenHttp } from '../common/http-server.js';
 import { IdleCompactor } from '../forwarder/idle-compactor.js';
 import { RelayWorker } from '../forwarder/relay-worker.js';
 import type { Component, Runtime } from '../common/runtime.js';
+import { redactUrl } from '../common/redact.js';
 import { resolveSecret, sameSecret } from '../common/secrets.js';
 import { RelayClient, type RecipientFailure } from '../common/smtp-client.js';
 import { startIntake } from '../common/smtp-intake.js';
@@ -98,7 +99,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     l.warn({ event: 'bounced', sender, recipients: failed.map((f) => ({ recipient: f.recipient, code: f.code, enhanced: f.enhanced, response: f.response })), reason }, 'recipients failed for good');
     if (sender === '') return; // a bounce of a bounce: RFC 5321 6.1 — drop, logged above
     const originalHeaders = await readHeaderSection(await spool.openBody(rec));
-    const body = await buildDsn({ hostname, queueId: rec.id, sender, arrivalDate: new Date(rec.enqueuedAt), failed, reason, relay: rec.meta.lastError?.relay ?? cfg.relay.urls[0], originalHeaders });
+    const body = await buildDsn({ hostname, queueId: rec.id, sender, arrivalDate: new Date(rec.enqueuedAt), failed, reason, relay: rec.meta.lastError?.relay ?? redactUrl(cfg.relay.urls[0]!), originalHeaders });
     const now = Date.now();
     const dsn = await spool.enqueue({
       meta: { envelope: { mailFrom: '', rcptTo: [sender], clientAddress: '', heloName: hostname, receivedAt: now, tls: false }, pending: [sender] },

@@ -23,6 +23,7 @@ import type { DurableQueue, QueueRecord } from '../common/durable-queue.js';
 import { PostinoError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { createHttpServer } from '../common/http-server.js';
+import { redactUrl } from '../common/redact.js';
 import type { RelayHealthStatus } from '../common/relay-health.js';
 import type { RelayCounters } from './relay-worker.js';
 import type { Relaying, RelayPause, RelayPauseState } from './relay-pause.js';
@@ -141,7 +142,7 @@ function entry(rec: QueueRecord<SpoolMeta>): QueueEntry {
     enqueuedAt: new Date(rec.enqueuedAt).toISOString(),
     nextAttemptAt: rec.leasedUntil > 0 ? null : new Date(rec.due).toISOString(),
     size: rec.body.size,
-    lastError: e ? { code: e.code, enhanced: e.enhanced, response: e.response, at: new Date(e.at).toISOString(), relay: e.relay } : null,
+    lastError: e ? { code: e.code, enhanced: e.enhanced, response: e.response, at: new Date(e.at).toISOString(), relay: e.relay && redactUrl(e.relay) } : null,
   };
 }
 

@@ -29,6 +29,7 @@
 import type { Readable } from 'node:stream';
 import type { DurableQueue, QueueRecord } from '../common/durable-queue.js';
 import type { Logger } from '../common/log.js';
+import { redactUrlsIn } from '../common/redact.js';
 import { nextRetry, type RetryPolicy } from '../common/retry-schedule.js';
 import { SendFailure, type RecipientFailure, type RelaySender, type SmtpReply } from '../common/smtp-client.js';
 import type { RelayMeta } from '../common/relay-meta.js';
@@ -104,6 +105,8 @@ export class RelayWorker<M extends RelayMeta> {
       return this.decide(rec, sent.rejected, sent.relay, sent.reply);
     } catch (e) {
       if (!(e instanceof SendFailure)) throw e;
+      // Logged and stored as lastError: a connection error that quotes a URL loses its password (redact.ts).
+      e.message = redactUrlsIn(e.message);
       if (e.reply === undefined) {
         // No listener reachable: the relay's state, not this message's (unless it is past its age).
         const o = this.retryOrGiveUp(rec, undefined, undefined, e.message);
