@@ -22,7 +22,7 @@ import { TooLargeError } from './fsync.js';
 import type { Logger } from './log.js';
 import { headerBlockEnd, parseHeaderBlock, type HeaderField } from './mime-header.js';
 import { PostinoSMTPServer, type ConnectionGate } from './smtp-server.js';
-import { SpoolIdFilter, type SeenSpoolIds } from './spool-id.js';
+import { isSpoolId, SpoolIdFilter, type SeenSpoolIds } from './spool-id.js';
 import type { BatchOp } from './store.js';
 import { StrictDataCheck, type StrictDataOptions } from './strict-data.js';
 
@@ -78,9 +78,11 @@ export interface IntakeOptions<M> {
   authRequired?: boolean | undefined;
   /**
    * Effectively-once hop (spool-id.ts): strip X-Postino-Spool-Id, and answer a
-   * message whose id was already accepted with 250 without enqueuing it again.
+   * message whose id was already accepted in the same scope with 250 without
+   * enqueuing it again. `scope` names whose ids these are (the listener: the
+   * session's account); an id not of the forwarder's shape is ignored.
    */
-  spoolIds?: SeenSpoolIds | undefined;
+  spoolIds?: { seen: SeenSpoolIds; scope(session: SMTPServerSession): string } | undefined;
   idleTimeoutMs: number;
   /** TLS pair for STARTTLS; without it STARTTLS is not offered. */
   tls?: { key: string | Buffer; cert: string | Buffer } | undefined;
@@ -161,6 +163,13 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
   const allow = o.allowNetworks ? new NetworkList(o.allowNetworks) : undefined;
   const { queue, log } = o;
 
+  /** The header's value if it is one the forwarder could have minted; anything else means a new message. */
+  function dedupeId(value: string | undefined, session: SMTPServerSession): string | undefined {
+    if (value === undefined || isSpoolId(value)) return value;
+    log.info({ event: 'spool-id-ignored', session: session.id, client: session.remoteAddress }, 'X-Postino-Spool-Id not of the forwarder\'s shape: stripped, message treated as new');
+    return undefined;
+  }
+
   async function accept(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const envelope = envelopeOf(session);
     const check = o.strictData ? new StrictDataCheck(o.strictData === true ? {} : o.strictData) : undefined;
@@ -204,21 +213,23 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
         throw e;
       }
     }
-    const spoolId = filter?.spoolId;
-    if (spoolId && o.spoolIds && !o.spoolIds.begin(spoolId)) {
+    const spoolId = dedupeId(filter?.spoolId, session);
+    const seen = o.spoolIds?.seen;
+    const scope = spoolId ? o.spoolIds!.scope(session) : '';
+    if (spoolId && seen && !seen.begin(scope, spoolId)) {
       await prepared.discard();
       throw new PostinoError('DUPLICATE_IN_PROGRESS', `Message ${spoolId} is being stored by another session, try again later`);
     }
     let hook: { ops: BatchOp[]; done(committed: boolean): void } | undefined;
     try {
-      const earlier = spoolId ? await o.spoolIds!.lookup(spoolId) : undefined;
+      const earlier = spoolId ? await seen!.lookup(scope, spoolId) : undefined;
       if (earlier) {
         await prepared.discard();
         log.info({ event: 'duplicate', queueId: earlier, spoolId, session: session.id }, 'already queued: retry of an accepted message not enqueued again');
         return `${earlier} (already queued)`;
       }
       hook = o.policy?.beforeCommit?.(session);
-      const dedupeOps = spoolId ? o.spoolIds!.rememberOps(spoolId, prepared.record.id) : [];
+      const dedupeOps = spoolId ? seen!.rememberOps(scope, spoolId, prepared.record.id) : [];
       await queue.commitPrepared([prepared], [...dedupeOps, ...(hook?.ops ?? [])]);
       hook?.done(true);
     } catch (e) {
@@ -226,7 +237,7 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
       await prepared.discard();
       throw e;
     } finally {
-      if (spoolId) o.spoolIds!.end(spoolId);
+      if (spoolId) seen!.end(scope, spoolId);
     }
     o.onAccepted?.(prepared.record.id, prepared.record.body.size, meta);
     log.info(

@@ -92,7 +92,7 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
     strictData: true,
     tls,
     queue,
-    spoolIds,
+    spoolIds: spoolIds && { seen: spoolIds, scope: (session) => accounts.accountOf(session).id },
     ...(accounts.anyAuth
       ? {
           auth: {
