@@ -141,6 +141,8 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     log,
   });
 
+  // STARTTLS for apps (RFC 3207): the configured pair (`up` fills in its development pair), else not offered.
+  const smtpTls = cfg.smtp.tls.certFile && cfg.smtp.tls.keyFile ? { cert: fs.readFileSync(cfg.smtp.tls.certFile), key: fs.readFileSync(cfg.smtp.tls.keyFile) } : undefined;
   const intake = await startIntake<SpoolMeta>({
     name: 'forwarder',
     host: cfg.smtp.host,
@@ -151,6 +153,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     trustedNetworks: cfg.smtp.trustedNetworks,
     allowNetworks: cfg.smtp.allowNetworks,
     idleTimeoutMs: cfg.smtp.idleTimeoutSeconds * 1000,
+    tls: smtpTls,
     queue: spool,
     // Bare LF from apps is fine (relayed as CRLF); a line over 998 octets the listener would refuse: say so now.
     strictData: { allowBareNewlines: true },
@@ -159,15 +162,17 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
       onConnect() {
         if (killSwitch.intakePaused) throw new PostinoError('INTAKE_PAUSED', 'Intake paused by the operator, try again later');
       },
-      onMailFrom() {
+      onMailFrom(_address, session) {
         if (killSwitch.intakePaused) throw new PostinoError('INTAKE_PAUSED', 'Intake paused by the operator, try again later');
+        if (cfg.smtp.requireTls && !session.secure) throw new PostinoError('TLS_REQUIRED', 'Must issue a STARTTLS command first');
       },
     },
     // Apps on the local network often cannot do TLS; AUTH there is an app identity, not the perimeter (allowNetworks is).
+    // With smtp.requireTls, AUTH waits for STARTTLS like everything else.
     ...(users.size > 0
       ? {
           auth: {
-            allowInsecure: true,
+            allowInsecure: !cfg.smtp.requireTls,
             async verify(username: string, password: string) {
               if (!users.has(username) || !sameSecret(users.get(username)!, password)) {
                 log.warn({ event: 'auth-failed', user: username }, 'authentication failed');

@@ -127,13 +127,21 @@ export async function up(cliPath: string, configFile: string | undefined, env: N
   for (const s of ['admin-token', 'api-key'] as const) ensureSecret(dataDir, s);
   FileKeyRing.open(dataDir);
   const tls = await ensureDevTls(secretsDir(dataDir));
-  // Embedded defaults of `up`: the forwarder trusts the dev CA that signed the listener's pair,
-  // and VERP is on with a local bounce domain, so bounces sent to the intake (2526) close the loop.
+  // Embedded defaults of `up`: the forwarder trusts the dev CA that signed the listener's pair and
+  // offers STARTTLS to apps with the same pair (unless the config names one), and VERP is on with a
+  // local bounce domain, so bounces sent to the intake (2526) close the loop.
   const config = loadOrExit(configFile, (raw) => {
     const fwd = (raw.forwarder ?? {}) as Record<string, unknown>;
     const relay = (fwd.relay ?? {}) as Record<string, unknown>;
+    const smtp = (fwd.smtp ?? {}) as Record<string, unknown>;
+    const smtpTls = (smtp.tls ?? {}) as Record<string, unknown>;
+    const pair = smtpTls.certFile || smtpTls.keyFile ? smtpTls : { certFile: tls.certFile, keyFile: tls.keyFile };
     const engine = (raw.engine ?? {}) as Record<string, unknown>;
-    return { ...raw, engine: { bounceDomain: UP_BOUNCE_DOMAIN, ...engine }, forwarder: { ...fwd, relay: { caFile: tls.caFile, serverName: 'localhost', ...relay } } };
+    return {
+      ...raw,
+      engine: { bounceDomain: UP_BOUNCE_DOMAIN, ...engine },
+      forwarder: { ...fwd, smtp: { ...smtp, tls: pair }, relay: { caFile: tls.caFile, serverName: 'localhost', ...relay } },
+    };
   });
   const log = createLogger('up', config.log.level);
   process.on('SIGHUP', () => children.get('hosted')?.kill('SIGHUP'));

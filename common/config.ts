@@ -116,8 +116,24 @@ const forwarder = z
           })
           .strict()
           .prefault({}),
+        /**
+         * TLS pair offered to apps with STARTTLS (RFC 3207); null = no STARTTLS, except under
+         * `postino up`, which fills in the development pair of <data>/secrets.
+         */
+        tls: tlsFiles.prefault({}),
+        /** `530 5.7.0` to MAIL before STARTTLS (needs `tls`); off because apps on a LAN often cannot do TLS. */
+        requireTls: z.boolean().default(false),
       })
       .strict()
+      .superRefine((s, ctx) => {
+        // Fail closed: a setting that asks for protection it cannot give is an error, not a silent no-op.
+        if (s.auth.required && s.auth.users.length === 0)
+          ctx.addIssue({ code: 'custom', path: ['auth', 'required'], message: 'AUTH is required but forwarder.smtp.auth.users is empty: nobody could send' });
+        if ((s.tls.certFile === null) !== (s.tls.keyFile === null))
+          ctx.addIssue({ code: 'custom', path: ['tls', s.tls.certFile === null ? 'certFile' : 'keyFile'], message: 'certFile and keyFile go together' });
+        if (s.requireTls && (s.tls.certFile === null || s.tls.keyFile === null))
+          ctx.addIssue({ code: 'custom', path: ['requireTls'], message: 'TLS is required but forwarder.smtp.tls names no certFile and keyFile' });
+      })
       .prefault({}),
     admin: z
       .object({

@@ -21,7 +21,7 @@ import { PostinoError } from './errors.js';
 import { TooLargeError } from './fsync.js';
 import type { Logger } from './log.js';
 import { headerBlockEnd, parseHeaderBlock, type HeaderField } from './mime-header.js';
-import { PostinoSMTPServer, type ConnectionGate } from './smtp-server.js';
+import { BASE_EXTENSIONS, PostinoSMTPServer, type ConnectionGate, type SmtpExtensions } from './smtp-server.js';
 import { isSpoolId, SpoolIdFilter, type SeenSpoolIds } from './spool-id.js';
 import type { BatchOp } from './store.js';
 import { StrictDataCheck, type StrictDataOptions } from './strict-data.js';
@@ -303,6 +303,10 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     disabledCommands: [...(o.auth ? [] : ['AUTH']), ...(o.tls ? [] : ['STARTTLS'])],
     // Enhanced status codes on every reply (RFC 2034); ours ride in the reply text (see smtp-server.ts).
     hideENHANCEDSTATUSCODES: false,
+    // Not offered, so their parameters get 555 (smtp-server.ts): DSN (RFC 3461) would need NOTIFY/RET/ENVID/ORCPT
+    // carried to the forwarder's own DSNs; REQUIRETLS (RFC 8689) a TLS promise for every later hop.
+    hideDSN: true,
+    hideREQUIRETLS: true,
     disableReverseLookup: true,
     socketTimeout: o.idleTimeoutMs,
     closeTimeout: 10_000,
@@ -335,7 +339,9 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
       );
     },
   };
-  const server = new PostinoSMTPServer(options, { greetingDelayMs: o.greetingDelayMs, trustedNetworks: o.trustedNetworks }, gate);
+  // RFC 4954 5: MAIL FROM's AUTH=<identity> parameter belongs to the AUTH extension.
+  const extensions: SmtpExtensions = { ...BASE_EXTENSIONS, mailParameters: [...BASE_EXTENSIONS.mailParameters, ...(o.auth ? ['AUTH'] : [])] };
+  const server = new PostinoSMTPServer(options, { greetingDelayMs: o.greetingDelayMs, trustedNetworks: o.trustedNetworks }, gate, extensions);
   server.on('error', (err: Error) => log.warn({ err: { message: err.message } }, 'smtp session error'));
   const port = await server.listenAsync(o.port, o.host);
   log.info({ event: 'listening', what: o.name, address: o.host, port }, `${o.name} SMTP listening on ${o.host}:${port}`);
