@@ -53,8 +53,8 @@ export interface IntakePolicy {
 
 /** SMTP AUTH (RFC 4954) PLAIN and LOGIN; the stage decides who is who. */
 export interface IntakeAuth {
-  /** Offer AUTH before STARTTLS (credentials in clear). */
-  allowInsecure: boolean;
+  /** Offer AUTH before STARTTLS (credentials in clear): to every client, or to those the function names. */
+  allowInsecure: boolean | ((clientIp: string) => boolean);
   /** Resolves to the identity to record, or rejects with a PostinoError (535, 454, 538). */
   verify(username: string, password: string, session: SMTPServerSession): Promise<string>;
 }
@@ -259,8 +259,13 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     return prepared.record.id;
   }
 
+  const insecure = o.auth?.allowInsecure ?? false;
+  const authBeforeTls = typeof insecure === 'function' ? insecure : undefined;
+
   function onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: { user?: unknown }) => void): void {
     if (!o.auth) return cb(new PostinoError('AUTH_FAILED', 'Authentication not available'));
+    // AUTH in clear from a client it was not offered to: refused before the password is looked at.
+    if (!session.secure && authBeforeTls && !authBeforeTls(session.remoteAddress)) return cb(new PostinoError('AUTH_NEEDS_TLS', 'Must issue a STARTTLS command first'));
     o.auth.verify(auth.username ?? '', auth.password ?? '', session).then(
       (user) => cb(null, { user }),
       (err: unknown) => cb(err instanceof PostinoError ? err : new PostinoError('AUTH_FAILED', 'Authentication failed')),
@@ -299,7 +304,7 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     maxRecipients: o.maxRecipients,
     authOptional: true,
     authMethods: ['PLAIN', 'LOGIN'],
-    allowInsecureAuth: o.auth?.allowInsecure ?? false,
+    allowInsecureAuth: insecure !== false,
     disabledCommands: [...(o.auth ? [] : ['AUTH']), ...(o.tls ? [] : ['STARTTLS'])],
     // Enhanced status codes on every reply (RFC 2034); ours ride in the reply text (see smtp-server.ts).
     hideENHANCEDSTATUSCODES: false,
@@ -340,7 +345,7 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     },
   };
   // RFC 4954 5: MAIL FROM's AUTH=<identity> parameter belongs to the AUTH extension.
-  const extensions: SmtpExtensions = { ...BASE_EXTENSIONS, mailParameters: [...BASE_EXTENSIONS.mailParameters, ...(o.auth ? ['AUTH'] : [])] };
+  const extensions: SmtpExtensions = { ...BASE_EXTENSIONS, mailParameters: [...BASE_EXTENSIONS.mailParameters, ...(o.auth ? ['AUTH'] : [])], authBeforeTls };
   const server = new PostinoSMTPServer(options, { greetingDelayMs: o.greetingDelayMs, trustedNetworks: o.trustedNetworks }, gate, extensions);
   server.on('error', (err: Error) => log.warn({ err: { message: err.message } }, 'smtp session error'));
   const port = await server.listenAsync(o.port, o.host);

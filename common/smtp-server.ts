@@ -20,7 +20,9 @@
  * session, so `greetingDelayMs` applies to clients outside `trustedNetworks`, and
  * trusted clients are greeted at once (override of SMTPConnection.init()).
  *
- * AUTH is advertised only after STARTTLS unless `allowInsecureAuth` (handler_EHLO).
+ * AUTH is advertised only after STARTTLS unless `allowInsecureAuth`, and then only
+ * to the clients `SmtpExtensions.authBeforeTls` names (handler_EHLO): one lab
+ * account's clear-text AUTH must not make every client offer its password in clear.
  *
  * ESMTP parameters (RFC 5321 4.1.1.11): MAIL and RCPT parameters other than those
  * of the extensions we offer (`SmtpExtensions`) get `555 5.5.4`; a non-ASCII
@@ -91,6 +93,8 @@ export const CONNECTION_CALLS = ['_setListeners', 'connectionReady', '_parseAddr
 export interface SmtpExtensions {
   mailParameters: readonly string[];
   rcptParameters: readonly string[];
+  /** With `allowInsecureAuth`: the clients offered AUTH before STARTTLS (default: every client). */
+  authBeforeTls?: ((clientIp: string) => boolean) | undefined;
 }
 
 /** RFC 1870 SIZE, RFC 6152 BODY (8BITMIME), RFC 6531 SMTPUTF8: what every server of ours offers. */
@@ -121,6 +125,7 @@ export class TunedConnection extends SMTPConnection {
   private onGone: (() => void) | undefined;
   private readonly mailParameters: ReadonlySet<string>;
   private readonly rcptParameters: ReadonlySet<string>;
+  private readonly authBeforeTls: ((clientIp: string) => boolean) | undefined;
 
   /** smtp-server's own three arguments, then ours. */
   constructor(server: SMTPServer, socket: net.Socket | tls.TLSSocket, options: SMTPConnectionOptions | null | undefined, tuning: SessionTuning) {
@@ -130,6 +135,7 @@ export class TunedConnection extends SMTPConnection {
     this.onGone = tuning.onGone;
     this.mailParameters = new Set(tuning.extensions.mailParameters);
     this.rcptParameters = new Set(tuning.extensions.rcptParameters);
+    this.authBeforeTls = tuning.extensions.authBeforeTls;
   }
 
   /** 555 for a parameter we do not offer, 553 for UTF-8 without SMTPUTF8; undefined lets smtp-server go on. */
@@ -194,13 +200,15 @@ export class TunedConnection extends SMTPConnection {
   }
 
   /**
-   * AUTH is not advertised before STARTTLS unless insecure AUTH is allowed
-   * (Postfix's smtpd_tls_auth_only); a client trying anyway gets smtp-server's 538.
+   * AUTH is not advertised before STARTTLS unless insecure AUTH is allowed for
+   * this client (Postfix's smtpd_tls_auth_only); a client trying anyway gets 538
+   * (smtp-server's, or the intake's for a client not named by authBeforeTls).
    * handler_EHLO builds its reply synchronously, so the swap is local to it.
    */
   override handler_EHLO(command: Buffer, callback: () => void): void {
     const opts = this._server.options;
-    if (this.secure || opts.allowInsecureAuth || !opts.authMethods?.length) return super.handler_EHLO(command, callback);
+    const clearAuth = Boolean(opts.allowInsecureAuth) && (this.authBeforeTls?.(this.remoteAddress) ?? true);
+    if (this.secure || clearAuth || !opts.authMethods?.length) return super.handler_EHLO(command, callback);
     const methods = opts.authMethods;
     opts.authMethods = [];
     try {

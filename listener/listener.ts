@@ -96,7 +96,7 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
     ...(accounts.anyAuth
       ? {
           auth: {
-            allowInsecure: accounts.anyInsecureAuth,
+            allowInsecure: (ip) => accounts.insecureAuthFrom(ip),
             async verify(username, password, session) {
               const ip = session.remoteAddress;
               if (authFailures.blocked(ip)) throw new PostinoError('AUTH_RATE_LIMITED', 'Too many failed authentication attempts, try again later');
