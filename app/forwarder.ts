@@ -22,6 +22,7 @@ import { DurableQueue, type QueueRecord } from '../common/durable-queue.js';
 import { PostinoError } from '../common/errors.js';
 import { listenHttp } from '../common/http-server.js';
 import { IdleCompactor } from '../forwarder/idle-compactor.js';
+import { sweepOrphanBlobs } from '../common/orphan-blobs.js';
 import { RelayWorker } from '../forwarder/relay-worker.js';
 import type { Component, Runtime } from '../common/runtime.js';
 import { redactUrl } from '../common/redact.js';
@@ -71,6 +72,9 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   const store = await Store.open(path.join(rt.dataDir, 'forwarder'));
   const spool = await DurableQueue.open<SpoolMeta>(store, 'spool', { tally: triedAndDeferred });
   const killSwitch = await RelayPause.load(store, log);
+  // Before intake and relaying start: no blob is being written now, so an unreferenced one is a crash's leftover.
+  const orphans = await sweepOrphanBlobs(store, [spool]);
+  if (orphans.length > 0) log.warn({ event: 'orphan-blobs-removed', count: orphans.length, files: orphans.slice(0, 20) }, 'removed blob files no spool record references');
 
   const client = new RelayClient(
     {
