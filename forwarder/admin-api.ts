@@ -63,7 +63,8 @@ export interface ForwarderStatusSource {
   relaying: Relaying;
   metrics: ForwarderMetrics;
   relays(): RelayHealthStatus[];
-  diskBytes(): number;
+  /** Bytes under the spool folder (Store.diskUsage: cached, walked asynchronously). */
+  diskBytes(): Promise<number>;
   now(): number;
 }
 
@@ -91,7 +92,7 @@ export async function queueGauges(s: ForwarderStatusSource): Promise<QueueGauges
     paused: ks.relayPaused,
     intakePaused: ks.intakePaused,
     oldestAgeSeconds: oldest ? Math.round((s.now() - oldest.enqueuedAt) / 1000) : 0,
-    diskBytes: s.diskBytes(),
+    diskBytes: await s.diskBytes(),
   };
 }
 
