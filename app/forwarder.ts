@@ -2,7 +2,10 @@
  * forwarder.ts — the appliance: SMTP intake → spool → relay worker → hosted
  * listener, plus the kill-switch and the admin API.
  *
- * Data: <data>/forwarder/{db,blobs}. Config: the `forwarder` section.
+ * Data: <data>/forwarder/{db,blobs}; blob files no spool record names are
+ * removed at start (common/orphan-blobs.ts). Config: the `forwarder` section.
+ * Intake: STARTTLS with forwarder.smtp.tls (none by default; `up` sets the dev
+ * pair), required with forwarder.smtp.requireTls (default false).
  * Relaying: nodemailer pool (relay.maxConnections connections, each reused for
  * relay.messagesPerConnection messages), at most relay.maxMessagesPerSecond
  * started per second (token bucket); every message carries X-Postino-Spool-Id

@@ -1,5 +1,5 @@
 /*
- * redact.ts — the one place that hides secrets before a value is logged,
+ * redact.ts — the one place that hides a URL's password before it is logged,
  * stored or answered.
  *
  * A relay URL carries its login (`smtp://user:pass@host:port`, the only way to
@@ -9,9 +9,9 @@
  * user name stays (it says which login was used); the password never does.
  *
  *   redactUrl(url)       one URL (an unparseable one through redactUrlsIn)
- *   redactUrlsIn(text)   every `scheme://user:pass@` inside free text (error messages)
- *   redactConfig(value)  a deep copy of a config object with every URL redacted and
- *                        every password hash replaced (for logs of a config)
+ *   redactUrlsIn(text)   every `scheme://user:pass@` inside free text (error messages,
+ *                        config problems)
+ * Nothing logs a whole config today; one that must should pass its URLs through here.
  *
  * Side effects: none.
  */
@@ -40,18 +40,4 @@ export function redactUrlsIn(text: string): string {
     const colon = userinfo.indexOf(':');
     return colon === -1 ? `${scheme}${userinfo}@` : `${scheme}${userinfo.slice(0, colon)}:${REDACTED}@`;
   });
-}
-
-/** Keys whose values are secrets (or enough to guess one offline) wherever they appear in a config. */
-const SECRET_KEYS = /^(password|passwordHash|pass|secret|token|apiKey)$/i;
-
-/** A deep copy fit for a log line: URLs redacted, secret-named values replaced. */
-export function redactConfig<T>(value: T): T {
-  const walk = (v: unknown, key: string): unknown => {
-    if (typeof v === 'string') return SECRET_KEYS.test(key) ? REDACTED : redactUrlsIn(v);
-    if (Array.isArray(v)) return v.map((x) => walk(x, key));
-    if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x, k)]));
-    return v;
-  };
-  return walk(value, '') as T;
 }

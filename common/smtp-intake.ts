@@ -7,7 +7,9 @@
  * DATA streamed into a DurableQueue; `250` only after the synced commit.
  *
  * Standards: RFC 5321 (server), RFC 1870 (SIZE), RFC 3207 (STARTTLS),
- * RFC 3463 (enhanced codes: we print our own, see errors.ts).
+ * RFC 3463 (enhanced codes: we print our own, see errors.ts), RFC 6531
+ * (SMTPUTF8), RFC 4954 (AUTH= on MAIL); MAIL/RCPT parameters of anything else,
+ * DSN and REQUIRETLS included, get 555 (smtp-server.ts).
  * Stage-specific policy (pause, accounts, quotas) plugs in through `policy`.
  *
  * Side effects: listens on a TCP port; writes to the queue's store.

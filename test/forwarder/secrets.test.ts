@@ -11,7 +11,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { ConfigError, parseConfig } from '../../common/config.js';
 import { hashPassword } from '../../common/password-hash.js';
-import { redactConfig, redactUrl, redactUrlsIn } from '../../common/redact.js';
+import { redactUrl, redactUrlsIn } from '../../common/redact.js';
 import { ensureDevTls, secretsDir } from '../../common/secrets.js';
 import { Store } from '../../common/store.js';
 import { admin, forwarderConfig, sleep, startForwarderProcess } from '../helpers/forwarder.js';
@@ -27,8 +27,6 @@ test('redactUrl hides the password (even one with @, / and :) and keeps the user
   assert.equal(redactUrl(url), 'smtp://fwd:***@127.0.0.1:2587');
   assert.equal(redactUrl('smtp://127.0.0.1:2587'), 'smtp://127.0.0.1:2587');
   assert.equal(redactUrlsIn('connect to smtp://u:p@ss@host:25 failed'), 'connect to smtp://u:***@host:25 failed');
-  const cfg = redactConfig({ relay: { urls: [url] }, users: [{ username: 'a', passwordHash: 'scrypt$x' }] });
-  assert.deepEqual(cfg, { relay: { urls: ['smtp://fwd:***@127.0.0.1:2587'] }, users: [{ username: 'a', passwordHash: '***' }] });
 });
 
 test('a config problem with a relay URL names the URL without its password', () => {
