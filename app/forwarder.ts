@@ -37,7 +37,7 @@ import { Store } from '../common/store.js';
 import { TokenBucket } from '../common/token-bucket.js';
 import { WorkerLoop } from '../common/worker-loop.js';
 import { createAdminApi, queueGauges, triedAndDeferred, type ForwarderStatusSource } from '../forwarder/admin-api.js';
-import { buildDsn, readHeaderSection } from '../forwarder/dsn.js';
+import { buildDsn, MAX_RETURNED_MESSAGE_BYTES, readHeaderSection, wantsFailureNotice } from '../forwarder/dsn.js';
 import { RelayPause } from '../forwarder/relay-pause.js';
 import { ForwarderMetrics } from '../forwarder/metrics.js';
 import type { SpoolMeta } from '../forwarder/spool-record.js';
@@ -105,8 +105,24 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     const l = log.child({ queueId: rec.id });
     l.warn({ event: 'bounced', sender, recipients: failed.map((f) => ({ recipient: f.recipient, code: f.code, enhanced: f.enhanced, response: f.response })), reason }, 'recipients failed for good');
     if (sender === '') return; // a bounce of a bounce: RFC 5321 6.1 — drop, logged above
+    const dsnParams = rec.meta.envelope.dsn;
+    const reported = failed.filter((f) => wantsFailureNotice(dsnParams, f.recipient));
+    if (reported.length === 0) return l.info({ event: 'dsn-not-wanted', to: sender }, 'no DSN: NOTIFY of every failed recipient leaves FAILURE out');
     const originalHeaders = await readHeaderSection(await spool.openBody(rec));
-    const body = await buildDsn({ hostname, queueId: rec.id, sender, arrivalDate: new Date(rec.enqueuedAt), failed, reason, relay: rec.meta.lastError?.relay ?? redactUrl(cfg.relay.urls[0]!), originalHeaders });
+    const full = dsnParams?.ret === 'FULL' && rec.body.size <= MAX_RETURNED_MESSAGE_BYTES;
+    const body = await buildDsn({
+      hostname,
+      queueId: rec.id,
+      sender,
+      arrivalDate: new Date(rec.enqueuedAt),
+      failed: reported,
+      reason,
+      relay: rec.meta.lastError?.relay ?? redactUrl(cfg.relay.urls[0]!),
+      originalHeaders,
+      originalMessage: full ? await spool.readBody(rec) : undefined,
+      envid: dsnParams?.envid,
+      orcpt: dsnParams?.rcpt && Object.fromEntries(Object.entries(dsnParams.rcpt).flatMap(([r, p]) => (p.orcpt ? [[r, p.orcpt]] : []))),
+    });
     const now = Date.now();
     const dsn = await spool.enqueue({
       meta: { envelope: { mailFrom: '', rcptTo: [sender], clientAddress: '', heloName: hostname, receivedAt: now, tls: false }, pending: [sender] },
@@ -165,6 +181,8 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     // Bare LF from apps is fine (relayed as CRLF); a line over 998 octets the listener would refuse: say so now.
     strictData: { allowBareNewlines: true },
     toMeta: (envelope) => ({ envelope, pending: envelope.rcptTo }),
+    // RFC 3461 for the forwarder's own DSNs (forwarder/dsn.ts); the listener does not offer it.
+    dsn: true,
     policy: {
       onConnect() {
         if (killSwitch.intakePaused) throw new PostinoError('INTAKE_PAUSED', 'Intake paused by the operator, try again later');

@@ -37,6 +37,16 @@ export interface Envelope {
   receivedAt: number;
   tls: boolean;
   authUser?: string;
+  /** RFC 3461 parameters as the client gave them (only on an intake with `dsn`, only when any was given). */
+  dsn?: EnvelopeDsn;
+}
+
+export interface EnvelopeDsn {
+  ret?: 'FULL' | 'HDRS';
+  /** ENVID, xtext-decoded. */
+  envid?: string;
+  /** Per recipient address (as in rcptTo): NOTIFY values (upper case) and ORCPT (`rfc822;addr`, xtext-decoded). */
+  rcpt?: Record<string, { notify?: string[]; orcpt?: string }>;
 }
 
 export interface IntakePolicy {
@@ -86,6 +96,11 @@ export interface IntakeOptions<M> {
    */
   spoolIds?: { seen: SeenSpoolIds; scope(session: SMTPServerSession): string } | undefined;
   idleTimeoutMs: number;
+  /**
+   * Offer DSN (RFC 3461): NOTIFY/ORCPT on RCPT, RET/ENVID on MAIL, recorded in
+   * `Envelope.dsn` for the stage's own DSNs. Off: the parameters get 555.
+   */
+  dsn?: boolean;
   /** TLS pair for STARTTLS; without it STARTTLS is not offered. */
   tls?: { key: string | Buffer; cert: string | Buffer } | undefined;
   queue: DurableQueue<M>;
@@ -131,7 +146,22 @@ export function envelopeOf(session: SMTPServerSession): Envelope {
     tls: Boolean(session.secure),
   };
   if (session.user) env.authUser = String(session.user);
+  const dsn = dsnOf(session);
+  if (dsn) env.dsn = dsn;
   return env;
+}
+
+function dsnOf(session: SMTPServerSession): EnvelopeDsn | undefined {
+  const d: EnvelopeDsn = {};
+  const e = session.envelope.dsn;
+  if (e?.ret === 'FULL' || e?.ret === 'HDRS') d.ret = e.ret;
+  if (e?.envid) d.envid = e.envid;
+  for (const r of session.envelope.rcptTo) {
+    if (!r.dsn?.notify && !r.dsn?.orcpt) continue;
+    d.rcpt ??= {};
+    d.rcpt[r.address] = { ...(r.dsn.notify ? { notify: r.dsn.notify } : {}), ...(r.dsn.orcpt ? { orcpt: r.dsn.orcpt } : {}) };
+  }
+  return Object.keys(d).length > 0 ? d : undefined;
 }
 
 /** A connection flood must not become a log flood: refusals are logged at most this often. */
@@ -310,9 +340,9 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     disabledCommands: [...(o.auth ? [] : ['AUTH']), ...(o.tls ? [] : ['STARTTLS'])],
     // Enhanced status codes on every reply (RFC 2034); ours ride in the reply text (see smtp-server.ts).
     hideENHANCEDSTATUSCODES: false,
-    // Not offered, so their parameters get 555 (smtp-server.ts): DSN (RFC 3461) would need NOTIFY/RET/ENVID/ORCPT
-    // carried to the forwarder's own DSNs; REQUIRETLS (RFC 8689) a TLS promise for every later hop.
-    hideDSN: true,
+    // Unless offered, their parameters get 555 (smtp-server.ts): DSN only where the stage uses NOTIFY/RET/ENVID/ORCPT
+    // in DSNs of its own (the forwarder); REQUIRETLS (RFC 8689) would be a TLS promise for every later hop.
+    hideDSN: !o.dsn,
     hideREQUIRETLS: true,
     disableReverseLookup: true,
     socketTimeout: o.idleTimeoutMs,
@@ -347,7 +377,11 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     },
   };
   // RFC 4954 5: MAIL FROM's AUTH=<identity> parameter belongs to the AUTH extension.
-  const extensions: SmtpExtensions = { ...BASE_EXTENSIONS, mailParameters: [...BASE_EXTENSIONS.mailParameters, ...(o.auth ? ['AUTH'] : [])], authBeforeTls };
+  const extensions: SmtpExtensions = {
+    mailParameters: [...BASE_EXTENSIONS.mailParameters, ...(o.auth ? ['AUTH'] : []), ...(o.dsn ? ['RET', 'ENVID'] : [])],
+    rcptParameters: [...BASE_EXTENSIONS.rcptParameters, ...(o.dsn ? ['NOTIFY', 'ORCPT'] : [])],
+    authBeforeTls,
+  };
   const server = new PostinoSMTPServer(options, { greetingDelayMs: o.greetingDelayMs, trustedNetworks: o.trustedNetworks }, gate, extensions);
   server.on('error', (err: Error) => log.warn({ err: { message: err.message } }, 'smtp session error'));
   const port = await server.listenAsync(o.port, o.host);
