@@ -340,10 +340,9 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     disabledCommands: [...(o.auth ? [] : ['AUTH']), ...(o.tls ? [] : ['STARTTLS'])],
     // Enhanced status codes on every reply (RFC 2034); ours ride in the reply text (see smtp-server.ts).
     hideENHANCEDSTATUSCODES: false,
-    // Unless offered, their parameters get 555 (smtp-server.ts): DSN only where the stage uses NOTIFY/RET/ENVID/ORCPT
-    // in DSNs of its own (the forwarder); REQUIRETLS (RFC 8689) would be a TLS promise for every later hop.
-    hideDSN: !o.dsn,
-    hideREQUIRETLS: true,
+    // DSN and REQUIRETLS are advertised by PostinoSMTPServer from `extensions` below: DSN only where the stage
+    // uses NOTIFY/RET/ENVID/ORCPT in DSNs of its own (the forwarder); REQUIRETLS (RFC 8689) never, it would be
+    // a TLS promise for every later hop.
     disableReverseLookup: true,
     socketTimeout: o.idleTimeoutMs,
     closeTimeout: 10_000,

@@ -250,7 +250,13 @@ export class PostinoSMTPServer extends SMTPServer {
   constructor(options: SMTPServerOptions, policy: GreetingPolicy, gate: ConnectionGate = NO_GATE, extensions: SmtpExtensions = BASE_EXTENSIONS) {
     const proxy = gate.proxyFrom.length > 0;
     // maxClients bounds the sockets still waiting for a PROXY header (smtp-server drops the excess).
-    super({ ...options, ...(proxy ? { useProxy: true } : {}), ...(gate.maxConnections ? { maxClients: gate.maxConnections } : {}) });
+    // EHLO offers DSN and REQUIRETLS only when their parameters are taken (a client such as Postfix
+    // sends NOTIFY/ORCPT to any server that offers DSN, and would get 555 otherwise).
+    const offers = {
+      hideDSN: !extensions.rcptParameters.includes('NOTIFY'),
+      hideREQUIRETLS: !extensions.mailParameters.includes('REQUIRETLS'),
+    };
+    super({ ...options, ...offers, ...(proxy ? { useProxy: true } : {}), ...(gate.maxConnections ? { maxClients: gate.maxConnections } : {}) });
     this.trusted = new NetworkList(policy.trustedNetworks);
     this.delayMs = policy.greetingDelayMs;
     this.gate = gate;
