@@ -15,9 +15,10 @@
  * ENVID comes back as Original-Envelope-Id, ORCPT as Original-Recipient;
  * RET=FULL returns the whole message (message/rfc822) up to
  * MAX_RETURNED_MESSAGE_BYTES, else, and with RET=HDRS or none, the headers.
- * NOTIFY=SUCCESS and DELAY are accepted and not acted on: the forwarder sends
- * no "relayed" or "delayed" notices (RFC 3461 makes both optional for an MTA
- * whose next hop does not offer DSN, as our listener does not).
+ * NOTIFY=SUCCESS and DELAY are accepted but not acted on yet: no "delayed"
+ * notices, and no "relayed" notice when the message goes on to the listener
+ * (which does not offer DSN; RFC 3461 asks for such a notice when the sender
+ * asked for SUCCESS — a known gap).
  *
  * Config: forwarder.hostname (Reporting-MTA, MAILER-DAEMON@<hostname>).
  * Side effects: none (returns bytes).
