@@ -30,14 +30,14 @@ import { RelayWorker } from '../forwarder/relay-worker.js';
 import type { Component, Runtime } from '../common/runtime.js';
 import { redactUrl } from '../common/redact.js';
 import { resolveSecret, sameSecret } from '../common/secrets.js';
-import { RelayClient, type RecipientFailure } from '../common/smtp-client.js';
+import { RelayClient, type RecipientFailure, type SmtpReply } from '../common/smtp-client.js';
 import { startIntake } from '../common/smtp-intake.js';
 import { stampSpoolId } from '../common/spool-id.js';
 import { Store } from '../common/store.js';
 import { TokenBucket } from '../common/token-bucket.js';
 import { WorkerLoop } from '../common/worker-loop.js';
 import { createAdminApi, queueGauges, triedAndDeferred, type ForwarderStatusSource } from '../forwarder/admin-api.js';
-import { buildDsn, MAX_RETURNED_MESSAGE_BYTES, readHeaderSection, wantsFailureNotice } from '../forwarder/dsn.js';
+import { buildDsn, MAX_RETURNED_MESSAGE_BYTES, readHeaderSection, wantsFailureNotice, type DsnInput } from '../forwarder/dsn.js';
 import { RelayPause } from '../forwarder/relay-pause.js';
 import { ForwarderMetrics } from '../forwarder/metrics.js';
 import type { SpoolMeta } from '../forwarder/spool-record.js';
@@ -99,27 +99,17 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   // Gauges are read at scrape time, when `source` (below) exists.
   const metrics = new ForwarderMetrics(() => queueGauges(source), () => client.health.status());
 
-  /** 5xx or expiry: spool a DSN to the sender (never for <>), then the caller removes the original. */
-  async function onFailed(rec: QueueRecord<SpoolMeta>, failed: RecipientFailure[], reason: string): Promise<void> {
+  /** Builds a DSN about `rec` for its sender and spools it (relayed like any message, from <>). */
+  async function spoolDsn(rec: QueueRecord<SpoolMeta>, what: Pick<DsnInput, 'action' | 'failed' | 'reason' | 'relay' | 'originalMessage'>): Promise<void> {
     const sender = rec.meta.envelope.mailFrom;
-    const l = log.child({ queueId: rec.id });
-    l.warn({ event: 'bounced', sender, recipients: failed.map((f) => ({ recipient: f.recipient, code: f.code, enhanced: f.enhanced, response: f.response })), reason }, 'recipients failed for good');
-    if (sender === '') return; // a bounce of a bounce: RFC 5321 6.1 — drop, logged above
     const dsnParams = rec.meta.envelope.dsn;
-    const reported = failed.filter((f) => wantsFailureNotice(dsnParams, f.recipient));
-    if (reported.length === 0) return l.info({ event: 'dsn-not-wanted', to: sender }, 'no DSN: NOTIFY of every failed recipient leaves FAILURE out');
-    const originalHeaders = await readHeaderSection(await spool.openBody(rec));
-    const full = dsnParams?.ret === 'FULL' && rec.body.size <= MAX_RETURNED_MESSAGE_BYTES;
     const body = await buildDsn({
+      ...what,
       hostname,
       queueId: rec.id,
       sender,
       arrivalDate: new Date(rec.enqueuedAt),
-      failed: reported,
-      reason,
-      relay: rec.meta.lastError?.relay ?? redactUrl(cfg.relay.urls[0]!),
-      originalHeaders,
-      originalMessage: full ? await spool.readBody(rec) : undefined,
+      originalHeaders: await readHeaderSection(await spool.openBody(rec)),
       envid: dsnParams?.envid,
       orcpt: dsnParams?.rcpt && Object.fromEntries(Object.entries(dsnParams.rcpt).flatMap(([r, p]) => (p.orcpt ? [[r, p.orcpt]] : []))),
     });
@@ -129,10 +119,31 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
       body,
     });
     metrics.dsns.inc();
-    l.info({ event: 'dsn', dsnId: dsn.id, to: sender }, 'DSN queued for the sender');
+    log.info({ event: 'dsn', queueId: rec.id, action: what.action ?? 'failed', dsnId: dsn.id, to: sender }, 'DSN queued for the sender');
   }
 
-  const relay = new RelayWorker<SpoolMeta>({ spool, client, retry: cfg.retry, log, onFailed, openBody: async (rec) => stampSpoolId(rec.id, await spool.openBody(rec)) });
+  /** 5xx or expiry: spool a DSN to the sender (never for <>), then the caller removes the original. */
+  async function onFailed(rec: QueueRecord<SpoolMeta>, failed: RecipientFailure[], reason: string): Promise<void> {
+    const sender = rec.meta.envelope.mailFrom;
+    const l = log.child({ queueId: rec.id });
+    l.warn({ event: 'bounced', sender, recipients: failed.map((f) => ({ recipient: f.recipient, code: f.code, enhanced: f.enhanced, response: f.response })), reason }, 'recipients failed for good');
+    if (sender === '') return; // a bounce of a bounce: RFC 5321 6.1 — drop, logged above
+    const dsnParams = rec.meta.envelope.dsn;
+    const reported = failed.filter((f) => wantsFailureNotice(dsnParams, f.recipient));
+    if (reported.length === 0) return l.info({ event: 'dsn-not-wanted', to: sender }, 'no DSN: NOTIFY of every failed recipient leaves FAILURE out');
+    const full = dsnParams?.ret === 'FULL' && rec.body.size <= MAX_RETURNED_MESSAGE_BYTES;
+    await spoolDsn(rec, { failed: reported, reason, relay: rec.meta.lastError?.relay ?? redactUrl(cfg.relay.urls[0]!), originalMessage: full ? await spool.readBody(rec) : undefined });
+  }
+
+  /** NOTIFY=SUCCESS recipients taken by the listener (which offers no DSN): a "relayed" notice (RFC 3461 6.2). */
+  async function onRelayed(rec: QueueRecord<SpoolMeta>, accepted: string[], relayName: string, reply: SmtpReply): Promise<void> {
+    if (rec.meta.envelope.mailFrom === '') return;
+    const wanted = accepted.filter((r) => rec.meta.envelope.dsn?.rcpt?.[r]?.notify?.includes('SUCCESS'));
+    if (wanted.length === 0) return;
+    await spoolDsn(rec, { action: 'relayed', failed: wanted.map((recipient) => ({ recipient, ...reply })), reason: 'relayed', relay: relayName });
+  }
+
+  const relay = new RelayWorker<SpoolMeta>({ spool, client, retry: cfg.retry, log, onFailed, onRelayed, openBody: async (rec) => stampSpoolId(rec.id, await spool.openBody(rec)) });
   const compactor = new IdleCompactor(store, () => spool.size === 0, log);
   const seen = { delivered: 0, deferred: 0, failed: 0, held: 0 };
   function syncCounters(): void {

@@ -15,10 +15,10 @@
  * ENVID comes back as Original-Envelope-Id, ORCPT as Original-Recipient;
  * RET=FULL returns the whole message (message/rfc822) up to
  * MAX_RETURNED_MESSAGE_BYTES, else, and with RET=HDRS or none, the headers.
- * NOTIFY=SUCCESS and DELAY are accepted but not acted on yet: no "delayed"
- * notices, and no "relayed" notice when the message goes on to the listener
- * (which does not offer DSN; RFC 3461 asks for such a notice when the sender
- * asked for SUCCESS — a known gap).
+ * NOTIFY=SUCCESS: when the listener (which does not offer DSN) takes such a
+ * recipient, a "relayed" notice (`action: 'relayed'`, Status 2.0.0, headers
+ * only) says this is the last word on it (RFC 3461 6.2). NOTIFY=DELAY is
+ * accepted and not acted on: no "delayed" notices are sent.
  *
  * Config: forwarder.hostname (Reporting-MTA, MAILER-DAEMON@<hostname>).
  * Side effects: none (returns bytes).
@@ -41,6 +41,8 @@ export interface DsnInput {
   failed: RecipientFailure[];
   /** Why, in words (refused by the relay, or the retry limit). */
   reason: string;
+  /** `failed` (default): `failed` lists refused recipients; `relayed`: those the next hop took (NOTIFY=SUCCESS). */
+  action?: 'failed' | 'relayed' | undefined;
   /** The relay that gave the answer, if any. */
   relay?: string | undefined;
   originalHeaders: string;
@@ -92,6 +94,17 @@ function oneLine(s: string): string {
 }
 
 export function humanText(d: DsnInput): string {
+  if (d.action === 'relayed') {
+    return [
+      `This is the mail system at host ${d.hostname}.`,
+      '',
+      'Your message was relayed to the following recipients, as you asked. The system',
+      'it went to sends no delivery notifications, so this is the last notice about it.',
+      '',
+      ...d.failed.map((f) => `<${f.recipient}>: relayed`),
+      '',
+    ].join('\r\n');
+  }
   const lines = [
     `This is the mail system at host ${d.hostname}.`,
     '',
@@ -113,13 +126,14 @@ export function deliveryStatus(d: DsnInput): string {
     `Arrival-Date: ${d.arrivalDate.toUTCString()}`,
   ];
   const perRecipient = d.failed.map((f) => {
-    const status = /^5\.\d{1,3}\.\d{1,3}$/.test(f.enhanced) ? f.enhanced : '5.0.0';
+    const relayed = d.action === 'relayed';
+    const status = relayed ? '2.0.0' : /^5\.\d{1,3}\.\d{1,3}$/.test(f.enhanced) ? f.enhanced : '5.0.0';
     const orcpt = d.orcpt?.[f.recipient];
     const semi = orcpt?.indexOf(';') ?? -1;
     const lines = [
       ...(orcpt && semi > 0 ? [`Original-Recipient: ${oneLine(orcpt.slice(0, semi))}; ${oneLine(orcpt.slice(semi + 1))}`] : []),
       `Final-Recipient: rfc822; ${f.recipient}`,
-      'Action: failed',
+      `Action: ${relayed ? 'relayed' : 'failed'}`,
       `Status: ${status}`,
     ];
     if (remote) lines.push(`Remote-MTA: dns; ${remote}`);
@@ -135,7 +149,7 @@ export async function buildDsn(d: DsnInput, now = new Date()): Promise<Buffer> {
   root.setHeader({
     From: `Mail Delivery System <MAILER-DAEMON@${d.hostname}>`,
     To: d.sender,
-    Subject: 'Undelivered Mail Returned to Sender',
+    Subject: d.action === 'relayed' ? 'Successful Mail Delivery Report' : 'Undelivered Mail Returned to Sender',
     Date: now,
     'Auto-Submitted': 'auto-replied',
     'Message-ID': `<${d.queueId}.${Date.now().toString(36)}@${d.hostname}>`,
@@ -153,7 +167,7 @@ export async function buildDsn(d: DsnInput, now = new Date()): Promise<Buffer> {
   } else {
     root
       .createChild('text/rfc822-headers')
-      .setHeader('Content-Description', 'Undelivered Message Headers')
+      .setHeader('Content-Description', d.action === 'relayed' ? 'Message Headers' : 'Undelivered Message Headers')
       .setHeader('Content-Transfer-Encoding', '8bit')
       .setContent(d.originalHeaders);
   }

@@ -62,6 +62,8 @@ export interface RelayWorkerOptions<M> {
   log: Logger;
   /** 5xx or expiry: what it means for the sender (the forwarder spools a DSN). */
   onFailed?: ((rec: QueueRecord<M>, failed: RecipientFailure[], reason: string) => Promise<void>) | undefined;
+  /** Recipients the next hop took, before the spool forgets them (the forwarder's NOTIFY=SUCCESS notices). */
+  onRelayed?: ((rec: QueueRecord<M>, accepted: string[], relay: string, reply: SmtpReply) => Promise<void>) | undefined;
   clock?: (() => number) | undefined;
   /** The bytes to relay; the forwarder stamps its spool id here (spool-id.ts). Default: the spooled body. */
   openBody?: ((rec: QueueRecord<M>) => Promise<Readable>) | undefined;
@@ -74,6 +76,7 @@ export class RelayWorker<M extends RelayMeta> {
   private readonly retry: RetryPolicy;
   private readonly log: Logger;
   private readonly onFailed: (rec: QueueRecord<M>, failed: RecipientFailure[], reason: string) => Promise<void>;
+  private readonly onRelayed: (rec: QueueRecord<M>, accepted: string[], relay: string, reply: SmtpReply) => Promise<void>;
   private readonly now: () => number;
   private readonly openBody: (rec: QueueRecord<M>) => Promise<Readable>;
 
@@ -83,6 +86,7 @@ export class RelayWorker<M extends RelayMeta> {
     this.retry = o.retry;
     this.log = o.log;
     this.onFailed = o.onFailed ?? (async () => undefined);
+    this.onRelayed = o.onRelayed ?? (async () => undefined);
     this.now = o.clock ?? Date.now;
     this.openBody = o.openBody ?? ((rec) => o.spool.openBody(rec));
   }
@@ -147,6 +151,7 @@ export class RelayWorker<M extends RelayMeta> {
     const log = this.log.child({ queueId: rec.id });
     switch (o.kind) {
       case 'delivered':
+        await this.onRelayed(rec, rec.meta.pending, o.relay, o.reply);
         await this.spool.ack(rec);
         this.counters.delivered++;
         log.info({ event: 'relayed', relay: o.relay, response: o.reply.response, rcpt: rec.meta.pending.length }, 'relayed');
@@ -155,6 +160,8 @@ export class RelayWorker<M extends RelayMeta> {
         this.counters.failed += o.failed.length;
         for (const f of o.failed) log.warn({ event: 'failed', recipient: f.recipient, code: f.code, enhanced: f.enhanced, response: f.response }, 'recipient refused');
         if (o.failed.length > 0) await this.onFailed(rec, o.failed, 'recipient refused');
+        const accepted = rec.meta.pending.filter((r) => !o.retry.includes(r) && !o.failed.some((f) => f.recipient === r));
+        if (accepted.length > 0) await this.onRelayed(rec, accepted, o.relay, o.reply);
         if (o.retry.length === 0) {
           await this.spool.ack(rec);
           if (o.failed.length < rec.meta.pending.length) this.counters.delivered++; // someone got it

@@ -112,7 +112,7 @@ test('every recipient refused: nothing relayed, one DSN listing them all', { tim
   }
 });
 
-test("the sender's DSN parameters: NOTIFY=NEVER not reported, ORCPT and ENVID echoed, RET=FULL returns the message", { timeout: 60_000 }, async () => {
+test("the sender's DSN parameters: NOTIFY=NEVER not reported, SUCCESS gets a relayed notice, ORCPT and ENVID echoed, RET=FULL returns the message", { timeout: 60_000 }, async () => {
   const dataDir = tempDir('dsn-params');
   const up = await upstream('never@example.com', 'failure@example.com');
   const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${up.port}`]);
@@ -132,11 +132,17 @@ test("the sender's DSN parameters: NOTIFY=NEVER not reported, ORCPT and ENVID ec
       c.close();
     }
     const until = Date.now() + 20_000;
-    while (up.got.length < 2 && Date.now() < until) await sleep(100);
+    while (up.got.length < 3 && Date.now() < until) await sleep(100);
     await sleep(1_000);
-    assert.equal(up.got.length, 2, 'the message (to ok@) and one DSN');
-    const text = up.got.find((g) => g.from === '')!.raw.toString();
+    assert.equal(up.got.length, 3, 'the message (to ok@), the failure DSN and the relayed notice');
+    const dsns = up.got.filter((g) => g.from === '').map((g) => g.raw.toString());
+    const relayed = dsns.find((t) => /^Action: relayed\r$/m.test(t))!;
+    assert.match(relayed, /^Final-Recipient: rfc822; ok@example\.com\r\nAction: relayed\r\nStatus: 2\.0\.0\r$/m, 'NOTIFY=SUCCESS: a relayed notice');
+    assert.match(relayed, /^Subject: Successful Mail Delivery Report\r$/m);
+    assert.doesNotMatch(relayed, /failure@example\.com/);
+    const text = dsns.find((t) => /^Action: failed\r$/m.test(t))!;
     assert.doesNotMatch(text, /never@example\.com/, 'NOTIFY=NEVER: not reported');
+    assert.doesNotMatch(text, /ok@example\.com/);
     assert.match(text, /^Original-Envelope-Id: order\+42\r$/m);
     assert.match(text, /^Original-Recipient: rfc822; alias@example\.com\r\nFinal-Recipient: rfc822; failure@example\.com\r\nAction: failed\r$/m);
     assert.match(text, /^Content-Type: message\/rfc822/m);
