@@ -2,7 +2,10 @@
  * forwarder.ts — the appliance: SMTP intake → spool → relay worker → hosted
  * listener, plus the kill-switch and the admin API.
  *
- * Data: <data>/forwarder/{db,blobs}. Config: the `forwarder` section.
+ * Data: <data>/forwarder/{db,blobs}; blob files no spool record names are
+ * removed at start (common/orphan-blobs.ts). Config: the `forwarder` section.
+ * Intake: STARTTLS with forwarder.smtp.tls (none by default; `up` sets the dev
+ * pair), required with forwarder.smtp.requireTls (default false).
  * Relaying: nodemailer pool (relay.maxConnections connections, each reused for
  * relay.messagesPerConnection messages), at most relay.maxMessagesPerSecond
  * started per second (token bucket); every message carries X-Postino-Spool-Id
@@ -22,17 +25,19 @@ import { DurableQueue, type QueueRecord } from '../common/durable-queue.js';
 import { PostinoError } from '../common/errors.js';
 import { listenHttp } from '../common/http-server.js';
 import { IdleCompactor } from '../forwarder/idle-compactor.js';
+import { sweepOrphanBlobs } from '../common/orphan-blobs.js';
 import { RelayWorker } from '../forwarder/relay-worker.js';
 import type { Component, Runtime } from '../common/runtime.js';
+import { redactUrl } from '../common/redact.js';
 import { resolveSecret, sameSecret } from '../common/secrets.js';
-import { RelayClient, type RecipientFailure } from '../common/smtp-client.js';
+import { RelayClient, type RecipientFailure, type SmtpReply } from '../common/smtp-client.js';
 import { startIntake } from '../common/smtp-intake.js';
 import { stampSpoolId } from '../common/spool-id.js';
 import { Store } from '../common/store.js';
 import { TokenBucket } from '../common/token-bucket.js';
 import { WorkerLoop } from '../common/worker-loop.js';
 import { createAdminApi, queueGauges, triedAndDeferred, type ForwarderStatusSource } from '../forwarder/admin-api.js';
-import { buildDsn, readHeaderSection } from '../forwarder/dsn.js';
+import { buildDsn, MAX_RETURNED_MESSAGE_BYTES, readHeaderSection, wantsFailureNotice, type DsnInput } from '../forwarder/dsn.js';
 import { RelayPause } from '../forwarder/relay-pause.js';
 import { ForwarderMetrics } from '../forwarder/metrics.js';
 import type { SpoolMeta } from '../forwarder/spool-record.js';
@@ -70,6 +75,9 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   const store = await Store.open(path.join(rt.dataDir, 'forwarder'));
   const spool = await DurableQueue.open<SpoolMeta>(store, 'spool', { tally: triedAndDeferred });
   const killSwitch = await RelayPause.load(store, log);
+  // Before intake and relaying start: no blob is being written now, so an unreferenced one is a crash's leftover.
+  const orphans = await sweepOrphanBlobs(store, [spool]);
+  if (orphans.length > 0) log.warn({ event: 'orphan-blobs-removed', count: orphans.length, files: orphans.slice(0, 20) }, 'removed blob files no spool record references');
 
   const client = new RelayClient(
     {
@@ -91,24 +99,51 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   // Gauges are read at scrape time, when `source` (below) exists.
   const metrics = new ForwarderMetrics(() => queueGauges(source), () => client.health.status());
 
-  /** 5xx or expiry: spool a DSN to the sender (never for <>), then the caller removes the original. */
-  async function onFailed(rec: QueueRecord<SpoolMeta>, failed: RecipientFailure[], reason: string): Promise<void> {
+  /** Builds a DSN about `rec` for its sender and spools it (relayed like any message, from <>). */
+  async function spoolDsn(rec: QueueRecord<SpoolMeta>, what: Pick<DsnInput, 'action' | 'failed' | 'reason' | 'relay' | 'originalMessage'>): Promise<void> {
     const sender = rec.meta.envelope.mailFrom;
-    const l = log.child({ queueId: rec.id });
-    l.warn({ event: 'bounced', sender, recipients: failed.map((f) => ({ recipient: f.recipient, code: f.code, enhanced: f.enhanced, response: f.response })), reason }, 'recipients failed for good');
-    if (sender === '') return; // a bounce of a bounce: RFC 5321 6.1 — drop, logged above
-    const originalHeaders = await readHeaderSection(await spool.openBody(rec));
-    const body = await buildDsn({ hostname, queueId: rec.id, sender, arrivalDate: new Date(rec.enqueuedAt), failed, reason, relay: rec.meta.lastError?.relay ?? cfg.relay.urls[0], originalHeaders });
+    const dsnParams = rec.meta.envelope.dsn;
+    const body = await buildDsn({
+      ...what,
+      hostname,
+      queueId: rec.id,
+      sender,
+      arrivalDate: new Date(rec.enqueuedAt),
+      originalHeaders: await readHeaderSection(await spool.openBody(rec)),
+      envid: dsnParams?.envid,
+      orcpt: dsnParams?.rcpt && Object.fromEntries(Object.entries(dsnParams.rcpt).flatMap(([r, p]) => (p.orcpt ? [[r, p.orcpt]] : []))),
+    });
     const now = Date.now();
     const dsn = await spool.enqueue({
       meta: { envelope: { mailFrom: '', rcptTo: [sender], clientAddress: '', heloName: hostname, receivedAt: now, tls: false }, pending: [sender] },
       body,
     });
     metrics.dsns.inc();
-    l.info({ event: 'dsn', dsnId: dsn.id, to: sender }, 'DSN queued for the sender');
+    log.info({ event: 'dsn', queueId: rec.id, action: what.action ?? 'failed', dsnId: dsn.id, to: sender }, 'DSN queued for the sender');
   }
 
-  const relay = new RelayWorker<SpoolMeta>({ spool, client, retry: cfg.retry, log, onFailed, openBody: async (rec) => stampSpoolId(rec.id, await spool.openBody(rec)) });
+  /** 5xx or expiry: spool a DSN to the sender (never for <>), then the caller removes the original. */
+  async function onFailed(rec: QueueRecord<SpoolMeta>, failed: RecipientFailure[], reason: string): Promise<void> {
+    const sender = rec.meta.envelope.mailFrom;
+    const l = log.child({ queueId: rec.id });
+    l.warn({ event: 'bounced', sender, recipients: failed.map((f) => ({ recipient: f.recipient, code: f.code, enhanced: f.enhanced, response: f.response })), reason }, 'recipients failed for good');
+    if (sender === '') return; // a bounce of a bounce: RFC 5321 6.1 — drop, logged above
+    const dsnParams = rec.meta.envelope.dsn;
+    const reported = failed.filter((f) => wantsFailureNotice(dsnParams, f.recipient));
+    if (reported.length === 0) return l.info({ event: 'dsn-not-wanted', to: sender }, 'no DSN: NOTIFY of every failed recipient leaves FAILURE out');
+    const full = dsnParams?.ret === 'FULL' && rec.body.size <= MAX_RETURNED_MESSAGE_BYTES;
+    await spoolDsn(rec, { failed: reported, reason, relay: rec.meta.lastError?.relay ?? redactUrl(cfg.relay.urls[0]!), originalMessage: full ? await spool.readBody(rec) : undefined });
+  }
+
+  /** NOTIFY=SUCCESS recipients taken by the listener (which offers no DSN): a "relayed" notice (RFC 3461 6.2). */
+  async function onRelayed(rec: QueueRecord<SpoolMeta>, accepted: string[], relayName: string, reply: SmtpReply): Promise<void> {
+    if (rec.meta.envelope.mailFrom === '') return;
+    const wanted = accepted.filter((r) => rec.meta.envelope.dsn?.rcpt?.[r]?.notify?.includes('SUCCESS'));
+    if (wanted.length === 0) return;
+    await spoolDsn(rec, { action: 'relayed', failed: wanted.map((recipient) => ({ recipient, ...reply })), reason: 'relayed', relay: relayName });
+  }
+
+  const relay = new RelayWorker<SpoolMeta>({ spool, client, retry: cfg.retry, log, onFailed, onRelayed, openBody: async (rec) => stampSpoolId(rec.id, await spool.openBody(rec)) });
   const compactor = new IdleCompactor(store, () => spool.size === 0, log);
   const seen = { delivered: 0, deferred: 0, failed: 0, held: 0 };
   function syncCounters(): void {
@@ -140,6 +175,8 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     log,
   });
 
+  // STARTTLS for apps (RFC 3207): the configured pair (`up` fills in its development pair), else not offered.
+  const smtpTls = cfg.smtp.tls.certFile && cfg.smtp.tls.keyFile ? { cert: fs.readFileSync(cfg.smtp.tls.certFile), key: fs.readFileSync(cfg.smtp.tls.keyFile) } : undefined;
   const intake = await startIntake<SpoolMeta>({
     name: 'forwarder',
     host: cfg.smtp.host,
@@ -150,23 +187,28 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     trustedNetworks: cfg.smtp.trustedNetworks,
     allowNetworks: cfg.smtp.allowNetworks,
     idleTimeoutMs: cfg.smtp.idleTimeoutSeconds * 1000,
+    tls: smtpTls,
     queue: spool,
     // Bare LF from apps is fine (relayed as CRLF); a line over 998 octets the listener would refuse: say so now.
     strictData: { allowBareNewlines: true },
     toMeta: (envelope) => ({ envelope, pending: envelope.rcptTo }),
+    // RFC 3461 for the forwarder's own DSNs (forwarder/dsn.ts); the listener does not offer it.
+    dsn: true,
     policy: {
       onConnect() {
         if (killSwitch.intakePaused) throw new PostinoError('INTAKE_PAUSED', 'Intake paused by the operator, try again later');
       },
-      onMailFrom() {
+      onMailFrom(_address, session) {
         if (killSwitch.intakePaused) throw new PostinoError('INTAKE_PAUSED', 'Intake paused by the operator, try again later');
+        if (cfg.smtp.requireTls && !session.secure) throw new PostinoError('TLS_REQUIRED', 'Must issue a STARTTLS command first');
       },
     },
     // Apps on the local network often cannot do TLS; AUTH there is an app identity, not the perimeter (allowNetworks is).
+    // With smtp.requireTls, AUTH waits for STARTTLS like everything else.
     ...(users.size > 0
       ? {
           auth: {
-            allowInsecure: true,
+            allowInsecure: !cfg.smtp.requireTls,
             async verify(username: string, password: string) {
               if (!users.has(username) || !sameSecret(users.get(username)!, password)) {
                 log.warn({ event: 'auth-failed', user: username }, 'authentication failed');

@@ -9,6 +9,13 @@
  * listening listener instead of a closed port. A component that is not ready
  * within START_TIMEOUT_MS, or exits first, stops `up` with a clear error.
  *
+ * Crashes: one process-wide policy (`installCrashPolicy`) for a promise rejected
+ * with no handler and an exception nothing caught: log it as one `fatal` line
+ * and exit with EXIT_CRASHED at once, for systemd (Restart=on-failure) or `up`
+ * to see. Nothing is flushed or closed on the way out, and nothing needs to be:
+ * every acknowledged message is already in a synced LevelDB write (DESIGN
+ * guarantee 1), and a process in an unknown state must not go on relaying.
+ *
  * Signals: SIGINT/SIGTERM stop gracefully (stop accepting, finish in-flight
  * transactions, close LevelDB); a second signal exits at once. SIGHUP makes the
  * hosted listener re-read its TLS pair (`up` passes it on to the hosted child).
@@ -38,6 +45,18 @@ const SIGNAL_REPEAT_WINDOW_MS = 1_000;
 const START_TIMEOUT_MS = 120_000;
 /** The IPC message a component under `up` sends when all its ports listen. */
 const READY = 'postino-ready';
+/** Exit status after an unhandled rejection or uncaught exception (BSD EX_SOFTWARE: internal software error). */
+export const EXIT_CRASHED = 70;
+
+/** Logs an unhandled rejection or uncaught exception and exits EXIT_CRASHED (see the header). */
+export function installCrashPolicy(log: Runtime['log']): void {
+  const crash = (kind: string) => (err: unknown): void => {
+    log.fatal({ event: 'crashed', kind, err }, `${kind}: exiting for a restart (acknowledged mail is on disk)`);
+    process.exit(EXIT_CRASHED);
+  };
+  process.on('unhandledRejection', crash('unhandled rejection'));
+  process.on('uncaughtException', crash('uncaught exception'));
+}
 
 export type Role = 'forwarder' | 'hosted' | 'sink';
 
@@ -75,6 +94,7 @@ export async function runRole(role: Role, configFile: string | undefined, env: N
   const config = loadOrExit(configFile);
   const dataDir = dataDirOf(env);
   const log = createLogger(role, config.log.level);
+  installCrashPolicy(log);
   // SIGHUP means "reload" (the hosted listener re-reads its TLS pair), never "die", also
   // while starting: a hang-up sent to the process group of `up` must not stop a component.
   process.on('SIGHUP', () => log.info({ event: 'sighup' }, 'SIGHUP received'));
@@ -127,15 +147,24 @@ export async function up(cliPath: string, configFile: string | undefined, env: N
   for (const s of ['admin-token', 'api-key'] as const) ensureSecret(dataDir, s);
   FileKeyRing.open(dataDir);
   const tls = await ensureDevTls(secretsDir(dataDir));
-  // Embedded defaults of `up`: the forwarder trusts the dev CA that signed the listener's pair,
-  // and VERP is on with a local bounce domain, so bounces sent to the intake (2526) close the loop.
+  // Embedded defaults of `up`: the forwarder trusts the dev CA that signed the listener's pair and
+  // offers STARTTLS to apps with the same pair (unless the config names one), and VERP is on with a
+  // local bounce domain, so bounces sent to the intake (2526) close the loop.
   const config = loadOrExit(configFile, (raw) => {
     const fwd = (raw.forwarder ?? {}) as Record<string, unknown>;
     const relay = (fwd.relay ?? {}) as Record<string, unknown>;
+    const smtp = (fwd.smtp ?? {}) as Record<string, unknown>;
+    const smtpTls = (smtp.tls ?? {}) as Record<string, unknown>;
+    const pair = smtpTls.certFile || smtpTls.keyFile ? smtpTls : { certFile: tls.certFile, keyFile: tls.keyFile };
     const engine = (raw.engine ?? {}) as Record<string, unknown>;
-    return { ...raw, engine: { bounceDomain: UP_BOUNCE_DOMAIN, ...engine }, forwarder: { ...fwd, relay: { caFile: tls.caFile, serverName: 'localhost', ...relay } } };
+    return {
+      ...raw,
+      engine: { bounceDomain: UP_BOUNCE_DOMAIN, ...engine },
+      forwarder: { ...fwd, smtp: { ...smtp, tls: pair }, relay: { caFile: tls.caFile, serverName: 'localhost', ...relay } },
+    };
   });
   const log = createLogger('up', config.log.level);
+  installCrashPolicy(log);
   process.on('SIGHUP', () => children.get('hosted')?.kill('SIGHUP'));
   const runDir = path.join(dataDir, 'run');
   fs.mkdirSync(runDir, { recursive: true });

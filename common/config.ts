@@ -17,6 +17,7 @@
 import fs from 'node:fs';
 import { z } from 'zod';
 import { parseCidr } from './cidr.js';
+import { redactUrl, redactUrlsIn } from './redact.js';
 
 const MB = 1024 * 1024;
 /** RFC 5321 4.5.3.1.8 asks for at least 100 recipients; 1000 fits a mailing to a small list. */
@@ -56,10 +57,12 @@ const probeSchedule = z.array(z.number().positive()).min(1).default(DEFAULT_PROB
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
 /** `smtp://host:port` (STARTTLS when offered/required) or `smtps://host:port` (implicit TLS). */
-const smtpUrl = z.string().superRefine((v, ctx) => {
+const smtpUrl = z.string().superRefine((raw, ctx) => {
+  // A problem report is printed and logged: it names the URL without its password.
+  const v = redactUrl(raw);
   let u: URL;
   try {
-    u = new URL(v);
+    u = new URL(raw);
   } catch {
     ctx.addIssue({ code: 'custom', message: `"${v}" is not a URL like smtp://127.0.0.1:2587` });
     return;
@@ -113,8 +116,24 @@ const forwarder = z
           })
           .strict()
           .prefault({}),
+        /**
+         * TLS pair offered to apps with STARTTLS (RFC 3207); null = no STARTTLS, except under
+         * `postino up`, which fills in the development pair of <data>/secrets.
+         */
+        tls: tlsFiles.prefault({}),
+        /** `530 5.7.0` to MAIL before STARTTLS (needs `tls`); off because apps on a LAN often cannot do TLS. */
+        requireTls: z.boolean().default(false),
       })
       .strict()
+      .superRefine((s, ctx) => {
+        // Fail closed: a setting that asks for protection it cannot give is an error, not a silent no-op.
+        if (s.auth.required && s.auth.users.length === 0)
+          ctx.addIssue({ code: 'custom', path: ['auth', 'required'], message: 'AUTH is required but forwarder.smtp.auth.users is empty: nobody could send' });
+        if ((s.tls.certFile === null) !== (s.tls.keyFile === null))
+          ctx.addIssue({ code: 'custom', path: ['tls', s.tls.certFile === null ? 'certFile' : 'keyFile'], message: 'certFile and keyFile go together' });
+        if (s.requireTls && (s.tls.certFile === null || s.tls.keyFile === null))
+          ctx.addIssue({ code: 'custom', path: ['requireTls'], message: 'TLS is required but forwarder.smtp.tls names no certFile and keyFile' });
+      })
       .prefault({}),
     admin: z
       .object({
@@ -647,7 +666,7 @@ function formatIssue(issue: z.core.$ZodIssue): ConfigProblem[] {
   if (issue.code === 'unrecognized_keys') {
     return issue.keys.map((k) => ({ path: [...issue.path, k].join('.'), message: 'unknown key' }));
   }
-  return [{ path: issue.path.join('.'), message: issue.message }];
+  return [{ path: issue.path.join('.'), message: redactUrlsIn(issue.message) }];
 }
 
 /** Validates a parsed JSON value; throws ConfigError listing every problem. */

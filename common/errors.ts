@@ -32,7 +32,9 @@ export type ErrorCode =
   | 'SENDER_NOT_ALLOWED'
   | 'QUOTA_EXCEEDED'
   | 'BARE_NEWLINE'
-  | 'LINE_TOO_LONG';
+  | 'LINE_TOO_LONG'
+  | 'UNKNOWN_PARAMETER'
+  | 'UTF8_NOT_ENABLED';
 
 interface ErrorSpec {
   smtp: number;
@@ -72,6 +74,10 @@ const SPECS: Record<ErrorCode, ErrorSpec> = {
   BARE_NEWLINE: { smtp: 550, enhanced: '5.6.0', http: 400 },
   // RFC 5322 2.1.1 / RFC 5321 4.5.3.1.6: a line is at most 998 octets plus CRLF.
   LINE_TOO_LONG: { smtp: 550, enhanced: '5.6.0', http: 400 },
+  // RFC 5321 4.1.1.11 / 4.2.2: a MAIL or RCPT parameter of an extension we do not offer.
+  UNKNOWN_PARAMETER: { smtp: 555, enhanced: '5.5.4', http: 400 },
+  // RFC 6531 3.5 / RFC 6533: a UTF-8 address in a transaction that did not say SMTPUTF8.
+  UTF8_NOT_ENABLED: { smtp: 553, enhanced: '5.6.7', http: 400 },
 };
 
 export class PostinoError extends Error {

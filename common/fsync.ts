@@ -62,6 +62,16 @@ export async function fsyncPath(p: string): Promise<void> {
   }
 }
 
+/** fsyncPath for start-up and CLI code, synchronously. */
+export function fsyncPathSync(p: string): void {
+  const fd = fs.openSync(p, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /**
  * Group fsync of one folder: callers that arrive while an fsync is running share
  * the next one, so N files renamed at once cost two folder fsyncs, not N.

@@ -32,6 +32,7 @@
 import type { Registry } from 'prom-client';
 import { Gauge } from 'prom-client';
 import type { Logger } from './log.js';
+import { redactUrlsIn } from './redact.js';
 
 export interface RelayHealthOptions {
   /** The relays, as they appear in logs and status (passwords already redacted). */
@@ -83,6 +84,11 @@ interface State {
   probing: boolean;
 }
 
+/** A connection error in words, for logs and status: never with a URL's password in it (redact.ts). */
+function reasonOf(err: ConnectionError): string {
+  return redactUrlsIn(err.code ? `${err.code}: ${err.message}` : String(err.message));
+}
+
 function realTimer(fn: () => void, ms: number): () => void {
   const t = setTimeout(fn, ms);
   t.unref();
@@ -130,7 +136,7 @@ export class RelayHealth {
   markDown(relay: string, err: ConnectionError): void {
     const s = this.byRelay.get(relay);
     if (!s) return;
-    const reason = err.code ? `${err.code}: ${err.message}` : err.message;
+    const reason = reasonOf(err);
     if (!s.up) {
       s.lastError = reason;
       return;
@@ -187,7 +193,7 @@ export class RelayHealth {
       if (s.up) return; // a send got through meanwhile
       const err = e as ConnectionError;
       s.failedProbes++;
-      s.lastError = err.code ? `${err.code}: ${err.message}` : String(err.message);
+      s.lastError = reasonOf(err);
       const next = this.probeIntervalSeconds(s.failedProbes);
       s.nextProbeAt = this.now() + next * 1000;
       this.o.log.debug({ event: 'relay-probe-failed', relay: s.relay, reason: s.lastError, failedProbes: s.failedProbes, nextProbeInSeconds: next }, 'relay still down');

@@ -14,13 +14,22 @@
  * `postino check-config` reports each one that is unset or shorter than
  * MIN_SECRET_BYTES (secretEnvProblems).
  *
- * Side effects: creates files on first use.
+ * Durability: a secret file appears whole or not at all. It is written and
+ * fsynced under a temporary name, then hard-linked to its name (which fails if
+ * another process created it meanwhile: a secret is never overwritten) and the
+ * folder fsynced. So a crash during the first start leaves no secret (the next
+ * start makes one), never an empty or cut one; a secret file found shorter than
+ * MIN_SECRET_BYTES anyway (copied by hand, truncated on a full disk) is refused
+ * at start with an error naming the file, not used as a guessable token.
+ *
+ * Side effects: creates files on first use; fsyncs them and their folder.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { generate } from 'selfsigned';
 import type { Config, ConfigProblem } from './config.js';
+import { fsyncPathSync, writeSmallFileSynced } from './fsync.js';
 
 export type SecretName = 'admin-token' | 'api-key';
 
@@ -39,13 +48,28 @@ function ensureDir(dir: string): void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
 }
 
+/** Whole or not at all, never over an existing file (see the header). */
 function writeSecretFile(file: string, content: string): void {
-  // 'wx': never overwrite a secret another process created a moment ago.
+  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  writeSmallFileSynced(tmp, content, { exclusive: true });
   try {
-    fs.writeFileSync(file, content, { mode: 0o600, flag: 'wx' });
+    fs.linkSync(tmp, file);
   } catch (e) {
+    // EEXIST: another process created it a moment ago; theirs stands.
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  } finally {
+    fs.rmSync(tmp, { force: true });
   }
+  fsyncPathSync(path.dirname(file));
+}
+
+/** A secret file's value; throws, naming the file, when it is too short to be one of ours. */
+function readSecretFile(file: string): string {
+  const value = fs.readFileSync(file, 'utf8').trim();
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes < MIN_SECRET_BYTES)
+    throw new Error(`${file} holds ${bytes} bytes; a secret needs at least ${MIN_SECRET_BYTES}. Refusing to use it: remove the file to have a new secret generated (and give the new one to whoever used the old)`);
+  return value;
 }
 
 /** Reads a secret, creating a random one (32 bytes, base64url) on first use. */
@@ -54,7 +78,7 @@ export function ensureSecret(dataDir: string, name: SecretName): string {
   ensureDir(dir);
   const file = path.join(dir, name);
   if (!fs.existsSync(file)) writeSecretFile(file, randomBytes(32).toString('base64url') + '\n');
-  return fs.readFileSync(file, 'utf8').trim();
+  return readSecretFile(file);
 }
 
 /** The secret from the named environment variable if configured, else from <data>/secrets. */
@@ -100,7 +124,7 @@ export function secretEnvProblems(config: Config, env: NodeJS.ProcessEnv): Confi
 /** Reads a secret that must already exist (CLI side); undefined when it does not. */
 export function readSecret(dataDir: string, name: SecretName): string | undefined {
   const file = path.join(secretsDir(dataDir), name);
-  return fs.existsSync(file) ? fs.readFileSync(file, 'utf8').trim() : undefined;
+  return fs.existsSync(file) ? readSecretFile(file) : undefined;
 }
 
 export interface DevTlsPaths {

@@ -25,6 +25,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { Logger } from './log.js';
+import { redactUrl } from './redact.js';
 import { RelayHealth } from './relay-health.js';
 import { SmtpPool, type SmtpError } from './smtp-pool.js';
 
@@ -103,10 +104,8 @@ function recipientFailures(errs: SmtpError['rejectedErrors']): RecipientFailure[
 
 export type Transport = SmtpPool;
 
-/** Passwords never leave this process in logs or status: `smtp://user:***@host`. */
-export function redactUrl(u: string): string {
-  return u.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
-}
+/** Passwords never leave this process in logs or status (redact.ts); re-exported for the engine's relay pool. */
+export { redactUrl };
 
 /** A pool of SMTP sessions to one relay URL (user:pass in the URL turns AUTH on). */
 export function makeTransport(urlText: string, o: TransportOptions): Transport {

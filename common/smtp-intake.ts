@@ -7,7 +7,9 @@
  * DATA streamed into a DurableQueue; `250` only after the synced commit.
  *
  * Standards: RFC 5321 (server), RFC 1870 (SIZE), RFC 3207 (STARTTLS),
- * RFC 3463 (enhanced codes: we print our own, see errors.ts).
+ * RFC 3463 (enhanced codes: we print our own, see errors.ts), RFC 6531
+ * (SMTPUTF8), RFC 4954 (AUTH= on MAIL); MAIL/RCPT parameters of anything else,
+ * DSN and REQUIRETLS included, get 555 (smtp-server.ts).
  * Stage-specific policy (pause, accounts, quotas) plugs in through `policy`.
  *
  * Side effects: listens on a TCP port; writes to the queue's store.
@@ -21,8 +23,8 @@ import { PostinoError } from './errors.js';
 import { TooLargeError } from './fsync.js';
 import type { Logger } from './log.js';
 import { headerBlockEnd, parseHeaderBlock, type HeaderField } from './mime-header.js';
-import { PostinoSMTPServer, type ConnectionGate } from './smtp-server.js';
-import { SpoolIdFilter, type SeenSpoolIds } from './spool-id.js';
+import { BASE_EXTENSIONS, PostinoSMTPServer, type ConnectionGate, type SmtpExtensions } from './smtp-server.js';
+import { isSpoolId, SpoolIdFilter, type SeenSpoolIds } from './spool-id.js';
 import type { BatchOp } from './store.js';
 import { StrictDataCheck, type StrictDataOptions } from './strict-data.js';
 
@@ -35,6 +37,16 @@ export interface Envelope {
   receivedAt: number;
   tls: boolean;
   authUser?: string;
+  /** RFC 3461 parameters as the client gave them (only on an intake with `dsn`, only when any was given). */
+  dsn?: EnvelopeDsn;
+}
+
+export interface EnvelopeDsn {
+  ret?: 'FULL' | 'HDRS';
+  /** ENVID, xtext-decoded. */
+  envid?: string;
+  /** Per recipient address (as in rcptTo): NOTIFY values (upper case) and ORCPT (`rfc822;addr`, xtext-decoded). */
+  rcpt?: Record<string, { notify?: string[]; orcpt?: string }>;
 }
 
 export interface IntakePolicy {
@@ -53,8 +65,8 @@ export interface IntakePolicy {
 
 /** SMTP AUTH (RFC 4954) PLAIN and LOGIN; the stage decides who is who. */
 export interface IntakeAuth {
-  /** Offer AUTH before STARTTLS (credentials in clear). */
-  allowInsecure: boolean;
+  /** Offer AUTH before STARTTLS (credentials in clear): to every client, or to those the function names. */
+  allowInsecure: boolean | ((clientIp: string) => boolean);
   /** Resolves to the identity to record, or rejects with a PostinoError (535, 454, 538). */
   verify(username: string, password: string, session: SMTPServerSession): Promise<string>;
 }
@@ -78,10 +90,17 @@ export interface IntakeOptions<M> {
   authRequired?: boolean | undefined;
   /**
    * Effectively-once hop (spool-id.ts): strip X-Postino-Spool-Id, and answer a
-   * message whose id was already accepted with 250 without enqueuing it again.
+   * message whose id was already accepted in the same scope with 250 without
+   * enqueuing it again. `scope` names whose ids these are (the listener: the
+   * session's account); an id not of the forwarder's shape is ignored.
    */
-  spoolIds?: SeenSpoolIds | undefined;
+  spoolIds?: { seen: SeenSpoolIds; scope(session: SMTPServerSession): string } | undefined;
   idleTimeoutMs: number;
+  /**
+   * Offer DSN (RFC 3461): NOTIFY/ORCPT on RCPT, RET/ENVID on MAIL, recorded in
+   * `Envelope.dsn` for the stage's own DSNs. Off: the parameters get 555.
+   */
+  dsn?: boolean;
   /** TLS pair for STARTTLS; without it STARTTLS is not offered. */
   tls?: { key: string | Buffer; cert: string | Buffer } | undefined;
   queue: DurableQueue<M>;
@@ -127,7 +146,22 @@ export function envelopeOf(session: SMTPServerSession): Envelope {
     tls: Boolean(session.secure),
   };
   if (session.user) env.authUser = String(session.user);
+  const dsn = dsnOf(session);
+  if (dsn) env.dsn = dsn;
   return env;
+}
+
+function dsnOf(session: SMTPServerSession): EnvelopeDsn | undefined {
+  const d: EnvelopeDsn = {};
+  const e = session.envelope.dsn;
+  if (e?.ret === 'FULL' || e?.ret === 'HDRS') d.ret = e.ret;
+  if (e?.envid) d.envid = e.envid;
+  for (const r of session.envelope.rcptTo) {
+    if (!r.dsn?.notify && !r.dsn?.orcpt) continue;
+    d.rcpt ??= {};
+    d.rcpt[r.address] = { ...(r.dsn.notify ? { notify: r.dsn.notify } : {}), ...(r.dsn.orcpt ? { orcpt: r.dsn.orcpt } : {}) };
+  }
+  return Object.keys(d).length > 0 ? d : undefined;
 }
 
 /** A connection flood must not become a log flood: refusals are logged at most this often. */
@@ -160,6 +194,13 @@ class HeaderCapture extends Transform {
 export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
   const allow = o.allowNetworks ? new NetworkList(o.allowNetworks) : undefined;
   const { queue, log } = o;
+
+  /** The header's value if it is one the forwarder could have minted; anything else means a new message. */
+  function dedupeId(value: string | undefined, session: SMTPServerSession): string | undefined {
+    if (value === undefined || isSpoolId(value)) return value;
+    log.info({ event: 'spool-id-ignored', session: session.id, client: session.remoteAddress }, 'X-Postino-Spool-Id not of the forwarder\'s shape: stripped, message treated as new');
+    return undefined;
+  }
 
   async function accept(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const envelope = envelopeOf(session);
@@ -204,21 +245,23 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
         throw e;
       }
     }
-    const spoolId = filter?.spoolId;
-    if (spoolId && o.spoolIds && !o.spoolIds.begin(spoolId)) {
+    const spoolId = dedupeId(filter?.spoolId, session);
+    const seen = o.spoolIds?.seen;
+    const scope = spoolId ? o.spoolIds!.scope(session) : '';
+    if (spoolId && seen && !seen.begin(scope, spoolId)) {
       await prepared.discard();
       throw new PostinoError('DUPLICATE_IN_PROGRESS', `Message ${spoolId} is being stored by another session, try again later`);
     }
     let hook: { ops: BatchOp[]; done(committed: boolean): void } | undefined;
     try {
-      const earlier = spoolId ? await o.spoolIds!.lookup(spoolId) : undefined;
+      const earlier = spoolId ? await seen!.lookup(scope, spoolId) : undefined;
       if (earlier) {
         await prepared.discard();
         log.info({ event: 'duplicate', queueId: earlier, spoolId, session: session.id }, 'already queued: retry of an accepted message not enqueued again');
         return `${earlier} (already queued)`;
       }
       hook = o.policy?.beforeCommit?.(session);
-      const dedupeOps = spoolId ? o.spoolIds!.rememberOps(spoolId, prepared.record.id) : [];
+      const dedupeOps = spoolId ? seen!.rememberOps(scope, spoolId, prepared.record.id) : [];
       await queue.commitPrepared([prepared], [...dedupeOps, ...(hook?.ops ?? [])]);
       hook?.done(true);
     } catch (e) {
@@ -226,7 +269,7 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
       await prepared.discard();
       throw e;
     } finally {
-      if (spoolId) o.spoolIds!.end(spoolId);
+      if (spoolId) seen!.end(scope, spoolId);
     }
     o.onAccepted?.(prepared.record.id, prepared.record.body.size, meta);
     log.info(
@@ -248,8 +291,13 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     return prepared.record.id;
   }
 
+  const insecure = o.auth?.allowInsecure ?? false;
+  const authBeforeTls = typeof insecure === 'function' ? insecure : undefined;
+
   function onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: { user?: unknown }) => void): void {
     if (!o.auth) return cb(new PostinoError('AUTH_FAILED', 'Authentication not available'));
+    // AUTH in clear from a client it was not offered to: refused before the password is looked at.
+    if (!session.secure && authBeforeTls && !authBeforeTls(session.remoteAddress)) return cb(new PostinoError('AUTH_NEEDS_TLS', 'Must issue a STARTTLS command first'));
     o.auth.verify(auth.username ?? '', auth.password ?? '', session).then(
       (user) => cb(null, { user }),
       (err: unknown) => cb(err instanceof PostinoError ? err : new PostinoError('AUTH_FAILED', 'Authentication failed')),
@@ -288,10 +336,13 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     maxRecipients: o.maxRecipients,
     authOptional: true,
     authMethods: ['PLAIN', 'LOGIN'],
-    allowInsecureAuth: o.auth?.allowInsecure ?? false,
+    allowInsecureAuth: insecure !== false,
     disabledCommands: [...(o.auth ? [] : ['AUTH']), ...(o.tls ? [] : ['STARTTLS'])],
     // Enhanced status codes on every reply (RFC 2034); ours ride in the reply text (see smtp-server.ts).
     hideENHANCEDSTATUSCODES: false,
+    // DSN and REQUIRETLS are advertised by PostinoSMTPServer from `extensions` below: DSN only where the stage
+    // uses NOTIFY/RET/ENVID/ORCPT in DSNs of its own (the forwarder); REQUIRETLS (RFC 8689) never, it would be
+    // a TLS promise for every later hop.
     disableReverseLookup: true,
     socketTimeout: o.idleTimeoutMs,
     closeTimeout: 10_000,
@@ -324,7 +375,13 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
       );
     },
   };
-  const server = new PostinoSMTPServer(options, { greetingDelayMs: o.greetingDelayMs, trustedNetworks: o.trustedNetworks }, gate);
+  // RFC 4954 5: MAIL FROM's AUTH=<identity> parameter belongs to the AUTH extension.
+  const extensions: SmtpExtensions = {
+    mailParameters: [...BASE_EXTENSIONS.mailParameters, ...(o.auth ? ['AUTH'] : []), ...(o.dsn ? ['RET', 'ENVID'] : [])],
+    rcptParameters: [...BASE_EXTENSIONS.rcptParameters, ...(o.dsn ? ['NOTIFY', 'ORCPT'] : [])],
+    authBeforeTls,
+  };
+  const server = new PostinoSMTPServer(options, { greetingDelayMs: o.greetingDelayMs, trustedNetworks: o.trustedNetworks }, gate, extensions);
   server.on('error', (err: Error) => log.warn({ err: { message: err.message } }, 'smtp session error'));
   const port = await server.listenAsync(o.port, o.host);
   log.info({ event: 'listening', what: o.name, address: o.host, port }, `${o.name} SMTP listening on ${o.host}:${port}`);

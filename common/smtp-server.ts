@@ -20,7 +20,15 @@
  * session, so `greetingDelayMs` applies to clients outside `trustedNetworks`, and
  * trusted clients are greeted at once (override of SMTPConnection.init()).
  *
- * AUTH is advertised only after STARTTLS unless `allowInsecureAuth` (handler_EHLO).
+ * AUTH is advertised only after STARTTLS unless `allowInsecureAuth`, and then only
+ * to the clients `SmtpExtensions.authBeforeTls` names (handler_EHLO): one lab
+ * account's clear-text AUTH must not make every client offer its password in clear.
+ *
+ * ESMTP parameters (RFC 5321 4.1.1.11): MAIL and RCPT parameters other than those
+ * of the extensions we offer (`SmtpExtensions`) get `555 5.5.4`; a non-ASCII
+ * address is refused with `553 5.6.7` unless MAIL said SMTPUTF8 (RFC 6531 3.5).
+ * Judged on the command's raw bytes (handler_MAIL/handler_RCPT), before
+ * smtp-server turns an `xn--` domain into Unicode.
  *
  * Enhanced status codes (RFC 2034, RFC 3463): replies whose text already starts
  * with one (every PostinoError) are sent as they are; smtp-server's own replies
@@ -78,8 +86,24 @@ const isSyntaxError = (code: number): boolean => code >= 500 && code <= 504;
 export const SMTP_SERVER_VERSION = '3.21.6';
 
 /** SMTPConnection methods TunedConnection overrides, and those of its internals it calls. */
-export const CONNECTION_OVERRIDES = ['init', 'send', 'close', '_onClose', 'handler_EHLO'] as const;
-export const CONNECTION_CALLS = ['_setListeners', 'connectionReady'] as const;
+export const CONNECTION_OVERRIDES = ['init', 'send', 'close', '_onClose', 'handler_EHLO', 'handler_MAIL', 'handler_RCPT'] as const;
+export const CONNECTION_CALLS = ['_setListeners', 'connectionReady', '_parseAddressCommand'] as const;
+
+/** The MAIL and RCPT parameters a server takes (upper case); any other gets 555 5.5.4. */
+export interface SmtpExtensions {
+  mailParameters: readonly string[];
+  rcptParameters: readonly string[];
+  /** With `allowInsecureAuth`: the clients offered AUTH before STARTTLS (default: every client). */
+  authBeforeTls?: ((clientIp: string) => boolean) | undefined;
+}
+
+/** RFC 1870 SIZE, RFC 6152 BODY (8BITMIME), RFC 6531 SMTPUTF8: what every server of ours offers. */
+export const BASE_EXTENSIONS: SmtpExtensions = { mailParameters: ['SIZE', 'BODY', 'SMTPUTF8'], rcptParameters: [] };
+
+function hasNonAscii(command: Buffer | string): boolean {
+  const b = typeof command === 'string' ? Buffer.from(command) : command;
+  return b.some((x) => x > 0x7f);
+}
 /** SMTPServer methods PostinoSMTPServer overrides, and those of its internals it calls. */
 export const SERVER_OVERRIDES = ['connect', '_expectsProxyHeader', '_handleProxy'] as const;
 export const SERVER_CALLS = ['_onError', '_onClientConnect'] as const;
@@ -91,6 +115,7 @@ interface SessionTuning {
   maxErrors: number;
   /** Called once when the session ends (the caps count it no more). */
   onGone: () => void;
+  extensions: SmtpExtensions;
 }
 
 export class TunedConnection extends SMTPConnection {
@@ -98,6 +123,9 @@ export class TunedConnection extends SMTPConnection {
   private readonly greetingDelayMs: number;
   private readonly maxErrors: number;
   private onGone: (() => void) | undefined;
+  private readonly mailParameters: ReadonlySet<string>;
+  private readonly rcptParameters: ReadonlySet<string>;
+  private readonly authBeforeTls: ((clientIp: string) => boolean) | undefined;
 
   /** smtp-server's own three arguments, then ours. */
   constructor(server: SMTPServer, socket: net.Socket | tls.TLSSocket, options: SMTPConnectionOptions | null | undefined, tuning: SessionTuning) {
@@ -105,6 +133,37 @@ export class TunedConnection extends SMTPConnection {
     this.greetingDelayMs = tuning.greetingDelayMs;
     this.maxErrors = tuning.maxErrors;
     this.onGone = tuning.onGone;
+    this.mailParameters = new Set(tuning.extensions.mailParameters);
+    this.rcptParameters = new Set(tuning.extensions.rcptParameters);
+    this.authBeforeTls = tuning.extensions.authBeforeTls;
+  }
+
+  /** 555 for a parameter we do not offer, 553 for UTF-8 without SMTPUTF8; undefined lets smtp-server go on. */
+  private parameterRefusal(verb: 'mail from' | 'rcpt to', command: Buffer): PostinoError | undefined {
+    const parsed = this._parseAddressCommand(verb, command);
+    if (!parsed) return undefined; // smtp-server answers the syntax error
+    const args = (parsed.args || {}) as Record<string, string | boolean>;
+    const known = verb === 'mail from' ? this.mailParameters : this.rcptParameters;
+    const unknown = Object.keys(args).find((k) => !known.has(k));
+    if (unknown) return new PostinoError('UNKNOWN_PARAMETER', `${verb === 'mail from' ? 'MAIL FROM' : 'RCPT TO'} parameter ${unknown} not recognized`);
+    if (verb === 'rcpt to' && !this.session.envelope.mailFrom) return undefined; // smtp-server answers 503
+    const utf8 = verb === 'mail from' ? args.SMTPUTF8 === true : Boolean(this.session.envelope.smtpUtf8);
+    if (!utf8 && hasNonAscii(command)) return new PostinoError('UTF8_NOT_ENABLED', 'Non-ASCII address needs the SMTPUTF8 parameter on MAIL FROM');
+    return undefined;
+  }
+
+  override handler_MAIL(command: Buffer, callback: () => void): void {
+    const refused = this.parameterRefusal('mail from', command);
+    if (!refused) return super.handler_MAIL(command, callback);
+    this.send(refused.smtpCode, refused.message, false);
+    callback();
+  }
+
+  override handler_RCPT(command: Buffer, callback: () => void): void {
+    const refused = this.parameterRefusal('rcpt to', command);
+    if (!refused) return super.handler_RCPT(command, callback);
+    this.send(refused.smtpCode, refused.message, false);
+    callback();
   }
 
   /**
@@ -141,13 +200,15 @@ export class TunedConnection extends SMTPConnection {
   }
 
   /**
-   * AUTH is not advertised before STARTTLS unless insecure AUTH is allowed
-   * (Postfix's smtpd_tls_auth_only); a client trying anyway gets smtp-server's 538.
+   * AUTH is not advertised before STARTTLS unless insecure AUTH is allowed for
+   * this client (Postfix's smtpd_tls_auth_only); a client trying anyway gets 538
+   * (smtp-server's, or the intake's for a client not named by authBeforeTls).
    * handler_EHLO builds its reply synchronously, so the swap is local to it.
    */
   override handler_EHLO(command: Buffer, callback: () => void): void {
     const opts = this._server.options;
-    if (this.secure || opts.allowInsecureAuth || !opts.authMethods?.length) return super.handler_EHLO(command, callback);
+    const clearAuth = Boolean(opts.allowInsecureAuth) && (this.authBeforeTls?.(this.remoteAddress) ?? true);
+    if (this.secure || clearAuth || !opts.authMethods?.length) return super.handler_EHLO(command, callback);
     const methods = opts.authMethods;
     opts.authMethods = [];
     try {
@@ -182,17 +243,25 @@ export class PostinoSMTPServer extends SMTPServer {
   private readonly gate: ConnectionGate;
   private readonly proxyFrom: NetworkList;
   private readonly perIp = new Map<string, number>();
+  private readonly extensions: SmtpExtensions;
   /** Sessions admitted and not yet closed (socket level, so STARTTLS does not double count). */
   active = 0;
 
-  constructor(options: SMTPServerOptions, policy: GreetingPolicy, gate: ConnectionGate = NO_GATE) {
+  constructor(options: SMTPServerOptions, policy: GreetingPolicy, gate: ConnectionGate = NO_GATE, extensions: SmtpExtensions = BASE_EXTENSIONS) {
     const proxy = gate.proxyFrom.length > 0;
     // maxClients bounds the sockets still waiting for a PROXY header (smtp-server drops the excess).
-    super({ ...options, ...(proxy ? { useProxy: true } : {}), ...(gate.maxConnections ? { maxClients: gate.maxConnections } : {}) });
+    // EHLO offers DSN and REQUIRETLS only when their parameters are taken (a client such as Postfix
+    // sends NOTIFY/ORCPT to any server that offers DSN, and would get 555 otherwise).
+    const offers = {
+      hideDSN: !extensions.rcptParameters.includes('NOTIFY'),
+      hideREQUIRETLS: !extensions.mailParameters.includes('REQUIRETLS'),
+    };
+    super({ ...options, ...offers, ...(proxy ? { useProxy: true } : {}), ...(gate.maxConnections ? { maxClients: gate.maxConnections } : {}) });
     this.trusted = new NetworkList(policy.trustedNetworks);
     this.delayMs = policy.greetingDelayMs;
     this.gate = gate;
     this.proxyFrom = new NetworkList(gate.proxyFrom);
+    this.extensions = extensions;
   }
 
   /** PROXY headers only from the configured load balancers (smtp-server compares exact IPs). */
@@ -260,6 +329,7 @@ export class PostinoSMTPServer extends SMTPServer {
       greetingDelayMs: this.trusted.contains(ip) ? 0 : this.delayMs,
       maxErrors: this.gate.maxErrors,
       onGone: gone,
+      extensions: this.extensions,
     });
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));

@@ -14,8 +14,16 @@
  *     enqueue it again. A second transaction with the same id while the first
  *     is still being written gets `451` (the forwarder retries and then finds it).
  *
- * Keys in the hosted store: sid!<id> → {queueId, expires}; sidx!<expires>!<id>
- * (expiry index, swept by `sweep()`).
+ * The id is chosen by whoever connects, so it is trusted only as far as it can
+ * hurt its own sender: ids are remembered per scope (the listener's account,
+ * decided by the session's network and login), so one customer's id can never
+ * make another's message `already queued`; and only an id of the forwarder's
+ * shape (`isSpoolId`: a queue id of durable-queue.ts `newQueueId`) is looked
+ * up at all — anything else is stripped and the message is a new one.
+ *
+ * Keys in the hosted store: sid!<scope>!<id> → {queueId, expires};
+ * sidx!<expires>!<scope>!<id> (expiry index, swept by `sweep()`). Account ids
+ * hold no `!` (config.ts), and the id's shape is fixed, so keys cannot collide.
  * Side effects: LevelDB reads and writes (sweep).
  */
 import { Readable, Transform, type TransformCallback } from 'node:stream';
@@ -26,6 +34,13 @@ const HEADER_LC = SPOOL_ID_HEADER.toLowerCase();
 /** Headers past this many bytes are not scanned: ours is the first line, and a bigger header section is pathological. */
 const MAX_HEADER_SCAN_BYTES = 256 * 1024;
 const EXPIRY_WIDTH = 15;
+/** The shape of durable-queue.ts `newQueueId`: 9 + 3 base-36 digits (time, counter), 8 hex digits (random). */
+const SPOOL_ID_FORMAT = /^[0-9A-Z]{12}[0-9A-F]{8}$/;
+
+/** Whether a header value is a spool id the forwarder could have minted (anything else is ignored). */
+export function isSpoolId(value: string): boolean {
+  return SPOOL_ID_FORMAT.test(value);
+}
 
 /** The body as relayed by the forwarder: our header first, then the message as spooled. */
 export function stampSpoolId(id: string, body: Readable): Readable {
@@ -99,7 +114,7 @@ function padExpiry(t: number): string {
   return Math.floor(t).toString().padStart(EXPIRY_WIDTH, '0');
 }
 
-/** The listener's memory of spool ids it has accepted. */
+/** The listener's memory of spool ids it has accepted, per scope (account). */
 export class SeenSpoolIds {
   private readonly writing = new Set<string>();
 
@@ -109,31 +124,33 @@ export class SeenSpoolIds {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** The queue id the message was accepted under, if this spool id was seen and has not expired. */
-  async lookup(spoolId: string): Promise<string | undefined> {
-    const v = await this.store.db.get(`sid!${spoolId}`);
+  /** The queue id the message was accepted under, if this scope saw this spool id and it has not expired. */
+  async lookup(scope: string, spoolId: string): Promise<string | undefined> {
+    const v = await this.store.db.get(`sid!${scoped(scope, spoolId)}`);
     if (!v) return undefined;
     const rec = JSON.parse(v.toString('utf8')) as { queueId: string; expires: number };
     return rec.expires > this.now() ? rec.queueId : undefined;
   }
 
-  /** Claims the id for one transaction; false when another one is writing it now. */
-  begin(spoolId: string): boolean {
-    if (this.writing.has(spoolId)) return false;
-    this.writing.add(spoolId);
+  /** Claims the id for one transaction; false when another one of the same scope is writing it now. */
+  begin(scope: string, spoolId: string): boolean {
+    const k = scoped(scope, spoolId);
+    if (this.writing.has(k)) return false;
+    this.writing.add(k);
     return true;
   }
 
-  end(spoolId: string): void {
-    this.writing.delete(spoolId);
+  end(scope: string, spoolId: string): void {
+    this.writing.delete(scoped(scope, spoolId));
   }
 
   /** Ops to commit in the enqueue's batch. */
-  rememberOps(spoolId: string, queueId: string): BatchOp[] {
+  rememberOps(scope: string, spoolId: string, queueId: string): BatchOp[] {
     const expires = this.now() + this.ttlMs;
+    const k = scoped(scope, spoolId);
     return [
-      { type: 'put', key: `sid!${spoolId}`, value: Buffer.from(JSON.stringify({ queueId, expires })) },
-      { type: 'put', key: `sidx!${padExpiry(expires)}!${spoolId}`, value: Buffer.alloc(0) },
+      { type: 'put', key: `sid!${k}`, value: Buffer.from(JSON.stringify({ queueId, expires })) },
+      { type: 'put', key: `sidx!${padExpiry(expires)}!${k}`, value: Buffer.alloc(0) },
     ];
   }
 
@@ -141,10 +158,14 @@ export class SeenSpoolIds {
   async sweep(limit = 10_000): Promise<number> {
     const ops: BatchOp[] = [];
     for await (const key of this.store.db.keys({ gte: 'sidx!', lt: `sidx!${padExpiry(this.now())}`, limit })) {
-      const id = key.slice(5 + EXPIRY_WIDTH + 1);
-      ops.push({ type: 'del', key }, { type: 'del', key: `sid!${id}` });
+      const k = key.slice(5 + EXPIRY_WIDTH + 1);
+      ops.push({ type: 'del', key }, { type: 'del', key: `sid!${k}` });
     }
     await this.store.commit(ops, { sync: false });
     return ops.length / 2;
   }
+}
+
+function scoped(scope: string, spoolId: string): string {
+  return `${scope}!${spoolId}`;
 }

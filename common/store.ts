@@ -34,6 +34,13 @@ import path from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { fsyncPath } from './fsync.js';
 
+/**
+ * diskUsage() is read by every /status and /metrics scrape; walking a spool of
+ * many blob files each time cost a scrape its latency and the event loop its
+ * time. Within this age the last result is returned (a gauge, not a ledger).
+ */
+const DISK_USAGE_MAX_AGE_MS = 5_000;
+
 /** See the header: short-lived entries, fewer memtable flushes. */
 const WRITE_BUFFER_BYTES = 32 * 1024 * 1024;
 
@@ -59,6 +66,8 @@ export class Store {
   private writing = false;
   private blobDirDirty = false;
   readonly stats: StoreStats = { syncedBatches: 0, syncedOps: 0 };
+  private usage: { bytes: number; at: number } | undefined;
+  private usageWalk: Promise<number> | undefined;
 
   private constructor(readonly dir: string) {
     this.db = new ClassicLevel<string, Buffer>(path.join(dir, 'db'), { keyEncoding: 'utf8', valueEncoding: 'buffer', writeBufferSize: WRITE_BUFFER_BYTES });
@@ -125,22 +134,48 @@ export class Store {
     await this.db.compactRange('', '\uffff');
   }
 
-  /** Bytes on disk under this store (LevelDB files and blobs): for status and tests. */
-  diskUsage(): number {
-    let total = 0;
-    const walk = (dir: string): void => {
-      for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-        const p = path.join(dir, e.name);
-        if (e.isDirectory()) walk(p);
-        else if (e.isFile()) total += fs.statSync(p, { throwIfNoEntry: false })?.size ?? 0;
-      }
-    };
-    walk(this.dir);
-    return total;
+  /**
+   * Bytes on disk under this store (LevelDB files and blobs), for status and
+   * metrics: walked asynchronously, at most once per `maxAgeMs` (concurrent
+   * callers share one walk). `maxAgeMs: 0` measures now (before/after a compaction).
+   */
+  async diskUsage(maxAgeMs = DISK_USAGE_MAX_AGE_MS): Promise<number> {
+    const now = Date.now();
+    if (this.usage && now - this.usage.at < maxAgeMs) return this.usage.bytes;
+    this.usageWalk ??= walkBytes(this.dir).then(
+      (bytes) => {
+        this.usage = { bytes, at: Date.now() };
+        this.usageWalk = undefined;
+        return bytes;
+      },
+      (e: unknown) => {
+        this.usageWalk = undefined;
+        throw e;
+      },
+    );
+    return this.usageWalk;
   }
 
   async close(): Promise<void> {
+    await this.usageWalk?.catch(() => undefined);
     while (this.writing) await new Promise((r) => setTimeout(r, 5));
     await this.db.close();
   }
+}
+
+/** Total size of the files under `dir`; entries that vanish during the walk count as 0. */
+async function walkBytes(dir: string): Promise<number> {
+  let total = 0;
+  let entries: fs.Dirent[];
+  try {
+    entries = await fsp.readdir(dir, { withFileTypes: true });
+  } catch {
+    return 0;
+  }
+  for (const e of entries) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) total += await walkBytes(p);
+    else if (e.isFile()) total += (await fsp.stat(p).catch(() => undefined))?.size ?? 0;
+  }
+  return total;
 }

@@ -23,6 +23,7 @@ import type { DurableQueue, QueueRecord } from '../common/durable-queue.js';
 import { PostinoError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { createHttpServer } from '../common/http-server.js';
+import { redactUrl } from '../common/redact.js';
 import type { RelayHealthStatus } from '../common/relay-health.js';
 import type { RelayCounters } from './relay-worker.js';
 import type { Relaying, RelayPause, RelayPauseState } from './relay-pause.js';
@@ -62,7 +63,8 @@ export interface ForwarderStatusSource {
   relaying: Relaying;
   metrics: ForwarderMetrics;
   relays(): RelayHealthStatus[];
-  diskBytes(): number;
+  /** Bytes under the spool folder (Store.diskUsage: cached, walked asynchronously). */
+  diskBytes(): Promise<number>;
   now(): number;
 }
 
@@ -90,7 +92,7 @@ export async function queueGauges(s: ForwarderStatusSource): Promise<QueueGauges
     paused: ks.relayPaused,
     intakePaused: ks.intakePaused,
     oldestAgeSeconds: oldest ? Math.round((s.now() - oldest.enqueuedAt) / 1000) : 0,
-    diskBytes: s.diskBytes(),
+    diskBytes: await s.diskBytes(),
   };
 }
 
@@ -141,7 +143,7 @@ function entry(rec: QueueRecord<SpoolMeta>): QueueEntry {
     enqueuedAt: new Date(rec.enqueuedAt).toISOString(),
     nextAttemptAt: rec.leasedUntil > 0 ? null : new Date(rec.due).toISOString(),
     size: rec.body.size,
-    lastError: e ? { code: e.code, enhanced: e.enhanced, response: e.response, at: new Date(e.at).toISOString(), relay: e.relay } : null,
+    lastError: e ? { code: e.code, enhanced: e.enhanced, response: e.response, at: new Date(e.at).toISOString(), relay: e.relay && redactUrl(e.relay) } : null,
   };
 }
 

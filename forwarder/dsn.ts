@@ -10,6 +10,16 @@
  * The DSN is sent with the null sender (MAIL FROM:<>), so it can never cause
  * another DSN; no DSN is made for a message whose sender was <>.
  *
+ * The sender's RFC 3461 parameters, when it gave them (`dsnRecipients`):
+ * a recipient whose NOTIFY lacks FAILURE (NEVER included) is not reported;
+ * ENVID comes back as Original-Envelope-Id, ORCPT as Original-Recipient;
+ * RET=FULL returns the whole message (message/rfc822) up to
+ * MAX_RETURNED_MESSAGE_BYTES, else, and with RET=HDRS or none, the headers.
+ * NOTIFY=SUCCESS: when the listener (which does not offer DSN) takes such a
+ * recipient, a "relayed" notice (`action: 'relayed'`, Status 2.0.0, headers
+ * only) says this is the last word on it (RFC 3461 6.2). NOTIFY=DELAY is
+ * accepted and not acted on: no "delayed" notices are sent.
+ *
  * Config: forwarder.hostname (Reporting-MTA, MAILER-DAEMON@<hostname>).
  * Side effects: none (returns bytes).
  */
@@ -20,6 +30,8 @@ import type { RecipientFailure } from '../common/smtp-client.js';
 
 /** The original header section quoted in the DSN is cut here (Postfix: header only, no body). */
 const MAX_QUOTED_HEADER_BYTES = 64 * 1024;
+/** RET=FULL returns messages up to this size whole (Postfix's bounce_size_limit); larger ones, their headers. */
+export const MAX_RETURNED_MESSAGE_BYTES = 50_000;
 
 export interface DsnInput {
   hostname: string;
@@ -29,9 +41,23 @@ export interface DsnInput {
   failed: RecipientFailure[];
   /** Why, in words (refused by the relay, or the retry limit). */
   reason: string;
+  /** `failed` (default): `failed` lists refused recipients; `relayed`: those the next hop took (NOTIFY=SUCCESS). */
+  action?: 'failed' | 'relayed' | undefined;
   /** The relay that gave the answer, if any. */
   relay?: string | undefined;
   originalHeaders: string;
+  /** RET=FULL and small enough: the whole message, returned instead of its headers. */
+  originalMessage?: Buffer | undefined;
+  /** ENVID of the original transaction (RFC 3461 4.4). */
+  envid?: string | undefined;
+  /** ORCPT per recipient (`rfc822;addr`, RFC 3461 4.2). */
+  orcpt?: Readonly<Record<string, string>> | undefined;
+}
+
+/** RFC 3461 4.1: report a failure for this recipient unless its NOTIFY leaves FAILURE out (NEVER does). */
+export function wantsFailureNotice(dsn: { rcpt?: Record<string, { notify?: string[] }> } | undefined, recipient: string): boolean {
+  const notify = dsn?.rcpt?.[recipient]?.notify;
+  return notify === undefined || notify.includes('FAILURE');
 }
 
 /** Reads the header section of a spooled message (up to the empty line, at most 64 KiB). */
@@ -68,6 +94,17 @@ function oneLine(s: string): string {
 }
 
 export function humanText(d: DsnInput): string {
+  if (d.action === 'relayed') {
+    return [
+      `This is the mail system at host ${d.hostname}.`,
+      '',
+      'Your message was relayed to the following recipients, as you asked. The system',
+      'it went to sends no delivery notifications, so this is the last notice about it.',
+      '',
+      ...d.failed.map((f) => `<${f.recipient}>: relayed`),
+      '',
+    ].join('\r\n');
+  }
   const lines = [
     `This is the mail system at host ${d.hostname}.`,
     '',
@@ -82,10 +119,23 @@ export function humanText(d: DsnInput): string {
 
 export function deliveryStatus(d: DsnInput): string {
   const remote = hostOf(d.relay);
-  const perMessage = [`Reporting-MTA: dns; ${d.hostname}`, `X-Postino-Queue-ID: ${d.queueId}`, `Arrival-Date: ${d.arrivalDate.toUTCString()}`];
+  const perMessage = [
+    ...(d.envid ? [`Original-Envelope-Id: ${oneLine(d.envid)}`] : []),
+    `Reporting-MTA: dns; ${d.hostname}`,
+    `X-Postino-Queue-ID: ${d.queueId}`,
+    `Arrival-Date: ${d.arrivalDate.toUTCString()}`,
+  ];
   const perRecipient = d.failed.map((f) => {
-    const status = /^5\.\d{1,3}\.\d{1,3}$/.test(f.enhanced) ? f.enhanced : '5.0.0';
-    const lines = [`Final-Recipient: rfc822; ${f.recipient}`, 'Action: failed', `Status: ${status}`];
+    const relayed = d.action === 'relayed';
+    const status = relayed ? '2.0.0' : /^5\.\d{1,3}\.\d{1,3}$/.test(f.enhanced) ? f.enhanced : '5.0.0';
+    const orcpt = d.orcpt?.[f.recipient];
+    const semi = orcpt?.indexOf(';') ?? -1;
+    const lines = [
+      ...(orcpt && semi > 0 ? [`Original-Recipient: ${oneLine(orcpt.slice(0, semi))}; ${oneLine(orcpt.slice(semi + 1))}`] : []),
+      `Final-Recipient: rfc822; ${f.recipient}`,
+      `Action: ${relayed ? 'relayed' : 'failed'}`,
+      `Status: ${status}`,
+    ];
     if (remote) lines.push(`Remote-MTA: dns; ${remote}`);
     lines.push(f.code > 0 ? `Diagnostic-Code: smtp; ${oneLine(f.response)}` : `Diagnostic-Code: x-postino; ${oneLine(d.reason)}`);
     return lines.join('\r\n');
@@ -99,7 +149,7 @@ export async function buildDsn(d: DsnInput, now = new Date()): Promise<Buffer> {
   root.setHeader({
     From: `Mail Delivery System <MAILER-DAEMON@${d.hostname}>`,
     To: d.sender,
-    Subject: 'Undelivered Mail Returned to Sender',
+    Subject: d.action === 'relayed' ? 'Successful Mail Delivery Report' : 'Undelivered Mail Returned to Sender',
     Date: now,
     'Auto-Submitted': 'auto-replied',
     'Message-ID': `<${d.queueId}.${Date.now().toString(36)}@${d.hostname}>`,
@@ -112,10 +162,14 @@ export async function buildDsn(d: DsnInput, now = new Date()): Promise<Buffer> {
     .setHeader('Content-Description', 'Delivery report')
     .setHeader('Content-Transfer-Encoding', '7bit')
     .setContent(deliveryStatus(d));
-  root
-    .createChild('text/rfc822-headers')
-    .setHeader('Content-Description', 'Undelivered Message Headers')
-    .setHeader('Content-Transfer-Encoding', '8bit')
-    .setContent(d.originalHeaders);
+  if (d.originalMessage) {
+    root.createChild('message/rfc822').setHeader('Content-Description', 'Undelivered Message').setHeader('Content-Transfer-Encoding', '8bit').setContent(d.originalMessage);
+  } else {
+    root
+      .createChild('text/rfc822-headers')
+      .setHeader('Content-Description', d.action === 'relayed' ? 'Message Headers' : 'Undelivered Message Headers')
+      .setHeader('Content-Transfer-Encoding', '8bit')
+      .setContent(d.originalHeaders);
+  }
   return root.build();
 }

@@ -42,12 +42,12 @@ export class IdleCompactor {
 
   private async run(): Promise<void> {
     if (this.closed || !this.isEmpty()) return;
-    const before = this.store.diskUsage();
+    const before = await this.store.diskUsage(0);
     if (before < MIN_DISK_BYTES) return;
     const t0 = performance.now();
     try {
       await this.store.compact();
-      this.log.info({ event: 'compacted', before, after: this.store.diskUsage(), ms: Math.round(performance.now() - t0) }, 'queue drained: storage compacted');
+      this.log.info({ event: 'compacted', before, after: await this.store.diskUsage(0), ms: Math.round(performance.now() - t0) }, 'queue drained: storage compacted');
     } catch (err) {
       this.log.warn({ err }, 'compaction failed');
     }

@@ -29,6 +29,7 @@
 import type { Readable } from 'node:stream';
 import type { DurableQueue, QueueRecord } from '../common/durable-queue.js';
 import type { Logger } from '../common/log.js';
+import { redactUrlsIn } from '../common/redact.js';
 import { nextRetry, type RetryPolicy } from '../common/retry-schedule.js';
 import { SendFailure, type RecipientFailure, type RelaySender, type SmtpReply } from '../common/smtp-client.js';
 import type { RelayMeta } from '../common/relay-meta.js';
@@ -61,6 +62,8 @@ export interface RelayWorkerOptions<M> {
   log: Logger;
   /** 5xx or expiry: what it means for the sender (the forwarder spools a DSN). */
   onFailed?: ((rec: QueueRecord<M>, failed: RecipientFailure[], reason: string) => Promise<void>) | undefined;
+  /** Recipients the next hop took, before the spool forgets them (the forwarder's NOTIFY=SUCCESS notices). */
+  onRelayed?: ((rec: QueueRecord<M>, accepted: string[], relay: string, reply: SmtpReply) => Promise<void>) | undefined;
   clock?: (() => number) | undefined;
   /** The bytes to relay; the forwarder stamps its spool id here (spool-id.ts). Default: the spooled body. */
   openBody?: ((rec: QueueRecord<M>) => Promise<Readable>) | undefined;
@@ -73,6 +76,7 @@ export class RelayWorker<M extends RelayMeta> {
   private readonly retry: RetryPolicy;
   private readonly log: Logger;
   private readonly onFailed: (rec: QueueRecord<M>, failed: RecipientFailure[], reason: string) => Promise<void>;
+  private readonly onRelayed: (rec: QueueRecord<M>, accepted: string[], relay: string, reply: SmtpReply) => Promise<void>;
   private readonly now: () => number;
   private readonly openBody: (rec: QueueRecord<M>) => Promise<Readable>;
 
@@ -82,6 +86,7 @@ export class RelayWorker<M extends RelayMeta> {
     this.retry = o.retry;
     this.log = o.log;
     this.onFailed = o.onFailed ?? (async () => undefined);
+    this.onRelayed = o.onRelayed ?? (async () => undefined);
     this.now = o.clock ?? Date.now;
     this.openBody = o.openBody ?? ((rec) => o.spool.openBody(rec));
   }
@@ -104,6 +109,8 @@ export class RelayWorker<M extends RelayMeta> {
       return this.decide(rec, sent.rejected, sent.relay, sent.reply);
     } catch (e) {
       if (!(e instanceof SendFailure)) throw e;
+      // Logged and stored as lastError: a connection error that quotes a URL loses its password (redact.ts).
+      e.message = redactUrlsIn(e.message);
       if (e.reply === undefined) {
         // No listener reachable: the relay's state, not this message's (unless it is past its age).
         const o = this.retryOrGiveUp(rec, undefined, undefined, e.message);
@@ -144,6 +151,7 @@ export class RelayWorker<M extends RelayMeta> {
     const log = this.log.child({ queueId: rec.id });
     switch (o.kind) {
       case 'delivered':
+        await this.onRelayed(rec, rec.meta.pending, o.relay, o.reply);
         await this.spool.ack(rec);
         this.counters.delivered++;
         log.info({ event: 'relayed', relay: o.relay, response: o.reply.response, rcpt: rec.meta.pending.length }, 'relayed');
@@ -152,6 +160,8 @@ export class RelayWorker<M extends RelayMeta> {
         this.counters.failed += o.failed.length;
         for (const f of o.failed) log.warn({ event: 'failed', recipient: f.recipient, code: f.code, enhanced: f.enhanced, response: f.response }, 'recipient refused');
         if (o.failed.length > 0) await this.onFailed(rec, o.failed, 'recipient refused');
+        const accepted = rec.meta.pending.filter((r) => !o.retry.includes(r) && !o.failed.some((f) => f.recipient === r));
+        if (accepted.length > 0) await this.onRelayed(rec, accepted, o.relay, o.reply);
         if (o.retry.length === 0) {
           await this.spool.ack(rec);
           if (o.failed.length < rec.meta.pending.length) this.counters.delivered++; // someone got it

@@ -51,6 +51,11 @@ export class AccountTable {
     return this.list.some((a) => a.users.size > 0 && a.policy.allowInsecureAuth);
   }
 
+  /** Whether a client at `ip` is offered AUTH before STARTTLS: only inside the networks of an account that allows it. */
+  insecureAuthFrom(ip: string): boolean {
+    return this.forAddress(ip).some((a) => a.users.size > 0 && a.policy.allowInsecureAuth);
+  }
+
   forAddress(ip: string): ListenerAccount[] {
     return this.list.filter((a) => a.networks.contains(ip));
   }

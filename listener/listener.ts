@@ -94,11 +94,11 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
     strictData: true,
     tls,
     queue,
-    spoolIds,
+    spoolIds: spoolIds && { seen: spoolIds, scope: (session) => accounts.accountOf(session).id },
     ...(accounts.anyAuth
       ? {
           auth: {
-            allowInsecure: accounts.anyInsecureAuth,
+            allowInsecure: (ip) => accounts.insecureAuthFrom(ip),
             async verify(username, password, session) {
               const ip = session.remoteAddress;
               if (authFailures.blocked(ip)) throw new PostinoError('AUTH_RATE_LIMITED', 'Too many failed authentication attempts, try again later');

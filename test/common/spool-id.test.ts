@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
-import { SeenSpoolIds, SpoolIdFilter, stampSpoolId } from '../../common/spool-id.js';
+import { newQueueId } from '../../common/durable-queue.js';
+import { isSpoolId, SeenSpoolIds, SpoolIdFilter, stampSpoolId } from '../../common/spool-id.js';
 import { Store } from '../../common/store.js';
 import { TokenBucket } from '../../common/token-bucket.js';
 import { tempDir } from '../helpers/postino.js';
@@ -42,19 +43,29 @@ test('seen ids: remembered with the enqueue batch, forgotten after the TTL by th
   let now = 1_000_000;
   const store = await Store.open(tempDir('sid'));
   const seen = new SeenSpoolIds(store, 7 * 86_400_000, () => now);
-  assert.equal(await seen.lookup('S1'), undefined);
-  assert.equal(seen.begin('S1'), true);
-  assert.equal(seen.begin('S1'), false, 'a second writer of the same id is told to wait');
-  await store.commit(seen.rememberOps('S1', 'Q1'), { sync: true });
-  seen.end('S1');
-  assert.equal(await seen.lookup('S1'), 'Q1');
+  assert.equal(await seen.lookup('acme', 'S1'), undefined);
+  assert.equal(seen.begin('acme', 'S1'), true);
+  assert.equal(seen.begin('acme', 'S1'), false, 'a second writer of the same id is told to wait');
+  assert.equal(seen.begin('other', 'S1'), true, 'another account writing the same id is not');
+  seen.end('other', 'S1');
+  await store.commit(seen.rememberOps('acme', 'S1', 'Q1'), { sync: true });
+  seen.end('acme', 'S1');
+  assert.equal(await seen.lookup('acme', 'S1'), 'Q1');
+  assert.equal(await seen.lookup('other', 'S1'), undefined, 'ids are remembered per scope (account)');
   now += 7 * 86_400_000 - 1;
   assert.equal(await seen.sweep(), 0);
-  assert.equal(await seen.lookup('S1'), 'Q1', 'still known just before 7 days');
+  assert.equal(await seen.lookup('acme', 'S1'), 'Q1', 'still known just before 7 days');
   now += 2;
-  assert.equal(await seen.lookup('S1'), undefined);
+  assert.equal(await seen.lookup('acme', 'S1'), undefined);
   assert.equal(await seen.sweep(), 1);
+  assert.deepEqual(await store.db.keys().all(), [], 'the sweep leaves nothing behind');
   await store.close();
+});
+
+test('isSpoolId: the shape of the ids the forwarder mints (newQueueId), nothing else', () => {
+  for (let i = 0; i < 50; i++) assert.ok(isSpoolId(newQueueId()));
+  for (const bad of ['', 'S1', 'ABC123', `${newQueueId()}x`, newQueueId().toLowerCase(), 'AAAAAAAAAAAA!AAAAAAA', '0MX32MBYQ002F82557C3 '])
+    assert.equal(isSpoolId(bad), false, JSON.stringify(bad));
 });
 
 test('token bucket: burst, then one token per 1/rate seconds', () => {

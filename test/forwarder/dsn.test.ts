@@ -8,9 +8,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { simpleParser } from 'mailparser';
 import { SMTPServer } from 'smtp-server';
+import { wantsFailureNotice } from '../../forwarder/dsn.js';
 import { admin, forwarderConfig, sleep, startForwarderProcess } from '../helpers/forwarder.js';
 import { tempDir } from '../helpers/postino.js';
 import { runPythonSender } from '../helpers/python-sender.js';
+import { open } from '../helpers/smtp-session.js';
 
 interface Got {
   from: string;
@@ -108,4 +110,51 @@ test('every recipient refused: nothing relayed, one DSN listing them all', { tim
     await fwd.stop();
     await up.close();
   }
+});
+
+test("the sender's DSN parameters: NOTIFY=NEVER not reported, SUCCESS gets a relayed notice, ORCPT and ENVID echoed, RET=FULL returns the message", { timeout: 60_000 }, async () => {
+  const dataDir = tempDir('dsn-params');
+  const up = await upstream('never@example.com', 'failure@example.com');
+  const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${up.port}`]);
+  const fwd = await startForwarderProcess(dataDir, config);
+  try {
+    const c = await open(ports.smtp);
+    try {
+      assert.match(await c.cmd('EHLO app.test'), /^250[ -]DSN/m, 'the forwarder offers DSN');
+      assert.match(await c.cmd('MAIL FROM:<shop@example.org> RET=FULL ENVID=order+2B42'), /^250 /);
+      assert.match(await c.cmd('RCPT TO:<never@example.com> NOTIFY=NEVER'), /^250 /);
+      assert.match(await c.cmd('RCPT TO:<failure@example.com> NOTIFY=FAILURE,DELAY ORCPT=rfc822;alias@example.com'), /^250 /);
+      assert.match(await c.cmd('RCPT TO:<ok@example.com> NOTIFY=SUCCESS'), /^250 /);
+      assert.match(await c.cmd('DATA'), /^354 /);
+      c.write('From: shop@example.org\r\nSubject: params\r\nMessage-ID: <params@test.postino>\r\n\r\nThe whole body comes back.\r\n.\r\n');
+      assert.match(await c.reply(), /^250 /);
+    } finally {
+      c.close();
+    }
+    const until = Date.now() + 20_000;
+    while (up.got.length < 3 && Date.now() < until) await sleep(100);
+    await sleep(1_000);
+    assert.equal(up.got.length, 3, 'the message (to ok@), the failure DSN and the relayed notice');
+    const dsns = up.got.filter((g) => g.from === '').map((g) => g.raw.toString());
+    const relayed = dsns.find((t) => /^Action: relayed\r$/m.test(t))!;
+    assert.match(relayed, /^Final-Recipient: rfc822; ok@example\.com\r\nAction: relayed\r\nStatus: 2\.0\.0\r$/m, 'NOTIFY=SUCCESS: a relayed notice');
+    assert.match(relayed, /^Subject: Successful Mail Delivery Report\r$/m);
+    assert.doesNotMatch(relayed, /failure@example\.com/);
+    const text = dsns.find((t) => /^Action: failed\r$/m.test(t))!;
+    assert.doesNotMatch(text, /never@example\.com/, 'NOTIFY=NEVER: not reported');
+    assert.doesNotMatch(text, /ok@example\.com/);
+    assert.match(text, /^Original-Envelope-Id: order\+42\r$/m);
+    assert.match(text, /^Original-Recipient: rfc822; alias@example\.com\r\nFinal-Recipient: rfc822; failure@example\.com\r\nAction: failed\r$/m);
+    assert.match(text, /^Content-Type: message\/rfc822/m);
+    assert.match(text, /The whole body comes back\./, 'RET=FULL');
+  } finally {
+    await fwd.stop();
+    await up.close();
+  }
+});
+
+test('wantsFailureNotice: no NOTIFY or one with FAILURE reports; NEVER or SUCCESS/DELAY alone does not', () => {
+  const dsn = { rcpt: { a: { notify: ['NEVER'] }, b: { notify: ['SUCCESS', 'DELAY'] }, c: { notify: ['FAILURE'] } } };
+  assert.deepEqual(['a', 'b', 'c', 'd'].map((r) => wantsFailureNotice(dsn, r)), [false, false, true, true]);
+  assert.equal(wantsFailureNotice(undefined, 'x'), true);
 });

@@ -10,6 +10,7 @@ import { parseConfig } from '../../common/config.js';
 import { DurableQueue } from '../../common/durable-queue.js';
 import type { IntakeMeta } from '../../common/intake-record.js';
 import { ensureDevTls, secretsDir } from '../../common/secrets.js';
+import { SeenSpoolIds } from '../../common/spool-id.js';
 import { Store } from '../../common/store.js';
 import { startListener, type Listener } from '../../listener/listener.js';
 import { tempDir } from './postino.js';
@@ -28,7 +29,7 @@ export interface TestListener {
   close(): Promise<void>;
 }
 
-export async function startTestListener(config: Record<string, unknown> = {}, opts: { dataDir?: string; now?: () => number } = {}): Promise<TestListener> {
+export async function startTestListener(config: Record<string, unknown> = {}, opts: { dataDir?: string; now?: () => number; spoolIds?: boolean } = {}): Promise<TestListener> {
   const dataDir = opts.dataDir ?? tempDir('listener');
   const tlsPaths = await ensureDevTls(secretsDir(dataDir));
   const raw = config as { listener?: Record<string, unknown> };
@@ -43,7 +44,8 @@ export async function startTestListener(config: Record<string, unknown> = {}, op
   const log = pino({ level: 'info' }, sink);
   const store = await Store.open(path.join(dataDir, 'hosted'));
   const queue = await DurableQueue.open<IntakeMeta>(store, 'intake');
-  const listener = await startListener({ config: cfg.listener, accounts: cfg.accounts, dataDir, queue, log, now: opts.now });
+  const spoolIds = opts.spoolIds ? new SeenSpoolIds(store, cfg.listener.spoolIdTtlSeconds * 1000) : undefined;
+  const listener = await startListener({ config: cfg.listener, accounts: cfg.accounts, dataDir, queue, log, now: opts.now, spoolIds });
   return {
     port: listener.port,
     listener,

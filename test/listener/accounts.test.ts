@@ -134,6 +134,12 @@ describe('AUTH', () => {
     await assert.rejects(t.authenticate('shop-app', 'right', session('127.0.0.1', false)), (e: unknown) => fails('AUTH_NEEDS_TLS')(e) && (e as PostinoError).smtpCode === 538);
   });
 
+  test('AUTH before STARTTLS is offered only inside the networks of an account that allows it', () => {
+    assert.equal(t.insecureAuthFrom('127.0.0.2'), true);
+    assert.equal(t.insecureAuthFrom('127.0.0.1'), false, 'the shop account is TLS-only, whatever the lab allows');
+    assert.equal(t.insecureAuthFrom('127.0.0.9'), false, 'an open account has no users to log in');
+  });
+
   test('AUTH before STARTTLS for an account with allowInsecureAuth succeeds', async () => {
     assert.equal((await t.authenticate('lab-app', 'lab', session('127.0.0.2', false))).id, 'lab');
   });
