@@ -40,6 +40,7 @@ import { registerSuppressionRoutes } from '../engine/suppression-routes.js';
 import { Notifier } from '../engine/feedback/notifications.js';
 import { FeedbackRecorder } from '../engine/feedback/recorder.js';
 import { ReportWorker } from '../engine/feedback/report-worker.js';
+import { sweepOrphanBlobs } from '../common/orphan-blobs.js';
 
 /** Longer than any single rewrap or delivery transaction. */
 const VISIBILITY_MS = 10 * 60_000;
@@ -84,6 +85,9 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const recipients = new RecipientDb(store);
   const copies = new CopyIndex(store);
   const feedbackQueue = await DurableQueue.open<FeedbackMeta>(store, 'feedback');
+  // Blob files a crash left unreferenced, before any intake or worker writes one.
+  const orphans = await sweepOrphanBlobs(store, [intake, delivery, feedbackQueue]);
+  if (orphans.length > 0) log.warn({ event: 'orphan-blobs-removed', count: orphans.length, files: orphans.slice(0, 20) }, 'removed blob files no queue record references');
   const recorder = new FeedbackRecorder({ store, events, suppression, copies, config: config.feedback, log: log.child({ component: 'feedback' }) });
   const reports = new ReportWorker({ queue: feedbackQueue, recorder, copies, keys, book: feedbackAddressBook(config), reportsDir: path.join(rt.dataDir, 'hosted', 'reports'), log: log.child({ component: 'feedback' }) });
   // A handler that keeps throwing (a poison message) ends in the failed records, never retried forever.

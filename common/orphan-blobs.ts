@@ -16,17 +16,21 @@ import fsp from 'node:fs/promises';
 import type { BodyRef } from './durable-queue.js';
 import type { Store } from './store.js';
 
-/** What the sweep reads of a DurableQueue (whatever its meta type). */
+/** What the sweep reads of a DurableQueue (whatever its meta type): live and failed records both keep their body. */
 export interface BlobOwner {
   readonly name: string;
   records(): AsyncIterable<{ body: BodyRef }>;
+  failedRecords?(): AsyncIterable<{ body: BodyRef }>;
 }
 
 /** Deletes unreferenced blob files of `queues` (all in `store`); returns the names removed. */
 export async function sweepOrphanBlobs(store: Store, queues: readonly BlobOwner[]): Promise<string[]> {
   const referenced = new Set<string>();
   for (const q of queues) {
-    for await (const rec of q.records()) if (rec.body.kind === 'file') referenced.add(rec.body.name);
+    for (const list of [q.records(), q.failedRecords?.()]) {
+      if (!list) continue;
+      for await (const rec of list) if (rec.body.kind === 'file') referenced.add(rec.body.name);
+    }
   }
   const prefixes = queues.map((q) => `${q.name}-`);
   const removed: string[] = [];

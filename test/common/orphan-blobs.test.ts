@@ -27,3 +27,23 @@ test('an unreferenced blob of the queue goes; a referenced one and another queue
     await store.close();
   }
 });
+
+test('the body of a failed record (dead letter) is referenced too and stays', async () => {
+  const store = await Store.open(tempDir('orphans-failed'));
+  try {
+    const q = await DurableQueue.open<{ n: number }>(store, 'intake', { inlineMaxBytes: 16 });
+    await q.enqueue({ meta: { n: 1 }, body: Buffer.alloc(1000, 'b') });
+    const [rec] = await q.lease(1, 60_000);
+    await store.commit(q.failOps(rec!, 'poison', Date.now()), { sync: true });
+    q.failedMoved(rec!);
+    assert.deepEqual(await sweepOrphanBlobs(store, [q]), [], 'nothing removed');
+    let seen = 0;
+    for await (const f of q.failedRecords()) {
+      assert.equal((await q.readBody(f)).length, 1000, 'the failed body is still readable');
+      seen++;
+    }
+    assert.equal(seen, 1);
+  } finally {
+    await store.close();
+  }
+});
