@@ -73,7 +73,10 @@ export class AccountTable {
     if (!session.secure && candidates.length > 0 && candidates.every((a) => a.policy.requireTls)) {
       throw new PostinoError('TLS_REQUIRED', 'Must issue a STARTTLS command first');
     }
-    const open = candidates.find((a) => a.users.size === 0);
+    // Before STARTTLS, an account that takes plain text is the one this session can send for:
+    // picking a TLS-only one by config order would refuse it at MAIL (530) although another
+    // account of the same network allows it. With TLS, config order decides.
+    const open = candidates.find((a) => a.users.size === 0 && (session.secure || !a.policy.requireTls)) ?? candidates.find((a) => a.users.size === 0);
     if (!open) throw new PostinoError('AUTH_REQUIRED', 'Authentication required');
     return open;
   }

@@ -87,13 +87,13 @@ describe('the account of a session without AUTH', () => {
     assert.throws(() => t.accountOf(session('127.0.0.1', false)), fails('TLS_REQUIRED'));
   });
 
-  test('before STARTTLS, one matching account that allows plain text is enough not to be refused', () => {
-    // Which account it then picks is config order (see the report on issue #10: it can be the TLS one).
+  test('before STARTTLS, the matching account that allows plain text is the one chosen; after it, config order', () => {
     const t = table([
       { id: 'tls', networks: ['127.0.0.1/32'] },
       { id: 'plain', networks: ['127.0.0.1/32'], listener: { requireTls: false } },
     ]);
-    assert.doesNotThrow(() => t.accountOf(session('127.0.0.1', false)));
+    assert.equal(t.accountOf(session('127.0.0.1', false)).id, 'plain', 'not the TLS-only account, which MAIL would refuse');
+    assert.equal(t.accountOf(session('127.0.0.1', true)).id, 'tls');
   });
 });
 
