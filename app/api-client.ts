@@ -33,7 +33,7 @@ export function apiTarget(kind: ApiKind, url: string | undefined, env: NodeJS.Pr
   return { base: url ?? kind.defaultUrl, token };
 }
 
-export type ApiMethod = 'GET' | 'POST' | 'DELETE';
+export type ApiMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 /** One call, the response as it comes (for streamed bodies); an error naming the URL and status unless 2xx. */
 export async function apiFetch(t: ApiTarget, method: ApiMethod, route: string | URL, init: { body?: BodyInit; contentType?: string } = {}): Promise<Response> {

@@ -10,6 +10,7 @@
  *                                           the engine's kill-switch and delivery queue
  *   postino hosted failed list|retry <id>|delete <id> [--api URL]
  *                                           messages given up on after engine.maxAttempts
+ *   postino hosted api-key new <account>    an account API key and its accounts[].apiKeys entry
  *   postino check-config F                  print every problem with its key path (also secrets
  *                                           named by *Env keys: unset, or under 32 bytes)
  *   postino dev-cert [--out DIR]            a development CA and localhost TLS pair
@@ -26,6 +27,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { newAccountKey } from '../common/api-keys.js';
 import { hashPassword } from '../common/password-hash.js';
 import { ensureDevTls, secretEnvProblems, secretsDir } from '../common/secrets.js';
 import { rotateKeys, signingKeysPath } from '../common/signing-keys.js';
@@ -47,6 +49,7 @@ const USAGE = `usage:
   postino hosted pause|resume [--account ID] [--api URL]
   postino hosted status [--api URL]
   postino hosted failed list|retry <id>|delete <id> [--api URL]
+  postino hosted api-key new <account>
   postino sink [--config F]
   postino check-config F
   postino dev-cert [--out DIR]
@@ -110,6 +113,21 @@ async function failedCommand(verb: string | undefined, id: string | undefined, a
   }
 }
 
+/** Made offline: the key is shown once, only its hash goes into the config. */
+async function apiKeyCommand(verb: string | undefined, account: string | undefined): Promise<void> {
+  if (verb !== 'new' || !account) throw new UsageError('usage: postino hosted api-key new <account>');
+  const { token, entry } = await newAccountKey();
+  process.stdout.write(
+    `API key for account "${account}" (shown once; store it in the application's secrets):
+${token}
+
+` +
+      `add to accounts[id="${account}"].apiKeys, then restart or reload the hosted node:
+${JSON.stringify(entry)}
+`,
+  );
+}
+
 export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -144,6 +162,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     case 'hosted':
       if (sub === 'pause' || sub === 'resume' || sub === 'status') return hostedCommand(sub, values.api, values.account, env);
       if (sub === 'failed') return failedCommand(arg, arg2, values.api, env);
+      if (sub === 'api-key') return apiKeyCommand(arg, arg2);
       if (sub !== undefined) throw new UsageError(`unknown hosted command "${sub}"`);
       return runRole(cmd, values.config, env);
     case 'sink':

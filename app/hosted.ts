@@ -10,6 +10,7 @@
  */
 import path from 'node:path';
 import { installDotStuffingFastPath } from '../common/dot-stuffing.js';
+import { ApiKeys } from '../common/api-keys.js';
 import { DurableQueue } from '../common/durable-queue.js';
 import { listenHttp } from '../common/http-server.js';
 import type { IntakeMeta } from '../common/intake-record.js';
@@ -127,7 +128,8 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   };
   const bounceIntake = config.feedback.port === null ? undefined : await startBounceIntake({ config, queue: feedbackQueue, copies, keys, log: log.child({ component: 'bounce-intake' }) });
   process.on('SIGHUP', onHup);
-  const api = createHostedApi(apiKey, log);
+  const apiKeys = new ApiKeys(apiKey, config.accounts);
+  const api = createHostedApi((t) => apiKeys.principal(t), log);
   const failedQueues = [intake, delivery, feedbackQueue] as FailedQueues;
   registerDeliveryRoutes(api, intake, deliveryStage, () => failedCounts(failedQueues));
   registerFailedRoutes(api, failedQueues, deliveryStage.metrics.registry);

@@ -18,6 +18,7 @@ import fs from 'node:fs';
 import { z } from 'zod';
 import { parseCidr } from './cidr.js';
 import { redactUrl, redactUrlsIn } from './redact.js';
+import { API_KEY_ID } from './api-keys.js';
 
 const MB = 1024 * 1024;
 /** RFC 5321 4.5.3.1.8 asks for at least 100 recipients; 1000 fits a mailing to a small list. */
@@ -565,6 +566,12 @@ const account = z
     id: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'an account id is lower-case letters, digits, - and _'),
     /** Networks this account's forwarders connect from. */
     networks: z.array(cidr).default(['127.0.0.1/32', '::1/128']),
+    /**
+     * HTTP API keys of this account (common/api-keys.ts): each sees and changes only this
+     * account's events, statistics, suppressions and recipients. Hashes only; `postino
+     * hosted api-key new <account>` prints a key and its entry.
+     */
+    apiKeys: z.array(z.object({ id: z.string().regex(API_KEY_ID, 'a key id is 4 to 32 lower-case letters and digits'), hash: scryptHash }).strict()).default([]),
     listener: accountListener.prefault({}),
     engine: accountEngine,
     delivery: z
@@ -584,9 +591,15 @@ const accounts = z
   .prefault([{ id: 'default', networks: ['127.0.0.1/32', '::1/128'] }])
   .superRefine((list, ctx) => {
     const seen = new Set<string>();
+    const keyIds = new Set<string>();
     list.forEach((a, i) => {
       if (seen.has(a.id)) ctx.addIssue({ code: 'custom', path: [i, 'id'], message: `account id "${a.id}" is used twice` });
       seen.add(a.id);
+      a.apiKeys.forEach((k, j) => {
+        // The id picks the entry a presented key is checked against: it must name one.
+        if (keyIds.has(k.id)) ctx.addIssue({ code: 'custom', path: [i, 'apiKeys', j, 'id'], message: `API key id "${k.id}" is used twice` });
+        keyIds.add(k.id);
+      });
     });
   });
 

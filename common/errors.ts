@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'INTAKE_PAUSED'
   | 'BAD_MESSAGE'
   | 'UNAUTHORIZED'
+  | 'FORBIDDEN'
   | 'NOT_FOUND'
   | 'BAD_REQUEST'
   | 'TLS_REQUIRED'
@@ -52,6 +53,8 @@ const SPECS: Record<ErrorCode, ErrorSpec> = {
   INTAKE_PAUSED: { smtp: 421, enhanced: '4.3.2', http: 503 },
   BAD_MESSAGE: { smtp: 550, enhanced: '5.6.0', http: 400 },
   UNAUTHORIZED: { smtp: 535, enhanced: '5.7.8', http: 401 },
+  /** An API key acting beyond its account. */
+  FORBIDDEN: { smtp: 550, enhanced: '5.7.1', http: 403 },
   NOT_FOUND: { smtp: 550, enhanced: '5.1.1', http: 404 },
   BAD_REQUEST: { smtp: 501, enhanced: '5.5.4', http: 400 },
   TLS_REQUIRED: { smtp: 530, enhanced: '5.7.0', http: 403 },

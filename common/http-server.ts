@@ -4,10 +4,13 @@
  *
  * Routes registered with `{ config: { public: true } }` skip the token check
  * (health, tracking pixels, unsubscribe pages); everything else needs
- * `Authorization: Bearer <token>` and gets 401 otherwise. Errors carrying an
- * httpStatus (PostinoError) become that status with a JSON body.
+ * `Authorization: Bearer <token>` and gets 401 otherwise. The caller becomes
+ * `req.principal` (api-keys.ts): the node, or one account, which routes narrow
+ * to with `accountScope()` / `requireNode()` (403 beyond it). Errors carrying
+ * an httpStatus (PostinoError) become that status with a JSON body.
  */
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { Principal } from './api-keys.js';
 import { PostinoError } from './errors.js';
 import type { Logger } from './log.js';
 import { sameSecret } from './secrets.js';
@@ -16,6 +19,32 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     public?: boolean;
   }
+  interface FastifyRequest {
+    /** Set for every non-public route; null on public ones (accountScope there fails closed). */
+    principal: Principal;
+  }
+}
+
+/** The node's single key (forwarder admin), or a resolver of node and account keys (hosted). */
+export type HttpAuth = string | ((token: string) => Promise<Principal | undefined>);
+
+const NODE: Principal = { kind: 'node' };
+
+/**
+ * The account a request may act on. The node key may name any account or none
+ * (`undefined` = all); an account key acts on its own account only, and naming
+ * another one is 403, not an empty answer that looks like "nothing there".
+ */
+export function accountScope(req: FastifyRequest, requested: string | undefined): string | undefined {
+  const p = req.principal;
+  if (p.kind === 'node') return requested;
+  if (requested !== undefined && requested !== p.account) throw new PostinoError('FORBIDDEN', `this API key belongs to account "${p.account}"`);
+  return p.account;
+}
+
+/** Node-wide operations (global kill-switch, failed records of every account, key rotation). */
+export function requireNode(req: FastifyRequest): void {
+  if (req.principal.kind !== 'node') throw new PostinoError('FORBIDDEN', 'this needs the node API key, not an account key');
 }
 
 /**
@@ -25,16 +54,19 @@ declare module 'fastify' {
  */
 const MAX_PARAM_LENGTH = 8_192;
 
-export function createHttpServer(token: string, log: Logger): FastifyInstance {
+export function createHttpServer(auth: HttpAuth, log: Logger): FastifyInstance {
   // Fastify's own request logging is off: one line per request would drown the mail events.
   const app = Fastify({ logger: false, routerOptions: { maxParamLength: MAX_PARAM_LENGTH } });
+  const resolve = typeof auth === 'string' ? async (t: string) => (sameSecret(t, auth) ? NODE : undefined) : auth;
+  // Set by the hook below before any handler of a non-public route runs; null keeps the request shape stable.
+  app.decorateRequest<Principal | null>('principal', null);
   app.addHook('onRequest', async (req, reply) => {
     if (req.routeOptions.config.public) return;
     const h = req.headers.authorization ?? '';
     const given = h.startsWith('Bearer ') ? h.slice(7).trim() : '';
-    if (!given || !sameSecret(given, token)) {
-      return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'missing or wrong bearer token' });
-    }
+    const who = given ? await resolve(given) : undefined;
+    if (!who) return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'missing or wrong bearer token' });
+    req.principal = who;
   });
   app.setErrorHandler((err: unknown, _req, reply) => {
     if (err instanceof PostinoError) return reply.code(err.httpStatus).send({ error: err.reason, code: err.code });

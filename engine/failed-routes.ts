@@ -13,6 +13,7 @@ import type { FastifyInstance } from 'fastify';
 import { Gauge, type Registry } from 'prom-client';
 import type { DurableQueue, QueueRecord } from '../common/durable-queue.js';
 import { PostinoError } from '../common/errors.js';
+import { requireNode } from '../common/http-server.js';
 
 /** The engine's queues by name (intake, delivery, feedback). */
 export type FailedQueues = ReadonlyArray<DurableQueue<unknown>>;
@@ -60,7 +61,9 @@ export function registerFailedRoutes(app: FastifyInstance, queues: FailedQueues,
     },
   });
 
-  app.get('/api/failed', async () => {
+  // The failed records mix every account's messages: the operator's, node key only.
+  app.get('/api/failed', async (req) => {
+    requireNode(req);
     const out: FailedEntry[] = [];
     for (const q of queues) for await (const rec of q.failedRecords()) out.push(entry(q.name, rec));
     return { failed: out };
@@ -72,11 +75,13 @@ export function registerFailedRoutes(app: FastifyInstance, queues: FailedQueues,
     throw new PostinoError('NOT_FOUND', `no failed message "${id}"`);
   };
   app.post<{ Params: { id: string } }>('/api/failed/:id/retry', async (req) => {
+    requireNode(req);
     const q = await holder(req.params.id);
     if (!(await q.retryFailed(req.params.id, Date.now()))) throw new PostinoError('NOT_FOUND', `no failed message "${req.params.id}"`);
     return { retried: req.params.id, queue: q.name };
   });
   app.delete<{ Params: { id: string } }>('/api/failed/:id', async (req) => {
+    requireNode(req);
     const q = await holder(req.params.id);
     if (!(await q.deleteFailed(req.params.id))) throw new PostinoError('NOT_FOUND', `no failed message "${req.params.id}"`);
     return { deleted: req.params.id, queue: q.name };

@@ -1,6 +1,7 @@
 /*
  * suppression-routes.ts — the suppression list over the hosted API (bearer
- * API key), for the customer's CRM and for `postino suppress`:
+ * API key), for the customer's CRM and for `postino suppress`. An account's
+ * key works on its own account only (`account` may be left out):
  *
  *   GET    /api/suppressions?account=&reason=&scope=&after=&limit=
  *          → {"suppressions": [...], "next": "<cursor>" | null}; page with after=<next>
@@ -19,9 +20,10 @@
  */
 import { Readable } from 'node:stream';
 import { splitAddress } from '../common/address.js';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { csvRow, readCsv } from '../common/csv.js';
 import { PostinoError } from '../common/errors.js';
+import { accountScope } from '../common/http-server.js';
 import type { BatchOp, Store } from '../common/store.js';
 import type { SuppressionList, SuppressionReason } from './suppression.js';
 
@@ -62,8 +64,9 @@ export interface SuppressionRouteOptions {
 
 export function registerSuppressionRoutes(app: FastifyInstance, o: SuppressionRouteOptions): void {
   const known = new Set(o.accounts);
-  const account = (v: unknown, required: boolean): string | undefined => {
-    const a = str(v);
+  /** The account named (or, for an account key, its own); another account's is 403. */
+  const account = (req: FastifyRequest, v: unknown, required: boolean): string | undefined => {
+    const a = accountScope(req, str(v));
     if (!a && required) throw new PostinoError('BAD_REQUEST', 'account is required');
     if (a && !known.has(a)) throw new PostinoError('BAD_REQUEST', `unknown account "${a}"`);
     return a;
@@ -71,7 +74,7 @@ export function registerSuppressionRoutes(app: FastifyInstance, o: SuppressionRo
 
   app.get('/api/suppressions', async (req) => {
     const q = (req.query ?? {}) as Record<string, unknown>;
-    const acct = account(q.account, false);
+    const acct = account(req, q.account, false);
     const limit = Math.min(MAX_LIMIT, Math.max(1, Number(q.limit ?? DEFAULT_LIMIT) || DEFAULT_LIMIT));
     const reason = str(q.reason);
     const scope = str(q.scope);
@@ -96,7 +99,7 @@ export function registerSuppressionRoutes(app: FastifyInstance, o: SuppressionRo
     const at = new Date().toISOString();
     items.forEach((raw, i) => {
       const b = (raw ?? {}) as Record<string, unknown>;
-      const acct = account(b.account, true)!;
+      const acct = account(req, b.account, true)!;
       const address = str(b.address) ?? '';
       const scope = str(b.scope) ?? '*';
       const reason = (str(b.reason) ?? 'manual') as SuppressionReason;
@@ -110,7 +113,7 @@ export function registerSuppressionRoutes(app: FastifyInstance, o: SuppressionRo
 
   app.delete('/api/suppressions', async (req) => {
     const q = (req.query ?? {}) as Record<string, unknown>;
-    const acct = account(q.account, true)!;
+    const acct = account(req, q.account, true)!;
     const address = str(q.address);
     if (!address) throw new PostinoError('BAD_REQUEST', 'address is required');
     const scope = str(q.scope) ?? '*';
@@ -124,7 +127,7 @@ export function registerSuppressionRoutes(app: FastifyInstance, o: SuppressionRo
     scope.addContentTypeParser(['text/csv', 'text/plain', 'application/octet-stream'], (_req, payload, done) => done(null, payload));
     scope.post('/api/suppressions/import', async (req) => {
       const q = (req.query ?? {}) as Record<string, unknown>;
-      const acct = account(q.account, true)!;
+      const acct = account(req, q.account, true)!;
       const reason = (str(q.reason) ?? 'manual') as SuppressionReason;
       if (!REASONS.includes(reason)) throw new PostinoError('BAD_REQUEST', `reason is one of ${REASONS.join(', ')}`);
       if (!(req.body instanceof Readable)) throw new PostinoError('BAD_REQUEST', 'send the rows as text/csv');
@@ -167,7 +170,7 @@ export function registerSuppressionRoutes(app: FastifyInstance, o: SuppressionRo
 
   app.get('/api/suppressions/export', async (req, reply) => {
     const q = (req.query ?? {}) as Record<string, unknown>;
-    const acct = account(q.account, false);
+    const acct = account(req, q.account, false);
     async function* rows(): AsyncGenerator<string> {
       yield csvRow(EXPORT_COLUMNS);
       let chunk = '';

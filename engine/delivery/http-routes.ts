@@ -8,26 +8,34 @@
  *   GET  /metrics                     Prometheus text (metrics.ts)
  *
  * An unknown account is 404 (a typo must not look like a pause that worked).
+ * An account's API key pauses and resumes its own account only; the queue and
+ * the metrics are the node's (403 for an account key).
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { DurableQueue } from '../../common/durable-queue.js';
 import { PostinoError } from '../../common/errors.js';
+import { accountScope, requireNode } from '../../common/http-server.js';
 import type { IntakeMeta } from '../../common/intake-record.js';
 import type { Delivery } from './delivery.js';
 
 export function registerDeliveryRoutes(app: FastifyInstance, intake: DurableQueue<IntakeMeta>, d: Delivery, failed: () => Record<string, number> = () => ({})): void {
-  app.get('/api/queue', async () => ({ intake: intake.size, delivery: await d.status(), failed: failed() }));
+  app.get('/api/queue', async (req) => {
+    requireNode(req);
+    return { intake: intake.size, delivery: await d.status(), failed: failed() };
+  });
 
-  const account = (q: unknown): string | undefined => {
-    const a = (q as { account?: string } | undefined)?.account;
-    if (a === undefined || a === '') return undefined;
+  const account = (req: FastifyRequest): string | undefined => {
+    const given = (req.query as { account?: string } | undefined)?.account;
+    const a = accountScope(req, given === '' ? undefined : given);
+    if (a === undefined) return undefined;
     if (!d.accounts.has(a)) throw new PostinoError('NOT_FOUND', `no account "${a}"`);
     return a;
   };
-  app.post('/api/pause', async (req) => ({ paused: await d.killSwitch.pause(account(req.query)) }));
-  app.post('/api/resume', async (req) => ({ paused: await d.killSwitch.resume(account(req.query)) }));
+  app.post('/api/pause', async (req) => ({ paused: await d.killSwitch.pause(account(req)) }));
+  app.post('/api/resume', async (req) => ({ paused: await d.killSwitch.resume(account(req)) }));
 
-  app.get('/metrics', async (_req, reply) => {
+  app.get('/metrics', async (req, reply) => {
+    requireNode(req);
     const text = await d.metrics.render(await d.status());
     return reply.type(d.metrics.contentType).send(text);
   });

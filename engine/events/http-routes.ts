@@ -3,10 +3,13 @@
  * the event log as NDJSON, oldest first, resumable by `seq` (DESIGN.md, Events).
  * A client keeps the last `seq` it saw and asks for `after=<that>`; events
  * never appear out of order or late (event-log.ts watermark).
- * `type=<t>` keeps one event type. Other filters, CSV and webhooks come with the exporter issue.
+ * `type=<t>` keeps one event type, `account=<id>` one account; an account's
+ * API key sees its own account's events only. Other filters, CSV and webhooks come with the exporter issue.
  */
 import type { FastifyInstance } from 'fastify';
+import type { PostinoEvent } from '../../common/events.js';
 import { PostinoError } from '../../common/errors.js';
+import { accountScope } from '../../common/http-server.js';
 import type { EventLog } from './event-log.js';
 
 /** One response holds at most this many events; clients page with `after`. */
@@ -26,7 +29,9 @@ export function registerEventRoutes(app: FastifyInstance, events: EventLog): voi
     const after = intParam(q.after, 'after', 0);
     const limit = Math.min(MAX_LIMIT, Math.max(1, intParam(q.limit, 'limit', DEFAULT_LIMIT)));
     const type = typeof q.type === 'string' && q.type !== '' ? q.type : undefined;
-    const list = await events.read(after, limit, type ? (e) => e.type === type : undefined);
+    const account = accountScope(req, typeof q.account === 'string' && q.account !== '' ? q.account : undefined);
+    const keep = type || account ? (e: PostinoEvent) => (!type || e.type === type) && (!account || e.account === account) : undefined;
+    const list = await events.read(after, limit, keep);
     return reply.type('application/x-ndjson').send(list.map((e) => JSON.stringify(e) + '\n').join(''));
   });
 }
