@@ -9,93 +9,20 @@
  * Postfix: its per-message `delay=` in the mail log). Peak RSS: the sum over
  * the postino processes.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
-import net from 'node:net';
-import path from 'node:path';
-import { promisify } from 'node:util';
-import nodemailer from 'nodemailer';
 import { freePorts } from '../test/helpers/ports.js';
 import { startPostfix } from '../test/helpers/postfix.js';
 import { postfixReady } from './postfix-peer.js';
-import { CLI, tempDir, upConfig } from '../test/helpers/postino.js';
+import { tempDir, upConfig } from '../test/helpers/postino.js';
 import { readSecret } from '../common/secrets.js';
+import { groupRssMiB, probeLatencies, probes, smtpSource, startSmtpSink, startUpLoggingToFile, type SourceLoad } from './pipeline-parts.js';
 import { fmt, summarize } from './stats.js';
 
-const run = promisify(execFile);
 const SESSIONS = 20;
 const MESSAGES = Number(process.env.BENCH_E2E_MESSAGES ?? 3000);
 const SIZE = 2048;
+const LOAD: SourceLoad = { sessions: SESSIONS, size: SIZE, messages: MESSAGES, reuse: false };
 /** Upstream connections of the forwarder and rewrap slots of the engine in this benchmark. */
 const TUNED = Number(process.env.BENCH_E2E_CONCURRENCY ?? 16);
-
-async function smtpSource(port: number): Promise<void> {
-  await run('smtp-source', ['-s', String(SESSIONS), '-l', String(SIZE), '-m', String(MESSAGES), '-f', 'shop@example.org', '-t', 'customer@example.com', `127.0.0.1:${port}`], { maxBuffer: 1 << 24 });
-}
-
-/** SIZE bytes of body in 78-octet lines: the listener refuses lines over 998 octets (RFC 5322 2.1.1). */
-const PROBE_MESSAGE = `From: probe@example.org\r\nTo: probe@probe.test\r\nSubject: probe\r\n\r\n${('x'.repeat(76) + '\r\n').repeat(Math.ceil(SIZE / 78))}`;
-
-/** Sends a probe every second until stopped; each probe's recipient carries its send time. */
-function probes(port: number): { stop(): Promise<number> } {
-  const t = nodemailer.createTransport({ host: '127.0.0.1', port, secure: false, ignoreTLS: true, pool: false });
-  let n = 0;
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      const at = Date.now();
-      await t.sendMail({ envelope: { from: 'probe@example.org', to: [`probe-${at}@probe.test`] }, raw: PROBE_MESSAGE }).then(
-        () => n++,
-        () => undefined,
-      );
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  })();
-  return {
-    async stop() {
-      running = false;
-      await loop;
-      t.close();
-      return n;
-    },
-  };
-}
-
-async function groupRssMiB(pid: number): Promise<number> {
-  const r = await run('ps', ['-o', 'rss=', '-g', String(pid)]).catch(() => ({ stdout: '' }));
-  return r.stdout.split('\n').reduce((s, l) => s + (Number(l.trim()) || 0), 0) / 1024;
-}
-
-/**
- * `postino up` with its logs going to a file (as under systemd), not through
- * this process: parsing them here would take CPU from the system under test.
- */
-async function startUpLoggingToFile(dataDir: string, config: Record<string, unknown>, ports: number[]): Promise<{ child: ChildProcess; stop(): Promise<void> }> {
-  const file = path.join(dataDir, 'bench-config.json');
-  fs.writeFileSync(file, JSON.stringify(config));
-  const out = fs.openSync(path.join(dataDir, 'postino.log'), 'w');
-  const child = spawn(process.execPath, [CLI, 'up', '--config', file], { env: { ...process.env, POSTINO_DATA: dataDir }, stdio: ['ignore', out, out], detached: true });
-  const until = Date.now() + 30_000;
-  for (const port of ports) {
-    for (;;) {
-      const ok = await new Promise<boolean>((resolve) => {
-        const s = net.connect({ port, host: '127.0.0.1' }, () => (s.destroy(), resolve(true)));
-        s.on('error', () => resolve(false));
-      });
-      if (ok) break;
-      if (Date.now() > until) throw new Error(`postino up not listening on ${port}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  const exited = new Promise<void>((r) => child.on('exit', () => r()));
-  return {
-    child,
-    async stop() {
-      process.kill(-child.pid!, 'SIGTERM');
-      await exited;
-    },
-  };
-}
 
 async function benchPostino(): Promise<{ rate: number; seconds: number; lat: { p50: number; p99: number }; rss: number }> {
   const dataDir = tempDir('bench-e2e');
@@ -123,8 +50,8 @@ async function benchPostino(): Promise<{ rate: number; seconds: number; lat: { p
   let peak = 0;
   const sampler = setInterval(() => void groupRssMiB(up.child.pid!).then((m) => (peak = Math.max(peak, m))), 250);
   const t0 = Date.now();
-  const p = probes(c.ports.forwarder);
-  await smtpSource(c.ports.forwarder);
+  const p = probes(c.ports.forwarder, SIZE);
+  await smtpSource(c.ports.forwarder, LOAD);
   const nProbes = await p.stop();
   const total = MESSAGES + nProbes;
   while (sink.received() < total && Date.now() - t0 < 600_000) await new Promise((r) => setTimeout(r, 100));
@@ -133,38 +60,11 @@ async function benchPostino(): Promise<{ rate: number; seconds: number; lat: { p
   clearInterval(poller);
   console.log(`  (largest backlog seen: forwarder spool ${backlog.forwarder}, hosted intake ${backlog.intake}, delivery ${backlog.delivery}; logs in ${dataDir}/postino.log)`);
   // Probe latency: acceptance at the forwarder (in the recipient) to the engine's `delivered` event.
-  const lat: number[] = [];
   const feed = await fetch(`http://127.0.0.1:${c.ports.http}/api/events?after=0&limit=10000&type=delivered`, { headers: { authorization: `Bearer ${key}` } });
-  for (const line of (await feed.text()).split('\n')) {
-    if (!line) continue;
-    const e = JSON.parse(line) as { type: string; recipient?: string; at: string };
-    const m = /^probe-(\d+)@/.exec(e.recipient ?? '');
-    if (e.type === 'delivered' && m) lat.push(Date.parse(e.at) - Number(m[1]));
-  }
+  const lat = probeLatencies(await feed.text());
   await up.stop();
   sink.stop();
   return { rate: MESSAGES / seconds, seconds, lat: summarize(lat), rss: peak };
-}
-
-/** Postfix's smtp-sink (accepts and discards), counting messages from its `-c` counters. */
-async function startSmtpSink(): Promise<{ port: number; received(): number; stop(): void }> {
-  const [port] = await freePorts(1);
-  const sink = spawn('smtp-sink', ['-u', 'postfix', '-c', `127.0.0.1:${port}`, '1024'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let received = 0;
-  sink.stdout!.setEncoding('utf8');
-  sink.stdout!.on('data', (d: string) => {
-    // "-c" prints running counters, "\r"-separated: "sess=N quit=N mesg=N".
-    for (const m of d.matchAll(/mesg=(\d+)/g)) received = Math.max(received, Number(m[1]));
-  });
-  for (let i = 0; i < 50; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ port: port!, host: '127.0.0.1' }, () => (s.destroy(), resolve(true)));
-      s.on('error', () => resolve(false));
-    });
-    if (ok) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { port: port!, received: () => received, stop: () => void sink.kill('SIGTERM') };
 }
 
 async function benchPostfix(): Promise<{ rate: number; seconds: number; lat: { p50: number; p99: number } }> {
@@ -174,8 +74,8 @@ async function benchPostfix(): Promise<{ rate: number; seconds: number; lat: { p
   const pf = await startPostfix({ port: pfPort!, relayhost: `[127.0.0.1]:${sinkPort}`, main: { default_destination_concurrency_limit: '20' } });
   try {
     const t0 = Date.now();
-    const p = probes(pfPort!);
-    await smtpSource(pfPort!);
+    const p = probes(pfPort!, SIZE);
+    await smtpSource(pfPort!, LOAD);
     const nProbes = await p.stop();
     while (sink.received() < MESSAGES + nProbes && Date.now() - t0 < 600_000) await new Promise((r) => setTimeout(r, 100));
     const seconds = (Date.now() - t0) / 1000;

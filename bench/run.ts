@@ -2,11 +2,12 @@
  * npm run bench — every benchmark, printed as text. Run on a quiet machine;
  * figures in the README were made with this command.
  *   npm run bench            all
- *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, feedback, suppress-import)
+ *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, pipeline, feedback, suppress-import)
  */
 import { benchForwarder } from './forwarder-vs-postfix.js';
 import { benchListener } from './listener.js';
 import { benchE2e } from './e2e-throughput.js';
+import { benchPipeline } from './pipeline.js';
 import { benchFanOut } from './fan-out.js';
 import { benchFeedback } from './feedback.js';
 import { benchQueue } from './queue-group-commit.js';
@@ -20,6 +21,7 @@ const benches: Record<string, () => Promise<void>> = {
   rewrap: benchRewrap,
   'fan-out': benchFanOut,
   e2e: benchE2e,
+  pipeline: benchPipeline,
   'suppress-import': benchSuppressionImport,
   feedback: benchFeedback,
 };
