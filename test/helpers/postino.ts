@@ -66,6 +66,23 @@ export interface Running {
   stop(): Promise<number | null>;
 }
 
+/**
+ * Process groups started here and not yet exited. A test that times out is
+ * abandoned by the runner (--test-force-exit) without its `finally`: without
+ * this, its detached `postino up` would live on, retrying and taking CPU from
+ * every later test.
+ */
+const live = new Set<number>();
+process.on('exit', () => {
+  for (const pgid of live) {
+    try {
+      process.kill(-pgid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+});
+
 /** Runs `postino <args>` with POSTINO_DATA=dataDir; resolves once `expectListening` listening lines were logged. */
 export async function startPostino(args: string[], dataDir: string, expectListening: number, timeoutMs = 20_000): Promise<Running> {
   const child = spawn(process.execPath, [CLI, ...args], {
@@ -75,7 +92,13 @@ export async function startPostino(args: string[], dataDir: string, expectListen
   });
   const lines: string[] = [];
   let listening = 0;
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  live.add(child.pid!);
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('exit', (code) => {
+      live.delete(child.pid!);
+      resolve(code);
+    }),
+  );
   const ready = new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`postino ${args.join(' ')} not listening after ${timeoutMs} ms:\n${lines.slice(-20).join('\n')}`)), timeoutMs);
     const onLine = (line: string): void => {
@@ -92,7 +115,6 @@ export async function startPostino(args: string[], dataDir: string, expectListen
       reject(new Error(`postino ${args.join(' ')} exited with ${code} before listening:\n${lines.slice(-20).join('\n')}`));
     });
   });
-  await ready;
   const kill9 = (): void => {
     try {
       process.kill(-child.pid!, 'SIGKILL');
@@ -100,6 +122,11 @@ export async function startPostino(args: string[], dataDir: string, expectListen
       /* already gone */
     }
   };
+  // Not listening in time: nothing will stop it but us.
+  await ready.catch((e: unknown) => {
+    kill9();
+    throw e;
+  });
   return {
     child,
     lines,
