@@ -3,7 +3,7 @@
  * interpolated value, so a recipient, a subject or a bounce reply can never
  * become markup. Only values wrapped by `trusted()` (or produced by `html`
  * itself) pass through unchanged; arrays are rendered item by item, and
- * null, undefined and false render as nothing (for `${cond && html`…`}`).
+ * null, undefined and booleans render as nothing (for `${cond && html`…`}`).
  *
  * Escaping covers text and double-quoted attribute values (& < > " '); URLs
  * built from data go through `url()` (encodeURIComponent) before they land in
@@ -33,7 +33,7 @@ export function trusted(markup: string): Html {
 
 function render(v: Part): string {
   if (v instanceof Html) return v.value;
-  if (v === null || v === undefined || v === false) return '';
+  if (v === null || v === undefined || typeof v === 'boolean') return '';
   if (Array.isArray(v)) return (v as readonly Part[]).map(render).join('');
   return escapeHtml(String(v));
 }

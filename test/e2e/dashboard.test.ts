@@ -396,3 +396,35 @@ test('every page sends a CSP without inline script; captured bodies get their ow
   assert.match(bodyCsp, /\bsandbox\b/);
   assert.doesNotMatch(bodyCsp, /script-src/);
 });
+
+test('suppressions import and export, search by time range and cursor, logout — over plain HTTP', { timeout: 30_000 }, async () => {
+  const op = await Client.login('', nodeKey);
+  await op.get('/suppressions');
+  const imp = await op.post('/suppressions/import', { account: 'default', reason: 'manual', csv: 'address\nimp1@example.com\nnot-an-address\nimp2@example.com,list:news,from the old system\n' });
+  assert.equal(imp.status, 200);
+  assert.match(imp.text, /Imported 2 addresses into default; 1 row rejected/);
+  assert.match(imp.text, /<td>3<\/td><td>not-an-address: not an address/);
+  const csv = await op.get('/suppressions/export.csv?account=default');
+  assert.match(csv.headers.get('content-type') ?? '', /text\/csv/);
+  assert.match(csv.text, /^account,address,scope,reason,at,detail,queueId\r?\n/);
+  assert.match(csv.text, /default,imp1@example\.com,\*,manual,/);
+  assert.match(csv.text, /default,imp2@example\.com,list:news,manual,[^,]+,from the old system/);
+  assert.equal((await op.post('/suppressions/add', { account: 'default', address: 'no-at-sign' })).status, 400, 'a bad address is refused with a reason');
+
+  // Time range and cursor over the event log.
+  const seqs = async (route: string): Promise<number[]> => [...(await op.get(route)).text.matchAll(/data-seq="(\d+)"/g)].map((m) => Number(m[1]));
+  const all = await seqs('/messages?recipient=ada%40example.com');
+  assert.ok(all.length >= 2, 'ada has events');
+  assert.deepEqual(await seqs('/messages?recipient=ada%40example.com&from=2099-01-01T00:00'), [], 'none after 2099');
+  assert.deepEqual(await seqs('/messages?recipient=ada%40example.com&to=2000-01-01T00:00'), [], 'none before 2000');
+  assert.deepEqual(await seqs('/messages?recipient=ada%40example.com&from=2000-01-01T00:00&to=2099-01-01T00:00'), all);
+  assert.deepEqual(await seqs(`/messages?recipient=ada%40example.com&after=${all[0]}`), all.slice(1), 'after=<seq> continues past that event');
+  assert.equal((await op.get('/messages?from=yesterday')).status, 400);
+  assert.equal((await op.get('/messages?after=-1')).status, 400);
+
+  // Logout ends the session on the server, not only in the browser.
+  assert.equal((await op.post('/logout', {})).status, 303);
+  const gone = await op.get('/');
+  assert.equal(gone.status, 303);
+  assert.equal(gone.headers.get('location'), '/login');
+});
