@@ -146,7 +146,12 @@ class Client {
 
 async function shot(page: Page, name: string): Promise<void> {
   const file = path.join(SCREENS, `${String(screens.length + 1).padStart(2, '0')}-${name}.png`);
+  // The whole page in the viewport: Chromium paints a sandboxed (out-of-process) iframe below the fold blank in a fullPage shot.
+  const size = page.viewportSize() ?? { width: 1280, height: 900 };
+  const height = await page.evaluate(() => document.documentElement.scrollHeight);
+  await page.setViewportSize({ width: size.width, height: Math.min(Math.max(height, size.height), 6_000) });
   await page.screenshot({ path: file, fullPage: true });
+  await page.setViewportSize(size);
   screens.push(file);
 }
 
