@@ -44,6 +44,7 @@ import { ReportWorker } from '../engine/feedback/report-worker.js';
 import { sweepOrphanBlobs } from '../common/orphan-blobs.js';
 import { CaptureFolder } from '../engine/dashboard/capture-folder.js';
 import { registerDashboard } from '../engine/dashboard/dashboard.js';
+import { cookiesSecure } from '../engine/dashboard/login.js';
 import { SessionStore } from '../engine/dashboard/sessions.js';
 
 /** Longer than any single rewrap or delivery transaction. */
@@ -141,8 +142,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   registerSuppressionRoutes(api, { store, suppression, accounts: config.accounts.map((a) => a.id) });
   if (config.dashboard.enabled) {
     const captureDir = config.dashboard.captureDir ?? config.sink.dir ?? path.join(rt.dataDir, 'sink');
-    const secureCookies = (config.engine.publicUrl ?? '').startsWith('https:');
-    const ctx = { config: config.dashboard, secureCookies, accounts: config.accounts, apiKeys, events, intake, deliveryQueue: delivery, delivery: deliveryStage, suppressions: { store, suppression }, capture: CaptureFolder.open(captureDir), sessions: new SessionStore(config.dashboard.sessionIdleMinutes * 60_000) };
+    const ctx = { config: config.dashboard, secureCookies: cookiesSecure(config.engine.publicUrl), accounts: config.accounts, apiKeys, events, intake, deliveryQueue: delivery, delivery: deliveryStage, suppressions: { store, suppression }, capture: CaptureFolder.open(captureDir), sessions: new SessionStore(config.dashboard.sessionIdleMinutes * 60_000) };
     registerDashboard(api, ctx, log.child({ component: 'dashboard' }));
   }
   const httpPort = await listenHttp(api, { host: config.http.host, port: config.http.port, what: 'hosted', log });

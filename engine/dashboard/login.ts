@@ -19,6 +19,11 @@ import { cookies, field, layout, seeOther, sendHtml } from './page.js';
 
 const LOGIN_COOKIE = 'postino_login';
 
+/** Cookies get `Secure` (and the session one the `__Host-` prefix) when the node is reached over https. */
+export function cookiesSecure(publicUrl: string | null): boolean {
+  return publicUrl !== null && publicUrl.startsWith('https:');
+}
+
 export function sessionCookieName(ctx: DashboardContext): string {
   // __Host-: the browser keeps it only if Secure, Path=/ and no Domain, so a sibling host cannot plant one.
   return ctx.secureCookies ? '__Host-postino_session' : 'postino_session';

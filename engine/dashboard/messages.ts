@@ -1,10 +1,11 @@
 /*
  * messages.ts — message search and one message's page.
  *
- *   GET /messages?recipient=&sender=&messageId=&queueId=&tag=&type=&from=&to=&account=&after=<seq>
- *       events matching every given field, oldest first; recipient and sender
- *       match a part of the address (case-insensitive), the rest exactly; from/to
- *       are UTC times. Paged by the event log's seq (`after`), never by offset.
+ *   GET /messages?recipient=&sender=&messageId=&queueId=&tag=&type=&from=&to=&account=[&before=<seq>|&after=<seq>]
+ *       events matching every given field; recipient and sender match a part of
+ *       the address (case-insensitive), the rest exactly; from/to are UTC times.
+ *       Newest first by default, paged with `before=<seq>` (older); `after=<seq>`
+ *       pages oldest first. Always by the event log's seq, never by offset.
  *   GET /messages/:id[?after=<seq>]
  *       one copy (queue id) or every copy of a Message-ID: its timeline (each event
  *       with the remote reply, bounce class, reason, URL), and the captured copies
@@ -13,8 +14,8 @@
  * Reads go through EventLog.read() only. A search (and a timeline) reads at most
  * SCAN_BUDGET events per request and hands back the seq it stopped at, so a rare match
  * in a long log costs several clicks on "continue", never one unbounded request. The links from
- * search results carry `after` = the seq before the message's first event: its
- * timeline starts there, it cannot be older.
+ * search results carry an `after` hint: the seq before an `accepted` event (a copy's
+ * first), or LOOKBACK events before any other, with a link to search from the start.
  * Side effects: event-log reads.
  */
 import type { FastifyInstance } from 'fastify';
@@ -39,6 +40,8 @@ const CHUNK = 5_000;
 const SCAN_BUDGET = 50_000;
 /** A message's events read at most (a copy has a handful; a Message-ID to a big list, one per recipient and outcome). */
 const TIMELINE_MAX = 2_000;
+/** A copy's first event is rarely further back than this from a later one (its delivery, its open). */
+const LOOKBACK = 25_000;
 const TYPES = ['accepted', 'scheduled', 'suppressed', 'delivered', 'deferred', 'bounced', 'complained', 'unsubscribed', 'opened', 'clicked', 'rejected', 'expired', 'failed'] as const;
 
 interface Search {
@@ -103,6 +106,36 @@ async function scan(ctx: DashboardContext, after: number, keep: (e: PostinoEvent
   }
 }
 
+/**
+ * Newest first: reads the window of at most `budget` events below `before` (forward, as
+ * read() goes) and keeps its newest `want` matches. `next` is the `before` of the page after:
+ * the oldest match shown when the window held more, else the window's start (null at seq 1).
+ */
+async function scanBack(ctx: DashboardContext, before: number, keep: (e: PostinoEvent) => boolean, want: number, budget: number): Promise<{ found: PostinoEvent[]; next: number | null }> {
+  const lo = Math.max(0, before - 1 - budget);
+  const kept: PostinoEvent[] = [];
+  let dropped = false;
+  let pos = lo;
+  for (;;) {
+    const limit = Math.min(CHUNK, before - 1 - pos);
+    if (limit <= 0) break;
+    const batch = await ctx.events.read(pos, limit);
+    for (const e of batch) {
+      pos = e.seq;
+      if (e.seq >= before) break;
+      if (!keep(e)) continue;
+      kept.push(e);
+      if (kept.length > want) {
+        kept.shift();
+        dropped = true;
+      }
+    }
+    if (batch.length < limit) break;
+  }
+  const found = kept.reverse();
+  return { found, next: dropped ? found[found.length - 1]!.seq : lo > 0 ? lo + 1 : null };
+}
+
 function detail(e: PostinoEvent): Html {
   const reply = e.smtp && (e.smtp.response.startsWith(String(e.smtp.code)) ? e.smtp.response : `${e.smtp.code} ${e.smtp.enhanced} ${e.smtp.response}`);
   return html`${reply && html`<code>${reply}</code> `}${e.bounce && html`<span class="bad">${e.bounce.class} bounce ${e.bounce.status}</span> `}${e.reason && html`${e.reason} `}${e.nextAttemptAt && html`next attempt ${when(e.nextAttemptAt)} `}${e.url && html`<span class="url">${e.url}</span> `}${e.via && html`via ${e.via} `}${e.list && html`list ${e.list} `}${e.machine && html`(machine) `}${e.relay && html`relay ${e.relay}`}`;
@@ -142,23 +175,33 @@ export function registerMessages(app: FastifyInstance, ctx: DashboardContext): v
       from: field(q, 'from'),
       to: field(q, 'to'),
     };
-    const afterText = field(q, 'after') ?? '0';
-    const after = Number(afterText);
-    if (!Number.isInteger(after) || after < 0) throw new PostinoError('BAD_REQUEST', 'after must be a non-negative integer (an event seq)');
-    const { found, next } = await scan(ctx, after, matcher(s), PAGE_SIZE, SCAN_BUDGET);
+    const cursor = (name: string): number | undefined => {
+      const v = field(q, name);
+      if (v === undefined) return undefined;
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw new PostinoError('BAD_REQUEST', `${name} must be a non-negative integer (an event seq)`);
+      return n;
+    };
+    const after = cursor('after');
+    const before = cursor('before');
+    const oldestFirst = after !== undefined;
+    const { found, next } = oldestFirst ? await scan(ctx, after, matcher(s), PAGE_SIZE, SCAN_BUDGET) : await scanBack(ctx, before ?? ctx.events.watermark + 1, matcher(s), PAGE_SIZE, SCAN_BUDGET);
     const shown: Search = node ? s : { ...s, account: undefined };
     const rows = found.map(
       (e) => html`<tr data-seq="${e.seq}">
 <td>${when(e.at)}</td><td class="type t-${e.type}">${e.type}</td><td>${e.recipient ?? ''}</td><td>${e.sender ?? ''}</td>
-<td>${e.queueId && html`<a href="${url(`/messages/${encodeURIComponent(e.queueId)}`, { after: e.seq - 1 })}">${e.queueId}</a>`}</td>
+<td>${e.queueId && html`<a href="${url(`/messages/${encodeURIComponent(e.queueId)}`, { after: e.type === 'accepted' ? e.seq - 1 : Math.max(0, e.seq - LOOKBACK) })}">${e.queueId}</a>`}</td>
 <td>${e.tag ?? ''}</td>${node && html`<td>${e.account}</td>`}<td>${detail(e)}</td></tr>`,
     );
+    const moving = before !== undefined || after !== undefined;
+    const nextLink = next !== null && url('/messages', { ...shown, ...(oldestFirst ? { after: next } : { before: next }) });
     const body = html`${searchForm(shown, node, [...ctx.delivery.accounts].sort())}
+<p class="hint">${oldestFirst ? html`Oldest first. <a href="${url('/messages', { ...shown })}">Newest first</a>` : html`Newest first. <a href="${url('/messages', { ...shown, after: 0 })}">Oldest first</a>`}</p>
 <div class="scroll"><table class="list" id="results">
 <thead><tr><th>time (UTC)</th><th>event</th><th>recipient</th><th>sender</th><th>queue id</th><th>tag</th>${node && html`<th>account</th>`}<th>detail</th></tr></thead>
 <tbody>${rows}</tbody></table></div>
-${found.length === 0 && html`<p>No matching events${after > 0 ? ' after this point' : ''}${next !== null ? ' in this stretch of the log' : ''}.</p>`}
-${next !== null && html`<p class="pager"><a href="${url('/messages', { ...shown, after: next })}">${found.length >= PAGE_SIZE ? 'Next page →' : 'Continue searching →'}</a></p>`}`;
+${found.length === 0 && html`<p>No matching events${moving ? ' beyond this point' : ''}${next !== null ? ' in this stretch of the log' : ''}.</p>`}
+${nextLink && html`<p class="pager"><a href="${nextLink}">${found.length >= PAGE_SIZE ? (oldestFirst ? 'Next page →' : 'Older →') : 'Continue searching →'}</a></p>`}`;
     return sendHtml(reply, layout({ title: 'Messages', session: req.dashboardSession!, active: 'messages', captured: captured(node), body }));
   });
 
@@ -190,7 +233,7 @@ ${node && html`<tr><th>account</th><td>${first.account}</td></tr>`}
 <section class="card"><h2>Timeline</h2><div class="scroll"><table class="list" id="timeline">
 <thead><tr><th>time (UTC)</th><th>event</th><th>recipient</th><th>queue id</th><th>detail</th></tr></thead>
 <tbody>${found.map((e) => html`<tr><td>${when(e.at)}</td><td class="type t-${e.type}">${e.type}</td><td>${e.recipient ?? ''}</td><td>${e.queueId ?? ''}</td><td>${detail(e)}</td></tr>`)}</tbody>
-</table></div>${more}</section>
+</table></div>${more}${after > 0 && html`<p class="hint">Read from event ${after + 1} on; <a href="${`/messages/${encodeURIComponent(id)}?after=0`}">read from the start of the log</a> for anything earlier.</p>`}</section>
 ${copies.length > 0 && ctx.capture
     ? html`<section class="card"><h2>Captured copies</h2><ul id="captured-copies">${copies.map((c) => html`<li><a href="${`/captured/${c}`}">${c}</a></li>`)}</ul></section>${await capturedCopy(ctx.capture, copies[0]!)}`
     : html`<p class="hint">No captured copy: the body is shown only for copies the capture sink received.</p>`}`;

@@ -420,12 +420,17 @@ test('suppressions import and export, search by time range and cursor, logout â€
   const seqs = async (route: string): Promise<number[]> => [...(await op.get(route)).text.matchAll(/data-seq="(\d+)"/g)].map((m) => Number(m[1]));
   const all = await seqs('/messages?recipient=ada%40example.com');
   assert.ok(all.length >= 2, 'ada has events');
+  assert.deepEqual(all, [...all].sort((a, b) => b - a), 'newest first by default');
+  const asc = [...all].reverse();
   assert.deepEqual(await seqs('/messages?recipient=ada%40example.com&from=2099-01-01T00:00'), [], 'none after 2099');
   assert.deepEqual(await seqs('/messages?recipient=ada%40example.com&to=2000-01-01T00:00'), [], 'none before 2000');
   assert.deepEqual(await seqs('/messages?recipient=ada%40example.com&from=2000-01-01T00:00&to=2099-01-01T00:00'), all);
-  assert.deepEqual(await seqs(`/messages?recipient=ada%40example.com&after=${all[0]}`), all.slice(1), 'after=<seq> continues past that event');
+  assert.deepEqual(await seqs(`/messages?recipient=ada%40example.com&before=${all[0]}`), all.slice(1), 'before=<seq>: the older ones');
+  assert.deepEqual(await seqs('/messages?recipient=ada%40example.com&after=0'), asc, 'after=0: oldest first');
+  assert.deepEqual(await seqs(`/messages?recipient=ada%40example.com&after=${asc[0]}`), asc.slice(1), 'after=<seq> continues past that event');
   assert.equal((await op.get('/messages?from=yesterday')).status, 400);
   assert.equal((await op.get('/messages?after=-1')).status, 400);
+  assert.equal((await op.get('/messages?before=x')).status, 400);
 
   // Logout ends the session on the server, not only in the browser.
   assert.equal((await op.post('/logout', {})).status, 303);
