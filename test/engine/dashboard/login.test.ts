@@ -73,3 +73,18 @@ test('captured-copy routes take sink ids only: no way out of the capture folder'
     assert.doesNotMatch(res.body, /outside the capture folder/);
   }
 });
+
+test('an account pauses and resumes its own delivery from the overview; the switch says who and why', async () => {
+  const r = await login('shop', 'open sesame');
+  const cookie = r.cookies.find((c) => c.startsWith('__Host-'))!.split(';')[0]!;
+  const get = async (): Promise<string> => (await d.app.inject({ method: 'GET', url: '/', headers: { cookie } })).body;
+  const csrf = /name="_csrf" value="([^"]+)"/.exec(await get())![1]!;
+  const post = (url: string, fields: Record<string, string>) =>
+    d.app.inject({ method: 'POST', url, headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' }, payload: new URLSearchParams({ ...fields, _csrf: csrf }).toString() });
+  assert.equal((await post('/pause', { reason: 'bad <b>list</b> import' })).statusCode, 303);
+  const page = await get();
+  assert.match(page, /paused<\/strong> <small>since [^<]* by shop \(dashboard\): “bad &lt;b&gt;list&lt;\/b&gt; import”/, 'reason shown, escaped');
+  assert.equal((await post('/pause', { account: 'default' })).statusCode, 403, 'not another account');
+  assert.equal((await post('/resume', {})).statusCode, 303);
+  assert.doesNotMatch(await get(), /paused<\/strong>/);
+});
