@@ -42,6 +42,10 @@ import { Notifier } from '../engine/feedback/notifications.js';
 import { FeedbackRecorder } from '../engine/feedback/recorder.js';
 import { ReportWorker } from '../engine/feedback/report-worker.js';
 import { sweepOrphanBlobs } from '../common/orphan-blobs.js';
+import { CaptureFolder } from '../engine/dashboard/capture-folder.js';
+import { registerDashboard } from '../engine/dashboard/dashboard.js';
+import { cookiesSecure } from '../engine/dashboard/login.js';
+import { SessionStore } from '../engine/dashboard/sessions.js';
 
 /** Longer than any single rewrap or delivery transaction. */
 const VISIBILITY_MS = 10 * 60_000;
@@ -136,6 +140,11 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   registerEventRoutes(api, events);
   registerFeedbackRoutes(api, { keys, recorder, log });
   registerSuppressionRoutes(api, { store, suppression, accounts: config.accounts.map((a) => a.id) });
+  if (config.dashboard.enabled) {
+    const captureDir = config.dashboard.captureDir ?? config.sink.dir ?? path.join(rt.dataDir, 'sink');
+    const ctx = { config: config.dashboard, secureCookies: cookiesSecure(config.engine.publicUrl), accounts: config.accounts, apiKeys, events, intake, deliveryQueue: delivery, delivery: deliveryStage, suppressions: { store, suppression }, capture: CaptureFolder.open(captureDir), sessions: new SessionStore(config.dashboard.sessionIdleMinutes * 60_000) };
+    registerDashboard(api, ctx, log.child({ component: 'dashboard' }));
+  }
   const httpPort = await listenHttp(api, { host: config.http.host, port: config.http.port, what: 'hosted', log });
   const notifier = new Notifier({ store, events, delivery, accounts: config.accounts, hostname: config.engine.hostname, log: log.child({ component: 'notify' }) });
   rewrapLoop.start();

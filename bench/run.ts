@@ -2,7 +2,7 @@
  * npm run bench — every benchmark, printed as text. Run on a quiet machine;
  * figures in the README were made with this command.
  *   npm run bench            all
- *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, pipeline, feedback, suppress-import)
+ *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, pipeline, feedback, suppress-import, dashboard)
  */
 import { benchForwarder } from './forwarder-vs-postfix.js';
 import { benchListener } from './listener.js';
@@ -13,6 +13,7 @@ import { benchFeedback } from './feedback.js';
 import { benchQueue } from './queue-group-commit.js';
 import { benchRewrap } from './rewrap.js';
 import { benchSuppressionImport } from './suppression-import.js';
+import { benchDashboard } from './dashboard.js';
 
 const benches: Record<string, () => Promise<void>> = {
   queue: benchQueue,
@@ -24,6 +25,7 @@ const benches: Record<string, () => Promise<void>> = {
   pipeline: benchPipeline,
   'suppress-import': benchSuppressionImport,
   feedback: benchFeedback,
+  dashboard: benchDashboard,
 };
 
 const wanted = process.argv.slice(2);

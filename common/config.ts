@@ -10,7 +10,7 @@
  *
  * Side effects: `loadConfig` reads the file and stats the TLS/CA files it names.
  *
- * Sections: `log`, `accounts`, `forwarder`, `listener`, `engine`, `feedback`, `delivery`, `http`, `sink`.
+ * Sections: `log`, `accounts`, `forwarder`, `listener`, `engine`, `feedback`, `delivery`, `http`, `sink`, `dashboard`.
  * Each process uses the sections of its own stage; `postino up` uses them all.
  * Defaults are the ports of DESIGN.md, all on loopback.
  */
@@ -528,6 +528,22 @@ const http = z
   .strict()
   .prefault({});
 
+/** The web dashboard on the hosted HTTP port (engine/dashboard/). */
+const dashboard = z
+  .object({
+    /** Serve the dashboard pages at `/`; false = the API only. */
+    enabled: z.boolean().default(true),
+    /** A dashboard session ends after this long without a request (8 h: a working day). */
+    sessionIdleMinutes: positiveInt.default(480),
+    /**
+     * Captured-mail pages read the capture sink's .eml/.json pairs from here; null = sink.dir,
+     * else <data>/sink. The pages appear only when the folder exists (the sink is the MTA cluster).
+     */
+    captureDir: z.string().nullable().default(null),
+  })
+  .strict()
+  .prefault({});
+
 const sink = z
   .object({
     host: host.default('127.0.0.1'),
@@ -574,6 +590,14 @@ const account = z
     apiKeys: z.array(z.object({ id: z.string().regex(API_KEY_ID, 'a key id is 4 to 32 lower-case letters and digits'), hash: scryptHash }).strict()).default([]),
     listener: accountListener.prefault({}),
     engine: accountEngine,
+    /** The web dashboard (engine/dashboard/): this account may also log in with a password (its API keys always work). */
+    dashboard: z
+      .object({
+        /** scrypt hash of the dashboard password (`postino hash-password`); null = API key login only. */
+        passwordHash: scryptHash.nullable().default(null),
+      })
+      .strict()
+      .prefault({}),
     delivery: z
       .object({
         /** Reserved sending IPs of this account: it sends only from these, nobody else does. */
@@ -614,6 +638,7 @@ export const configSchema = z
     delivery,
     http,
     sink,
+    dashboard,
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -640,6 +665,7 @@ export type EngineConfig = Config['engine'];
 export type FeedbackConfig = Config['feedback'];
 export type DeliveryConfig = Config['delivery'];
 export type SinkConfig = Config['sink'];
+export type DashboardConfig = Config['dashboard'];
 export type AccountConfig = Config['accounts'][number];
 export type AccountListenerConfig = AccountConfig['listener'];
 export type AccountEngineConfig = AccountConfig['engine'];

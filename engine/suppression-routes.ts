@@ -25,7 +25,7 @@ import { csvRow, readCsv } from '../common/csv.js';
 import { PostinoError } from '../common/errors.js';
 import { accountScope } from '../common/http-server.js';
 import type { BatchOp, Store } from '../common/store.js';
-import type { SuppressionList, SuppressionReason } from './suppression.js';
+import type { SuppressionEntry, SuppressionList, SuppressionReason } from './suppression.js';
 
 const MAX_LIMIT = 10_000;
 const DEFAULT_LIMIT = 1_000;
@@ -35,7 +35,7 @@ const IMPORT_BATCH = 10_000;
 const MAX_REJECTED_LISTED = 1_000;
 /** RFC 5321 4.5.3.1.3: a path is at most 256 octets, so an address at most 254. */
 const MAX_ADDRESS = 254;
-const REASONS: readonly SuppressionReason[] = ['hard-bounce', 'soft-bounces', 'complaint', 'unsubscribe', 'manual'];
+export const SUPPRESSION_REASONS: readonly SuppressionReason[] = ['hard-bounce', 'soft-bounces', 'complaint', 'unsubscribe', 'manual'];
 const EXPORT_COLUMNS = ['account', 'address', 'scope', 'reason', 'at', 'detail', 'queueId'] as const;
 
 /** Why an address is not one we can store, or undefined. */
@@ -56,10 +56,143 @@ function str(v: unknown): string | undefined {
   return typeof v === 'string' && v !== '' ? v : undefined;
 }
 
-export interface SuppressionRouteOptions {
+/** What the shared operations below need; the API routes and the dashboard both call them. */
+export interface SuppressionStore {
   store: Store;
   suppression: SuppressionList;
+}
+
+export interface SuppressionRouteOptions extends SuppressionStore {
   accounts: readonly string[];
+}
+
+export interface SuppressionQuery {
+  /** undefined = every account (the node's view). */
+  account?: string | undefined;
+  reason?: string | undefined;
+  scope?: string | undefined;
+  /** Exactly this address (case-insensitive). */
+  address?: string | undefined;
+  /** Addresses containing this text (case-insensitive): the dashboard's search box. */
+  contains?: string | undefined;
+  after?: string | undefined;
+  limit: number;
+}
+
+/** One page of entries in key order; `next` is the cursor of the page after, or null. */
+export async function listSuppressions(o: SuppressionStore, q: SuppressionQuery): Promise<{ suppressions: Array<SuppressionEntry & { account: string }>; next: string | null }> {
+  const address = q.address?.toLowerCase();
+  const contains = q.contains?.toLowerCase();
+  const out: Array<SuppressionEntry & { account: string }> = [];
+  let next: string | null = null;
+  for await (const e of o.suppression.entries({ account: q.account, after: q.after })) {
+    const a = e.address.toLowerCase();
+    if ((q.reason && e.reason !== q.reason) || (q.scope && e.scope !== q.scope) || (address && a !== address) || (contains && !a.includes(contains))) continue;
+    const { cursor, ...entry } = e;
+    out.push(entry);
+    if (out.length >= q.limit) {
+      next = cursor;
+      break;
+    }
+  }
+  return { suppressions: out, next };
+}
+
+export interface SuppressionInput {
+  account: string;
+  address: string;
+  scope?: string | undefined;
+  reason?: string | undefined;
+  detail?: string | undefined;
+}
+
+/** Validates every item first (BAD_REQUEST naming the bad one), then writes all in one synced batch. */
+export async function addSuppressions(o: SuppressionStore, items: readonly SuppressionInput[]): Promise<number> {
+  const ops: BatchOp[] = [];
+  const at = new Date().toISOString();
+  items.forEach((b, i) => {
+    const address = b.address;
+    const scope = b.scope ?? '*';
+    const reason = (b.reason ?? 'manual') as SuppressionReason;
+    const problem = addressProblem(address) ?? scopeProblem(scope) ?? (SUPPRESSION_REASONS.includes(reason) ? undefined : `reason is one of ${SUPPRESSION_REASONS.join(', ')}`);
+    if (problem) throw new PostinoError('BAD_REQUEST', `${items.length > 1 ? `item ${i}: ` : ''}${address || '(no address)'}: ${problem}`);
+    ops.push(...o.suppression.addOps(b.account, { address, scope, reason, detail: b.detail, at }));
+  });
+  await o.store.commit(ops, { sync: true });
+  return items.length;
+}
+
+/** True when the entry was there (and is now gone). */
+export async function removeSuppression(o: SuppressionStore, account: string, address: string, scope = '*'): Promise<boolean> {
+  const existed = (await o.suppression.get(account, address, scope)) !== undefined;
+  if (existed) await o.suppression.remove(account, address, scope);
+  return existed;
+}
+
+export interface ImportResult {
+  imported: number;
+  rejectedCount: number;
+  rejected: Array<{ line: number; reason: string }>;
+}
+
+/**
+ * Reads rows `address[,scope[,detail]]` (a header row is skipped) from a stream and
+ * stores them: batches of IMPORT_BATCH unsynced, one synced batch at the end.
+ */
+export async function importSuppressionCsv(o: SuppressionStore, acct: string, reasonGiven: string | undefined, input: Readable): Promise<ImportResult> {
+  const reason = (reasonGiven ?? 'manual') as SuppressionReason;
+  if (!SUPPRESSION_REASONS.includes(reason)) throw new PostinoError('BAD_REQUEST', `reason is one of ${SUPPRESSION_REASONS.join(', ')}`);
+  const at = new Date().toISOString();
+  let imported = 0;
+  let rejectedCount = 0;
+  const rejected: Array<{ line: number; reason: string }> = [];
+  let ops: BatchOp[] = [];
+  const reject = (line: number, why: string): void => {
+    rejectedCount++;
+    if (rejected.length < MAX_REJECTED_LISTED) rejected.push({ line, reason: why });
+  };
+  try {
+    for await (const r of readCsv(input)) {
+      const [address = '', scopeField = '', detail = ''] = r.fields.map((f) => f.trim());
+      if (r.line === 1 && /^(e-?mail|address)$/i.test(address)) continue; // a header row
+      const sc = scopeField || '*';
+      const problem = addressProblem(address) ?? scopeProblem(sc);
+      if (problem) {
+        reject(r.line, `${address || '(empty)'}: ${problem}`);
+        continue;
+      }
+      ops.push(...o.suppression.addOps(acct, { address, scope: sc, reason, detail: detail || 'import', at }));
+      imported++;
+      if (ops.length >= IMPORT_BATCH) {
+        await o.store.commit(ops, { sync: false });
+        ops = [];
+      }
+    }
+  } catch (e) {
+    // What was read so far is stored (and synced below); the answer says where it stopped.
+    reject((e as { line?: number }).line ?? 0, (e as Error).message);
+  }
+  // One synced write makes the unsynced batches before it durable too (LevelDB has one log).
+  ops.push({ type: 'put', key: 'meta!last-suppression-import', value: Buffer.from(at) });
+  await o.store.commit(ops, { sync: true });
+  return { imported, rejectedCount, rejected };
+}
+
+/** The list as CSV with a header row, streamed in chunks of about 64 KiB. */
+export function suppressionCsv(o: SuppressionStore, acct: string | undefined): Readable {
+  async function* rows(): AsyncGenerator<string> {
+    yield csvRow(EXPORT_COLUMNS);
+    let chunk = '';
+    for await (const e of o.suppression.entries({ account: acct })) {
+      chunk += csvRow([e.account, e.address, e.scope, e.reason, e.at, e.detail, e.queueId]);
+      if (chunk.length >= 64 * 1024) {
+        yield chunk;
+        chunk = '';
+      }
+    }
+    if (chunk) yield chunk;
+  }
+  return Readable.from(rows());
 }
 
 export function registerSuppressionRoutes(app: FastifyInstance, o: SuppressionRouteOptions): void {
@@ -76,39 +209,16 @@ export function registerSuppressionRoutes(app: FastifyInstance, o: SuppressionRo
     const q = (req.query ?? {}) as Record<string, unknown>;
     const acct = account(req, q.account, false);
     const limit = Math.min(MAX_LIMIT, Math.max(1, Number(q.limit ?? DEFAULT_LIMIT) || DEFAULT_LIMIT));
-    const reason = str(q.reason);
-    const scope = str(q.scope);
-    const address = str(q.address)?.toLowerCase();
-    const out: unknown[] = [];
-    let next: string | null = null;
-    for await (const e of o.suppression.entries({ account: acct, after: str(q.after) })) {
-      if ((reason && e.reason !== reason) || (scope && e.scope !== scope) || (address && e.address.toLowerCase() !== address)) continue;
-      const { cursor, ...entry } = e;
-      out.push(entry);
-      if (out.length >= limit) {
-        next = cursor;
-        break;
-      }
-    }
-    return { suppressions: out, next };
+    return listSuppressions(o, { account: acct, reason: str(q.reason), scope: str(q.scope), address: str(q.address), after: str(q.after), limit });
   });
 
   app.post('/api/suppressions', async (req, reply) => {
     const items = Array.isArray(req.body) ? (req.body as unknown[]) : [req.body];
-    const ops: BatchOp[] = [];
-    const at = new Date().toISOString();
-    items.forEach((raw, i) => {
+    const inputs = items.map((raw): SuppressionInput => {
       const b = (raw ?? {}) as Record<string, unknown>;
-      const acct = account(req, b.account, true)!;
-      const address = str(b.address) ?? '';
-      const scope = str(b.scope) ?? '*';
-      const reason = (str(b.reason) ?? 'manual') as SuppressionReason;
-      const problem = addressProblem(address) ?? scopeProblem(scope) ?? (REASONS.includes(reason) ? undefined : `reason is one of ${REASONS.join(', ')}`);
-      if (problem) throw new PostinoError('BAD_REQUEST', `${items.length > 1 ? `item ${i}: ` : ''}${address || '(no address)'}: ${problem}`);
-      ops.push(...o.suppression.addOps(acct, { address, scope, reason, detail: str(b.detail), at }));
+      return { account: account(req, b.account, true)!, address: str(b.address) ?? '', scope: str(b.scope), reason: str(b.reason), detail: str(b.detail) };
     });
-    await o.store.commit(ops, { sync: true });
-    return reply.code(201).send({ added: items.length });
+    return reply.code(201).send({ added: await addSuppressions(o, inputs) });
   });
 
   app.delete('/api/suppressions', async (req) => {
@@ -116,10 +226,7 @@ export function registerSuppressionRoutes(app: FastifyInstance, o: SuppressionRo
     const acct = account(req, q.account, true)!;
     const address = str(q.address);
     if (!address) throw new PostinoError('BAD_REQUEST', 'address is required');
-    const scope = str(q.scope) ?? '*';
-    const existed = (await o.suppression.get(acct, address, scope)) !== undefined;
-    if (existed) await o.suppression.remove(acct, address, scope);
-    return { removed: existed };
+    return { removed: await removeSuppression(o, acct, address, str(q.scope) ?? '*') };
   });
 
   void app.register(async (scope) => {
@@ -128,61 +235,16 @@ export function registerSuppressionRoutes(app: FastifyInstance, o: SuppressionRo
     scope.post('/api/suppressions/import', async (req) => {
       const q = (req.query ?? {}) as Record<string, unknown>;
       const acct = account(req, q.account, true)!;
-      const reason = (str(q.reason) ?? 'manual') as SuppressionReason;
-      if (!REASONS.includes(reason)) throw new PostinoError('BAD_REQUEST', `reason is one of ${REASONS.join(', ')}`);
+      const reason = str(q.reason);
+      if (reason !== undefined && !SUPPRESSION_REASONS.includes(reason as SuppressionReason)) throw new PostinoError('BAD_REQUEST', `reason is one of ${SUPPRESSION_REASONS.join(', ')}`);
       if (!(req.body instanceof Readable)) throw new PostinoError('BAD_REQUEST', 'send the rows as text/csv');
-      const at = new Date().toISOString();
-      let imported = 0;
-      let rejectedCount = 0;
-      const rejected: Array<{ line: number; reason: string }> = [];
-      let ops: BatchOp[] = [];
-      const reject = (line: number, why: string): void => {
-        rejectedCount++;
-        if (rejected.length < MAX_REJECTED_LISTED) rejected.push({ line, reason: why });
-      };
-      try {
-        for await (const r of readCsv(req.body)) {
-          const [address = '', scopeField = '', detail = ''] = r.fields.map((f) => f.trim());
-          if (r.line === 1 && /^(e-?mail|address)$/i.test(address)) continue; // a header row
-          const sc = scopeField || '*';
-          const problem = addressProblem(address) ?? scopeProblem(sc);
-          if (problem) {
-            reject(r.line, `${address || '(empty)'}: ${problem}`);
-            continue;
-          }
-          ops.push(...o.suppression.addOps(acct, { address, scope: sc, reason, detail: detail || 'import', at }));
-          imported++;
-          if (ops.length >= IMPORT_BATCH) {
-            await o.store.commit(ops, { sync: false });
-            ops = [];
-          }
-        }
-      } catch (e) {
-        // What was read so far is stored (and synced below); the answer says where it stopped.
-        reject((e as { line?: number }).line ?? 0, (e as Error).message);
-      }
-      // One synced write makes the unsynced batches before it durable too (LevelDB has one log).
-      ops.push({ type: 'put', key: 'meta!last-suppression-import', value: Buffer.from(at) });
-      await o.store.commit(ops, { sync: true });
-      return { imported, rejectedCount, rejected };
+      return importSuppressionCsv(o, acct, reason, req.body);
     });
   });
 
   app.get('/api/suppressions/export', async (req, reply) => {
     const q = (req.query ?? {}) as Record<string, unknown>;
     const acct = account(req, q.account, false);
-    async function* rows(): AsyncGenerator<string> {
-      yield csvRow(EXPORT_COLUMNS);
-      let chunk = '';
-      for await (const e of o.suppression.entries({ account: acct })) {
-        chunk += csvRow([e.account, e.address, e.scope, e.reason, e.at, e.detail, e.queueId]);
-        if (chunk.length >= 64 * 1024) {
-          yield chunk;
-          chunk = '';
-        }
-      }
-      if (chunk) yield chunk;
-    }
-    return reply.type('text/csv; charset=utf-8').header('content-disposition', `attachment; filename="suppressions${acct ? `-${acct}` : ''}.csv"`).send(Readable.from(rows()));
+    return reply.type('text/csv; charset=utf-8').header('content-disposition', `attachment; filename="suppressions${acct ? `-${acct}` : ''}.csv"`).send(suppressionCsv(o, acct));
   });
 }

@@ -3,7 +3,8 @@
  *
  *   GET  /api/queue                   intake size + delivery status (queue-status.ts)
  *                                     + failed records per queue (common/dead-letter.ts)
- *   POST /api/pause   [?account=ID]   kill-switch on, globally or for one account
+ *   POST /api/pause   [?account=ID][&reason=text]   kill-switch on, globally or for one account;
+ *                                     records the reason and the key that did it
  *   POST /api/resume  [?account=ID]   kill-switch off
  *   GET  /metrics                     Prometheus text (metrics.ts)
  *
@@ -31,7 +32,12 @@ export function registerDeliveryRoutes(app: FastifyInstance, intake: DurableQueu
     if (!d.accounts.has(a)) throw new PostinoError('NOT_FOUND', `no account "${a}"`);
     return a;
   };
-  app.post('/api/pause', async (req) => ({ paused: await d.killSwitch.pause(account(req)) }));
+  app.post('/api/pause', async (req) => {
+    const reason = (req.query as { reason?: string } | undefined)?.reason;
+    const p = req.principal;
+    const by = p.kind === 'node' ? 'API (node key)' : `API (key ${p.keyId})`;
+    return { paused: await d.killSwitch.pause(account(req), { reason: reason?.slice(0, 500), by }) };
+  });
   app.post('/api/resume', async (req) => ({ paused: await d.killSwitch.resume(account(req)) }));
 
   app.get('/metrics', async (req, reply) => {

@@ -11,7 +11,7 @@ test('pausing one account holds only its copies; a global pause survives a resta
   const raw = { accounts: [{ id: 'default' }, { id: 'shop' }], delivery: { relays: [`smtp://127.0.0.1:${s.port}`], pausedRecheckSeconds: 0.2 } };
   let h = await startDeliveryHarness(raw, dir);
   try {
-    await h.delivery.killSwitch.pause('shop');
+    await h.delivery.killSwitch.pause('shop', { reason: 'complaint spike', by: 'ops' });
     await h.send('x@example.com', { account: 'shop' });
     await h.send('y@example.com', { account: 'default' });
     await h.waitFor((e) => e.some((x) => x.recipient === 'y@example.com' && x.type === 'delivered'), 10_000);
@@ -22,6 +22,9 @@ test('pausing one account holds only its copies; a global pause survives a resta
     await h.close();
     h = await startDeliveryHarness(raw, dir);
     assert.deepEqual(h.delivery.killSwitch.state(), { global: true, accounts: ['shop'] }, 'both pauses survive the restart');
+    const d = h.delivery.killSwitch.details();
+    assert.deepEqual({ reason: d.accounts.shop?.reason, by: d.accounts.shop?.by }, { reason: 'complaint spike', by: 'ops' }, 'the reason and who survive too');
+    assert.ok(d.global && !d.global.reason && d.global.at, 'a pause without a reason keeps its time');
     await h.send('z@example.com', { account: 'default' });
     await new Promise((r) => setTimeout(r, 800));
     assert.equal(readSink(s.dir).length, 1, 'nothing delivered while paused');

@@ -1,0 +1,32 @@
+/*
+ * context.ts — what the dashboard's pages are given by the composition root:
+ * the hosted node's parts they read (event log, queues, delivery, suppression
+ * list, capture folder) and the dashboard's own state (sessions, settings).
+ */
+import type { ApiKeys } from '../../common/api-keys.js';
+import type { AccountConfig, DashboardConfig } from '../../common/config.js';
+import type { DurableQueue } from '../../common/durable-queue.js';
+import type { IntakeMeta } from '../../common/intake-record.js';
+import type { Delivery } from '../delivery/delivery.js';
+import type { DeliveryMeta } from '../delivery/delivery-record.js';
+import type { EventLog } from '../events/event-log.js';
+import type { SuppressionStore } from '../suppression-routes.js';
+import type { CaptureFolder } from './capture-folder.js';
+import type { SessionStore } from './sessions.js';
+
+export interface DashboardContext {
+  config: DashboardConfig;
+  /** Cookies carry `Secure` (and the `__Host-` prefix): engine.publicUrl is https. */
+  secureCookies: boolean;
+  accounts: readonly AccountConfig[];
+  apiKeys: ApiKeys;
+  events: EventLog;
+  intake: DurableQueue<IntakeMeta>;
+  /** The queue Delivery.status() scans; read here for one account's share. */
+  deliveryQueue: DurableQueue<DeliveryMeta>;
+  delivery: Delivery;
+  suppressions: SuppressionStore;
+  /** The capture sink's folder when it exists (the sink is the MTA cluster), else undefined. */
+  capture: CaptureFolder | undefined;
+  sessions: SessionStore;
+}
