@@ -40,7 +40,7 @@ import type { FailedEntry } from '../engine/failed-routes.js';
 import { formatFailed, formatForwarderStatus, formatHostedStatus, type HostedQueueBody } from './printers.js';
 import { suppressCommand } from './suppress-command.js';
 import { accountsCommand, type AccountsArgs } from './accounts-command.js';
-import { runRole, up } from './supervisor.js';
+import type { Role } from './supervisor.js';
 
 const USAGE = `usage:
   postino up [--config F]
@@ -71,6 +71,11 @@ const USAGE = `usage:
   postino suppress import <file.csv|-> --account A
   postino suppress export [--account A] [--out F]
 environment: POSTINO_DATA (data folder, default ./data)`;
+
+/** Loaded only to run components: it imports every stage, twice the start time of an API command such as `hosted allow`. */
+async function runRole(role: Role, configFile: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
+  return (await import('./supervisor.js')).runRole(role, configFile, env);
+}
 
 /** This file, as `up` starts it again for each child (see the end of the file). */
 const CLI_PATH = fileURLToPath(import.meta.url);
@@ -169,7 +174,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
   }
   switch (cmd) {
     case 'up':
-      return up(CLI_PATH, values.config, env);
+      return (await import('./supervisor.js')).up(CLI_PATH, values.config, env);
     case 'forwarder':
       if (sub === 'status' || sub === 'pause' || sub === 'resume') return forwarderCommand(sub, values.admin, values.intake ?? false, env);
       if (sub === 'reload') return accountsCommand(accountsArgs('forwarder-reload'), env);

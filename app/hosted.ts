@@ -152,7 +152,14 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const bounceIntake = config.feedback.port === null ? undefined : await startBounceIntake({ config, queue: feedbackQueue, copies, keys, log: log.child({ component: 'bounce-intake' }) });
   process.on('SIGHUP', onHup);
   const apiKeys = new ApiKeys(apiKey, accountsNow.current);
-  accountsNow.onSwap((list) => apiKeys.setAccounts(list));
+  // Only when the keys changed: setAccounts forgets verified keys, and each costs a scrypt again.
+  const keysOf = (list: typeof accountsNow.current): string => JSON.stringify(list.map((a) => [a.id, a.apiKeys]));
+  let keysNow = keysOf(accountsNow.current);
+  accountsNow.onSwap((list) => {
+    if (keysOf(list) === keysNow) return;
+    keysNow = keysOf(list);
+    apiKeys.setAccounts(list);
+  });
   const api = createHostedApi((t) => apiKeys.principal(t), log);
   const failedQueues = [intake, delivery, feedbackQueue] as FailedQueues;
   registerDeliveryRoutes(api, intake, deliveryStage, () => failedCounts(failedQueues));

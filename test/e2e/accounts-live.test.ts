@@ -192,6 +192,31 @@ describe('accounts change on a running node', { timeout: 120_000 }, () => {
     assert.equal((await call(shopKey.token, 'GET', '/api/accounts/default/history')).status, 403);
   });
 
+  test('users, sender domains and quotas through the CLI; an account key manages its own account', async () => {
+    const added = await cli(dataDir, ['hosted', 'users', 'add', 'shop', 'crm-app', '--api', api], 'a-long-password\n');
+    assert.equal(added.status, 0, added.stderr);
+    assert.match(added.stdout, /AUTH users: shop now crm-app \(was \(none\)\)/);
+    // This listener started without any AUTH user: it says that AUTH needs a restart.
+    await until(() => hostedLines('auth-needs-restart').length > 0, 'auth-needs-restart logged', 5_000);
+    assert.deepEqual(((await (await call(nodeKey, 'GET', '/api/accounts/shop/users')).json()) as { users: string[] }).users, ['crm-app']);
+    assert.equal((await cli(dataDir, ['hosted', 'users', 'add', 'shop', 'empty', '--api', api])).status, 2, 'no password on stdin');
+    assert.equal((await call(nodeKey, 'POST', '/api/accounts/shop/sender-domains', { domain: 'Shop.Example' })).status, 200);
+    const quota = await cli(dataDir, ['hosted', 'quota', 'set', 'shop', '--per-day', '500', '--api', api]);
+    assert.equal(quota.status, 0, quota.stderr);
+    assert.equal((await cli(dataDir, ['hosted', 'quota', 'get', 'shop', '--api', api])).stdout, 'per hour: unlimited\nper day:  500\nunit:     messages\n');
+
+    // The shop key: its own networks (narrow enough), users and sender domains.
+    const own = await call(shopKey.token, 'POST', '/api/accounts/shop/networks', { cidr: '192.0.2.0/24' });
+    assert.equal(own.status, 200);
+    assert.equal(((await own.json()) as { event: PostinoEvent }).event.actor, `key:${shopKey.entry.id}`);
+    assert.equal((await call(shopKey.token, 'DELETE', '/api/accounts/shop/users?username=crm-app')).status, 200);
+    const shop = (await (await call(shopKey.token, 'GET', '/api/accounts')).json()) as { accounts: Array<Record<string, unknown>> };
+    assert.deepEqual(shop.accounts, [{ id: 'shop', networks: ['127.0.0.9/32', '192.0.2.0/24'], users: [], senderDomains: ['shop.example'], quotas: { messagesPerHour: 0, messagesPerDay: 500, quotaUnit: 'messages' } }]);
+    const history = (await (await call(shopKey.token, 'GET', '/api/accounts/shop/history')).json()) as { history: PostinoEvent[] };
+    assert.deepEqual(history.history.map((e) => `${e.change?.part} ${e.change?.action}`), ['users remove', 'networks add', 'quotas set', 'senderDomains add', 'users add']);
+    assert.ok(!JSON.stringify(history).includes('scrypt$'), 'no password hash in the audit trail');
+  });
+
   test('a bad config file on SIGHUP changes nothing and is logged with its key paths', async () => {
     const before = (await changes()).length;
     const bad = { ...config, accounts: [{ id: 'default', networks: ['127.0.0.1/33'] }, { id: 'Shop' }] };
