@@ -237,19 +237,37 @@ describe('accounts change on a running node', { timeout: 120_000 }, () => {
   });
 
   test('a good config file is applied by hosted reload; a changed port is named as needing a restart', async () => {
-    const edited = { ...config, listener: { port: ports.listener + 1 }, accounts: [{ id: 'default', networks: ['127.0.0.1/32', '::1/128', '127.0.0.3/32'] }, { id: 'shop', networks: ['127.0.0.9/32'], apiKeys: [shopKey.entry] }] };
+    const edited = {
+      ...config,
+      listener: { port: ports.listener + 1 },
+      accounts: [
+        // A new network for the listener, and a footer for the rewrap: both live.
+        { id: 'default', networks: ['127.0.0.1/32', '::1/128', '127.0.0.3/32'], engine: { footer: { enabled: true, text: 'FOOTER-AFTER-RELOAD' } } },
+        { id: 'shop', networks: ['127.0.0.9/32'], apiKeys: [shopKey.entry] },
+      ],
+    };
     fs.writeFileSync(configFile, JSON.stringify(edited));
     const r = await cli(dataDir, ['hosted', 'reload', '--api', api]);
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /applied:\n {2}accounts\[default\]\.networks\n/);
+    assert.match(r.stdout, /applied:\n {2}accounts\[default\]\.engine\.footer\.enabled\n {2}accounts\[default\]\.engine\.footer\.text\n {2}accounts\[default\]\.networks\n/);
     assert.match(r.stdout, /needs a restart:\n {2}listener\.port\n/);
     assert.match(await greeting(ports.listener, '127.0.0.3'), /^220/, 'the new network, on the old port');
+    const session = await openTransaction(ports.listener, '127.0.0.3', 'after-good-reload');
+    assert.match(await session.finish(), /^250 /);
+    await waitForSink(sinkDir, (m) => m.some((x) => x.testId === 'after-good-reload'), 20_000);
+    assert.match(sinkMessage('after-good-reload'), /FOOTER-AFTER-RELOAD/, 'the rewrap uses the reloaded account settings');
     const last = (await changes()).at(-1)!;
     assert.equal(last.actor, 'reload');
     assert.deepEqual((last.change!.after as { networks: string[] }).networks, ['127.0.0.1/32', '::1/128', '127.0.0.3/32']);
     process.kill(hostedPid, 0);
     assert.equal(hostedLines('listening').filter((l) => l.pid === hostedPid).length, 3, 'listener, bounce intake and HTTP listened once');
   });
+
+  function sinkMessage(testId: string): string {
+    const f = fs.readdirSync(sinkDir).filter((n) => n.endsWith('.eml')).map((n) => fs.readFileSync(path.join(sinkDir, n), 'utf8')).find((t) => t.includes(`X-Test-Id: ${testId}`));
+    assert.ok(f, `${testId} in the sink`);
+    return f;
+  }
 
   function readSinkIds(): string[] {
     return fs.existsSync(sinkDir) ? fs.readdirSync(sinkDir).filter((f) => f.endsWith('.eml')).map((f) => /^X-Test-Id: (.+)$/im.exec(fs.readFileSync(path.join(sinkDir, f), 'utf8'))?.[1]?.trim() ?? '') : [];
