@@ -133,7 +133,7 @@ export async function runRole(role: Role, configFile: string | undefined, env: N
   const dataDir = dataDirOf(env);
   const log = createLogger(role, config.log.level);
   installCrashPolicy(log);
-  // SIGHUP means "reload" (the hosted listener re-reads its TLS pair), never "die", also
+  // SIGHUP means "reload" (the hosted node: TLS pair and accounts; the forwarder: its reloadable keys), never "die", also
   // while starting: a hang-up sent to the process group of `up` must not stop a component.
   process.on('SIGHUP', () => log.info({ event: 'sighup' }, 'SIGHUP received'));
   const rt: Runtime = { config, dataDir, log, env, reloadConfig: await reloaderFor(configFile, dataDir, env) };

@@ -2,7 +2,7 @@
  * `postino forwarder reload` while 200 messages are spooled and relaying (sent
  * while relaying is paused, then resumed, so the timing does not depend on how
  * fast this machine accepts them): the
- * config file gets a new allowNetworks entry, a new relay URL (another capture
+ * config file gets a new allowNetworks entry, another AUTH user, a new relay URL (another capture
  * sink) and a higher rate cap. The new network is accepted at its next
  * connection, the relay switches for the messages not yet sent while the
  * sessions in flight finish on the old one, and every message arrives exactly
@@ -48,7 +48,12 @@ test('forwarder reload while 200 messages relay: new network accepted, relay swi
   const dirB = path.join(dataDir, 'sink-b');
   const sinkA = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, dirA, sinkLog);
   const sinkB = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, dirB, sinkLog);
-  const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${sinkA.port}`], { forwarder: { smtp: { allowNetworks: ['127.0.0.1/32'] }, relay: { maxMessagesPerSecond: RATE } } });
+  // Passwords of the AUTH users come from the environment (the forwarder process inherits ours).
+  process.env.RELOAD_TEST_PW_OLD = 'old-password';
+  process.env.RELOAD_TEST_PW_NEW = 'new-password';
+  const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${sinkA.port}`], {
+    forwarder: { smtp: { allowNetworks: ['127.0.0.1/32'], auth: { users: [{ username: 'old-app', passwordEnv: 'RELOAD_TEST_PW_OLD' }] } }, relay: { maxMessagesPerSecond: RATE } },
+  });
   const file = path.join(dataDir, 'forwarder.json');
   const fwd = await startForwarderProcess(dataDir, config);
   const pid = fwd.child.pid!;
@@ -66,6 +71,12 @@ test('forwarder reload while 200 messages relay: new network accepted, relay swi
     assert.match(bad.stderr, /forwarder\.smtp\.allowNetworks\.1: "nope" is not an IPv4 or IPv6 address/);
     assert.match(await greeting(ports.smtp, NEW_APP), /^554 /);
 
+    const before = await RawSmtp.connect(ports.smtp);
+    assert.match(await before.reply(), /^220 /);
+    assert.match(await before.cmd('EHLO app.test'), /^250/);
+    assert.match(await before.cmd(`AUTH PLAIN ${Buffer.from('\0old-app\0old-password').toString('base64')}`), /^235 /, 'the old user logs in before the reload');
+    before.close();
+
     assert.equal((await admin(dataDir, ports.admin, 'POST', '/resume')).status, 200);
     await until(() => messageIds(dirA).length > 0, 'relaying started', 10_000);
     assert.match(await greeting(ports.smtp, NEW_APP), /^554 /, 'the new network is not allowed yet');
@@ -76,7 +87,7 @@ test('forwarder reload while 200 messages relay: new network accepted, relay swi
         ...config,
         forwarder: {
           ...cfg.forwarder,
-          smtp: { ...cfg.forwarder.smtp, allowNetworks: ['127.0.0.1/32', `${NEW_APP}/32`] },
+          smtp: { ...cfg.forwarder.smtp, allowNetworks: ['127.0.0.1/32', `${NEW_APP}/32`], auth: { users: [{ username: 'new-app', passwordEnv: 'RELOAD_TEST_PW_NEW' }] } },
           relay: { ...cfg.forwarder.relay, urls: [`smtp://127.0.0.1:${sinkB.port}`], maxMessagesPerSecond: RATE * 2 },
           hostname: 'renamed.test',
         },
@@ -84,7 +95,7 @@ test('forwarder reload while 200 messages relay: new network accepted, relay swi
     );
     const r = await cliAsync(dataDir, ports.admin, 'reload');
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /applied:\n {2}forwarder\.relay\.maxMessagesPerSecond\n {2}forwarder\.relay\.urls\n {2}forwarder\.smtp\.allowNetworks\n/);
+    assert.match(r.stdout, /applied:\n {2}forwarder\.relay\.maxMessagesPerSecond\n {2}forwarder\.relay\.urls\n {2}forwarder\.smtp\.allowNetworks\n {2}forwarder\.smtp\.auth\.users\n/);
     assert.match(r.stdout, /needs a restart:\n {2}forwarder\.hostname\n/);
     const queued = Number((await admin(dataDir, ports.admin, 'GET', '/status')).body.queued);
     t.diagnostic(`reloaded with ${queued} of ${COUNT} still spooled`);
@@ -95,6 +106,9 @@ test('forwarder reload while 200 messages relay: new network accepted, relay swi
     const c = await RawSmtp.connect(ports.smtp, '127.0.0.1', NEW_APP);
     assert.match(await c.reply(), /^220 /);
     assert.match(await c.cmd('EHLO app.test'), /^250/);
+    // The AUTH users of the new file: the old one is refused, the new one logs in.
+    assert.match(await c.cmd(`AUTH PLAIN ${Buffer.from('\0old-app\0old-password').toString('base64')}`), /^535 /);
+    assert.match(await c.cmd(`AUTH PLAIN ${Buffer.from('\0new-app\0new-password').toString('base64')}`), /^235 /);
     assert.match(await c.cmd('MAIL FROM:<shop@example.org>'), /^250 /);
     assert.match(await c.cmd('RCPT TO:<ada@example.com>'), /^250 /);
     assert.match(await c.cmd('DATA'), /^354/);
