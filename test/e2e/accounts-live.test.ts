@@ -18,7 +18,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { PostinoEvent } from '../../common/events.js';
 import { until } from '../helpers/fake-clock.js';
-import { CLI, startUp, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
+import { CLI, startPostino, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
 import { waitForSink } from '../helpers/sink-reader.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
 
@@ -105,7 +105,9 @@ describe('accounts change on a running node', { timeout: 120_000 }, () => {
   before(async () => {
     // Default settings; a second account only to hold an account API key.
     ({ config, ports } = await upConfig(() => ({ accounts: [{ id: 'default' }, { id: 'shop', networks: ['127.0.0.9/32'], apiKeys: [shopKey.entry] }] })));
-    up = await startUp(dataDir, config);
+    fs.writeFileSync(configFile, JSON.stringify(config, null, 2));
+    // As startUp, with more time to listen: three processes start one after the other on a shared machine.
+    up = await startPostino(['up', '--config', configFile], dataDir, 6, 60_000);
     api = `http://127.0.0.1:${ports.http}`;
     nodeKey = fs.readFileSync(path.join(dataDir, 'secrets', 'api-key'), 'utf8').trim();
     hostedPid = Number(up.lines.map((l) => JSON.parse(l) as { stage?: string; pid?: number }).find((l) => l.stage === 'hosted')?.pid);
