@@ -46,7 +46,10 @@ export interface EditResult {
   event: PostinoEvent | undefined;
 }
 
-/** Keys a running hosted node takes from a reload; every other changed key needs a restart. */
+/**
+ * Keys a running hosted node takes from a reload; every other changed key needs a restart,
+ * and so does `accounts[<id>]` whole (an account added or removed: see the header).
+ */
 function liveOnHosted(path: string): boolean {
   if (path === 'listener.minAccountPrefix' || path.startsWith('listener.minAccountPrefix.')) return true;
   const m = /^accounts\[[^\]]+\]\.(.+)$/.exec(path);
@@ -190,7 +193,7 @@ export class AccountService {
       this.file = r.config;
       this.o.snapshot.swap(effective.accounts);
       for (const e of events) logChange(this.o.log, e);
-      const answer = answerFor(paths, (p) => liveOnHosted(p) && !/^accounts\[[^\]]+\]$/.test(p));
+      const answer = answerFor(paths, liveOnHosted);
       this.o.log.info({ event: 'config-reloaded', applied: answer.applied, restartNeeded: answer.restartNeeded }, `config reloaded: ${answer.applied.length} change(s) applied, ${answer.restartNeeded.length} need a restart`);
       return answer;
     });
