@@ -11,6 +11,8 @@
  *   postino hosted failed list|retry <id>|delete <id> [--api URL]
  *                                           messages given up on after engine.maxAttempts
  *   postino hosted api-key new <account>    an account API key and its accounts[].apiKeys entry
+ *   postino hosted allow|users|senders|quota|history|reload, postino forwarder reload
+ *                                           accounts and reloads of a running node (accounts-command.ts)
  *   postino check-config F                  print every problem with its key path (also secrets
  *                                           named by *Env keys: unset, or under 32 bytes)
  *   postino dev-cert [--out DIR]            a development CA and localhost TLS pair
@@ -37,7 +39,8 @@ import { dataDirOf, exitOnProblems, loadOrExit, UsageError } from './cli-support
 import type { FailedEntry } from '../engine/failed-routes.js';
 import { formatFailed, formatForwarderStatus, formatHostedStatus, type HostedQueueBody } from './printers.js';
 import { suppressCommand } from './suppress-command.js';
-import { runRole, up } from './supervisor.js';
+import { accountsCommand, type AccountsArgs } from './accounts-command.js';
+import type { Role } from './supervisor.js';
 
 const USAGE = `usage:
   postino up [--config F]
@@ -50,6 +53,13 @@ const USAGE = `usage:
   postino hosted status [--api URL]
   postino hosted failed list|retry <id>|delete <id> [--api URL]
   postino hosted api-key new <account>
+  postino hosted allow add|remove <account> <cidr> [--force] | list <account>
+  postino hosted users add <account> <name> (password on stdin) | remove <account> <name> | list <account>
+  postino hosted senders add|remove <account> <domain> | list <account>
+  postino hosted quota get <account> | set <account> [--per-hour N] [--per-day N] [--unit messages|recipients]
+  postino hosted history <account> [--limit N]
+  postino hosted reload
+  postino forwarder reload [--admin URL]
   postino sink [--config F]
   postino check-config F
   postino dev-cert [--out DIR]
@@ -61,6 +71,11 @@ const USAGE = `usage:
   postino suppress import <file.csv|-> --account A
   postino suppress export [--account A] [--out F]
 environment: POSTINO_DATA (data folder, default ./data)`;
+
+/** Loaded only to run components: it imports every stage, twice the start time of an API command such as `hosted allow`. */
+async function runRole(role: Role, configFile: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
+  return (await import('./supervisor.js')).runRole(role, configFile, env);
+}
 
 /** This file, as `up` starts it again for each child (see the end of the file). */
 const CLI_PATH = fileURLToPath(import.meta.url);
@@ -143,10 +158,15 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       scope: { type: 'string' },
       reason: { type: 'string' },
       limit: { type: 'string' },
+      force: { type: 'boolean' },
+      'per-hour': { type: 'string' },
+      'per-day': { type: 'string' },
+      unit: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
-  const [cmd, sub, arg, arg2] = positionals;
+  const [cmd, sub, arg, arg2, arg3] = positionals;
+  const accountsArgs = (what: string): AccountsArgs => ({ what, verb: arg, account: arg2, item: arg3, force: values.force ?? false, perHour: values['per-hour'], perDay: values['per-day'], unit: values.unit, limit: values.limit, api: values.api, admin: values.admin });
   if (values.help || !cmd) {
     process.stdout.write(USAGE + '\n');
     if (!cmd && !values.help) process.exitCode = 2;
@@ -154,15 +174,17 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
   }
   switch (cmd) {
     case 'up':
-      return up(CLI_PATH, values.config, env);
+      return (await import('./supervisor.js')).up(CLI_PATH, values.config, env);
     case 'forwarder':
       if (sub === 'status' || sub === 'pause' || sub === 'resume') return forwarderCommand(sub, values.admin, values.intake ?? false, env);
+      if (sub === 'reload') return accountsCommand(accountsArgs('forwarder-reload'), env);
       if (sub !== undefined) throw new UsageError(`unknown forwarder command "${sub}"`);
       return runRole('forwarder', values.config, env);
     case 'hosted':
       if (sub === 'pause' || sub === 'resume' || sub === 'status') return hostedCommand(sub, values.api, values.account, env);
       if (sub === 'failed') return failedCommand(arg, arg2, values.api, env);
       if (sub === 'api-key') return apiKeyCommand(arg, arg2);
+      if (sub === 'allow' || sub === 'users' || sub === 'senders' || sub === 'quota' || sub === 'history' || sub === 'reload') return accountsCommand(accountsArgs(sub), env);
       if (sub !== undefined) throw new UsageError(`unknown hosted command "${sub}"`);
       return runRole(cmd, values.config, env);
     case 'sink':

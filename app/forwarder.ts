@@ -14,6 +14,12 @@
  * other message (dsn.ts). An unreachable listener is a state of the relay
  * (common/relay-health.ts): the spool holds, the listener is probed on
  * relay.probeScheduleSeconds, and the held mail leaves when a probe succeeds. When the spool drains, LevelDB is compacted.
+ * Reload (SIGHUP, POST /reload on the admin API, `postino forwarder reload`):
+ * the file is read and validated again; smtp.allowNetworks, smtp.auth.users
+ * (when AUTH was on at start), relay.urls and relay.maxMessagesPerSecond take
+ * effect for the next connection and the next message; the spool and the relay
+ * sessions in flight are untouched (forwarder/relay-switch.ts). Other changed
+ * keys are named as needing a restart; a bad file changes nothing.
  * Shutdown: stop SMTP intake (sessions in DATA finish), stop relaying (sends in
  * progress finish), close the admin API, close LevelDB.
  */
@@ -36,6 +42,10 @@ import { stampSpoolId } from '../common/spool-id.js';
 import { Store } from '../common/store.js';
 import { TokenBucket } from '../common/token-bucket.js';
 import { WorkerLoop } from '../common/worker-loop.js';
+import { NetworkList } from '../common/cidr.js';
+import type { Config, ForwarderConfig } from '../common/config.js';
+import { answerFor, changedPaths, refused, tryReload, type ReloadAnswer } from '../common/config-reload.js';
+import { RelaySwitch } from '../forwarder/relay-switch.js';
 import { createAdminApi, queueGauges, triedAndDeferred, type ForwarderStatusSource } from '../forwarder/admin-api.js';
 import { buildDsn, MAX_RETURNED_MESSAGE_BYTES, readHeaderSection, wantsFailureNotice, type DsnInput } from '../forwarder/dsn.js';
 import { RelayPause } from '../forwarder/relay-pause.js';
@@ -55,10 +65,13 @@ export interface Forwarder extends Component {
   spool: DurableQueue<SpoolMeta>;
 }
 
-function passwordsOf(rt: Runtime): Map<string, string> {
+/** The keys a running forwarder takes from a reload (see the header). */
+const LIVE_KEYS = ['forwarder.smtp.allowNetworks', 'forwarder.smtp.auth.users', 'forwarder.relay.urls', 'forwarder.relay.maxMessagesPerSecond'];
+
+function passwordsOf(cfg: ForwarderConfig, env: NodeJS.ProcessEnv): Map<string, string> {
   const users = new Map<string, string>();
-  for (const u of rt.config.forwarder.smtp.auth.users) {
-    const pw = rt.env[u.passwordEnv];
+  for (const u of cfg.smtp.auth.users) {
+    const pw = env[u.passwordEnv];
     if (!pw) throw new Error(`forwarder.smtp.auth.users: environment variable ${u.passwordEnv} (password of ${u.username}) is not set`);
     users.set(u.username, pw);
   }
@@ -71,7 +84,9 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   const log = rt.log;
   const hostname = cfg.hostname ?? os.hostname();
   const token = resolveSecret(rt.dataDir, 'admin-token', cfg.admin.tokenEnv, rt.env);
-  const users = passwordsOf(rt);
+  const users = passwordsOf(cfg, rt.env);
+  const authAtStart = users.size > 0;
+  let allow = new NetworkList(cfg.smtp.allowNetworks);
   const store = await Store.open(path.join(rt.dataDir, 'forwarder'));
   const spool = await DurableQueue.open<SpoolMeta>(store, 'spool', { tally: triedAndDeferred });
   const killSwitch = await RelayPause.load(store, log);
@@ -79,22 +94,25 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   const orphans = await sweepOrphanBlobs(store, [spool]);
   if (orphans.length > 0) log.warn({ event: 'orphan-blobs-removed', count: orphans.length, files: orphans.slice(0, 20) }, 'removed blob files no spool record references');
 
-  const client = new RelayClient(
-    {
-      urls: cfg.relay.urls,
-      requireTls: cfg.relay.requireTls,
-      verifyCertificate: cfg.relay.verifyCertificate,
-      ca: cfg.relay.caFile ? fs.readFileSync(cfg.relay.caFile, 'utf8') : undefined,
-      serverName: cfg.relay.serverName,
-      maxConnections: cfg.relay.maxConnections,
-      messagesPerConnection: cfg.relay.messagesPerConnection,
-      timeoutMs: cfg.relay.timeoutSeconds * 1000,
-      clientName: 'postino-forwarder',
-      probeScheduleSeconds: cfg.relay.probeScheduleSeconds,
-      held: () => spool.size,
-    },
-    log,
-  );
+  // Built again with new urls on reload; the other relay settings are those of the start.
+  const relayClient = (urls: readonly string[]): RelayClient =>
+    new RelayClient(
+      {
+        urls,
+        requireTls: cfg.relay.requireTls,
+        verifyCertificate: cfg.relay.verifyCertificate,
+        ca: cfg.relay.caFile ? fs.readFileSync(cfg.relay.caFile, 'utf8') : undefined,
+        serverName: cfg.relay.serverName,
+        maxConnections: cfg.relay.maxConnections,
+        messagesPerConnection: cfg.relay.messagesPerConnection,
+        timeoutMs: cfg.relay.timeoutSeconds * 1000,
+        clientName: 'postino-forwarder',
+        probeScheduleSeconds: cfg.relay.probeScheduleSeconds,
+        held: () => spool.size,
+      },
+      log,
+    );
+  const client = new RelaySwitch(relayClient(cfg.relay.urls));
 
   // Gauges are read at scrape time, when `source` (below) exists.
   const metrics = new ForwarderMetrics(() => queueGauges(source), () => client.health.status());
@@ -156,12 +174,13 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     seen.failed = c.failed;
     seen.held = c.held;
   }
-  const rate = cfg.relay.maxMessagesPerSecond;
+  // Always a bucket (rate 0 = no cap) so a reload can set a cap where there was none.
+  const bucket = new TokenBucket({ ratePerSecond: cfg.relay.maxMessagesPerSecond, burst: (r) => Math.max(1, Math.ceil(r * BURST_SECONDS)) });
   const worker = new WorkerLoop<SpoolMeta>({
     queue: spool,
     concurrency: cfg.relay.maxConnections * HANDLERS_PER_CONNECTION,
     visibilityMs: RELAY_VISIBILITY_MS,
-    rate: rate > 0 ? new TokenBucket({ ratePerSecond: rate, burst: Math.max(1, Math.ceil(rate * BURST_SECONDS)) }) : undefined,
+    rate: bucket,
     // Every listener down: the spool holds (nothing leased, no attempt charged) until a probe finds one up.
     gate: () => relay.holdMs(),
     handle: async (rec) => {
@@ -185,7 +204,8 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     maxRecipients: cfg.smtp.maxRecipients,
     greetingDelayMs: cfg.smtp.greetingDelayMs,
     trustedNetworks: cfg.smtp.trustedNetworks,
-    allowNetworks: cfg.smtp.allowNetworks,
+    // The gate reads the list current at each connection (reload swaps it).
+    gate: { admit: (ip) => (allow.contains(ip) ? undefined : new PostinoError('NOT_ALLOWED_NETWORK', `Access denied for ${ip}`)) },
     idleTimeoutMs: cfg.smtp.idleTimeoutSeconds * 1000,
     tls: smtpTls,
     queue: spool,
@@ -205,7 +225,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     },
     // Apps on the local network often cannot do TLS; AUTH there is an app identity, not the perimeter (allowNetworks is).
     // With smtp.requireTls, AUTH waits for STARTTLS like everything else.
-    ...(users.size > 0
+    ...(authAtStart
       ? {
           auth: {
             allowInsecure: !cfg.smtp.requireTls,
@@ -239,6 +259,43 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     now: Date.now,
   };
   const admin = createAdminApi(token, source, log);
+  // What is in effect: the start config with the live keys of every reload since.
+  let effective: ForwarderConfig = cfg;
+  function reload(read: (() => Config) | undefined): ReloadAnswer {
+    const fail = (problems: ReloadAnswer['problems']): ReloadAnswer => {
+      log.error({ event: 'config-reload-refused', problems }, `config reload refused, nothing changed: ${problems.map((p) => `${p.path || '(top level)'}: ${p.message}`).join('; ')}`);
+      return refused(problems);
+    };
+    if (!read) return fail([{ path: '', message: 'this process was started without a config file to re-read' }]);
+    const r = tryReload(read);
+    if ('problems' in r) return fail(r.problems);
+    const next = r.config.forwarder;
+    let nextUsers: Map<string, string>;
+    try {
+      nextUsers = passwordsOf(next, rt.env);
+    } catch (e) {
+      return fail([{ path: 'forwarder.smtp.auth.users', message: (e as Error).message }]);
+    }
+    const paths = changedPaths({ forwarder: effective }, { forwarder: next });
+    const answer = answerFor(paths, (p) => LIVE_KEYS.includes(p) && (p !== 'forwarder.smtp.auth.users' || authAtStart));
+    if (answer.applied.includes('forwarder.smtp.allowNetworks')) allow = new NetworkList(next.smtp.allowNetworks);
+    if (answer.applied.includes('forwarder.smtp.auth.users')) {
+      users.clear();
+      for (const [u, pw] of nextUsers) users.set(u, pw);
+    }
+    if (answer.applied.includes('forwarder.relay.urls')) client.replace(relayClient(next.relay.urls));
+    if (answer.applied.includes('forwarder.relay.maxMessagesPerSecond')) bucket.setRate(next.relay.maxMessagesPerSecond);
+    effective = {
+      ...effective,
+      smtp: { ...effective.smtp, allowNetworks: next.smtp.allowNetworks, auth: answer.applied.includes('forwarder.smtp.auth.users') ? next.smtp.auth : effective.smtp.auth },
+      relay: { ...effective.relay, urls: next.relay.urls, maxMessagesPerSecond: next.relay.maxMessagesPerSecond },
+    };
+    log.info({ event: 'config-reloaded', applied: answer.applied, restartNeeded: answer.restartNeeded }, `config reloaded: ${answer.applied.length} change(s) applied, ${answer.restartNeeded.length} need a restart`);
+    return answer;
+  }
+  admin.post('/reload', async () => reload(rt.reloadConfig));
+  const onHup = (): void => void reload(rt.reloadConfig);
+  process.on('SIGHUP', onHup);
   const adminPort = await listenHttp(admin, { host: cfg.admin.host, port: cfg.admin.port, what: 'forwarder admin', log });
   killSwitch.apply(worker);
 
@@ -247,6 +304,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     adminPort,
     spool,
     async close() {
+      process.off('SIGHUP', onHup);
       await intake.close();
       await worker.stop();
       await compactor.close();

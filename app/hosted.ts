@@ -6,7 +6,10 @@
  * Shutdown order: stop the SMTP intakes (listener, bounce intake), stop
  * rewrap and the report worker, stop delivery (sends in progress finish),
  * close HTTP, close LevelDB.
- * Signals: SIGHUP re-reads the listener's TLS pair and the token key ring.
+ * Signals: SIGHUP re-reads the listener's TLS pair, the token key ring and the
+ * config file's accounts (engine/accounts/account-service.ts; POST /api/reload too).
+ * Accounts: one AccountsSnapshot (file + accounts API overlays) read by the
+ * listener, the rewrap settings and the API keys, swapped on every change.
  */
 import path from 'node:path';
 import { installDotStuffingFastPath } from '../common/dot-stuffing.js';
@@ -46,6 +49,10 @@ import { CaptureFolder } from '../engine/dashboard/capture-folder.js';
 import { registerDashboard } from '../engine/dashboard/dashboard.js';
 import { cookiesSecure } from '../engine/dashboard/login.js';
 import { SessionStore } from '../engine/dashboard/sessions.js';
+import { AccountsSnapshot } from '../common/accounts-snapshot.js';
+import { AccountService } from '../engine/accounts/account-service.js';
+import { LevelAccountStore } from '../engine/accounts/account-store.js';
+import { registerAccountRoutes } from '../engine/accounts/routes.js';
 
 /** Longer than any single rewrap or delivery transaction. */
 const VISIBILITY_MS = 10 * 60_000;
@@ -80,11 +87,25 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const apiKey = resolveSecret(rt.dataDir, 'api-key', config.http.apiKeyEnv, rt.env);
   // One key ring for the tokens the rewrap writes and the feedback routes read.
   const keys = FileKeyRing.open(rt.dataDir);
-  const rewrapSettings = resolveRewrapSettings(config, rt.dataDir, keys);
   const store = await Store.open(path.join(rt.dataDir, 'hosted'));
   const intake = await DurableQueue.open<IntakeMeta>(store, 'intake');
   const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
   const events = await EventLog.open(store);
+  // Before anything reads accounts: the accounts API's changes are laid over the file's.
+  const accountsNow = new AccountsSnapshot(config.accounts);
+  const accountService = await AccountService.open({ config, store: new LevelAccountStore(store, events), snapshot: accountsNow, reloadConfig: rt.reloadConfig, log: log.child({ component: 'accounts' }) });
+  // The rewrap reads this map per message: refilled in place when the accounts change (the
+  // node-wide engine settings stay those of the start; a reload names them as needing a restart).
+  const rewrapSettings = resolveRewrapSettings({ ...config, accounts: accountsNow.current }, rt.dataDir, keys);
+  accountsNow.onSwap((list) => {
+    try {
+      const next = resolveRewrapSettings({ ...config, accounts: list }, rt.dataDir, keys);
+      rewrapSettings.clear();
+      for (const [id, s] of next) rewrapSettings.set(id, s);
+    } catch (err) {
+      log.error({ err }, 'rewrap settings not updated (a DKIM key file?); the previous ones stay');
+    }
+  });
   const suppression = new SuppressionList(store);
 
   const recipients = new RecipientDb(store);
@@ -105,7 +126,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
 
   const deliveryStage = await createDelivery({
     config: config.delivery,
-    accounts: config.accounts,
+    accounts: accountsNow.current,
     hostname: config.engine.hostname,
     store,
     queue: delivery,
@@ -124,29 +145,55 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   };
   sweep();
   const sweeper = setInterval(sweep, SPOOL_ID_SWEEP_MS).unref();
-  const listener = await startListener({ config: config.listener, accounts: config.accounts, dataDir: rt.dataDir, queue: intake, log: log.child({ component: 'listener' }), spoolIds, controlLimits: { maxScheduleDays: config.engine.maxScheduleDays } });
+  const listener = await startListener({ config: config.listener, accounts: accountsNow, dataDir: rt.dataDir, queue: intake, log: log.child({ component: 'listener' }), spoolIds, controlLimits: { maxScheduleDays: config.engine.maxScheduleDays } });
   // SIGHUP: re-read the listener's certificate (renewal) without dropping sessions.
   const onHup = (): void => {
     keys.reload();
     void listener.reloadTls().catch((err: unknown) => log.error({ err }, 'TLS reload failed; keeping the old certificate'));
+    // Logs what it applied, or every problem with its key path while the old accounts stay.
+    void accountService.reload().catch((err: unknown) => log.error({ err }, 'config reload failed'));
   };
   const bounceIntake = config.feedback.port === null ? undefined : await startBounceIntake({ config, queue: feedbackQueue, copies, keys, log: log.child({ component: 'bounce-intake' }) });
   process.on('SIGHUP', onHup);
-  const apiKeys = new ApiKeys(apiKey, config.accounts);
+  const apiKeys = new ApiKeys(apiKey, accountsNow.current);
+  // Only when the keys changed: setAccounts forgets verified keys, and each costs a scrypt again.
+  const keysOf = (list: typeof accountsNow.current): string => JSON.stringify(list.map((a) => [a.id, a.apiKeys]));
+  let keysNow = keysOf(accountsNow.current);
+  accountsNow.onSwap((list) => {
+    if (keysOf(list) === keysNow) return;
+    keysNow = keysOf(list);
+    apiKeys.setAccounts(list);
+  });
   const api = createHostedApi((t) => apiKeys.principal(t), log);
   const failedQueues = [intake, delivery, feedbackQueue] as FailedQueues;
   registerDeliveryRoutes(api, intake, deliveryStage, () => failedCounts(failedQueues));
   registerFailedRoutes(api, failedQueues, deliveryStage.metrics.registry);
   registerEventRoutes(api, events);
   registerFeedbackRoutes(api, { keys, recorder, log });
-  registerSuppressionRoutes(api, { store, suppression, accounts: config.accounts.map((a) => a.id) });
+  registerSuppressionRoutes(api, { store, suppression, accounts: accountsNow.current.map((a) => a.id) });
+  registerAccountRoutes(api, accountService);
   if (config.dashboard.enabled) {
     const captureDir = config.dashboard.captureDir ?? config.sink.dir ?? path.join(rt.dataDir, 'sink');
-    const ctx = { config: config.dashboard, secureCookies: cookiesSecure(config.engine.publicUrl), accounts: config.accounts, apiKeys, events, intake, deliveryQueue: delivery, delivery: deliveryStage, suppressions: { store, suppression }, capture: CaptureFolder.open(captureDir), sessions: new SessionStore(config.dashboard.sessionIdleMinutes * 60_000) };
+    const ctx = {
+      config: config.dashboard,
+      secureCookies: cookiesSecure(config.engine.publicUrl),
+      // Live: a password or key changed through the accounts API counts at the next login.
+      get accounts() {
+        return accountsNow.current;
+      },
+      apiKeys,
+      events,
+      intake,
+      deliveryQueue: delivery,
+      delivery: deliveryStage,
+      suppressions: { store, suppression },
+      capture: CaptureFolder.open(captureDir),
+      sessions: new SessionStore(config.dashboard.sessionIdleMinutes * 60_000),
+    };
     registerDashboard(api, ctx, log.child({ component: 'dashboard' }));
   }
   const httpPort = await listenHttp(api, { host: config.http.host, port: config.http.port, what: 'hosted', log });
-  const notifier = new Notifier({ store, events, delivery, accounts: config.accounts, hostname: config.engine.hostname, log: log.child({ component: 'notify' }) });
+  const notifier = new Notifier({ store, events, delivery, accounts: accountsNow.current, hostname: config.engine.hostname, log: log.child({ component: 'notify' }) });
   rewrapLoop.start();
   reportLoop.start();
   notifier.start();

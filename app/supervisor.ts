@@ -17,8 +17,11 @@
  * guarantee 1), and a process in an unknown state must not go on relaying.
  *
  * Signals: SIGINT/SIGTERM stop gracefully (stop accepting, finish in-flight
- * transactions, close LevelDB); a second signal exits at once. SIGHUP makes the
- * hosted listener re-read its TLS pair (`up` passes it on to the hosted child).
+ * transactions, close LevelDB); a second signal exits at once. SIGHUP reloads:
+ * the hosted node re-reads its TLS pair and its accounts, the forwarder its
+ * reloadable keys (`up` passes SIGHUP on to both children). Under `up` a child
+ * re-reads the user's file (named by POSTINO_UP_SOURCE) through the same
+ * embedded defaults, not the <data>/run/up-config.json written at start.
  * Side effects: writes <data>/run/up-config.json (the effective config of `up`,
  * mode 0600) and the secrets `up` needs under <data>/secrets.
  */
@@ -30,6 +33,7 @@ import { createLogger } from '../common/log.js';
 import { ensureDevTls, ensureSecret, secretsDir } from '../common/secrets.js';
 import { FileKeyRing } from '../common/signing-keys.js';
 import { startSink } from '../sink/capture-sink.js';
+import { loadConfig } from '../common/config.js';
 import { dataDirOf, loadOrExit } from './cli-support.js';
 import { startForwarder } from './forwarder.js';
 import { startHosted } from './hosted.js';
@@ -59,6 +63,40 @@ export function installCrashPolicy(log: Runtime['log']): void {
 }
 
 export type Role = 'forwarder' | 'hosted' | 'sink';
+
+/** Set by `up` for its children: the user's config file ('' = none), so a reload re-reads it. */
+const UP_SOURCE_ENV = 'POSTINO_UP_SOURCE';
+
+type Raw = Record<string, unknown>;
+
+/**
+ * Embedded defaults of `up`: the forwarder trusts the dev CA that signed the listener's pair and
+ * offers STARTTLS to apps with the same pair (unless the config names one), and VERP is on with a
+ * local bounce domain, so bounces sent to the intake (2526) close the loop.
+ */
+function upDefaults(tls: { certFile: string; keyFile: string; caFile: string }): (raw: Raw) => Raw {
+  return (raw) => {
+    const fwd = (raw.forwarder ?? {}) as Raw;
+    const relay = (fwd.relay ?? {}) as Raw;
+    const smtp = (fwd.smtp ?? {}) as Raw;
+    const smtpTls = (smtp.tls ?? {}) as Raw;
+    const pair = smtpTls.certFile || smtpTls.keyFile ? smtpTls : { certFile: tls.certFile, keyFile: tls.keyFile };
+    const engine = (raw.engine ?? {}) as Raw;
+    return {
+      ...raw,
+      engine: { bounceDomain: UP_BOUNCE_DOMAIN, ...engine },
+      forwarder: { ...fwd, smtp: { ...smtp, tls: pair }, relay: { caFile: tls.caFile, serverName: 'localhost', ...relay } },
+    };
+  };
+}
+
+/** How a component re-reads its config: its own file, or under `up` the user's file with up's defaults. */
+async function reloaderFor(configFile: string | undefined, dataDir: string, env: NodeJS.ProcessEnv): Promise<() => ReturnType<typeof loadConfig>> {
+  const upSource = env[UP_SOURCE_ENV];
+  if (upSource === undefined) return () => loadConfig(configFile);
+  const overlay = upDefaults(await ensureDevTls(secretsDir(dataDir)));
+  return () => loadConfig(upSource || undefined, overlay);
+}
 
 /** Runs components until SIGINT/SIGTERM, then closes them in reverse order. */
 function holdUntilSignal(components: Component[], log: Runtime['log']): void {
@@ -95,10 +133,10 @@ export async function runRole(role: Role, configFile: string | undefined, env: N
   const dataDir = dataDirOf(env);
   const log = createLogger(role, config.log.level);
   installCrashPolicy(log);
-  // SIGHUP means "reload" (the hosted listener re-reads its TLS pair), never "die", also
+  // SIGHUP means "reload" (the hosted node: TLS pair and accounts; the forwarder: its reloadable keys), never "die", also
   // while starting: a hang-up sent to the process group of `up` must not stop a component.
   process.on('SIGHUP', () => log.info({ event: 'sighup' }, 'SIGHUP received'));
-  const rt: Runtime = { config, dataDir, log, env };
+  const rt: Runtime = { config, dataDir, log, env, reloadConfig: await reloaderFor(configFile, dataDir, env) };
   let component: Component;
   switch (role) {
     case 'forwarder':
@@ -147,25 +185,13 @@ export async function up(cliPath: string, configFile: string | undefined, env: N
   for (const s of ['admin-token', 'api-key'] as const) ensureSecret(dataDir, s);
   FileKeyRing.open(dataDir);
   const tls = await ensureDevTls(secretsDir(dataDir));
-  // Embedded defaults of `up`: the forwarder trusts the dev CA that signed the listener's pair and
-  // offers STARTTLS to apps with the same pair (unless the config names one), and VERP is on with a
-  // local bounce domain, so bounces sent to the intake (2526) close the loop.
-  const config = loadOrExit(configFile, (raw) => {
-    const fwd = (raw.forwarder ?? {}) as Record<string, unknown>;
-    const relay = (fwd.relay ?? {}) as Record<string, unknown>;
-    const smtp = (fwd.smtp ?? {}) as Record<string, unknown>;
-    const smtpTls = (smtp.tls ?? {}) as Record<string, unknown>;
-    const pair = smtpTls.certFile || smtpTls.keyFile ? smtpTls : { certFile: tls.certFile, keyFile: tls.keyFile };
-    const engine = (raw.engine ?? {}) as Record<string, unknown>;
-    return {
-      ...raw,
-      engine: { bounceDomain: UP_BOUNCE_DOMAIN, ...engine },
-      forwarder: { ...fwd, smtp: { ...smtp, tls: pair }, relay: { caFile: tls.caFile, serverName: 'localhost', ...relay } },
-    };
-  });
+  const config = loadOrExit(configFile, upDefaults(tls));
   const log = createLogger('up', config.log.level);
   installCrashPolicy(log);
-  process.on('SIGHUP', () => children.get('hosted')?.kill('SIGHUP'));
+  // Each child re-reads the user's file itself (POSTINO_UP_SOURCE) and keeps its old settings when it is bad.
+  process.on('SIGHUP', () => {
+    for (const role of ['hosted', 'forwarder'] as const) children.get(role)?.kill('SIGHUP');
+  });
   const runDir = path.join(dataDir, 'run');
   fs.mkdirSync(runDir, { recursive: true });
   const effective = path.join(runDir, 'up-config.json');
@@ -185,7 +211,7 @@ export async function up(cliPath: string, configFile: string | undefined, env: N
   for (const role of ['sink', 'hosted', 'forwarder'] as const) {
     if (stopping) break;
     const started = Date.now();
-    const child = spawn(process.execPath, [...process.execArgv, cliPath, role, '--config', effective], { stdio: ['inherit', 'inherit', 'inherit', 'ipc'], env: { ...env, POSTINO_DATA: dataDir } });
+    const child = spawn(process.execPath, [...process.execArgv, cliPath, role, '--config', effective], { stdio: ['inherit', 'inherit', 'inherit', 'ipc'], env: { ...env, POSTINO_DATA: dataDir, [UP_SOURCE_ENV]: configFile ? path.resolve(configFile) : '' } });
     children.set(role, child);
     exited.push(
       new Promise((resolve) =>

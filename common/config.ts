@@ -221,6 +221,16 @@ const listener = z
      * so the allowlist, caps and records see the real client IP. Empty = no PROXY protocol.
      */
     proxyProtocolFrom: z.array(cidr).default([]),
+    /**
+     * The widest network the accounts API adds to an account without `force` (CLI --force):
+     * an IPv4 /16 is 65,536 addresses, an IPv6 /32 a whole provider's allocation. 0.0.0.0/0
+     * and ::/0 are always refused without force; an account key can never force. The config
+     * file itself is not checked (it is the operator's).
+     */
+    minAccountPrefix: z
+      .object({ ipv4: z.number().int().min(0).max(32).default(16), ipv6: z.number().int().min(0).max(128).default(32) })
+      .strict()
+      .prefault({}),
   })
   .strict()
   .prefault({});

@@ -21,7 +21,9 @@ export type EventType =
   | 'rejected'
   | 'expired'
   | 'failed'
-  | 'unclassified';
+  | 'unclassified'
+  /** An account's allowlist, AUTH users, sender domains or quotas changed (API, CLI or reload). */
+  | 'account.changed';
 
 export interface SmtpDetail {
   code: number;
@@ -75,6 +77,24 @@ export interface PostinoEvent {
   /** deferred: the back-pressure rule that applied, if any. */
   rule?: string | undefined;
   relay?: string | undefined;
+  /** account.changed: who made it ("node" = the node key, "key:<id>" = an account key, "reload" = the config file). */
+  actor?: string | undefined;
+  /** account.changed: what changed, with the whole value before and after (user names only, never hashes). */
+  change?: AccountChange | undefined;
+}
+
+/** The parts of an account the API and CLI change, and `config` for a reload of the file. */
+export type AccountPart = 'networks' | 'users' | 'senderDomains' | 'quotas' | 'config';
+
+export interface AccountChange {
+  part: AccountPart;
+  action: 'add' | 'remove' | 'set' | 'reload';
+  /** add/remove: the item (a CIDR, a user name, a domain). */
+  item?: string | undefined;
+  /** Forced past the broad-network check (--force). */
+  forced?: boolean | undefined;
+  before: unknown;
+  after: unknown;
 }
 
 /** What a caller supplies; the log assigns seq, id and (unless given) at. */

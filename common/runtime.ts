@@ -11,6 +11,11 @@ export interface Runtime {
   dataDir: string;
   log: Logger;
   env: NodeJS.ProcessEnv;
+  /**
+   * Reads and validates the config again (SIGHUP, the reload routes); throws ConfigError with
+   * every problem. Absent when the process has no file to re-read (tests building a Runtime).
+   */
+  reloadConfig?: () => Config;
 }
 
 /** A started component: `close()` stops accepting, finishes in-flight work, closes storage. */

@@ -13,6 +13,11 @@
  * quota.ts (hour/day counters), common/smtp-server.ts (the connection gate),
  * common/strict-data.ts (bare CR/LF, long lines).
  *
+ * Accounts change while running (accounts API, config reload: an AccountsSnapshot):
+ * the gate and each new connection use the new table at once; a session keeps
+ * the table it connected under until it ends. AUTH is offered or not by what
+ * the accounts had at start (smtp-server fixes its command set then).
+ *
  * Side effects: listens on a TCP port; reads the TLS pair at start and on
  * `reloadTls()` (SIGHUP: sessions in progress keep their TLS state); writes the
  * intake queue and the quota counters in one synced batch.
@@ -21,6 +26,7 @@
  * answered 250 without a second enqueue (common/spool-id.ts).
  */
 import fs from 'node:fs';
+import type { SMTPServerSession } from 'smtp-server';
 import { domainAllowed, domainOf } from '../common/address.js';
 import type { AccountConfig, ListenerConfig } from '../common/config.js';
 import type { DurableQueue } from '../common/durable-queue.js';
@@ -31,6 +37,7 @@ import { ensureDevTls, secretsDir } from '../common/secrets.js';
 import { controlHeaderProblem, type ControlLimits } from '../common/control-headers.js';
 import { startIntake, type Intake } from '../common/smtp-intake.js';
 import type { SeenSpoolIds } from '../common/spool-id.js';
+import { AccountsSnapshot } from '../common/accounts-snapshot.js';
 import { AccountTable } from './accounts.js';
 import { AuthFailures } from './auth-failures.js';
 import { Quotas } from './quota.js';
@@ -41,7 +48,8 @@ export async function listenerTls(cfg: ListenerConfig, dataDir: string): Promise
 }
 
 export interface Listener extends Intake {
-  accounts: AccountTable;
+  /** The account table new connections get (swapped when the accounts change). */
+  readonly accounts: AccountTable;
   quotas: Quotas;
   /** Re-reads the certificate and key (SIGHUP); new handshakes use them, open sessions are untouched. */
   reloadTls(): Promise<void>;
@@ -49,7 +57,8 @@ export interface Listener extends Intake {
 
 export interface ListenerOptions {
   config: ListenerConfig;
-  accounts: readonly AccountConfig[];
+  /** Fixed accounts, or the node's live snapshot (accounts API, reload): see liveTables below. */
+  accounts: readonly AccountConfig[] | AccountsSnapshot;
   /** Where the development TLS pair lives when `listener.tls` names none. */
   dataDir: string;
   /** The engine's intake queue. */
@@ -66,12 +75,28 @@ export interface ListenerOptions {
 export async function startListener(o: ListenerOptions): Promise<Listener> {
   const { config: cfg, accounts: accountConfigs, dataDir, queue, log, now = Date.now, spoolIds } = o;
   const tls = await listenerTls(cfg, dataDir);
-  const accounts = new AccountTable(accountConfigs);
-  const quotas = await Quotas.open(
-    queue.store,
-    accountConfigs.map((a) => ({ id: a.id, perHour: a.listener.messagesPerHour, perDay: a.listener.messagesPerDay, unit: a.listener.quotaUnit })),
-    now,
-  );
+  const live = accountConfigs instanceof AccountsSnapshot ? accountConfigs : new AccountsSnapshot([...accountConfigs]);
+  const quotaLimits = (list: readonly AccountConfig[]) => list.map((a) => ({ id: a.id, perHour: a.listener.messagesPerHour, perDay: a.listener.messagesPerDay, unit: a.listener.quotaUnit }));
+  const quotas = await Quotas.open(queue.store, quotaLimits(live.current), now);
+  // One table per accounts snapshot. A session takes the table current when it connects and keeps
+  // it to the end (its account, AUTH and sender domains are those it started with); the gate and
+  // every new connection see a swap at once.
+  let current = new AccountTable(live.current);
+  const bySession = new WeakMap<SMTPServerSession, AccountTable>();
+  const tableOf = (session: SMTPServerSession): AccountTable => {
+    let t = bySession.get(session);
+    if (!t) bySession.set(session, (t = current));
+    return t;
+  };
+  const authAtStart = current.anyAuth;
+  live.onSwap((list) => {
+    current = new AccountTable(list);
+    if (current.anyAuth && !authAtStart) log.warn({ event: 'auth-needs-restart' }, 'an account has AUTH users now, but this listener started without any and does not offer AUTH until it restarts');
+    quotas.setLimits(quotaLimits(list)).catch((err: unknown) => log.error({ err }, 'quota limits not updated'));
+    log.info({ event: 'accounts-swapped', version: live.version, accounts: list.length }, 'accounts changed: new connections use them');
+  });
+  // The table a call without a session (the gate, tests) uses.
+  const accounts = { get table(): AccountTable { return current; } };
   const authFailures = new AuthFailures(cfg.maxAuthFailures, cfg.authFailureWindowSeconds * 1000, now);
 
   const intake = await startIntake<IntakeMeta>({
@@ -84,7 +109,7 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
     trustedNetworks: cfg.trustedNetworks,
     idleTimeoutMs: cfg.idleTimeoutSeconds * 1000,
     gate: {
-      admit: (ip) => accounts.admit(ip),
+      admit: (ip) => current.admit(ip),
       maxConnections: cfg.maxConnections,
       maxConnectionsPerIp: cfg.maxConnectionsPerIp,
       sessionMs: cfg.sessionTimeoutSeconds * 1000,
@@ -94,16 +119,16 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
     strictData: true,
     tls,
     queue,
-    spoolIds: spoolIds && { seen: spoolIds, scope: (session) => accounts.accountOf(session).id },
-    ...(accounts.anyAuth
+    spoolIds: spoolIds && { seen: spoolIds, scope: (session) => tableOf(session).accountOf(session).id },
+    ...(authAtStart
       ? {
           auth: {
-            allowInsecure: (ip) => accounts.insecureAuthFrom(ip),
+            allowInsecure: (ip) => current.insecureAuthFrom(ip),
             async verify(username, password, session) {
               const ip = session.remoteAddress;
               if (authFailures.blocked(ip)) throw new PostinoError('AUTH_RATE_LIMITED', 'Too many failed authentication attempts, try again later');
               try {
-                const a = await accounts.authenticate(username, password, session);
+                const a = await tableOf(session).authenticate(username, password, session);
                 log.info({ event: 'authenticated', session: session.id, client: ip, account: a.id, user: username }, 'authenticated');
                 return username;
               } catch (e) {
@@ -117,10 +142,13 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
           },
         }
       : {}),
-    toMeta: (envelope, session) => ({ envelope, account: accounts.accountOf(session).id }),
+    toMeta: (envelope, session) => ({ envelope, account: tableOf(session).accountOf(session).id }),
     policy: {
+      onConnect(session) {
+        tableOf(session);
+      },
       onMailFrom(address, session) {
-        const account = accounts.accountOf(session);
+        const account = tableOf(session).accountOf(session);
         if (account.policy.requireTls && !session.secure) throw new PostinoError('TLS_REQUIRED', 'Must issue a STARTTLS command first');
         if (account.policy.senderDomains.length > 0 && !domainAllowed(domainOf(address.address), account.policy.senderDomains)) {
           throw new PostinoError('SENDER_NOT_ALLOWED', `Sender <${address.address}> is not allowed for account ${account.id}`);
@@ -128,11 +156,11 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
         quotas.check(account.id);
       },
       onRcptTo(_address, session) {
-        const account = accounts.accountOf(session);
+        const account = tableOf(session).accountOf(session);
         if (session.envelope.rcptTo.length >= account.policy.maxRecipients) throw new PostinoError('TOO_MANY_RECIPIENTS', 'Too many recipients');
       },
       beforeCommit(session) {
-        return quotas.reserve(accounts.accountOf(session).id, session.envelope.rcptTo.length);
+        return quotas.reserve(tableOf(session).accountOf(session).id, session.envelope.rcptTo.length);
       },
     },
     logFields: (meta) => ({ account: meta.account }),
@@ -147,7 +175,9 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
 
   return {
     ...intake,
-    accounts,
+    get accounts() {
+      return accounts.table;
+    },
     quotas,
     async reloadTls() {
       const pair = await listenerTls(cfg, dataDir);

@@ -16,6 +16,8 @@
  * Counters are per hosted node: with N listeners behind a balancer, give each
  * node its share of the quota.
  *
+ * Limits change while running with setLimits() (accounts API, config reload).
+ *
  * Side effects: reads (and, when stale, deletes) `lq!` keys at open.
  */
 import { PostinoError } from '../common/errors.js';
@@ -50,28 +52,57 @@ function dayKey(id: string, t: number): string {
   return `${PREFIX}${id}!d!${new Date(t).toISOString().slice(0, 10).replace(/-/g, '')}`;
 }
 
+/** Counters of the current windows for these limits, read from the store. */
+async function readCounters(store: Store, limited: readonly QuotaLimits[], t: number): Promise<Map<string, Counter>> {
+  const counters = new Map<string, Counter>();
+  const keys = limited.flatMap((l) => [hourKey(l.id, t), dayKey(l.id, t)]);
+  const values = keys.length ? await store.db.getMany(keys) : [];
+  limited.forEach((l, i) => {
+    const n = (v: Buffer | undefined): number => (v ? Number(v.toString('utf8')) || 0 : 0);
+    counters.set(l.id, { limits: l, hour: { key: keys[2 * i]!, count: n(values[2 * i]) }, day: { key: keys[2 * i + 1]!, count: n(values[2 * i + 1]) } });
+  });
+  return counters;
+}
+
+const isLimited = (l: QuotaLimits): boolean => l.perHour > 0 || l.perDay > 0;
+
 export class Quotas {
   private constructor(
+    private readonly store: Store,
     private readonly counters: Map<string, Counter>,
     private readonly now: () => number,
   ) {}
 
   static async open(store: Store, limits: readonly QuotaLimits[], now: () => number = Date.now): Promise<Quotas> {
     const t = now();
-    const counters = new Map<string, Counter>();
-    const limited = limits.filter((l) => l.perHour > 0 || l.perDay > 0);
-    const keys = limited.flatMap((l) => [hourKey(l.id, t), dayKey(l.id, t)]);
-    const values = keys.length ? await store.db.getMany(keys) : [];
-    limited.forEach((l, i) => {
-      const n = (v: Buffer | undefined): number => (v ? Number(v.toString('utf8')) || 0 : 0);
-      counters.set(l.id, { limits: l, hour: { key: keys[2 * i]!, count: n(values[2 * i]) }, day: { key: keys[2 * i + 1]!, count: n(values[2 * i + 1]) } });
-    });
+    const counters = await readCounters(store, limits.filter(isLimited), t);
     // Windows that ended while we were down.
-    const current = new Set(keys);
+    const current = new Set([...counters.values()].flatMap((c) => [c.hour.key, c.day.key]));
     const stale: BatchOp[] = [];
     for await (const key of store.db.keys({ gte: PREFIX, lt: `${PREFIX}~` })) if (!current.has(key)) stale.push({ type: 'del', key });
     await store.commit(stale, { sync: false });
-    return new Quotas(counters, now);
+    return new Quotas(store, counters, now);
+  }
+
+  /**
+   * New limits (accounts changed while running): an account still limited keeps its counts and
+   * takes the new numbers at once; one newly limited starts from the counts its store keys hold
+   * (a window counted only while it was limited); one no longer limited stops counting.
+   */
+  async setLimits(limits: readonly QuotaLimits[]): Promise<void> {
+    const limited = limits.filter(isLimited);
+    const fresh: QuotaLimits[] = [];
+    for (const l of limited) {
+      const c = this.counters.get(l.id);
+      if (c) c.limits = l;
+      else fresh.push(l);
+    }
+    const keep = new Set(limited.map((l) => l.id));
+    for (const id of [...this.counters.keys()]) if (!keep.has(id)) this.counters.delete(id);
+    if (fresh.length === 0) return;
+    const read = await readCounters(this.store, fresh, this.now());
+    // A later setLimits may have run meanwhile: only limits still wanted are added.
+    for (const [id, c] of read) if (!this.counters.has(id) && keep.has(id)) this.counters.set(id, c);
   }
 
   /** Moves a counter to the current windows; the ended windows' keys are deleted with the next write. */
