@@ -170,7 +170,8 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   registerFailedRoutes(api, failedQueues, deliveryStage.metrics.registry);
   registerEventRoutes(api, events);
   registerFeedbackRoutes(api, { keys, recorder, log });
-  registerSuppressionRoutes(api, { store, suppression, accounts: accountsNow.current.map((a) => a.id) });
+  accountsNow.onSwap((list) => deliveryStage.setAccounts(list.map((a) => a.id)));
+  registerSuppressionRoutes(api, { store, suppression, accounts: deliveryStage.accounts });
   registerAccountRoutes(api, accountService);
   if (config.dashboard.enabled) {
     const captureDir = config.dashboard.captureDir ?? config.sink.dir ?? path.join(rt.dataDir, 'sink');

@@ -63,7 +63,7 @@ export interface SuppressionStore {
 }
 
 export interface SuppressionRouteOptions extends SuppressionStore {
-  accounts: readonly string[];
+  accounts: readonly string[] | ReadonlySet<string>;
 }
 
 export interface SuppressionQuery {
@@ -196,7 +196,8 @@ export function suppressionCsv(o: SuppressionStore, acct: string | undefined): R
 }
 
 export function registerSuppressionRoutes(app: FastifyInstance, o: SuppressionRouteOptions): void {
-  const known = new Set(o.accounts);
+  // A live set (the delivery stage's) keeps up with accounts added without a restart.
+  const known: ReadonlySet<string> = o.accounts instanceof Set ? o.accounts : new Set(o.accounts);
   /** The account named (or, for an account key, its own); another account's is 403. */
   const account = (req: FastifyRequest, v: unknown, required: boolean): string | undefined => {
     const a = accountScope(req, str(v));

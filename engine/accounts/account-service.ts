@@ -10,7 +10,7 @@
  * back with their key paths. Otherwise the accounts are swapped (new
  * connections use them, sessions in progress finish under the old ones) and
  * every other changed key is named as needing a restart, as are accounts added
- * or removed (the delivery and suppression routes learn account ids at start),
+ * or removed (their mail, kill-switch and suppressions work at once; sending IPs and notifications wait),
  * accounts[].delivery (sending IPs are bound at start) and
  * accounts[].engine.notify (the notifier reads it at start).
  *

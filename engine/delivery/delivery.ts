@@ -45,7 +45,10 @@ export interface Delivery {
   pool: RelayPool;
   scheduler: DeliveryScheduler;
   metrics: DeliveryMetrics;
+  /** Account ids the pause routes and the dashboard know; live (setAccounts). */
   accounts: ReadonlySet<string>;
+  /** After an accounts reload or API change (engine/accounts): new ids can be paused at once. */
+  setAccounts(ids: Iterable<string>): void;
   status(): Promise<DeliveryStatus>;
   start(): void;
   stop(): Promise<void>;
@@ -94,12 +97,17 @@ export async function createDelivery(o: DeliveryOptions): Promise<Delivery> {
     },
   });
   const scheduler = new DeliveryScheduler({ queue: o.queue, config: c, killSwitch, relays: pool.health, visibilityMs: o.visibilityMs, handle: (r) => worker.handle(r), log: o.log, clock: now });
+  const accountIds = new Set(o.accounts.map((a) => a.id));
   return {
     killSwitch,
     pool,
     scheduler,
     metrics,
-    accounts: new Set(o.accounts.map((a) => a.id)),
+    accounts: accountIds,
+    setAccounts(ids) {
+      accountIds.clear();
+      for (const id of ids) accountIds.add(id);
+    },
     status: () => deliveryStatus({ queue: o.queue, lanes: () => scheduler.lanesStatus(), relays: () => pool.status(), paused: () => killSwitch.state(), rate, outcomes, now }),
     start: () => scheduler.start(),
     async stop() {
