@@ -84,7 +84,7 @@ process.on('exit', () => {
 });
 
 /** Runs `postino <args>` with POSTINO_DATA=dataDir; resolves once `expectListening` listening lines were logged. */
-export async function startPostino(args: string[], dataDir: string, expectListening: number, timeoutMs = 20_000): Promise<Running> {
+export async function startPostino(args: string[], dataDir: string, expectListening: number, timeoutMs = 45_000): Promise<Running> {
   const child = spawn(process.execPath, [CLI, ...args], {
     env: { ...process.env, POSTINO_DATA: dataDir },
     stdio: ['ignore', 'pipe', 'pipe'],
