@@ -19,6 +19,7 @@
  *                                           a DKIM key (default <data>/secrets/dkim) and its DNS TXT record
  *   postino keys rotate                     a new token-signing key; older links keep working
  *   postino suppress add|remove|list|import|export   the suppression list (suppress-command.ts)
+ *   postino recipients get|set|delete|list|import|export   the recipient database (recipients-command.ts)
  *
  * The data folder is $POSTINO_DATA (default ./data); it is read here, once, and
  * passed down. Exit status: 0 ok, 1 runtime failure, 2 bad usage or bad config.
@@ -37,6 +38,7 @@ import { dataDirOf, exitOnProblems, loadOrExit, UsageError } from './cli-support
 import type { FailedEntry } from '../engine/failed-routes.js';
 import { formatFailed, formatForwarderStatus, formatHostedStatus, type HostedQueueBody } from './printers.js';
 import { suppressCommand } from './suppress-command.js';
+import { recipientsCommand } from './recipients-command.js';
 import { runRole, up } from './supervisor.js';
 
 const USAGE = `usage:
@@ -60,6 +62,11 @@ const USAGE = `usage:
   postino suppress list [--account A] [--limit N]
   postino suppress import <file.csv|-> --account A
   postino suppress export [--account A] [--out F]
+  postino recipients get|delete <address> [--account A]
+  postino recipients set <address> name=value… [--account A]   (name= removes a field)
+  postino recipients list [--account A] [--limit N]
+  postino recipients import <file|-> [--account A] [--format csv|ndjson]
+  postino recipients export [--account A] [--format csv|ndjson] [--out F]
 environment: POSTINO_DATA (data folder, default ./data)`;
 
 /** This file, as `up` starts it again for each child (see the end of the file). */
@@ -143,6 +150,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       scope: { type: 'string' },
       reason: { type: 'string' },
       limit: { type: 'string' },
+      format: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -191,6 +199,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     }
     case 'suppress':
       return suppressCommand({ sub, arg, account: values.account, scope: values.scope, reason: values.reason, limit: values.limit, out: values.out, api: values.api }, env);
+    case 'recipients':
+      return recipientsCommand({ sub, arg, rest: positionals.slice(3), account: values.account, limit: values.limit, out: values.out, format: values.format, api: values.api }, env);
     case 'keys': {
       if (sub !== 'rotate') throw new UsageError('usage: postino keys rotate');
       const dataDir = dataDirOf(env);

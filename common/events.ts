@@ -21,7 +21,9 @@ export type EventType =
   | 'rejected'
   | 'expired'
   | 'failed'
-  | 'unclassified';
+  | 'unclassified'
+  /** A recipient was deleted on a privacy request; `recipient` is its pseudonym (engine/recipients/erase.ts). */
+  | 'recipient.deleted';
 
 export interface SmtpDetail {
   code: number;
