@@ -2,7 +2,7 @@
  * npm run bench — every benchmark, printed as text. Run on a quiet machine;
  * figures in the README were made with this command.
  *   npm run bench            all
- *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, feedback, suppress-import)
+ *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, feedback, suppress-import, recipients-import)
  */
 import { benchForwarder } from './forwarder-vs-postfix.js';
 import { benchListener } from './listener.js';
@@ -12,6 +12,7 @@ import { benchFeedback } from './feedback.js';
 import { benchQueue } from './queue-group-commit.js';
 import { benchRewrap } from './rewrap.js';
 import { benchSuppressionImport } from './suppression-import.js';
+import { benchRecipientsImport } from './recipients-import.js';
 
 const benches: Record<string, () => Promise<void>> = {
   queue: benchQueue,
@@ -21,6 +22,7 @@ const benches: Record<string, () => Promise<void>> = {
   'fan-out': benchFanOut,
   e2e: benchE2e,
   'suppress-import': benchSuppressionImport,
+  'recipients-import': benchRecipientsImport,
   feedback: benchFeedback,
 };
 
