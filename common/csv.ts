@@ -26,6 +26,7 @@ export function csvRow(fields: ReadonlyArray<string | number | boolean | null | 
 
 /** Splits one record; undefined while a quoted field is still open (the caller appends the next line). */
 export function parseCsvRecord(text: string): string[] | undefined {
+  if (!text.includes('"')) return text.split(','); // most rows: no quoting, a native split
   const out: string[] = [];
   let field = '';
   let quoted = false;
@@ -86,14 +87,21 @@ export interface CsvBadRecord {
 
 const LF = 0x0a;
 
+/** A physical line: its 1-based number, and its text, or undefined when it was over the bound (skipped unread). */
+export interface BoundedLine {
+  n: number;
+  text: string | undefined;
+}
+
 /**
- * Physical lines of a stream as strings (CR before LF dropped), each with its
- * 1-based number. A line over `maxChars` bytes is never held whole: its bytes
- * are skipped up to the next LF and it comes out as `undefined` (too long), so
- * a 10 MB line costs no more memory than a short one. (NDJSON imports read
- * their lines with it too.)
+ * Physical lines of a stream as strings (CR before LF dropped), a chunk's
+ * worth at a time (one await per chunk, not per line: a million-row import
+ * spends its time on rows, not on promises). A line over `maxChars` bytes is
+ * never held whole: its bytes are skipped up to the next LF and it comes out
+ * with `text: undefined`, so a 10 MB line costs no more memory than a short
+ * one. (NDJSON imports read their lines with it too.)
  */
-export async function* boundedLines(input: Readable, maxChars: number): AsyncGenerator<{ n: number; text: string | undefined }> {
+export async function* boundedLineBatches(input: Readable, maxChars: number): AsyncGenerator<BoundedLine[]> {
   let parts: Buffer[] = [];
   let size = 0;
   let overlong = false;
@@ -105,10 +113,19 @@ export async function* boundedLines(input: Readable, maxChars: number): AsyncGen
   };
   for await (const chunk of input as AsyncIterable<Buffer | string>) {
     const b = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    const out: BoundedLine[] = [];
     let from = 0;
     while (from < b.length) {
       const nl = b.indexOf(LF, from);
       const end = nl === -1 ? b.length : nl;
+      if (nl !== -1 && parts.length === 0 && !overlong && end - from <= maxChars) {
+        // The common case: a whole line inside this chunk.
+        n++;
+        const e = end > from && b[end - 1] === 0x0d ? end - 1 : end;
+        out.push({ n, text: b.toString('utf8', from, e) });
+        from = nl + 1;
+        continue;
+      }
       if (!overlong) {
         if (size + (end - from) > maxChars) {
           overlong = true;
@@ -121,49 +138,65 @@ export async function* boundedLines(input: Readable, maxChars: number): AsyncGen
       }
       if (nl === -1) break;
       n++;
-      yield { n, text: overlong ? undefined : take() };
+      out.push({ n, text: overlong ? undefined : take() });
       parts = [];
       size = 0;
       overlong = false;
       from = nl + 1;
     }
+    if (out.length) yield out;
   }
-  if (overlong || size > 0) yield { n: n + 1, text: overlong ? undefined : take() };
+  if (overlong || size > 0) yield [{ n: n + 1, text: overlong ? undefined : take() }];
+}
+
+/** boundedLineBatches one line at a time. */
+export async function* boundedLines(input: Readable, maxChars: number): AsyncGenerator<BoundedLine> {
+  for await (const batch of boundedLineBatches(input, maxChars)) yield* batch;
 }
 
 /**
- * Records of a CSV stream, in order, blank lines skipped; a record that cannot
- * be read (longer than `maxRecordChars`, or a quote never closed) comes out as
- * a CsvBadRecord and the reader resumes at the next line, so one bad row never
- * costs the rows after it (recipient imports report it and go on).
+ * Records of a CSV stream, in order, a chunk's worth at a time, blank lines
+ * skipped; a record that cannot be read (longer than `maxRecordChars`, or a
+ * quote never closed) comes out as a CsvBadRecord and the reader resumes at
+ * the next line, so one bad row never costs the rows after it (recipient
+ * imports report it and go on).
  */
-export async function* readCsvRecords(input: Readable, maxRecordChars = MAX_RECORD_CHARS): AsyncGenerator<CsvRecord | CsvBadRecord> {
+export async function* readCsvRecordBatches(input: Readable, maxRecordChars = MAX_RECORD_CHARS): AsyncGenerator<Array<CsvRecord | CsvBadRecord>> {
   let pending = '';
   let start = 0;
-  for await (const { n, text: raw } of boundedLines(input, maxRecordChars)) {
-    const line = n === 1 && raw?.charCodeAt(0) === 0xfeff ? raw.slice(1) : raw; // a byte-order mark (Excel)
-    if (line === undefined) {
-      yield { line: pending ? start : n, error: `record longer than ${maxRecordChars} characters${pending ? ' (an unbalanced quote?)' : ''}` };
+  for await (const lines of boundedLineBatches(input, maxRecordChars)) {
+    const out: Array<CsvRecord | CsvBadRecord> = [];
+    for (const { n, text: raw } of lines) {
+      const line = n === 1 && raw?.charCodeAt(0) === 0xfeff ? raw.slice(1) : raw; // a byte-order mark (Excel)
+      if (line === undefined) {
+        out.push({ line: pending ? start : n, error: `record longer than ${maxRecordChars} characters${pending ? ' (an unbalanced quote?)' : ''}` });
+        pending = '';
+        continue;
+      }
+      if (!pending && line.trim() === '') continue;
+      if (!pending) start = n;
+      const text = pending ? `${pending}\n${line}` : line;
+      if (text.length > maxRecordChars) {
+        out.push({ line: start, error: `record longer than ${maxRecordChars} characters (an unbalanced quote?)` });
+        pending = '';
+        continue;
+      }
+      const fields = parseCsvRecord(text);
+      if (!fields) {
+        pending = text;
+        continue;
+      }
       pending = '';
-      continue;
+      out.push({ line: start, fields });
     }
-    if (!pending && line.trim() === '') continue;
-    if (!pending) start = n;
-    const text = pending ? `${pending}\n${line}` : line;
-    if (text.length > maxRecordChars) {
-      yield { line: start, error: `record longer than ${maxRecordChars} characters (an unbalanced quote?)` };
-      pending = '';
-      continue;
-    }
-    const fields = parseCsvRecord(text);
-    if (!fields) {
-      pending = text;
-      continue;
-    }
-    pending = '';
-    yield { line: start, fields };
+    if (out.length) yield out;
   }
-  if (pending) yield { line: start, error: 'a quoted field is never closed' };
+  if (pending) yield [{ line: start, error: 'a quoted field is never closed' }];
+}
+
+/** readCsvRecordBatches one record at a time. */
+export async function* readCsvRecords(input: Readable, maxRecordChars = MAX_RECORD_CHARS): AsyncGenerator<CsvRecord | CsvBadRecord> {
+  for await (const batch of readCsvRecordBatches(input, maxRecordChars)) yield* batch;
 }
 
 /** Records of a CSV stream, in order; blank lines are skipped; the first bad record ends it with a CsvError. */

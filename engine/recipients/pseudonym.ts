@@ -11,7 +11,7 @@
  * it, and two accounts get unlinkable pseudonyms for the same person.
  * Side effects: none.
  */
-import { createHmac } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
 import { caseFoldedEmail } from '../../common/address.js';
 
 /** Hex characters kept of the MAC: 128 bits, collision-free for any realistic list. */
@@ -19,7 +19,12 @@ const PSEUDONYM_HEX = 32;
 export const PSEUDONYM_PREFIX = 'erased:';
 
 export class Pseudonymizer {
-  constructor(private readonly key: string) {}
+  /** Prepared once: an import checks a pseudonym per row. */
+  private readonly key: KeyObject;
+
+  constructor(secret: string) {
+    this.key = createSecretKey(Buffer.from(secret, 'utf8'));
+  }
 
   of(account: string, address: string): string {
     const mac = createHmac('sha256', this.key).update(`${account}\0${caseFoldedEmail(address)}`).digest('hex');

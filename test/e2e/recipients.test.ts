@@ -1,5 +1,6 @@
 /*
- * The recipient database on a real node (`postino up`) through the built CLI
+ * The recipient database on a real node (`postino hosted`, the built CLI, in
+ * front of a capture sink; the forwarder is not part of this) through the built CLI
  * and the API: 10,000 rows imported by `postino recipients import`; a message
  * with `Hello {{first_name|friend}}` arrives in the sink with the imported name
  * for a known recipient and "friend" for an unknown one; a field set by PATCH
@@ -17,7 +18,9 @@ import { test } from 'node:test';
 import { simpleParser } from 'mailparser';
 import type { PostinoEvent } from '../../common/events.js';
 import { until } from '../helpers/fake-clock.js';
-import { CLI, startUp, tempDir, upConfig } from '../helpers/postino.js';
+import { startTestSink } from '../helpers/forwarder.js';
+import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
+import { CLI, tempDir } from '../helpers/postino.js';
 import { readSink, type SinkMessage } from '../helpers/sink-reader.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
 
@@ -43,7 +46,7 @@ function cli(key: string, args: string[]): Promise<{ status: number | null; stdo
   });
 }
 
-async function send(port: number, localAddress: string, rcpts: string[], testId: string): Promise<void> {
+async function send(port: number, localAddress: string, rcpts: string[], testId: string, extraHeader = ''): Promise<void> {
   const c = await RawSmtp.connect(port, '127.0.0.1', localAddress);
   try {
     assert.match(await c.reply(), /^220/);
@@ -51,7 +54,7 @@ async function send(port: number, localAddress: string, rcpts: string[], testId:
     assert.match(await c.cmd('MAIL FROM:<news@shop.example>'), /^250/);
     for (const r of rcpts) assert.match(await c.cmd(`RCPT TO:<${r}>`), /^250/);
     assert.match(await c.cmd('DATA'), /^354/);
-    const msg = `From: news@shop.example\r\nTo: customers@shop.example\r\nSubject: Hello {{first_name|friend}}\r\nX-Test-Id: ${testId}\r\n\r\nHello {{first_name|friend}}, from {{city|nowhere}}.\r\n.`;
+    const msg = `From: news@shop.example\r\nTo: customers@shop.example\r\nSubject: Hello {{first_name|friend}}\r\nX-Test-Id: ${testId}\r\n${extraHeader}\r\nHello {{first_name|friend}}, from {{city|nowhere}}.\r\n.`;
     assert.match(await c.cmd(msg), /^250/);
   } finally {
     c.close();
@@ -69,16 +72,16 @@ test('recipients: import by CLI, merge in the sink, PATCH, export via Python csv
   const shop = newKey('shop');
   const crm = newKey('crm');
   const dataDir = tempDir('recipients-e2e');
-  const { config, ports } = await upConfig(() => ({
+  const { sink, sinkDir } = await startTestSink(dataDir);
+  const { config, listenerPort } = await hostedConfig(sink.port, {
     accounts: [
       { id: 'default', networks: ['127.0.0.1/32', '::1/128'] },
       { id: 'shop', networks: ['127.0.0.2/32'], apiKeys: [shop.entry], listener: { requireTls: false } },
       { id: 'crm', networks: ['127.0.0.3/32'], apiKeys: [crm.entry], listener: { requireTls: false } },
     ],
-  }));
-  const up = await startUp(dataDir, config);
-  const api = `http://127.0.0.1:${ports.http}`;
-  const sinkDir = path.join(dataDir, 'sink');
+  });
+  const up = await startHostedProcess(dataDir, config);
+  const api = `http://127.0.0.1:${(config.http as { port: number }).port}`;
   const call = (key: string, method: string, route: string, body?: unknown): Promise<Response> =>
     fetch(api + route, { method, headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body: body === undefined ? null : JSON.stringify(body) });
   const events = async (key: string): Promise<PostinoEvent[]> => {
@@ -107,22 +110,26 @@ test('recipients: import by CLI, merge in the sink, PATCH, export via Python csv
     assert.match(imp.stdout, /^10000 rows in .*: created 10000, updated 0, unchanged 0, rejected 0$/m);
 
     // 2. Merge from the database: the imported name, "friend" for an unknown address.
-    await send(ports.listener, '127.0.0.2', ['user42@shop.example', 'stranger@else.example', 'zoe@shop.example'], 'merge-1');
+    await send(listenerPort, '127.0.0.2', ['user42@shop.example', 'stranger@else.example', 'zoe@shop.example'], 'merge-1');
     const first = await arrived('merge-1', 3);
     const to = (ms: SinkMessage[], rcpt: string): SinkMessage => ms.find((m) => m.rcptTo.includes(rcpt))!;
     assert.equal(await shown(to(first, 'user42@shop.example')), 'Hello Name42\nHello Name42, from City42.\n');
     assert.equal(await shown(to(first, 'stranger@else.example')), 'Hello friend\nHello friend, from nowhere.\n');
     assert.equal(await shown(to(first, 'zoe@shop.example')), 'Hello Zoë "Z", Jr.\nHello Zoë "Z", Jr., from Zürich.\n');
 
+    // X-Postino-Vars first, then the recipient's fields, then the default.
+    await send(listenerPort, '127.0.0.2', ['user42@shop.example'], 'merge-vars', 'X-Postino-Vars: {"city": "Paris"}\r\n');
+    assert.equal(await shown((await arrived('merge-vars', 1))[0]!), 'Hello Name42\nHello Name42, from Paris.\n');
+
     // 3. A field set by PATCH is used by the next message.
     const patched = await call(shop.token, 'PATCH', '/api/recipients/user42@shop.example', { fields: { first_name: 'Ada' } });
     assert.equal(patched.status, 200, await patched.clone().text());
-    await send(ports.listener, '127.0.0.2', ['user42@shop.example'], 'merge-2');
+    await send(listenerPort, '127.0.0.2', ['user42@shop.example'], 'merge-2');
     const second = await arrived('merge-2', 1);
     assert.equal(await shown(second[0]!), 'Hello Ada\nHello Ada, from City42.\n');
 
     // Counters follow the deliveries (the projection of the event log).
-    await until(async () => ((await (await call(shop.token, 'GET', '/api/recipients/user42@shop.example')).json()) as { sent: number }).sent === 2, 'user42 counted twice as sent', 15_000);
+    await until(async () => ((await (await call(shop.token, 'GET', '/api/recipients/user42@shop.example')).json()) as { sent: number }).sent === 3, 'user42 counted three times as sent', 15_000);
 
     // 4. Export after traffic = the import + the recipient traffic created, read by Python.
     const out = path.join(dataDir, 'export.csv');
@@ -173,9 +180,9 @@ test('recipients: import by CLI, merge in the sink, PATCH, export via Python csv
     assert.ok(!listed.recipients.some((r) => r.address === 'user42@shop.example'));
     await until(async () => !JSON.stringify(await events(shop.token)).includes('user42@shop.example'), 'the address erased from the feed', 15_000);
     const feed = await events(shop.token);
-    assert.ok(feed.filter((e) => e.recipient === pseudonym && e.type === 'delivered').length === 2, 'both deliveries now carry the pseudonym');
+    assert.ok(feed.filter((e) => e.recipient === pseudonym && e.type === 'delivered').length === 3, 'every delivery now carries the pseudonym');
     assert.ok(feed.some((e) => e.type === 'recipient.deleted' && e.recipient === pseudonym));
-    await send(ports.listener, '127.0.0.2', ['user42@shop.example', 'user43@shop.example'], 'after-delete');
+    await send(listenerPort, '127.0.0.2', ['user42@shop.example', 'user43@shop.example'], 'after-delete');
     await arrived('after-delete', 1);
     await until(async () => (await events(shop.token)).some((e) => e.type === 'suppressed' && e.recipient === 'user42@shop.example'), 'the new message to the deleted address suppressed', 15_000);
     await new Promise((r) => setTimeout(r, 500));
@@ -183,5 +190,6 @@ test('recipients: import by CLI, merge in the sink, PATCH, export via Python csv
     assert.equal((await call(shop.token, 'GET', '/api/recipients/user42@shop.example')).status, 404, 'traffic did not bring it back');
   } finally {
     await up.stop();
+    await sink.close();
   }
 });

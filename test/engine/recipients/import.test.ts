@@ -37,6 +37,26 @@ test('the CSV reader skips an over-long line without holding it and goes on', as
   ]);
 });
 
+test('the CSV reader gives the same records whatever the chunking (CRLF, a quoted line break, UTF-8 split across chunks)', async () => {
+  const text = '\ufeffaddress,name\r\nzoe@example.com,"Zoë\r\n""Z"""\r\n\r\nbob@example.com,Bob\nlast@example.com,Ünal';
+  const whole = [];
+  for await (const r of readCsvRecords(Readable.from([Buffer.from(text)]))) whole.push(r);
+  assert.deepEqual(whole, [
+    { line: 1, fields: ['address', 'name'] },
+    { line: 2, fields: ['zoe@example.com', 'Zoë\n"Z"'] },
+    { line: 5, fields: ['bob@example.com', 'Bob'] },
+    { line: 6, fields: ['last@example.com', 'Ünal'] },
+  ]);
+  const bytes = Buffer.from(text);
+  for (const size of [1, 2, 3, 7]) {
+    const chunks = [];
+    for (let i = 0; i < bytes.length; i += size) chunks.push(bytes.subarray(i, i + size));
+    const got = [];
+    for await (const r of readCsvRecords(Readable.from(chunks))) got.push(r);
+    assert.deepEqual(got, whole, `chunks of ${size}`);
+  }
+});
+
 test('a bad CSV: each bad row reported by line and reason, the good ones imported', async () => {
   const lines = [
     'address,first_name,city', // 1
