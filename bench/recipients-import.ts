@@ -8,6 +8,7 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { createHttpServer, listenHttp } from '../common/http-server.js';
 import { createLogger } from '../common/log.js';
@@ -24,13 +25,18 @@ import { fmt, rssSampler } from './stats.js';
 const ROWS = 1_000_000;
 const KEY = 'bench-key-'.padEnd(43, 'x');
 
-function run(args: string[]): Promise<{ status: number | null; out: string; ms: number }> {
+/** Runs the CLI; `cpuMs` is the CPU time this process (the hosted side, LevelDB's threads included) spent meanwhile. */
+function run(args: string[]): Promise<{ status: number | null; out: string; ms: number; cpuMs: number }> {
   const t0 = Date.now();
+  const cpu0 = process.cpuUsage();
   return new Promise((resolve) => {
     const c = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, POSTINO_API_KEY: KEY }, stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     c.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    c.on('exit', (status) => resolve({ status, out, ms: Date.now() - t0 }));
+    c.on('exit', (status) => {
+      const cpu = process.cpuUsage(cpu0);
+      resolve({ status, out, ms: Date.now() - t0, cpuMs: (cpu.user + cpu.system) / 1000 });
+    });
   });
 }
 
@@ -52,6 +58,7 @@ export async function benchRecipientsImport(): Promise<void> {
   registerRecipientRoutes(app, { store, db, suppression, eraser, accounts: ['default'] });
   const base = `http://127.0.0.1:${await listenHttp(app, { host: '127.0.0.1', port: 0, what: 'bench', log })}`;
   const rss = rssSampler();
+  const load = os.loadavg()[0]!;
   try {
     const imp = await run(['recipients', 'import', file, '--account', 'default', '--api', base]);
     if (imp.status !== 0) throw new Error(`import failed: ${imp.out}`);
@@ -62,9 +69,11 @@ export async function benchRecipientsImport(): Promise<void> {
     if (exp.status !== 0) throw new Error('export failed');
     const exported = fs.readFileSync(out, 'utf8').split('\n').length - 2;
     console.log(`csv ${fmt(fs.statSync(file).size / 1e6)} MB, ${ROWS.toLocaleString('en')} rows, 3 fields`);
-    console.log(`import   ${fmt(imp.ms / 1000, 2)} s  ${Math.round(ROWS / (imp.ms / 1000)).toLocaleString('en')} rows/s   (${imp.out.trim()})`);
-    console.log(`again    ${fmt(again.ms / 1000, 2)} s  ${Math.round(ROWS / (again.ms / 1000)).toLocaleString('en')} rows/s   (${again.out.trim()})`);
-    console.log(`export   ${fmt(exp.ms / 1000, 2)} s  ${Math.round(exported / (exp.ms / 1000)).toLocaleString('en')} rows/s   (${exported.toLocaleString('en')} rows)`);
+    const cpu = (r: { cpuMs: number }): string => `hosted CPU ${fmt(r.cpuMs / 1000, 1)} s`;
+    console.log(`load average at start ${load.toFixed(1)} (figures are for a quiet machine only when it is under 1)`);
+    console.log(`import   ${fmt(imp.ms / 1000, 2)} s  ${Math.round(ROWS / (imp.ms / 1000)).toLocaleString('en')} rows/s  ${cpu(imp)}  (${imp.out.trim()})`);
+    console.log(`again    ${fmt(again.ms / 1000, 2)} s  ${Math.round(ROWS / (again.ms / 1000)).toLocaleString('en')} rows/s  ${cpu(again)}  (${again.out.trim()})`);
+    console.log(`export   ${fmt(exp.ms / 1000, 2)} s  ${Math.round(exported / (exp.ms / 1000)).toLocaleString('en')} rows/s  ${cpu(exp)}  (${exported.toLocaleString('en')} rows)`);
     console.log(`hosted peak RSS ${fmt(rss.stop())} MiB`);
   } finally {
     await app.close();

@@ -88,9 +88,12 @@ export class RecipientDb {
 
   /** Entries with their merge fields, in the order asked; undefined where there is none. */
   async getMany(account: string, addresses: readonly string[]): Promise<Array<RecipientRecord | undefined>> {
-    const keys = addresses.flatMap((a) => [baseKey(account, a), fieldsKey(account, a)]);
-    const values = await this.store.db.getMany(keys);
-    return addresses.map((_, i) => join(parse<StoredBase>(values[2 * i]), parse<{ fields: Record<string, string> }>(values[2 * i + 1])));
+    const bases = (await this.store.db.getMany(addresses.map((a) => baseKey(account, a)))).map((v) => parse<StoredBase>(v));
+    // Fields only of the entries that exist: a first import (every address new) reads half as much.
+    const known = addresses.filter((_, i) => bases[i] !== undefined);
+    const fields = known.length ? await this.store.db.getMany(known.map((a) => fieldsKey(account, a))) : [];
+    let k = 0;
+    return bases.map((b) => (b ? join(b, parse<{ fields: Record<string, string> }>(fields[k++])) : undefined));
   }
 
   async get(account: string, address: string): Promise<RecipientRecord | undefined> {
