@@ -20,7 +20,9 @@
  */
 import { normalizeEmail } from '../common/address.js';
 import { KeyedLock } from '../common/keyed-lock.js';
+import { PostinoError } from '../common/errors.js';
 import type { BatchOp, Store } from '../common/store.js';
+import { MAX_FIELDS } from './recipients/fields.js';
 import type { Pseudonymizer } from './recipients/pseudonym.js';
 
 /** What the rewrap reads and writes: the entry and its merge fields. */
@@ -164,6 +166,7 @@ export class RecipientDb {
       if (v === null) delete next.fields[k];
       else next.fields[k] = v;
     }
+    if (Object.keys(next.fields).length > MAX_FIELDS) throw new PostinoError('BAD_REQUEST', `more than ${MAX_FIELDS} fields`);
     const ops = [...(cur ? [] : [...this.putOps(account, next), ...this.undeleteOps(account, address)]), ...this.fieldsOps(account, address, next.fields)];
     await this.store.commit(ops, { sync: true });
     return { ...next, created: !cur };

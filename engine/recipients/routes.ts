@@ -23,7 +23,7 @@
  * Side effects: LevelDB reads and writes.
  */
 import { Readable } from 'node:stream';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { domainOf } from '../../common/address.js';
 import { PostinoError } from '../../common/errors.js';
 import { accountScope } from '../../common/http-server.js';
@@ -154,7 +154,7 @@ export function registerRecipientRoutes(app: FastifyInstance, o: RecipientRouteO
     return v;
   });
 
-  const write = (replace: boolean) => async (req: FastifyRequest, reply: import('fastify').FastifyReply) => {
+  const write = (replace: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
     const acct = account(req, true);
     const address = addressParam(req);
     const fields = replace ? checkedFields(req.body, false) : checkedFields(req.body, true);

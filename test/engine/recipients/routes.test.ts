@@ -51,6 +51,11 @@ test('a bad field name or value is refused with its reason, nothing stored', asy
     assert.match(r.error, re);
   }
   assert.equal((await n.api('/api/recipients/bad@example.com?account=acme')).status, 404, 'nothing created');
+  // At most 100 fields, also when two PATCHes of 60 would add up to more.
+  const sixty = (p: string): Record<string, string> => Object.fromEntries(Array.from({ length: 60 }, (_, i) => [`${p}${i}`, 'v']));
+  assert.equal((await n.api('/api/recipients/many@example.com?account=acme', { method: 'PATCH', body: { fields: sixty('a') } })).status, 201);
+  assert.match((await json<{ error: string }>(await n.api('/api/recipients/many@example.com?account=acme', { method: 'PATCH', body: { fields: sixty('b') } }), 400)).error, /more than 100 fields/);
+  assert.equal(Object.keys((await json<{ fields: object }>(await n.api('/api/recipients/many@example.com?account=acme'), 200)).fields).length, 60);
   assert.match((await json<{ error: string }>(await n.api('/api/recipients/not-an-address?account=acme', { method: 'PUT', body: { fields: {} } }), 400)).error, /not an address/);
   assert.match((await json<{ error: string }>(await n.api('/api/recipients/a@example.com', { method: 'PUT', body: { fields: {} } }), 400)).error, /account is required/);
   assert.match((await json<{ error: string }>(await n.api('/api/recipients/a@example.com?account=nope', { method: 'PUT', body: { fields: {} } }), 400)).error, /unknown account/);
