@@ -1,10 +1,13 @@
 /*
  * `postino recipients get|set|list|delete` (the built CLI as a user runs it)
  * against the recipient routes: fields set and removed, one line per entry,
- * exit 1 for an unknown address, bad usage exit 2.
+ * exit 1 for an unknown address, bad usage exit 2; an import's progress on a
+ * terminal (a pseudo-terminal from script(1)).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { CLI } from '../../helpers/postino.js';
 import { KEY, startRecipientsNode, type RecipientsNode } from './harness.js';
@@ -53,4 +56,24 @@ test('set, get, list and delete through the CLI', async () => {
   assert.equal(r.status, 2, 'no field given: usage');
   r = await cli(['import', 'x.csv', '--format', 'xml']);
   assert.equal(r.status, 2);
+});
+
+test('import on a terminal shows its progress while the rows come, then the summary', { skip: spawnSync('script', ['--version']).status !== 0 && 'no script(1) for a pseudo-terminal' }, async () => {
+  // A FIFO as the file: the rows come when the test writes them, so the import lasts as long as the test wants.
+  const fifo = path.join(n.dir, 'rows.csv');
+  spawnSync('mkfifo', [fifo]);
+  const cmd = [process.execPath, CLI, 'recipients', 'import', fifo, '--account', 'acme', '--api', n.base].map((a) => `'${a}'`).join(' ');
+  const child = spawn('script', ['-qec', cmd, '/dev/null'], { env: { ...process.env, POSTINO_API_KEY: KEY } });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  const w = fs.createWriteStream(fifo);
+  w.write('address,first_name\n');
+  for (let i = 0; i < 1000; i++) w.write(`tty${i}@example.com,T${i}\n`);
+  const deadline = Date.now() + 30_000;
+  while (!out.includes('importing: ') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.match(out, /importing: 0\.0 MB, \d+ s/, 'a progress line while the import runs');
+  w.end('last@example.com,L\n');
+  assert.equal(await exited, 0, out);
+  assert.match(out, /1001 rows in .*: created 1001, updated 0, unchanged 0, rejected 0/);
 });
