@@ -14,7 +14,7 @@ import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
 import { freePorts } from '../helpers/ports.js';
 import { CLI, tempDir } from '../helpers/postino.js';
 
-const ROWS = 100_000;
+const ROWS = 50_000;
 
 function cli(dataDir: string, args: string[]): { done: Promise<{ status: number | null; stdout: string; stderr: string }>; kill(): void } {
   const child = spawn(process.execPath, [CLI, 'recipients', ...args], { env: { ...process.env, POSTINO_DATA: dataDir } });
