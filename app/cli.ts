@@ -21,6 +21,7 @@
  *                                           a DKIM key (default <data>/secrets/dkim) and its DNS TXT record
  *   postino keys rotate                     a new token-signing key; older links keep working
  *   postino suppress add|remove|list|import|export   the suppression list (suppress-command.ts)
+ *   postino recipients get|set|delete|list|import|export   the recipient database (recipients-command.ts)
  *
  * The data folder is $POSTINO_DATA (default ./data); it is read here, once, and
  * passed down. Exit status: 0 ok, 1 runtime failure, 2 bad usage or bad config.
@@ -40,6 +41,7 @@ import type { FailedEntry } from '../engine/failed-routes.js';
 import { formatFailed, formatForwarderStatus, formatHostedStatus, type HostedQueueBody } from './printers.js';
 import { suppressCommand } from './suppress-command.js';
 import { accountsCommand, type AccountsArgs } from './accounts-command.js';
+import { recipientsCommand } from './recipients-command.js';
 import type { Role } from './supervisor.js';
 
 const USAGE = `usage:
@@ -70,6 +72,11 @@ const USAGE = `usage:
   postino suppress list [--account A] [--limit N]
   postino suppress import <file.csv|-> --account A
   postino suppress export [--account A] [--out F]
+  postino recipients get|delete <address> [--account A]
+  postino recipients set <address> name=value… [--account A]   (name= removes a field)
+  postino recipients list [--account A] [--limit N]
+  postino recipients import <file|-> [--account A] [--format csv|ndjson]
+  postino recipients export [--account A] [--format csv|ndjson] [--out F]
 environment: POSTINO_DATA (data folder, default ./data)`;
 
 /** Loaded only to run components: it imports every stage, twice the start time of an API command such as `hosted allow`. */
@@ -162,6 +169,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       'per-hour': { type: 'string' },
       'per-day': { type: 'string' },
       unit: { type: 'string' },
+      format: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -213,6 +221,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     }
     case 'suppress':
       return suppressCommand({ sub, arg, account: values.account, scope: values.scope, reason: values.reason, limit: values.limit, out: values.out, api: values.api }, env);
+    case 'recipients':
+      return recipientsCommand({ sub, arg, rest: positionals.slice(3), account: values.account, limit: values.limit, out: values.out, format: values.format, api: values.api }, env);
     case 'keys': {
       if (sub !== 'rotate') throw new UsageError('usage: postino keys rotate');
       const dataDir = dataDirOf(env);

@@ -18,7 +18,7 @@ import { DurableQueue } from '../common/durable-queue.js';
 import { listenHttp } from '../common/http-server.js';
 import type { IntakeMeta } from '../common/intake-record.js';
 import type { Component, Runtime } from '../common/runtime.js';
-import { resolveSecret } from '../common/secrets.js';
+import { ensureSecret, resolveSecret } from '../common/secrets.js';
 import { Store } from '../common/store.js';
 import { DeadLetter, type AttemptLimit, type PreparedOps } from '../common/dead-letter.js';
 import type { EventInput } from '../common/events.js';
@@ -33,6 +33,10 @@ import { registerEventRoutes } from '../engine/events/http-routes.js';
 import { createHostedApi } from '../engine/http-api.js';
 import type { DeliveryMeta } from '../engine/delivery/delivery-record.js';
 import { RecipientDb } from '../engine/recipient-db.js';
+import { RecipientEraser } from '../engine/recipients/erase.js';
+import { RecipientProjection } from '../engine/recipients/projection.js';
+import { Pseudonymizer } from '../engine/recipients/pseudonym.js';
+import { registerRecipientRoutes } from '../engine/recipients/routes.js';
 import { resolveRewrapSettings } from '../engine/rewrap/settings.js';
 import { RewrapWorker } from '../engine/rewrap/worker.js';
 import { SuppressionList } from '../engine/suppression.js';
@@ -108,7 +112,10 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   });
   const suppression = new SuppressionList(store);
 
-  const recipients = new RecipientDb(store);
+  const pseudonyms = new Pseudonymizer(ensureSecret(rt.dataDir, 'pseudonym-key'));
+  const recipients = new RecipientDb(store, pseudonyms);
+  const recipientCounters = new RecipientProjection({ store, events, db: recipients, log: log.child({ component: 'recipients' }) });
+  const eraser = new RecipientEraser({ store, events, db: recipients, suppression, pseudonyms, log: log.child({ component: 'recipients' }) });
   const copies = new CopyIndex(store);
   const feedbackQueue = await DurableQueue.open<FeedbackMeta>(store, 'feedback');
   // Blob files a crash left unreferenced, before any intake or worker writes one.
@@ -193,8 +200,11 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
     };
     registerDashboard(api, ctx, log.child({ component: 'dashboard' }));
   }
+  registerRecipientRoutes(api, { store, db: recipients, suppression, eraser, accounts: deliveryStage.accounts });
   const httpPort = await listenHttp(api, { host: config.http.host, port: config.http.port, what: 'hosted', log });
   const notifier = new Notifier({ store, events, delivery, accounts: accountsNow.current, hostname: config.engine.hostname, log: log.child({ component: 'notify' }) });
+  await recipientCounters.start();
+  eraser.start();
   rewrapLoop.start();
   reportLoop.start();
   notifier.start();
@@ -219,6 +229,8 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       await reportLoop.stop();
       await notifier.stop();
       await deliveryStage.stop();
+      await recipientCounters.stop();
+      await eraser.stop();
       await api.close();
       await store.close();
     },

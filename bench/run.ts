@@ -2,7 +2,7 @@
  * npm run bench — every benchmark, printed as text. Run on a quiet machine;
  * figures in the README were made with this command.
  *   npm run bench            all
- *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, pipeline, feedback, suppress-import, dashboard)
+ *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, pipeline, feedback, suppress-import, recipients-import, dashboard)
  */
 import { benchForwarder } from './forwarder-vs-postfix.js';
 import { benchListener } from './listener.js';
@@ -14,6 +14,7 @@ import { benchQueue } from './queue-group-commit.js';
 import { benchRewrap } from './rewrap.js';
 import { benchSuppressionImport } from './suppression-import.js';
 import { benchDashboard } from './dashboard.js';
+import { benchRecipientsImport } from './recipients-import.js';
 
 const benches: Record<string, () => Promise<void>> = {
   queue: benchQueue,
@@ -24,6 +25,7 @@ const benches: Record<string, () => Promise<void>> = {
   e2e: benchE2e,
   pipeline: benchPipeline,
   'suppress-import': benchSuppressionImport,
+  'recipients-import': benchRecipientsImport,
   feedback: benchFeedback,
   dashboard: benchDashboard,
 };

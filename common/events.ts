@@ -23,7 +23,9 @@ export type EventType =
   | 'failed'
   | 'unclassified'
   /** An account's allowlist, AUTH users, sender domains or quotas changed (API, CLI or reload). */
-  | 'account.changed';
+  | 'account.changed'
+  /** A recipient was deleted on a privacy request; `recipient` is its pseudonym (engine/recipients/erase.ts). */
+  | 'recipient.deleted';
 
 export interface SmtpDetail {
   code: number;

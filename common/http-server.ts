@@ -42,6 +42,22 @@ export function accountScope(req: FastifyRequest, requested: string | undefined)
   return p.account;
 }
 
+/** Account ids a route accepts: a live set (the delivery stage's follows reloads) or a fixed list (tests). */
+export type KnownAccounts = ReadonlySet<string> | readonly string[];
+
+/**
+ * The `account` parameter of an account-facing route: accountScope(), then
+ * required (an account key fills in its own) and known (a typo is 400, never
+ * an empty answer).
+ */
+export function accountParam(req: FastifyRequest, given: unknown, known: KnownAccounts, required: boolean, hint = ''): string | undefined {
+  const a = accountScope(req, typeof given === 'string' && given !== '' ? given : undefined);
+  if (!a && required) throw new PostinoError('BAD_REQUEST', `account is required${hint}`);
+  const has = known instanceof Set ? known.has(a ?? '') : (known as readonly string[]).includes(a ?? '');
+  if (a && !has) throw new PostinoError('BAD_REQUEST', `unknown account "${a}"`);
+  return a;
+}
+
 /** Node-wide operations (global kill-switch, failed records of every account, key rotation). */
 export function requireNode(req: FastifyRequest): void {
   if (req.principal.kind !== 'node') throw new PostinoError('FORBIDDEN', 'this needs the node API key, not an account key');

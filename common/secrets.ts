@@ -4,6 +4,8 @@
  * Under <data>/secrets/ (folder 0700, files 0600, never committed):
  *   admin-token    bearer token of the forwarder admin API
  *   api-key        bearer key of the hosted API
+ *   pseudonym-key  HMAC key of the stable hash that replaces a deleted recipient's
+ *                  address in stored events (engine/recipients/pseudonym.ts)
  *   signing-keys   the key ring of VERP, unsubscribe and tracking tokens (signing-keys.ts)
  *   dev-ca.pem     a development CA (certificate only; its key is discarded)
  *   dev-cert.pem, dev-key.pem   a TLS pair for localhost/127.0.0.1/::1 signed by that CA
@@ -31,7 +33,7 @@ import { generate } from 'selfsigned';
 import type { Config, ConfigProblem } from './config.js';
 import { fsyncPathSync, writeSmallFileSynced } from './fsync.js';
 
-export type SecretName = 'admin-token' | 'api-key';
+export type SecretName = 'admin-token' | 'api-key' | 'pseudonym-key';
 
 /** Constant-time comparison of a presented secret with the expected one. */
 export function sameSecret(a: string, b: string): boolean {

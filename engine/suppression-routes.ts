@@ -23,7 +23,7 @@ import { splitAddress } from '../common/address.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { csvRow, readCsv } from '../common/csv.js';
 import { PostinoError } from '../common/errors.js';
-import { accountScope } from '../common/http-server.js';
+import { accountParam, type KnownAccounts } from '../common/http-server.js';
 import type { BatchOp, Store } from '../common/store.js';
 import type { SuppressionEntry, SuppressionList, SuppressionReason } from './suppression.js';
 
@@ -63,7 +63,7 @@ export interface SuppressionStore {
 }
 
 export interface SuppressionRouteOptions extends SuppressionStore {
-  accounts: readonly string[] | ReadonlySet<string>;
+  accounts: KnownAccounts;
 }
 
 export interface SuppressionQuery {
@@ -196,15 +196,8 @@ export function suppressionCsv(o: SuppressionStore, acct: string | undefined): R
 }
 
 export function registerSuppressionRoutes(app: FastifyInstance, o: SuppressionRouteOptions): void {
-  // A live set (the delivery stage's) keeps up with accounts added without a restart.
-  const known: ReadonlySet<string> = o.accounts instanceof Set ? o.accounts : new Set(o.accounts);
   /** The account named (or, for an account key, its own); another account's is 403. */
-  const account = (req: FastifyRequest, v: unknown, required: boolean): string | undefined => {
-    const a = accountScope(req, str(v));
-    if (!a && required) throw new PostinoError('BAD_REQUEST', 'account is required');
-    if (a && !known.has(a)) throw new PostinoError('BAD_REQUEST', `unknown account "${a}"`);
-    return a;
-  };
+  const account = (req: FastifyRequest, v: unknown, required: boolean): string | undefined => accountParam(req, v, o.accounts, required);
 
   app.get('/api/suppressions', async (req) => {
     const q = (req.query ?? {}) as Record<string, unknown>;

@@ -59,6 +59,12 @@ export class SuppressionList {
     return v ? (JSON.parse(v.toString('utf8')) as SuppressionEntry) : undefined;
   }
 
+  /** Whether each address has an account-wide (`*`) entry, in one multi-get (the recipients API's `suppressed`). */
+  async suppressedMany(account: string, addresses: readonly string[]): Promise<boolean[]> {
+    const values = await this.store.db.getMany(addresses.map((a) => key(account, '*', a)));
+    return values.map((v) => v !== undefined);
+  }
+
   /** The entry that stops this recipient, or undefined when mail may go. */
   async check(account: string, address: string, opts: { list?: string | undefined; stream: Stream }): Promise<SuppressionEntry | undefined> {
     const keys = [key(account, '*', address)];

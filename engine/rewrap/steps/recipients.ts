@@ -3,6 +3,8 @@
  * envelope recipients (merge fields) in one multi-get, and adds the entries
  * that traffic creates: a new address, or a known one mailed through a new
  * X-Postino-List. The writes commit in the same batch as the queue move.
+ * An address deleted on a privacy request is not created again (its mail is
+ * stopped by the suppression the deletion kept; recipients/erase.ts).
  */
 import { normalizeEmail } from '../../../common/address.js';
 import { NEXT, type MessageContext, type MessageStep } from '../context.js';
@@ -13,10 +15,11 @@ export const recipients: MessageStep = {
     const { accountId } = msg.settings;
     const db = msg.services.recipients;
     const addresses = [...new Set(msg.envelope.rcptTo.map(normalizeEmail))];
-    const records = await db.getMany(accountId, addresses);
+    const { records, erased } = await db.lookupForTraffic(accountId, addresses);
     const list = msg.controls.list;
     addresses.forEach((address, i) => {
       let rec = records[i];
+      if (!rec && erased[i]) return;
       if (!rec) {
         rec = { address, fields: {}, lists: list ? [list] : [], firstSeen: new Date(msg.now).toISOString() };
         msg.extraOps.push(...db.putOps(accountId, rec));
