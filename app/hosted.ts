@@ -26,7 +26,7 @@ import { SeenSpoolIds } from '../common/spool-id.js';
 import { createDelivery, type Delivery } from '../engine/delivery/delivery.js';
 import { registerDeliveryRoutes } from '../engine/delivery/http-routes.js';
 import { EventLog } from '../engine/events/event-log.js';
-import { registerEventRoutes } from '../engine/events/http-routes.js';
+import { indexEvents, startEventReaders } from '../engine/events/events-stage.js';
 import { createHostedApi } from '../engine/http-api.js';
 import type { DeliveryMeta } from '../engine/delivery/delivery-record.js';
 import { RecipientDb } from '../engine/recipient-db.js';
@@ -81,6 +81,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const intake = await DurableQueue.open<IntakeMeta>(store, 'intake');
   const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
   const events = await EventLog.open(store);
+  const eventIndexes = indexEvents(store, events); // before any writer prepares an event
   const suppression = new SuppressionList(store);
 
   const recipients = new RecipientDb(store);
@@ -133,9 +134,9 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const failedQueues = [intake, delivery, feedbackQueue] as FailedQueues;
   registerDeliveryRoutes(api, intake, deliveryStage, () => failedCounts(failedQueues));
   registerFailedRoutes(api, failedQueues, deliveryStage.metrics.registry);
-  registerEventRoutes(api, events);
   registerFeedbackRoutes(api, { keys, recorder, log });
   registerSuppressionRoutes(api, { store, suppression, accounts: config.accounts.map((a) => a.id) });
+  const eventReaders = await startEventReaders({ store, events, indexes: eventIndexes, config: config.events, accounts: config.accounts, env: rt.env, api, log: log.child({ component: 'events' }) });
   const httpPort = await listenHttp(api, { host: config.http.host, port: config.http.port, what: 'hosted', log });
   const notifier = new Notifier({ store, events, delivery, accounts: config.accounts, hostname: config.engine.hostname, log: log.child({ component: 'notify' }) });
   rewrapLoop.start();
@@ -162,6 +163,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       await reportLoop.stop();
       await notifier.stop();
       await deliveryStage.stop();
+      await eventReaders.close();
       await api.close();
       await store.close();
     },

@@ -21,7 +21,10 @@ export type EventType =
   | 'rejected'
   | 'expired'
   | 'failed'
-  | 'unclassified';
+  | 'unclassified'
+  | 'paused'
+  | 'resumed'
+  | 'webhook.disabled';
 
 export interface SmtpDetail {
   code: number;
@@ -75,6 +78,12 @@ export interface PostinoEvent {
   /** deferred: the back-pressure rule that applied, if any. */
   rule?: string | undefined;
   relay?: string | undefined;
+  /** The intake queue id (the one in the listener's `250 queued as`) of the message this copy came from. */
+  intakeId?: string | undefined;
+  /** transactional | bulk (X-Postino-Stream), for statistics per stream. */
+  stream?: 'transactional' | 'bulk' | undefined;
+  /** paused/resumed by the reputation brake: the rates that decided it, over how many messages. */
+  figures?: { window: string; sent: number; complaintRate: number; hardBounceRate: number; blockRate: number } | undefined;
 }
 
 /** What a caller supplies; the log assigns seq, id and (unless given) at. */

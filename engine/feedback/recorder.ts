@@ -91,6 +91,7 @@ export class FeedbackRecorder {
       sender: copy?.sender,
       tag: copy?.tag,
       metadata: copy?.metadata,
+      stream: copy?.stream,
     };
   }
 
