@@ -2,7 +2,7 @@
  * events-stage.ts — the event log's indexes and readers on one hosted node:
  * the message-history index and statistics deltas (EventLog indexers, so
  * every writer commits them with its events), the statistics fold, retention,
- * webhooks and their routes.
+ * webhooks, the reputation brake and their routes.
  *
  * `indexEvents` must run right after EventLog.open, before any writer
  * prepares an event; `startEventReaders` once the HTTP API exists.
@@ -16,6 +16,8 @@ import type { Store } from '../../common/store.js';
 import type { EventLog } from './event-log.js';
 import { registerEventRoutes, type EventRouteDeps } from './http-routes.js';
 import { historyIndexer, MessageHistoryIndex } from './message-history.js';
+import { registerBrakeRoutes } from './brake-routes.js';
+import { ReputationBrake, type AccountSwitch } from './reputation-brake.js';
 import { Retention } from './retention.js';
 import { FOLD_INTERVAL_MS, Stats } from './stats.js';
 import { registerStatsRoutes } from './stats-routes.js';
@@ -42,6 +44,8 @@ export interface EventReaderOptions {
   accounts: readonly AccountConfig[];
   env: NodeJS.ProcessEnv;
   api: FastifyInstance;
+  /** The delivery kill-switch the reputation brake engages. */
+  killSwitch: AccountSwitch;
   log: Logger;
   onRead?: EventRouteDeps['onRead'];
 }
@@ -49,6 +53,7 @@ export interface EventReaderOptions {
 export interface EventReaders {
   webhooks: WebhookDispatcher;
   retention: Retention;
+  brake: ReputationBrake;
   close(): Promise<void>;
 }
 
@@ -63,10 +68,14 @@ export async function startEventReaders(o: EventReaderOptions): Promise<EventRea
   const prune = (): void => void retention.prune().catch((err: unknown) => o.log.warn({ err }, 'event retention failed'));
   prune();
   const pruner = setInterval(prune, o.config.pruneIntervalSeconds * 1000).unref();
+  const brake = new ReputationBrake({ store: o.store, events: o.events, stats, killSwitch: o.killSwitch, config: o.config.brake, log: o.log });
+  registerBrakeRoutes(o.api, brake);
+  await brake.start();
   await webhooks.start();
   return {
     webhooks,
     retention,
+    brake,
     async close() {
       clearInterval(folder);
       clearInterval(pruner);
