@@ -136,7 +136,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   registerFailedRoutes(api, failedQueues, deliveryStage.metrics.registry);
   registerFeedbackRoutes(api, { keys, recorder, log });
   registerSuppressionRoutes(api, { store, suppression, accounts: config.accounts.map((a) => a.id) });
-  const eventReaders = await startEventReaders({ store, events, indexes: eventIndexes, config: config.events, accounts: config.accounts, env: rt.env, api, killSwitch: deliveryStage.killSwitch, log: log.child({ component: 'events' }) });
+  const eventReaders = await startEventReaders({ store, events, indexes: eventIndexes, config: config.events, accounts: config.accounts, env: rt.env, api, killSwitch: deliveryStage.killSwitch, registry: deliveryStage.metrics.registry, log: log.child({ component: 'events' }) });
   const httpPort = await listenHttp(api, { host: config.http.host, port: config.http.port, what: 'hosted', log });
   const notifier = new Notifier({ store, events, delivery, accounts: config.accounts, hostname: config.engine.hostname, log: log.child({ component: 'notify' }) });
   rewrapLoop.start();

@@ -137,6 +137,12 @@ export class EventLog {
     }
   }
 
+  /** The oldest seq still kept (retention prunes from the start), undefined when the log is empty. */
+  async firstSeq(): Promise<number | undefined> {
+    for await (const key of this.store.db.keys({ gte: PREFIX, lt: 'e~', limit: 1 })) return Number(key.slice(PREFIX.length));
+    return undefined;
+  }
+
   /** The event with this seq, if it is still kept. */
   async get(seq: number): Promise<PostinoEvent | undefined> {
     const v = await this.store.db.get(seqKey(seq));

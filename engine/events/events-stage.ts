@@ -10,11 +10,13 @@
  * Side effects: timers; LevelDB reads and writes; HTTP POSTs (webhooks).
  */
 import type { FastifyInstance } from 'fastify';
+import type { Registry } from 'prom-client';
 import type { AccountConfig, EventsConfig } from '../../common/config.js';
 import type { Logger } from '../../common/log.js';
 import type { Store } from '../../common/store.js';
 import type { EventLog } from './event-log.js';
-import { registerEventRoutes, type EventRouteDeps } from './http-routes.js';
+import { EventMetrics } from './events-metrics.js';
+import { registerEventRoutes } from './http-routes.js';
 import { historyIndexer, MessageHistoryIndex } from './message-history.js';
 import { registerBrakeRoutes } from './brake-routes.js';
 import { ReputationBrake, type AccountSwitch } from './reputation-brake.js';
@@ -47,7 +49,8 @@ export interface EventReaderOptions {
   /** The delivery kill-switch the reputation brake engages. */
   killSwitch: AccountSwitch;
   log: Logger;
-  onRead?: EventRouteDeps['onRead'];
+  /** The node's Prometheus registry (GET /metrics). */
+  registry: Registry;
 }
 
 export interface EventReaders {
@@ -59,9 +62,10 @@ export interface EventReaders {
 
 export async function startEventReaders(o: EventReaderOptions): Promise<EventReaders> {
   const { stats, history } = o.indexes;
-  registerEventRoutes(o.api, { events: o.events, history, onRead: o.onRead });
-  registerStatsRoutes(o.api, stats);
   const webhooks = new WebhookDispatcher({ store: o.store, events: o.events, config: o.config.webhooks, accounts: o.accounts, env: o.env, log: o.log });
+  const metrics = new EventMetrics(o.registry, o.events, webhooks);
+  registerEventRoutes(o.api, { events: o.events, history, onRead: metrics.onRead });
+  registerStatsRoutes(o.api, stats);
   registerWebhookRoutes(o.api, webhooks, o.accounts.map((a) => a.id));
   const retention = new Retention({ store: o.store, stats, retentionDays: o.config.retentionDays, statsRetentionDays: o.config.statsRetentionDays, log: o.log });
   const folder = setInterval(() => void stats.fold().catch((err: unknown) => o.log.warn({ err }, 'statistics fold failed')), FOLD_INTERVAL_MS).unref();

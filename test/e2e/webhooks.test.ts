@@ -172,6 +172,16 @@ test('webhooks: 500s then 200s with a SIGKILL between, a dead endpoint beside it
     const slow = list.webhooks.find((w) => w.id === 'slow')!;
     assert.ok(slow.pending !== null, 'the slow endpoint still waits on its first batch');
 
+    // Prometheus: events per type and account, webhook backlog, event-log size, feed readers' lag.
+    const metrics = await (await call('GET', '/metrics')).text();
+    const metric = (re: RegExp): number => Number(re.exec(metrics)?.[1] ?? NaN);
+    assert.ok(metric(/^postino_events_total\{type="delivered",account="default"\} (\d+)$/m) >= 10, 'delivered events counted since the restart');
+    assert.ok(metric(/^postino_webhook_pending_events\{account="default",webhook="slow"\} (\d+)$/m) >= 1, 'the slow endpoint has a batch pending');
+    assert.equal(metric(/^postino_webhook_pending_events\{account="default",webhook="crm"\} (\d+)$/m), 0);
+    assert.ok(metric(/^postino_event_log_events (\d+)$/m) >= all.length);
+    assert.equal(metric(/^postino_feed_reader_lag_seqs\{account="default"\} (\d+)$/m), metric(/^postino_event_log_last_seq (\d+)$/m) - all.at(-1)!.seq);
+    assert.match(metrics, /^postino_webhook_backlog_seqs\{account="default",webhook="slow"\} \d+$/m);
+
     // The API: add (secret once), test, list, remove; another account's key sees none of it.
     const second = await receiver(0);
     const added = await call('POST', '/api/webhooks', { account: 'default', url: second.url, types: ['delivered'] });

@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
+import { Registry } from 'prom-client';
 import { ApiKeys, newAccountKey } from '../../../common/api-keys.js';
 import { parseConfig, type Config } from '../../../common/config.js';
 import type { EventInput, PostinoEvent } from '../../../common/events.js';
@@ -46,7 +47,7 @@ async function startNode(dir: string, config: Config): Promise<Node> {
   const keys = new ApiKeys(NODE_KEY, config.accounts);
   const api = createHostedApi((t) => keys.principal(t), log);
   const killSwitch = await DeliveryPause.open(store);
-  const readers = await startEventReaders({ store, events, indexes, config: config.events, accounts: config.accounts, env: {}, api, killSwitch, log });
+  const readers = await startEventReaders({ store, events, indexes, config: config.events, accounts: config.accounts, env: {}, api, killSwitch, registry: new Registry(), log });
   const port = await listenHttp(api, { host: '127.0.0.1', port: 0, what: 'test', log });
   return {
     base: `http://127.0.0.1:${port}`,
