@@ -2,12 +2,13 @@
  * npm run bench — every benchmark, printed as text. Run on a quiet machine;
  * figures in the README were made with this command.
  *   npm run bench            all
- *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, feedback, suppress-import)
+ *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, feedback, suppress-import, events)
  */
 import { benchForwarder } from './forwarder-vs-postfix.js';
 import { benchListener } from './listener.js';
 import { benchE2e } from './e2e-throughput.js';
 import { benchFanOut } from './fan-out.js';
+import { benchEvents } from './events.js';
 import { benchFeedback } from './feedback.js';
 import { benchQueue } from './queue-group-commit.js';
 import { benchRewrap } from './rewrap.js';
@@ -22,6 +23,7 @@ const benches: Record<string, () => Promise<void>> = {
   e2e: benchE2e,
   'suppress-import': benchSuppressionImport,
   feedback: benchFeedback,
+  events: benchEvents,
 };
 
 const wanted = process.argv.slice(2);
