@@ -108,7 +108,9 @@ function cut(v: string): string {
 
 /** The counter keys (without `st!`) one event counts under. */
 function counterKeys(e: PostinoEvent): string[] {
-  const at = Date.parse(e.at);
+  const parsed = Date.parse(e.at);
+  // A writer's malformed `at` must not make prepare() throw on the mail path: count it now.
+  const at = Number.isNaN(parsed) ? Date.now() : parsed;
   const day = dayOf(at);
   const a = e.account;
   const out = [`${a}!h!all!${hourOf(at)}!`, `${a}!d!all!${day}!`];
