@@ -1,7 +1,8 @@
 /*
  * The DataExporter on a real node (`postino up`, the built CLI) with two
  * accounts and their API keys: mail sent over SMTP by each account, the sink
- * answering 550 to one recipient and 451 once to another; then
+ * answering 550 to one recipient and 451 once to another, a DSN to the bounce
+ * intake (soft bounce) and a one-click unsubscribe; then
  *   - the feed read in pages, with the node SIGKILLed between two pages and
  *     the reader resuming from its last seq: nothing missed, nothing repeated;
  *   - /api/messages/<the queue id of the listener's 250 reply> tells the
@@ -19,6 +20,8 @@ import { test } from 'node:test';
 import type { PostinoEvent } from '../../common/events.js';
 import { until } from '../helpers/fake-clock.js';
 import { CLI, startUp, tempDir, upConfig } from '../helpers/postino.js';
+import { dsn } from '../helpers/feedback.js';
+import { readSink, type SinkMessage } from '../helpers/sink-reader.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
 
 function newKey(account: string): { token: string; entry: { id: string; hash: string } } {
@@ -84,6 +87,23 @@ test('the exporter on a real node: pages across a SIGKILL, message history, stat
     const settled = async (): Promise<boolean> => (await ndjson(nodeKey, '/api/events?type=delivered,bounced&limit=100000')).length >= 43;
     await until(settled, 'all copies settled', 60_000);
 
+    // What comes back, through the real intakes: a soft bounce (DSN to the VERP return path) and a
+    // one-click unsubscribe (the delivered List-Unsubscribe URL).
+    const delivered = (to: string): SinkMessage => readSink(path.join(dataDir, 'sink')).find((m) => m.rcptTo.includes(to))!;
+    const s0 = delivered('s0@example.net');
+    const mx = await RawSmtp.connect(ports.bounce);
+    assert.match(await mx.reply(), /^220/);
+    assert.match(await mx.cmd('EHLO mx.example.net'), /^250/);
+    assert.match(await mx.cmd('MAIL FROM:<>'), /^250/);
+    assert.match(await mx.cmd(`RCPT TO:<${s0.mailFrom}>`), /^250/);
+    assert.match(await mx.cmd('DATA'), /^354/);
+    assert.match(await mx.cmd(`${dsn(s0.mailFrom, 's0@example.net', '5.2.2', '552 5.2.2 Mailbox full')}\r\n.`), /^250/);
+    mx.close();
+    const unsub = /<(http:\/\/[^>]+\/u\/[^>]+)>/.exec(delivered('s1@example.net').headers.replace(/\r\n[ \t]+/g, ' '))?.[1];
+    assert.ok(unsub, 'a List-Unsubscribe URL on the delivered copy');
+    assert.equal((await fetch(unsub, { method: 'POST', body: 'List-Unsubscribe=One-Click', headers: { 'content-type': 'application/x-www-form-urlencoded' } })).status, 200);
+    await until(async () => (await ndjson(nodeKey, '/api/events?type=bounced,unsubscribed&limit=1000')).length === 3, 'the soft bounce and the unsubscribe recorded', 30_000);
+
     // Pages of 10 from after=0, the node SIGKILLed between two pages.
     const seen: PostinoEvent[] = [];
     let after = 0;
@@ -124,8 +144,14 @@ test('the exporter on a real node: pages across a SIGKILL, message history, stat
       const row = stats.rows.find((r) => r.key === acct)!;
       assert.deepEqual([row.accepted, row.delivered, row.deferred, row.hardBounced], [mine.filter((e) => e.type === 'accepted').length, mine.filter((e) => e.type === 'delivered').length, mine.filter((e) => e.type === 'deferred').length, mine.filter((e) => e.type === 'bounced' && e.bounce?.class === 'hard').length]);
     }
-    const byTag = (await (await call(a.token, '/api/stats?groupBy=tag')).json()) as { rows: Array<{ key: string; delivered: number }> };
-    assert.deepEqual(byTag.rows.map((r) => [r.key, r.delivered]), [['spring', 22]]);
+    const byTag = (await (await call(a.token, '/api/stats?groupBy=tag')).json()) as { rows: Array<{ key: string; delivered: number; softBounced: number; unsubscribed: number }> };
+    assert.deepEqual(byTag.rows.map((r) => [r.key, r.delivered, r.softBounced, r.unsubscribed]), [['spring', 22, 1, 1]]);
+    const s0History = (await (await call(a.token, `/api/messages/${shopIds[2]}`)).json()) as typeof h;
+    const s0Events = s0History.messages[0]!.copies[0]!.events;
+    assert.deepEqual(s0Events.map((e) => e.type), ['accepted', 'delivered', 'bounced']);
+    assert.deepEqual([s0Events[2]!.bounce!.class, s0Events[2]!.bounce!.source, s0Events[2]!.report!.format], ['soft', 'dsn', 'dsn']);
+    const s1Events = ((await (await call(a.token, `/api/messages/${shopIds[3]}`)).json()) as typeof h).messages[0]!.copies[0]!.events;
+    assert.deepEqual(s1Events.map((e) => [e.type, e.via]), [['accepted', undefined], ['delivered', undefined], ['unsubscribed', 'one-click']]);
 
     // Isolation, route by route.
     const shopFeed = await ndjson(a.token, '/api/events?limit=100000');
