@@ -221,10 +221,13 @@ class EndpointWorker {
     this.d.failures.set(this.ep.account, (this.d.failures.get(this.ep.account) ?? 0) + 1);
     if (now - b.firstFailAt >= cfg.disableAfterHours * HOUR_MS) {
       const reason = `failing since ${new Date(b.firstFailAt).toISOString()} (${b.attempts} attempts; last: ${b.lastError})`;
-      this.state.disabled = { at: new Date(now).toISOString(), reason };
-      await this.save(true);
+      const disabled: State = { ...this.state, disabled: { at: new Date(now).toISOString(), reason } };
+      // The state and the event that reports it in one batch (the notifier mails the event).
+      await this.d.o.events.commitWith([{ type: 'webhook.disabled', account: this.ep.account, reason: `webhook ${this.ep.id} (${this.ep.url}) disabled: ${reason}` }], (ops) =>
+        this.d.o.store.commit([...ops, { type: 'put', key: stateKey(this.ep.account, this.ep.id), value: Buffer.from(JSON.stringify(disabled)) }], { sync: true }),
+      );
+      this.state = disabled;
       this.d.o.log.warn({ event: 'webhook-disabled', account: this.ep.account, webhook: this.ep.id, url: this.ep.url, reason }, 'webhook endpoint disabled');
-      await this.d.o.events.append([{ type: 'webhook.disabled', account: this.ep.account, reason: `webhook ${this.ep.id} (${this.ep.url}) disabled: ${reason}` }], true);
       return;
     }
     const schedule = cfg.retrySeconds;
