@@ -55,7 +55,7 @@ export interface PostinoEvent {
   url?: string | undefined;
   /** opened/clicked: made by a machine (privacy proxy prefetch, link scanner), not a person. */
   machine?: boolean | undefined;
-  /** opened: the first open of this copy (false for repeats). */
+  /** opened: the first open of this copy (false for repeats); clicked by a person: their first click in this copy. */
   first?: boolean | undefined;
   /** opened/clicked: the client's class (e.g. "apple-mpp", "scanner", "browser", "mail-client"). */
   userAgent?: string | undefined;

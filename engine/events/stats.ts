@@ -22,7 +22,8 @@
  *
  * Metrics: see METRICS. Opens and clicks by machines (privacy-proxy
  * prefetch, link scanners) are counted apart from people's; `uniqueOpened` is
- * a person's open that was the first open of its copy.
+ * a person's open that was the first open of its copy, `uniqueClicked` a
+ * person's first click in a copy.
  *
  * Personal data: the `sender` dimension holds sender addresses (and `tag` what
  * the customer puts there), in `st!` keys; recipients appear only as domains.
@@ -49,6 +50,7 @@ export const METRICS = [
   'uniqueOpened',
   'machineOpened',
   'clicked',
+  'uniqueClicked',
   'machineClicked',
   'suppressed',
   'rejected',
@@ -78,7 +80,7 @@ export function metricsOf(e: PostinoEvent): Metric[] {
     case 'opened':
       return e.machine ? ['machineOpened'] : e.first ? ['opened', 'uniqueOpened'] : ['opened'];
     case 'clicked':
-      return e.machine ? ['machineClicked'] : ['clicked'];
+      return e.machine ? ['machineClicked'] : e.first ? ['clicked', 'uniqueClicked'] : ['clicked'];
     case 'accepted':
     case 'scheduled':
     case 'delivered':

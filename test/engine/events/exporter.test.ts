@@ -95,7 +95,8 @@ function messageBatches(i: number): EventInput[][] {
         [delivered],
         [{ ...base, type: 'opened', first: true, machine: true, userAgent: 'apple-mpp' }],
         [{ ...base, type: 'opened', first: false, machine: false, userAgent: 'mail-client' }],
-        [{ ...base, type: 'clicked', url: 'https://shop.example/a?b=1,2', machine: false, userAgent: 'browser' }],
+        [{ ...base, type: 'clicked', url: 'https://shop.example/a?b=1,2', machine: false, first: true, userAgent: 'browser' }],
+        [{ ...base, type: 'clicked', url: 'https://shop.example/b', machine: false, first: false, userAgent: 'browser' }],
         [{ ...base, type: 'clicked', url: 'https://shop.example/a', machine: true, userAgent: 'scanner' }],
         [{ ...base, type: 'unsubscribed', via: 'one-click', list: '' }],
       ];
@@ -178,6 +179,7 @@ function countFromFeed(events: PostinoEvent[], group: (e: PostinoEvent) => strin
     else inc(g, e.type);
     if (e.type === 'bounced') inc(g, `${e.bounce!.class}Bounced`);
     if (e.type === 'opened' && !e.machine && e.first) inc(g, 'uniqueOpened');
+    if (e.type === 'clicked' && !e.machine && e.first) inc(g, 'uniqueClicked');
   }
   return m;
 }
@@ -302,7 +304,7 @@ test('the feed, its CSV, statistics and message history for 10,000 messages of m
     assert.equal(byIntake.messages.length, 1);
     assert.deepEqual(byIntake.messages[0]!.copies.map((c) => c.queueId).sort(), ['Q8', 'Q9']);
     const q9 = byIntake.messages[0]!.copies.find((c) => c.queueId === 'Q9')!;
-    assert.deepEqual(q9.events.map((e) => e.type), ['accepted', 'delivered', 'opened', 'opened', 'clicked', 'clicked', 'unsubscribed']);
+    assert.deepEqual(q9.events.map((e) => e.type), ['accepted', 'delivered', 'opened', 'opened', 'clicked', 'clicked', 'clicked', 'unsubscribed']);
     const q8 = byIntake.messages[0]!.copies.find((c) => c.queueId === 'Q8')!;
     assert.deepEqual(q8.events.map((e) => e.type), ['accepted', 'delivered', 'complained']);
     assert.equal(q8.status, 'complained');
