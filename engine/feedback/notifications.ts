@@ -50,7 +50,8 @@ function line(e: PostinoEvent): string {
   const what = e.type === 'complained' ? 'complaint' : e.type === 'bounced' ? `bounce ${e.bounce?.class ?? ''} ${e.bounce?.status ?? ''}`.trim() : e.type;
   const extra = [e.tag && `tag ${e.tag}`, e.messageId && `message ${e.messageId}`, e.reason && `"${e.reason.slice(0, 200)}"`].filter(Boolean).join(', ');
   // RFC 5322 2.1.1: a line is at most 998 octets; a long reason is cut well before.
-  return `${e.at}  ${what.padEnd(22)} ${e.recipient ?? '(unknown recipient)'}${extra ? `  (${extra})` : ''}`.replace(/[\r\n]+/g, ' ').slice(0, 900);
+  const who = e.recipient ?? (e.type === 'paused' || e.type === 'webhook.disabled' ? e.account : '(unknown recipient)'); // decisions about the account name it
+  return `${e.at}  ${what.padEnd(22)} ${who}${extra ? `  (${extra})` : ''}`.replace(/[\r\n]+/g, ' ').slice(0, 900);
 }
 
 /** The summary mail's text. */
