@@ -83,7 +83,7 @@ export interface PostinoEvent {
   /** transactional | bulk (X-Postino-Stream), for statistics per stream. */
   stream?: 'transactional' | 'bulk' | undefined;
   /** paused/resumed by the reputation brake: the rates that decided it, over how many messages. */
-  figures?: { window: string; sent: number; complaintRate: number; hardBounceRate: number; blockRate: number } | undefined;
+  figures?: { stream?: string | undefined; window: string; sent: number; complaintRate: number; hardBounceRate: number; blockRate: number } | undefined;
 }
 
 /** What a caller supplies; the log assigns seq, id and (unless given) at. */

@@ -5,7 +5,9 @@
  *
  * Evaluated each time statistics fold (stats.ts, about once a second), for
  * the accounts the fold touched, on the account's hourly counters over the
- * last events.brake.windowHours:
+ * last events.brake.windowHours, for the whole account and for each stream
+ * (transactional, bulk) apart, so a bulk campaign that draws complaints is
+ * caught even when plenty of clean transactional mail dilutes the overall rate:
  *   complaint rate   complained / delivered
  *   hard-bounce rate hardBounced / (delivered + bounced)
  *   block rate       blockBounced / (delivered + bounced)
@@ -26,7 +28,7 @@
  * Keys: brake!<account> → {state: 'paused'|'resumed', at, reason?, figures?, baseline?}.
  * Config: events.brake.*. Side effects: LevelDB writes; the kill-switch.
  */
-import type { EventsConfig } from '../../common/config.js';
+import { STREAMS, type EventsConfig, type Stream } from '../../common/config.js';
 import type { PostinoEvent } from '../../common/events.js';
 import type { Logger } from '../../common/log.js';
 import type { Store } from '../../common/store.js';
@@ -49,8 +51,8 @@ export interface BrakeRecord {
   at: string;
   reason?: string | undefined;
   figures?: Figures | undefined;
-  /** resumed: the hourly counters at the moment of the resume (hour bucket → counts). */
-  baseline?: Record<string, Counts> | undefined;
+  /** resumed: the hourly counters at the moment of the resume, per scope ('all' or a stream) and hour bucket. */
+  baseline?: Record<string, Record<string, Counts>> | undefined;
 }
 
 function key(account: string): string {
@@ -89,11 +91,16 @@ export class ReputationBrake {
     return [...this.records].filter(([, r]) => r.state === 'paused').map(([account, r]) => ({ account, at: r.at, state: r.state, reason: r.reason, figures: r.figures }));
   }
 
-  /** The account's hourly counters over the window, minus the baseline of a resume. */
-  private async window(account: string): Promise<Counts> {
+  /** The hourly rows of the window, of the whole account or one stream. */
+  private hours(account: string, stream: Stream | undefined): ReturnType<Stats['query']> {
     const to = this.now();
-    const r = await this.o.stats.query({ groupBy: 'hour', account, from: to - (this.o.config.windowHours - 1) * HOUR_MS, to });
-    const base = this.records.get(account)?.baseline ?? {};
+    return this.o.stats.query({ groupBy: 'hour', account, stream, from: to - (this.o.config.windowHours - 1) * HOUR_MS, to });
+  }
+
+  /** The account's (or one stream's) hourly counters over the window, minus the baseline of a resume. */
+  private async window(account: string, stream: Stream | undefined): Promise<Counts> {
+    const r = await this.hours(account, stream);
+    const base = this.records.get(account)?.baseline?.[stream ?? 'all'] ?? {};
     const sum: Counts = {};
     for (const row of r.rows) {
       for (const m of ['delivered', 'bounced', 'complained', 'hardBounced', 'blockBounced'] as const) sum[m] = (sum[m] ?? 0) + row[m] - (base[row.key]?.[m] ?? 0);
@@ -102,41 +109,50 @@ export class ReputationBrake {
   }
 
   private async evaluate(accounts: Set<string>): Promise<void> {
-    const c = this.o.config;
     for (const account of accounts) {
-      if (!account || this.records.get(account)?.state === 'paused') continue;
-      const w = await this.window(account);
-      const delivered = w.delivered ?? 0;
-      const outcomes = delivered + (w.bounced ?? 0);
-      if (outcomes < c.minMessages) continue;
-      const figures: Figures = {
-        window: `${c.windowHours}h`,
-        sent: outcomes,
-        complaintRate: delivered ? (w.complained ?? 0) / delivered : 0,
-        hardBounceRate: (w.hardBounced ?? 0) / outcomes,
-        blockRate: (w.blockBounced ?? 0) / outcomes,
-      };
-      const over = (level: 'warn' | 'pause'): string[] =>
-        [
-          figures.complaintRate >= c.complaintRate[level] && `complaint rate ${pct(figures.complaintRate)} ≥ ${pct(c.complaintRate[level])}`,
-          figures.hardBounceRate >= c.hardBounceRate[level] && `hard-bounce rate ${pct(figures.hardBounceRate)} ≥ ${pct(c.hardBounceRate[level])}`,
-          figures.blockRate >= c.blockRate[level] && `block rate ${pct(figures.blockRate)} ≥ ${pct(c.blockRate[level])}`,
-        ].filter((s): s is string => !!s);
-      const pause = over('pause');
-      if (pause.length) {
-        await this.pause(account, `reputation brake: ${pause.join(', ')} over the last ${c.windowHours}h (${outcomes} messages)`, figures);
-        continue;
+      for (const stream of [undefined, ...STREAMS]) {
+        if (!account || this.records.get(account)?.state === 'paused') continue;
+        await this.evaluateScope(account, stream);
       }
-      const warn = over('warn');
-      if (warn.length && !this.warned.has(account)) this.o.log.warn({ event: 'reputation-warning', account, figures, over: warn }, 'account near the reputation brake');
-      if (warn.length) this.warned.add(account);
-      else this.warned.delete(account);
     }
+  }
+
+  /** One account, as a whole or one stream: a bulk campaign drawing complaints pauses the account even when its transactional mail dilutes the overall rate. */
+  private async evaluateScope(account: string, stream: Stream | undefined): Promise<void> {
+    const c = this.o.config;
+    const scope = `${account}/${stream ?? 'all'}`;
+    const w = await this.window(account, stream);
+    const delivered = w.delivered ?? 0;
+    const outcomes = delivered + (w.bounced ?? 0);
+    if (outcomes < c.minMessages) return;
+    const figures: Figures = {
+      ...(stream ? { stream } : {}),
+      window: `${c.windowHours}h`,
+      sent: outcomes,
+      complaintRate: delivered ? (w.complained ?? 0) / delivered : 0,
+      hardBounceRate: (w.hardBounced ?? 0) / outcomes,
+      blockRate: (w.blockBounced ?? 0) / outcomes,
+    };
+    const over = (level: 'warn' | 'pause'): string[] =>
+      [
+        figures.complaintRate >= c.complaintRate[level] && `complaint rate ${pct(figures.complaintRate)} ≥ ${pct(c.complaintRate[level])}`,
+        figures.hardBounceRate >= c.hardBounceRate[level] && `hard-bounce rate ${pct(figures.hardBounceRate)} ≥ ${pct(c.hardBounceRate[level])}`,
+        figures.blockRate >= c.blockRate[level] && `block rate ${pct(figures.blockRate)} ≥ ${pct(c.blockRate[level])}`,
+      ].filter((s): s is string => !!s);
+    const pause = over('pause');
+    if (pause.length) {
+      await this.pause(account, `reputation brake${stream ? ` (${stream} stream)` : ''}: ${pause.join(', ')} over the last ${c.windowHours}h (${outcomes} messages)`, figures);
+      return;
+    }
+    const warn = over('warn');
+    if (warn.length && !this.warned.has(scope)) this.o.log.warn({ event: 'reputation-warning', account, stream, figures, over: warn }, 'account near the reputation brake');
+    if (warn.length) this.warned.add(scope);
+    else this.warned.delete(scope);
   }
 
   private async pause(account: string, reason: string, figures: Figures): Promise<void> {
     const rec: BrakeRecord = { state: 'paused', at: new Date(this.now()).toISOString(), reason, figures };
-    // The record first: if we die between, the start-up sees "paused by the brake" and the switch is engaged below on the next fold.
+    // The record (with its event) first: if we die before the switch is engaged, start() engages it.
     await this.o.events.commitWith([{ type: 'paused', account, reason, figures }], (ops) => this.o.store.commit([...ops, { type: 'put', key: key(account), value: Buffer.from(JSON.stringify(rec)) }], { sync: true }));
     this.records.set(account, rec);
     await this.o.killSwitch.pause(account);
@@ -148,14 +164,16 @@ export class ReputationBrake {
     for (const [account, r] of this.records) {
       if (r.state !== 'paused' || this.o.killSwitch.isPaused(account)) continue;
       const to = this.now();
-      const hours = await this.o.stats.query({ groupBy: 'hour', account, from: to - (this.o.config.windowHours - 1) * HOUR_MS, to });
-      const baseline: Record<string, Counts> = {};
-      for (const { key: hour, ...counts } of hours.rows) baseline[hour] = counts;
+      const baseline: Record<string, Record<string, Counts>> = {};
+      for (const stream of [undefined, ...STREAMS]) {
+        const b: Record<string, Counts> = (baseline[stream ?? 'all'] = {});
+        for (const { key: hour, ...counts } of (await this.hours(account, stream)).rows) b[hour] = counts;
+      }
       const rec: BrakeRecord = { state: 'resumed', at: new Date(to).toISOString(), baseline };
       const reason = `resumed by an operator after: ${r.reason ?? 'a reputation pause'}`;
       await this.o.events.commitWith([{ type: 'resumed', account, reason, figures: r.figures }], (ops) => this.o.store.commit([...ops, { type: 'put', key: key(account), value: Buffer.from(JSON.stringify(rec)) }], { sync: true }));
       this.records.set(account, rec);
-      this.warned.delete(account);
+      for (const w of [...this.warned]) if (w.startsWith(`${account}/`)) this.warned.delete(w);
       this.o.log.info({ event: 'reputation-resume', account }, 'account resumed after a reputation pause');
     }
   }

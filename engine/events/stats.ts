@@ -14,7 +14,7 @@
  *   st!<account>!<h|d>!<all|tag|sender|domain|stream>!<bucket>!<value> → {"<metric>": n}
  *   sa!<account> → '' (accounts that have statistics, for node-wide queries)
  * `bucket` is the UTC hour (2026-11-30T10) or day (2026-11-30); hours are kept
- * for the whole-account row (`all`) only, the dimensions per day. A delta at or
+ * for the whole-account row (`all`) and per stream, the other dimensions per day. A delta at or
  * below the event log's watermark is committed (its batch settled); a crash
  * leaves deltas in place for the next fold, and a lost unsynced batch loses its
  * deltas together with its events, so counters and feed never disagree.
@@ -32,6 +32,7 @@
 import { domainOf } from '../../common/address.js';
 import type { PostinoEvent } from '../../common/events.js';
 import { PostinoError } from '../../common/errors.js';
+import type { Stream } from '../../common/config.js';
 import type { BatchOp, Store } from '../../common/store.js';
 import type { EventLog } from './event-log.js';
 
@@ -119,7 +120,7 @@ function counterKeys(e: PostinoEvent): string[] {
   if (e.tag) out.push(`${a}!d!tag!${day}!${cut(e.tag)}`);
   if (e.sender) out.push(`${a}!d!sender!${day}!${cut(e.sender.toLowerCase())}`);
   if (e.recipient) out.push(`${a}!d!domain!${day}!${cut(domainOf(e.recipient).toLowerCase())}`);
-  if (e.stream) out.push(`${a}!d!stream!${day}!${e.stream}`);
+  if (e.stream) out.push(`${a}!h!stream!${hourOf(at)}!${e.stream}`, `${a}!d!stream!${day}!${e.stream}`);
   return out;
 }
 
@@ -133,6 +134,8 @@ export interface StatsQuery {
   groupBy: GroupBy;
   /** undefined = every account (node key). */
   account: string | undefined;
+  /** Only this stream's counts (with groupBy day, hour or account). */
+  stream?: Stream | undefined;
 }
 
 export interface StatsRow extends Record<Metric, number> {
@@ -144,6 +147,7 @@ export interface StatsResult {
   to: string;
   groupBy: GroupBy;
   account: string | null;
+  stream: Stream | null;
   rows: StatsRow[];
   total: Record<Metric, number>;
 }
@@ -235,7 +239,11 @@ export class Stats {
     await this.fold();
     const accounts = q.account !== undefined ? [q.account] : await this.accounts();
     const hourly = q.groupBy === 'hour';
-    const dim: Dimension = q.groupBy === 'tag' || q.groupBy === 'sender' || q.groupBy === 'domain' || q.groupBy === 'stream' ? q.groupBy : 'all';
+    let dim: Dimension = q.groupBy === 'tag' || q.groupBy === 'sender' || q.groupBy === 'domain' || q.groupBy === 'stream' ? q.groupBy : 'all';
+    if (q.stream !== undefined) {
+      if (dim !== 'all') throw new PostinoError('BAD_REQUEST', 'stream= goes with groupBy=day, hour or account');
+      dim = 'stream';
+    }
     // Buckets are whole hours or days: the range covers every bucket that `from`..`to` touches.
     const lo = hourly ? hourOf(from) : dayOf(from);
     const hi = hourly ? hourOf(to) : dayOf(to);
@@ -246,7 +254,8 @@ export class Stats {
         const rest = k.slice(prefix.length);
         const bang = rest.indexOf('!');
         const bucket = rest.slice(0, bang);
-        const group = q.groupBy === 'account' ? a : dim === 'all' ? bucket : rest.slice(bang + 1);
+        if (q.stream !== undefined && rest.slice(bang + 1) !== q.stream) continue;
+        const group = q.groupBy === 'account' ? a : dim === 'all' || q.stream !== undefined ? bucket : rest.slice(bang + 1);
         const into = groups.get(group) ?? {};
         add(into, JSON.parse(v.toString('utf8')) as Counts);
         groups.set(group, into);
@@ -256,7 +265,7 @@ export class Stats {
     for (const c of groups.values()) add(total, c);
     const rows = [...groups].sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)).map(([k, c]) => fullRow(k, c));
     const { key: _k, ...t } = fullRow('', total);
-    return { from: new Date(from).toISOString(), to: new Date(to).toISOString(), groupBy: q.groupBy, account: q.account ?? null, rows, total: t };
+    return { from: new Date(from).toISOString(), to: new Date(to).toISOString(), groupBy: q.groupBy, account: q.account ?? null, stream: q.stream ?? null, rows, total: t };
   }
 
   /** Deletes counters of buckets before `cutoff` (epoch ms), at most `max` keys; returns how many. */
@@ -266,7 +275,7 @@ export class Stats {
     const ops: BatchOp[] = [];
     for (const a of await this.accounts()) {
       for (const [gran, dims, edge] of [
-        ['h', ['all'], hour],
+        ['h', ['all', 'stream'], hour],
         ['d', ['all', 'tag', 'sender', 'domain', 'stream'], day],
       ] as const) {
         for (const dim of dims) {

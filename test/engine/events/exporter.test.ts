@@ -291,6 +291,9 @@ test('the feed, its CSV, statistics and message history for 10,000 messages of m
     assertStats(await stats('groupBy=domain'), countFromFeed(seen, (e) => e.recipient!.split('@')[1]), 'by domain');
     assertStats(await stats('groupBy=stream&account=crm'), countFromFeed(seen, (e) => (e.account === 'crm' ? e.stream : undefined)), 'crm by stream');
     assertStats(await stats('groupBy=account'), countFromFeed(seen, (e) => e.account), 'by account');
+    assertStats(await stats('groupBy=hour&stream=bulk'), countFromFeed(seen, (e) => (e.stream === 'bulk' ? e.at.slice(0, 13) : undefined)), 'bulk by hour');
+    assertStats(await stats('groupBy=account&stream=transactional'), countFromFeed(seen, (e) => (e.stream === 'transactional' ? e.account : undefined)), 'transactional by account');
+    for (const bad of ['groupBy=tag&stream=bulk', 'stream=newsletter']) assert.equal((await get(node.base, `/api/stats?${bad}`)).status, 400, bad);
     assertStats(await stats('groupBy=day', shopKey.token), countFromFeed(seen, (e) => (e.account === 'shop' ? day(e) : undefined)), 'shop key by day');
     const statsCsv = await (await get(node.base, '/api/stats.csv?groupBy=tag')).text();
     assert.match(statsCsv.split('\r\n')[0]!, /^tag,accepted,scheduled,delivered,/);
