@@ -665,6 +665,12 @@ const accounts = z
         if (keyIds.has(k.id)) ctx.addIssue({ code: 'custom', path: [i, 'apiKeys', j, 'id'], message: `API key id "${k.id}" is used twice` });
         keyIds.add(k.id);
       });
+      // A webhook id names the endpoint's durable cursor (engine/events/webhooks.ts): one per id.
+      const hookIds = new Set<string>();
+      a.webhooks.forEach((w, j) => {
+        if (hookIds.has(w.id)) ctx.addIssue({ code: 'custom', path: [i, 'webhooks', j, 'id'], message: `webhook id "${w.id}" is used twice in this account` });
+        hookIds.add(w.id);
+      });
     });
   });
 

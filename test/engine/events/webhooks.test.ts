@@ -81,5 +81,7 @@ test('config: a webhook needs a whsec_ secret (or secretEnv) and an http(s) URL;
   assert.ok(problems({ accounts: [{ id: 'a', webhooks: [{ id: 'x', url: 'https://crm.example/hook' }] }] }).some((l) => /accounts\.0\.webhooks\.0\.secret: a webhook needs secret or secretEnv/.test(l)));
   assert.ok(problems({ accounts: [{ id: 'a', webhooks: [{ id: 'x', url: 'ftp://crm.example/', secretEnv: 'S' }] }] }).some((l) => /accounts\.0\.webhooks\.0\.url/.test(l)));
   assert.ok(problems({ events: { webhooks: { retrySeconds: [] } } }).some((l) => /events\.webhooks\.retrySeconds/.test(l)));
+  const twice = { id: 'x', url: 'https://crm.example/hook', secretEnv: 'S' };
+  assert.ok(problems({ accounts: [{ id: 'a', webhooks: [twice, twice] }] }).some((l) => /accounts\.0\.webhooks\.1\.id: webhook id "x" is used twice/.test(l)));
   assert.deepEqual(problems({ accounts: [{ id: 'a', webhooks: [{ id: 'x', url: 'https://crm.example/hook', secretEnv: 'CRM_WEBHOOK_SECRET' }] }] }), []);
 });
