@@ -178,7 +178,7 @@ async function e2e(withWebhook: boolean): Promise<number> {
 }
 
 export async function benchEvents(): Promise<void> {
-  await feedAndStats();
+  if (EVENTS > 0) await feedAndStats(); // BENCH_EVENTS=0: only the e2e part
   const off = await e2e(false);
   console.log(`e2e (listener → engine → sink, ${MESSAGES} messages, ${SESSIONS} sessions), webhooks off: ${fmt(off, 0)} msg/s`);
   const on = await e2e(true);

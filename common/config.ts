@@ -588,6 +588,11 @@ const events = z
       .object({
         /** Events per POST. */
         batchSize: z.number().int().min(1).max(1000).default(100),
+        /**
+         * After new events arrive, wait this long for more before POSTing a batch that is not full:
+         * fewer, fuller POSTs (each costs two synced writes of the outbox) while mail trickles in.
+         */
+        batchWaitMs: z.number().int().min(0).max(60_000).default(1000),
         /** A POST not answered within this long counts as failed. */
         timeoutSeconds: z.number().positive().default(10),
         /** Waits between attempts while an endpoint fails; the last one repeats (Standard Webhooks' suggested schedule). */

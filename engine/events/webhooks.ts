@@ -23,7 +23,7 @@
  * a `webhook.disabled` event is written (the account's notifier reports it).
  * Body: {"type":"postino.events","timestamp":"…","data":{"events":[…]}}.
  *
- * Config: events.webhooks.{batchSize, timeoutSeconds, retrySeconds,
+ * Config: events.webhooks.{batchSize, batchWaitMs, timeoutSeconds, retrySeconds,
  * disableAfterHours}, accounts[].webhooks. Side effects: HTTP POSTs; LevelDB
  * reads and writes; timers.
  */
@@ -188,6 +188,8 @@ class EndpointWorker {
         const b = await this.nextBatch();
         if (!b) {
           await wake;
+          // Let a trickle of events gather into one batch (events.webhooks.batchWaitMs).
+          if (!this.stopped && this.d.o.config.batchWaitMs > 0) await sleep(this.d.o.config.batchWaitMs, undefined, { signal: this.abort.signal }).catch(() => undefined);
           continue;
         }
         this.wakeUp = undefined;
