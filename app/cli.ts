@@ -38,7 +38,7 @@ import { generateDkimKey } from '../engine/rewrap/dkim-keys.js';
 import { apiCall, apiTarget, FORWARDER_ADMIN, HOSTED_API } from './api-client.js';
 import { dataDirOf, exitOnProblems, loadOrExit, UsageError } from './cli-support.js';
 import type { FailedEntry } from '../engine/failed-routes.js';
-import { formatFailed, formatForwarderStatus, formatHostedStatus, type HostedQueueBody } from './printers.js';
+import { formatBrake, formatFailed, formatForwarderStatus, formatHostedStatus, type BrakeBody, type HostedQueueBody } from './printers.js';
 import { suppressCommand } from './suppress-command.js';
 import { accountsCommand, type AccountsArgs } from './accounts-command.js';
 import { recipientsCommand } from './recipients-command.js';
@@ -108,6 +108,7 @@ async function hostedCommand(sub: 'pause' | 'resume' | 'status', apiUrl: string 
   const t = apiTarget(HOSTED_API, apiUrl, env);
   if (sub === 'status') {
     process.stdout.write(formatHostedStatus(await apiCall<HostedQueueBody>(t, 'GET', '/api/queue')));
+    process.stdout.write(formatBrake(await apiCall<BrakeBody>(t, 'GET', '/api/brake')));
     return;
   }
   const url = new URL(`/api/${sub}`, t.base);

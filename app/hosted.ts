@@ -29,7 +29,7 @@ import { SeenSpoolIds } from '../common/spool-id.js';
 import { createDelivery, type Delivery } from '../engine/delivery/delivery.js';
 import { registerDeliveryRoutes } from '../engine/delivery/http-routes.js';
 import { EventLog } from '../engine/events/event-log.js';
-import { registerEventRoutes } from '../engine/events/http-routes.js';
+import { indexEvents, startEventReaders } from '../engine/events/events-stage.js';
 import { createHostedApi } from '../engine/http-api.js';
 import type { DeliveryMeta } from '../engine/delivery/delivery-record.js';
 import { RecipientDb } from '../engine/recipient-db.js';
@@ -95,6 +95,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const intake = await DurableQueue.open<IntakeMeta>(store, 'intake');
   const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
   const events = await EventLog.open(store);
+  const eventIndexes = indexEvents(store, events); // before any writer prepares an event
   // Before anything reads accounts: the accounts API's changes are laid over the file's.
   const accountsNow = new AccountsSnapshot(config.accounts);
   const accountService = await AccountService.open({ config, store: new LevelAccountStore(store, events), snapshot: accountsNow, reloadConfig: rt.reloadConfig, log: log.child({ component: 'accounts' }) });
@@ -175,7 +176,6 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const failedQueues = [intake, delivery, feedbackQueue] as FailedQueues;
   registerDeliveryRoutes(api, intake, deliveryStage, () => failedCounts(failedQueues));
   registerFailedRoutes(api, failedQueues, deliveryStage.metrics.registry);
-  registerEventRoutes(api, events);
   registerFeedbackRoutes(api, { keys, recorder, log });
   accountsNow.onSwap((list) => deliveryStage.setAccounts(list.map((a) => a.id)));
   registerSuppressionRoutes(api, { store, suppression, accounts: deliveryStage.accounts });
@@ -201,6 +201,8 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
     registerDashboard(api, ctx, log.child({ component: 'dashboard' }));
   }
   registerRecipientRoutes(api, { store, db: recipients, suppression, eraser, accounts: deliveryStage.accounts });
+  // Webhook endpoints from the file are read here, at start (a reload names them as needing a restart).
+  const eventReaders = await startEventReaders({ store, events, indexes: eventIndexes, config: config.events, accounts: accountsNow.current, env: rt.env, api, killSwitch: deliveryStage.killSwitch, registry: deliveryStage.metrics.registry, log: log.child({ component: 'events' }) });
   const httpPort = await listenHttp(api, { host: config.http.host, port: config.http.port, what: 'hosted', log });
   const notifier = new Notifier({ store, events, delivery, accounts: accountsNow.current, hostname: config.engine.hostname, log: log.child({ component: 'notify' }) });
   await recipientCounters.start();
@@ -231,6 +233,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       await deliveryStage.stop();
       await recipientCounters.stop();
       await eraser.stop();
+      await eventReaders.close();
       await api.close();
       await store.close();
     },

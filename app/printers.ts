@@ -95,3 +95,13 @@ export function formatFailed(list: FailedEntry[]): string {
   }
   return out.join('\n') + '\n';
 }
+
+export interface BrakeBody {
+  paused: Array<{ account: string; at: string; reason?: string | undefined; figures?: { sent: number; complaintRate: number; hardBounceRate: number; blockRate: number } | undefined }>;
+}
+
+/** GET /api/brake under the status: which accounts the reputation brake paused, and why. */
+export function formatBrake(body: BrakeBody): string {
+  if (!body.paused.length) return '';
+  return '\n' + body.paused.map((p) => `brake: account ${p.account} paused at ${p.at}: ${p.reason ?? ''}\n  resume with: postino hosted resume --account ${p.account}\n`).join('');
+}

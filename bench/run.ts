@@ -2,13 +2,14 @@
  * npm run bench — every benchmark, printed as text. Run on a quiet machine;
  * figures in the README were made with this command.
  *   npm run bench            all
- *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, pipeline, feedback, suppress-import, recipients-import, dashboard)
+ *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, pipeline, feedback, suppress-import, recipients-import, dashboard, events)
  */
 import { benchForwarder } from './forwarder-vs-postfix.js';
 import { benchListener } from './listener.js';
 import { benchE2e } from './e2e-throughput.js';
 import { benchPipeline } from './pipeline.js';
 import { benchFanOut } from './fan-out.js';
+import { benchEvents } from './events.js';
 import { benchFeedback } from './feedback.js';
 import { benchQueue } from './queue-group-commit.js';
 import { benchRewrap } from './rewrap.js';
@@ -28,6 +29,7 @@ const benches: Record<string, () => Promise<void>> = {
   'recipients-import': benchRecipientsImport,
   feedback: benchFeedback,
   dashboard: benchDashboard,
+  events: benchEvents,
 };
 
 const wanted = process.argv.slice(2);

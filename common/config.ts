@@ -581,6 +581,74 @@ const sink = z
   .strict()
   .prefault({});
 
+/** A Standard Webhooks secret: `whsec_` and the base64 of at least 24 random bytes (`postino` makes them for API-added endpoints). */
+export const WEBHOOK_SECRET = /^whsec_[A-Za-z0-9+/]{32,}={0,2}$/;
+const webhookTypes = z.array(z.string().regex(/^[a-z][a-z.]*$/, 'an event type name like delivered')).default([]);
+
+/** A webhook endpoint of an account (engine/events/webhooks.ts); `types` empty = every event type. */
+const webhookEndpoint = z
+  .object({
+    id: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'a webhook id is lower-case letters, digits, - and _'),
+    url: z.url({ protocol: /^https?$/ }),
+    types: webhookTypes,
+    /** The signing secret, or null with `secretEnv` naming an environment variable that holds it. */
+    secret: z.string().regex(WEBHOOK_SECRET, 'a webhook secret looks like whsec_<base64>').nullable().default(null),
+    secretEnv: z.string().nullable().default(null),
+  })
+  .strict()
+  .refine((w) => w.secret !== null || w.secretEnv !== null, { message: 'a webhook needs secret or secretEnv', path: ['secret'] });
+
+/**
+ * The event log's readers (engine/events/): retention, webhooks delivery, the
+ * reputation brake. Defaults keep 30 days of events and 13 months of statistics.
+ */
+const events = z
+  .object({
+    /** Events and the per-message history are kept this long. */
+    retentionDays: z.number().positive().default(30),
+    /** Statistics counters are kept this long (13 months: a year ago's same month). */
+    statsRetentionDays: z.number().positive().default(396),
+    /** How often retention prunes (in small batches). */
+    pruneIntervalSeconds: z.number().positive().default(600),
+    webhooks: z
+      .object({
+        /** Events per POST. */
+        batchSize: z.number().int().min(1).max(1000).default(100),
+        /**
+         * After new events arrive, wait this long for more before POSTing a batch that is not full:
+         * fewer, fuller POSTs (each costs two synced writes of the outbox) while mail trickles in.
+         */
+        batchWaitMs: z.number().int().min(0).max(60_000).default(1000),
+        /** A POST not answered within this long counts as failed. */
+        timeoutSeconds: z.number().positive().default(10),
+        /** Waits between attempts while an endpoint fails; the last one repeats (Standard Webhooks' suggested schedule). */
+        retrySeconds: z.array(z.number().positive()).min(1).default([5, 300, 1800, 7200, 18_000, 36_000]),
+        /** An endpoint failing for this long is disabled and its account notified. */
+        disableAfterHours: z.number().positive().default(72),
+      })
+      .strict()
+      .prefault({}),
+    /**
+     * Reputation brake (engine/events/reputation-brake.ts): rates over the last `windowHours`
+     * of an account's messages, evaluated as statistics fold; `pause` engages the account's
+     * delivery kill-switch. Complaint defaults are the mailbox providers' published limits.
+     */
+    brake: z
+      .object({
+        enabled: z.boolean().default(true),
+        windowHours: z.number().int().min(1).max(24 * 7).default(24),
+        /** Below this many delivered messages in the window, no decision (rates of tiny samples mean nothing). */
+        minMessages: z.number().int().min(1).default(500),
+        complaintRate: z.object({ warn: z.number().min(0).max(1).default(0.001), pause: z.number().min(0).max(1).default(0.003) }).strict().prefault({}),
+        hardBounceRate: z.object({ warn: z.number().min(0).max(1).default(0.02), pause: z.number().min(0).max(1).default(0.05) }).strict().prefault({}),
+        blockRate: z.object({ warn: z.number().min(0).max(1).default(0.05), pause: z.number().min(0).max(1).default(0.1) }).strict().prefault({}),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+  .prefault({});
+
 /**
  * Customer accounts of a hosted node. Each stage owns one sub-object:
  * `listener` (who may connect and send as whom), `engine` (rewrap settings),
@@ -600,6 +668,8 @@ const account = z
     apiKeys: z.array(z.object({ id: z.string().regex(API_KEY_ID, 'a key id is 4 to 32 lower-case letters and digits'), hash: scryptHash }).strict()).default([]),
     listener: accountListener.prefault({}),
     engine: accountEngine,
+    /** Webhook endpoints of this account from config (more can be added with the API). */
+    webhooks: z.array(webhookEndpoint).default([]),
     /** The web dashboard (engine/dashboard/): this account may also log in with a password (its API keys always work). */
     dashboard: z
       .object({
@@ -634,6 +704,12 @@ const accounts = z
         if (keyIds.has(k.id)) ctx.addIssue({ code: 'custom', path: [i, 'apiKeys', j, 'id'], message: `API key id "${k.id}" is used twice` });
         keyIds.add(k.id);
       });
+      // A webhook id names the endpoint's durable cursor (engine/events/webhooks.ts): one per id.
+      const hookIds = new Set<string>();
+      a.webhooks.forEach((w, j) => {
+        if (hookIds.has(w.id)) ctx.addIssue({ code: 'custom', path: [i, 'webhooks', j, 'id'], message: `webhook id "${w.id}" is used twice in this account` });
+        hookIds.add(w.id);
+      });
     });
   });
 
@@ -649,6 +725,7 @@ export const configSchema = z
     http,
     sink,
     dashboard,
+    events,
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -673,6 +750,7 @@ export type ForwarderConfig = Config['forwarder'];
 export type ListenerConfig = Config['listener'];
 export type EngineConfig = Config['engine'];
 export type FeedbackConfig = Config['feedback'];
+export type EventsConfig = Config['events'];
 export type DeliveryConfig = Config['delivery'];
 export type SinkConfig = Config['sink'];
 export type DashboardConfig = Config['dashboard'];

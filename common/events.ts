@@ -25,7 +25,10 @@ export type EventType =
   /** An account's allowlist, AUTH users, sender domains or quotas changed (API, CLI or reload). */
   | 'account.changed'
   /** A recipient was deleted on a privacy request; `recipient` is its pseudonym (engine/recipients/erase.ts). */
-  | 'recipient.deleted';
+  | 'recipient.deleted'
+  | 'paused'
+  | 'resumed'
+  | 'webhook.disabled';
 
 export interface SmtpDetail {
   code: number;
@@ -56,7 +59,7 @@ export interface PostinoEvent {
   url?: string | undefined;
   /** opened/clicked: made by a machine (privacy proxy prefetch, link scanner), not a person. */
   machine?: boolean | undefined;
-  /** opened: the first open of this copy (false for repeats). */
+  /** opened: the first open of this copy (false for repeats); clicked by a person: their first click in this copy. */
   first?: boolean | undefined;
   /** opened/clicked: the client's class (e.g. "apple-mpp", "scanner", "browser", "mail-client"). */
   userAgent?: string | undefined;
@@ -79,6 +82,12 @@ export interface PostinoEvent {
   /** deferred: the back-pressure rule that applied, if any. */
   rule?: string | undefined;
   relay?: string | undefined;
+  /** The intake queue id (the one in the listener's `250 queued as`) of the message this copy came from. */
+  intakeId?: string | undefined;
+  /** transactional | bulk (X-Postino-Stream), for statistics per stream. */
+  stream?: 'transactional' | 'bulk' | undefined;
+  /** paused/resumed by the reputation brake: the rates that decided it, over how many messages. */
+  figures?: { stream?: string | undefined; window: string; sent: number; complaintRate: number; hardBounceRate: number; blockRate: number } | undefined;
   /** account.changed: who made it ("node" = the node key, "key:<id>" = an account key, "reload" = the config file). */
   actor?: string | undefined;
   /** account.changed: what changed, with the whole value before and after (user names only, never hashes). */

@@ -12,7 +12,8 @@
  * every other changed key is named as needing a restart, as are accounts added
  * or removed (their mail, kill-switch and suppressions work at once; sending IPs and notifications wait),
  * accounts[].delivery (sending IPs are bound at start) and
- * accounts[].engine.notify (the notifier reads it at start).
+ * accounts[].engine.notify (the notifier reads it at start) and accounts[].webhooks
+ * (the dispatcher reads the file's endpoints at start; the webhooks API is live).
  *
  * Config: accounts[], listener.minAccountPrefix (network-policy.ts).
  * Side effects: LevelDB writes through the store; swaps the snapshot.
@@ -55,7 +56,7 @@ function liveOnHosted(path: string): boolean {
   const m = /^accounts\[[^\]]+\]\.(.+)$/.exec(path);
   if (!m) return false;
   const rest = m[1]!;
-  return !rest.startsWith('delivery') && !rest.startsWith('engine.notify');
+  return !rest.startsWith('delivery') && !rest.startsWith('engine.notify') && !rest.startsWith('webhooks');
 }
 
 /** The sections a hosted node uses; the forwarder's and the sink's are other processes' business. */

@@ -94,7 +94,7 @@ export class DeliveryWorker {
   /** What every event about this copy carries. */
   private base(rec: Rec): Omit<EventInput, 'type'> {
     const m = rec.meta;
-    return { account: m.account, messageId: m.messageId, queueId: rec.id, recipient: m.recipient, sender: m.sender, tag: m.tag, metadata: m.metadata };
+    return { account: m.account, messageId: m.messageId, queueId: rec.id, intakeId: m.intakeId, stream: m.stream, recipient: m.recipient, sender: m.sender, tag: m.tag, metadata: m.metadata };
   }
 
   /** Handles one leased copy; returns the back-pressure rule its reply matched, for the scheduler. */

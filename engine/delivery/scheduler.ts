@@ -45,6 +45,12 @@ import { realTimers, type Timers } from '../../common/worker-loop.js';
 import type { DeliveryMeta } from './delivery-record.js';
 import type { DeliveryPause } from './delivery-pause.js';
 import { shapingFor, type DomainShaping } from './shaping.js';
+import { NOTIFY_TAG } from '../feedback/notifications.js';
+
+/** A paused account's mail waits, but not our notices to it (why it was paused: engine/events/reputation-brake.ts). */
+function held(k: DeliveryPause, m: DeliveryMeta): boolean {
+  return k.globalPaused || (k.isPaused(m.account) && m.tag !== NOTIFY_TAG);
+}
 
 type Rec = QueueRecord<DeliveryMeta>;
 
@@ -280,7 +286,7 @@ export class DeliveryScheduler {
   private route(rec: Rec, back: Array<{ rec: Rec; due: number }>): void {
     const now = this.now();
     const { config, killSwitch } = this.o;
-    if (!this.running || killSwitch.isPaused(rec.meta.account)) {
+    if (!this.running || held(killSwitch, rec.meta)) {
       back.push({ rec, due: this.running ? now + config.pausedRecheckSeconds * 1000 : now });
       return;
     }
@@ -413,7 +419,7 @@ export class DeliveryScheduler {
     const k = this.o.killSwitch;
     const recheck = this.o.config.pausedRecheckSeconds * 1000;
     if (k.globalPaused) await this.releaseWhere(() => true, () => this.now());
-    else await this.releaseWhere((r) => k.isPaused(r.meta.account), () => this.now() + recheck);
+    else await this.releaseWhere((r) => held(k, r.meta), () => this.now() + recheck);
     this.wake();
     for (const l of this.lanes.values()) if (l.size > 0) this.pump(l);
   }

@@ -9,8 +9,13 @@
  * abandoned, so a reader resuming `after=<seq>` never skips an event that
  * committed late. Gaps (abandoned seqs) are allowed; order is not violated.
  *
- * Filters, CSV, webhooks, statistics and retention build on `read()` and on
- * `subscribe()` (called with each settled batch).
+ * Filters, CSV, webhooks, statistics and retention build on `scan()` (an
+ * iterator straight over LevelDB, so a feed of a million events never sits in
+ * memory), `read()` and `subscribe()` (called with each settled batch).
+ *
+ * Indexers (`addIndexer`): the message-history index and the statistics
+ * deltas are ops computed from the events in `prepare()`, so every writer
+ * commits them in the same batch as the events without knowing they exist.
  */
 import { randomBytes } from 'node:crypto';
 import type { PostinoEvent, EventInput } from '../../common/events.js';
@@ -19,7 +24,7 @@ import type { BatchOp, Store } from '../../common/store.js';
 const SEQ_WIDTH = 16;
 const PREFIX = 'e!';
 
-function seqKey(seq: number): string {
+export function seqKey(seq: number): string {
   return PREFIX + seq.toString().padStart(SEQ_WIDTH, '0');
 }
 
@@ -32,6 +37,7 @@ export class EventLog {
   private nextSeq = 1;
   private readonly pending = new Set<number>();
   private readonly subscribers: Array<(events: PostinoEvent[]) => void> = [];
+  private readonly indexers: Array<(events: PostinoEvent[]) => BatchOp[]> = [];
 
   private constructor(private readonly store: Store) {}
 
@@ -56,7 +62,19 @@ export class EventLog {
       this.pending.add(seq);
       return { ...input, seq, id: `evt_${randomBytes(9).toString('base64url')}`, at: input.at ?? now.toISOString() };
     });
-    return { events, ops: events.map((e) => ({ type: 'put', key: seqKey(e.seq), value: Buffer.from(JSON.stringify(e)) })) };
+    const ops: BatchOp[] = events.map((e) => ({ type: 'put', key: seqKey(e.seq), value: Buffer.from(JSON.stringify(e)) }));
+    if (events.length) for (const ix of this.indexers) ops.push(...ix(events));
+    return { events, ops };
+  }
+
+  /** Ops derived from each prepared batch of events (secondary indexes, statistics), committed with them. */
+  addIndexer(fn: (events: PostinoEvent[]) => BatchOp[]): void {
+    this.indexers.push(fn);
+  }
+
+  /** The next seq to be assigned (for lag and size gauges). */
+  get nextSequence(): number {
+    return this.nextSeq;
   }
 
   /** The batch holding these events committed. */
@@ -100,14 +118,35 @@ export class EventLog {
   /** Events with seq > after, oldest first, at most `limit`, never past the watermark. */
   async read(after: number, limit: number, filter?: (e: PostinoEvent) => boolean): Promise<PostinoEvent[]> {
     const out: PostinoEvent[] = [];
-    const top = this.watermark;
-    if (after >= top) return out;
-    for await (const [, v] of this.store.db.iterator({ gt: seqKey(after), lte: seqKey(top) })) {
-      const e = JSON.parse(v.toString('utf8')) as PostinoEvent;
+    for await (const e of this.scan(after)) {
       if (!filter || filter(e)) out.push(e);
       if (out.length >= limit) break;
     }
     return out;
+  }
+
+  /**
+   * Events with seq in (after, top], oldest first, one at a time off a LevelDB
+   * iterator (a snapshot: pruning or writes meanwhile do not disturb it).
+   * `top` defaults to the watermark at the call; breaking out closes the iterator.
+   */
+  async *scan(after: number, top = this.watermark): AsyncGenerator<PostinoEvent> {
+    if (after >= top) return;
+    for await (const [, v] of this.store.db.iterator({ gt: seqKey(after), lte: seqKey(top) })) {
+      yield JSON.parse(v.toString('utf8')) as PostinoEvent;
+    }
+  }
+
+  /** The oldest seq still kept (retention prunes from the start), undefined when the log is empty. */
+  async firstSeq(): Promise<number | undefined> {
+    for await (const key of this.store.db.keys({ gte: PREFIX, lt: 'e~', limit: 1 })) return Number(key.slice(PREFIX.length));
+    return undefined;
+  }
+
+  /** The event with this seq, if it is still kept. */
+  async get(seq: number): Promise<PostinoEvent | undefined> {
+    const v = await this.store.db.get(seqKey(seq));
+    return v === undefined ? undefined : (JSON.parse(v.toString('utf8')) as PostinoEvent);
   }
 
   subscribe(fn: (events: PostinoEvent[]) => void): void {

@@ -1,37 +1,110 @@
 /*
- * http-routes.ts — `GET /api/events?after=<seq>&limit=<n>` (bearer API key):
- * the event log as NDJSON, oldest first, resumable by `seq` (DESIGN.md, Events).
- * A client keeps the last `seq` it saw and asks for `after=<that>`; events
- * never appear out of order or late (event-log.ts watermark).
- * `type=<t>` keeps one event type, `account=<id>` one account; an account's
- * API key sees its own account's events only. Other filters, CSV and webhooks come with the exporter issue.
+ * http-routes.ts — the DataExporter (DESIGN.md, Events), bearer API key:
+ *   GET /api/events       NDJSON, oldest first, resumable by `seq`
+ *   GET /api/events.csv   the same as CSV (events-csv.ts)
+ *   GET /api/messages/<queue id or Message-ID>   one message's history (message-history.ts)
+ * Query of both feeds: feed-filter.ts. A client keeps the last `seq` it saw
+ * and asks for `after=<that>`; events never appear out of order or late
+ * (event-log.ts watermark), and seqs are durable, so this holds across a
+ * restart of the node too. `account=<id>` narrows to one account; an
+ * account's API key sees its own account only (accountScope: naming another is 403).
+ *
+ * Both feeds stream off a LevelDB iterator in chunks of about CHUNK_BYTES
+ * with the socket's back-pressure, so a response of a million events holds
+ * one chunk in memory, not the million.
  */
-import type { FastifyInstance } from 'fastify';
+import { Readable } from 'node:stream';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { PostinoEvent } from '../../common/events.js';
 import { PostinoError } from '../../common/errors.js';
 import { accountScope } from '../../common/http-server.js';
 import type { EventLog } from './event-log.js';
+import { EventCsv, MAX_METADATA_COLUMNS } from './events-csv.js';
+import { parseFeedQuery, type FeedQuery } from './feed-filter.js';
+import type { MessageHistoryIndex } from './message-history.js';
 
-/** One response holds at most this many events; clients page with `after`. */
-const MAX_LIMIT = 10_000;
-const DEFAULT_LIMIT = 1_000;
+/** Lines are gathered into chunks of about this size before they go to the socket (fewer writes, bounded memory). */
+const CHUNK_BYTES = 64 * 1024;
 
-function intParam(v: unknown, name: string, def: number): number {
-  if (v === undefined || v === '') return def;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new PostinoError('BAD_REQUEST', `${name} must be a non-negative integer`);
-  return n;
+function requestedAccount(req: FastifyRequest): string | undefined {
+  const a = ((req.query ?? {}) as Record<string, unknown>).account;
+  return typeof a === 'string' && a !== '' ? a : undefined;
 }
 
-export function registerEventRoutes(app: FastifyInstance, events: EventLog): void {
+/** Matching events of one request, at most `limit`, up to the watermark at its start. */
+async function* matching(events: EventLog, q: FeedQuery, top: number): AsyncGenerator<PostinoEvent> {
+  let n = 0;
+  for await (const e of events.scan(q.after, top)) {
+    if (!q.keep(e)) continue;
+    yield e;
+    if (++n >= q.limit) return;
+  }
+}
+
+async function* chunked(lines: AsyncIterable<string>, head = ''): AsyncGenerator<string> {
+  let buf = head;
+  for await (const l of lines) {
+    buf += l;
+    if (buf.length >= CHUNK_BYTES) {
+      yield buf;
+      buf = '';
+    }
+  }
+  if (buf) yield buf;
+}
+
+async function* map<T, U>(it: AsyncIterable<T>, fn: (t: T) => U): AsyncGenerator<U> {
+  for await (const t of it) yield fn(t);
+}
+
+export interface EventRouteDeps {
+  events: EventLog;
+  history: MessageHistoryIndex;
+  /** Feed readers' progress, for the lag gauge (metrics.ts); called with the last seq each response reached. */
+  onRead?: (account: string | undefined, lastSeq: number) => void;
+}
+
+export function registerEventRoutes(app: FastifyInstance, d: EventRouteDeps): void {
+  const { events } = d;
+  const track = (account: string | undefined, it: AsyncIterable<PostinoEvent>): AsyncGenerator<PostinoEvent> =>
+    map(it, (e) => {
+      d.onRead?.(account, e.seq);
+      return e;
+    });
+
   app.get('/api/events', async (req, reply) => {
-    const q = (req.query ?? {}) as Record<string, unknown>;
-    const after = intParam(q.after, 'after', 0);
-    const limit = Math.min(MAX_LIMIT, Math.max(1, intParam(q.limit, 'limit', DEFAULT_LIMIT)));
-    const type = typeof q.type === 'string' && q.type !== '' ? q.type : undefined;
-    const account = accountScope(req, typeof q.account === 'string' && q.account !== '' ? q.account : undefined);
-    const keep = type || account ? (e: PostinoEvent) => (!type || e.type === type) && (!account || e.account === account) : undefined;
-    const list = await events.read(after, limit, keep);
-    return reply.type('application/x-ndjson').send(list.map((e) => JSON.stringify(e) + '\n').join(''));
+    const q = parseFeedQuery(req.query, accountScope(req, requestedAccount(req)));
+    const body = chunked(map(track(q.account, matching(events, q, events.watermark)), (e) => JSON.stringify(e) + '\n'));
+    return reply.type('application/x-ndjson').send(Readable.from(body, { objectMode: false }));
+  });
+
+  app.get('/api/events.csv', async (req, reply) => {
+    const query = (req.query ?? {}) as Record<string, unknown>;
+    const q = parseFeedQuery(query, accountScope(req, requestedAccount(req)));
+    const top = events.watermark;
+    let keys: string[];
+    if (typeof query.metadata === 'string' && query.metadata !== '') {
+      keys = query.metadata.split(',').map((k) => k.trim()).filter(Boolean);
+      if (keys.length > MAX_METADATA_COLUMNS) throw new PostinoError('BAD_REQUEST', `at most ${MAX_METADATA_COLUMNS} metadata columns`);
+    } else {
+      // A first pass over the same range, for the header row (see events-csv.ts).
+      const seen = new Set<string>();
+      for await (const e of matching(events, q, top)) {
+        for (const k of Object.keys(e.metadata ?? {})) if (seen.size < MAX_METADATA_COLUMNS) seen.add(k);
+      }
+      keys = [...seen].sort();
+    }
+    const csv = new EventCsv(keys);
+    const body = chunked(map(track(q.account, matching(events, q, top)), (e) => csv.row(e)), csv.header());
+    return reply.type('text/csv; charset=utf-8').send(Readable.from(body, { objectMode: false }));
+  });
+
+  app.get('/api/messages/:id', async (req) => {
+    const { id } = req.params as { id: string };
+    if (!id || id.length > 998) throw new PostinoError('BAD_REQUEST', 'a queue id or Message-ID is needed');
+    const account = accountScope(req, requestedAccount(req));
+    const messages = await d.history.lookup(id, account);
+    if (messages.length === 0) throw new PostinoError('NOT_FOUND', `no message "${id}"${account ? ` in account "${account}"` : ''}`);
+    return { messages };
   });
 }

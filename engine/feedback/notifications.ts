@@ -41,15 +41,17 @@ function cursorKey(account: string): string {
 /** What a summary reports: the events someone should act on. */
 export function worthNotifying(e: PostinoEvent): boolean {
   if (e.tag === NOTIFY_TAG) return false;
+  if (e.type === 'paused' || e.type === 'webhook.disabled') return true; // decisions the account must hear of (engine/events/)
   if (e.type === 'complained') return true;
   return e.type === 'bounced' && (e.bounce?.class === 'hard' || e.bounce?.class === 'block');
 }
 
 function line(e: PostinoEvent): string {
-  const what = e.type === 'complained' ? 'complaint' : `bounce ${e.bounce?.class ?? ''} ${e.bounce?.status ?? ''}`.trim();
+  const what = e.type === 'complained' ? 'complaint' : e.type === 'bounced' ? `bounce ${e.bounce?.class ?? ''} ${e.bounce?.status ?? ''}`.trim() : e.type;
   const extra = [e.tag && `tag ${e.tag}`, e.messageId && `message ${e.messageId}`, e.reason && `"${e.reason.slice(0, 200)}"`].filter(Boolean).join(', ');
   // RFC 5322 2.1.1: a line is at most 998 octets; a long reason is cut well before.
-  return `${e.at}  ${what.padEnd(22)} ${e.recipient ?? '(unknown recipient)'}${extra ? `  (${extra})` : ''}`.replace(/[\r\n]+/g, ' ').slice(0, 900);
+  const who = e.recipient ?? (e.type === 'paused' || e.type === 'webhook.disabled' ? e.account : '(unknown recipient)'); // decisions about the account name it
+  return `${e.at}  ${what.padEnd(22)} ${who}${extra ? `  (${extra})` : ''}`.replace(/[\r\n]+/g, ' ').slice(0, 900);
 }
 
 /** The summary mail's text. */
@@ -57,7 +59,9 @@ export function summaryText(account: string, events: readonly PostinoEvent[], mo
   const hard = events.filter((e) => e.bounce?.class === 'hard').length;
   const block = events.filter((e) => e.bounce?.class === 'block').length;
   const complaints = events.filter((e) => e.type === 'complained').length;
-  const counts = [hard && `${hard} hard bounce${hard > 1 ? 's' : ''}`, block && `${block} blocked`, complaints && `${complaints} complaint${complaints > 1 ? 's' : ''}`].filter(Boolean).join(', ');
+  const paused = events.filter((e) => e.type === 'paused').length;
+  const hooks = events.filter((e) => e.type === 'webhook.disabled').length;
+  const counts = [paused && 'delivery paused by the reputation brake', hooks && `${hooks} webhook${hooks > 1 ? 's' : ''} disabled`, hard && `${hard} hard bounce${hard > 1 ? 's' : ''}`, block && `${block} blocked`, complaints && `${complaints} complaint${complaints > 1 ? 's' : ''}`].filter(Boolean).join(', ');
   const body = [
     `Postino: what came back for account "${account}".`,
     '',

@@ -34,6 +34,8 @@ import type { CopyIndex, CopyRecord } from './copy-index.js';
 const DAY_MS = 86_400_000;
 /** Marks `o!<queue id>`: the copy was opened before (first and repeat opens are told apart). */
 const OPENED = 'o!';
+/** Marks `k!<queue id>`: a person clicked in the copy before (unique clicks). */
+const CLICKED = 'k!';
 /** Soft bounces `sb!<account>!<address>!<time, 13 digits>`: counted in a window, pruned as they age. */
 const SOFT = 'sb!';
 
@@ -91,6 +93,7 @@ export class FeedbackRecorder {
       sender: copy?.sender,
       tag: copy?.tag,
       metadata: copy?.metadata,
+      stream: copy?.stream,
     };
   }
 
@@ -181,7 +184,16 @@ export class FeedbackRecorder {
     const copy = await this.o.copies.get(claim.queueId);
     const client = classifyClick(userAgent, copy ? this.now() - copy.due : -1, this.o.config.scannerClickSeconds * 1000);
     const ev: EventInput = { ...this.about(copy, claim.account, claim.recipient, claim.queueId), type: 'clicked', url: claim.url, machine: client.machine, userAgent: client.class };
-    await this.record([ev], [], (ops) => this.o.store.commit(ops, { sync: false }));
+    if (client.machine) {
+      await this.record([ev], [], (ops) => this.o.store.commit(ops, { sync: false }));
+      return;
+    }
+    // A person's clicks: the first of this copy is marked (unique clicks in the statistics).
+    const marker = CLICKED + claim.queueId;
+    await this.lock.run(marker, async () => {
+      ev.first = (await this.o.store.db.get(marker)) === undefined;
+      await this.record([ev], ev.first ? [{ type: 'put', key: marker, value: Buffer.from('1') }] : [], (ops) => this.o.store.commit(ops, { sync: false }));
+    });
   }
 
   /** Adds the suppression ops (unless the address is already suppressed account-wide) and marks the event. */

@@ -127,7 +127,7 @@ export class RewrapWorker {
           copies++;
           // What comes back about this copy (bounces, complaints, clicks) is attributed through this record.
           msg.extraOps.push(...this.o.services.copies.putOps({ queueId: copy.queueId, account, recipient: copy.recipient, sender: envelope.mailFrom, messageId, list: c.list, stream: c.stream, tag: c.tag, metadata: meta.metadata, due: msg.due }));
-          const ev = { ...base, queueId: copy.queueId, recipient: copy.recipient, tag: c.tag, metadata: meta.metadata };
+          const ev = { ...base, queueId: copy.queueId, intakeId: rec.id, stream: c.stream, recipient: copy.recipient, tag: c.tag, metadata: meta.metadata };
           events.push({ ...ev, type: 'accepted' });
           if (msg.due > now) events.push({ ...ev, type: 'scheduled', nextAttemptAt: new Date(msg.due).toISOString() });
           if (batch.length >= BATCH_MAX_COPIES || batchBytes >= BATCH_MAX_BYTES) await flush(copy.position + 1);

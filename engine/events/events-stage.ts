@@ -1,0 +1,90 @@
+/*
+ * events-stage.ts — the event log's indexes and readers on one hosted node:
+ * the message-history index and statistics deltas (EventLog indexers, so
+ * every writer commits them with its events), the statistics fold, retention,
+ * webhooks, the reputation brake and their routes.
+ *
+ * `indexEvents` must run right after EventLog.open, before any writer
+ * prepares an event; `startEventReaders` once the HTTP API exists.
+ * Config: events.* (common/config.ts), accounts[].webhooks.
+ * Side effects: timers; LevelDB reads and writes; HTTP POSTs (webhooks).
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Registry } from 'prom-client';
+import type { AccountConfig, EventsConfig } from '../../common/config.js';
+import type { Logger } from '../../common/log.js';
+import type { Store } from '../../common/store.js';
+import type { EventLog } from './event-log.js';
+import { EventMetrics } from './events-metrics.js';
+import { registerEventRoutes } from './http-routes.js';
+import { historyIndexer, MessageHistoryIndex } from './message-history.js';
+import { registerBrakeRoutes } from './brake-routes.js';
+import { ReputationBrake, type AccountSwitch } from './reputation-brake.js';
+import { Retention } from './retention.js';
+import { FOLD_INTERVAL_MS, Stats } from './stats.js';
+import { registerStatsRoutes } from './stats-routes.js';
+import { registerWebhookRoutes } from './webhook-routes.js';
+import { WebhookDispatcher } from './webhooks.js';
+
+export interface EventIndexes {
+  stats: Stats;
+  history: MessageHistoryIndex;
+}
+
+export function indexEvents(store: Store, events: EventLog): EventIndexes {
+  const stats = new Stats(store, events);
+  events.addIndexer(historyIndexer);
+  events.addIndexer(stats.indexer);
+  return { stats, history: new MessageHistoryIndex(store, events) };
+}
+
+export interface EventReaderOptions {
+  store: Store;
+  events: EventLog;
+  indexes: EventIndexes;
+  config: EventsConfig;
+  accounts: readonly AccountConfig[];
+  env: NodeJS.ProcessEnv;
+  api: FastifyInstance;
+  /** The delivery kill-switch the reputation brake engages. */
+  killSwitch: AccountSwitch;
+  log: Logger;
+  /** The node's Prometheus registry (GET /metrics). */
+  registry: Registry;
+}
+
+export interface EventReaders {
+  webhooks: WebhookDispatcher;
+  retention: Retention;
+  brake: ReputationBrake;
+  close(): Promise<void>;
+}
+
+export async function startEventReaders(o: EventReaderOptions): Promise<EventReaders> {
+  const { stats, history } = o.indexes;
+  const webhooks = new WebhookDispatcher({ store: o.store, events: o.events, config: o.config.webhooks, accounts: o.accounts, env: o.env, log: o.log });
+  const metrics = new EventMetrics(o.registry, o.events, webhooks);
+  registerEventRoutes(o.api, { events: o.events, history, onRead: metrics.onRead });
+  registerStatsRoutes(o.api, stats);
+  registerWebhookRoutes(o.api, webhooks, o.accounts.map((a) => a.id));
+  const retention = new Retention({ store: o.store, stats, retentionDays: o.config.retentionDays, statsRetentionDays: o.config.statsRetentionDays, log: o.log });
+  const folder = setInterval(() => void stats.fold().catch((err: unknown) => o.log.warn({ err }, 'statistics fold failed')), FOLD_INTERVAL_MS).unref();
+  const prune = (): void => void retention.prune().catch((err: unknown) => o.log.warn({ err }, 'event retention failed'));
+  prune();
+  const pruner = setInterval(prune, o.config.pruneIntervalSeconds * 1000).unref();
+  const brake = new ReputationBrake({ store: o.store, events: o.events, stats, killSwitch: o.killSwitch, config: o.config.brake, log: o.log });
+  registerBrakeRoutes(o.api, brake);
+  await brake.start();
+  await webhooks.start();
+  return {
+    webhooks,
+    retention,
+    brake,
+    async close() {
+      clearInterval(folder);
+      clearInterval(pruner);
+      await webhooks.stop();
+      await stats.fold().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,295 @@
+/*
+ * stats.ts — delivery statistics per day and per hour, per account, tag,
+ * sender, recipient domain and stream (DESIGN.md, "What comes back"),
+ * maintained incrementally: no query ever scans the events.
+ *
+ * Why deltas and a fold: many writers commit events concurrently (rewrap,
+ * delivery, feedback), each in its own batch, and a counter that each of them
+ * read, incremented and wrote back would lose increments between two batches
+ * in flight. So `prepare()` (EventLog indexer) adds one *delta* record per
+ * batch, keyed by the batch's first seq, written in that same batch:
+ *   sx!<seq16> → {"<counter key>": {"<metric>": n}}
+ * and one folder (serialised in this process) adds committed deltas into the
+ * counters and deletes them, in one batch:
+ *   st!<account>!<h|d>!<all|tag|sender|domain|stream>!<bucket>!<value> → {"<metric>": n}
+ *   sa!<account> → '' (accounts that have statistics, for node-wide queries)
+ * `bucket` is the UTC hour (2026-11-30T10) or day (2026-11-30); hours are kept
+ * for the whole-account row (`all`) and per stream, the other dimensions per day. A delta at or
+ * below the event log's watermark is committed (its batch settled); a crash
+ * leaves deltas in place for the next fold, and a lost unsynced batch loses its
+ * deltas together with its events, so counters and feed never disagree.
+ * Queries fold first, then read the counter keys of their range.
+ *
+ * Metrics: see METRICS. Opens and clicks by machines (privacy-proxy
+ * prefetch, link scanners) are counted apart from people's; `uniqueOpened` is
+ * a person's open that was the first open of its copy, `uniqueClicked` a
+ * person's first click in a copy.
+ *
+ * Personal data: the `sender` dimension holds sender addresses (and `tag` what
+ * the customer puts there), in `st!` keys; recipients appear only as domains.
+ * Config: events.statsRetentionDays (retention.ts). Side effects: LevelDB reads and writes.
+ */
+import { domainOf } from '../../common/address.js';
+import type { PostinoEvent } from '../../common/events.js';
+import { PostinoError } from '../../common/errors.js';
+import type { Stream } from '../../common/config.js';
+import type { BatchOp, Store } from '../../common/store.js';
+import type { EventLog } from './event-log.js';
+
+export const METRICS = [
+  'accepted',
+  'scheduled',
+  'delivered',
+  'deferred',
+  'bounced',
+  'hardBounced',
+  'softBounced',
+  'blockBounced',
+  'complained',
+  'unsubscribed',
+  'opened',
+  'uniqueOpened',
+  'machineOpened',
+  'clicked',
+  'uniqueClicked',
+  'machineClicked',
+  'suppressed',
+  'rejected',
+  'expired',
+  'failed',
+] as const;
+export type Metric = (typeof METRICS)[number];
+export type Counts = Partial<Record<Metric, number>>;
+
+export const GROUP_BY = ['day', 'hour', 'tag', 'sender', 'domain', 'stream', 'account'] as const;
+export type GroupBy = (typeof GROUP_BY)[number];
+type Dimension = 'all' | 'tag' | 'sender' | 'domain' | 'stream';
+
+const SEQ_WIDTH = 16;
+/** Deltas folded per batch: bounded work (and memory) per fold step while writes go on. */
+const FOLD_BATCH = 2_000;
+/** Dimension values longer than this are cut (a key is not a place for a novel). */
+const MAX_VALUE_CHARS = 200;
+const DAY_MS = 86_400_000;
+const DEFAULT_RANGE_DAYS = 30;
+
+/** The metrics one event adds one to. */
+export function metricsOf(e: PostinoEvent): Metric[] {
+  switch (e.type) {
+    case 'bounced':
+      return ['bounced', e.bounce?.class === 'hard' ? 'hardBounced' : e.bounce?.class === 'block' ? 'blockBounced' : 'softBounced'];
+    case 'opened':
+      return e.machine ? ['machineOpened'] : e.first ? ['opened', 'uniqueOpened'] : ['opened'];
+    case 'clicked':
+      return e.machine ? ['machineClicked'] : e.first ? ['clicked', 'uniqueClicked'] : ['clicked'];
+    case 'accepted':
+    case 'scheduled':
+    case 'delivered':
+    case 'deferred':
+    case 'complained':
+    case 'unsubscribed':
+    case 'suppressed':
+    case 'rejected':
+    case 'expired':
+    case 'failed':
+      return [e.type];
+    default:
+      return [];
+  }
+}
+
+function hourOf(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 13);
+}
+function dayOf(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+function cut(v: string): string {
+  return v.length > MAX_VALUE_CHARS ? v.slice(0, MAX_VALUE_CHARS) : v;
+}
+
+/** The counter keys (without `st!`) one event counts under. */
+function counterKeys(e: PostinoEvent): string[] {
+  const parsed = Date.parse(e.at);
+  // A writer's malformed `at` must not make prepare() throw on the mail path: count it now.
+  const at = Number.isNaN(parsed) ? Date.now() : parsed;
+  const day = dayOf(at);
+  const a = e.account;
+  const out = [`${a}!h!all!${hourOf(at)}!`, `${a}!d!all!${day}!`];
+  if (e.tag) out.push(`${a}!d!tag!${day}!${cut(e.tag)}`);
+  if (e.sender) out.push(`${a}!d!sender!${day}!${cut(e.sender.toLowerCase())}`);
+  if (e.recipient) out.push(`${a}!d!domain!${day}!${cut(domainOf(e.recipient).toLowerCase())}`);
+  if (e.stream) out.push(`${a}!h!stream!${hourOf(at)}!${e.stream}`, `${a}!d!stream!${day}!${e.stream}`);
+  return out;
+}
+
+function add(into: Counts, from: Counts): void {
+  for (const [m, n] of Object.entries(from) as Array<[Metric, number]>) into[m] = (into[m] ?? 0) + n;
+}
+
+export interface StatsQuery {
+  from?: number | undefined;
+  to?: number | undefined;
+  groupBy: GroupBy;
+  /** undefined = every account (node key). */
+  account: string | undefined;
+  /** Only this stream's counts (with groupBy day, hour or account). */
+  stream?: Stream | undefined;
+}
+
+export interface StatsRow extends Record<Metric, number> {
+  key: string;
+}
+
+export interface StatsResult {
+  from: string;
+  to: string;
+  groupBy: GroupBy;
+  account: string | null;
+  stream: Stream | null;
+  rows: StatsRow[];
+  total: Record<Metric, number>;
+}
+
+function fullRow(key: string, c: Counts): StatsRow {
+  const row = { key } as StatsRow;
+  for (const m of METRICS) row[m] = c[m] ?? 0;
+  return row;
+}
+
+export class Stats {
+  private folding: Promise<void> = Promise.resolve();
+  /** Called after each fold step with the counters it added (the reputation brake listens). */
+  private readonly listeners: Array<(added: Map<string, Counts>) => void> = [];
+
+  constructor(
+    private readonly store: Store,
+    private readonly events: EventLog,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** The EventLog indexer: one delta record per prepared batch. */
+  readonly indexer = (events: PostinoEvent[]): BatchOp[] => {
+    const delta: Record<string, Counts> = {};
+    for (const e of events) {
+      const ms = metricsOf(e);
+      if (!ms.length) continue;
+      for (const k of counterKeys(e)) {
+        const c = (delta[k] ??= {});
+        for (const m of ms) c[m] = (c[m] ?? 0) + 1;
+      }
+    }
+    if (!Object.keys(delta).length) return [];
+    return [{ type: 'put', key: `sx!${events[0]!.seq.toString().padStart(SEQ_WIDTH, '0')}`, value: Buffer.from(JSON.stringify(delta)) }];
+  };
+
+  onFold(fn: (added: Map<string, Counts>) => void): void {
+    this.listeners.push(fn);
+  }
+
+  /** Adds every committed delta into the counters; one fold at a time. */
+  fold(): Promise<void> {
+    const next = this.folding.then(() => this.foldAll());
+    this.folding = next.catch(() => undefined);
+    return next;
+  }
+
+  private async foldAll(): Promise<void> {
+    const top = `sx!${this.events.watermark.toString().padStart(SEQ_WIDTH, '0')}`;
+    for (;;) {
+      const sum = new Map<string, Counts>();
+      const ops: BatchOp[] = [];
+      for await (const [k, v] of this.store.db.iterator({ gte: 'sx!', lte: top, limit: FOLD_BATCH })) {
+        ops.push({ type: 'del', key: k });
+        for (const [ck, c] of Object.entries(JSON.parse(v.toString('utf8')) as Record<string, Counts>)) {
+          const into = sum.get(ck) ?? {};
+          add(into, c);
+          sum.set(ck, into);
+        }
+      }
+      const deltas = ops.length;
+      if (!deltas) return;
+      const keys = [...sum.keys()];
+      const old = await this.store.db.getMany(keys.map((k) => `st!${k}`));
+      const accounts = new Set<string>();
+      keys.forEach((k, i) => {
+        const total: Counts = old[i] ? (JSON.parse(old[i].toString('utf8')) as Counts) : {};
+        add(total, sum.get(k)!);
+        ops.push({ type: 'put', key: `st!${k}`, value: Buffer.from(JSON.stringify(total)) });
+        accounts.add(k.slice(0, k.indexOf('!')));
+      });
+      for (const a of accounts) ops.push({ type: 'put', key: `sa!${a}`, value: Buffer.alloc(0) });
+      await this.store.commit(ops, { sync: false });
+      for (const l of this.listeners) l(sum);
+      if (deltas < FOLD_BATCH) return;
+    }
+  }
+
+  async accounts(): Promise<string[]> {
+    const out: string[] = [];
+    for await (const k of this.store.db.keys({ gte: 'sa!', lt: 'sa~' })) out.push(k.slice(3));
+    return out;
+  }
+
+  async query(q: StatsQuery): Promise<StatsResult> {
+    const to = q.to ?? this.now();
+    const from = q.from ?? to - DEFAULT_RANGE_DAYS * DAY_MS;
+    if (to < from) throw new PostinoError('BAD_REQUEST', 'to is before from');
+    await this.fold();
+    const accounts = q.account !== undefined ? [q.account] : await this.accounts();
+    const hourly = q.groupBy === 'hour';
+    let dim: Dimension = q.groupBy === 'tag' || q.groupBy === 'sender' || q.groupBy === 'domain' || q.groupBy === 'stream' ? q.groupBy : 'all';
+    if (q.stream !== undefined) {
+      if (dim !== 'all') throw new PostinoError('BAD_REQUEST', 'stream= goes with groupBy=day, hour or account');
+      dim = 'stream';
+    }
+    // Buckets are whole hours or days: the range covers every bucket that `from`..`to` touches.
+    const lo = hourly ? hourOf(from) : dayOf(from);
+    const hi = hourly ? hourOf(to) : dayOf(to);
+    const groups = new Map<string, Counts>();
+    for (const a of accounts) {
+      const prefix = `st!${a}!${hourly ? 'h' : 'd'}!${dim}!`;
+      for await (const [k, v] of this.store.db.iterator({ gte: prefix + lo, lt: prefix + hi + '~' })) {
+        const rest = k.slice(prefix.length);
+        const bang = rest.indexOf('!');
+        const bucket = rest.slice(0, bang);
+        if (q.stream !== undefined && rest.slice(bang + 1) !== q.stream) continue;
+        const group = q.groupBy === 'account' ? a : dim === 'all' || q.stream !== undefined ? bucket : rest.slice(bang + 1);
+        const into = groups.get(group) ?? {};
+        add(into, JSON.parse(v.toString('utf8')) as Counts);
+        groups.set(group, into);
+      }
+    }
+    const total: Counts = {};
+    for (const c of groups.values()) add(total, c);
+    const rows = [...groups].sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)).map(([k, c]) => fullRow(k, c));
+    const { key: _k, ...t } = fullRow('', total);
+    return { from: new Date(from).toISOString(), to: new Date(to).toISOString(), groupBy: q.groupBy, account: q.account ?? null, stream: q.stream ?? null, rows, total: t };
+  }
+
+  /** Deletes counters of buckets before `cutoff` (epoch ms), at most `max` keys; returns how many. */
+  async prune(cutoff: number, max: number): Promise<number> {
+    const day = dayOf(cutoff);
+    const hour = hourOf(cutoff);
+    const ops: BatchOp[] = [];
+    for (const a of await this.accounts()) {
+      for (const [gran, dims, edge] of [
+        ['h', ['all', 'stream'], hour],
+        ['d', ['all', 'tag', 'sender', 'domain', 'stream'], day],
+      ] as const) {
+        for (const dim of dims) {
+          const prefix = `st!${a}!${gran}!${dim}!`;
+          for await (const k of this.store.db.keys({ gte: prefix, lt: prefix + edge, limit: max - ops.length })) ops.push({ type: 'del', key: k });
+          if (ops.length >= max) break;
+        }
+      }
+      if (ops.length >= max) break;
+    }
+    if (ops.length) await this.store.commit(ops, { sync: false });
+    return ops.length;
+  }
+}
+
+/** Periodic folding keeps the deltas few (and the brake current) between queries. */
+export const FOLD_INTERVAL_MS = 1_000;

@@ -1,0 +1,375 @@
+/*
+ * webhooks.ts — POSTs each account's events to its endpoints, in batches,
+ * signed per Standard Webhooks (webhook-signing.ts), with undici.
+ *
+ * A reader of the event log like any other (DESIGN.md: readers follow the log
+ * by cursor, nothing on the mail path waits for them): each endpoint has its
+ * own loop, so a slow or dead endpoint delays only itself. Its durable state,
+ * one key written atomically:
+ *   ws!<account>!<endpoint id> → {cursor, batch?, disabled?, failures}
+ * The outbox is the batch: before the first POST of a batch its events, its
+ * `webhook-id` and the seq it ends at are written with sync, and the same
+ * bytes under the same id are retried until a 2xx; then cursor := batch end
+ * and batch := none, with sync. So a restart neither drops a batch nor
+ * re-sends one that got a 2xx (only the window between the 2xx and that
+ * write can repeat a batch, with its same id, which receivers dedupe on).
+ * Endpoints added by API: wh!<account>!<id> → {url, types, secret, createdAt}
+ * (the secret is shown once, when it is made). Config endpoints keep their
+ * state under the same ws! key; a new endpoint starts at the current end of the
+ * log (it gets what happens from now on, not the whole history).
+ *
+ * Retries: events.webhooks.retrySeconds between attempts (the last repeats);
+ * an endpoint failing for events.webhooks.disableAfterHours is disabled, and
+ * a `webhook.disabled` event is written (the account's notifier reports it).
+ * Body: {"type":"postino.events","timestamp":"…","data":{"events":[…]}}.
+ *
+ * Config: events.webhooks.{batchSize, batchWaitMs, timeoutSeconds, retrySeconds,
+ * disableAfterHours}, accounts[].webhooks. Side effects: HTTP POSTs; LevelDB
+ * reads and writes; timers.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent, request } from 'undici';
+import type { AccountConfig, EventsConfig } from '../../common/config.js';
+import { PostinoError } from '../../common/errors.js';
+import type { PostinoEvent } from '../../common/events.js';
+import type { Logger } from '../../common/log.js';
+import type { Store } from '../../common/store.js';
+import type { EventLog } from './event-log.js';
+import { newWebhookMessageId, newWebhookSecret, signatureHeaders } from './webhook-signing.js';
+
+type WebhooksConfig = EventsConfig['webhooks'];
+const HOUR_MS = 3_600_000;
+/** A receiver's answer body is read and thrown away, at most this much of it (we only need the status). */
+const MAX_REPLY_BYTES = 64 * 1024;
+
+export interface Endpoint {
+  account: string;
+  id: string;
+  url: string;
+  types: string[];
+  secret: string;
+  source: 'config' | 'api';
+  createdAt?: string | undefined;
+}
+
+interface Batch {
+  id: string;
+  /** The last seq of the events in it: the cursor once it is acknowledged. */
+  lastSeq: number;
+  body: string;
+  events: number;
+  attempts: number;
+  firstFailAt?: number | undefined;
+  nextAt?: number | undefined;
+  lastError?: string | undefined;
+}
+
+interface State {
+  cursor: number;
+  batch?: Batch | undefined;
+  disabled?: { at: string; reason: string } | undefined;
+  failures: number;
+  delivered: number;
+}
+
+export interface EndpointView {
+  account: string;
+  id: string;
+  url: string;
+  types: string[];
+  source: 'config' | 'api';
+  cursor: number;
+  /** Seqs between this endpoint's cursor and the end of the log (all accounts'; an upper bound of its backlog). */
+  lag: number;
+  pending: { id: string; events: number; attempts: number; failingSince: string | null; nextAttemptAt: string | null; lastError: string | null } | null;
+  disabled: { at: string; reason: string } | null;
+  failures: number;
+  delivered: number;
+}
+
+export interface WebhookOptions {
+  store: Store;
+  events: EventLog;
+  config: WebhooksConfig;
+  accounts: readonly AccountConfig[];
+  env: NodeJS.ProcessEnv;
+  log: Logger;
+  now?: () => number;
+}
+
+function stateKey(account: string, id: string): string {
+  return `ws!${account}!${id}`;
+}
+function endpointKey(account: string, id: string): string {
+  return `wh!${account}!${id}`;
+}
+
+/** One endpoint's loop. */
+class EndpointWorker {
+  state: State = { cursor: 0, failures: 0, delivered: 0 };
+  private stopped = false;
+  private wakeUp: (() => void) | undefined;
+  private readonly abort = new AbortController();
+  done: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly ep: Endpoint,
+    private readonly d: WebhookDispatcher,
+  ) {}
+
+  async load(initialCursor: number): Promise<void> {
+    const v = await this.d.o.store.db.get(stateKey(this.ep.account, this.ep.id));
+    if (v) this.state = JSON.parse(v.toString('utf8')) as State;
+    else {
+      this.state = { cursor: initialCursor, failures: 0, delivered: 0 };
+      await this.save(true);
+    }
+  }
+
+  start(): void {
+    this.done = this.run().catch((err: unknown) => this.d.o.log.error({ err, account: this.ep.account, webhook: this.ep.id }, 'webhook loop ended'));
+  }
+
+  wake(): void {
+    this.wakeUp?.();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.abort.abort();
+    this.wake();
+    await this.done;
+  }
+
+  private save(sync: boolean): Promise<void> {
+    return this.d.o.store.commit([{ type: 'put', key: stateKey(this.ep.account, this.ep.id), value: Buffer.from(JSON.stringify(this.state)) }], { sync });
+  }
+
+  private idle(): Promise<void> {
+    return new Promise((resolve) => {
+      this.wakeUp = () => {
+        this.wakeUp = undefined;
+        resolve();
+      };
+    });
+  }
+
+  private wanted(e: PostinoEvent): boolean {
+    return e.account === this.ep.account && (this.ep.types.length === 0 || this.ep.types.includes(e.type));
+  }
+
+  /** The next batch from the cursor, or undefined (cursor moved past what is not ours). */
+  private async nextBatch(): Promise<Batch | undefined> {
+    const top = this.d.o.events.watermark;
+    const picked: PostinoEvent[] = [];
+    let last = this.state.cursor;
+    for await (const e of this.d.o.events.scan(this.state.cursor, top)) {
+      last = e.seq;
+      if (!this.wanted(e)) continue;
+      picked.push(e);
+      if (picked.length >= this.d.o.config.batchSize) break;
+    }
+    if (!picked.length) {
+      if (last !== this.state.cursor) {
+        this.state.cursor = last;
+        await this.save(false); // only skipped others' events: redoing that after a crash costs a scan
+      }
+      return undefined;
+    }
+    const body = JSON.stringify({ type: 'postino.events', timestamp: new Date(this.d.now()).toISOString(), data: { events: picked } });
+    return { id: newWebhookMessageId(), lastSeq: picked.at(-1)!.seq, body, events: picked.length, attempts: 0 };
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      if (this.state.disabled) return;
+      if (!this.state.batch) {
+        const wake = this.idle(); // armed before the scan: an event settling meanwhile wakes us
+        const b = await this.nextBatch();
+        if (!b) {
+          await wake;
+          // Let a trickle of events gather into one batch (events.webhooks.batchWaitMs).
+          if (!this.stopped && this.d.o.config.batchWaitMs > 0) await sleep(this.d.o.config.batchWaitMs, undefined, { signal: this.abort.signal }).catch(() => undefined);
+          continue;
+        }
+        this.wakeUp = undefined;
+        this.state.batch = b;
+        await this.save(true); // the outbox entry exists before the first POST
+      }
+      const b = this.state.batch!;
+      const wait = (b.nextAt ?? 0) - this.d.now();
+      if (wait > 0) {
+        await sleep(wait, undefined, { signal: this.abort.signal }).catch(() => undefined);
+        continue;
+      }
+      const outcome = await this.d.post(this.ep, b.id, b.body, this.abort.signal);
+      if (this.stopped && !outcome.ok) return; // a POST cut short by stop is not a failure of the endpoint
+      if (outcome.ok) {
+        this.state = { ...this.state, cursor: b.lastSeq, batch: undefined, delivered: this.state.delivered + b.events };
+        await this.save(true);
+        continue;
+      }
+      await this.failed(b, outcome.error);
+    }
+  }
+
+  private async failed(b: Batch, error: string): Promise<void> {
+    const now = this.d.now();
+    const cfg = this.d.o.config;
+    b.attempts++;
+    b.firstFailAt ??= now;
+    b.lastError = error.slice(0, 300);
+    this.state.failures++;
+    this.d.failures.set(this.ep.account, (this.d.failures.get(this.ep.account) ?? 0) + 1);
+    if (now - b.firstFailAt >= cfg.disableAfterHours * HOUR_MS) {
+      const reason = `failing since ${new Date(b.firstFailAt).toISOString()} (${b.attempts} attempts; last: ${b.lastError})`;
+      const disabled: State = { ...this.state, disabled: { at: new Date(now).toISOString(), reason } };
+      // The state and the event that reports it in one batch (the notifier mails the event).
+      await this.d.o.events.commitWith([{ type: 'webhook.disabled', account: this.ep.account, reason: `webhook ${this.ep.id} (${this.ep.url}) disabled: ${reason}` }], (ops) =>
+        this.d.o.store.commit([...ops, { type: 'put', key: stateKey(this.ep.account, this.ep.id), value: Buffer.from(JSON.stringify(disabled)) }], { sync: true }),
+      );
+      this.state = disabled;
+      this.d.o.log.warn({ event: 'webhook-disabled', account: this.ep.account, webhook: this.ep.id, url: this.ep.url, reason }, 'webhook endpoint disabled');
+      return;
+    }
+    const schedule = cfg.retrySeconds;
+    b.nextAt = now + schedule[Math.min(b.attempts - 1, schedule.length - 1)]! * 1000;
+    await this.save(false); // losing this only means one attempt sooner
+    this.d.o.log.info({ event: 'webhook-failed', account: this.ep.account, webhook: this.ep.id, attempts: b.attempts, error: b.lastError, nextAttemptAt: new Date(b.nextAt).toISOString() }, 'webhook POST failed; will retry');
+  }
+}
+
+export class WebhookDispatcher {
+  private readonly workers = new Map<string, EndpointWorker>();
+  private readonly agent: Agent;
+  readonly now: () => number;
+  /** Failed POSTs per account since start (Prometheus). */
+  readonly failures = new Map<string, number>();
+
+  constructor(readonly o: WebhookOptions) {
+    this.now = o.now ?? Date.now;
+    const ms = o.config.timeoutSeconds * 1000;
+    this.agent = new Agent({ connect: { timeout: ms }, headersTimeout: ms, bodyTimeout: ms });
+  }
+
+  async start(): Promise<void> {
+    const eps: Endpoint[] = [];
+    for (const a of this.o.accounts) {
+      for (const w of a.webhooks) {
+        const secret = w.secret ?? this.o.env[w.secretEnv!];
+        if (!secret) throw new PostinoError('BAD_REQUEST', `accounts.${a.id}.webhooks.${w.id}: environment variable ${w.secretEnv} is not set`);
+        eps.push({ account: a.id, id: w.id, url: w.url, types: w.types, secret, source: 'config' });
+      }
+    }
+    for await (const [, v] of this.o.store.db.iterator({ gte: 'wh!', lt: 'wh~' })) eps.push({ ...(JSON.parse(v.toString('utf8')) as Endpoint), source: 'api' });
+    for (const ep of eps) await this.launch(ep);
+    this.o.events.subscribe(() => {
+      for (const w of this.workers.values()) w.wake();
+    });
+  }
+
+  private async launch(ep: Endpoint): Promise<void> {
+    const w = new EndpointWorker(ep, this);
+    await w.load(this.o.events.watermark);
+    this.workers.set(`${ep.account}!${ep.id}`, w);
+    w.start();
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.workers.values()].map((w) => w.stop()));
+    await this.agent.close();
+  }
+
+  /** One signed POST; ok on a 2xx. */
+  async post(ep: Endpoint, id: string, body: string, signal?: AbortSignal): Promise<{ ok: boolean; status?: number; error: string }> {
+    const ts = Math.floor(this.now() / 1000);
+    try {
+      const res = await request(ep.url, {
+        method: 'POST',
+        dispatcher: this.agent,
+        signal,
+        headers: { 'content-type': 'application/json', 'user-agent': 'Postino-Webhooks/1', ...signatureHeaders(ep.secret, id, ts, body) },
+        body,
+      });
+      let read = 0;
+      for await (const chunk of res.body) {
+        read += (chunk as Buffer).length;
+        if (read > MAX_REPLY_BYTES) break;
+      }
+      const ok = res.statusCode >= 200 && res.statusCode < 300;
+      return { ok, status: res.statusCode, error: ok ? '' : `HTTP ${res.statusCode}` };
+    } catch (err) {
+      return { ok: false, error: err instanceof Error ? err.message || err.name : String(err) };
+    }
+  }
+
+  private worker(account: string | undefined, id: string): EndpointWorker {
+    const matches = [...this.workers.values()].filter((w) => w.ep.id === id && (account === undefined || w.ep.account === account));
+    if (matches.length === 0) throw new PostinoError('NOT_FOUND', `no webhook "${id}"${account ? ` in account "${account}"` : ''}`);
+    if (matches.length > 1) throw new PostinoError('BAD_REQUEST', `webhook "${id}" exists in several accounts: name the account`);
+    return matches[0]!;
+  }
+
+  list(account: string | undefined): EndpointView[] {
+    const top = this.o.events.watermark;
+    return [...this.workers.values()]
+      .filter((w) => account === undefined || w.ep.account === account)
+      .map(({ ep, state: s }) => ({
+        account: ep.account,
+        id: ep.id,
+        url: ep.url,
+        types: ep.types,
+        source: ep.source,
+        cursor: s.cursor,
+        lag: Math.max(0, top - s.cursor),
+        pending: s.batch
+          ? {
+              id: s.batch.id,
+              events: s.batch.events,
+              attempts: s.batch.attempts,
+              failingSince: s.batch.firstFailAt ? new Date(s.batch.firstFailAt).toISOString() : null,
+              nextAttemptAt: s.batch.nextAt ? new Date(s.batch.nextAt).toISOString() : null,
+              lastError: s.batch.lastError ?? null,
+            }
+          : null,
+        disabled: s.disabled ?? null,
+        failures: s.failures,
+        delivered: s.delivered,
+      }));
+  }
+
+  /** A new endpoint from the API; the answer holds its secret (the only time it is shown). */
+  async add(account: string, url: string, types: string[]): Promise<{ id: string; secret: string }> {
+    const id = `wh_${newWebhookMessageId().slice(4, 16).toLowerCase().replace(/[^a-z0-9]/g, '0')}`;
+    const ep: Endpoint = { account, id, url, types, secret: newWebhookSecret(), source: 'api', createdAt: new Date(this.now()).toISOString() };
+    await this.o.store.commit([{ type: 'put', key: endpointKey(account, id), value: Buffer.from(JSON.stringify(ep)) }], { sync: true });
+    await this.launch(ep);
+    return { id, secret: ep.secret };
+  }
+
+  async remove(account: string | undefined, id: string): Promise<void> {
+    const w = this.worker(account, id);
+    if (w.ep.source === 'config') throw new PostinoError('BAD_REQUEST', `webhook "${id}" is in the config file: remove it there`);
+    await w.stop();
+    this.workers.delete(`${w.ep.account}!${id}`);
+    await this.o.store.commit([{ type: 'del', key: endpointKey(w.ep.account, id) }, { type: 'del', key: stateKey(w.ep.account, id) }], { sync: true });
+  }
+
+  /** A signed test POST outside the outbox; the receiver's status is returned. */
+  async test(account: string | undefined, id: string): Promise<{ ok: boolean; status: number | null; error: string | null }> {
+    const { ep } = this.worker(account, id);
+    const body = JSON.stringify({ type: 'postino.test', timestamp: new Date(this.now()).toISOString(), data: { account: ep.account, webhook: ep.id } });
+    const r = await this.post(ep, newWebhookMessageId(), body);
+    return { ok: r.ok, status: r.status ?? null, error: r.ok ? null : r.error };
+  }
+
+  /** Takes a disabled endpoint back into service; its pending batch is retried at once. */
+  async enable(account: string | undefined, id: string): Promise<void> {
+    const w = this.worker(account, id);
+    if (!w.state.disabled) return;
+    await w.stop();
+    const state: State = { ...w.state, disabled: undefined, batch: w.state.batch && { ...w.state.batch, firstFailAt: undefined, nextAt: undefined } };
+    await this.o.store.commit([{ type: 'put', key: stateKey(w.ep.account, id), value: Buffer.from(JSON.stringify(state)) }], { sync: true });
+    await this.launch(w.ep);
+  }
+}

@@ -1,0 +1,153 @@
+/*
+ * The reputation brake on a real node (`postino hosted`, a capture sink as the MTA): an account sends 200
+ * messages, 1% of them draw ARF complaints through the bounce intake (over the
+ * 0.3% default pause threshold); the account is paused within the next
+ * evaluation with a `paused` event carrying the figures, its mail stops (the
+ * sink count stays flat) while the notice to its notification address still
+ * goes out, `postino hosted status` names the pause, and `postino hosted
+ * resume --account` restarts delivery without the brake pausing again on the
+ * complaints it already acted on.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import type { PostinoEvent } from '../../common/events.js';
+import { until } from '../helpers/fake-clock.js';
+import { sleep, startTestSink } from '../helpers/forwarder.js';
+import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
+import { freePorts } from '../helpers/ports.js';
+import { CLI, tempDir } from '../helpers/postino.js';
+import { readSink } from '../helpers/sink-reader.js';
+import { RawSmtp } from '../helpers/smtp-raw.js';
+
+async function sendMany(port: number, n: number, prefix: string): Promise<void> {
+  const c = await RawSmtp.connect(port, '127.0.0.1', '127.0.0.2');
+  try {
+    assert.match(await c.reply(), /^220/);
+    assert.match(await c.cmd('EHLO app.test'), /^250/);
+    for (let i = 0; i < n; i++) {
+      assert.match(await c.cmd('MAIL FROM:<news@shop.example>'), /^250/);
+      assert.match(await c.cmd(`RCPT TO:<${prefix}-${i}@example.com>`), /^250/);
+      assert.match(await c.cmd('DATA'), /^354/);
+      assert.match(await c.cmd(`From: news@shop.example\r\nTo: ${prefix}-${i}@example.com\r\nSubject: ${prefix} ${i}\r\n\r\nhello\r\n.`), /^250/);
+    }
+  } finally {
+    c.close();
+  }
+}
+
+function arf(to: string, ref: string, recipient: string): string {
+  return [
+    'From: feedback@fbl.example.net',
+    `To: ${to}`,
+    'Subject: complaint about message',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/report; report-type=feedback-report; boundary="arf"',
+    '',
+    '--arf',
+    'Content-Type: text/plain',
+    '',
+    'This is an email abuse report.',
+    '--arf',
+    'Content-Type: message/feedback-report',
+    '',
+    'Feedback-Type: abuse',
+    'User-Agent: ExampleFBL/1.0',
+    'Version: 1',
+    '',
+    '--arf',
+    'Content-Type: text/rfc822-headers',
+    '',
+    'From: news@shop.example',
+    `To: ${recipient}`,
+    `X-Message-Ref: ${ref}`,
+    'Subject: spring',
+    '',
+    '--arf--',
+    '',
+  ].join('\r\n');
+}
+
+async function complain(port: number, to: string, report: string): Promise<void> {
+  const c = await RawSmtp.connect(port);
+  try {
+    assert.match(await c.reply(), /^220/);
+    assert.match(await c.cmd('EHLO fbl.example.net'), /^250/);
+    assert.match(await c.cmd('MAIL FROM:<feedback@fbl.example.net>'), /^250/);
+    assert.match(await c.cmd(`RCPT TO:<${to}>`), /^250/);
+    assert.match(await c.cmd('DATA'), /^354/);
+    assert.match(await c.cmd(`${report}\r\n.`), /^250/);
+  } finally {
+    c.close();
+  }
+}
+
+test('1% complaints pause the account (event, notice, status), its mail waits, resume sends it', { timeout: 180_000 }, async () => {
+  const dataDir = tempDir('brake');
+  const { sink, sinkDir } = await startTestSink(dataDir);
+  const [bounce] = await freePorts(1);
+  const h = await hostedConfig(sink.port, {
+    accounts: [
+      { id: 'default', networks: ['127.0.0.1/32', '::1/128'] },
+      { id: 'shop', networks: ['127.0.0.2/32'], listener: { requireTls: false }, engine: { notify: { addresses: ['it@shop.example.org'] } } },
+    ],
+    engine: { bounceDomain: 'bounce.postino.test' }, // VERP, so complaints are attributed
+    feedback: { port: bounce },
+    // 200 messages are enough to decide here (default 500); the thresholds are the defaults.
+    events: { brake: { minMessages: 200 } },
+  });
+  const ports = { listener: h.listenerPort, http: (h.config.http as { port: number }).port, bounce: bounce! };
+  const up = await startHostedProcess(dataDir, h.config);
+  const nodeKey = fs.readFileSync(path.join(dataDir, 'secrets', 'api-key'), 'utf8').trim();
+  const get = async <T>(route: string): Promise<T> => (await (await fetch(`http://127.0.0.1:${ports.http}${route}`, { headers: { authorization: `Bearer ${nodeKey}` } })).json()) as T;
+  const feed = async (type: string): Promise<PostinoEvent[]> => {
+    const r = await fetch(`http://127.0.0.1:${ports.http}/api/events?type=${type}&limit=100000`, { headers: { authorization: `Bearer ${nodeKey}` } });
+    return (await r.text()).split('\n').filter(Boolean).map((l) => JSON.parse(l) as PostinoEvent);
+  };
+  const cli = (...args: string[]): string => {
+    const r = spawnSync(process.execPath, [CLI, ...args, '--api', `http://127.0.0.1:${ports.http}`], { encoding: 'utf8', env: { ...process.env, POSTINO_DATA: dataDir } });
+    assert.equal(r.status, 0, r.stderr);
+    return r.stdout;
+  };
+  const shopMail = (): number => readSink(sinkDir).filter((m) => m.rcptTo.some((r) => r.endsWith('@example.com'))).length;
+  try {
+    await sendMany(ports.listener, 200, 'spring');
+    await until(() => shopMail() >= 200, '200 delivered', 60_000);
+    assert.deepEqual((await get<{ paused: unknown[] }>('/api/brake')).paused, [], 'no complaints, no pause');
+
+    // Two complaints (1%), attributed by the VERP token of the delivered copies.
+    const copies = readSink(sinkDir).filter((m) => m.rcptTo[0]!.startsWith('spring-')).slice(0, 2);
+    for (const m of copies) {
+      const ref = m.mailFrom.slice(m.mailFrom.indexOf('+') + 1, m.mailFrom.indexOf('@'));
+      await complain(ports.bounce, `fbl@${m.mailFrom.split('@')[1]}`, arf(`fbl@${m.mailFrom.split('@')[1]}`, ref, m.rcptTo[0]!));
+    }
+    await until(async () => (await feed('complained')).length === 2, 'two complaints recorded', 30_000);
+    await until(async () => (await get<{ paused: unknown[] }>('/api/brake')).paused.length === 1, 'the brake pauses the account', 10_000);
+    const [paused] = await feed('paused');
+    assert.equal(paused!.account, 'shop');
+    assert.equal(paused!.figures!.sent, 200);
+    assert.equal(paused!.figures!.complaintRate, 0.01);
+    assert.match(paused!.reason!, /complaint rate 1\.00% ≥ 0\.30%/);
+    assert.match(cli('hosted', 'status'), /brake: account shop paused at .*complaint rate 1\.00%[\s\S]*postino hosted resume --account shop/);
+
+    // Its mail waits; the notice to its people does not.
+    await sendMany(ports.listener, 20, 'held');
+    await until(() => readSink(sinkDir).some((m) => m.rcptTo.includes('it@shop.example.org') && /reputation brake/.test(fs.readFileSync(path.join(sinkDir, `${m.id}.eml`), 'utf8'))), 'the notice arrives', 30_000);
+    await until(async () => (await feed('accepted')).length === 220, 'the 20 accepted', 30_000);
+    await sleep(3_000);
+    assert.equal(shopMail(), 200, 'nothing more of the paused account was delivered');
+
+    assert.match(cli('hosted', 'resume', '--account', 'shop'), /resumed for account shop/);
+    await until(() => shopMail() === 220, 'the held 20 delivered after resume', 60_000);
+    const [resumed] = await feed('resumed');
+    assert.equal(resumed!.account, 'shop');
+    await sleep(2_500);
+    assert.deepEqual((await get<{ paused: unknown[] }>('/api/brake')).paused, [], 'not paused again for the complaints it already acted on');
+    assert.equal((await feed('paused')).length, 1);
+  } finally {
+    await up.stop();
+    await sink.close();
+  }
+});
