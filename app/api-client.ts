@@ -46,6 +46,27 @@ export async function apiFetch(t: ApiTarget, method: ApiMethod, route: string | 
   return res;
 }
 
+/** `route` on the target with the defined query parameters set. */
+export function apiUrl(t: ApiTarget, route: string, q: Record<string, string | undefined> = {}): URL {
+  const u = new URL(route, t.base);
+  for (const [k, v] of Object.entries(q)) if (v !== undefined) u.searchParams.set(k, v);
+  return u;
+}
+
+/** Every item of a cursor-paged list route (`{<key>: [...], next}`, paged with after=<next>), at most `max`. */
+export async function* pagedList<T>(t: ApiTarget, route: string, key: string, q: Record<string, string | undefined>, max = Infinity): AsyncGenerator<T> {
+  let after: string | undefined;
+  let shown = 0;
+  do {
+    const page = await apiCall<Record<string, unknown> & { next: string | null }>(t, 'GET', apiUrl(t, route, { ...q, after, limit: '1000' }));
+    for (const item of page[key] as T[]) {
+      if (shown++ >= max) return;
+      yield item;
+    }
+    after = page.next ?? undefined;
+  } while (after);
+}
+
 /** One call; the parsed JSON body on 2xx, an error naming the URL and status otherwise. */
 export async function apiCall<T = Record<string, unknown>>(t: ApiTarget, method: ApiMethod, route: string | URL, json?: unknown): Promise<T> {
   const res = await apiFetch(t, method, route, json === undefined ? {} : { body: JSON.stringify(json), contentType: 'application/json' });

@@ -16,7 +16,8 @@
 import fs from 'node:fs';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { apiCall, apiFetch, apiTarget, HOSTED_API } from './api-client.js';
+import type { ImportSummary } from '../engine/recipients/import.js';
+import { apiCall, apiFetch, apiTarget, apiUrl, HOSTED_API, pagedList } from './api-client.js';
 import { UsageError } from './cli-support.js';
 
 export interface RecipientsArgs {
@@ -31,14 +32,7 @@ export interface RecipientsArgs {
   api?: string | undefined;
 }
 
-interface Summary {
-  rows: number;
-  created: number;
-  updated: number;
-  unchanged: number;
-  rejectedCount: number;
-  rejected: Array<{ line: number; reason: string }>;
-}
+type Summary = ImportSummary;
 
 interface Entry {
   account: string;
@@ -80,11 +74,7 @@ function mb(bytes: number): string {
 
 export async function recipientsCommand(a: RecipientsArgs, env: NodeJS.ProcessEnv): Promise<void> {
   const t = apiTarget(HOSTED_API, a.api, env);
-  const url = (route: string, q: Record<string, string | undefined> = {}): URL => {
-    const u = new URL(route, t.base);
-    for (const [k, v] of Object.entries(q)) if (v !== undefined) u.searchParams.set(k, v);
-    return u;
-  };
+  const url = (route: string, q: Record<string, string | undefined> = {}): URL => apiUrl(t, route, q);
   const one = (address: string): URL => url(`/api/recipients/${encodeURIComponent(address)}`, { account: a.account });
   switch (a.sub) {
     case 'get': {
@@ -119,18 +109,10 @@ export async function recipientsCommand(a: RecipientsArgs, env: NodeJS.ProcessEn
       return;
     }
     case 'list': {
-      const max = a.limit ? Number(a.limit) : Infinity;
-      let after: string | undefined;
-      let shown = 0;
-      do {
-        const page = await apiCall<{ recipients: Entry[]; next: string | null }>(t, 'GET', url('/api/recipients', { account: a.account, after, limit: '1000' }));
-        for (const e of page.recipients) {
-          if (shown++ >= max) return;
-          const fields = Object.entries(e.fields).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ');
-          process.stdout.write(`${e.account}\t${e.address}\tsent=${e.sent}${e.suppressed ? '\tsuppressed' : ''}${fields ? `\t${fields}` : ''}\n`);
-        }
-        after = page.next ?? undefined;
-      } while (after);
+      for await (const e of pagedList<Entry>(t, '/api/recipients', 'recipients', { account: a.account }, a.limit ? Number(a.limit) : Infinity)) {
+        const fields = Object.entries(e.fields).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ');
+        process.stdout.write(`${e.account}\t${e.address}\tsent=${e.sent}${e.suppressed ? '\tsuppressed' : ''}${fields ? `\t${fields}` : ''}\n`);
+      }
       return;
     }
     case 'import': {

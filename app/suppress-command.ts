@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { apiCall, apiFetch, apiTarget, HOSTED_API } from './api-client.js';
+import { apiCall, apiFetch, apiTarget, apiUrl, HOSTED_API, pagedList } from './api-client.js';
 import { UsageError } from './cli-support.js';
 
 export interface SuppressArgs {
@@ -42,11 +42,7 @@ function need(v: string | undefined, what: string): string {
 
 export async function suppressCommand(a: SuppressArgs, env: NodeJS.ProcessEnv): Promise<void> {
   const t = apiTarget(HOSTED_API, a.api, env);
-  const url = (route: string, q: Record<string, string | undefined>): URL => {
-    const u = new URL(route, t.base);
-    for (const [k, v] of Object.entries(q)) if (v !== undefined) u.searchParams.set(k, v);
-    return u;
-  };
+  const url = (route: string, q: Record<string, string | undefined>): URL => apiUrl(t, route, q);
   switch (a.sub) {
     case 'add': {
       const address = need(a.arg, 'an address');
@@ -62,17 +58,8 @@ export async function suppressCommand(a: SuppressArgs, env: NodeJS.ProcessEnv): 
       return;
     }
     case 'list': {
-      const max = a.limit ? Number(a.limit) : Infinity;
-      let after: string | undefined;
-      let shown = 0;
-      do {
-        const page = await apiCall<{ suppressions: Entry[]; next: string | null }>(t, 'GET', url('/api/suppressions', { account: a.account, after, limit: '1000' }));
-        for (const e of page.suppressions) {
-          if (shown++ >= max) return;
-          process.stdout.write(`${e.account}\t${e.address}\t${e.scope}\t${e.reason}\t${e.at}${e.detail ? `\t${e.detail}` : ''}\n`);
-        }
-        after = page.next ?? undefined;
-      } while (after);
+      for await (const e of pagedList<Entry>(t, '/api/suppressions', 'suppressions', { account: a.account }, a.limit ? Number(a.limit) : Infinity))
+        process.stdout.write(`${e.account}\t${e.address}\t${e.scope}\t${e.reason}\t${e.at}${e.detail ? `\t${e.detail}` : ''}\n`);
       return;
     }
     case 'import': {

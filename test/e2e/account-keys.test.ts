@@ -7,23 +7,13 @@
  * a wrong or removed-looking key is 401.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import type { PostinoEvent } from '../../common/events.js';
 import { until } from '../helpers/fake-clock.js';
-import { CLI, startUp, tempDir, upConfig } from '../helpers/postino.js';
+import { newApiKey, startUp, tempDir, upConfig } from '../helpers/postino.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
-
-function newKey(account: string): { token: string; entry: { id: string; hash: string } } {
-  const r = spawnSync(process.execPath, [CLI, 'hosted', 'api-key', 'new', account], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  const token = /^(pk_\S+)$/m.exec(r.stdout)?.[1];
-  const entry = /^(\{.*\})$/m.exec(r.stdout)?.[1];
-  assert.ok(token && entry, r.stdout);
-  return { token, entry: JSON.parse(entry) as { id: string; hash: string } };
-}
 
 async function send(port: number, from: string, localAddress: string, subject: string): Promise<void> {
   const c = await RawSmtp.connect(port, '127.0.0.1', localAddress);
@@ -40,8 +30,8 @@ async function send(port: number, from: string, localAddress: string, subject: s
 }
 
 test('an account API key sees and changes its own account only; node-wide routes need the node key', { timeout: 90_000 }, async () => {
-  const a = newKey('shop');
-  const b = newKey('crm');
+  const a = newApiKey('shop');
+  const b = newApiKey('crm');
   const dataDir = tempDir('account-keys');
   const { config, ports } = await upConfig(() => ({
     accounts: [

@@ -18,9 +18,9 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { PostinoEvent } from '../../common/events.js';
 import { until } from '../helpers/fake-clock.js';
-import { CLI, startPostino, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
+import { CLI, newApiKey, startPostino, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
 import { waitForSink } from '../helpers/sink-reader.js';
-import { RawSmtp } from '../helpers/smtp-raw.js';
+import { greeting, RawSmtp } from '../helpers/smtp-raw.js';
 
 const APP = '127.0.0.2';
 
@@ -45,16 +45,6 @@ function cli(dataDir: string, args: string[], input?: string): Promise<CliResult
   });
 }
 
-/** The first reply a client bound to `from` gets. */
-async function greeting(port: number, from: string): Promise<string> {
-  const c = await RawSmtp.connect(port, '127.0.0.1', from);
-  try {
-    return await c.reply();
-  } finally {
-    c.close();
-  }
-}
-
 /** A session up to RCPT (STARTTLS first: the default account requires TLS). */
 async function openTransaction(port: number, from: string, testId: string): Promise<{ c: RawSmtp; finish: () => Promise<string> }> {
   const c = await RawSmtp.connect(port, '127.0.0.1', from);
@@ -76,17 +66,11 @@ async function openTransaction(port: number, from: string, testId: string): Prom
   };
 }
 
-function newKey(account: string): { token: string; entry: { id: string; hash: string } } {
-  const r = spawnSync(process.execPath, [CLI, 'hosted', 'api-key', 'new', account], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  return { token: /^(pk_\S+)$/m.exec(r.stdout)![1]!, entry: JSON.parse(/^(\{.*\})$/m.exec(r.stdout)![1]!) as { id: string; hash: string } };
-}
-
 describe('accounts change on a running node', { timeout: 120_000 }, () => {
   const dataDir = tempDir('accounts-live');
   const sinkDir = path.join(dataDir, 'sink');
   const configFile = path.join(dataDir, 'test-config.json');
-  const shopKey = newKey('shop');
+  const shopKey = newApiKey('shop');
   let up: Running;
   let ports: UpPorts;
   let config: Record<string, unknown>;

@@ -20,20 +20,11 @@ import type { PostinoEvent } from '../../common/events.js';
 import { until } from '../helpers/fake-clock.js';
 import { startTestSink } from '../helpers/forwarder.js';
 import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
-import { CLI, tempDir } from '../helpers/postino.js';
+import { CLI, newApiKey, tempDir } from '../helpers/postino.js';
 import { readSink, type SinkMessage } from '../helpers/sink-reader.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
 
 const ROWS = 10_000;
-
-function newKey(account: string): { token: string; entry: { id: string; hash: string } } {
-  const r = spawnSync(process.execPath, [CLI, 'hosted', 'api-key', 'new', account], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  const token = /^(pk_\S+)$/m.exec(r.stdout)?.[1];
-  const entry = /^(\{.*\})$/m.exec(r.stdout)?.[1];
-  assert.ok(token && entry, r.stdout);
-  return { token, entry: JSON.parse(entry) as { id: string; hash: string } };
-}
 
 function cli(key: string, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -69,8 +60,8 @@ function pythonCsv(file: string): string[][] {
 }
 
 test('recipients: import by CLI, merge in the sink, PATCH, export via Python csv, bad rows, account isolation, privacy delete', { timeout: 180_000 }, async () => {
-  const shop = newKey('shop');
-  const crm = newKey('crm');
+  const shop = newApiKey('shop');
+  const crm = newApiKey('crm');
   const dataDir = tempDir('recipients-e2e');
   const { sink, sinkDir } = await startTestSink(dataDir);
   const { config, listenerPort } = await hostedConfig(sink.port, {

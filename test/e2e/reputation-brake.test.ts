@@ -15,6 +15,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import type { PostinoEvent } from '../../common/events.js';
 import { until } from '../helpers/fake-clock.js';
+import { arfComplaint } from '../helpers/feedback.js';
 import { sleep, startTestSink } from '../helpers/forwarder.js';
 import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
 import { freePorts } from '../helpers/ports.js';
@@ -39,35 +40,7 @@ async function sendMany(port: number, n: number, prefix: string): Promise<void> 
 }
 
 function arf(to: string, ref: string, recipient: string): string {
-  return [
-    'From: feedback@fbl.example.net',
-    `To: ${to}`,
-    'Subject: complaint about message',
-    'MIME-Version: 1.0',
-    'Content-Type: multipart/report; report-type=feedback-report; boundary="arf"',
-    '',
-    '--arf',
-    'Content-Type: text/plain',
-    '',
-    'This is an email abuse report.',
-    '--arf',
-    'Content-Type: message/feedback-report',
-    '',
-    'Feedback-Type: abuse',
-    'User-Agent: ExampleFBL/1.0',
-    'Version: 1',
-    '',
-    '--arf',
-    'Content-Type: text/rfc822-headers',
-    '',
-    'From: news@shop.example',
-    `To: ${recipient}`,
-    `X-Message-Ref: ${ref}`,
-    'Subject: spring',
-    '',
-    '--arf--',
-    '',
-  ].join('\r\n');
+  return arfComplaint(to, ['From: news@shop.example', `To: ${recipient}`, `X-Message-Ref: ${ref}`, 'Subject: spring']);
 }
 
 async function complain(port: number, to: string, report: string): Promise<void> {

@@ -22,21 +22,12 @@ import { admin, cliAsync, forwarderConfig, startForwarderProcess } from '../help
 import { tempDir } from '../helpers/postino.js';
 import { runPythonSender } from '../helpers/python-sender.js';
 import { readSink } from '../helpers/sink-reader.js';
-import { RawSmtp } from '../helpers/smtp-raw.js';
+import { greeting, RawSmtp } from '../helpers/smtp-raw.js';
 
 const COUNT = 200;
 /** Slow enough that the reload lands while most of the 200 are still spooled. */
 const RATE = 20;
 const NEW_APP = '127.0.0.4';
-
-async function greeting(port: number, from: string): Promise<string> {
-  const c = await RawSmtp.connect(port, '127.0.0.1', from);
-  try {
-    return await c.reply();
-  } finally {
-    c.close();
-  }
-}
 
 function messageIds(dir: string): string[] {
   return readSink(dir).map((m) => /^Message-ID: *(.+)$/im.exec(m.headers)?.[1]?.trim() ?? '');

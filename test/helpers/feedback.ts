@@ -106,6 +106,36 @@ export async function startFeedbackNode(extra: Record<string, unknown> = {}): Pr
   };
 }
 
+/** An ARF complaint (RFC 5965) sent to `to`, quoting the complained-about message's header lines. */
+export function arfComplaint(to: string, quoted: readonly string[]): string {
+  return [
+    'From: feedback@fbl.example.net',
+    `To: ${to}`,
+    'Subject: complaint about message',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/report; report-type=feedback-report; boundary="arf"',
+    '',
+    '--arf',
+    'Content-Type: text/plain',
+    '',
+    'This is an email abuse report.',
+    '--arf',
+    'Content-Type: message/feedback-report',
+    '',
+    'Feedback-Type: abuse',
+    'User-Agent: ExampleFBL/1.0',
+    'Version: 1',
+    '',
+    '--arf',
+    'Content-Type: text/rfc822-headers',
+    '',
+    ...quoted,
+    '',
+    '--arf--',
+    '',
+  ].join('\r\n');
+}
+
 /** An RFC 3464 DSN about `recipient`, sent to `verp`. */
 export function dsn(verp: string, recipient: string, status: string, diagnostic: string, action = 'failed'): string {
   return [

@@ -2,7 +2,7 @@
  * Starts the real `postino` CLI (the built dist/, as `npm start` does) in its own
  * process group, and waits for its listening lines.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -152,4 +152,14 @@ export async function startUp(dataDir: string, config: Record<string, unknown>):
   fs.writeFileSync(file, JSON.stringify(config, null, 2));
   // forwarder smtp + admin, listener, bounce intake, hosted http, sink
   return startPostino(['up', '--config', file], dataDir, 6);
+}
+
+/** An account API key made by the built CLI (`postino hosted api-key new`): the token and its config entry. */
+export function newApiKey(account: string): { token: string; entry: { id: string; hash: string } } {
+  const r = spawnSync(process.execPath, [CLI, 'hosted', 'api-key', 'new', account], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`postino hosted api-key new exited ${r.status}: ${r.stderr}`);
+  const token = /^(pk_\S+)$/m.exec(r.stdout)?.[1];
+  const entry = /^(\{.*\})$/m.exec(r.stdout)?.[1];
+  if (!token || !entry) throw new Error(`no key in: ${r.stdout}`);
+  return { token, entry: JSON.parse(entry) as { id: string; hash: string } };
 }

@@ -93,3 +93,13 @@ export class RawSmtp {
     this.socket.destroy();
   }
 }
+
+/** The first reply a client bound to local address `from` gets (220, or 554 from an allowlist). */
+export async function greeting(port: number, from: string): Promise<string> {
+  const c = await RawSmtp.connect(port, '127.0.0.1', from);
+  try {
+    return await c.reply();
+  } finally {
+    c.close();
+  }
+}

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { PostinoEvent } from '../../../common/events.js';
 import { readReport } from '../../../engine/feedback/report.js';
-import { BOUNCE_DOMAIN, dsn, startFeedbackNode, until, type FeedbackNode, type TestCopy } from '../../helpers/feedback.js';
+import { arfComplaint, BOUNCE_DOMAIN, dsn, startFeedbackNode, until, type FeedbackNode, type TestCopy } from '../../helpers/feedback.js';
 import { RawSmtp } from '../../helpers/smtp-raw.js';
 import { open, send } from '../../helpers/smtp-session.js';
 
@@ -122,36 +122,7 @@ describe('what each report does', () => {
   test('an ARF complaint to the complaint address, the original quoted without its Return-Path: attributed by X-Message-Ref', async () => {
     const c = await n.copy('quinn@example.org');
     const ref = c.verp.slice(c.verp.indexOf('+') + 1, c.verp.indexOf('@'));
-    const arf = [
-      'From: feedback@fbl.example.net',
-      `To: fbl@${BOUNCE_DOMAIN}`,
-      'Subject: complaint about message',
-      'MIME-Version: 1.0',
-      'Content-Type: multipart/report; report-type=feedback-report; boundary="arf"',
-      '',
-      '--arf',
-      'Content-Type: text/plain',
-      '',
-      'This is an email abuse report.',
-      '--arf',
-      'Content-Type: message/feedback-report',
-      '',
-      'Feedback-Type: abuse',
-      'User-Agent: ExampleFBL/1.0',
-      'Version: 1',
-      '',
-      '--arf',
-      'Content-Type: text/rfc822-headers',
-      '',
-      'From: shop@example.org',
-      'To: redacted@example.org',
-      `Message-ID: ${c.messageId}`,
-      `X-Message-Ref: ${ref}`,
-      'Subject: Your order',
-      '',
-      '--arf--',
-      '',
-    ].join('\r\n');
+    const arf = arfComplaint(`fbl@${BOUNCE_DOMAIN}`, ['From: shop@example.org', 'To: redacted@example.org', `Message-ID: ${c.messageId}`, `X-Message-Ref: ${ref}`, 'Subject: Your order']);
     assert.match(await deliver(`fbl@${BOUNCE_DOMAIN}`, arf, 'feedback@fbl.example.net'), /^250 /);
     await until('the complained event', async () => (await eventsFor(c, 'complained')).length === 1);
     assert.equal((await n.suppression.get('acme', c.recipient))?.reason, 'complaint');
