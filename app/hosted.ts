@@ -16,7 +16,8 @@ import type { IntakeMeta } from '../common/intake-record.js';
 import type { Component, Runtime } from '../common/runtime.js';
 import { resolveSecret } from '../common/secrets.js';
 import { Store } from '../common/store.js';
-import { DeadLetter, type AttemptLimit, type PreparedOps } from '../common/dead-letter.js';
+import { DeadLetter, joinPrepared, type AttemptLimit, type PreparedOps } from '../common/dead-letter.js';
+import { noticeOps } from '../engine/delivery/dsn-notices.js';
 import type { EventInput } from '../common/events.js';
 import { WorkerLoop } from '../common/worker-loop.js';
 import { failedCounts, registerFailedRoutes, type FailedQueues } from '../engine/failed-routes.js';
@@ -95,7 +96,14 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const reportDead = new DeadLetter<FeedbackMeta>({ queue: feedbackQueue, limit: attemptLimit, countLeases: true, failedEvents: (r, why) => eventOps(events, reports.failedEvents(r, why)), log });
   const reportLoop = new WorkerLoop<FeedbackMeta>({ queue: feedbackQueue, concurrency: REPORT_CONCURRENCY, visibilityMs: VISIBILITY_MS, handle: (r) => reports.handle(r), log, deadLetter: reportDead });
   const rewrap = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients, copies }, settings: rewrapSettings, log: log.child({ component: 'engine' }) });
-  const rewrapDead = new DeadLetter<IntakeMeta>({ queue: intake, limit: attemptLimit, countLeases: true, failedEvents: (r, why) => eventOps(events, rewrap.failedEvents(r, why)), log });
+  const rewrapDead = new DeadLetter<IntakeMeta>({
+    queue: intake,
+    limit: attemptLimit,
+    countLeases: true,
+    // The failed events, and the sender's DSN for the recipients without a copy, in the one batch.
+    failedEvents: async (r, why) => joinPrepared(eventOps(events, rewrap.failedEvents(r, why)), noticeOps(delivery, await rewrap.failedNotice(r, why))),
+    log,
+  });
   const rewrapLoop = new WorkerLoop<IntakeMeta>({ queue: intake, concurrency: config.engine.concurrency, visibilityMs: VISIBILITY_MS, handle: (r) => rewrap.handle(r), log, deadLetter: rewrapDead });
 
   const deliveryStage = await createDelivery({
@@ -108,6 +116,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
     suppression,
     visibilityMs: VISIBILITY_MS,
     attemptLimit,
+    dsnDelayWarningMs: config.engine.dsnDelayWarningSeconds * 1000,
     log: log.child({ component: 'delivery' }),
   });
 
