@@ -72,7 +72,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   const hostname = cfg.hostname ?? os.hostname();
   const token = resolveSecret(rt.dataDir, 'admin-token', cfg.admin.tokenEnv, rt.env);
   const users = passwordsOf(rt);
-  const store = await Store.open(path.join(rt.dataDir, 'forwarder'));
+  const store = await Store.open(path.join(rt.dataDir, 'forwarder'), { log });
   const spool = await DurableQueue.open<SpoolMeta>(store, 'spool', { tally: triedAndDeferred });
   const killSwitch = await RelayPause.load(store, log);
   // Before intake and relaying start: no blob is being written now, so an unreferenced one is a crash's leftover.

@@ -77,7 +77,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   // One key ring for the tokens the rewrap writes and the feedback routes read.
   const keys = FileKeyRing.open(rt.dataDir);
   const rewrapSettings = resolveRewrapSettings(config, rt.dataDir, keys);
-  const store = await Store.open(path.join(rt.dataDir, 'hosted'));
+  const store = await Store.open(path.join(rt.dataDir, 'hosted'), { log });
   const intake = await DurableQueue.open<IntakeMeta>(store, 'intake');
   const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
   const events = await EventLog.open(store);
