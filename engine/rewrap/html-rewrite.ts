@@ -112,10 +112,11 @@ export function rewriteHtml(html: string, edits: HtmlEdits): Promise<string> {
 
 /**
  * Writes the text in chunks, waiting for the stream to take each and yielding the thread between;
- * a chunk that took longer than PARSE_TURN_MS halves the next one, a quick one doubles it.
+ * a chunk that took longer than PARSE_TURN_MS halves the next one, a quick one doubles it (from PARSE_CHUNK_MIN).
  */
 async function feed(rw: RewritingStream, html: string): Promise<void> {
-  let size = PARSE_CHUNK_MAX;
+  // From the small end: a first 64 Ki of dense links alone held the thread 60-170 ms.
+  let size = PARSE_CHUNK_MIN;
   for (let at = 0; at < html.length; ) {
     const started = performance.now();
     const more = rw.write(html.slice(at, at + size));
