@@ -11,7 +11,7 @@
  * started per second (token bucket); every message carries X-Postino-Spool-Id
  * (spool-id.ts) so the listener can drop a retry of a copy it already holds.
  * Permanent failures become DSNs to the sender, spooled and relayed like any
- * other message (dsn.ts). An unreachable listener is a state of the relay
+ * other message (common/dsn.ts). An unreachable listener is a state of the relay
  * (common/relay-health.ts): the spool holds, the listener is probed on
  * relay.probeScheduleSeconds, and the held mail leaves when a probe succeeds. When the spool drains, LevelDB is compacted.
  * Shutdown: stop SMTP intake (sessions in DATA finish), stop relaying (sends in
