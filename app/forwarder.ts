@@ -11,7 +11,7 @@
  * started per second (token bucket); every message carries X-Postino-Spool-Id
  * (spool-id.ts) so the listener can drop a retry of a copy it already holds.
  * Permanent failures become DSNs to the sender, spooled and relayed like any
- * other message (dsn.ts). An unreachable listener is a state of the relay
+ * other message (common/dsn.ts). An unreachable listener is a state of the relay
  * (common/relay-health.ts): the spool holds, the listener is probed on
  * relay.probeScheduleSeconds, and the held mail leaves when a probe succeeds. When the spool drains, LevelDB is compacted.
  * Reload (SIGHUP, POST /reload on the admin API, `postino forwarder reload`):
@@ -47,7 +47,7 @@ import type { Config, ForwarderConfig } from '../common/config.js';
 import { answerFor, changedPaths, refused, tryReload, type ReloadAnswer } from '../common/config-reload.js';
 import { RelaySwitch } from '../forwarder/relay-switch.js';
 import { createAdminApi, queueGauges, triedAndDeferred, type ForwarderStatusSource } from '../forwarder/admin-api.js';
-import { buildDsn, MAX_RETURNED_MESSAGE_BYTES, readHeaderSection, wantsFailureNotice, type DsnInput } from '../forwarder/dsn.js';
+import { buildDsn, MAX_RETURNED_MESSAGE_BYTES, readHeaderSection, wantsFailureNotice, type DsnInput } from '../common/dsn.js';
 import { RelayPause } from '../forwarder/relay-pause.js';
 import { ForwarderMetrics } from '../forwarder/metrics.js';
 import type { SpoolMeta } from '../forwarder/spool-record.js';
@@ -87,7 +87,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   const users = passwordsOf(cfg, rt.env);
   const authAtStart = users.size > 0;
   let allow = new NetworkList(cfg.smtp.allowNetworks);
-  const store = await Store.open(path.join(rt.dataDir, 'forwarder'));
+  const store = await Store.open(path.join(rt.dataDir, 'forwarder'), { log });
   const spool = await DurableQueue.open<SpoolMeta>(store, 'spool', { tally: triedAndDeferred });
   const killSwitch = await RelayPause.load(store, log);
   // Before intake and relaying start: no blob is being written now, so an unreferenced one is a crash's leftover.
@@ -118,7 +118,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   const metrics = new ForwarderMetrics(() => queueGauges(source), () => client.health.status());
 
   /** Builds a DSN about `rec` for its sender and spools it (relayed like any message, from <>). */
-  async function spoolDsn(rec: QueueRecord<SpoolMeta>, what: Pick<DsnInput, 'action' | 'failed' | 'reason' | 'relay' | 'originalMessage'>): Promise<void> {
+  async function spoolDsn(rec: QueueRecord<SpoolMeta>, what: Pick<DsnInput, 'action' | 'recipients' | 'reason' | 'relay' | 'originalMessage'>): Promise<void> {
     const sender = rec.meta.envelope.mailFrom;
     const dsnParams = rec.meta.envelope.dsn;
     const body = await buildDsn({
@@ -150,15 +150,18 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     const reported = failed.filter((f) => wantsFailureNotice(dsnParams, f.recipient));
     if (reported.length === 0) return l.info({ event: 'dsn-not-wanted', to: sender }, 'no DSN: NOTIFY of every failed recipient leaves FAILURE out');
     const full = dsnParams?.ret === 'FULL' && rec.body.size <= MAX_RETURNED_MESSAGE_BYTES;
-    await spoolDsn(rec, { failed: reported, reason, relay: rec.meta.lastError?.relay ?? redactUrl(cfg.relay.urls[0]!), originalMessage: full ? await spool.readBody(rec) : undefined });
+    await spoolDsn(rec, { recipients: reported, reason, relay: rec.meta.lastError?.relay ?? redactUrl(cfg.relay.urls[0]!), originalMessage: full ? await spool.readBody(rec) : undefined });
   }
 
-  /** NOTIFY=SUCCESS recipients taken by the listener (which offers no DSN): a "relayed" notice (RFC 3461 6.2). */
-  async function onRelayed(rec: QueueRecord<SpoolMeta>, accepted: string[], relayName: string, reply: SmtpReply): Promise<void> {
-    if (rec.meta.envelope.mailFrom === '') return;
+  /**
+   * NOTIFY=SUCCESS recipients taken by a listener that offers no DSN: a "relayed" notice (RFC 3461 6.2).
+   * A listener that offers DSN got the parameters and reports itself (the engine's DSNs).
+   */
+  async function onRelayed(rec: QueueRecord<SpoolMeta>, accepted: string[], relayName: string, reply: SmtpReply, passedOn: boolean): Promise<void> {
+    if (rec.meta.envelope.mailFrom === '' || passedOn) return;
     const wanted = accepted.filter((r) => rec.meta.envelope.dsn?.rcpt?.[r]?.notify?.includes('SUCCESS'));
     if (wanted.length === 0) return;
-    await spoolDsn(rec, { action: 'relayed', failed: wanted.map((recipient) => ({ recipient, ...reply })), reason: 'relayed', relay: relayName });
+    await spoolDsn(rec, { action: 'relayed', recipients: wanted.map((recipient) => ({ recipient, ...reply })), reason: 'relayed', relay: relayName });
   }
 
   const relay = new RelayWorker<SpoolMeta>({ spool, client, retry: cfg.retry, log, onFailed, onRelayed, openBody: async (rec) => stampSpoolId(rec.id, await spool.openBody(rec)) });
@@ -212,7 +215,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     // Bare LF from apps is fine (relayed as CRLF); a line over 998 octets the listener would refuse: say so now.
     strictData: { allowBareNewlines: true },
     toMeta: (envelope) => ({ envelope, pending: envelope.rcptTo }),
-    // RFC 3461 for the forwarder's own DSNs (forwarder/dsn.ts); the listener does not offer it.
+    // RFC 3461: for the forwarder's own DSNs (common/dsn.ts), and passed on to the listener when relaying.
     dsn: true,
     policy: {
       onConnect() {

@@ -20,7 +20,8 @@ import type { IntakeMeta } from '../common/intake-record.js';
 import type { Component, Runtime } from '../common/runtime.js';
 import { ensureSecret, resolveSecret } from '../common/secrets.js';
 import { Store } from '../common/store.js';
-import { DeadLetter, type AttemptLimit, type PreparedOps } from '../common/dead-letter.js';
+import { DeadLetter, joinPrepared, type AttemptLimit, type PreparedOps } from '../common/dead-letter.js';
+import { noticeOps } from '../engine/delivery/dsn-notices.js';
 import type { EventInput } from '../common/events.js';
 import { WorkerLoop } from '../common/worker-loop.js';
 import { failedCounts, registerFailedRoutes, type FailedQueues } from '../engine/failed-routes.js';
@@ -91,7 +92,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const apiKey = resolveSecret(rt.dataDir, 'api-key', config.http.apiKeyEnv, rt.env);
   // One key ring for the tokens the rewrap writes and the feedback routes read.
   const keys = FileKeyRing.open(rt.dataDir);
-  const store = await Store.open(path.join(rt.dataDir, 'hosted'));
+  const store = await Store.open(path.join(rt.dataDir, 'hosted'), { log });
   const intake = await DurableQueue.open<IntakeMeta>(store, 'intake');
   const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
   const events = await EventLog.open(store);
@@ -129,7 +130,14 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const reportDead = new DeadLetter<FeedbackMeta>({ queue: feedbackQueue, limit: attemptLimit, countLeases: true, failedEvents: (r, why) => eventOps(events, reports.failedEvents(r, why)), log });
   const reportLoop = new WorkerLoop<FeedbackMeta>({ queue: feedbackQueue, concurrency: REPORT_CONCURRENCY, visibilityMs: VISIBILITY_MS, handle: (r) => reports.handle(r), log, deadLetter: reportDead });
   const rewrap = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients, copies }, settings: rewrapSettings, log: log.child({ component: 'engine' }) });
-  const rewrapDead = new DeadLetter<IntakeMeta>({ queue: intake, limit: attemptLimit, countLeases: true, failedEvents: (r, why) => eventOps(events, rewrap.failedEvents(r, why)), log });
+  const rewrapDead = new DeadLetter<IntakeMeta>({
+    queue: intake,
+    limit: attemptLimit,
+    countLeases: true,
+    // The failed events, and the sender's DSN for the recipients without a copy, in the one batch.
+    failedEvents: async (r, why) => joinPrepared(eventOps(events, rewrap.failedEvents(r, why)), noticeOps(delivery, await rewrap.failedNotice(r, why))),
+    log,
+  });
   const rewrapLoop = new WorkerLoop<IntakeMeta>({ queue: intake, concurrency: config.engine.concurrency, visibilityMs: VISIBILITY_MS, handle: (r) => rewrap.handle(r), log, deadLetter: rewrapDead });
 
   const deliveryStage = await createDelivery({
@@ -142,6 +150,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
     suppression,
     visibilityMs: VISIBILITY_MS,
     attemptLimit,
+    dsnDelayWarningMs: config.engine.dsnDelayWarningSeconds * 1000,
     log: log.child({ component: 'delivery' }),
   });
 

@@ -308,6 +308,13 @@ const engine = z
     mimeNestingLimit: positiveInt.default(DEFAULT_MIME_NESTING_LIMIT),
     /** MIME parts per message the rewrap reads; a message with more is rejected. */
     mimeMaxParts: positiveInt.default(DEFAULT_MIME_MAX_PARTS),
+    /**
+     * A copy still deferred this long after it was queued gets one "delayed" DSN to its
+     * sender when NOTIFY asks for DELAY or was not given (engine/delivery/dsn-notices.ts);
+     * 0 = never. Postfix's delay_warning_time is off by default; sendmail warns after 4 h,
+     * which is what a sender who relays through a forwarder is used to.
+     */
+    dsnDelayWarningSeconds: seconds.default(4 * 3600),
   })
   .strict()
   .prefault({});

@@ -42,13 +42,19 @@ export interface PreparedOps {
   abandon(): void;
 }
 
+/** Several PreparedOps as one: their ops in one batch, settled or abandoned together. */
+export function joinPrepared(...parts: Array<PreparedOps | undefined>): PreparedOps {
+  const all = parts.filter((p): p is PreparedOps => p !== undefined);
+  return { ops: all.flatMap((p) => p.ops), settle: () => all.forEach((p) => p.settle()), abandon: () => all.forEach((p) => p.abandon()) };
+}
+
 export interface DeadLetterOptions<M> {
   queue: DurableQueue<M>;
   limit: AttemptLimit;
   /** Count every lease as an attempt (see the header). */
   countLeases: boolean;
-  /** The `failed` event(s) for a message given up on. */
-  failedEvents: (rec: QueueRecord<M>, reason: string) => PreparedOps;
+  /** The `failed` event(s) for a message given up on (and, for the engine, its DSN). */
+  failedEvents: (rec: QueueRecord<M>, reason: string) => PreparedOps | Promise<PreparedOps>;
   log: Logger;
   clock?: () => number;
   /** Called after a message moved to the failed records (metrics). */
@@ -106,7 +112,7 @@ export class DeadLetter<M> {
       return 'retry';
     }
     const reason = `gave up after ${attempts} attempts (engine.maxAttempts ${this.o.limit.maxAttempts}): ${error}`;
-    const ev = this.o.failedEvents(rec, reason);
+    const ev = await this.o.failedEvents(rec, reason);
     try {
       await queue.store.commit([...queue.failOps({ ...rec, failures }, error, now), ...ev.ops], { sync: true });
     } catch (e) {

@@ -10,6 +10,12 @@ export interface IntakeMeta {
   envelope: Envelope;
   account: string;
   /**
+   * A forwarder relayed it (the listener saw its X-Postino-Spool-Id): the engine
+   * sends the envelope sender DSNs even when the application gave no NOTIFY
+   * (engine/delivery/dsn-notices.ts).
+   */
+  forwarded?: boolean;
+  /**
    * Set by the rewrap as it commits copies in batches: the envelope position of the
    * next recipient to rewrap; an attempt after a crash resumes there (engine/rewrap/worker.ts).
    */

@@ -27,6 +27,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from './log.js';
 import { redactUrl } from './redact.js';
 import { RelayHealth } from './relay-health.js';
+import type { EnvelopeDsn } from './smtp-intake.js';
 import { SmtpPool, type SmtpError } from './smtp-pool.js';
 
 /** What one pooled transport to one relay needs. */
@@ -66,9 +67,18 @@ export interface RecipientFailure extends SmtpReply {
   recipient: string;
 }
 
+/** What one transaction sends: MAIL FROM, RCPT TOs, and the sender's RFC 3461 parameters to pass on (to a server offering DSN). */
+export interface SendEnvelope {
+  from: string;
+  to: string[];
+  dsn?: EnvelopeDsn | undefined;
+}
+
 export interface SendOutcome {
   /** The relay that took the message. */
   relay: string;
+  /** The relay offered DSN and got the DSN parameters: notices from here on are its job (RFC 3461 5.2). */
+  dsn: boolean;
   accepted: string[];
   rejected: RecipientFailure[];
   reply: SmtpReply;
@@ -139,7 +149,7 @@ export type AttemptResult = { kind: 'sent'; outcome: SendOutcome } | { kind: 'un
  * One transaction on one transport. A reply (4xx/5xx) throws SendFailure;
  * a failure before any reply is returned as `unreachable` so the caller can try elsewhere.
  */
-export async function sendVia(url: string, transport: Transport, envelope: { from: string; to: string[] }, openBody: () => Promise<Readable>): Promise<AttemptResult> {
+export async function sendVia(url: string, transport: Transport, envelope: SendEnvelope, openBody: () => Promise<Readable>): Promise<AttemptResult> {
   // A body that cannot be read is our failure, not the relay's: it propagates as is.
   let bodyError: { e: unknown } | undefined;
   const open = (): Promise<Readable> =>
@@ -149,7 +159,7 @@ export async function sendVia(url: string, transport: Transport, envelope: { fro
     });
   try {
     const info = await transport.send(envelope, open);
-    return { kind: 'sent', outcome: { relay: url, accepted: info.accepted.map(String), rejected: recipientFailures(info.rejectedErrors), reply: parseReply(info.response, 250) } };
+    return { kind: 'sent', outcome: { relay: url, dsn: info.dsn, accepted: info.accepted.map(String), rejected: recipientFailures(info.rejectedErrors), reply: parseReply(info.response, 250) } };
   } catch (e) {
     if (bodyError) throw bodyError.e;
     const err = e as SmtpError;
@@ -165,7 +175,7 @@ export async function sendVia(url: string, transport: Transport, envelope: { fro
 
 /** What the forwarder's relay worker needs of a client (a test passes its own). */
 export interface RelaySender {
-  send(envelope: { from: string; to: string[] }, openBody: () => Promise<Readable>): Promise<SendOutcome>;
+  send(envelope: SendEnvelope, openBody: () => Promise<Readable>): Promise<SendOutcome>;
   readonly health: RelayHealth;
 }
 
@@ -193,7 +203,7 @@ export class RelayClient implements RelaySender {
    * Throws SendFailure with a reply for 4xx/5xx, without one when no relay could
    * be reached (then every relay is marked down).
    */
-  async send(envelope: { from: string; to: string[] }, openBody: () => Promise<Readable>): Promise<SendOutcome> {
+  async send(envelope: SendEnvelope, openBody: () => Promise<Readable>): Promise<SendOutcome> {
     let lastError: Error | undefined;
     for (const { relay, transport } of this.transports) {
       if (!this.health.isUp(relay)) continue;

@@ -8,8 +8,9 @@
  *
  * Standards: RFC 5321 (server), RFC 1870 (SIZE), RFC 3207 (STARTTLS),
  * RFC 3463 (enhanced codes: we print our own, see errors.ts), RFC 6531
- * (SMTPUTF8), RFC 4954 (AUTH= on MAIL); MAIL/RCPT parameters of anything else,
- * DSN and REQUIRETLS included, get 555 (smtp-server.ts).
+ * (SMTPUTF8), RFC 4954 (AUTH= on MAIL), RFC 3461 (DSN: with `dsn`, NOTIFY,
+ * ORCPT, RET and ENVID are syntax-checked by smtp-server, 501, and recorded);
+ * MAIL/RCPT parameters of anything else, REQUIRETLS included, get 555 (smtp-server.ts).
  * Stage-specific policy (pause, accounts, quotas) plugs in through `policy`.
  *
  * Side effects: listens on a TCP port; writes to the queue's store.
@@ -93,8 +94,10 @@ export interface IntakeOptions<M> {
    * message whose id was already accepted in the same scope with 250 without
    * enqueuing it again. `scope` names whose ids these are (the listener: the
    * session's account); an id not of the forwarder's shape is ignored.
+   * `forwarded` amends the record of a message that carried a valid id (the
+   * listener notes that a forwarder relayed it: the engine's DSNs, engine/delivery/dsn-notices.ts).
    */
-  spoolIds?: { seen: SeenSpoolIds; scope(session: SMTPServerSession): string } | undefined;
+  spoolIds?: { seen: SeenSpoolIds; scope(session: SMTPServerSession): string; forwarded?(meta: M): M } | undefined;
   idleTimeoutMs: number;
   /**
    * Offer DSN (RFC 3461): NOTIFY/ORCPT on RCPT, RET/ENVID on MAIL, recorded in
@@ -262,7 +265,9 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
       }
       hook = o.policy?.beforeCommit?.(session);
       const dedupeOps = spoolId ? seen!.rememberOps(scope, spoolId, prepared.record.id) : [];
-      await queue.commitPrepared([prepared], [...dedupeOps, ...(hook?.ops ?? [])]);
+      // The meta was written before the body told who sent it; this later put of the same key wins in the batch.
+      const stamp = spoolId && o.spoolIds?.forwarded ? queue.updateMetaOps(prepared.record, o.spoolIds.forwarded(prepared.record.meta)).ops : [];
+      await queue.commitPrepared([prepared], [...stamp, ...dedupeOps, ...(hook?.ops ?? [])]);
       hook?.done(true);
     } catch (e) {
       hook?.done(false);
@@ -340,8 +345,8 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     disabledCommands: [...(o.auth ? [] : ['AUTH']), ...(o.tls ? [] : ['STARTTLS'])],
     // Enhanced status codes on every reply (RFC 2034); ours ride in the reply text (see smtp-server.ts).
     hideENHANCEDSTATUSCODES: false,
-    // DSN and REQUIRETLS are advertised by PostinoSMTPServer from `extensions` below: DSN only where the stage
-    // uses NOTIFY/RET/ENVID/ORCPT in DSNs of its own (the forwarder); REQUIRETLS (RFC 8689) never, it would be
+    // DSN and REQUIRETLS are advertised by PostinoSMTPServer from `extensions` below: DSN where the stage
+    // carries NOTIFY/RET/ENVID/ORCPT into DSNs (forwarder and listener); REQUIRETLS (RFC 8689) never, it would be
     // a TLS promise for every later hop.
     disableReverseLookup: true,
     socketTimeout: o.idleTimeoutMs,

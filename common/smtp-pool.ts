@@ -21,11 +21,59 @@
  *     goes out once more on a new session;
  *   - recipients are de-duplicated, as nodemailer's envelope handling did.
  *
+ * DSN (RFC 3461) parameters are passed on per recipient: nodemailer's
+ * SMTPConnection takes one NOTIFY and one ORCPT for every RCPT of a
+ * transaction, so DsnConnection overrides its RCPT argument builder
+ * (`_sendRcpt`, `_getDsnRcptToArgs`, nodemailer NODEMAILER_VERSION) to look them
+ * up by recipient; RET and ENVID go on MAIL FROM as nodemailer writes them
+ * (xtext-encoded, RFC 3461 4). Only to a server that offers DSN; SentInfo.dsn
+ * says whether it did (the forwarder sends its own "relayed" notice otherwise).
+ * test/common/smtp-pool-dsn.test.ts fails when an upgrade drops those methods.
+ *
  * Side effects: network connections.
  */
 import type { Readable } from 'node:stream';
 import type tls from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import type { EnvelopeDsn } from './smtp-intake.js';
+
+/** The nodemailer release whose internal RCPT methods DsnConnection overrides. */
+export const NODEMAILER_VERSION = '10.6.1';
+export const NODEMAILER_OVERRIDES = ['_sendRcpt', '_getDsnRcptToArgs'] as const;
+
+/** nodemailer's internals this file relies on (not in its type declarations). */
+interface ConnectionInternals {
+  _sendRcpt(recipient: string, callback: unknown): void;
+  _getDsnRcptToArgs(): string;
+  _supportedExtensions: string[];
+  _envelope: { postinoDsn?: EnvelopeDsn } | false;
+}
+
+/** RFC 3461 4: xtext, as nodemailer encodes it ("+" and "=" and anything outside 33-126 as +HH). */
+function xtext(s: string): string {
+  return s.replace(/[^\x21-\x2a\x2c-\x3c\x3e-\x7e]/gu, (c) => [...Buffer.from(c, 'utf8')].map((b) => `+${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''));
+}
+
+/** SMTPConnection with NOTIFY and ORCPT per recipient (see the header). */
+class DsnConnection extends SMTPConnection {
+  /** Whether the server's EHLO offered DSN (the parameters were passed on). */
+  get offersDsn(): boolean {
+    return (this as unknown as ConnectionInternals)._supportedExtensions.includes('DSN');
+  }
+}
+const internals = DsnConnection.prototype as unknown as ConnectionInternals & { rcpt: string };
+const baseSendRcpt = internals._sendRcpt;
+internals._sendRcpt = function (this: ConnectionInternals & { rcpt: string }, recipient: string, callback: unknown): void {
+  this.rcpt = recipient;
+  baseSendRcpt.call(this, recipient, callback);
+};
+internals._getDsnRcptToArgs = function (this: ConnectionInternals & { rcpt: string }): string {
+  const env = this._envelope;
+  if (!env || !this._supportedExtensions.includes('DSN')) return '';
+  const p = env.postinoDsn?.rcpt?.[this.rcpt];
+  const args = [...(p?.notify ? [`NOTIFY=${p.notify.join(',')}`] : []), ...(p?.orcpt ? [`ORCPT=${xtext(p.orcpt)}`] : [])];
+  return args.length ? ` ${args.join(' ')}` : '';
+};
 
 export interface SmtpPoolOptions {
   host: string;
@@ -53,6 +101,8 @@ export interface SmtpError extends Error {
 }
 
 export interface SentInfo {
+  /** The server offered DSN, so the envelope's DSN parameters went with the transaction. */
+  dsn: boolean;
   accepted: string[];
   rejected: string[];
   rejectedErrors?: SmtpError['rejectedErrors'];
@@ -60,7 +110,7 @@ export interface SentInfo {
 }
 
 interface Session {
-  conn: SMTPConnection;
+  conn: DsnConnection;
   messages: number;
   dead: boolean;
 }
@@ -78,8 +128,11 @@ export class SmtpPool {
    * error (see SmtpError). `openBody` is called per attempt: a stream that was
    * handed to a dead session cannot be handed to the next one.
    */
-  async send(envelope: { from: string; to: string[] }, openBody: () => Promise<Readable | Buffer>): Promise<SentInfo> {
-    const env = { from: envelope.from, to: [...new Set(envelope.to)] };
+  async send(envelope: { from: string; to: string[]; dsn?: EnvelopeDsn | undefined }, openBody: () => Promise<Readable | Buffer>): Promise<SentInfo> {
+    const d = envelope.dsn;
+    // RET/ENVID through nodemailer's own envelope field; NOTIFY/ORCPT per recipient through DsnConnection.
+    const mailDsn = d && (d.ret || d.envid) ? { dsn: { ...(d.ret ? { ret: d.ret } : {}), ...(d.envid ? { envid: d.envid } : {}) } } : {};
+    const env = { from: envelope.from, to: [...new Set(envelope.to)], ...mailDsn, ...(d ? { postinoDsn: d } : {}) };
     for (let retried = false; ; retried = true) {
       const s = await this.acquire();
       const reused = s.messages > 0;
@@ -91,7 +144,7 @@ export class SmtpPool {
         throw e;
       }
       try {
-        const info = await new Promise<SentInfo>((resolve, reject) => s.conn.send(env, body, (err, info) => (err ? reject(err) : resolve(info as SentInfo))));
+        const info = await new Promise<SentInfo>((resolve, reject) => s.conn.send(env, body, (err, info) => (err ? reject(err) : resolve({ ...(info as Omit<SentInfo, 'dsn'>), dsn: s.conn.offersDsn }))));
         s.messages++;
         this.release(s);
         return info;
@@ -185,7 +238,7 @@ export class SmtpPool {
 
   private async connect(): Promise<Session> {
     const o = this.o;
-    const conn = new SMTPConnection({
+    const conn = new DsnConnection({
       host: o.host,
       port: o.port,
       secure: o.secure,

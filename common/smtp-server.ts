@@ -77,6 +77,10 @@ export interface ConnectionGate {
 
 const NO_GATE: ConnectionGate = { maxConnections: 0, maxConnectionsPerIp: 0, sessionMs: 0, maxErrors: 0, proxyFrom: [] };
 
+/** RFC 3461 4.4: "ENVID ... MUST NOT exceed 100 characters". */
+const MAX_ENVID_CHARS = 100;
+/** RFC 3461 4.2: ORCPT "MUST NOT exceed 500 characters". */
+const MAX_ORCPT_CHARS = 500;
 /** An enhanced status code at the start of a reply text: such a reply is sent as is. */
 const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 /** RFC 5321 4.2.3: 500-504 are the syntax and sequence errors a broken or hostile client produces. */
@@ -146,6 +150,9 @@ export class TunedConnection extends SMTPConnection {
     const known = verb === 'mail from' ? this.mailParameters : this.rcptParameters;
     const unknown = Object.keys(args).find((k) => !known.has(k));
     if (unknown) return new PostinoError('UNKNOWN_PARAMETER', `${verb === 'mail from' ? 'MAIL FROM' : 'RCPT TO'} parameter ${unknown} not recognized`);
+    // RFC 3461 4.2 and 4.4: bounded, because they are stored with the message and quoted in its DSNs.
+    if (typeof args.ENVID === 'string' && args.ENVID.length > MAX_ENVID_CHARS) return new PostinoError('BAD_REQUEST', `ENVID longer than ${MAX_ENVID_CHARS} characters`);
+    if (typeof args.ORCPT === 'string' && args.ORCPT.length > MAX_ORCPT_CHARS) return new PostinoError('BAD_REQUEST', `ORCPT longer than ${MAX_ORCPT_CHARS} characters`);
     if (verb === 'rcpt to' && !this.session.envelope.mailFrom) return undefined; // smtp-server answers 503
     const utf8 = verb === 'mail from' ? args.SMTPUTF8 === true : Boolean(this.session.envelope.smtpUtf8);
     if (!utf8 && hasNonAscii(command)) return new PostinoError('UTF8_NOT_ENABLED', 'Non-ASCII address needs the SMTPUTF8 parameter on MAIL FROM');

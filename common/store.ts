@@ -26,13 +26,28 @@
  * measured with `npm run bench -- forwarder`, 100 KB messages went from 0.74 to
  * 0.91 of Postfix's rate. The cost is up to 2 × 32 MiB of memory per process.
  *
- * Side effects: creates and locks the database folder; fsyncs.
+ * Write errors (issue #11): LevelDB keeps a failed write's error (disk full, an
+ * I/O error in its log or a compaction) and refuses every later write until the
+ * database is reopened. So on the first failed write the store goes *broken*:
+ * commits fail at once with `451 4.3.0` (PostinoError SPOOL_WRITE_FAILED: the
+ * intakes answer it, nothing is acknowledged that is not on disk), reads go on,
+ * and the database is closed and reopened after REOPEN_BACKOFF_MS (the last
+ * entry repeats), each time followed by a synced probe write; when the probe is
+ * written the store is healthy again and intake resumes by itself. A message
+ * refused meanwhile was never acknowledged; one acknowledged before is in the
+ * log LevelDB replays at reopen. Reads and iterators in flight during the
+ * close/open moment fail and are retried by their worker loops.
+ * `writeFault` (options) is a test seam that fails writes as a full disk would.
+ *
+ * Side effects: creates and locks the database folder; fsyncs; timers while broken.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { ClassicLevel } from 'classic-level';
+import { PostinoError } from './errors.js';
 import { fsyncPath } from './fsync.js';
+import type { Logger } from './log.js';
 
 /**
  * diskUsage() is read by every /status and /metrics scrape; walking a spool of
@@ -43,6 +58,23 @@ const DISK_USAGE_MAX_AGE_MS = 5_000;
 
 /** See the header: short-lived entries, fewer memtable flushes. */
 const WRITE_BUFFER_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Waits between reopen attempts of a broken database: a moment first (a transient
+ * I/O error clears at once), then up to 30 s, so a full disk costs a log line and
+ * an open() every 30 s while an operator frees space, and intake resumes within
+ * 30 s of it.
+ */
+const REOPEN_BACKOFF_MS = [100, 500, 1_000, 2_000, 5_000, 10_000, 30_000] as const;
+/** Written (synced) after a reopen to prove writes work again. */
+const PROBE_KEY = 'store!write-probe';
+
+export interface StoreOptions {
+  /** Write failures and recoveries are logged here. */
+  log?: Logger | undefined;
+  /** Test seam: an error to fail the next write with (as ENOSPC would), or undefined to write. */
+  writeFault?: (() => Error | undefined) | undefined;
+}
 
 export type BatchOp =
   | { type: 'put'; key: string; value: Buffer }
@@ -57,6 +89,8 @@ interface Waiter {
 export interface StoreStats {
   syncedBatches: number;
   syncedOps: number;
+  /** Times the database was reopened after a write error. */
+  reopens: number;
 }
 
 export class Store {
@@ -65,26 +99,97 @@ export class Store {
   private pending: Waiter[] = [];
   private writing = false;
   private blobDirDirty = false;
-  readonly stats: StoreStats = { syncedBatches: 0, syncedOps: 0 };
+  readonly stats: StoreStats = { syncedBatches: 0, syncedOps: 0, reopens: 0 };
   private usage: { bytes: number; at: number } | undefined;
   private usageWalk: Promise<number> | undefined;
+  /** Set from the first failed write until a reopen's probe write succeeds (see the header). */
+  private broken: { since: number; error: string } | undefined;
+  private recovering: Promise<void> | undefined;
+  private closing = false;
+  private wakeRecovery: (() => void) | undefined;
 
-  private constructor(readonly dir: string) {
+  private constructor(
+    readonly dir: string,
+    private readonly options: StoreOptions,
+  ) {
     this.db = new ClassicLevel<string, Buffer>(path.join(dir, 'db'), { keyEncoding: 'utf8', valueEncoding: 'buffer', writeBufferSize: WRITE_BUFFER_BYTES });
     this.blobDir = path.join(dir, 'blobs');
   }
 
-  static async open(dir: string): Promise<Store> {
+  static async open(dir: string, options: StoreOptions = {}): Promise<Store> {
     fs.mkdirSync(path.join(dir, 'blobs'), { recursive: true, mode: 0o700 });
-    const s = new Store(dir);
+    const s = new Store(dir, options);
     await s.db.open();
     return s;
+  }
+
+  /** False while writes fail and the database is being reopened (see the header). */
+  get healthy(): boolean {
+    return this.broken === undefined;
+  }
+
+  private unavailable(): PostinoError {
+    return new PostinoError('SPOOL_WRITE_FAILED', 'Cannot store the message now (storage is recovering from a write error), try again later');
+  }
+
+  /** One LevelDB batch through the fault seam; a failure breaks the store (see the header). */
+  private async write(ops: BatchOp[], sync: boolean): Promise<void> {
+    try {
+      const fault = this.options.writeFault?.();
+      if (fault) throw fault;
+      await this.db.batch(ops, { sync });
+    } catch (e) {
+      this.writeFailed(e);
+      throw e;
+    }
+  }
+
+  private writeFailed(e: unknown): void {
+    if (this.broken || this.closing) return;
+    this.broken = { since: Date.now(), error: e instanceof Error ? e.message : String(e) };
+    this.options.log?.error({ err: e, event: 'store-write-failed', dir: this.dir }, 'LevelDB write failed: refusing writes (451) and reopening the database');
+    this.recovering = this.recover().finally(() => (this.recovering = undefined));
+  }
+
+  /** Closes and reopens the database until a synced probe write succeeds, with REOPEN_BACKOFF_MS between tries. */
+  private async recover(): Promise<void> {
+    for (let attempt = 0; !this.closing; attempt++) {
+      const wait = REOPEN_BACKOFF_MS[Math.min(attempt, REOPEN_BACKOFF_MS.length - 1)];
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, wait);
+        t.unref();
+        this.wakeRecovery = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wakeRecovery = undefined;
+      if (this.closing) return;
+      try {
+        // Let a group commit in flight finish (it fails or succeeds on its own) before closing under it.
+        while (this.writing) await new Promise((r) => setTimeout(r, 5));
+        await this.db.close();
+        await this.db.open();
+        this.stats.reopens++;
+        const fault = this.options.writeFault?.();
+        if (fault) throw fault;
+        await this.db.batch([{ type: 'put', key: PROBE_KEY, value: Buffer.from(String(Date.now())) }], { sync: true });
+        const down = Date.now() - this.broken!.since;
+        this.broken = undefined;
+        this.options.log?.warn({ event: 'store-recovered', dir: this.dir, attempts: attempt + 1, downMs: down }, 'LevelDB reopened and writable again: writes resume');
+        return;
+      } catch (e) {
+        if (this.db.status === 'closed' && !this.closing) await this.db.open().catch(() => undefined); // reads keep working meanwhile
+        this.options.log?.warn({ err: e, event: 'store-still-failing', dir: this.dir, attempts: attempt + 1, nextMs: REOPEN_BACKOFF_MS[Math.min(attempt + 1, REOPEN_BACKOFF_MS.length - 1)] }, 'LevelDB still not writable');
+      }
+    }
   }
 
   /** Writes ops atomically; with `sync` the call resolves only after the log is fsynced. */
   commit(ops: BatchOp[], opts: { sync: boolean }): Promise<void> {
     if (ops.length === 0) return Promise.resolve();
-    if (!opts.sync) return this.db.batch(ops);
+    if (this.broken) return Promise.reject(this.unavailable());
+    if (!opts.sync) return this.write(ops, false);
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ ops, resolve, reject });
       if (!this.writing) void this.flush();
@@ -95,13 +200,17 @@ export class Store {
     this.writing = true;
     while (this.pending.length > 0) {
       const group = this.pending.splice(0);
+      if (this.broken) {
+        for (const w of group) w.reject(this.unavailable());
+        continue;
+      }
       const ops = group.length === 1 ? group[0]!.ops : group.flatMap((w) => w.ops);
       try {
         if (this.blobDirDirty) {
           this.blobDirDirty = false;
           await fsyncPath(this.blobDir);
         }
-        await this.db.batch(ops, { sync: true });
+        await this.write(ops, true);
         this.stats.syncedBatches++;
         this.stats.syncedOps += ops.length;
         for (const w of group) w.resolve();
@@ -157,6 +266,9 @@ export class Store {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
+    this.wakeRecovery?.();
+    await this.recovering;
     await this.usageWalk?.catch(() => undefined);
     while (this.writing) await new Promise((r) => setTimeout(r, 5));
     await this.db.close();

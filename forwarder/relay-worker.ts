@@ -35,8 +35,8 @@ import { SendFailure, type RecipientFailure, type RelaySender, type SmtpReply } 
 import type { RelayMeta } from '../common/relay-meta.js';
 
 export type RelayOutcome =
-  | { kind: 'delivered'; relay: string; reply: SmtpReply }
-  | { kind: 'partial'; relay: string; reply: SmtpReply; retry: string[]; failed: RecipientFailure[]; at: number }
+  | { kind: 'delivered'; relay: string; reply: SmtpReply; dsn: boolean }
+  | { kind: 'partial'; relay: string; reply: SmtpReply; retry: string[]; failed: RecipientFailure[]; at: number; dsn: boolean }
   | { kind: 'deferred'; reply?: SmtpReply | undefined; relay?: string | undefined; at: number; reason: string }
   | { kind: 'held'; reason: string }
   | { kind: 'failed'; reply?: SmtpReply | undefined; failed: RecipientFailure[]; reason: string };
@@ -62,8 +62,11 @@ export interface RelayWorkerOptions<M> {
   log: Logger;
   /** 5xx or expiry: what it means for the sender (the forwarder spools a DSN). */
   onFailed?: ((rec: QueueRecord<M>, failed: RecipientFailure[], reason: string) => Promise<void>) | undefined;
-  /** Recipients the next hop took, before the spool forgets them (the forwarder's NOTIFY=SUCCESS notices). */
-  onRelayed?: ((rec: QueueRecord<M>, accepted: string[], relay: string, reply: SmtpReply) => Promise<void>) | undefined;
+  /**
+   * Recipients the next hop took, before the spool forgets them (the forwarder's NOTIFY=SUCCESS notices);
+   * `dsn`: the next hop offered DSN and got the parameters, so success notices are its job.
+   */
+  onRelayed?: ((rec: QueueRecord<M>, accepted: string[], relay: string, reply: SmtpReply, dsn: boolean) => Promise<void>) | undefined;
   clock?: (() => number) | undefined;
   /** The bytes to relay; the forwarder stamps its spool id here (spool-id.ts). Default: the spooled body. */
   openBody?: ((rec: QueueRecord<M>) => Promise<Readable>) | undefined;
@@ -76,7 +79,7 @@ export class RelayWorker<M extends RelayMeta> {
   private readonly retry: RetryPolicy;
   private readonly log: Logger;
   private readonly onFailed: (rec: QueueRecord<M>, failed: RecipientFailure[], reason: string) => Promise<void>;
-  private readonly onRelayed: (rec: QueueRecord<M>, accepted: string[], relay: string, reply: SmtpReply) => Promise<void>;
+  private readonly onRelayed: (rec: QueueRecord<M>, accepted: string[], relay: string, reply: SmtpReply, dsn: boolean) => Promise<void>;
   private readonly now: () => number;
   private readonly openBody: (rec: QueueRecord<M>) => Promise<Readable>;
 
@@ -105,8 +108,9 @@ export class RelayWorker<M extends RelayMeta> {
   private async attempt(rec: QueueRecord<M>): Promise<RelayOutcome> {
     const { envelope, pending } = rec.meta;
     try {
-      const sent = await this.client.send({ from: envelope.mailFrom, to: pending }, () => this.openBody(rec));
-      return this.decide(rec, sent.rejected, sent.relay, sent.reply);
+      // The application's RFC 3461 parameters go on to the listener, which reports from there on.
+      const sent = await this.client.send({ from: envelope.mailFrom, to: pending, dsn: envelope.dsn }, () => this.openBody(rec));
+      return this.decide(rec, sent.rejected, sent.relay, sent.reply, sent.dsn);
     } catch (e) {
       if (!(e instanceof SendFailure)) throw e;
       // Logged and stored as lastError: a connection error that quotes a URL loses its password (redact.ts).
@@ -117,7 +121,7 @@ export class RelayWorker<M extends RelayMeta> {
         return o.kind === 'deferred' ? { kind: 'held', reason: e.message } : o;
       }
       // Every recipient refused at RCPT: decide per recipient (5xx fail, 4xx retry), as on partial acceptance.
-      if (e.rejected.length > 0 && e.relay && e.reply && e.rejected.every((r) => r.recipient !== '')) return this.decide(rec, e.rejected, e.relay, e.reply);
+      if (e.rejected.length > 0 && e.relay && e.reply && e.rejected.every((r) => r.recipient !== '')) return this.decide(rec, e.rejected, e.relay, e.reply, false);
       if (e.permanent) {
         return { kind: 'failed', reply: e.reply, reason: e.message, failed: pending.map((r) => ({ recipient: r, ...e.reply! })) };
       }
@@ -125,17 +129,17 @@ export class RelayWorker<M extends RelayMeta> {
     }
   }
 
-  private decide(rec: QueueRecord<M>, rejected: RecipientFailure[], relay: string, reply: SmtpReply): RelayOutcome {
-    if (rejected.length === 0) return { kind: 'delivered', relay, reply };
+  private decide(rec: QueueRecord<M>, rejected: RecipientFailure[], relay: string, reply: SmtpReply, dsn: boolean): RelayOutcome {
+    if (rejected.length === 0) return { kind: 'delivered', relay, reply, dsn };
     const failed = rejected.filter((r) => r.code >= 500);
     const retry = rejected.filter((r) => r.code < 500).map((r) => r.recipient);
-    if (retry.length === 0) return { kind: 'partial', relay, reply, retry, failed, at: 0 };
+    if (retry.length === 0) return { kind: 'partial', relay, reply, retry, failed, at: 0, dsn };
     const d = nextRetry(this.retry, rec.attempts, rec.enqueuedAt, this.now());
     if (d.kind === 'give-up') {
       const timedOut = rejected.filter((r) => r.code < 500);
-      return { kind: 'partial', relay, reply, retry: [], failed: [...failed, ...timedOut], at: 0 };
+      return { kind: 'partial', relay, reply, retry: [], failed: [...failed, ...timedOut], at: 0, dsn };
     }
-    return { kind: 'partial', relay, reply, retry, failed, at: d.at };
+    return { kind: 'partial', relay, reply, retry, failed, at: d.at, dsn };
   }
 
   private retryOrGiveUp(rec: QueueRecord<M>, reply: SmtpReply | undefined, relay: string | undefined, reason: string): RelayOutcome {
@@ -151,7 +155,7 @@ export class RelayWorker<M extends RelayMeta> {
     const log = this.log.child({ queueId: rec.id });
     switch (o.kind) {
       case 'delivered':
-        await this.onRelayed(rec, rec.meta.pending, o.relay, o.reply);
+        await this.onRelayed(rec, rec.meta.pending, o.relay, o.reply, o.dsn);
         await this.spool.ack(rec);
         this.counters.delivered++;
         log.info({ event: 'relayed', relay: o.relay, response: o.reply.response, rcpt: rec.meta.pending.length }, 'relayed');
@@ -161,7 +165,7 @@ export class RelayWorker<M extends RelayMeta> {
         for (const f of o.failed) log.warn({ event: 'failed', recipient: f.recipient, code: f.code, enhanced: f.enhanced, response: f.response }, 'recipient refused');
         if (o.failed.length > 0) await this.onFailed(rec, o.failed, 'recipient refused');
         const accepted = rec.meta.pending.filter((r) => !o.retry.includes(r) && !o.failed.some((f) => f.recipient === r));
-        if (accepted.length > 0) await this.onRelayed(rec, accepted, o.relay, o.reply);
+        if (accepted.length > 0) await this.onRelayed(rec, accepted, o.relay, o.reply, o.dsn);
         if (o.retry.length === 0) {
           await this.spool.ack(rec);
           if (o.failed.length < rec.meta.pending.length) this.counters.delivered++; // someone got it

@@ -5,7 +5,8 @@
  * account id, client IP, TLS state and auth identity recorded on the message).
  *
  * Standards: RFC 5321, RFC 3207 (STARTTLS), RFC 4954 (AUTH), RFC 4616 (PLAIN),
- * RFC 1870 (SIZE), RFC 3463 (enhanced status codes), HAProxy PROXY protocol v1.
+ * RFC 1870 (SIZE), RFC 3463 (enhanced status codes), RFC 3461 (DSN: NOTIFY,
+ * ORCPT, RET, ENVID taken and recorded in the intake record), HAProxy PROXY protocol v1.
  *
  * Config: the `listener` section (node-wide: address, TLS pair, caps, limits)
  * and `accounts[]` (networks, `listener` policy); see common/config.ts.
@@ -119,7 +120,9 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
     strictData: true,
     tls,
     queue,
-    spoolIds: spoolIds && { seen: spoolIds, scope: (session) => tableOf(session).accountOf(session).id },
+    spoolIds: spoolIds && { seen: spoolIds, scope: (session) => tableOf(session).accountOf(session).id, forwarded: (meta) => ({ ...meta, forwarded: true }) },
+    // RFC 3461: NOTIFY/ORCPT/RET/ENVID recorded with the message, carried by the engine into each copy's DSNs.
+    dsn: true,
     ...(authAtStart
       ? {
           auth: {

@@ -6,6 +6,20 @@
 import type { Stream } from '../../common/config.js';
 import type { RelayMeta } from '../../common/relay-meta.js';
 
+/**
+ * The original sender's RFC 3461 parameters for this copy's recipient; present
+ * when this copy reports to its sender (see dsn-notices.ts: the message came
+ * through a forwarder or its client gave DSN parameters), absent otherwise.
+ */
+export interface CopyDsn {
+  /** NOTIFY of this recipient (upper case); absent: none given (FAILURE,DELAY). */
+  notify?: string[] | undefined;
+  /** ORCPT of this recipient (`rfc822;addr`). */
+  orcpt?: string | undefined;
+  ret?: 'FULL' | 'HDRS' | undefined;
+  envid?: string | undefined;
+}
+
 export interface DeliveryMeta extends RelayMeta {
   /** The intake message this copy came from. */
   intakeId: string;
@@ -18,6 +32,10 @@ export interface DeliveryMeta extends RelayMeta {
   stream: Stream;
   tag?: string | undefined;
   metadata?: Record<string, string> | undefined;
+  /** See CopyDsn. */
+  dsn?: CopyDsn | undefined;
+  /** A "delayed" DSN was considered for this copy (sent if NOTIFY asked): never a second one. */
+  delayNotified?: boolean | undefined;
   /** Delivery attempts that got an answer or failed (the lease count also counts lane overflow). */
   tries?: number | undefined;
 }

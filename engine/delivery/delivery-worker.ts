@@ -21,22 +21,29 @@
  *               moves to the failed records with a `failed` event
  *               (common/dead-letter.ts; 4xx retries are not failures)
  *
- * Standards: RFC 5321 4.2 and 4.5.4 (retry), RFC 3463.
+ * A copy that reports to its sender (dsn-notices.ts) gets its DSN in the same
+ * batch as the outcome: `failed` with bounced/expired/failed, `relayed` with
+ * delivered, `delayed` once with the first deferral past the warning time.
+ *
+ * Standards: RFC 5321 4.2 and 4.5.4 (retry), RFC 3463, RFC 3461/3464 (DSNs).
  * Config: delivery.retryScheduleSeconds ([60,300,900,1800,3600] then hourly),
- * delivery.maxAgeSeconds (3 days), delivery.backPressure.
+ * delivery.maxAgeSeconds (3 days), delivery.backPressure, engine.hostname and
+ * engine.dsnDelayWarningSeconds (DSNs).
  * Side effects: SMTP via the relay pool; LevelDB batches (unsynced: on a crash
  * state and events move together, the copy is simply tried again).
  */
 import { domainOf } from '../../common/address.js';
 import type { BackPressureRule } from '../../common/config.js';
-import { DeadLetter, type AttemptLimit } from '../../common/dead-letter.js';
-import type { DurableQueue, QueueRecord } from '../../common/durable-queue.js';
+import { DeadLetter, joinPrepared, type AttemptLimit } from '../../common/dead-letter.js';
+import type { DsnAction } from '../../common/dsn.js';
+import type { DurableQueue, Prepared, QueueRecord } from '../../common/durable-queue.js';
 import type { EventInput, EventType } from '../../common/events.js';
 import type { Logger } from '../../common/log.js';
 import { nextRetry, type RetryPolicy } from '../../common/retry-schedule.js';
 import { SendFailure, type SmtpReply } from '../../common/smtp-client.js';
 import type { BatchOp } from '../../common/store.js';
 import type { DeliveryMeta } from './delivery-record.js';
+import { copyNotice, noticeOps, prepareNotice, wantsCopyNotice } from './dsn-notices.js';
 import type { EventLog } from '../events/event-log.js';
 import type { SuppressionList } from '../suppression.js';
 import { classifyFailure, classifySent, type AttemptOutcome, type BackPressureRules } from './classify.js';
@@ -62,10 +69,15 @@ export interface DeliveryDeps {
   onOutcome?: (kind: OutcomeKind, rec: Rec) => void;
   /** Called when a copy is given back uncharged because no relay was up. */
   onHeld?: (rec: Rec) => void;
+  /** DSNs to senders (dsn-notices.ts): Reporting-MTA name, and the deferral age for a "delayed" one (0 = none). */
+  dsn?: { hostname: string; delayWarningMs: number } | undefined;
   /** Bounded attempts for a copy whose attempt throws; default 5 attempts, 10 s, 60 s, 300 s, 900 s apart. */
   attemptLimit?: AttemptLimit;
   clock?: () => number;
 }
+
+/** The DSN action each final outcome reports (suppressed copies are reported by events only). */
+const NOTICE_OF: Partial<Record<OutcomeKind, DsnAction>> = { bounced: 'failed', expired: 'failed', delivered: 'relayed' };
 
 const DEFAULT_ATTEMPT_LIMIT: AttemptLimit = { maxAttempts: 5, backoffMs: [10_000, 60_000, 300_000, 900_000] };
 
@@ -81,9 +93,10 @@ export class DeliveryWorker {
       queue: d.queue,
       limit: d.attemptLimit ?? DEFAULT_ATTEMPT_LIMIT,
       countLeases: false, // leases include the retries after 4xx replies
-      failedEvents: (rec, reason) => {
+      failedEvents: async (rec, reason) => {
+        const notice = noticeOps(d.queue, await this.notice(rec, 'failed', { reason }));
         const ev = d.events.prepare([{ ...this.base(rec), type: 'failed', reason }]);
-        return { ops: ev.ops, settle: () => d.events.settle(ev), abandon: () => d.events.abandon(ev) };
+        return joinPrepared({ ops: ev.ops, settle: () => d.events.settle(ev), abandon: () => d.events.abandon(ev) }, notice);
       },
       log: d.log,
       clock: this.now,
@@ -95,6 +108,14 @@ export class DeliveryWorker {
   private base(rec: Rec): Omit<EventInput, 'type'> {
     const m = rec.meta;
     return { account: m.account, messageId: m.messageId, queueId: rec.id, intakeId: m.intakeId, stream: m.stream, recipient: m.recipient, sender: m.sender, tag: m.tag, metadata: m.metadata };
+  }
+
+  /** The DSN about this copy for this action, prepared (not committed), if its sender asked for one. */
+  private async notice(rec: Rec, action: DsnAction, what: { reason: string; reply?: SmtpReply | undefined; relay?: string | undefined }): Promise<Prepared<DeliveryMeta> | undefined> {
+    if (!this.d.dsn || !wantsCopyNotice(rec.meta, action)) return undefined;
+    const p = await prepareNotice(this.d.queue, this.d.dsn.hostname, copyNotice(this.d.queue, rec, action, what), this.now());
+    if (p) this.d.log.info({ event: 'dsn', queueId: rec.id, action, dsnId: p.record.id, to: rec.meta.sender }, 'DSN queued for the sender');
+    return p;
   }
 
   /** Handles one leased copy; returns the back-pressure rule its reply matched, for the scheduler. */
@@ -179,17 +200,24 @@ export class DeliveryWorker {
         // A suspension holds the copy at least until the destination reopens.
         const at = rule?.action === 'suspend' ? Math.max(d.at, now + rule.seconds * 1000) : d.at;
         if (!this.d.queue.holds(rec)) return rule; // lease expired: whoever holds the copy now records it
+        // RFC 3461 NOTIFY=DELAY: once, with the first deferral past the warning time.
+        const warnMs = this.d.dsn?.delayWarningMs ?? 0;
+        const warn = warnMs > 0 && !rec.meta.delayNotified && now - rec.enqueuedAt >= warnMs;
+        const notice = warn ? await this.notice(rec, 'delayed', { reason: o.reason, reply: o.reply, relay: o.relay }) : undefined;
         const ev = this.d.events.prepare([
           { ...this.base(rec), type: 'deferred', smtp: o.reply, relay: o.relay, reason: o.reason, rule: rule?.name, nextAttemptAt: new Date(at).toISOString() },
         ]);
+        const meta: DeliveryMeta = { ...rec.meta, tries, lastError, ...(warn ? { delayNotified: true } : {}) };
         try {
-          await this.d.queue.store.commit([...this.d.queue.nackOps(rec, at, { ...rec.meta, tries, lastError }), ...ev.ops], { sync: false });
+          await this.d.queue.store.commit([...this.d.queue.nackOps(rec, at, meta), ...ev.ops, ...(notice?.ops ?? [])], { sync: Boolean(notice) });
         } catch (e) {
           this.d.events.abandon(ev);
+          await notice?.discard();
           throw e;
         }
         this.d.queue.nacked(rec);
         this.d.events.settle(ev);
+        if (notice) this.d.queue.added(1);
         this.d.onOutcome?.('deferred', rec);
         log.info({ event: 'deferred', recipient: rec.meta.recipient, reason: o.reason, rule: rule?.name, tries, next: new Date(at).toISOString() }, 'deferred');
         return rule;
@@ -204,20 +232,26 @@ export class DeliveryWorker {
 
   /** Removes the copy with its final event (and extra ops) in one batch. */
   private async finish(rec: Rec, type: OutcomeKind, detail: Omit<EventInput, 'type' | 'account'>, extra: BatchOp[] = []): Promise<void> {
+    const action = NOTICE_OF[type];
+    const notice = action && this.d.queue.holds(rec) ? await this.notice(rec, action, { reason: detail.reason ?? detail.smtp?.response ?? type, reply: detail.smtp, relay: detail.relay }) : undefined;
     const ev = this.d.events.prepare([{ ...this.base(rec), ...detail, type }]);
     let done: boolean;
     try {
-      done = await this.d.queue.ack(rec, [...ev.ops, ...extra]);
+      // Synced when it carries a DSN: a notice is a new message, acknowledged like one.
+      done = await this.d.queue.ack(rec, [...ev.ops, ...extra, ...(notice?.ops ?? [])], Boolean(notice));
     } catch (e) {
       this.d.events.abandon(ev);
+      await notice?.discard();
       throw e;
     }
     if (!done) {
       // Our lease expired and someone else holds the copy: they record its outcome.
       this.d.events.abandon(ev);
+      await notice?.discard();
       return;
     }
     this.d.events.settle(ev);
+    if (notice) this.d.queue.added(1);
     this.d.onOutcome?.(type, rec);
   }
 }

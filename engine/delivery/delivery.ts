@@ -36,6 +36,8 @@ export interface DeliveryOptions {
   visibilityMs: number;
   /** Bounded attempts for a copy whose attempt throws (engine.maxAttempts). */
   attemptLimit?: AttemptLimit;
+  /** engine.dsnDelayWarningSeconds in ms (DSNs to senders: dsn-notices.ts); 0 = no "delayed" notices. */
+  dsnDelayWarningMs?: number;
   log: Logger;
   clock?: () => number;
 }
@@ -86,6 +88,7 @@ export async function createDelivery(o: DeliveryOptions): Promise<Delivery> {
     log: o.log,
     clock: now,
     ...(o.attemptLimit ? { attemptLimit: o.attemptLimit } : {}),
+    dsn: { hostname: o.hostname, delayWarningMs: o.dsnDelayWarningMs ?? 0 },
     onOutcome(kind) {
       outcomes[kind] = (outcomes[kind] ?? 0) + 1;
       metrics.outcomes.inc({ outcome: kind });

@@ -13,8 +13,9 @@
  * tag, they go after </head> (or at the start) and before </html> (or at the end).
  * `markUrlTags` marks the merge tags inside URL attributes (href, src…) so
  * merge-fields.ts percent-encodes their values there.
- * The tokenizer is fed PARSE_CHUNK characters at a time with a turn of the
- * event loop between, so a 2 MB part never holds the thread for long.
+ * The tokenizer is fed a chunk at a time (16-64 Ki characters, adapted to
+ * how long the last one took) with a turn of the event loop between, so a
+ * 2 MB part never holds the thread for long.
  * Side effects: none.
  */
 import { randomBytes } from 'node:crypto';
@@ -33,8 +34,19 @@ export interface HtmlEdits {
 const LINK_ELEMENTS = new Set(['a', 'area']);
 /** Attributes whose value is an URL (HTML Living Standard attribute index), on any element. */
 const URL_ATTRIBUTES = new Set(['href', 'src', 'action', 'formaction', 'background', 'cite', 'poster', 'longdesc', 'usemap']);
-/** parse5 tokenizes what it is given at once; 64 Ki characters take a few ms, then the event loop gets a turn. */
-const PARSE_CHUNK = 64 * 1024;
+/**
+ * parse5 tokenizes what it is given at once, then the event loop gets a turn. The chunk adapts
+ * between these sizes to keep each turn near PARSE_TURN_MS: 64 Ki characters of plain text take a
+ * few ms, but 64 Ki of dense markup (a link every 40 characters, each start tag handed to our edits
+ * and re-serialized) took 30-60 ms, several times that on a loaded machine, and an SMTP client
+ * waits through one such turn per command (test/e2e/responsive-hostile-content.test.ts). Smaller
+ * fixed chunks are no answer: parse5 carries a token that spans chunks (one 2 MB text run) from
+ * chunk to chunk, so 4 Ki chunks made that case super-linear (2 MB: 6 s instead of 0.9 s, measured
+ * on a loaded machine).
+ */
+const PARSE_CHUNK_MAX = 64 * 1024;
+const PARSE_CHUNK_MIN = 16 * 1024;
+const PARSE_TURN_MS = 15;
 const HTTP_URL = /^https?:\/\//i;
 
 export function rewriteHtml(html: string, edits: HtmlEdits): Promise<string> {
@@ -98,10 +110,21 @@ export function rewriteHtml(html: string, edits: HtmlEdits): Promise<string> {
   });
 }
 
-/** Writes the text in PARSE_CHUNK pieces, waiting for the stream to take each (and yielding the thread between). */
+/**
+ * Writes the text in chunks, waiting for the stream to take each and yielding the thread between;
+ * a chunk that took longer than PARSE_TURN_MS halves the next one, a quick one doubles it (from PARSE_CHUNK_MIN).
+ */
 async function feed(rw: RewritingStream, html: string): Promise<void> {
-  for (let at = 0; at < html.length; at += PARSE_CHUNK) {
-    if (!rw.write(html.slice(at, at + PARSE_CHUNK))) await new Promise((r) => rw.once('drain', r));
+  // From the small end: a first 64 Ki of dense links alone held the thread 60-170 ms.
+  let size = PARSE_CHUNK_MIN;
+  for (let at = 0; at < html.length; ) {
+    const started = performance.now();
+    const more = rw.write(html.slice(at, at + size));
+    at += size;
+    const took = performance.now() - started;
+    if (took > PARSE_TURN_MS) size = Math.max(PARSE_CHUNK_MIN, size / 2);
+    else if (took < PARSE_TURN_MS / 4) size = Math.min(PARSE_CHUNK_MAX, size * 2);
+    if (!more) await new Promise((r) => rw.once('drain', r));
     await nextTurn();
   }
   rw.end();

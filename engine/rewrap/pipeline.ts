@@ -3,7 +3,7 @@
  * ordered array of small named steps, each returning `next`, `suppressed`
  * (this recipient gets no copy) or `rejected` (the message is refused).
  *
- *   message steps, once:  header-compat → parse-controls → schedule → recipients
+ *   message steps, once:  mime-limits → header-compat → parse-controls → schedule → recipients
  *   copy steps, per envelope recipient (split):
  *     split → suppression → verp → list-unsubscribe → footer → tracking
  *     → merge-fields → header-hygiene → received → render → dkim
@@ -22,6 +22,7 @@ import { headerCompat } from './steps/header-compat.js';
 import { headerHygiene } from './steps/header-hygiene.js';
 import { listUnsubscribe } from './steps/list-unsubscribe.js';
 import { mergeFields } from './steps/merge-fields.js';
+import { mimeLimits } from './steps/mime-limits.js';
 import { missingHeaders } from './steps/missing-headers.js';
 import { parseControls } from './steps/parse-controls.js';
 import { received } from './steps/received.js';
@@ -33,7 +34,7 @@ import { suppression } from './steps/suppression.js';
 import { tracking } from './steps/tracking.js';
 import { verp } from './steps/verp.js';
 
-export const MESSAGE_STEPS: readonly MessageStep[] = [headerCompat, parseControls, schedule, recipients];
+export const MESSAGE_STEPS: readonly MessageStep[] = [mimeLimits, headerCompat, parseControls, schedule, recipients];
 export const COPY_STEPS: readonly CopyStep[] = [split, suppression, verp, listUnsubscribe, footer, tracking, mergeFields, headerHygiene, feedbackRef, missingHeaders, received, render, dkim];
 
 export type RewrapResult =

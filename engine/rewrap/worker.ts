@@ -19,7 +19,8 @@ import type { IntakeMeta } from '../../common/intake-record.js';
 import type { Logger } from '../../common/log.js';
 import { getHeader } from '../../common/mime-header.js';
 import { bufferSource, fileSource, type BodySource } from './body-source.js';
-import type { DeliveryMeta } from '../delivery/delivery-record.js';
+import type { CopyDsn, DeliveryMeta } from '../delivery/delivery-record.js';
+import { prepareNotice } from '../delivery/dsn-notices.js';
 import type { EventLog } from '../events/event-log.js';
 import { scanMime, walkParts } from './mime-scan.js';
 import { rewrap } from './pipeline.js';
@@ -47,6 +48,18 @@ export interface RewrapWorkerOptions {
   log: Logger;
   /** Default Date.now. */
   clock?: () => number;
+}
+
+/**
+ * The RFC 3461 parameters a copy for `recipient` carries, or undefined when the
+ * message does not report to its sender: it reports when a forwarder relayed it
+ * or its client gave any DSN parameter (see engine/delivery/dsn-notices.ts).
+ */
+export function copyDsn(meta: IntakeMeta, recipient: string): CopyDsn | undefined {
+  const d = meta.envelope.dsn;
+  if (meta.envelope.mailFrom === '' || (!meta.forwarded && !d)) return undefined;
+  const r = d?.rcpt?.[recipient];
+  return { ...(r?.notify ? { notify: r.notify } : {}), ...(r?.orcpt ? { orcpt: r.orcpt } : {}), ...(d?.ret ? { ret: d.ret } : {}), ...(d?.envid ? { envid: d.envid } : {}) };
 }
 
 export class RewrapWorker {
@@ -102,6 +115,8 @@ export class RewrapWorker {
       this.o.delivery.added(committed.length);
       held = upd.rec;
     };
+    // Each copy carries its own recipient's DSN parameters (copyDsn), not the whole envelope's.
+    const { dsn: _all, ...copyEnvelope } = envelope;
     let result;
     try {
       result = await rewrap(msg, {
@@ -109,8 +124,9 @@ export class RewrapWorker {
         startAt: rec.meta.resumeAt ?? 0,
         onCopy: async (copy) => {
           const c = msg.controls;
+          const dsn = copyDsn(rec.meta, copy.recipient);
           const meta: DeliveryMeta = {
-            envelope: { ...envelope, mailFrom: copy.mailFrom, rcptTo: [copy.recipient] },
+            envelope: { ...copyEnvelope, mailFrom: copy.mailFrom, rcptTo: [copy.recipient] },
             pending: [copy.recipient],
             intakeId: rec.id,
             account,
@@ -120,6 +136,7 @@ export class RewrapWorker {
             stream: c.stream,
             tag: c.tag,
             metadata: Object.keys(c.metadata).length ? c.metadata : undefined,
+            ...(dsn ? { dsn } : {}),
           };
           const p = await this.o.delivery.prepare({ id: copy.queueId, meta, body: copy.body!, due: msg.due });
           batch.push(p);
@@ -160,6 +177,37 @@ export class RewrapWorker {
   failedEvents(rec: QueueRecord<IntakeMeta>, reason: string): EventInput[] {
     const { envelope, account } = rec.meta;
     return envelope.rcptTo.slice(rec.meta.resumeAt ?? 0).map((r) => ({ type: 'failed', account, queueId: rec.id, sender: envelope.mailFrom, recipient: r, reason }));
+  }
+
+  /**
+   * The DSN for the recipients of a message the rewrap gave up on (dead letter), when its
+   * sender asked for one (engine/delivery/dsn-notices.ts); prepared on the delivery queue.
+   */
+  async failedNotice(rec: QueueRecord<IntakeMeta>, reason: string): Promise<Prepared<DeliveryMeta> | undefined> {
+    const { envelope, account } = rec.meta;
+    const settings = this.o.settings.get(account);
+    const rest = envelope.rcptTo.slice(rec.meta.resumeAt ?? 0);
+    const recipients = rest.flatMap((r) => {
+      const dsn = copyDsn(rec.meta, r);
+      return dsn ? [{ recipient: r, dsn }] : [];
+    });
+    if (!settings || recipients.length === 0) return undefined;
+    const intake = this.o.intake;
+    return prepareNotice(
+      this.o.delivery,
+      settings.hostname,
+      {
+        action: 'failed',
+        account,
+        intakeId: rec.id,
+        sender: envelope.mailFrom,
+        arrivalDate: new Date(envelope.receivedAt || rec.enqueuedAt),
+        recipients,
+        reason,
+        original: { size: rec.body.size, open: () => intake.openBody(rec), read: () => intake.readBody(rec) },
+      },
+      this.clock(),
+    );
   }
 
   /** One synced batch: intake removal, copies, events, extra ops. */

@@ -21,8 +21,9 @@ import { waitForSink } from '../helpers/sink-reader.js';
 
 const MESSAGE = (subject: string): Buffer => Buffer.from(`From: shop@example.org\r\nTo: ada@example.com\r\nSubject: ${subject}\r\nMessage-ID: <${subject}@example.org>\r\n\r\nhello\r\n`);
 
+/** Both came through a forwarder (`forwarded`): a message the engine gives up on is reported to its sender with a DSN. */
 function intakeMeta(rcpt: string): IntakeMeta {
-  return { account: 'default', envelope: { mailFrom: 'shop@example.org', rcptTo: [rcpt], clientAddress: '127.0.0.1', heloName: 'app.test', receivedAt: Date.now(), tls: false } };
+  return { account: 'default', forwarded: true, envelope: { mailFrom: 'shop@example.org', rcptTo: [rcpt], clientAddress: '127.0.0.1', heloName: 'app.test', receivedAt: Date.now(), tls: false } };
 }
 
 /** Seeds the hosted intake queue before start: a poison record (body deleted), then a normal message behind it. */
@@ -71,6 +72,14 @@ test('a poison message ends failed after maxAttempts with an event, the next one
     assert.equal(failed[0]!.queueId, poison);
     assert.equal(failed[0]!.recipient, 'poison@example.com');
     assert.match(failed[0]!.reason!, /gave up after 3 attempts .*body of .* is missing/);
+    // The sender hears of it: a DSN through the delivery queue, from <>, though the original is unreadable.
+    const dsn = (await waitForSink(path.join(dataDir, 'sink'), (m) => m.some((x) => x.mailFrom === ''), 20_000)).find((x) => x.mailFrom === '');
+    assert.ok(dsn, 'a DSN for the poison message');
+    assert.deepEqual(dsn.rcptTo, ['shop@example.org']);
+    const dsnText = fs.readFileSync(path.join(dataDir, 'sink', `${dsn.id}.eml`), 'utf8');
+    assert.match(dsnText, /^Final-Recipient: rfc822; poison@example\.com\r\nAction: failed\r\nStatus: 5\.0\.0\r$/m);
+    assert.match(dsnText, /^Diagnostic-Code: x-postino; gave up after 3 attempts/m);
+    assert.match(dsnText, /^X-Postino-Note: the original message could not be read/m);
     const accepted = evs.find((e) => e.type === 'accepted' && e.recipient === 'ada@example.com')!;
     assert.ok(accepted.seq < failed[0]!.seq, 'the message behind the poison one did not wait for its attempts');
     assert.ok(normal);

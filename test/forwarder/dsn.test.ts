@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { simpleParser } from 'mailparser';
 import { SMTPServer } from 'smtp-server';
-import { wantsFailureNotice } from '../../forwarder/dsn.js';
+import { wantsFailureNotice } from '../../common/dsn.js';
 import { admin, forwarderConfig, sleep, startForwarderProcess } from '../helpers/forwarder.js';
 import { tempDir } from '../helpers/postino.js';
 import { runPythonSender } from '../helpers/python-sender.js';

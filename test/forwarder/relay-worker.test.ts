@@ -62,7 +62,7 @@ async function rig(): Promise<Rig> {
   const logs: Array<Record<string, unknown>> = [];
   const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) });
   const listener = { up: true };
-  const script: { send: Script } = { send: async () => ({ relay: RELAY, accepted: [], rejected: [], reply: ok() }) };
+  const script: { send: Script } = { send: async () => ({ relay: RELAY, dsn: false, accepted: [], rejected: [], reply: ok() }) };
   const health = new RelayHealth({
     relays: [RELAY],
     probeScheduleSeconds: PROBES,
@@ -143,6 +143,7 @@ test('partial: the 5xx recipient fails (onFailed), the 4xx one is retried on the
   withRig(async (r) => {
     r.script.send = async () => ({
       relay: RELAY,
+      dsn: false,
       accepted: ['a@example.com'],
       rejected: [
         { recipient: 'b@example.com', code: 451, enhanced: '4.3.0', response: '451 4.3.0 try later' },

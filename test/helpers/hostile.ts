@@ -138,3 +138,50 @@ export const urlRun: Generator = (size) => {
   const run = 'http://a.'.repeat(Math.floor(size / 2 / 9)) + '<';
   return alternative(run, '<p>x</p>');
 };
+
+/** `lines` header fields (10,000 in the issue), some folded over several lines, before an ordinary body. */
+export function headerFlood(lines: number, seed: number): string {
+  const rnd = seededRandom(seed);
+  const out: string[] = [];
+  for (let i = 0; i < lines; ) {
+    const folded = rnd() < 0.2;
+    out.push(`X-Flood-${i}: ${'v'.repeat(Math.floor(rnd() * 60))}${folded ? `\r\n\t${'w'.repeat(40)}\r\n ${'z'.repeat(20)}` : ''}`);
+    i += folded ? 3 : 1;
+  }
+  return `${HEAD}${out.join('\r\n')}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello {{first}}\r\n`;
+}
+
+/** A raw 8-bit (UTF-8, not encoded) Subject of about `size` bytes, folded into lines of ~900: header-hygiene re-encodes it for every copy. */
+export function rawSubject(size: number, seed: number): string {
+  const rnd = seededRandom(seed);
+  const pieces = ['é', 'ß', '€', '日本', '😀', ' ', 'a', '{{first}}'];
+  const lines: string[] = [];
+  for (let n = 0; n < size; ) {
+    let l = '';
+    while (Buffer.byteLength(l) < 900) l += pieces[Math.floor(rnd() * pieces.length)]!;
+    lines.push(l);
+    n += Buffer.byteLength(l) + 3;
+  }
+  return HEAD.replace(/^Subject: .*\r\n/m, `Subject: ${lines.join('\r\n ')}\r\n`) + 'Content-Type: text/plain; charset=utf-8\r\n\r\nHello\r\n';
+}
+
+/**
+ * The message as a strict SMTP server takes it: every line over 900 octets is
+ * cut, header lines by folding (CRLF + space), body lines by a line break, so
+ * the listener's 998-octet rule (550 5.6.0) lets the hostile content through to
+ * the engine. Cuts fall between characters, never inside a UTF-8 sequence.
+ */
+export function smtpSafe(message: string): string {
+  const end = message.indexOf('\r\n\r\n');
+  const cut = (text: string, sep: string): string =>
+    text
+      .split('\r\n')
+      .map((line) => {
+        if (line.length <= 900) return line;
+        const parts: string[] = [];
+        for (let i = 0; i < line.length; i += 900) parts.push(line.slice(i, i + 900));
+        return parts.join(sep);
+      })
+      .join('\r\n');
+  return `${cut(message.slice(0, end), '\r\n ')}\r\n\r\n${cut(message.slice(end + 4), '\r\n')}`;
+}

@@ -1,8 +1,9 @@
 /*
  * ESMTP extensions on the shared intake (common/smtp-intake.ts + smtp-server.ts),
  * over raw SMTP against the listener: what EHLO offers, 555 5.5.4 for a MAIL or
- * RCPT parameter of an extension not offered (DSN is not), 553 5.6.7 for a UTF-8
- * address without SMTPUTF8. The forwarder's side: test/forwarder/smtp-tls.test.ts.
+ * RCPT parameter of an extension not offered, 501 for a DSN parameter (RFC 3461)
+ * that breaks its syntax, the DSN parameters kept in the intake record, 553 5.6.7
+ * for a UTF-8 address without SMTPUTF8. The forwarder's side: test/forwarder/smtp-tls.test.ts.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -16,13 +17,13 @@ describe('ESMTP parameters on the listener', () => {
   before(async () => (l = await startTestListener({ accounts: [{ id: 'acme', networks: ['127.0.0.1/32'], listener: { requireTls: false } }] })));
   after(async () => l.close());
 
-  test('EHLO offers SMTPUTF8, 8BITMIME, SIZE and STARTTLS, not DSN or REQUIRETLS', async () => {
+  test('EHLO offers SMTPUTF8, 8BITMIME, SIZE, STARTTLS and DSN, not REQUIRETLS', async () => {
     const raw = await RawSmtp.connect(l.port);
     try {
       await raw.reply();
       const ehlo = await raw.cmd('EHLO client.test');
-      for (const ext of ['SMTPUTF8', '8BITMIME', 'SIZE', 'STARTTLS']) assert.match(ehlo, new RegExp(`^250[ -]${ext}`, 'm'));
-      assert.doesNotMatch(ehlo, /DSN|REQUIRETLS/);
+      for (const ext of ['SMTPUTF8', '8BITMIME', 'SIZE', 'STARTTLS', 'DSN']) assert.match(ehlo, new RegExp(`^250[ -]${ext}`, 'm'));
+      assert.doesNotMatch(ehlo, /REQUIRETLS/);
     } finally {
       raw.close();
     }
@@ -30,8 +31,13 @@ describe('ESMTP parameters on the listener', () => {
 
   const cases: Array<[string, string[], RegExp]> = [
     ['an unknown MAIL parameter', ['MAIL FROM:<shop@example.org> FOO=BAR'], /^555 5\.5\.4 .*FOO/],
-    ['DSN parameters on MAIL (DSN not offered)', ['MAIL FROM:<shop@example.org> RET=HDRS ENVID=x1'], /^555 5\.5\.4 /],
-    ['a DSN parameter on RCPT', ['MAIL FROM:<shop@example.org>', 'RCPT TO:<ada@example.com> NOTIFY=NEVER'], /^555 5\.5\.4 .*NOTIFY/],
+    ['DSN parameters on MAIL', ['MAIL FROM:<shop@example.org> RET=HDRS ENVID=x1', 'RCPT TO:<ada@example.com>'], /^250 /],
+    ['DSN parameters on RCPT', ['MAIL FROM:<shop@example.org>', 'RCPT TO:<ada@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;ada@example.com'], /^250 /],
+    ['RET neither FULL nor HDRS', ['MAIL FROM:<shop@example.org> RET=BODY'], /^501 /],
+    ['an ENVID over 100 characters (RFC 3461 4.4)', [`MAIL FROM:<shop@example.org> ENVID=${'e'.repeat(101)}`], /^501 5\.5\.4 ENVID longer than 100/],
+    ['NOTIFY=NEVER with another value', ['MAIL FROM:<shop@example.org>', 'RCPT TO:<ada@example.com> NOTIFY=NEVER,DELAY'], /^501 /],
+    ['an unknown NOTIFY value', ['MAIL FROM:<shop@example.org>', 'RCPT TO:<ada@example.com> NOTIFY=ALWAYS'], /^501 /],
+    ['an ORCPT without an address type', ['MAIL FROM:<shop@example.org>', 'RCPT TO:<ada@example.com> ORCPT=ada@example.com'], /^501 /],
     ['an unknown RCPT parameter', ['MAIL FROM:<shop@example.org>', 'RCPT TO:<ada@example.com> XFOO'], /^555 5\.5\.4 /],
     ['a UTF-8 sender without SMTPUTF8', ['MAIL FROM:<pelé@example.org>'], /^553 5\.6\.7 /],
     ['a UTF-8 recipient without SMTPUTF8', ['MAIL FROM:<shop@example.org>', 'RCPT TO:<josé@exämple.org>'], /^553 5\.6\.7 /],
@@ -55,6 +61,21 @@ describe('ESMTP parameters on the listener', () => {
       }
     });
   }
+
+  test('the DSN parameters are kept in the intake record, per recipient, xtext-decoded', async () => {
+    c = await open(l.port);
+    try {
+      assert.match(await c.cmd('MAIL FROM:<shop@example.org> RET=FULL ENVID=order+2B7'), /^250 /);
+      assert.match(await c.cmd('RCPT TO:<ada@example.com> NOTIFY=DELAY,FAILURE ORCPT=rfc822;Ada+2Bx@example.com'), /^250 /);
+      assert.match(await c.cmd('RCPT TO:<bob@example.com>'), /^250 /);
+      assert.match(await c.cmd('DATA'), /^354 /);
+      assert.match(await c.cmd('Subject: dsn\r\n\r\nhi\r\n.'), /^250 /);
+      const m = (await l.messages()).find((x) => x.body.includes('Subject: dsn'))!;
+      assert.deepEqual(m.meta.envelope.dsn, { ret: 'FULL', envid: 'order+7', rcpt: { 'ada@example.com': { notify: ['DELAY', 'FAILURE'], orcpt: 'rfc822;Ada+x@example.com' } } });
+    } finally {
+      c.close();
+    }
+  });
 
   test('AUTH= on MAIL is unknown where AUTH is not offered', async () => {
     c = await open(l.port);

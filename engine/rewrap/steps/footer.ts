@@ -7,11 +7,9 @@
  * (`footer.enabled`). The part is re-encoded with its own transfer encoding
  * when it is written (render.ts); every other part stays byte-identical.
  * Templates may hold merge tags ({{unsubscribe_url}}…): merge-fields.ts runs after.
- * The first step that reads the body parts: a message over a MIME limit
- * (mime-scan.ts) is rejected here before any part is read (render.ts checks again).
+ * A message over a MIME limit never gets here: mime-limits.ts rejects it first.
  */
 import { rewriteHtml } from '../html-rewrite.js';
-import { mimeLimitRejection } from '../mime-scan.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.js';
 
 /** The HTML with header/footer, per message and input text: every copy of a message gets the same (merge fields come later). */
@@ -24,8 +22,6 @@ function crlf(text: string): string {
 export const footer: CopyStep = {
   name: 'footer',
   async run(copy: Copy, msg: MessageContext) {
-    const limited = mimeLimitRejection(msg.mime);
-    if (limited) return limited;
     if (!msg.controls.footer) return NEXT;
     const t = msg.settings.account.footer;
     const plain = msg.firstBodyPart('text/plain');

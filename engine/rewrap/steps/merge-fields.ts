@@ -20,7 +20,7 @@
  * characters of its `{{`, never to the end of the text for every `{{`.
  */
 import { normalizeEmail } from '../../../common/address.js';
-import { decodeWords, encodeUnstructured, fieldValue, makeField, sanitizeHeaderText } from '../../../common/mime-header.js';
+import { decodeWords, encodeUnstructured, fieldValue, makeField, sanitizeHeaderText, unstructuredField } from '../../../common/mime-header.js';
 import { markUrlTags, URL_START_MARK, URL_TAG_MARK } from '../html-rewrite.js';
 import { nextTurn } from '../next-turn.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.js';
@@ -211,7 +211,7 @@ export const mergeFields: CopyStep = {
       if (f.lower === 'subject') {
         const decoded = decodeWords(value);
         const merged = substitute(mergeText(decoded, lookup, inHeader), subs, inHeader);
-        if (merged !== decoded) copy.headers[at] = makeField(f.name, encodeUnstructured(merged));
+        if (merged !== decoded) copy.headers[at] = await unstructuredField(f.name, merged);
         continue;
       }
       const parts = splitDisplayName(value);

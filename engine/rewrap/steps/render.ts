@@ -7,7 +7,8 @@
  * stays byte-identical and a large attachment is never in memory.
  * A message whose MIME structure was not read to the end (over
  * engine.mimeNestingLimit or engine.mimeMaxParts, mime-scan.ts) is rejected
- * here, with the limit as the reason: its parts cannot be written faithfully.
+ * by mime-limits.ts before any copy step; render, the writer, refuses it too
+ * should it ever get one: its parts cannot be written faithfully.
  */
 import { Readable } from 'node:stream';
 import type { HeaderField } from '../../../common/mime-header.js';

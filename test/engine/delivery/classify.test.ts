@@ -15,6 +15,7 @@ const reply = parseReply;
 function sent(rejected: string[] = []): SendOutcome {
   return {
     relay: RELAY,
+    dsn: false,
     accepted: rejected.length ? [] : ['a@example.org'],
     rejected: rejected.map((r) => ({ ...reply(r), recipient: 'a@example.org' })),
     reply: reply('250 2.0.0 Ok: queued as 4ABC'),
