@@ -1,6 +1,6 @@
 /*
- * The reputation brake on a real node (`postino hosted`, a capture sink as the MTA): an account sends 200
- * messages, 1% of them draw ARF complaints through the bounce intake (over the
+ * The reputation brake on a real node (`postino hosted`, a capture sink as the MTA): an account sends 500
+ * messages (the default minimum sample), 1% of them draw ARF complaints through the bounce intake (over the
  * 0.3% default pause threshold); the account is paused within the next
  * evaluation with a `paused` event carrying the figures, its mail stops (the
  * sink count stays flat) while the notice to its notification address still
@@ -68,8 +68,6 @@ test('1% complaints pause the account (event, notice, status), its mail waits, r
     ],
     engine: { bounceDomain: 'bounce.postino.test' }, // VERP, so complaints are attributed
     feedback: { port: bounce },
-    // 200 messages are enough to decide here (default 500); the thresholds are the defaults.
-    events: { brake: { minMessages: 200 } },
   });
   const ports = { listener: h.listenerPort, http: (h.config.http as { port: number }).port, bounce: bounce! };
   const up = await startHostedProcess(dataDir, h.config);
@@ -86,21 +84,22 @@ test('1% complaints pause the account (event, notice, status), its mail waits, r
   };
   const shopMail = (): number => readSink(sinkDir).filter((m) => m.rcptTo.some((r) => r.endsWith('@example.com'))).length;
   try {
-    await sendMany(ports.listener, 200, 'spring');
-    await until(() => shopMail() >= 200, '200 delivered', 60_000);
+    // The brake's defaults: it decides from 500 messages on (events.brake.minMessages), pauses at 0.3%.
+    await sendMany(ports.listener, 500, 'spring');
+    await until(() => shopMail() >= 500, '500 delivered', 90_000);
     assert.deepEqual((await get<{ paused: unknown[] }>('/api/brake')).paused, [], 'no complaints, no pause');
 
-    // Two complaints (1%), attributed by the VERP token of the delivered copies.
-    const copies = readSink(sinkDir).filter((m) => m.rcptTo[0]!.startsWith('spring-')).slice(0, 2);
+    // Five complaints (1%), attributed by the VERP token of the delivered copies.
+    const copies = readSink(sinkDir).filter((m) => m.rcptTo[0]!.startsWith('spring-')).slice(0, 5);
     for (const m of copies) {
       const ref = m.mailFrom.slice(m.mailFrom.indexOf('+') + 1, m.mailFrom.indexOf('@'));
       await complain(ports.bounce, `fbl@${m.mailFrom.split('@')[1]}`, arf(`fbl@${m.mailFrom.split('@')[1]}`, ref, m.rcptTo[0]!));
     }
-    await until(async () => (await feed('complained')).length === 2, 'two complaints recorded', 30_000);
+    await until(async () => (await feed('complained')).length === 5, 'five complaints recorded', 30_000);
     await until(async () => (await get<{ paused: unknown[] }>('/api/brake')).paused.length === 1, 'the brake pauses the account', 10_000);
     const [paused] = await feed('paused');
     assert.equal(paused!.account, 'shop');
-    assert.equal(paused!.figures!.sent, 200);
+    assert.equal(paused!.figures!.sent, 500);
     assert.equal(paused!.figures!.complaintRate, 0.01);
     assert.match(paused!.reason!, /complaint rate 1\.00% ≥ 0\.30%/);
     assert.match(cli('hosted', 'status'), /brake: account shop paused at .*complaint rate 1\.00%[\s\S]*postino hosted resume --account shop/);
@@ -108,12 +107,12 @@ test('1% complaints pause the account (event, notice, status), its mail waits, r
     // Its mail waits; the notice to its people does not.
     await sendMany(ports.listener, 20, 'held');
     await until(() => readSink(sinkDir).some((m) => m.rcptTo.includes('it@shop.example.org') && /reputation brake/.test(fs.readFileSync(path.join(sinkDir, `${m.id}.eml`), 'utf8'))), 'the notice arrives', 30_000);
-    await until(async () => (await feed('accepted')).length === 220, 'the 20 accepted', 30_000);
+    await until(async () => (await feed('accepted')).length === 520, 'the 20 accepted', 30_000);
     await sleep(3_000);
-    assert.equal(shopMail(), 200, 'nothing more of the paused account was delivered');
+    assert.equal(shopMail(), 500, 'nothing more of the paused account was delivered');
 
     assert.match(cli('hosted', 'resume', '--account', 'shop'), /resumed for account shop/);
-    await until(() => shopMail() === 220, 'the held 20 delivered after resume', 60_000);
+    await until(() => shopMail() === 520, 'the held 20 delivered after resume', 60_000);
     const [resumed] = await feed('resumed');
     assert.equal(resumed!.account, 'shop');
     await sleep(2_500);
