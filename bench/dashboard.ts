@@ -9,8 +9,9 @@
  * that matches 1 in 1,000 events (50 matches ≈ 50,000 events read), a search
  * for a recipient that is not there (reads the per-request budget, 50,000 events,
  * and offers "continue"), a search by a whole address (through the recipient index:
- * 2 events read, newest and oldest first, and one with no match), and a message's page opened from a search result (with
- * its `after` hint).
+ * 2 events read, newest and oldest first, and one with no match), the feed's `recipient=` filter
+ * (GET /api/events, also through the index), and a message's page opened from a search result
+ * (with its `after` hint).
  */
 import path from 'node:path';
 import fs from 'node:fs';
@@ -26,6 +27,8 @@ import type { DeliveryMeta } from '../engine/delivery/delivery-record.js';
 import { registerDashboard } from '../engine/dashboard/dashboard.js';
 import { SessionStore } from '../engine/dashboard/sessions.js';
 import { EventLog } from '../engine/events/event-log.js';
+import { registerEventRoutes } from '../engine/events/http-routes.js';
+import { MessageHistoryIndex } from '../engine/events/message-history.js';
 import { RecipientIndex } from '../engine/events/recipient-index.js';
 import { createHostedApi } from '../engine/http-api.js';
 import { SuppressionList } from '../engine/suppression.js';
@@ -79,6 +82,7 @@ export async function benchDashboard(): Promise<void> {
     const app = createHostedApi(KEY, log);
     const apiKeys = new ApiKeys(KEY, config.accounts);
     registerDashboard(app, { config: config.dashboard, secureCookies: false, accounts: config.accounts, apiKeys, events, intake, deliveryQueue: queue, delivery, suppressions: { store, suppression }, capture: undefined, sessions: new SessionStore(3_600_000) }, log);
+    registerEventRoutes(app, { events, history: new MessageHistoryIndex(store, events) });
     await app.ready();
     const form = await app.inject({ method: 'GET', url: '/login' });
     const loginCookie = String(form.headers['set-cookie']).split(';')[0]!;
@@ -86,11 +90,11 @@ export async function benchDashboard(): Promise<void> {
     const login = await app.inject({ method: 'POST', url: '/login', headers: { cookie: loginCookie, 'content-type': 'application/x-www-form-urlencoded' }, payload: new URLSearchParams({ _login: token, secret: KEY }).toString() });
     const cookie = ([] as string[]).concat(login.headers['set-cookie'] ?? []).find((c) => c.startsWith('postino_session='))!.split(';')[0]!;
 
-    const time = async (name: string, url: string, check: (body: string) => boolean): Promise<void> => {
+    const time = async (name: string, url: string, check: (body: string) => boolean, headers: Record<string, string> = { cookie }): Promise<void> => {
       const ms: number[] = [];
       for (let i = 0; i < WARMUP + RUNS; i++) {
         const t = process.hrtime.bigint();
-        const r = await app.inject({ method: 'GET', url, headers: { cookie } });
+        const r = await app.inject({ method: 'GET', url, headers });
         const d = Number(process.hrtime.bigint() - t) / 1e6;
         if (r.statusCode !== 200 || !check(r.body)) throw new Error(`${name}: ${r.statusCode} ${r.body.slice(0, 300)}`);
         if (i >= WARMUP) ms.push(d);
@@ -106,6 +110,10 @@ export async function benchDashboard(): Promise<void> {
     await time('search full address (index), newest first', `/messages?recipient=${someone}`, (b) => rows(b) === 2 && !b.includes('Continue searching'));
     await time('search full address (index), oldest first', `/messages?recipient=${someone}&after=0`, (b) => rows(b) === 2 && !b.includes('Continue searching'));
     await time('search full address (index), no match', '/messages?recipient=nobody%40nowhere.example', (b) => rows(b) === 0 && !b.includes('Continue searching'));
+    const bearer = { authorization: `Bearer ${KEY}` };
+    const lines = (b: string): number => b.split('\n').filter(Boolean).length;
+    await time('GET /api/events?recipient= (index), 2 events', `/api/events?recipient=${someone}&limit=1000`, (b) => lines(b) === 2, bearer);
+    await time('GET /api/events?recipient= (index), no match', '/api/events?recipient=nobody%40nowhere.example&limit=1000', (b) => lines(b) === 0, bearer);
     const mid = MESSAGES / 2;
     await time('message page (after hint)', `/messages/Q${mid.toString(36).toUpperCase().padStart(8, '0')}?after=${mid * 2}`, (b) => b.includes('id="timeline"'));
     await app.close();
