@@ -89,6 +89,7 @@ export class RecipientIndex {
   /** The highest seq the indexer did not see (prepared before it was registered). */
   private readonly unindexedTop: number;
   private backfilling: Promise<number> | undefined;
+  private stopping = false;
 
   /** Registers the indexer: call right after EventLog.open, before any writer prepares an event. */
   constructor(
@@ -105,6 +106,12 @@ export class RecipientIndex {
     return this.backfilling;
   }
 
+  /** Stops the backfill between two batches (node shutdown); the next start resumes it from its cursor. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.backfilling?.catch(() => undefined);
+  }
+
   private async runBackfill(): Promise<number> {
     const db = this.store.db;
     const saved = await db.get(CURSOR_KEY);
@@ -112,6 +119,7 @@ export class RecipientIndex {
     let read = 0;
     if (!saved) await this.store.commit([{ type: 'put', key: CURSOR_KEY, value: Buffer.from(JSON.stringify(cur)) }], { sync: false });
     while (cur.after < cur.upTo) {
+      if (this.stopping) return read;
       const batch: PostinoEvent[] = [];
       for await (const v of db.values({ gt: seqKey(cur.after), lte: seqKey(cur.upTo), limit: BACKFILL_BATCH })) batch.push(JSON.parse(v.toString('utf8')) as PostinoEvent);
       cur = { ...cur, after: batch.length < BACKFILL_BATCH ? cur.upTo : batch[batch.length - 1]!.seq };
