@@ -11,6 +11,9 @@
  * the node; the job's progress (`after`) is written in the same LevelDB batch
  * as the events it rewrote, so a crash resumes where it was and rewrites
  * nothing twice wrongly (a rewritten event no longer matches).
+ * Each rewritten event's recipient-index entry (recipient-index.ts) moves from
+ * the address's digest to the pseudonym's in the same batch, so the index
+ * keeps no trace of the address and still finds what a scan finds.
  * Reads through EventLog.read (never past the watermark, so an event committed
  * late below the deletion is still found) and writes the `e!<seq>` keys
  * directly: the log has no rewrite API, and events are otherwise immutable.
@@ -21,6 +24,7 @@ import { caseFoldedEmail } from '../../common/address.js';
 import type { PostinoEvent } from '../../common/events.js';
 import type { BatchOp, Store } from '../../common/store.js';
 import type { EventLog } from './event-log.js';
+import { recipientIndexKey, recipientIndexKeys } from './recipient-index.js';
 
 /** Events read per batch. */
 const BATCH = 500;
@@ -72,18 +76,38 @@ export async function eraseBatch(store: Store, events: EventLog, job: EraseJob):
   const batch = (await events.read(job.after, BATCH)).filter((e) => e.seq <= job.upTo);
   const folded = caseFoldedEmail(job.address);
   const ops: BatchOp[] = [];
+  const empty = Buffer.alloc(0);
+  let rewritten = 0;
   for (const e of batch) {
     if (e.account !== job.account || !e.recipient || caseFoldedEmail(e.recipient) !== folded) continue;
-    ops.push({ type: 'put', key: EVENT_KEY_PREFIX + e.seq.toString().padStart(SEQ_WIDTH, '0'), value: Buffer.from(JSON.stringify(eraseInEvent(e, job.address, job.pseudonym))) });
+    const erased = eraseInEvent(e, job.address, job.pseudonym);
+    ops.push({ type: 'put', key: EVENT_KEY_PREFIX + e.seq.toString().padStart(SEQ_WIDTH, '0'), value: Buffer.from(JSON.stringify(erased)) });
+    // The recipient index follows the event: its entry moves from the address's digest to the pseudonym's.
+    for (const key of recipientIndexKeys(e)) ops.push({ type: 'del', key });
+    for (const key of recipientIndexKeys(erased)) ops.push({ type: 'put', key, value: empty });
+    rewritten++;
   }
-  const rewritten = ops.length;
   // Nothing left below upTo that the log lets us see: past the last one read, or (all read) at upTo.
   const reachedTop = batch.length === 0 ? events.watermark >= job.upTo : batch[batch.length - 1]!.seq >= job.upTo;
   const next: EraseJob = { ...job, after: batch.length ? batch[batch.length - 1]!.seq : job.after };
   const done = reachedTop && (batch.length === 0 || next.after >= job.upTo);
+  if (done) ops.push(...(await strayIndexEntries(store, job)));
   ops.push(done ? { type: 'del', key: jobKey(job.id) } : { type: 'put', key: jobKey(job.id), value: Buffer.from(JSON.stringify(next)) });
   await store.commit(ops, { sync: done });
   return { job: next, done, rewritten };
+}
+
+/**
+ * Entries under the address's digest up to the deletion still left (one the
+ * one-time index backfill wrote for an event while this job rewrote it): every
+ * such event is erased by now, so none of them may stay.
+ */
+async function strayIndexEntries(store: Store, job: EraseJob): Promise<BatchOp[]> {
+  const ops: BatchOp[] = [];
+  const first = recipientIndexKey(job.account, job.address, 0);
+  const prefix = first.slice(0, first.length - SEQ_WIDTH);
+  for await (const key of store.db.keys({ gt: first, lte: recipientIndexKey(job.account, job.address, job.upTo) })) if (key.startsWith(prefix)) ops.push({ type: 'del', key });
+  return ops;
 }
 
 /** Runs a job to its end, a batch at a time; `stopped` is checked between batches. */

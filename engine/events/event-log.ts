@@ -39,7 +39,8 @@ export class EventLog {
   private readonly subscribers: Array<(events: PostinoEvent[]) => void> = [];
   private readonly indexers: Array<(events: PostinoEvent[]) => BatchOp[]> = [];
 
-  private constructor(private readonly store: Store) {}
+  /** Public for the indexes, which read and write their keys beside the events (recipient-index.ts). */
+  private constructor(readonly store: Store) {}
 
   static async open(store: Store): Promise<EventLog> {
     const log = new EventLog(store);

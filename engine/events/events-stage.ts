@@ -1,6 +1,6 @@
 /*
  * events-stage.ts — the event log's indexes and readers on one hosted node:
- * the message-history index and statistics deltas (EventLog indexers, so
+ * the message-history and recipient indexes and statistics deltas (EventLog indexers, so
  * every writer commits them with its events), the statistics fold, retention,
  * webhooks, the reputation brake and their routes.
  *
@@ -18,6 +18,7 @@ import type { EventLog } from './event-log.js';
 import { EventMetrics } from './events-metrics.js';
 import { registerEventRoutes } from './http-routes.js';
 import { historyIndexer, MessageHistoryIndex } from './message-history.js';
+import { RecipientIndex } from './recipient-index.js';
 import { registerBrakeRoutes } from './brake-routes.js';
 import { ReputationBrake, type AccountSwitch } from './reputation-brake.js';
 import { Retention } from './retention.js';
@@ -29,13 +30,15 @@ import { WebhookDispatcher } from './webhooks.js';
 export interface EventIndexes {
   stats: Stats;
   history: MessageHistoryIndex;
+  recipients: RecipientIndex;
 }
 
 export function indexEvents(store: Store, events: EventLog): EventIndexes {
   const stats = new Stats(store, events);
   events.addIndexer(historyIndexer);
   events.addIndexer(stats.indexer);
-  return { stats, history: new MessageHistoryIndex(store, events) };
+  const recipients = new RecipientIndex(store, events);
+  return { stats, history: new MessageHistoryIndex(store, events), recipients };
 }
 
 export interface EventReaderOptions {
@@ -69,7 +72,12 @@ export async function startEventReaders(o: EventReaderOptions): Promise<EventRea
   registerWebhookRoutes(o.api, webhooks, o.accounts.map((a) => a.id));
   const retention = new Retention({ store: o.store, stats, retentionDays: o.config.retentionDays, statsRetentionDays: o.config.statsRetentionDays, log: o.log });
   const folder = setInterval(() => void stats.fold().catch((err: unknown) => o.log.warn({ err }, 'statistics fold failed')), FOLD_INTERVAL_MS).unref();
-  const prune = (): void => void retention.prune().catch((err: unknown) => o.log.warn({ err }, 'event retention failed'));
+  // Retention waits for the one-time recipient-index backfill (recipient-index.ts), which then owns the old events alone.
+  const backfilled = o.indexes.recipients.backfill().then(
+    (n) => void (n && o.log.info({ event: 'recipient-index-backfilled', events: n }, 'indexed the events written before the recipient index')),
+    (err: unknown) => o.log.error({ err }, 'recipient index backfill failed; recipient searches scan the log until the next start'),
+  );
+  const prune = (): void => void backfilled.then(() => retention.prune()).catch((err: unknown) => o.log.warn({ err }, 'event retention failed'));
   prune();
   const pruner = setInterval(prune, o.config.pruneIntervalSeconds * 1000).unref();
   const brake = new ReputationBrake({ store: o.store, events: o.events, stats, killSwitch: o.killSwitch, config: o.config.brake, log: o.log });
@@ -83,6 +91,7 @@ export async function startEventReaders(o: EventReaderOptions): Promise<EventRea
     async close() {
       clearInterval(folder);
       clearInterval(pruner);
+      await o.indexes.recipients.stop();
       await webhooks.stop();
       await stats.fold().catch(() => undefined);
     },

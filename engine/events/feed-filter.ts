@@ -7,7 +7,8 @@
  *
  * Matching: `recipient` compares case-insensitively (addresses are looked up
  * that way everywhere else, common/address.ts); `messageId` with or without
- * the angle brackets; `tag` exactly.
+ * the angle brackets; `tag` exactly. `keep` checks every field, the
+ * recipient too, so a reader through the recipient index gets the same answer.
  * Side effects: none.
  */
 import type { PostinoEvent } from '../../common/events.js';
@@ -24,6 +25,8 @@ export interface FeedQuery {
   limit: number;
   /** undefined = every account (node key only). */
   account: string | undefined;
+  /** Lower-cased; when given, readers may go through the recipient index (recipient-index.ts) instead of the log. */
+  recipient: string | undefined;
   keep: (e: PostinoEvent) => boolean;
 }
 
@@ -83,5 +86,5 @@ export function parseFeedQuery(query: unknown, account: string | undefined): Fee
     }
     return true;
   };
-  return { after, limit, account, keep };
+  return { after, limit, account, recipient, keep };
 }

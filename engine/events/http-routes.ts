@@ -9,6 +9,8 @@
  * restart of the node too. `account=<id>` narrows to one account; an
  * account's API key sees its own account only (accountScope: naming another is 403).
  *
+ * `recipient=<address>` reads through the recipient index (recipient-index.ts):
+ * the cost is that recipient's events, not the log's.
  * Both feeds stream off a LevelDB iterator in chunks of about CHUNK_BYTES
  * with the socket's back-pressure, so a response of a million events holds
  * one chunk in memory, not the million.
@@ -22,6 +24,7 @@ import type { EventLog } from './event-log.js';
 import { EventCsv, MAX_METADATA_COLUMNS } from './events-csv.js';
 import { parseFeedQuery, type FeedQuery } from './feed-filter.js';
 import type { MessageHistoryIndex } from './message-history.js';
+import { recipientIndexOf } from './recipient-index.js';
 
 /** Lines are gathered into chunks of about this size before they go to the socket (fewer writes, bounded memory). */
 const CHUNK_BYTES = 64 * 1024;
@@ -31,10 +34,16 @@ function requestedAccount(req: FastifyRequest): string | undefined {
   return typeof a === 'string' && a !== '' ? a : undefined;
 }
 
-/** Matching events of one request, at most `limit`, up to the watermark at its start. */
+/**
+ * Matching events of one request, at most `limit`, up to the watermark at its start.
+ * With `recipient=`, through the recipient index once it is complete (only that
+ * recipient's events are read, in the same seq order); otherwise a scan of the log.
+ */
 async function* matching(events: EventLog, q: FeedQuery, top: number): AsyncGenerator<PostinoEvent> {
   let n = 0;
-  for await (const e of events.scan(q.after, top)) {
+  const index = q.recipient === undefined ? undefined : recipientIndexOf(events);
+  const source = index && q.recipient !== undefined ? index.read(q.account, q.recipient, { after: q.after, before: top + 1, reverse: false }) : events.scan(q.after, top);
+  for await (const e of source) {
     if (!q.keep(e)) continue;
     yield e;
     if (++n >= q.limit) return;

@@ -1,5 +1,5 @@
 /*
- * retention.ts — forgets events, their message-history index entries and
+ * retention.ts — forgets events, their message-history and recipient index entries and
  * statistics past their keeping period, in small batches while writes go on.
  *
  * Config: events.retentionDays (default 30: events and per-message history),
@@ -19,6 +19,7 @@ import type { PostinoEvent } from '../../common/events.js';
 import type { Logger } from '../../common/log.js';
 import type { BatchOp, Store } from '../../common/store.js';
 import { indexKeys } from './message-history.js';
+import { recipientIndexKeys } from './recipient-index.js';
 import type { Stats } from './stats.js';
 
 /** Events (plus their index keys) deleted per LevelDB batch. */
@@ -65,7 +66,7 @@ export class Retention {
           done = true;
           break;
         }
-        ops.push({ type: 'del', key: k }, ...indexKeys(e).map((key): BatchOp => ({ type: 'del', key })));
+        ops.push({ type: 'del', key: k }, ...[...indexKeys(e), ...recipientIndexKeys(e)].map((key): BatchOp => ({ type: 'del', key })));
         n++;
       }
       if (ops.length) await this.o.store.commit(ops, { sync: false });

@@ -1,6 +1,6 @@
 /*
  * Retention: events past events.retentionDays go with their message-history
- * index entries, statistics past statsRetentionDays go, in batches, while
+ * and recipient index entries, statistics past statsRetentionDays go, in batches, while
  * new events keep being written; what is younger stays, and the feed resumes
  * at the oldest kept event.
  */
@@ -38,6 +38,7 @@ test('retention prunes old events, their index keys and old statistics in batche
   assert.equal(await keys('e!'), 501);
   assert.equal(await keys('mq!'), 501, 'queue-id index entries of pruned events are gone');
   assert.equal(await keys('mm!'), 501);
+  assert.equal(await keys('mr!'), 500, 'recipient index entries of pruned events are gone (the new event has no recipient)');
   assert.deepEqual((await history.lookup('Q100-7', undefined)).length, 0);
   assert.equal((await history.lookup('Q0-7', undefined))[0]!.other.length + (await history.lookup('Q0-7', undefined))[0]!.copies.length, 1);
   assert.equal((await history.lookup('Qnew', undefined)).length, 1);
