@@ -5,16 +5,17 @@
 //
 // Two passes. Files that assert on time under load (recovery within N seconds,
 // rate caps, crash and pause timings, linear growth of content scans) run one at a time, with the machine
-// to themselves; every other file runs two at a time: most of the suite waits on
+// to themselves; every other file runs three at a time: most of the suite waits on
 // sockets, timers and fsync rather than the CPU, so two overlap well on the
-// 2-core CI machine. POSTINO_TEST_CONCURRENCY=1 runs the second pass one by one too.
+// 2-core CI machine (the longest, the 100 s shaping trickle, is almost all waiting).
+// POSTINO_TEST_CONCURRENCY=1 runs the second pass one by one too.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 /** Files whose assertions are timings that a second test file on the same 2 cores would skew. */
 const TIMED = /(recovery|rate-cap|crash|durability|effectively-once|relay-pause|graceful-stop|hostile-content)\.test\.ts$/;
-const CONCURRENCY = Number(process.env.POSTINO_TEST_CONCURRENCY) || 2;
+const CONCURRENCY = Number(process.env.POSTINO_TEST_CONCURRENCY) || 3;
 
 function find(dir) {
   return readdirSync(dir).flatMap((n) => {
