@@ -6,7 +6,7 @@
 // Two passes. Files that assert on time under load (recovery within N seconds,
 // rate caps, crash and pause timings, linear growth of content scans) run one at a time, with the machine
 // to themselves; every other file runs three at a time: most of the suite waits on
-// sockets, timers and fsync rather than the CPU, so two overlap well on the
+// sockets, timers and fsync rather than the CPU, so three overlap well on the
 // 2-core CI machine (the longest, the 100 s shaping trickle, is almost all waiting).
 // POSTINO_TEST_CONCURRENCY=1 runs the second pass one by one too.
 import { spawnSync } from 'node:child_process';
