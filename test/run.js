@@ -14,7 +14,7 @@ import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 /** Files whose assertions are timings that a second test file on the same 2 cores would skew. */
-const TIMED = /(recovery|rate-cap|crash|durability|effectively-once|relay-pause|graceful-stop|hostile-content)\.test\.ts$/;
+const TIMED = /(recovery|rate-cap|crash|durability|effectively-once|relay-pause|graceful-stop|hostile-content|shaping-priority)\.test\.ts$/;
 const CONCURRENCY = Number(process.env.POSTINO_TEST_CONCURRENCY) || 3;
 
 function find(dir) {

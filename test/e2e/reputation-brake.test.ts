@@ -100,9 +100,13 @@ test('1% complaints pause the account (event, notice, status), its mail waits, r
     const [paused] = await feed('paused');
     assert.equal(paused!.account, 'shop');
     assert.equal(paused!.figures!.sent, 500);
-    assert.equal(paused!.figures!.complaintRate, 0.01);
-    assert.match(paused!.reason!, /complaint rate 1\.00% ≥ 0\.30%/);
-    assert.match(cli('hosted', 'status'), /brake: account shop paused at .*complaint rate 1\.00%[\s\S]*postino hosted resume --account shop/);
+    // Evaluated as the statistics fold: the pause comes once the rate crosses 0.3%, which may be
+    // before all five complaints are counted (2 of 500 already are 0.4%).
+    const rate = paused!.figures!.complaintRate;
+    assert.ok(rate >= 0.003 && rate <= 0.01, `complaint rate ${rate}`);
+    const pct = `${(rate * 100).toFixed(2).replace('.', '\\.')}%`;
+    assert.match(paused!.reason!, new RegExp(`complaint rate ${pct} ≥ 0\\.30%`));
+    assert.match(cli('hosted', 'status'), new RegExp(`brake: account shop paused at .*complaint rate ${pct}[\\s\\S]*postino hosted resume --account shop`));
 
     // Its mail waits; the notice to its people does not.
     await sendMany(ports.listener, 20, 'held');
