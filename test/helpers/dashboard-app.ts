@@ -2,6 +2,7 @@
  * The hosted HTTP app with the dashboard over a real store, event log, queues and delivery
  * stage (not started: nothing is sent), for tests that drive the pages with fastify inject.
  */
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -65,4 +66,18 @@ export async function startDashboardApp(raw: Record<string, unknown>): Promise<D
       await store.close();
     },
   };
+}
+
+/** The session cookie (`postino_session=…`) of a login with `secret`. */
+export async function sessionCookie(d: DashboardApp, secret: string): Promise<string> {
+  return (await d.login(secret)).cookies.find((c) => c.startsWith('postino_session='))!.split(';')[0]!;
+}
+
+/** One messages page: the event seqs listed, the pager's next link, the HTML. */
+export async function messagesPage(d: DashboardApp, cookie: string, route: string): Promise<{ seqs: number[]; next: string | undefined; body: string }> {
+  const r = await d.app.inject({ method: 'GET', url: route, headers: { cookie } });
+  assert.equal(r.statusCode, 200, `${route}: ${r.body.slice(0, 200)}`);
+  const seqs = [...r.body.matchAll(/data-seq="(\d+)"/g)].map((m) => Number(m[1]));
+  const next = /<p class="pager"><a href="([^"]+)"/.exec(r.body)?.[1]?.replace(/&amp;/g, '&');
+  return { seqs, next, body: r.body };
 }

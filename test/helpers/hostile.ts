@@ -185,3 +185,20 @@ export function smtpSafe(message: string): string {
       .join('\r\n');
   return `${cut(message.slice(0, end), '\r\n ')}\r\n\r\n${cut(message.slice(end + 4), '\r\n')}`;
 }
+
+/** The longest time between two 1 ms ticks while `work` runs. */
+export async function maxGap(work: () => Promise<unknown>): Promise<number> {
+  let last = performance.now();
+  let gap = 0;
+  const tick = setInterval(() => {
+    const now = performance.now();
+    gap = Math.max(gap, now - last);
+    last = now;
+  }, 1);
+  try {
+    await work();
+  } finally {
+    clearInterval(tick);
+  }
+  return Math.max(gap, performance.now() - last);
+}

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { EventInput } from '../../../common/events.js';
 import { newAccountKey } from '../../../common/api-keys.js';
-import { NODE_KEY, startDashboardApp, type DashboardApp } from '../../helpers/dashboard-app.js';
+import { messagesPage, NODE_KEY, sessionCookie, startDashboardApp, type DashboardApp } from '../../helpers/dashboard-app.js';
 
 let d: DashboardApp;
 let op: string;
@@ -27,22 +27,15 @@ before(async () => {
   for (let i = 0; i < 390; i++) first.push(ev(i, i % 3 === 0 ? 'ada@example.com' : `other${i}@example.com`, i % 5 === 0 ? 'shop' : 'default'));
   for (const e of await d.events.append(first)) if (e.recipient === 'ada@example.com') ada.push(e.seq);
   for (let b = 0; b < 60_000; b += 10_000) await d.events.append(Array.from({ length: 10_000 }, (_, j) => ev(1000 + b + j, `bulk${b + j}@example.net`)));
-  const cookie = async (secret: string): Promise<string> => (await d.login(secret)).cookies.find((c) => c.startsWith('postino_session='))!.split(';')[0]!;
-  op = await cookie(NODE_KEY);
-  shop = await cookie(key.token);
+  op = await sessionCookie(d, NODE_KEY);
+  shop = await sessionCookie(d, key.token);
 });
 
 after(async () => {
   await d.close();
 });
 
-async function page(cookie: string, route: string): Promise<{ seqs: number[]; next: string | undefined; body: string }> {
-  const r = await d.app.inject({ method: 'GET', url: route, headers: { cookie } });
-  assert.equal(r.statusCode, 200, `${route}: ${r.body.slice(0, 200)}`);
-  const seqs = [...r.body.matchAll(/data-seq="(\d+)"/g)].map((m) => Number(m[1]));
-  const next = /<p class="pager"><a href="([^"]+)"/.exec(r.body)?.[1]?.replace(/&amp;/g, '&');
-  return { seqs, next, body: r.body };
-}
+const page = (cookie: string, route: string): ReturnType<typeof messagesPage> => messagesPage(d, cookie, route);
 
 /** Follows the pager from `route` to the end; returns every seq shown and the number of requests. */
 async function walk(cookie: string, route: string): Promise<{ seqs: number[]; requests: number }> {

@@ -12,7 +12,7 @@ import { verifyClickToken } from '../../../common/tokens.js';
 import { scanMime, walkParts } from '../../../engine/rewrap/mime-scan.js';
 import { bufferSource } from '../../../engine/rewrap/body-source.js';
 import { MAX_MERGED_HEADER } from '../../../engine/rewrap/steps/merge-fields.js';
-import { boundaryFlood, deepBoundaryFlood, deepMime, headerTagFlood, longHeaderLines, mergeTagFlood, mergeTagLine, urlFlood, urlRun, whitespaceFlood, wideMime, type Generator } from '../../helpers/hostile.js';
+import { boundaryFlood, deepBoundaryFlood, deepMime, headerTagFlood, longHeaderLines, mergeTagFlood, mergeTagLine, urlFlood, urlRun, whitespaceFlood, wideMime, maxGap, type Generator } from '../../helpers/hostile.js';
 import { rewrapEnv, runRewrap, type Env } from '../../helpers/rewrap.js';
 
 const KB = 1024;
@@ -271,19 +271,3 @@ test('the event loop keeps turning while the worst inputs are rewrapped (max gap
 const MAX_GAP_MS = 150;
 const GAP_RUNS = 3;
 
-/** The longest time between two 1 ms ticks while `work` runs. */
-async function maxGap(work: () => Promise<unknown>): Promise<number> {
-  let last = performance.now();
-  let gap = 0;
-  const tick = setInterval(() => {
-    const now = performance.now();
-    gap = Math.max(gap, now - last);
-    last = now;
-  }, 1);
-  try {
-    await work();
-  } finally {
-    clearInterval(tick);
-  }
-  return Math.max(gap, performance.now() - last);
-}
