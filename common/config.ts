@@ -47,13 +47,15 @@ export type Stream = (typeof STREAMS)[number];
  * Probes of a down relay (relay-health.ts): seconds before the 1st, 2nd, …
  * probe, the last repeating. A probe is one connection (EHLO, STARTTLS, QUIT),
  * cheaper than one message, so it starts at 1 s: a listener restarted in a few
- * seconds is found within a second or two of its return. It grows so that a
- * long outage costs the dead relay 4 connections a minute per sender, and stops
- * at 15 s because that bounds how long a recovered relay waits unused (the
- * spool drains within seconds of its return, not minutes); the maximum is
- * reached 21 s into an outage.
+ * seconds is found within a second or two of its return. It stays at 5 s for
+ * the first half-minute because a restart that is slow to come up (a loaded
+ * host, a long start) still ends inside it, and a 10 s gap there made a 3 s
+ * outage cost 13 s. It then grows so that a long outage costs the dead relay 4
+ * connections a minute per sender, and stops at 15 s because that bounds how
+ * long a recovered relay waits unused (the spool drains within seconds of its
+ * return, not minutes); the maximum is reached 31 s into an outage.
  */
-const DEFAULT_PROBE_SCHEDULE_SECONDS = [1, 2, 3, 5, 10, 15];
+const DEFAULT_PROBE_SCHEDULE_SECONDS = [1, 2, 3, 5, 5, 5, 10, 15];
 const probeSchedule = z.array(z.number().positive()).min(1).default(DEFAULT_PROBE_SCHEDULE_SECONDS);
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 

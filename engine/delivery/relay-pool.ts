@@ -17,7 +17,7 @@
  * key). STARTTLS is used when offered (required with `requireTls`), AUTH when
  * the URL carries user:pass, smtps:// for implicit TLS (RFC 3207, RFC 4954, RFC 8314).
  *
- * Config: delivery.relays, delivery.relayProbeScheduleSeconds ([1,2,3,5,10,15]),
+ * Config: delivery.relays, delivery.relayProbeScheduleSeconds ([1,2,3,5,5,5,10,15]),
  * delivery.maxConnections (20), delivery.messagesPerConnection (100),
  * delivery.timeoutSeconds (60), delivery.verifyCertificate (false),
  * engine.hostname (EHLO name).

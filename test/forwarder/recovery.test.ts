@@ -113,12 +113,12 @@ test('forwarder alone, listener unreachable until the probe interval reaches 15 
     assert.equal(acked.length, 300);
 
     // Watch the probe schedule from outside (each new nextProbeAt is one failed probe) until
-    // the interval has grown to its 15 s maximum: probes at 1, 3, 6, 11, 21 s, the next at 36 s.
+    // the interval has grown to its 15 s maximum: probes at 1, 3, 6, 11, 16, 21, 31 s, the next at 46 s.
     const probeTimes: number[] = [];
     const intervals = (): number[] => probeTimes.slice(1).map((t, i) => Math.round((t - probeTimes[i]!) / 1000));
     let st = await admin<Status>(dataDir, ports.admin, 'GET', '/status');
     const t0 = Date.now();
-    for (let i = 0; i < 200 && Date.now() - t0 < 40_000 && !intervals().includes(15); i++) {
+    for (let i = 0; i < 300 && Date.now() - t0 < 50_000 && !intervals().includes(15); i++) {
       const next = st.body.relays[0]!.nextProbeAt;
       if (next && Date.parse(next) !== probeTimes.at(-1)) probeTimes.push(Date.parse(next));
       if (intervals().includes(15)) break;
