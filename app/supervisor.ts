@@ -32,11 +32,8 @@ import type { Component, Runtime } from '../common/runtime.js';
 import { createLogger } from '../common/log.js';
 import { ensureDevTls, ensureSecret, secretsDir } from '../common/secrets.js';
 import { FileKeyRing } from '../common/signing-keys.js';
-import { startSink } from '../sink/capture-sink.js';
 import { loadConfig } from '../common/config.js';
 import { dataDirOf, loadOrExit } from './cli-support.js';
-import { startForwarder } from './forwarder.js';
-import { startHosted } from './hosted.js';
 
 /** The bounce domain of `up` (RFC 6761: .localhost never leaves this machine). */
 const UP_BOUNCE_DOMAIN = 'bounce.localhost';
@@ -137,16 +134,18 @@ export async function runRole(role: Role, configFile: string | undefined, env: N
   // while starting: a hang-up sent to the process group of `up` must not stop a component.
   process.on('SIGHUP', () => log.info({ event: 'sighup' }, 'SIGHUP received'));
   const rt: Runtime = { config, dataDir, log, env, reloadConfig: await reloaderFor(configFile, dataDir, env) };
+  // Each role loads only its own stage: a sink or the `up` supervisor that imported the
+  // engine too would spend a second of CPU per start on modules it never runs.
   let component: Component;
   switch (role) {
     case 'forwarder':
-      component = await startForwarder(rt);
+      component = await (await import('./forwarder.js')).startForwarder(rt);
       break;
     case 'hosted':
-      component = await startHosted(rt);
+      component = await (await import('./hosted.js')).startHosted(rt);
       break;
     case 'sink':
-      component = await startSink(config.sink, config.sink.dir ?? path.join(dataDir, 'sink'), log);
+      component = await (await import('../sink/capture-sink.js')).startSink(config.sink, config.sink.dir ?? path.join(dataDir, 'sink'), log);
       break;
   }
   holdUntilSignal([component], log);
