@@ -1,0 +1,124 @@
+/*
+ * Two hosted nodes behind a real HAProxy (issue #14), each with its own
+ * durable LevelDB queue as in deploy/multi-node: a forwarder relays over
+ * verified STARTTLS to the balancer, HAProxy passes the forwarder's address
+ * with PROXY v2 and health-checks the listeners, the nodes share the TLS pair
+ * and keys as a deployment does. Sessions spread over both nodes and every
+ * message arrives once; SIGKILL of node A under load sends new sessions to
+ * node B, and A's acknowledged messages leave when it is back: 0 lost.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { ensureDevTls, secretsDir } from '../../common/secrets.js';
+import { forwarderConfig, sleep, startForwarderProcess, startTestSink } from '../helpers/forwarder.js';
+import { haproxyMissing, startHaproxy } from '../helpers/haproxy.js';
+import { startHostedProcess } from '../helpers/hosted.js';
+import { freePorts } from '../helpers/ports.js';
+import { tempDir, type Running } from '../helpers/postino.js';
+import { runPythonClients } from '../helpers/python-sender.js';
+import { countDelivered } from '../helpers/sink-reader.js';
+
+const CLIENTS = 10;
+/** The issue's 2,000 messages in the healthy phase; 1,000 more through the kill. */
+const PER_CLIENT = 200;
+
+/** HAProxy's side of its connections to the nodes; the forwarder and the accounts' networks are 127.0.0.1. */
+const BALANCER = '127.0.0.3';
+
+const accepted = (p: Running): number => p.lines.filter((l) => l.includes('"event":"accepted"')).length;
+
+test('two hosted nodes behind HAProxy: sessions spread, every message once; SIGKILL of node A sends new sessions to B and loses nothing', { timeout: 240_000 }, async (t) => {
+  const skip = haproxyMissing();
+  if (skip) return t.skip(skip);
+  const root = tempDir('multi-node');
+  const { sink, sinkDir } = await startTestSink(root);
+  const [l1, l2, h1, h2, lbSmtp, lbHttp] = await freePorts(6);
+  const nodeDir = (n: string): string => {
+    fs.mkdirSync(path.join(root, n), { recursive: true });
+    return path.join(root, n);
+  };
+  const aDir = nodeDir('a');
+  const bDir = nodeDir('b');
+  // One TLS pair and one set of keys for the whole deployment (the balancer's name is the listeners' name).
+  const tls = await ensureDevTls(secretsDir(aDir));
+  fs.cpSync(secretsDir(aDir), secretsDir(bDir), { recursive: true });
+  const nodeConfig = (listenerPort: number, httpPort: number): Record<string, unknown> => ({
+    log: { level: 'info' },
+    listener: { port: listenerPort, proxyProtocolFrom: [`${BALANCER}/32`] },
+    http: { port: httpPort },
+    feedback: { port: null },
+    delivery: { relays: [`smtp://127.0.0.1:${sink.port}`] },
+  });
+  const aConfig = nodeConfig(l1!, h1!);
+  let a = await startHostedProcess(aDir, aConfig);
+  const b = await startHostedProcess(bDir, nodeConfig(l2!, h2!));
+  const lb = await startHaproxy(path.join(root, 'haproxy'), [
+    { name: 'smtp', port: lbSmtp!, sendProxy: true, source: BALANCER, servers: [{ name: 'a', port: l1! }, { name: 'b', port: l2! }] },
+    { name: 'http', port: lbHttp!, sendProxy: false, httpCheck: '/health', servers: [{ name: 'a', port: h1! }, { name: 'b', port: h2! }] },
+  ]);
+  const fwdDir = nodeDir('forwarder');
+  const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${lbSmtp}`], { forwarder: { relay: { requireTls: true, caFile: tls.caFile, serverName: 'localhost' } } });
+  const fwd = await startForwarderProcess(fwdDir, config);
+  try {
+    // Both nodes healthy as HAProxy sees them, through its HTTP frontend too.
+    for (let i = 0; i < 50 && Object.values(await lb.serverStates()).some((s) => s !== 'UP'); i++) await sleep(200);
+    assert.deepEqual(await lb.serverStates(), { 'smtp_nodes/a': 'UP', 'smtp_nodes/b': 'UP', 'http_nodes/a': 'UP', 'http_nodes/b': 'UP' });
+    assert.equal((await fetch(`http://127.0.0.1:${lbHttp}/health`)).status, 200);
+
+    // Phase 1: no failure. Every message once, over both nodes.
+    const t1 = Date.now();
+    const first = runPythonClients(CLIENTS, 'mn1-', ['--port', String(ports.smtp), '--count', String(PER_CLIENT)]);
+    await first.done;
+    const acked1 = first.acked();
+    assert.equal(acked1.length, CLIENTS * PER_CLIENT);
+    const one = await countDelivered(sinkDir, acked1, 60_000);
+    const spread = [accepted(a), accepted(b)];
+    const phase1 = (Date.now() - t1) / 1000;
+    console.log(`# multi-node: ${acked1.length} acknowledged and delivered in ${phase1.toFixed(1)} s; node A accepted ${spread[0]}, node B ${spread[1]}; ${one.lost.length} lost, ${one.duplicates} duplicates`);
+    assert.deepEqual(one.lost, []);
+    assert.equal(one.duplicates, 0, 'every message once');
+    assert.equal(spread[0]! + spread[1]!, acked1.length, 'each message accepted by exactly one node');
+    assert.ok(spread[0]! > 0 && spread[1]! > 0, `sessions spread over both nodes (${spread.join(' / ')})`);
+    // The nodes saw the forwarder's address through PROXY v2: HAProxy connects from 127.0.0.3, outside every account's networks.
+    const clients = new Set([...a.lines, ...b.lines].filter((l) => l.includes('"event":"accepted"')).map((l) => (JSON.parse(l) as { client: string }).client));
+    assert.deepEqual([...clients], ['127.0.0.1'], 'the client address from the PROXY header');
+
+    // Phase 2: node A killed under load; HAProxy marks it down, B takes the new sessions.
+    const second = runPythonClients(CLIENTS, 'mn2-', ['--port', String(ports.smtp), '--count', String(PER_CLIENT / 2), '--error-pause-ms', '50']);
+    for (let i = 0; i < 300 && second.acked().length < 200; i++) await sleep(50);
+    a.kill9();
+    await a.exited;
+    const killedAt = Date.now();
+    const bAtKill = accepted(b);
+    let states = await lb.serverStates();
+    for (let i = 0; i < 100 && states['smtp_nodes/a'] !== 'DOWN'; i++) {
+      await sleep(100);
+      states = await lb.serverStates();
+    }
+    const downAfter = (Date.now() - killedAt) / 1000;
+    assert.equal(states['smtp_nodes/a'], 'DOWN', 'HAProxy marked node A down');
+    assert.equal(states['smtp_nodes/b'], 'UP');
+    for (let i = 0; i < 100 && accepted(b) < bAtKill + 100; i++) await sleep(100);
+    const bWhileDown = accepted(b) - bAtKill;
+    assert.ok(bWhileDown >= 100, `node B took the new sessions while A was down (${bWhileDown})`);
+    a = await startHostedProcess(aDir, aConfig);
+    await second.done;
+    const sendersDone = (Date.now() - killedAt) / 1000;
+    const acked2 = second.acked();
+    const two = await countDelivered(sinkDir, [...acked1, ...acked2], 90_000);
+    const allIn = (Date.now() - killedAt) / 1000;
+    console.log(
+      `# multi-node: SIGKILL of node A under load; HAProxy marked it down after ${downAfter.toFixed(1)} s; ` +
+        `node B accepted ${bWhileDown} meanwhile; A restarted; senders done ${sendersDone.toFixed(1)} s and all in the sink ${allIn.toFixed(1)} s after the kill; ${acked2.length} acknowledged, ${two.lost.length} lost, ${two.duplicates} duplicates (a reply lost with the node: resent through B), ${two.unacked} unacked`,
+    );
+    assert.deepEqual(two.lost, [], 'no acknowledged message lost');
+  } finally {
+    await fwd.stop();
+    await lb.stop();
+    await a.stop();
+    await b.stop();
+    await sink.close();
+  }
+});
