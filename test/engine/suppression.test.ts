@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Store } from '../../common/store.js';
-import { SuppressionList } from '../../engine/suppression.js';
+import { LevelSuppressionList } from '../../engine/suppression.js';
 import { tempDir } from '../helpers/postino.js';
 
 test('domain compared case-insensitively, local part exactly; transactional skips unsubscribes only', async () => {
   const store = await Store.open(tempDir('sup'));
-  const s = new SuppressionList(store);
+  const s = new LevelSuppressionList(store);
   await s.add('acme', { address: 'Ada@Example.COM', scope: '*', reason: 'hard-bounce' });
   await s.add('acme', { address: 'bob@example.com', scope: 'list:news', reason: 'unsubscribe' });
   await s.add('acme', { address: 'cy@example.com', scope: '*', reason: 'unsubscribe' });
