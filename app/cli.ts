@@ -22,6 +22,7 @@
  *   postino keys rotate                     a new token-signing key; older links keep working
  *   postino suppress add|remove|list|import|export   the suppression list (suppress-command.ts)
  *   postino recipients get|set|delete|list|import|export   the recipient database (recipients-command.ts)
+ *   postino db migrate [--config F]         the shared-state schema in storage.postgres (db-command.ts)
  *
  * The data folder is $POSTINO_DATA (default ./data); it is read here, once, and
  * passed down. Exit status: 0 ok, 1 runtime failure, 2 bad usage or bad config.
@@ -77,6 +78,7 @@ const USAGE = `usage:
   postino recipients list [--account A] [--limit N]
   postino recipients import <file|-> [--account A] [--format csv|ndjson]
   postino recipients export [--account A] [--format csv|ndjson] [--out F]
+  postino db migrate [--config F]
 environment: POSTINO_DATA (data folder, default ./data)`;
 
 /** Loaded only to run components: it imports every stage, twice the start time of an API command such as `hosted allow`. */
@@ -224,6 +226,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       return suppressCommand({ sub, arg, account: values.account, scope: values.scope, reason: values.reason, limit: values.limit, out: values.out, api: values.api }, env);
     case 'recipients':
       return recipientsCommand({ sub, arg, rest: positionals.slice(3), account: values.account, limit: values.limit, out: values.out, format: values.format, api: values.api }, env);
+    case 'db':
+      // Imported here: the PostgreSQL driver is loaded only by the command that needs it.
+      return (await import('./db-command.js')).dbCommand(sub, values.config);
     case 'keys': {
       if (sub !== 'rotate') throw new UsageError('usage: postino keys rotate');
       const dataDir = dataDirOf(env);

@@ -40,7 +40,8 @@ import { Pseudonymizer } from '../engine/recipients/pseudonym.js';
 import { registerRecipientRoutes } from '../engine/recipients/routes.js';
 import { resolveRewrapSettings } from '../engine/rewrap/settings.js';
 import { RewrapWorker } from '../engine/rewrap/worker.js';
-import { SuppressionList } from '../engine/suppression.js';
+import type { SuppressionList } from '../engine/suppression.js';
+import { openSharedState } from './shared-state.js';
 import { CopyIndex } from '../engine/feedback/copy-index.js';
 import { FileKeyRing } from '../common/signing-keys.js';
 import { feedbackAddressBook, startBounceIntake, type FeedbackMeta } from '../engine/feedback/bounce-intake.js';
@@ -112,7 +113,9 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       log.error({ err }, 'rewrap settings not updated (a DKIM key file?); the previous ones stay');
     }
   });
-  const suppression = new SuppressionList(store);
+  // LevelDB or PostgreSQL (storage.postgres), chosen once here (shared-state.ts).
+  const shared = await openSharedState(config, store, log);
+  const suppression = shared.suppression;
 
   const pseudonyms = new Pseudonymizer(ensureSecret(rt.dataDir, 'pseudonym-key'));
   const recipients = new RecipientDb(store, pseudonyms);
@@ -244,6 +247,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       await eraser.stop();
       await eventReaders.close();
       await api.close();
+      await shared.close();
       await store.close();
     },
   };

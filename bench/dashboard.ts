@@ -31,7 +31,7 @@ import { registerEventRoutes } from '../engine/events/http-routes.js';
 import { MessageHistoryIndex } from '../engine/events/message-history.js';
 import { RecipientIndex } from '../engine/events/recipient-index.js';
 import { createHostedApi } from '../engine/http-api.js';
-import { SuppressionList } from '../engine/suppression.js';
+import { LevelSuppressionList } from '../engine/suppression.js';
 import { tempDir } from '../test/helpers/postino.js';
 import { fmt, percentile } from './stats.js';
 
@@ -52,7 +52,7 @@ export async function benchDashboard(): Promise<void> {
     const queue = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
     const events = await EventLog.open(store);
     const recipients = new RecipientIndex(store, events); // as indexEvents does on a hosted node
-    const suppression = new SuppressionList(store);
+    const suppression = new LevelSuppressionList(store);
     const delivery = await createDelivery({ config: config.delivery, accounts: config.accounts, hostname: 'bench.test', store, queue, events, suppression, visibilityMs: 600_000, log });
 
     const t0 = Date.now();

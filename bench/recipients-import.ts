@@ -18,7 +18,7 @@ import { RecipientDb } from '../engine/recipient-db.js';
 import { RecipientEraser } from '../engine/recipients/erase.js';
 import { Pseudonymizer } from '../engine/recipients/pseudonym.js';
 import { registerRecipientRoutes } from '../engine/recipients/routes.js';
-import { SuppressionList } from '../engine/suppression.js';
+import { LevelSuppressionList } from '../engine/suppression.js';
 import { CLI, tempDir } from '../test/helpers/postino.js';
 import { fmt, rssSampler } from './stats.js';
 
@@ -52,7 +52,7 @@ export async function benchRecipientsImport(): Promise<void> {
   const events = await EventLog.open(store);
   const pseudonyms = new Pseudonymizer('p'.repeat(43));
   const db = new RecipientDb(store, pseudonyms);
-  const suppression = new SuppressionList(store);
+  const suppression = new LevelSuppressionList(store);
   const eraser = new RecipientEraser({ store, events, db, suppression, pseudonyms, log });
   const app = createHttpServer(KEY, log);
   registerRecipientRoutes(app, { store, db, suppression, eraser, accounts: ['default'] });

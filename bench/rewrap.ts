@@ -31,7 +31,7 @@ import { EventLog } from '../engine/events/event-log.js';
 import { RecipientDb } from '../engine/recipient-db.js';
 import { resolveRewrapSettings } from '../engine/rewrap/settings.js';
 import { RewrapWorker } from '../engine/rewrap/worker.js';
-import { SuppressionList } from '../engine/suppression.js';
+import { LevelSuppressionList, type SuppressionList } from '../engine/suppression.js';
 import { fmt, rssSampler, summarize } from './stats.js';
 import { CopyIndex } from '../engine/feedback/copy-index.js';
 
@@ -71,7 +71,7 @@ export async function rig(accountEngine: Record<string, unknown>, keyDir?: strin
   const intake = await DurableQueue.open<IntakeMeta>(store, 'intake');
   const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
   const events = await EventLog.open(store);
-  const suppression = new SuppressionList(store);
+  const suppression = new LevelSuppressionList(store);
   const config = parseConfig({ engine: { bounceDomain: 'bounce.example.net' }, accounts: [{ id: 'default', engine }] });
   const worker = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients: new RecipientDb(store), copies: new CopyIndex(store) }, settings: resolveRewrapSettings(config, dir), log: createLogger('bench', 'silent') });
   return {
@@ -138,9 +138,8 @@ export async function suppressionFlat(): Promise<void> {
   const t0 = performance.now();
   const BATCH = 20_000;
   for (let i = 0; i < SUPPRESSED; i += BATCH) {
-    const ops = [];
-    for (let j = i; j < i + BATCH; j++) ops.push(...full.suppression.addOps('default', { address: `user${j}@example.com`, scope: '*', reason: 'unsubscribe', at: '2026-11-25T00:00:00.000Z' }));
-    await full.store.commit(ops, { sync: false });
+    const entries = Array.from({ length: BATCH }, (_, k) => ({ address: `user${i + k}@example.com`, scope: '*', reason: 'unsubscribe' as const, at: '2026-11-25T00:00:00.000Z' }));
+    await full.store.commit(await full.suppression.addOps('default', entries), { sync: false });
   }
   await full.store.db.compactRange('s!', 's~');
   const loadSecs = (performance.now() - t0) / 1000;

@@ -12,7 +12,7 @@ import { createHttpServer, listenHttp } from '../common/http-server.js';
 import { createLogger } from '../common/log.js';
 import { Store } from '../common/store.js';
 import { registerSuppressionRoutes } from '../engine/suppression-routes.js';
-import { SuppressionList } from '../engine/suppression.js';
+import { LevelSuppressionList } from '../engine/suppression.js';
 import { CLI, tempDir } from '../test/helpers/postino.js';
 import { fmt, rssSampler } from './stats.js';
 
@@ -39,7 +39,7 @@ export async function benchSuppressionImport(): Promise<void> {
   const store = await Store.open(path.join(dir, 'hosted'));
   const log = createLogger('bench', 'silent');
   const app = createHttpServer(KEY, log);
-  registerSuppressionRoutes(app, { store, suppression: new SuppressionList(store), accounts: ['default'] });
+  registerSuppressionRoutes(app, { store, suppression: new LevelSuppressionList(store), accounts: ['default'] });
   const base = `http://127.0.0.1:${await listenHttp(app, { host: '127.0.0.1', port: 0, what: 'bench', log })}`;
   const rss = rssSampler();
   try {

@@ -10,7 +10,7 @@
  *
  * Side effects: `loadConfig` reads the file and stats the TLS/CA files it names.
  *
- * Sections: `log`, `accounts`, `forwarder`, `listener`, `engine`, `feedback`, `delivery`, `http`, `sink`, `dashboard`.
+ * Sections: `log`, `accounts`, `forwarder`, `listener`, `engine`, `feedback`, `delivery`, `http`, `sink`, `dashboard`, `events`, `storage`.
  * Each process uses the sections of its own stage; `postino up` uses them all.
  * Defaults are the ports of DESIGN.md, all on loopback.
  */
@@ -659,6 +659,54 @@ const events = z
   .prefault({});
 
 /**
+ * Where state that every hosted node must agree on lives (issue #14). Absent
+ * `postgres` (the default): in the node's own LevelDB, nothing to install, one
+ * node. With `postgres`: the suppression list lives in that PostgreSQL database,
+ * shared by every node that names it; each node keeps its own LevelDB queues.
+ * The schema is applied by `postino db migrate` (common/storage/postgres/migrations.ts).
+ */
+const postgresUrl = z.string().superRefine((v, ctx) => {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'a URL like postgresql://user@host:5432/postino' });
+    return;
+  }
+  if (u.protocol !== 'postgresql:' && u.protocol !== 'postgres:') ctx.addIssue({ code: 'custom', message: `the scheme is postgresql://, not ${u.protocol}//` });
+});
+const storage = z
+  .object({
+    postgres: z
+      .object({
+        /** libpq-style URL; the password may be given in it or by PGPASSWORD / ~/.pgpass (node-postgres reads both). */
+        url: postgresUrl,
+        /**
+         * Connections this node keeps open at most. 10 (node-postgres' own default): the queries
+         * are short point reads and small batches, so a few connections serve a whole node, and
+         * 10 per node keeps 8 nodes under PostgreSQL's default max_connections of 100.
+         */
+        poolSize: z.number().int().min(1).max(1000).default(10),
+        /**
+         * A connection not made within this long fails the query: a suppression check then
+         * defers the message (451 4.3.0, retried) instead of holding a worker. 5 s covers a
+         * TLS handshake across a data centre many times over.
+         */
+        connectTimeoutSeconds: z.number().positive().max(300).default(5),
+        /**
+         * A query not answered within this long fails the same way (statement_timeout on the
+         * server too). 10 s: every query here is an index lookup or a bounded batch; one that
+         * takes longer means a locked or overloaded database, and the local queue waits better.
+         */
+        queryTimeoutSeconds: z.number().positive().max(3600).default(10),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict()
+  .prefault({});
+
+/**
  * Customer accounts of a hosted node. Each stage owns one sub-object:
  * `listener` (who may connect and send as whom), `engine` (rewrap settings),
  * `delivery` (sending IPs, pause). The default is one account, "default",
@@ -735,6 +783,7 @@ export const configSchema = z
     sink,
     dashboard,
     events,
+    storage,
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -770,6 +819,8 @@ export type RelayConfig = DeliveryConfig['relays'][number];
 export type SourceAddressConfig = DeliveryConfig['sourceAddresses'][number];
 export type BackPressureRule = DeliveryConfig['backPressure'][number];
 export type ShapingParams = DeliveryConfig['shaping']['default'];
+export type StorageConfig = Config['storage'];
+export type PostgresConfig = NonNullable<StorageConfig['postgres']>;
 
 export interface ConfigProblem {
   path: string;

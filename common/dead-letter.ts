@@ -19,15 +19,29 @@
  * The record's metadata is re-read before it is given back or moved, so progress
  * a handler committed during the attempt (the rewrap's `resumeAt`) is kept.
  *
+ * Not the message's fault: a handler that failed because the shared-state
+ * database did not answer (PostinoError SHARED_STATE_UNAVAILABLE, e.g. a
+ * suppression check with PostgreSQL down) gives the message back after
+ * SHARED_STATE_RETRY_MS without counting an attempt (durable-queue.ts
+ * `release`), however long the outage: it is never sent unchecked and never
+ * moved to failed for it.
+ *
  * Config: engine.maxAttempts (5), engine.crashRetrySeconds ([10, 60, 300, 900]).
  * Side effects: LevelDB batches (unsynced give-back; synced move to failed).
  */
 import type { DurableQueue, QueueRecord } from './durable-queue.js';
+import { PostinoError } from './errors.js';
 import type { Logger } from './log.js';
 import type { BatchOp } from './store.js';
 
 /** The longest error text kept on a failed record and in its event. */
 const MAX_ERROR_CHARS = 500;
+/**
+ * A message whose shared state could not be read is tried again this soon: a
+ * PostgreSQL restart or failover takes seconds, and the queue resumes within 5 s
+ * of its return at the cost of one quick refused query per waiting message per 5 s.
+ */
+export const SHARED_STATE_RETRY_MS = 5_000;
 
 export interface AttemptLimit {
   maxAttempts: number;
@@ -61,7 +75,7 @@ export interface DeadLetterOptions<M> {
   onFailed?: (rec: QueueRecord<M>) => void;
 }
 
-export type CrashOutcome = 'retry' | 'failed' | 'lost';
+export type CrashOutcome = 'retry' | 'failed' | 'lost' | 'deferred';
 
 /** The error of a failed attempt, in words, bounded. */
 export function errorText(err: unknown): string {
@@ -104,6 +118,11 @@ export class DeadLetter<M> {
     // rewrap's resumeAt): keep it, or the next attempt would redo what is done.
     const stored = await queue.get(leased.id);
     const rec: QueueRecord<M> = stored ? { ...leased, meta: stored.meta } : leased;
+    if (err instanceof PostinoError && err.code === 'SHARED_STATE_UNAVAILABLE') {
+      await queue.release(rec, now + SHARED_STATE_RETRY_MS);
+      log.warn({ event: 'shared-state-deferred', queueId: rec.id, queue: queue.name, reason: err.reason }, 'shared state unavailable; message waits in the queue');
+      return 'deferred';
+    }
     if (attempts < this.o.limit.maxAttempts) {
       const due = now + this.backoff(failures);
       await queue.store.commit(queue.nackOps({ ...rec, failures, lastError: error }, due), { sync: false });

@@ -35,7 +35,8 @@ export type ErrorCode =
   | 'BARE_NEWLINE'
   | 'LINE_TOO_LONG'
   | 'UNKNOWN_PARAMETER'
-  | 'UTF8_NOT_ENABLED';
+  | 'UTF8_NOT_ENABLED'
+  | 'SHARED_STATE_UNAVAILABLE';
 
 interface ErrorSpec {
   smtp: number;
@@ -81,6 +82,9 @@ const SPECS: Record<ErrorCode, ErrorSpec> = {
   UNKNOWN_PARAMETER: { smtp: 555, enhanced: '5.5.4', http: 400 },
   // RFC 6531 3.5 / RFC 6533: a UTF-8 address in a transaction that did not say SMTPUTF8.
   UTF8_NOT_ENABLED: { smtp: 553, enhanced: '5.6.7', http: 400 },
+  // The shared-state database (storage.postgres) did not answer: temporary; the message waits
+  // in the local queue (common/dead-letter.ts releases it) and an API call may be repeated.
+  SHARED_STATE_UNAVAILABLE: { smtp: 451, enhanced: '4.3.0', http: 503 },
 };
 
 export class PostinoError extends Error {

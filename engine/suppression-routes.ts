@@ -13,10 +13,10 @@
  *   GET    /api/suppressions/export?account=   text/csv with a header row, streamed
  *
  * Every entry records why it is there (reason, detail, the copy that caused
- * it) and when. Imports are written in batches of IMPORT_BATCH and one synced
- * batch at the end, so an import of a million rows takes seconds and is
- * durable when the answer comes.
- * Side effects: LevelDB reads and writes.
+ * it) and when. Imports are written in batches of IMPORT_BATCH (one statement
+ * each with PostgreSQL) and one synced batch at the end, so an import of a
+ * million rows takes seconds and is durable when the answer comes.
+ * Side effects: reads and writes of the suppression list's backend (suppression.ts); LevelDB.
  */
 import { Readable } from 'node:stream';
 import { splitAddress } from '../common/address.js';
@@ -25,7 +25,7 @@ import { csvRow, readCsv } from '../common/csv.js';
 import { PostinoError } from '../common/errors.js';
 import { accountParam, type KnownAccounts } from '../common/http-server.js';
 import type { BatchOp, Store } from '../common/store.js';
-import type { SuppressionEntry, SuppressionList, SuppressionReason } from './suppression.js';
+import type { NewSuppression, SuppressionEntry, SuppressionList, SuppressionReason } from './suppression.js';
 
 const MAX_LIMIT = 10_000;
 const DEFAULT_LIMIT = 1_000;
@@ -108,7 +108,7 @@ export interface SuppressionInput {
 
 /** Validates every item first (BAD_REQUEST naming the bad one), then writes all in one synced batch. */
 export async function addSuppressions(o: SuppressionStore, items: readonly SuppressionInput[]): Promise<number> {
-  const ops: BatchOp[] = [];
+  const entries: Array<{ account: string; e: NewSuppression }> = [];
   const at = new Date().toISOString();
   items.forEach((b, i) => {
     const address = b.address;
@@ -116,17 +116,18 @@ export async function addSuppressions(o: SuppressionStore, items: readonly Suppr
     const reason = (b.reason ?? 'manual') as SuppressionReason;
     const problem = addressProblem(address) ?? scopeProblem(scope) ?? (SUPPRESSION_REASONS.includes(reason) ? undefined : `reason is one of ${SUPPRESSION_REASONS.join(', ')}`);
     if (problem) throw new PostinoError('BAD_REQUEST', `${items.length > 1 ? `item ${i}: ` : ''}${address || '(no address)'}: ${problem}`);
-    ops.push(...o.suppression.addOps(b.account, { address, scope, reason, detail: b.detail, at }));
+    entries.push({ account: b.account, e: { address, scope, reason, detail: b.detail, at } });
   });
+  // One addOps per account (one round trip to a shared backend), then one synced batch.
+  const ops: BatchOp[] = [];
+  for (const account of new Set(entries.map((x) => x.account))) ops.push(...(await o.suppression.addOps(account, entries.filter((x) => x.account === account).map((x) => x.e))));
   await o.store.commit(ops, { sync: true });
   return items.length;
 }
 
 /** True when the entry was there (and is now gone). */
 export async function removeSuppression(o: SuppressionStore, account: string, address: string, scope = '*'): Promise<boolean> {
-  const existed = (await o.suppression.get(account, address, scope)) !== undefined;
-  if (existed) await o.suppression.remove(account, address, scope);
-  return existed;
+  return o.suppression.remove(account, address, scope);
 }
 
 export interface ImportResult {
@@ -147,6 +148,7 @@ export async function importSuppressionCsv(o: SuppressionStore, acct: string, re
   let rejectedCount = 0;
   const rejected: Array<{ line: number; reason: string }> = [];
   let ops: BatchOp[] = [];
+  let batch: NewSuppression[] = [];
   const reject = (line: number, why: string): void => {
     rejectedCount++;
     if (rejected.length < MAX_REJECTED_LISTED) rejected.push({ line, reason: why });
@@ -161,10 +163,12 @@ export async function importSuppressionCsv(o: SuppressionStore, acct: string, re
         reject(r.line, `${address || '(empty)'}: ${problem}`);
         continue;
       }
-      ops.push(...o.suppression.addOps(acct, { address, scope: sc, reason, detail: detail || 'import', at }));
+      batch.push({ address, scope: sc, reason, detail: detail || 'import', at });
       imported++;
-      if (ops.length >= IMPORT_BATCH) {
-        await o.store.commit(ops, { sync: false });
+      if (batch.length >= IMPORT_BATCH) {
+        ops = await o.suppression.addOps(acct, batch);
+        batch = [];
+        if (ops.length) await o.store.commit(ops, { sync: false });
         ops = [];
       }
     }
@@ -172,6 +176,7 @@ export async function importSuppressionCsv(o: SuppressionStore, acct: string, re
     // What was read so far is stored (and synced below); the answer says where it stopped.
     reject((e as { line?: number }).line ?? 0, (e as Error).message);
   }
+  ops = await o.suppression.addOps(acct, batch);
   // One synced write makes the unsynced batches before it durable too (LevelDB has one log).
   ops.push({ type: 'put', key: 'meta!last-suppression-import', value: Buffer.from(at) });
   await o.store.commit(ops, { sync: true });

@@ -181,7 +181,7 @@ export class DeliveryWorker {
       case 'bounced': {
         const extra: BatchOp[] = [];
         if (o.bounceClass === 'hard') {
-          extra.push(...this.d.suppression.addOps(rec.meta.account, { address: rec.meta.recipient, scope: '*', reason: 'hard-bounce', detail: o.reply.response }));
+          extra.push(...(await this.d.suppression.addOps(rec.meta.account, [{ address: rec.meta.recipient, scope: '*', reason: 'hard-bounce', detail: o.reply.response }])));
         }
         await this.finish(rec, 'bounced', { smtp: o.reply, relay: o.relay, bounce: { class: o.bounceClass, status: o.reply.enhanced, source: 'smtp' } }, extra);
         log.warn({ event: 'bounced', recipient: rec.meta.recipient, class: o.bounceClass, response: o.reply.response }, 'bounced');

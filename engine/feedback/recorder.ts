@@ -112,7 +112,7 @@ export class FeedbackRecorder {
         return 'already';
       }
       const copy = claim.queueId ? await this.o.copies.get(claim.queueId) : undefined;
-      const ops = existing ? [] : this.o.suppression.addOps(claim.account, { address, scope, reason: 'unsubscribe', detail: via, queueId: claim.queueId || undefined, at: new Date(this.now()).toISOString() });
+      const ops = existing ? [] : await this.o.suppression.addOps(claim.account, [{ address, scope, reason: 'unsubscribe', detail: via, queueId: claim.queueId || undefined, at: new Date(this.now()).toISOString() }]);
       const ev: EventInput = { ...this.about(copy, claim.account, address, claim.queueId), type: 'unsubscribed', via, list: claim.list, report, suppressedNow: !existing };
       await this.record([ev], ops, commit);
       this.o.log.info({ event: 'unsubscribed', account: claim.account, queueId: claim.queueId, list: claim.list, via }, 'unsubscribed');
@@ -202,7 +202,7 @@ export class FeedbackRecorder {
     const existing = await this.o.suppression.get(account, address, '*');
     ev.suppressedNow = !existing;
     if (existing) return 'already';
-    ops.push(...this.o.suppression.addOps(account, { address, scope: '*', reason, detail, queueId, at: new Date(this.now()).toISOString() }));
+    ops.push(...(await this.o.suppression.addOps(account, [{ address, scope: '*', reason, detail, queueId, at: new Date(this.now()).toISOString() }])));
     this.o.log.info({ event: 'suppressed', account, queueId, reason }, 'address suppressed');
     return 'suppressed';
   }

@@ -57,7 +57,7 @@ export class RecipientEraser {
       const at = new Date().toISOString();
       const pseudonym = this.o.pseudonyms.of(account, address);
       const ops = db.deleteOps(account, address, at);
-      if (!(await suppression.get(account, address, '*'))) ops.push(...suppression.addOps(account, { address, scope: '*', reason: 'manual', detail: DELETED_DETAIL, at }));
+      if (!(await suppression.get(account, address, '*'))) ops.push(...(await suppression.addOps(account, [{ address, scope: '*', reason: 'manual', detail: DELETED_DETAIL, at }])));
       const ev = events.prepare([{ type: 'recipient.deleted', account, recipient: pseudonym, reason: 'privacy request: fields and history removed, suppression kept' }]);
       const seq = ev.events[0]!.seq;
       const job: EraseJob = { id: `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`, account, address, pseudonym, upTo: seq, after: 0 };

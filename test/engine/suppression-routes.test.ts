@@ -13,7 +13,7 @@ import { createHttpServer, listenHttp } from '../../common/http-server.js';
 import { createLogger } from '../../common/log.js';
 import { Store } from '../../common/store.js';
 import { registerSuppressionRoutes } from '../../engine/suppression-routes.js';
-import { SuppressionList } from '../../engine/suppression.js';
+import { LevelSuppressionList, type SuppressionList } from '../../engine/suppression.js';
 import { CLI, tempDir } from '../helpers/postino.js';
 
 const KEY = 'k'.repeat(43);
@@ -26,7 +26,7 @@ let close: () => Promise<void>;
 before(async () => {
   dir = tempDir('suppress');
   store = await Store.open(path.join(dir, 'hosted'));
-  suppression = new SuppressionList(store);
+  suppression = new LevelSuppressionList(store);
   const log = createLogger('test', 'silent');
   const app = createHttpServer(KEY, log);
   registerSuppressionRoutes(app, { store, suppression, accounts: ['acme', 'other'] });

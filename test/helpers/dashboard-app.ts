@@ -20,7 +20,7 @@ import { createDelivery } from '../../engine/delivery/delivery.js';
 import type { DeliveryMeta } from '../../engine/delivery/delivery-record.js';
 import { EventLog } from '../../engine/events/event-log.js';
 import { createHostedApi } from '../../engine/http-api.js';
-import { SuppressionList } from '../../engine/suppression.js';
+import { LevelSuppressionList } from '../../engine/suppression.js';
 import { tempDir } from './postino.js';
 
 export const NODE_KEY = 'node-key-'.padEnd(43, 'k');
@@ -42,7 +42,7 @@ export async function startDashboardApp(raw: Record<string, unknown>): Promise<D
   const intake = await DurableQueue.open<IntakeMeta>(store, 'intake');
   const queue = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
   const events = await EventLog.open(store);
-  const suppression = new SuppressionList(store);
+  const suppression = new LevelSuppressionList(store);
   const delivery = await createDelivery({ config: config.delivery, accounts: config.accounts, hostname: 'test', store, queue, events, suppression, visibilityMs: 60_000, log });
   const sink = path.join(dir, 'sink');
   fs.mkdirSync(sink);

@@ -13,7 +13,7 @@ import { Store } from '../../common/store.js';
 import { createDelivery, type Delivery } from '../../engine/delivery/delivery.js';
 import type { DeliveryMeta } from '../../engine/delivery/delivery-record.js';
 import { EventLog } from '../../engine/events/event-log.js';
-import { SuppressionList } from '../../engine/suppression.js';
+import { LevelSuppressionList, type SuppressionList } from '../../engine/suppression.js';
 import { startSink, type CaptureSink } from '../../sink/capture-sink.js';
 import { tempDir } from './postino.js';
 
@@ -46,7 +46,7 @@ export async function startDeliveryHarness(raw: Record<string, unknown>, dir = t
   const store = await Store.open(path.join(dir, 'hosted'));
   const queue = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
   const events = await EventLog.open(store);
-  const suppression = new SuppressionList(store);
+  const suppression = new LevelSuppressionList(store);
   const delivery = await createDelivery({ config: config.delivery, accounts: config.accounts, hostname: 'engine.test', store, queue, events, suppression, visibilityMs: 10 * 60_000, log });
   delivery.start();
   let n = 0;

@@ -23,7 +23,7 @@ import { CopyIndex, type CopyRecord } from '../../engine/feedback/copy-index.js'
 import { registerFeedbackRoutes } from '../../engine/feedback/http-routes.js';
 import { FeedbackRecorder } from '../../engine/feedback/recorder.js';
 import { ReportWorker } from '../../engine/feedback/report-worker.js';
-import { SuppressionList } from '../../engine/suppression.js';
+import { LevelSuppressionList, type SuppressionList } from '../../engine/suppression.js';
 import { tempDir } from './postino.js';
 
 export const BOUNCE_DOMAIN = 'bounce.postino.test';
@@ -59,7 +59,7 @@ export async function startFeedbackNode(extra: Record<string, unknown> = {}): Pr
   const log = createLogger('test', 'silent');
   const store = await Store.open(path.join(dir, 'hosted'));
   const events = await EventLog.open(store);
-  const suppression = new SuppressionList(store);
+  const suppression = new LevelSuppressionList(store);
   const copies = new CopyIndex(store);
   const keys = FileKeyRing.open(dir);
   const queue = await DurableQueue.open<FeedbackMeta>(store, 'feedback');

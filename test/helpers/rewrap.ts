@@ -16,7 +16,7 @@ import { RecipientDb } from '../../engine/recipient-db.js';
 import { rewrap, type RewrapResult } from '../../engine/rewrap/pipeline.js';
 import { MessageContext, type RewrapSettings } from '../../engine/rewrap/context.js';
 import { resolveRewrapSettings } from '../../engine/rewrap/settings.js';
-import { SuppressionList } from '../../engine/suppression.js';
+import { LevelSuppressionList, type SuppressionList } from '../../engine/suppression.js';
 import { CopyIndex } from '../../engine/feedback/copy-index.js';
 
 export interface Env {
@@ -37,7 +37,7 @@ export async function rewrapEnv(account: Record<string, unknown> = {}, engine: R
   return {
     dir,
     store,
-    suppression: new SuppressionList(store),
+    suppression: new LevelSuppressionList(store),
     recipients: new RecipientDb(store),
     settings,
     async close() {

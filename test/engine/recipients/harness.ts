@@ -13,7 +13,7 @@ import { RecipientEraser } from '../../../engine/recipients/erase.js';
 import { RecipientProjection } from '../../../engine/recipients/projection.js';
 import { Pseudonymizer } from '../../../engine/recipients/pseudonym.js';
 import { registerRecipientRoutes } from '../../../engine/recipients/routes.js';
-import { SuppressionList } from '../../../engine/suppression.js';
+import { LevelSuppressionList, type SuppressionList } from '../../../engine/suppression.js';
 import { tempDir } from '../../helpers/postino.js';
 
 export const KEY = 'k'.repeat(43);
@@ -39,7 +39,7 @@ export async function startRecipientsNode(dir = tempDir('recipients')): Promise<
   const log = createLogger('test', 'silent');
   const pseudonyms = new Pseudonymizer('p'.repeat(43));
   const db = new RecipientDb(store, pseudonyms);
-  const suppression = new SuppressionList(store);
+  const suppression = new LevelSuppressionList(store);
   const projection = new RecipientProjection({ store, events, db, log });
   const eraser = new RecipientEraser({ store, events, db, suppression, pseudonyms, log });
   const app = createHttpServer(async (t): Promise<Principal | undefined> => {

@@ -17,7 +17,7 @@ import { EventLog } from '../../../engine/events/event-log.js';
 import { RecipientDb } from '../../../engine/recipient-db.js';
 import { resolveRewrapSettings } from '../../../engine/rewrap/settings.js';
 import { BATCH_MAX_COPIES, RewrapWorker } from '../../../engine/rewrap/worker.js';
-import { SuppressionList } from '../../../engine/suppression.js';
+import { LevelSuppressionList } from '../../../engine/suppression.js';
 import { CopyIndex } from '../../../engine/feedback/copy-index.js';
 
 async function setup() {
@@ -26,7 +26,7 @@ async function setup() {
   const intake = await DurableQueue.open<IntakeMeta>(store, 'intake', { inlineMaxBytes: 1024 });
   const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
   const events = await EventLog.open(store);
-  const suppression = new SuppressionList(store);
+  const suppression = new LevelSuppressionList(store);
   const recipients = new RecipientDb(store);
   const config = parseConfig({ accounts: [{ id: 'default', engine: { bounceDomain: 'b.example.net' } }] });
   const worker = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients, copies: new CopyIndex(store) }, settings: resolveRewrapSettings(config, dir), log: createLogger('test', 'silent') });

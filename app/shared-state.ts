@@ -1,0 +1,61 @@
+/*
+ * shared-state.ts — picks, once at start, where a hosted node keeps the state
+ * every node must agree on (issue #14): without storage.postgres, the node's
+ * own LevelDB (nothing to install); with it, PostgreSQL through one pool.
+ * Today that is the suppression list; the other shared stores follow.
+ *
+ * At start with PostgreSQL: a database whose schema is older than this code
+ * needs stops the node with a message naming `postino db migrate` (an upgrade
+ * is stop, migrate, start). A database that does not answer does not stop it:
+ * the node accepts mail into its local queue and every shared read defers
+ * until PostgreSQL answers (engine/suppression-postgres.ts).
+ *
+ * Config: storage.postgres (common/config.ts).
+ * Side effects: opens a connection pool (PostgreSQL only).
+ */
+import type { Config } from '../common/config.js';
+import type { Logger } from '../common/log.js';
+import { redactUrl, redactUrlsIn } from '../common/redact.js';
+import type { Store } from '../common/store.js';
+import { LevelSuppressionList, type SuppressionList } from '../engine/suppression.js';
+
+export interface SharedState {
+  backend: 'leveldb' | 'postgresql';
+  suppression: SuppressionList;
+  /** Before the LevelDB store closes: parked writes still need it. */
+  close(): Promise<void>;
+}
+
+export async function openSharedState(config: Config, store: Store, log: Logger): Promise<SharedState> {
+  const pgConfig = config.storage.postgres;
+  if (!pgConfig) {
+    const suppression = new LevelSuppressionList(store);
+    return { backend: 'leveldb', suppression, close: () => suppression.close() };
+  }
+  // Loaded only when configured: a single node never loads the driver.
+  const { openPool } = await import('../common/storage/postgres/pool.js');
+  const { schemaVersion, SCHEMA_VERSION } = await import('../common/storage/postgres/migrations.js');
+  const { PgSuppressionList } = await import('../engine/suppression-postgres.js');
+  const pool = openPool(pgConfig, log);
+  const where = redactUrl(pgConfig.url);
+  let version: number | undefined;
+  try {
+    version = await schemaVersion(pool);
+  } catch (err) {
+    log.warn({ event: 'postgres-unavailable', url: where, err: { message: redactUrlsIn((err as Error).message) } }, 'PostgreSQL does not answer: accepting mail, shared reads wait for it');
+  }
+  if (version !== undefined && version < SCHEMA_VERSION) {
+    await pool.end();
+    throw new Error(`${where}: shared-state schema at version ${version}, this postino needs ${SCHEMA_VERSION}: run \`postino db migrate --config <file>\` first`);
+  }
+  log.info({ event: 'shared-state', backend: 'postgresql', url: where, schema: version }, 'shared state in PostgreSQL');
+  const suppression = new PgSuppressionList(pool, store, log.child({ component: 'suppression' }));
+  return {
+    backend: 'postgresql',
+    suppression,
+    async close() {
+      await suppression.close();
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,148 @@
+/*
+ * migrations.ts — the shared-state schema in PostgreSQL, as numbered
+ * migrations applied by `postino db migrate` (never by a node at start: an
+ * upgrade is stop, migrate, start, and a node whose code needs a newer schema
+ * refuses to start, saying so).
+ *
+ * Versioned: table schema_migrations(version, name, applied_at) says which are
+ * applied; a migration runs once, in order, and is never edited once released
+ * (a change is a new entry). Idempotent: a second run applies nothing.
+ * Concurrent: all pending migrations run in one transaction that first takes a
+ * transaction-scoped advisory lock (pg_advisory_xact_lock), so two nodes
+ * migrating at once serialise; the second finds everything applied. DDL is
+ * transactional in PostgreSQL, so a failed migration leaves no half schema.
+ *
+ * Text columns that make up a cursor are `COLLATE "C"`: byte order, the order
+ * LevelDB keeps its keys in, so a listing pages the same way on both backends.
+ *
+ * Events (schema only for now; the writers move in a later step of #14):
+ * declaratively partitioned by range of `at`, one partition per UTC day
+ * (events_YYYYMMDD), created ahead by postino_event_partitions(from, days);
+ * retention drops whole partitions (postino_drop_event_partitions(before)),
+ * which costs no vacuum and no index churn, unlike a DELETE of a day's rows.
+ *
+ * Side effects: DDL on the database named by storage.postgres.url.
+ */
+import type { PgPool } from './pool.js';
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+/** pg_advisory_xact_lock key: "postino\0" as a 64-bit integer, unlikely to clash with another application's. */
+const MIGRATION_LOCK_KEY = '8101821198485057280';
+
+/** Days of event partitions a migration creates ahead of today (a node keeps creating them later). */
+const PARTITIONS_AHEAD_DAYS = 3;
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'suppressions',
+    sql: `
+      CREATE TABLE suppressions (
+        account text COLLATE "C" NOT NULL,
+        scope text COLLATE "C" NOT NULL,
+        address text COLLATE "C" NOT NULL,
+        reason text NOT NULL,
+        at timestamptz NOT NULL,
+        detail text,
+        queue_id text,
+        PRIMARY KEY (account, scope, address)
+      );`,
+  },
+  {
+    version: 2,
+    name: 'events partitioned by day',
+    sql: `
+      CREATE TABLE events (
+        at timestamptz NOT NULL,
+        seq bigint NOT NULL,
+        account text COLLATE "C" NOT NULL,
+        type text NOT NULL,
+        queue_id text,
+        body jsonb NOT NULL,
+        PRIMARY KEY (at, seq)
+      ) PARTITION BY RANGE (at);
+      CREATE INDEX events_account_seq ON events (account, seq);
+      CREATE FUNCTION postino_event_partitions(from_day date, days int) RETURNS int LANGUAGE plpgsql AS $$
+      DECLARE
+        d date;
+        made int := 0;
+      BEGIN
+        FOR i IN 0 .. days - 1 LOOP
+          d := from_day + i;
+          IF to_regclass(format('events_%s', to_char(d, 'YYYYMMDD'))) IS NULL THEN
+            EXECUTE format('CREATE TABLE %I PARTITION OF events FOR VALUES FROM (%L) TO (%L)',
+              'events_' || to_char(d, 'YYYYMMDD'), d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC');
+            made := made + 1;
+          END IF;
+        END LOOP;
+        RETURN made;
+      END $$;
+      CREATE FUNCTION postino_drop_event_partitions(before_day date) RETURNS int LANGUAGE plpgsql AS $$
+      DECLARE
+        p record;
+        dropped int := 0;
+      BEGIN
+        FOR p IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = 'events'::regclass AND c.relname ~ '^events_[0-9]{8}$'
+                   AND to_date(substr(c.relname, 8), 'YYYYMMDD') < before_day LOOP
+          EXECUTE format('DROP TABLE %I', p.relname);
+          dropped := dropped + 1;
+        END LOOP;
+        RETURN dropped;
+      END $$;
+      SELECT postino_event_partitions((now() AT TIME ZONE 'UTC')::date, ${PARTITIONS_AHEAD_DAYS});`,
+  },
+];
+
+/** The schema version this code needs. */
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+
+export interface MigrateResult {
+  applied: Array<{ version: number; name: string }>;
+  /** The version after the run. */
+  version: number;
+}
+
+/** Applies every pending migration, in order, in one locked transaction (see the header). */
+export async function migrate(pool: PgPool, migrations: readonly Migration[] = MIGRATIONS): Promise<MigrateResult> {
+  const c = await pool.connect();
+  let failed: Error | undefined;
+  try {
+    await c.query('BEGIN');
+    await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY]);
+    await c.query('CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+    const done = new Set((await c.query<{ version: number }>('SELECT version FROM schema_migrations')).rows.map((r) => r.version));
+    const applied: MigrateResult['applied'] = [];
+    for (const m of migrations) {
+      if (done.has(m.version)) continue;
+      try {
+        await c.query(m.sql);
+      } catch (e) {
+        throw new Error(`migration ${m.version} (${m.name}) failed: ${(e as Error).message}`);
+      }
+      await c.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+      applied.push({ version: m.version, name: m.name });
+    }
+    await c.query('COMMIT');
+    return { applied, version: Math.max(0, ...done, ...applied.map((a) => a.version)) };
+  } catch (e) {
+    failed = e as Error;
+    await c.query('ROLLBACK').catch(() => undefined);
+    throw e;
+  } finally {
+    c.release(failed);
+  }
+}
+
+/** The applied version; 0 when nothing was ever migrated. */
+export async function schemaVersion(pool: PgPool): Promise<number> {
+  const t = await pool.query<{ t: string | null }>(`SELECT to_regclass('schema_migrations')::text AS t`);
+  if (!t.rows[0]?.t) return 0;
+  const r = await pool.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
+  return r.rows[0]?.v ?? 0;
+}
