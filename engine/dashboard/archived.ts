@@ -51,14 +51,11 @@ export async function archivedSection(ctx: DashboardContext, found: readonly Pos
     return html`<section class="card archived-source" id="archive" data-intake-id="${id}">
 <h2>Source <small>as accepted, archived for ${ctx.archive.policy(account).retentionDays} days</small></h2>
 <table class="kv" id="archive-headers">
-<tr><th>subject</th><td>${h('subject')}</td></tr>
-<tr><th>from</th><td>${h('from')}</td></tr>
-<tr><th>to</th><td>${h('to')}</td></tr>
-<tr><th>date</th><td>${h('date')}</td></tr>
+${(['subject', 'from', 'to', 'date'] as const).map((name) => h(name) && html`<tr><th>${name}</th><td>${h(name)}</td></tr>`)}
 <tr><th>intake id</th><td>${id} · ${raw.length} bytes</td></tr>
 </table>
 <p><a id="archive-download" href="${`${base(account, id)}/raw.eml`}" download>Download source (.eml)</a>${others.length > 0 && html` · also: ${others.map((o) => html`<a href="${`${base(o.account, o.id)}/raw.eml`}" download>${o.id}.eml</a> `)}`}</p>
-${mailParts(parsed, `${base(account, id)}/body.html`, 'archived message', true)}
+${mailParts(parsed, `${base(account, id)}/body.html`, 'archived message', 'mail-source', true)}
 </section>`;
   }
   const days = [...new Set(ids.map((x) => ctx.archive!.policy(x.account)))].map((p) => (p.enabled ? `past its retention of ${p.retentionDays} days` : 'the archive is off for this account'));

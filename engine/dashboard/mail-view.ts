@@ -22,11 +22,14 @@ export function parseMail(raw: Buffer): Promise<ParsedMail> {
   return simpleParser(raw, { skipTextToHtml: true, skipTextLinks: true, skipImageLinks: false, checksumAlgo: false, maxHtmlLengthToParse: MAX_HTML_CHARS, maxChildNodes: MAX_MIME_PARTS });
 }
 
-/** The HTML part (iframe from `htmlSrc`), the text part and the headers of a parsed message. */
-export function mailParts(parsed: ParsedMail, htmlSrc: string, what: string, headersOpen = false): Html {
+/**
+ * The HTML part (iframe from `htmlSrc`, of class `frameClass`: a page showing two messages
+ * tells their frames apart by it), the text part and the headers of a parsed message.
+ */
+export function mailParts(parsed: ParsedMail, htmlSrc: string, what: string, frameClass = 'mail', headersOpen = false): Html {
   const headerRows = [...parsed.headerLines].slice(0, MAX_HEADER_ROWS).map((h) => html`<tr><th>${h.key}</th><td>${h.line.slice(h.line.indexOf(':') + 1).trim()}</td></tr>`);
   return html`${parsed.html !== false
-    ? html`<h3>HTML</h3><iframe class="mail" sandbox src="${htmlSrc}" title="${`HTML body of the ${what}`}" referrerpolicy="no-referrer"></iframe>`
+    ? html`<h3>HTML</h3><iframe class="${frameClass}" sandbox src="${htmlSrc}" title="${`HTML body of the ${what}`}" referrerpolicy="no-referrer"></iframe>`
     : html`<p class="hint">No HTML part.</p>`}
 <h3>Text</h3>
 ${parsed.text ? html`<pre class="text-part">${parsed.text}</pre>` : html`<p class="hint">No text part.</p>`}
