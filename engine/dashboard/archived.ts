@@ -21,6 +21,9 @@ import type { DashboardContext } from './context.js';
 import { html, type Html } from './html.js';
 import { mailParts, parseMail, sendEml, sendMailBody } from './mail-view.js';
 
+/** Archived sources looked up per page (a Message-ID reused for many sends has many); the rest are not looked for. */
+const MAX_SOURCES = 20;
+
 /** The intake messages a page's events come from: copies name theirs, intake-level events (rejected) are theirs. */
 function intakeIds(found: readonly PostinoEvent[]): Array<{ account: string; id: string }> {
   const seen = new Map<string, { account: string; id: string }>();
@@ -28,7 +31,7 @@ function intakeIds(found: readonly PostinoEvent[]): Array<{ account: string; id:
     const id = e.intakeId ?? (e.type === 'rejected' || (e.type === 'suppressed' && !e.intakeId) ? e.queueId : undefined);
     if (id && !seen.has(`${e.account}/${id}`)) seen.set(`${e.account}/${id}`, { account: e.account, id });
   }
-  return [...seen.values()];
+  return [...seen.values()].slice(0, MAX_SOURCES);
 }
 
 const base = (account: string, id: string): string => `/archive/${encodeURIComponent(account)}/${encodeURIComponent(id)}`;

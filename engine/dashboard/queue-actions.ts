@@ -45,18 +45,30 @@ async function findCopy(ctx: DashboardContext, req: FastifyRequest, id: string):
   const mine = (r: QueueRecord<DeliveryMeta> | undefined): r is QueueRecord<DeliveryMeta> => r !== undefined && (p.kind === 'node' || r.meta.account === p.account);
   if (ID.test(id)) {
     const rec = await ctx.deliveryQueue.get(id);
-    if (mine(rec)) return { rec, state: stateOf(rec, Date.now()) };
+    if (mine(rec)) return { rec, state: stateOf(rec, Date.now(), paused(ctx, rec.meta.account)) };
     const failed = await ctx.deliveryQueue.getFailed(id);
     if (mine(failed)) return { rec: failed, state: 'failed' };
   }
   throw new PostinoError('NOT_FOUND', `no copy ${id} waiting on this node (delivered, dropped, or not yours)`);
 }
 
-function stateOf(rec: QueueRecord<DeliveryMeta>, now: number): CopyState {
+function paused(ctx: DashboardContext, account: string): boolean {
+  const d = ctx.delivery.killSwitch.details();
+  return d.global !== null || d.accounts[account] !== undefined;
+}
+
+/**
+ * deferred: a 4xx came back; held: the kill-switch stops it, or it is due and waits for a
+ * relay; scheduled: a send time ahead. Retrying a held copy while paused only makes it due:
+ * the switch still holds it.
+ */
+function stateOf(rec: QueueRecord<DeliveryMeta>, now: number, isPaused: boolean): CopyState {
   if (rec.leasedUntil > 0) return 'sending';
   if (rec.meta.lastError) return 'deferred';
-  return rec.due > now ? 'scheduled' : 'held';
+  return isPaused || rec.due <= now ? 'held' : 'scheduled';
 }
+
+const DONE: Record<string, string> = { retried: 'The copy is due now; the delivery queue takes it up.', dropped: 'The copy was dropped; it will not be delivered.' };
 
 /** The id of the message page a form returns to (a queue id or a Message-ID), else the copy's own. */
 function backOf(req: FastifyRequest, copy: string): string {
@@ -77,7 +89,9 @@ export async function copiesSection(ctx: DashboardContext, req: FastifyRequest, 
       // delivered, bounced, dropped: not on this node any more
     }
   }
-  if (copies.length === 0) return html`<p class="hint" id="no-queued-copies">No copy of this message is waiting on this node.</p>`;
+  const done = DONE[field(req.query, 'done') ?? ''];
+  const notice = done && html`<p class="notice" role="status" id="copy-action-done">${done}</p>`;
+  if (copies.length === 0) return html`${notice}<p class="hint" id="no-queued-copies">No copy of this message is waiting on this node.</p>`;
   const now = Date.now();
   const row = ({ rec, state }: Copy): Html => {
     const why = state === 'failed' ? rec.lastError : rec.meta.lastError?.response;
@@ -88,7 +102,7 @@ export async function copiesSection(ctx: DashboardContext, req: FastifyRequest, 
     return html`<tr data-copy="${rec.id}" data-state="${state}"><td>${rec.id}</td><td>${rec.meta.recipient}</td><td class="${state === 'failed' || state === 'deferred' ? 'bad' : ''}">${state}</td>
 <td>${why ?? ''}${state !== 'failed' && state !== 'sending' && rec.due > now && html` <small>next attempt ${when(new Date(rec.due).toISOString())}</small>`}</td><td>${actions}</td></tr>`;
   };
-  return html`<section class="card"><h2>Copies waiting on this node</h2>
+  return html`${notice}<section class="card"><h2>Copies waiting on this node</h2>
 <div class="scroll"><table class="list" id="queued-copies">
 <thead><tr><th>copy</th><th>recipient</th><th>state</th><th>last reply</th><th></th></tr></thead>
 <tbody>${copies.map(row)}</tbody></table></div></section>`;

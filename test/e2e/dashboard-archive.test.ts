@@ -257,6 +257,7 @@ test('the archived source in a browser: headers, text, sandboxed HTML, .eml; ret
     assert.match((await later.textContent()) ?? '', /refused once/);
     await shot(page, 'message-deferred-copy');
     await Promise.all([page.waitForURL(/done=retried/), later.locator('button').click()]);
+    assert.match((await page.textContent('#copy-action-done')) ?? '', /due now/);
     const got = await waitForSink(sinkDir(), (m) => m.some((x) => x.testId === 'deferred-1'), 20_000);
     assert.ok(got.some((x) => x.testId === 'deferred-1'), 'retried and delivered');
 
@@ -271,6 +272,7 @@ test('the archived source in a browser: headers, text, sandboxed HTML, .eml; ret
     await Promise.all([page.waitForURL(/\/copies\/[0-9A-Z]+\/drop/), page.click(`#queued-copies tr[data-copy="${never}"] a.drop`)]);
     await shot(page, 'drop-confirm');
     await Promise.all([page.waitForURL(/done=dropped/), page.click('#confirm-drop button')]);
+    assert.match((await page.textContent('#copy-action-done')) ?? '', /dropped/);
     assert.equal(await page.locator(`#queued-copies tr[data-copy="${never}"]`).count(), 0, 'no longer waiting');
     const failed = (await apiEvents('&type=failed')).find((e) => e.queueId === never);
     assert.ok(failed, 'the dropped copy has a failed event');
