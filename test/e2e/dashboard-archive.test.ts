@@ -199,6 +199,7 @@ test('the archived source in a browser: headers, text, sandboxed HTML, .eml; ret
     // The forwarder on the overview: its address, account, last seen.
     const fw = page.locator('#forwarders tr[data-address="127.0.0.1"][data-account="default"]');
     assert.equal(await fw.count(), 1, 'the forwarder is listed');
+    assert.match((await fw.textContent()) ?? '', /forwarder/, 'known as a forwarder (its spool id), not an application');
     assert.match((await fw.locator('td.last-seen').textContent()) ?? '', /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
     assert.ok(Number(await fw.locator('td.today').textContent()) >= 3, 'three messages today from the forwarder');
     assert.equal(await page.locator('#forwarders tr[data-address="127.0.0.2"][data-account="shop"]').count(), 1, 'the shop application is listed too');
