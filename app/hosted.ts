@@ -1,7 +1,7 @@
 /*
  * hosted.ts — one hosted node: listener + engine (rewrap, delivery, feedback) + HTTP.
  *
- * Data: <data>/hosted/{db,blobs,reports}; the intake, delivery and feedback
+ * Data: <data>/hosted/{db,blobs,reports,archive}; the intake, delivery and feedback
  * queues share one LevelDB so each move is one atomic batch.
  * Shutdown order: stop the SMTP intakes (listener, bounce intake), stop
  * rewrap and the report worker, stop delivery (sends in progress finish),
@@ -14,7 +14,7 @@
 import path from 'node:path';
 import { installDotStuffingFastPath } from '../common/dot-stuffing.js';
 import { ApiKeys } from '../common/api-keys.js';
-import { DurableQueue } from '../common/durable-queue.js';
+import { DurableQueue, type QueueRecord } from '../common/durable-queue.js';
 import { listenHttp } from '../common/http-server.js';
 import type { IntakeMeta } from '../common/intake-record.js';
 import type { Component, Runtime } from '../common/runtime.js';
@@ -40,6 +40,7 @@ import { Pseudonymizer } from '../engine/recipients/pseudonym.js';
 import { registerRecipientRoutes } from '../engine/recipients/routes.js';
 import { resolveRewrapSettings } from '../engine/rewrap/settings.js';
 import { RewrapWorker } from '../engine/rewrap/worker.js';
+import type { BodySource } from '../engine/rewrap/body-source.js';
 import type { SuppressionList } from '../engine/suppression.js';
 import { openSharedState } from './shared-state.js';
 import { CopyIndex } from '../engine/feedback/copy-index.js';
@@ -59,6 +60,9 @@ import { AccountsSnapshot } from '../common/accounts-snapshot.js';
 import { AccountService } from '../engine/accounts/account-service.js';
 import { LevelAccountStore } from '../engine/accounts/account-store.js';
 import { registerAccountRoutes } from '../engine/accounts/routes.js';
+import { archivePolicy, MessageArchive } from '../engine/archive/message-archive.js';
+import { pruneArchive } from '../engine/archive/archive-retention.js';
+import { ForwarderLog } from '../engine/forwarders/forwarder-log.js';
 
 /** Longer than any single rewrap or delivery transaction. */
 const VISIBILITY_MS = 10 * 60_000;
@@ -132,7 +136,18 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const attemptLimit: AttemptLimit = { maxAttempts: config.engine.maxAttempts, backoffMs: config.engine.crashRetrySeconds.map((s) => s * 1000) };
   const reportDead = new DeadLetter<FeedbackMeta>({ queue: feedbackQueue, limit: attemptLimit, countLeases: true, failedEvents: (r, why) => eventOps(events, reports.failedEvents(r, why)), log });
   const reportLoop = new WorkerLoop<FeedbackMeta>({ queue: feedbackQueue, concurrency: REPORT_CONCURRENCY, visibilityMs: VISIBILITY_MS, handle: (r) => reports.handle(r), log, deadLetter: reportDead });
-  const rewrap = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients, copies }, settings: rewrapSettings, log: log.child({ component: 'engine' }) });
+  // The message archive (engine.archive, per account) and the forwarder figures, both fed as the rewrap takes a message up.
+  const archive = new MessageArchive(path.join(rt.dataDir, 'hosted', 'archive'), (id) => archivePolicy(config.engine.archive, accountsNow.current.find((a) => a.id === id)));
+  const forwarders = await ForwarderLog.open(store, log.child({ component: 'forwarders' }));
+  const onIntake = async (rec: QueueRecord<IntakeMeta>, o: { messageId: string | undefined; source: BodySource }): Promise<void> => {
+    const { envelope, account } = rec.meta;
+    forwarders.note({ address: envelope.clientAddress, account, queueId: rec.id, messageId: o.messageId, sender: envelope.mailFrom, forwarded: Boolean(rec.meta.forwarded) });
+    await archive.keep({ id: rec.id, account, file: rec.body.kind === 'file' ? intake.store.blobPath(rec.body.name) : undefined, read: () => o.source.read(0, o.source.size) });
+  };
+  const pruneArchived = (): void => void pruneArchive(archive, Date.now(), log).catch((err: unknown) => log.warn({ err }, 'archive retention pass failed'));
+  pruneArchived();
+  const archivePruner = setInterval(pruneArchived, config.events.pruneIntervalSeconds * 1000).unref();
+  const rewrap = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients, copies }, settings: rewrapSettings, log: log.child({ component: 'engine' }), onIntake });
   const rewrapDead = new DeadLetter<IntakeMeta>({
     queue: intake,
     limit: attemptLimit,
@@ -209,6 +224,8 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       suppressions: { store, suppression },
       capture: CaptureFolder.open(captureDir),
       sessions: new SessionStore(config.dashboard.sessionIdleMinutes * 60_000),
+      archive,
+      forwarders,
     };
     registerDashboard(api, ctx, log.child({ component: 'dashboard' }));
   }
@@ -219,6 +236,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const notifier = new Notifier({ store, events, delivery, accounts: accountsNow.current, hostname: config.engine.hostname, log: log.child({ component: 'notify' }) });
   await recipientCounters.start();
   eraser.start();
+  forwarders.start();
   rewrapLoop.start();
   reportLoop.start();
   notifier.start();
@@ -236,10 +254,12 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
     deliveryStage,
     async close() {
       clearInterval(sweeper);
+      clearInterval(archivePruner);
       process.off('SIGHUP', onHup);
       await listener.close();
       await bounceIntake?.close();
       await rewrapLoop.stop();
+      await forwarders.stop();
       await reportLoop.stop();
       await notifier.stop();
       await deliveryStage.stop();

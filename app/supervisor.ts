@@ -69,7 +69,8 @@ type Raw = Record<string, unknown>;
 /**
  * Embedded defaults of `up`: the forwarder trusts the dev CA that signed the listener's pair and
  * offers STARTTLS to apps with the same pair (unless the config names one), and VERP is on with a
- * local bounce domain, so bounces sent to the intake (2526) close the loop.
+ * local bounce domain, so bounces sent to the intake (2526) close the loop. The message archive
+ * (engine.archive) is on, so the dashboard shows what was sent.
  */
 function upDefaults(tls: { certFile: string; keyFile: string; caFile: string }): (raw: Raw) => Raw {
   return (raw) => {
@@ -81,7 +82,8 @@ function upDefaults(tls: { certFile: string; keyFile: string; caFile: string }):
     const engine = (raw.engine ?? {}) as Raw;
     return {
       ...raw,
-      engine: { bounceDomain: UP_BOUNCE_DOMAIN, ...engine },
+      // The message archive is on in `up` (a dev node: see what was sent); off elsewhere (privacy, disk).
+      engine: { bounceDomain: UP_BOUNCE_DOMAIN, ...engine, archive: { enabled: true, ...((engine.archive ?? {}) as Raw) } },
       forwarder: { ...fwd, smtp: { ...smtp, tls: pair }, relay: { caFile: tls.caFile, serverName: 'localhost', ...relay } },
     };
   };

@@ -317,6 +317,21 @@ const engine = z
      * which is what a sender who relays through a forwarder is used to.
      */
     dsnDelayWarningSeconds: seconds.default(4 * 3600),
+    /**
+     * The message archive (engine/archive/): each accepted message's source as the listener
+     * took it, kept per account for `retentionDays`, shown and downloadable on the dashboard's
+     * message page. Off by default: it keeps every customer's mail content on this node's disk
+     * (privacy, and disk roughly = a week of traffic); `postino up` turns it on (a dev node).
+     * An account may override both (accounts[].archive).
+     */
+    archive: z
+      .object({
+        enabled: z.boolean().default(false),
+        /** Whole UTC days kept after the day a message arrived (a support desk asks within the week). */
+        retentionDays: positiveInt.default(7),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict()
   .prefault({});
@@ -739,6 +754,14 @@ const account = z
       .object({
         /** Reserved sending IPs of this account: it sends only from these, nobody else does. */
         sourceAddresses: z.array(sourceAddress).default([]),
+      })
+      .strict()
+      .prefault({}),
+    /** This account's message archive; null = the node's engine.archive value. */
+    archive: z
+      .object({
+        enabled: z.boolean().nullable().default(null),
+        retentionDays: positiveInt.nullable().default(null),
       })
       .strict()
       .prefault({}),

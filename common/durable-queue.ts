@@ -460,10 +460,11 @@ export class DurableQueue<M> {
     return true;
   }
 
-  async remove(id: string): Promise<boolean> {
+  /** `extraOps` commit in the same batch (the dashboard's drop writes its event there). */
+  async remove(id: string, extraOps: BatchOp[] = []): Promise<boolean> {
     const rec = await this.get(id);
     if (!rec || rec.leasedUntil > 0 || this.leases.has(id)) return false;
-    await this.store.commit(this.removeOps(rec), { sync: true });
+    await this.store.commit([...this.removeOps(rec), ...extraOps], { sync: true });
     await this.removed(rec);
     if (this.tally?.(rec)) this._tallied--;
     return true;

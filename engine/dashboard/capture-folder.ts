@@ -16,9 +16,10 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { simpleParser, type ParsedMail } from 'mailparser';
+import type { ParsedMail } from 'mailparser';
 import type { PostinoEvent } from '../../common/events.js';
 import { decodeWords, getHeader, headerBlockEnd, parseHeaderBlock } from '../../common/mime-header.js';
+import { parseMail } from './mail-view.js';
 
 /** Sink ids are base-36 time, a counter and random hex, all upper case: anything else is not a file of ours. */
 const ID = /^[0-9A-Z]{8,64}$/;
@@ -26,9 +27,6 @@ const ID = /^[0-9A-Z]{8,64}$/;
 const HEADER_READ = 64 * 1024;
 /** Summaries remembered; a demo sink rarely holds more, and they are cheap to read again. */
 const MAX_CACHED = 20_000;
-/** mailparser limits for showing a message (it is anyone's mail, so bounded like a report). */
-const MAX_MIME_PARTS = 256;
-const MAX_HTML_CHARS = 2 * 1024 * 1024;
 
 export interface CapturedSummary {
   id: string;
@@ -121,6 +119,6 @@ export class CaptureFolder {
   async parsed(id: string): Promise<ParsedMail | undefined> {
     const raw = await this.raw(id);
     if (!raw) return undefined;
-    return simpleParser(raw, { skipTextToHtml: true, skipTextLinks: true, skipImageLinks: false, checksumAlgo: false, maxHtmlLengthToParse: MAX_HTML_CHARS, maxChildNodes: MAX_MIME_PARTS });
+    return parseMail(raw);
   }
 }

@@ -19,7 +19,8 @@ import { requireNode } from '../../common/http-server.js';
 import { capturedIdOf, isCaptureId, type CaptureFolder } from './capture-folder.js';
 import type { DashboardContext } from './context.js';
 import { html, url, type Html } from './html.js';
-import { BODY_CSP, field, layout, sendHtml, when } from './page.js';
+import { mailParts, sendEml, sendMailBody } from './mail-view.js';
+import { field, layout, sendHtml, when } from './page.js';
 
 const PAGE_SIZE = 50;
 
@@ -40,7 +41,6 @@ export async function capturedCopy(folder: CaptureFolder, id: string): Promise<H
   const parsed = await folder.parsed(id);
   const s = await folder.summary(id);
   if (!parsed || !s) return html`<p class="hint">The captured copy ${id} is no longer in the sink's folder.</p>`;
-  const headerRows = [...parsed.headerLines].slice(0, 100).map((h) => html`<tr><th>${h.key}</th><td>${h.line.slice(h.line.indexOf(':') + 1).trim()}</td></tr>`);
   return html`<section class="card captured-copy" data-capture-id="${id}">
 <h2>${s.subject || '(no subject)'}</h2>
 <table class="kv">
@@ -50,12 +50,7 @@ export async function capturedCopy(folder: CaptureFolder, id: string): Promise<H
 <tr><th>received</th><td>${when(s.receivedAt)} · ${s.size} bytes</td></tr>
 </table>
 <p><a href="${`/captured/${id}/raw.eml`}" download>Download .eml</a> · <a href="${`/captured/${id}`}">Open captured copy</a></p>
-${parsed.html !== false
-    ? html`<h3>HTML</h3><iframe class="mail" sandbox src="${`/captured/${id}/body.html`}" title="HTML body of the captured message" referrerpolicy="no-referrer"></iframe>`
-    : html`<p class="hint">No HTML part.</p>`}
-<h3>Text</h3>
-${parsed.text ? html`<pre class="text-part">${parsed.text}</pre>` : html`<p class="hint">No text part.</p>`}
-<details><summary>All headers</summary><div class="scroll"><table class="headers">${headerRows}</table></div></details>
+${mailParts(parsed, `/captured/${id}/body.html`, 'captured message')}
 </section>`;
 }
 
@@ -91,9 +86,7 @@ ${next && html`<p class="pager"><a href="${url('/captured', { before: next })}">
     const folder = await openable(ctx, req, id);
     const parsed = await folder.parsed(id);
     if (!parsed) throw new PostinoError('NOT_FOUND', 'no such captured message');
-    // The sandbox attribute on the iframe and the CSP sandbox directive both forbid scripts.
-    const body = parsed.html === false ? html`<pre>${parsed.text ?? ''}</pre>`.value : parsed.html;
-    return reply.header('content-security-policy', BODY_CSP).type('text/html; charset=utf-8').send(body);
+    return sendMailBody(reply, parsed);
   });
 
   app.get('/captured/:id/raw.eml', cfg, async (req, reply) => {
@@ -101,6 +94,6 @@ ${next && html`<p class="pager"><a href="${url('/captured', { before: next })}">
     const folder = await openable(ctx, req, id);
     const raw = await folder.raw(id);
     if (!raw) throw new PostinoError('NOT_FOUND', 'no such captured message');
-    return reply.type('message/rfc822').header('content-disposition', `attachment; filename="${id}.eml"`).send(raw);
+    return sendEml(reply, raw, id);
   });
 }

@@ -11,6 +11,8 @@ import type { Delivery } from '../delivery/delivery.js';
 import type { DeliveryMeta } from '../delivery/delivery-record.js';
 import type { EventLog } from '../events/event-log.js';
 import type { SuppressionStore } from '../suppression-routes.js';
+import type { MessageArchive } from '../archive/message-archive.js';
+import type { ForwarderLog } from '../forwarders/forwarder-log.js';
 import type { CaptureFolder } from './capture-folder.js';
 import type { SessionStore } from './sessions.js';
 
@@ -29,4 +31,8 @@ export interface DashboardContext {
   /** The capture sink's folder when it exists (the sink is the MTA cluster), else undefined. */
   capture: CaptureFolder | undefined;
   sessions: SessionStore;
+  /** The message archive (engine.archive); undefined: message pages say the source is not archived. */
+  archive?: MessageArchive | undefined;
+  /** The forwarders and applications seen by this node (the overview lists them). */
+  forwarders?: ForwarderLog | undefined;
 }

@@ -25,12 +25,14 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { PostinoError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import { sameSecret } from '../../common/secrets.js';
+import { registerArchived } from './archived.js';
 import { registerCaptured } from './captured.js';
 import type { DashboardContext } from './context.js';
 import { html } from './html.js';
 import { registerLogin, sessionCookieName } from './login.js';
 import { registerMessages } from './messages.js';
 import { registerOverview } from './overview.js';
+import { registerQueueActions } from './queue-actions.js';
 import { cookies, field, layout, PAGE_CSP, SECURITY_HEADERS, seeOther, sendHtml } from './page.js';
 import type { Session } from './sessions.js';
 import { registerSuppressions } from './suppressions.js';
@@ -119,5 +121,7 @@ export function registerDashboard(app: FastifyInstance, ctx: DashboardContext, l
     registerMessages(scope, ctx);
     registerSuppressions(scope, ctx);
     registerCaptured(scope, ctx);
+    registerArchived(scope, ctx);
+    registerQueueActions(scope, ctx, log);
   });
 }

@@ -11,8 +11,9 @@
  *       pages oldest first. Always by the event log's seq, never by offset.
  *   GET /messages/:id[?after=<seq>]
  *       one copy (queue id) or every copy of a Message-ID: its timeline (each event
- *       with the remote reply, bounce class, reason, URL), and the captured copies
- *       it was delivered as, shown as a mail client would (captured.ts).
+ *       with the remote reply, bounce class, reason, URL), its copies still waiting
+ *       with retry and drop (queue-actions.ts), its archived source (archived.ts), and
+ *       the captured copies it was delivered as, shown as a mail client would (captured.ts).
  *
  * Reads go through EventLog.read(), or the recipient index for a whole address. A search (and a timeline) reads at most
  * SCAN_BUDGET events per request and hands back the seq it stopped at, so a rare match
@@ -27,11 +28,13 @@ import { PostinoError } from '../../common/errors.js';
 import { splitAddress } from '../../common/address.js';
 import { accountScope } from '../../common/http-server.js';
 import { recipientIndexOf, type RecipientIndex } from '../events/recipient-index.js';
+import { archivedSection } from './archived.js';
 import { capturedCopy } from './captured.js';
 import { capturedIdOf } from './capture-folder.js';
 import type { DashboardContext } from './context.js';
 import { html, url, type Html } from './html.js';
 import { field, layout, sendHtml, when } from './page.js';
+import { copiesSection } from './queue-actions.js';
 
 /** Matches per page. */
 const PAGE_SIZE = 50;
@@ -278,6 +281,8 @@ ${node && html`<tr><th>account</th><td>${first.account}</td></tr>`}
 <thead><tr><th>time (UTC)</th><th>event</th><th>recipient</th><th>queue id</th><th>detail</th></tr></thead>
 <tbody>${found.map((e) => html`<tr><td>${when(e.at)}</td><td class="type t-${e.type}">${e.type}</td><td>${e.recipient ?? ''}</td><td>${e.queueId ?? ''}</td><td>${detail(e)}</td></tr>`)}</tbody>
 </table></div>${more}${after > 0 && html`<p class="hint">Read from event ${after + 1} on; <a href="${`/messages/${encodeURIComponent(id)}?after=0`}">read from the start of the log</a> for anything earlier.</p>`}</section>
+${await copiesSection(ctx, req, req.dashboardSession!, id, found)}
+${await archivedSection(ctx, found)}
 ${copies.length > 0 && ctx.capture
     ? html`<section class="card"><h2>Captured copies</h2><ul id="captured-copies">${copies.map((c) => html`<li><a href="${`/captured/${c}`}">${c}</a></li>`)}</ul></section>${await capturedCopy(ctx.capture, copies[0]!)}`
     : html`<p class="hint">No captured copy: the body is shown only for copies the capture sink received.</p>`}`;

@@ -6,8 +6,10 @@
  * estimate and rate (delivery/queue-status.ts), the relays up or down, the
  * global switch and each account's. An account sees its own share of the
  * queue, its own switch and whether the relays are up, nothing of others.
- * Not shown: the forwarders behind this node (events carry no client address,
- * and the listener keeps none per forwarder yet).
+ * Both see the forwarders and applications that sent to this node (client
+ * address and account, engine/forwarders/forwarder-log.ts): last seen, the last
+ * message accepted, how many today; an account only its own. Not shown: a
+ * forwarder's spool depth (the relay session does not report it).
  * Side effects: a scan of the delivery queue's records per view (as /api/queue).
  */
 import type { FastifyInstance } from 'fastify';
@@ -21,6 +23,8 @@ import { html, type Html } from './html.js';
 import { csrfField, field, layout, seconds, seeOther, sendHtml, when } from './page.js';
 import type { Session } from './sessions.js';
 
+/** Forwarder rows on the overview: the most recently seen; a node with more has a fleet to monitor elsewhere. */
+const MAX_FORWARDERS_SHOWN = 100;
 /** A reason longer than this is cut: it is a note for colleagues, not a document. */
 const MAX_REASON = 500;
 
@@ -81,7 +85,21 @@ ${st.domains.length > 0 && html`<section class="card"><h2>Queue by destination</
 <thead><tr><th>domain</th><th>copies</th><th>ready</th><th>sending</th><th>deferred</th></tr></thead>
 <tbody>${st.domains.slice(0, 50).map((d) => html`<tr><td>${d.domain}</td><td>${d.total}</td><td>${d.ready}</td><td>${d.sending}</td><td>${d.deferred}</td></tr>`)}</tbody>
 </table></div></section>`}
-<p class="hint">Forwarders are not listed: the listener does not yet record the last message per forwarder address.</p>`;
+${forwardersCard(ctx, undefined)}`;
+}
+
+/** Forwarders (and applications) by client address and account, most recently seen first. */
+function forwardersCard(ctx: DashboardContext, account: string | undefined): Html {
+  const list = ctx.forwarders?.list(account).slice(0, MAX_FORWARDERS_SHOWN) ?? [];
+  return html`<section class="card"><h2>Forwarders and senders <small>by client address</small></h2>
+${list.length === 0
+    ? html`<p class="hint" id="no-forwarders">No message accepted yet${ctx.forwarders ? '' : ' (not recorded on this node)'}.</p>`
+    : html`<div class="scroll"><table class="list" id="forwarders">
+<thead><tr><th>client address</th>${account === undefined && html`<th>account</th>`}<th>kind</th><th>last seen (UTC)</th><th>today</th><th>total</th><th>last message</th></tr></thead>
+<tbody>${list.map((f) => html`<tr data-address="${f.address}" data-account="${f.account}"><td>${f.address}</td>${account === undefined && html`<td>${f.account}</td>`}<td>${f.forwarded ? 'forwarder' : 'application'}</td><td class="last-seen">${when(f.lastSeenAt)}</td><td class="today">${f.today}</td><td>${f.total}</td>
+<td><a href="${`/messages/${encodeURIComponent(f.lastMessageId ? f.lastMessageId.replace(/^<|>$/g, '') : f.lastQueueId)}`}">${f.lastMessageId ?? f.lastQueueId}</a> <small>from ${f.lastSender || '<>'}</small></td></tr>`)}</tbody>
+</table></div>`}
+</section>`;
 }
 
 async function accountView(ctx: DashboardContext, session: Session, account: string): Promise<Html> {
@@ -99,7 +117,8 @@ async function accountView(ctx: DashboardContext, session: Session, account: str
 <div class="card"><h2>Relays</h2><p>${up} of ${relays.length} up${details.global && html`; <strong class="bad">delivery is paused for every account by the operator</strong>`}</p></div>
 </section>
 <section class="card"><h2>Kill-switch</h2>
-<div class="scroll"><table class="switches"><tbody>${switchRow(session, account, account, details.accounts[account])}</tbody></table></div></section>`;
+<div class="scroll"><table class="switches"><tbody>${switchRow(session, account, account, details.accounts[account])}</tbody></table></div></section>
+${forwardersCard(ctx, account)}`;
 }
 
 export function registerOverview(app: FastifyInstance, ctx: DashboardContext): void {

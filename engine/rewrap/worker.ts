@@ -10,7 +10,8 @@
  * Copies of a scheduled message are enqueued with `due` = the send time: they
  * wait in LevelDB, across restarts, and the delivery loop's timer wakes then.
  * Config: engine.* and accounts[].engine (see settings.ts).
- * Side effects: reads intake bodies; writes delivery bodies (inline or blobs).
+ * Side effects: reads intake bodies; writes delivery bodies (inline or blobs);
+ * `onIntake` (the message archive, the forwarder log) per message taken up.
  */
 import type { DurableQueue, Prepared, QueueRecord } from '../../common/durable-queue.js';
 import { newQueueId } from '../../common/durable-queue.js';
@@ -48,6 +49,12 @@ export interface RewrapWorkerOptions {
   log: Logger;
   /** Default Date.now. */
   clock?: () => number;
+  /**
+   * Told of each message as the rewrap takes it up, before its copies are made (the message
+   * archive keeps its source, the forwarder log notes its client); a failure is logged, never
+   * holds up the message. Also on a retry after a crash: a repeat must be harmless.
+   */
+  onIntake?: (rec: QueueRecord<IntakeMeta>, o: { messageId: string | undefined; source: BodySource }) => Promise<void>;
 }
 
 /**
@@ -83,6 +90,7 @@ export class RewrapWorker {
     const mime = await scanMime(source.stream(0, source.size), settings?.mimeLimits);
     const messageId = getHeader(mime.headers, 'message-id') ?? (settings ? fallbackMessageId(rec.id, settings.hostname) : undefined);
     const base = { account, messageId, sender: envelope.mailFrom };
+    if (this.o.onIntake) await this.o.onIntake(rec, { messageId, source }).catch((err: unknown) => log.warn({ err }, 'intake observer failed (archive or forwarder log); the message goes on'));
     if (!settings) {
       await this.finish(rec, [], envelope.rcptTo.map((r) => ({ ...base, type: 'rejected', queueId: rec.id, recipient: r, reason: `unknown account "${account}"` })), [], log);
       return;
