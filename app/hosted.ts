@@ -206,6 +206,11 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       suppressions: { store, suppression },
       capture: CaptureFolder.open(captureDir),
       sessions: new SessionStore(config.dashboard.sessionIdleMinutes * 60_000),
+      stats: eventIndexes.stats,
+      // Started below (startEventReaders), after the pages are registered; read only while serving a request.
+      get webhooks() {
+        return eventReaders.webhooks;
+      },
     };
     registerDashboard(api, ctx, log.child({ component: 'dashboard' }));
   }

@@ -33,7 +33,9 @@ import { registerMessages } from './messages.js';
 import { registerOverview } from './overview.js';
 import { cookies, field, layout, PAGE_CSP, SECURITY_HEADERS, seeOther, sendHtml } from './page.js';
 import type { Session } from './sessions.js';
+import { registerStatistics } from './statistics.js';
 import { registerSuppressions } from './suppressions.js';
+import { registerWebhooks } from './webhooks.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -119,5 +121,7 @@ export function registerDashboard(app: FastifyInstance, ctx: DashboardContext, l
     registerMessages(scope, ctx);
     registerSuppressions(scope, ctx);
     registerCaptured(scope, ctx);
+    registerStatistics(scope, ctx);
+    registerWebhooks(scope, ctx);
   });
 }
