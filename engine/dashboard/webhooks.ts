@@ -36,7 +36,7 @@ function deliveriesTable(w: EndpointView, rows: readonly DeliveryRecord[]): Html
   return html`<div class="scroll"><table class="list deliveries">
 <thead><tr><th>at (UTC)</th><th>what</th><th>status</th><th>latency</th><th>webhook-id</th><th>error</th></tr></thead>
 <tbody>${rows.map(
-    (d) => html`<tr data-kind="${d.kind}" data-status="${d.status ?? ''}" data-ok="${d.ok}"><td>${when(d.at)}</td><td>${d.kind === 'test' ? 'test event' : `${d.events} event${d.events === 1 ? '' : 's'}`}</td>
+    (d) => html`<tr data-kind="${d.kind}" data-status="${d.status ?? ''}" data-ok="${String(d.ok)}"><td>${when(d.at)}</td><td>${d.kind === 'test' ? 'test event' : `${d.events} event${d.events === 1 ? '' : 's'}`}</td>
 <td class="${d.ok ? 'good' : 'bad'}">${d.status ?? 'no answer'}</td><td>${d.ms} ms</td><td><code>${d.webhookId}</code></td><td>${d.error ?? ''}</td></tr>`,
   )}</tbody></table></div>${rows.length > 0 && html`<p class="hint">The last ${rows.length} POST${rows.length === 1 ? '' : 's'} to ${w.id}.</p>`}`;
 }

@@ -29,6 +29,7 @@ import { chromium } from 'playwright-core';
 import type { PostinoEvent } from '../../common/events.js';
 import { hashPassword } from '../../common/password-hash.js';
 import { newAccountKey } from '../../common/api-keys.js';
+import { DashboardClient } from '../helpers/dashboard-client.js';
 import { until } from '../helpers/feedback.js';
 import { requirePeer } from '../helpers/peers.js';
 import { startPostino, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
@@ -110,39 +111,8 @@ function capturedId(e: PostinoEvent | undefined): string {
   return id;
 }
 
-/** A logged-in HTTP client without a browser: cookie jar of one, and the CSRF token of the last page. */
-class Client {
-  cookie = '';
-  csrf = '';
-  static async login(account: string, secret: string): Promise<Client> {
-    const c = new Client();
-    const form = await fetch(`${base}/login`);
-    const loginCookie = form.headers.getSetCookie().map((s) => s.split(';')[0]).join('; ');
-    const token = /name="_login" value="([^"]+)"/.exec(await form.text())![1]!;
-    const r = await fetch(`${base}/login`, { method: 'POST', redirect: 'manual', headers: { cookie: loginCookie, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ _login: token, account, secret }).toString() });
-    assert.equal(r.status, 303, `login of ${account || 'a key'} succeeds`);
-    const session = r.headers.getSetCookie().find((s) => s.startsWith('postino_session='));
-    assert.ok(session);
-    assert.match(session, /HttpOnly/);
-    assert.match(session, /SameSite=Strict/);
-    c.cookie = session.split(';')[0]!;
-    await c.get('/');
-    return c;
-  }
-  /** `text` is the page without its CSRF tokens (random letters could spell anything a test looks for). */
-  async get(route: string): Promise<{ status: number; text: string; headers: Headers }> {
-    const r = await fetch(base + route, { redirect: 'manual', headers: { cookie: this.cookie } });
-    const raw = await r.text();
-    const t = /name="_csrf" value="([^"]+)"/.exec(raw)?.[1];
-    if (t) this.csrf = t;
-    return { status: r.status, text: raw.replace(/name="_csrf" value="[^"]+"/g, ''), headers: r.headers };
-  }
-  async post(route: string, fields: Record<string, string>, withCsrf = true): Promise<{ status: number; text: string }> {
-    const body = new URLSearchParams(withCsrf ? { ...fields, _csrf: this.csrf } : fields).toString();
-    const r = await fetch(base + route, { method: 'POST', redirect: 'manual', headers: { cookie: this.cookie, 'content-type': 'application/x-www-form-urlencoded' }, body });
-    return { status: r.status, text: await r.text() };
-  }
-}
+/** A logged-in HTTP client without a browser (test/helpers/dashboard-client.ts) on this node. */
+const Client = { login: (account: string, secret: string): Promise<DashboardClient> => DashboardClient.login(base, account, secret) };
 
 async function shot(page: Page, name: string): Promise<void> {
   const file = path.join(SCREENS, `${String(screens.length + 1).padStart(2, '0')}-${name}.png`);
