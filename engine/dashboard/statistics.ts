@@ -182,7 +182,7 @@ ${lineChart({ id: 'chart-complaint-rate', title: 'Complaint rate per day, with t
 <div class="card"><h2>Bounce rate <small>per day</small></h2>
 ${lineChart({ id: 'chart-bounce-rate', title: 'Bounce rate per day, with the usual limits', labels: dayLabels, ticks: dayTicks, series: [{ name: 'bounced', label: 'bounce rate', values: dailyRates.map((x) => x.bounceRate) }], thresholds: PROVIDER_LINES.bounceRate, format: pct })}</div>
 </section>
-<section class="cards">
+<section class="ranked">
 ${ranked('tags', 'tag', tags)}
 ${ranked('senders', 'sender', senders)}
 ${ranked('domains', 'recipient domain', domains)}

@@ -42,14 +42,17 @@ export interface ChartInput {
   thresholds?: readonly Threshold[];
   /** How values read on the axis and in tooltips; default: whole numbers. */
   format?: (v: number) => string;
+  /** Counts: the axis steps by whole numbers (no "0.25 messages"). Default: true without a `format`. */
+  whole?: boolean;
 }
 
-const W = 640;
-const H = 220;
-const LEFT = 52;
-const RIGHT = 12;
+/** User units; the text is 11 of them: about 10 px where a chart is 360 px wide (a phone, a third of a desktop). */
+const W = 400;
+const H = 200;
+const LEFT = 46;
+const RIGHT = 8;
 const TOP = 10;
-const BOTTOM = 24;
+const BOTTOM = 22;
 /** Horizontal grid lines (besides zero): enough to read a value, few enough to stay quiet. */
 const GRID_LINES = 4;
 /** At most this many x labels: 14 days or 24 hours would overlap at phone width. */
@@ -68,12 +71,16 @@ const r1 = (n: number): string => (Math.round(n * 10) / 10).toString();
 export function lineChart(c: ChartInput): Html {
   const fmt = c.format ?? ((v: number) => Math.round(v).toLocaleString('en'));
   const n = c.labels.length;
-  const top = niceMax(Math.max(0, ...c.series.flatMap((s) => s.values), ...(c.thresholds ?? []).map((t) => t.value * 1.25)));
+  // A readable step (1, 2 or 5 × 10^k) times the grid lines: every grid label is a round figure.
+  const highest = Math.max(0, ...c.series.flatMap((s) => s.values), ...(c.thresholds ?? []).map((t) => t.value * 1.25));
+  const rawStep = niceMax(highest / GRID_LINES);
+  const step = (c.whole ?? !c.format) ? Math.max(1, rawStep) : rawStep;
+  const top = step * GRID_LINES;
   const plotW = W - LEFT - RIGHT;
   const plotH = H - TOP - BOTTOM;
   const x = (i: number): number => LEFT + (n <= 1 ? plotW / 2 : (i * plotW) / (n - 1));
   const y = (v: number): number => TOP + plotH - (Math.max(0, v) / top) * plotH;
-  const grid = Array.from({ length: GRID_LINES + 1 }, (_, k) => (top * k) / GRID_LINES);
+  const grid = Array.from({ length: GRID_LINES + 1 }, (_, k) => step * k);
   const every = Math.max(1, Math.ceil(n / MAX_X_LABELS));
   const ticks = c.ticks ?? c.labels;
   return html`<svg class="chart" id="${c.id}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${c.title}" preserveAspectRatio="xMidYMid meet">

@@ -18,7 +18,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { PostinoError } from '../../common/errors.js';
 import { accountScope } from '../../common/http-server.js';
-import type { DeliveryRecord, EndpointView, WebhookDispatcher } from '../events/webhooks.js';
+import { RECENT_DELIVERIES, type DeliveryRecord, type EndpointView, type WebhookDispatcher } from '../events/webhooks.js';
 import type { DashboardContext } from './context.js';
 import { html, url, type Html } from './html.js';
 import { csrfField, field, layout, seeOther, sendHtml, when } from './page.js';
@@ -38,7 +38,7 @@ function deliveriesTable(w: EndpointView, rows: readonly DeliveryRecord[]): Html
 <tbody>${rows.map(
     (d) => html`<tr data-kind="${d.kind}" data-status="${d.status ?? ''}" data-ok="${String(d.ok)}"><td>${when(d.at)}</td><td>${d.kind === 'test' ? 'test event' : `${d.events} event${d.events === 1 ? '' : 's'}`}</td>
 <td class="${d.ok ? 'good' : 'bad'}">${d.status ?? 'no answer'}</td><td>${d.ms} ms</td><td><code>${d.webhookId}</code></td><td>${d.error ?? ''}</td></tr>`,
-  )}</tbody></table></div>${rows.length > 0 && html`<p class="hint">The last ${rows.length} POST${rows.length === 1 ? '' : 's'} to ${w.id}.</p>`}`;
+  )}</tbody></table></div>${rows.length > 0 && html`<p class="hint">${rows.length === 1 ? 'The last POST' : `The last ${rows.length} POSTs`} to ${w.id} (at most ${RECENT_DELIVERIES} are kept).</p>`}`;
 }
 
 function endpointCard(session: Session, hooks: WebhookDispatcher, w: EndpointView, node: boolean): Html {
