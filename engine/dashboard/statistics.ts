@@ -163,7 +163,7 @@ ${rows.length ? countsTable(`table-${table}`, first, rows.slice(0, TOP), true) :
     html`<form method="get" action="/statistics" class="card search" id="stats-account">
 <label>Account<select name="account"><option value="">all accounts</option>${known.map((a) => html`<option${a === account ? html` selected` : ''}>${a}</option>`)}</select></label>
 <button type="submit">Show</button></form>`}
-<p class="hint">${account ? html`Account <strong>${account}</strong>` : 'All accounts'}; times in UTC; statistics fold about once a second after the events.</p>
+<p class="hint">${account ? html`Account <strong>${account}</strong>` : 'All accounts'}; times in UTC.</p>
 <section class="card" id="rates-summary"><h2>Rates <small>last 14 days</small></h2>
 <table class="kv">
 <tr><th>delivered</th><td id="total-delivered">${total.delivered ?? 0}</td></tr>
