@@ -226,6 +226,11 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       sessions: new SessionStore(config.dashboard.sessionIdleMinutes * 60_000),
       archive,
       forwarders,
+      stats: eventIndexes.stats,
+      // Started below (startEventReaders), after the pages are registered; read only while serving a request.
+      get webhooks() {
+        return eventReaders.webhooks;
+      },
     };
     registerDashboard(api, ctx, log.child({ component: 'dashboard' }));
   }

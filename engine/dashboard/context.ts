@@ -10,6 +10,8 @@ import type { IntakeMeta } from '../../common/intake-record.js';
 import type { Delivery } from '../delivery/delivery.js';
 import type { DeliveryMeta } from '../delivery/delivery-record.js';
 import type { EventLog } from '../events/event-log.js';
+import type { Stats } from '../events/stats.js';
+import type { WebhookDispatcher } from '../events/webhooks.js';
 import type { SuppressionStore } from '../suppression-routes.js';
 import type { MessageArchive } from '../archive/message-archive.js';
 import type { ForwarderLog } from '../forwarders/forwarder-log.js';
@@ -35,4 +37,8 @@ export interface DashboardContext {
   archive?: MessageArchive | undefined;
   /** The forwarders and applications seen by this node (the overview lists them). */
   forwarders?: ForwarderLog | undefined;
+  /** The statistics counters (events/stats.ts); absent in apps built without the event indexes (the page says so). */
+  stats?: Stats | undefined;
+  /** The webhook dispatcher (events/webhooks.ts), read at request time: the node starts it after registering the pages. */
+  webhooks?: WebhookDispatcher | undefined;
 }

@@ -35,7 +35,9 @@ import { registerOverview } from './overview.js';
 import { registerQueueActions } from './queue-actions.js';
 import { cookies, field, layout, PAGE_CSP, SECURITY_HEADERS, seeOther, sendHtml } from './page.js';
 import type { Session } from './sessions.js';
+import { registerStatistics } from './statistics.js';
 import { registerSuppressions } from './suppressions.js';
+import { registerWebhooks } from './webhooks.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -123,5 +125,7 @@ export function registerDashboard(app: FastifyInstance, ctx: DashboardContext, l
     registerCaptured(scope, ctx);
     registerArchived(scope, ctx);
     registerQueueActions(scope, ctx, log);
+    registerStatistics(scope, ctx);
+    registerWebhooks(scope, ctx);
   });
 }

@@ -29,7 +29,7 @@ export const SECURITY_HEADERS = {
   'cache-control': 'no-store',
 };
 
-export type Section = 'overview' | 'messages' | 'suppressions' | 'captured';
+export type Section = 'overview' | 'messages' | 'suppressions' | 'captured' | 'statistics' | 'webhooks';
 
 export interface LayoutInput {
   title: string;
@@ -51,6 +51,8 @@ export function layout(p: LayoutInput): Html {
   ${link('overview', '/', 'Overview')}
   ${link('messages', '/messages', 'Messages')}
   ${link('suppressions', '/suppressions', 'Suppressions')}
+  ${link('statistics', '/statistics', 'Statistics')}
+  ${link('webhooks', '/webhooks', 'Webhooks')}
   ${p.captured && link('captured', '/captured', 'Captured mail')}
   <form method="post" action="/logout" class="logout">${csrfField(p.session)}<span class="who">${p.session.label}</span> <button type="submit">Log out</button></form>
 </nav>`

@@ -12,7 +12,7 @@ import { csvRow } from '../../common/csv.js';
 import { PostinoError } from '../../common/errors.js';
 import { accountScope } from '../../common/http-server.js';
 import { timeParam } from './feed-filter.js';
-import { GROUP_BY, METRICS, type GroupBy, type Stats, type StatsResult } from './stats.js';
+import { GROUP_BY, METRICS, type GroupBy, type Stats, type StatsResult, type StatsRow } from './stats.js';
 
 async function run(stats: Stats, req: FastifyRequest): Promise<StatsResult> {
   const q = (req.query ?? {}) as Record<string, unknown>;
@@ -28,7 +28,11 @@ export function registerStatsRoutes(app: FastifyInstance, stats: Stats): void {
   app.get('/api/stats', async (req) => run(stats, req));
   app.get('/api/stats.csv', async (req, reply) => {
     const r = await run(stats, req);
-    const lines = [csvRow([r.groupBy, ...METRICS]), ...r.rows.map((row) => csvRow([row.key, ...METRICS.map((m) => row[m])]))];
-    return reply.type('text/csv; charset=utf-8').send(lines.join(''));
+    return reply.type('text/csv; charset=utf-8').send(statsCsv(r.groupBy, r.rows));
   });
+}
+
+/** Rows as CSV: a header `<groupBy>,<metric>…`, then one line per row (also the dashboard's downloads). */
+export function statsCsv(groupBy: GroupBy, rows: readonly StatsRow[]): string {
+  return [csvRow([groupBy, ...METRICS]), ...rows.map((row) => csvRow([row.key, ...METRICS.map((m) => row[m])]))].join('');
 }

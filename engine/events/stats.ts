@@ -152,7 +152,8 @@ export interface StatsResult {
   total: Record<Metric, number>;
 }
 
-function fullRow(key: string, c: Counts): StatsRow {
+/** A row with every metric present (0 where nothing was counted). */
+export function fullRow(key: string, c: Counts): StatsRow {
   const row = { key } as StatsRow;
   for (const m of METRICS) row[m] = c[m] ?? 0;
   return row;
@@ -289,6 +290,34 @@ export class Stats {
     if (ops.length) await this.store.commit(ops, { sync: false });
     return ops.length;
   }
+}
+
+/**
+ * The rates a mailbox provider judges a sender by, from one group's counts (the
+ * same definitions as the reputation brake's):
+ *   complaint rate   complained / delivered (Gmail's Postmaster Tools spam rate is per delivered message)
+ *   bounce rate      bounced / (delivered + bounced): every bounce of the copies that reached an answer
+ *   hard-bounce rate hardBounced / (delivered + bounced): addresses that do not exist, the list-hygiene figure
+ * 0 when there is nothing to divide by.
+ */
+export function ratesOf(c: Counts): { complaintRate: number; bounceRate: number; hardBounceRate: number } {
+  const delivered = c.delivered ?? 0;
+  const outcomes = delivered + (c.bounced ?? 0);
+  return {
+    complaintRate: delivered ? (c.complained ?? 0) / delivered : 0,
+    bounceRate: outcomes ? (c.bounced ?? 0) / outcomes : 0,
+    hardBounceRate: outcomes ? (c.hardBounced ?? 0) / outcomes : 0,
+  };
+}
+
+/**
+ * The top of a tag, sender or domain breakdown: rows by `metric`, largest first
+ * (ties by key, so the order is stable), at most `limit` of them. The counters
+ * are already per value (st!…!tag|sender|domain!…), so ranking is a sort of one
+ * query's rows, not another pass over anything.
+ */
+export function topRows(rows: readonly StatsRow[], metric: Metric, limit = Infinity): StatsRow[] {
+  return [...rows].sort((x, y) => y[metric] - x[metric] || (x.key < y.key ? -1 : x.key > y.key ? 1 : 0)).slice(0, limit);
 }
 
 /** Periodic folding keeps the deltas few (and the brake current) between queries. */

@@ -3,6 +3,7 @@
  *   GET    /api/webhooks                 list, with each one's backlog and failures (no secrets)
  *   POST   /api/webhooks                 {url, types?, account?} → 201 {id, secret} (the secret is shown once)
  *   POST   /api/webhooks/:id/test        one signed test POST now → the receiver's status
+ *   GET    /api/webhooks/:id/deliveries  its last deliveries (status code, latency, error), newest first
  *   POST   /api/webhooks/:id/enable      takes a disabled endpoint back into service
  *   DELETE /api/webhooks/:id             removes an endpoint added by API (config ones live in the config)
  * An account's API key sees and changes its own account's endpoints only (accountScope).
@@ -40,6 +41,8 @@ export function registerWebhookRoutes(app: FastifyInstance, hooks: WebhookDispat
   });
 
   app.post('/api/webhooks/:id/test', async (req) => hooks.test(queryAccount(req), (req.params as { id: string }).id));
+
+  app.get('/api/webhooks/:id/deliveries', async (req) => ({ deliveries: hooks.deliveries(queryAccount(req), (req.params as { id: string }).id) }));
 
   app.post('/api/webhooks/:id/enable', async (req) => {
     await hooks.enable(queryAccount(req), (req.params as { id: string }).id);

@@ -13,6 +13,12 @@
  * and batch := none, with sync. So a restart neither drops a batch nor
  * re-sends one that got a 2xx (only the window between the 2xx and that
  * write can repeat a batch, with its same id, which receivers dedupe on).
+ * The last deliveries of each endpoint (batches and test events: when, the
+ * receiver's status code, latency, error), newest first, at most
+ * RECENT_DELIVERIES of them, for the dashboard and GET /api/webhooks/:id/deliveries:
+ *   wr!<account>!<endpoint id> → [{at, kind, webhookId, events, status, ms, error}]
+ * written without sync after each POST (a crash loses at most the last few lines
+ * of a log kept for people to read; the outbox above is what must not be lost).
  * Endpoints added by API: wh!<account>!<id> → {url, types, secret, createdAt}
  * (the secret is shown once, when it is made). Config endpoints keep their
  * state under the same ws! key; a new endpoint starts at the current end of the
@@ -41,6 +47,8 @@ type WebhooksConfig = EventsConfig['webhooks'];
 const HOUR_MS = 3_600_000;
 /** A receiver's answer body is read and thrown away, at most this much of it (we only need the status). */
 const MAX_REPLY_BYTES = 64 * 1024;
+/** Deliveries kept per endpoint: enough to see a pattern (a run of 500s, growing latency), bounded whatever the volume. */
+export const RECENT_DELIVERIES = 50;
 
 export interface Endpoint {
   account: string;
@@ -87,6 +95,22 @@ export interface EndpointView {
   delivered: number;
 }
 
+/** One POST to an endpoint, as the dashboard lists it. */
+export interface DeliveryRecord {
+  at: string;
+  /** A batch of events from the outbox, or a test event sent on request. */
+  kind: 'events' | 'test';
+  /** The `webhook-id` header (the same on each retry of one batch). */
+  webhookId: string;
+  events: number;
+  /** The receiver's HTTP status; null when there was no answer (refused, timed out). */
+  status: number | null;
+  /** From sending the request to the end of the answer's body (or the error). */
+  ms: number;
+  ok: boolean;
+  error: string | null;
+}
+
 export interface WebhookOptions {
   store: Store;
   events: EventLog;
@@ -103,10 +127,15 @@ function stateKey(account: string, id: string): string {
 function endpointKey(account: string, id: string): string {
   return `wh!${account}!${id}`;
 }
+function recentKey(account: string, id: string): string {
+  return `wr!${account}!${id}`;
+}
 
 /** One endpoint's loop. */
 class EndpointWorker {
   state: State = { cursor: 0, failures: 0, delivered: 0 };
+  /** The last deliveries, newest first (wr! key). */
+  recent: DeliveryRecord[] = [];
   private stopped = false;
   private wakeUp: (() => void) | undefined;
   private readonly abort = new AbortController();
@@ -118,6 +147,8 @@ class EndpointWorker {
   ) {}
 
   async load(initialCursor: number): Promise<void> {
+    const recent = await this.d.o.store.db.get(recentKey(this.ep.account, this.ep.id));
+    this.recent = recent ? (JSON.parse(recent.toString('utf8')) as DeliveryRecord[]) : [];
     const v = await this.d.o.store.db.get(stateKey(this.ep.account, this.ep.id));
     if (v) this.state = JSON.parse(v.toString('utf8')) as State;
     else {
@@ -202,7 +233,7 @@ class EndpointWorker {
         await sleep(wait, undefined, { signal: this.abort.signal }).catch(() => undefined);
         continue;
       }
-      const outcome = await this.d.post(this.ep, b.id, b.body, this.abort.signal);
+      const outcome = await this.d.post(this.ep, b.id, b.body, this.abort.signal, { kind: 'events', events: b.events });
       if (this.stopped && !outcome.ok) return; // a POST cut short by stop is not a failure of the endpoint
       if (outcome.ok) {
         this.state = { ...this.state, cursor: b.lastSeq, batch: undefined, delivered: this.state.delivered + b.events };
@@ -280,8 +311,27 @@ export class WebhookDispatcher {
     await this.agent.close();
   }
 
-  /** One signed POST; ok on a 2xx. */
-  async post(ep: Endpoint, id: string, body: string, signal?: AbortSignal): Promise<{ ok: boolean; status?: number; error: string }> {
+  /** One signed POST; ok on a 2xx. With `record`, its outcome joins the endpoint's last deliveries. */
+  async post(ep: Endpoint, id: string, body: string, signal?: AbortSignal, record?: { kind: DeliveryRecord['kind']; events: number }): Promise<{ ok: boolean; status?: number; error: string }> {
+    const started = this.now();
+    const t0 = process.hrtime.bigint();
+    const r = await this.send(ep, id, body, signal);
+    // A POST cut short by stop() says nothing about the endpoint.
+    if (record && !signal?.aborted) {
+      const ms = Math.round(Number(process.hrtime.bigint() - t0) / 1e6);
+      await this.record(ep, { at: new Date(started).toISOString(), kind: record.kind, webhookId: id, events: record.events, status: r.status ?? null, ms, ok: r.ok, error: r.ok ? null : r.error.slice(0, 300) });
+    }
+    return r;
+  }
+
+  private async record(ep: Endpoint, d: DeliveryRecord): Promise<void> {
+    const w = this.workers.get(`${ep.account}!${ep.id}`);
+    if (!w) return; // removed meanwhile
+    w.recent = [d, ...w.recent].slice(0, RECENT_DELIVERIES);
+    await this.o.store.commit([{ type: 'put', key: recentKey(ep.account, ep.id), value: Buffer.from(JSON.stringify(w.recent)) }], { sync: false }).catch((err: unknown) => this.o.log.warn({ err, account: ep.account, webhook: ep.id }, 'could not record a webhook delivery'));
+  }
+
+  private async send(ep: Endpoint, id: string, body: string, signal?: AbortSignal): Promise<{ ok: boolean; status?: number; error: string }> {
     const ts = Math.floor(this.now() / 1000);
     try {
       const res = await request(ep.url, {
@@ -352,15 +402,20 @@ export class WebhookDispatcher {
     if (w.ep.source === 'config') throw new PostinoError('BAD_REQUEST', `webhook "${id}" is in the config file: remove it there`);
     await w.stop();
     this.workers.delete(`${w.ep.account}!${id}`);
-    await this.o.store.commit([{ type: 'del', key: endpointKey(w.ep.account, id) }, { type: 'del', key: stateKey(w.ep.account, id) }], { sync: true });
+    await this.o.store.commit([{ type: 'del', key: endpointKey(w.ep.account, id) }, { type: 'del', key: stateKey(w.ep.account, id) }, { type: 'del', key: recentKey(w.ep.account, id) }], { sync: true });
   }
 
   /** A signed test POST outside the outbox; the receiver's status is returned. */
   async test(account: string | undefined, id: string): Promise<{ ok: boolean; status: number | null; error: string | null }> {
     const { ep } = this.worker(account, id);
     const body = JSON.stringify({ type: 'postino.test', timestamp: new Date(this.now()).toISOString(), data: { account: ep.account, webhook: ep.id } });
-    const r = await this.post(ep, newWebhookMessageId(), body);
+    const r = await this.post(ep, newWebhookMessageId(), body, undefined, { kind: 'test', events: 0 });
     return { ok: r.ok, status: r.status ?? null, error: r.ok ? null : r.error };
+  }
+
+  /** An endpoint's last deliveries (batches and tests), newest first. */
+  deliveries(account: string | undefined, id: string): DeliveryRecord[] {
+    return this.worker(account, id).recent;
   }
 
   /** Takes a disabled endpoint back into service; its pending batch is retried at once. */

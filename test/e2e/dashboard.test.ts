@@ -14,7 +14,10 @@
  *    no request reaches the beacon server the script and an <img> point at);
  *  - a state change without the CSRF token is 403 and changes nothing;
  *  - account A's session sees nothing of account B's, on every page and export;
- *  - every page sends the CSP header (no inline script; the body route its own).
+ *  - every page sends the CSP header (no inline script; the body route its own);
+ *  - the statistics page's count of today's accepted and delivered messages rises with the
+ *    message the browser flow sends; the webhooks page lists the default account's endpoint
+ *    and its deliveries (both pages fit 360 px; dashboard-stats-webhooks.test.ts tests them in depth).
  * Without chromium the browser tests are skipped visibly (failed under POSTINO_REQUIRE_PEERS=1).
  */
 import assert from 'node:assert/strict';
@@ -29,6 +32,7 @@ import { chromium } from 'playwright-core';
 import type { PostinoEvent } from '../../common/events.js';
 import { hashPassword } from '../../common/password-hash.js';
 import { newAccountKey } from '../../common/api-keys.js';
+import { DashboardClient } from '../helpers/dashboard-client.js';
 import { until } from '../helpers/feedback.js';
 import { requirePeer } from '../helpers/peers.js';
 import { startPostino, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
@@ -47,17 +51,34 @@ let nodeKey: string;
 let crmKey: string;
 let base: string;
 let browser: Browser | undefined;
+/** The default account's webhook receiver (answers 200), so the webhooks page has an endpoint and deliveries. */
+let hookServer: http.Server;
+let hookCalls = 0;
+/** Of those, test events (`postino.test`), which only the page's button sends. */
+let hookTests = 0;
 let skipBrowser: string | undefined;
 const screens: string[] = [];
 
 before(async () => {
   dataDir = tempDir('dashboard');
+  hookServer = http.createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => (body += d));
+    req.on('end', () => {
+      hookCalls++;
+      if (body.includes('"postino.test"')) hookTests++;
+      res.end('ok');
+    });
+  });
+  await new Promise<void>((r) => hookServer.listen(0, '127.0.0.1', r));
+  const hookUrl = `http://127.0.0.1:${(hookServer.address() as AddressInfo).port}/hook`;
   const crm = await newAccountKey();
   crmKey = crm.token;
   const shopHash = await hashPassword(SHOP_PASSWORD);
   const c = await upConfig(() => ({
     accounts: [
-      { id: 'default', networks: ['127.0.0.1/32', '::1/128'] },
+      { id: 'default', networks: ['127.0.0.1/32', '::1/128'], webhooks: [{ id: 'orders-hook', url: hookUrl, secret: `whsec_${Buffer.alloc(32, 7).toString('base64')}`, types: ['delivered'] }] },
       { id: 'shop', networks: ['127.0.0.2/32'], listener: { requireTls: false }, dashboard: { passwordHash: shopHash } },
       { id: 'crm', networks: ['127.0.0.3/32'], listener: { requireTls: false }, apiKeys: [crm.entry] },
     ],
@@ -81,7 +102,15 @@ after(async () => {
   await browser?.close();
   if (screens.length) console.log(`# screenshots:\n${screens.map((s) => `#   ${s}`).join('\n')}`);
   if (up) assert.equal(await up.stop(), 0);
+  hookServer?.close();
 });
+
+/** Today's value of one series in the statistics page's 14-day chart (the last point). */
+async function todayOnChart(page: Page, series: string): Promise<number> {
+  const v = await page.getAttribute(`#chart-daily g[data-series="${series}"] circle:last-of-type`, 'data-value');
+  assert.ok(v !== null, `a ${series} point for today`);
+  return Number(v);
+}
 
 const sinkDir = (): string => path.join(dataDir, 'sink');
 
@@ -110,39 +139,8 @@ function capturedId(e: PostinoEvent | undefined): string {
   return id;
 }
 
-/** A logged-in HTTP client without a browser: cookie jar of one, and the CSRF token of the last page. */
-class Client {
-  cookie = '';
-  csrf = '';
-  static async login(account: string, secret: string): Promise<Client> {
-    const c = new Client();
-    const form = await fetch(`${base}/login`);
-    const loginCookie = form.headers.getSetCookie().map((s) => s.split(';')[0]).join('; ');
-    const token = /name="_login" value="([^"]+)"/.exec(await form.text())![1]!;
-    const r = await fetch(`${base}/login`, { method: 'POST', redirect: 'manual', headers: { cookie: loginCookie, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ _login: token, account, secret }).toString() });
-    assert.equal(r.status, 303, `login of ${account || 'a key'} succeeds`);
-    const session = r.headers.getSetCookie().find((s) => s.startsWith('postino_session='));
-    assert.ok(session);
-    assert.match(session, /HttpOnly/);
-    assert.match(session, /SameSite=Strict/);
-    c.cookie = session.split(';')[0]!;
-    await c.get('/');
-    return c;
-  }
-  /** `text` is the page without its CSRF tokens (random letters could spell anything a test looks for). */
-  async get(route: string): Promise<{ status: number; text: string; headers: Headers }> {
-    const r = await fetch(base + route, { redirect: 'manual', headers: { cookie: this.cookie } });
-    const raw = await r.text();
-    const t = /name="_csrf" value="([^"]+)"/.exec(raw)?.[1];
-    if (t) this.csrf = t;
-    return { status: r.status, text: raw.replace(/name="_csrf" value="[^"]+"/g, ''), headers: r.headers };
-  }
-  async post(route: string, fields: Record<string, string>, withCsrf = true): Promise<{ status: number; text: string }> {
-    const body = new URLSearchParams(withCsrf ? { ...fields, _csrf: this.csrf } : fields).toString();
-    const r = await fetch(base + route, { method: 'POST', redirect: 'manual', headers: { cookie: this.cookie, 'content-type': 'application/x-www-form-urlencoded' }, body });
-    return { status: r.status, text: await r.text() };
-  }
-}
+/** A logged-in HTTP client without a browser (test/helpers/dashboard-client.ts) on this node. */
+const Client = { login: (account: string, secret: string): Promise<DashboardClient> => DashboardClient.login(base, account, secret) };
 
 async function shot(page: Page, name: string): Promise<void> {
   const file = path.join(SCREENS, `${String(screens.length + 1).padStart(2, '0')}-${name}.png`);
@@ -185,6 +183,12 @@ test('the operator in a browser: switch, queue, search, timeline, unsubscribe, s
     assert.match(sw ?? '', /operator \(dashboard\)/);
     assert.match(sw ?? '', /checking a complaint spike/);
 
+    // The statistics before the message (default's account, as the message goes through the forwarder).
+    await page.goto(`${base}/statistics?account=default`);
+    const acceptedBefore = await todayOnChart(page, 'accepted');
+    const deliveredBefore = await todayOnChart(page, 'delivered');
+    await page.goto(`${base}/`);
+
     // A message while paused: the queue count rises, the sink stays flat.
     const sinkBefore = readSink(sinkDir()).length;
     await sendMail('ada@example.com', 'order-1001');
@@ -207,6 +211,26 @@ test('the operator in a browser: switch, queue, search, timeline, unsubscribe, s
     }, 20_000);
     await shot(page, 'overview');
     await fitsPhone(page, 'overview');
+
+    // The statistics page counts it: today's accepted and delivered points rise (folded about once a second).
+    await until('the statistics to count the message', async () => {
+      await page.goto(`${base}/statistics?account=default`);
+      return (await todayOnChart(page, 'accepted')) > acceptedBefore && (await todayOnChart(page, 'delivered')) > deliveredBefore;
+    }, 20_000);
+    assert.equal(await page.locator('#chart-complaint-rate [data-threshold="0.003"]').count(), 1, 'the 0.3% line');
+    assert.ok((await page.locator('#table-domains tr[data-key="example.com"]').count()) === 1, 'ada’s domain among the top recipient domains');
+    await shot(page, 'statistics');
+    await fitsPhone(page, 'statistics');
+
+    // The webhooks page: the endpoint, its filter, its delivery of the message's events.
+    await until('the webhook to deliver', async () => hookCalls > 0, 20_000);
+    await until('the webhooks page to list the delivery', async () => {
+      await page.goto(`${base}/webhooks`);
+      return (await page.locator('[data-webhook="orders-hook"] tr[data-kind="events"][data-status="200"]').count()) > 0;
+    }, 10_000);
+    assert.equal(await page.textContent('[data-webhook="orders-hook"] td.types'), 'delivered');
+    await shot(page, 'webhooks');
+    await fitsPhone(page, 'webhooks');
 
     // Search by recipient, open the timeline.
     await page.goto(`${base}/messages`);
@@ -308,6 +332,9 @@ test('a state change without the CSRF token is 403 and changes nothing', { timeo
   assert.equal((await op.post('/pause', { reason: 'forged', _csrf: 'wrong' }, false)).status, 403);
   assert.equal((await op.post('/suppressions/add', { account: 'default', address: 'csrf@example.com' }, false)).status, 403);
   assert.equal((await op.post('/suppressions/import', { account: 'default', csv: 'csrf2@example.com' }, false)).status, 403);
+  assert.equal((await op.post('/webhooks/test', { account: 'default', id: 'orders-hook' }, false)).status, 403);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(hookTests, 0, 'no test event sent without the token');
   const q = (await (await fetch(`${base}/api/queue`, { headers: { authorization: `Bearer ${nodeKey}` } })).json()) as { delivery: { paused: { global: boolean } } };
   assert.equal(q.delivery.paused.global, false, 'not paused');
   const list = await op.get('/suppressions?q=csrf');
@@ -350,12 +377,12 @@ test("account A's session sees nothing of account B's: pages, copies, exports, s
   assert.doesNotMatch(own.text, crmTraces);
   assert.equal((await shop.get(`/messages/${shopDelivered.queueId}`)).status, 200);
   assert.equal((await shop.get(`/captured/${shopCopy}`)).status, 200, 'its own captured copy opens');
-  for (const route of ['/', '/messages', '/messages?recipient=bob', '/suppressions', '/suppressions?q=only', '/suppressions/export.csv']) {
+  for (const route of ['/', '/messages', '/messages?recipient=bob', '/suppressions', '/suppressions?q=only', '/suppressions/export.csv', '/statistics', '/statistics/domains.csv', '/statistics/senders.csv', '/webhooks']) {
     const r = await shop.get(route);
     assert.equal(r.status, 200, route);
     assert.doesNotMatch(r.text, crmTraces, `${route} shows nothing of crm`);
   }
-  for (const route of ['/messages?account=crm', '/suppressions?account=crm', '/suppressions/export.csv?account=crm', '/captured', '/suppressions/remove?account=crm&address=crm-only@example.com']) {
+  for (const route of ['/messages?account=crm', '/suppressions?account=crm', '/suppressions/export.csv?account=crm', '/statistics?account=crm', '/statistics/tags.csv?account=crm', '/webhooks?account=crm', '/captured', '/suppressions/remove?account=crm&address=crm-only@example.com']) {
     assert.equal((await shop.get(route)).status, 403, route);
   }
   for (const route of [`/messages/${crmDelivered.queueId}`, `/captured/${crmCopy}`, `/captured/${crmCopy}/body.html`, `/captured/${crmCopy}/raw.eml`]) {
@@ -374,7 +401,7 @@ test("account A's session sees nothing of account B's: pages, copies, exports, s
   const q = (await (await fetch(`${base}/api/queue`, { headers: { authorization: `Bearer ${nodeKey}` } })).json()) as { delivery: { paused: { accounts: string[] } } };
   assert.deepEqual(q.delivery.paused.accounts, [], 'crm not paused');
   // And the other way round: crm's key session sees none of the shop.
-  for (const route of ['/', '/messages', '/suppressions', '/suppressions/export.csv']) assert.doesNotMatch((await crm.get(route)).text, /shop|alice@/, route);
+  for (const route of ['/', '/messages', '/suppressions', '/suppressions/export.csv', '/statistics', '/statistics/tags.csv', '/webhooks']) assert.doesNotMatch((await crm.get(route)).text, /shop|alice@|orders-hook/, route);
   assert.equal((await crm.get(`/captured/${shopCopy}/raw.eml`)).status, 404);
 });
 
@@ -384,7 +411,7 @@ test('every page sends a CSP without inline script; captured bodies get their ow
   const copy = capturedId(delivered);
   const login = await fetch(`${base}/login`);
   assert.match(login.headers.get('content-security-policy') ?? '', /script-src 'self'/, '/login');
-  const pages = ['/', '/messages', `/messages/${delivered.queueId}`, '/suppressions', '/suppressions/remove?account=default&address=x@example.com', '/captured', `/captured/${copy}`, '/assets/dashboard.css', '/messages/NOSUCH'];
+  const pages = ['/', '/messages', `/messages/${delivered.queueId}`, '/suppressions', '/statistics', '/webhooks', '/suppressions/remove?account=default&address=x@example.com', '/captured', `/captured/${copy}`, '/assets/dashboard.css', '/messages/NOSUCH'];
   for (const route of pages) {
     const r = await op.get(route);
     assert.ok(r.status === 200 || r.status === 404, `${route}: ${r.status}`);
