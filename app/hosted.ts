@@ -231,6 +231,9 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       get webhooks() {
         return eventReaders.webhooks;
       },
+      get brake() {
+        return eventReaders.brake;
+      },
     };
     registerDashboard(api, ctx, log.child({ component: 'dashboard' }));
   }

@@ -12,6 +12,7 @@ import type { DeliveryMeta } from '../delivery/delivery-record.js';
 import type { EventLog } from '../events/event-log.js';
 import type { Stats } from '../events/stats.js';
 import type { WebhookDispatcher } from '../events/webhooks.js';
+import type { ReputationBrake } from '../events/reputation-brake.js';
 import type { SuppressionStore } from '../suppression-routes.js';
 import type { MessageArchive } from '../archive/message-archive.js';
 import type { ForwarderLog } from '../forwarders/forwarder-log.js';
@@ -41,4 +42,6 @@ export interface DashboardContext {
   stats?: Stats | undefined;
   /** The webhook dispatcher (events/webhooks.ts), read at request time: the node starts it after registering the pages. */
   webhooks?: WebhookDispatcher | undefined;
+  /** The reputation brake (events/reputation-brake.ts), read at request time like the webhooks; absent: no brake card. */
+  brake?: ReputationBrake | undefined;
 }

@@ -6,7 +6,8 @@
  * estimate and rate (delivery/queue-status.ts), the relays up or down, the
  * global switch and each account's. An account sees its own share of the
  * queue, its own switch and whether the relays are up, nothing of others.
- * Both see the forwarders and applications that sent to this node (client
+ * Both see the reputation brake's limits and the rates it judges (an account its
+ * own), and the forwarders and applications that sent to this node (client
  * address and account, engine/forwarders/forwarder-log.ts): last seen, the last
  * message accepted, how many today; an account only its own. Not shown: a
  * forwarder's spool depth (the relay session does not report it).
@@ -25,6 +26,8 @@ import type { Session } from './sessions.js';
 
 /** Forwarder rows on the overview: the most recently seen; a node with more has a fleet to monitor elsewhere. */
 const MAX_FORWARDERS_SHOWN = 100;
+/** Accounts on the brake card: each costs a statistics query per view; a node with more has them in /api/stats. */
+const MAX_BRAKE_ROWS = 50;
 /** A reason longer than this is cut: it is a note for colleagues, not a document. */
 const MAX_REASON = 500;
 
@@ -85,7 +88,36 @@ ${st.domains.length > 0 && html`<section class="card"><h2>Queue by destination</
 <thead><tr><th>domain</th><th>copies</th><th>ready</th><th>sending</th><th>deferred</th></tr></thead>
 <tbody>${st.domains.slice(0, 50).map((d) => html`<tr><td>${d.domain}</td><td>${d.total}</td><td>${d.ready}</td><td>${d.sending}</td><td>${d.deferred}</td></tr>`)}</tbody>
 </table></div></section>`}
+${await brakeCard(ctx, [...ctx.delivery.accounts].sort())}
 ${forwardersCard(ctx, undefined)}`;
+}
+
+/** A rate, and its class against the brake's warn and pause limits. */
+function rateCell(rate: number, limits: { warn: number; pause: number }): Html {
+  const cls = rate >= limits.pause ? 'bad' : rate >= limits.warn ? 'warn' : 'good';
+  return html`<td class="${cls}">${(rate * 100).toFixed(2)}%</td>`;
+}
+
+/**
+ * The reputation brake: its limits, and per account the rates it judges over its window
+ * (since a resume, if any) and whether it paused the account, when and why.
+ */
+async function brakeCard(ctx: DashboardContext, accounts: readonly string[]): Promise<Html> {
+  const brake = ctx.brake;
+  if (!brake) return html``;
+  const c = brake.config;
+  const paused = new Map(brake.state().map((s) => [s.account, s]));
+  // Paused accounts first, then the rest up to a page of rows: one statistics query each.
+  const shown = [...accounts.filter((a) => paused.has(a)), ...accounts.filter((a) => !paused.has(a))].slice(0, MAX_BRAKE_ROWS);
+  const rows = await Promise.all(shown.map(async (a) => ({ account: a, f: await brake.figures(a), p: paused.get(a) })));
+  return html`<section class="card" id="brake"><h2>Reputation brake <small>${c.enabled ? `last ${c.windowHours} h` : 'off'}</small></h2>
+<p class="hint">Pauses an account at a complaint rate of ${(c.complaintRate.pause * 100).toFixed(2)}%, hard bounces of ${(c.hardBounceRate.pause * 100).toFixed(1)}% or blocks of ${(c.blockRate.pause * 100).toFixed(1)}%
+(warns at ${(c.complaintRate.warn * 100).toFixed(2)}%, ${(c.hardBounceRate.warn * 100).toFixed(1)}%, ${(c.blockRate.warn * 100).toFixed(1)}%), once ${c.minMessages} messages have an outcome in the window.</p>
+<div class="scroll"><table class="numbers">
+<thead><tr><th>account</th><th>outcomes</th><th>complaints</th><th>hard bounces</th><th>blocks</th><th>brake</th></tr></thead>
+<tbody>${rows.map(({ account, f, p }) => html`<tr data-brake="${account}"><td>${account}</td><td>${f.sent}</td>${rateCell(f.complaintRate, c.complaintRate)}${rateCell(f.hardBounceRate, c.hardBounceRate)}${rateCell(f.blockRate, c.blockRate)}
+<td>${p ? html`<strong class="bad">paused</strong> <small>${when(p.at)}: ${p.reason ?? ''}</small>` : f.sent < c.minMessages ? html`<small>too few to judge</small>` : html`<span class="good">watching</span>`}</td></tr>`)}</tbody>
+</table></div></section>`;
 }
 
 /** Forwarders (and applications) by client address and account, most recently seen first. */
@@ -118,6 +150,7 @@ async function accountView(ctx: DashboardContext, session: Session, account: str
 </section>
 <section class="card"><h2>Kill-switch</h2>
 <div class="scroll"><table class="switches"><tbody>${switchRow(session, account, account, details.accounts[account])}</tbody></table></div></section>
+${await brakeCard(ctx, [account])}
 ${forwardersCard(ctx, account)}`;
 }
 

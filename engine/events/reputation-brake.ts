@@ -108,6 +108,29 @@ export class ReputationBrake {
     return sum;
   }
 
+  /**
+   * The account's (or one stream's) rates over the window as the brake judges them (after a
+   * resume, only what came since): the dashboard's overview shows them beside the limits.
+   */
+  async figures(account: string, stream?: Stream): Promise<Figures> {
+    const w = await this.window(account, stream);
+    const delivered = w.delivered ?? 0;
+    const outcomes = delivered + (w.bounced ?? 0);
+    return {
+      ...(stream ? { stream } : {}),
+      window: `${this.o.config.windowHours}h`,
+      sent: outcomes,
+      complaintRate: delivered ? (w.complained ?? 0) / delivered : 0,
+      hardBounceRate: outcomes ? (w.hardBounced ?? 0) / outcomes : 0,
+      blockRate: outcomes ? (w.blockBounced ?? 0) / outcomes : 0,
+    };
+  }
+
+  /** The limits it judges by (events.brake). */
+  get config(): BrakeConfig {
+    return this.o.config;
+  }
+
   private async evaluate(accounts: Set<string>): Promise<void> {
     for (const account of accounts) {
       for (const stream of [undefined, ...STREAMS]) {
@@ -121,18 +144,9 @@ export class ReputationBrake {
   private async evaluateScope(account: string, stream: Stream | undefined): Promise<void> {
     const c = this.o.config;
     const scope = `${account}/${stream ?? 'all'}`;
-    const w = await this.window(account, stream);
-    const delivered = w.delivered ?? 0;
-    const outcomes = delivered + (w.bounced ?? 0);
+    const figures = await this.figures(account, stream);
+    const outcomes = figures.sent;
     if (outcomes < c.minMessages) return;
-    const figures: Figures = {
-      ...(stream ? { stream } : {}),
-      window: `${c.windowHours}h`,
-      sent: outcomes,
-      complaintRate: delivered ? (w.complained ?? 0) / delivered : 0,
-      hardBounceRate: (w.hardBounced ?? 0) / outcomes,
-      blockRate: (w.blockBounced ?? 0) / outcomes,
-    };
     const over = (level: 'warn' | 'pause'): string[] =>
       [
         figures.complaintRate >= c.complaintRate[level] && `complaint rate ${pct(figures.complaintRate)} ≥ ${pct(c.complaintRate[level])}`,

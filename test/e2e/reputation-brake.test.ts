@@ -19,6 +19,7 @@ import { arfComplaint } from '../helpers/feedback.js';
 import { sleep, startTestSink } from '../helpers/forwarder.js';
 import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
 import { freePorts } from '../helpers/ports.js';
+import { DashboardClient } from '../helpers/dashboard-client.js';
 import { CLI, tempDir } from '../helpers/postino.js';
 import { readSink } from '../helpers/sink-reader.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
@@ -107,6 +108,11 @@ test('1% complaints pause the account (event, notice, status), its mail waits, r
     const pct = `${(rate * 100).toFixed(2).replace('.', '\\.')}%`;
     assert.match(paused!.reason!, new RegExp(`complaint rate ${pct} ≥ 0\\.30%`));
     assert.match(cli('hosted', 'status'), new RegExp(`brake: account shop paused at .*complaint rate ${pct}[\\s\\S]*postino hosted resume --account shop`));
+    // The dashboard's overview shows it: the account's row paused, its complaint rate past the limit.
+    const dash = await DashboardClient.login(`http://127.0.0.1:${ports.http}`, '', nodeKey);
+    const row = /<tr data-brake="shop">([\s\S]*?)<\/tr>/.exec((await dash.get('/')).text)?.[1] ?? '';
+    assert.match(row, /<strong class="bad">paused<\/strong>/, row);
+    assert.match(row, new RegExp(`<td class="bad">${pct}</td>`), row);
 
     // Its mail waits; the notice to its people does not.
     await sendMany(ports.listener, 20, 'held');
