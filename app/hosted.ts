@@ -180,7 +180,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   };
   sweep();
   const sweeper = setInterval(sweep, SPOOL_ID_SWEEP_MS).unref();
-  const listener = await startListener({ config: config.listener, accounts: accountsNow, dataDir: rt.dataDir, queue: intake, log: log.child({ component: 'listener' }), spoolIds, controlLimits: { maxScheduleDays: config.engine.maxScheduleDays } });
+  const listener = await startListener({ config: config.listener, accounts: accountsNow, dataDir: rt.dataDir, queue: intake, log: log.child({ component: 'listener' }), spoolIds, controlLimits: { maxScheduleDays: config.engine.maxScheduleDays }, quotas: shared.quotas });
   // SIGHUP: re-read the listener's certificate (renewal) without dropping sessions.
   const onHup = (): void => {
     keys.reload();

@@ -2,7 +2,8 @@
  * shared-state.ts — picks, once at start, where a hosted node keeps the state
  * every node must agree on (issue #14): without storage.postgres, the node's
  * own LevelDB (nothing to install); with it, PostgreSQL through one pool.
- * Today that is the suppression list; the other shared stores follow.
+ * Today that is the suppression list and the account quotas; the other shared
+ * stores follow.
  *
  * At start with PostgreSQL: a database whose schema is older than this code
  * needs stops the node with a message naming `postino db migrate` (an upgrade
@@ -18,10 +19,13 @@ import type { Logger } from '../common/log.js';
 import { redactUrl, redactUrlsIn } from '../common/redact.js';
 import type { Store } from '../common/store.js';
 import { LevelSuppressionList, type SuppressionList } from '../engine/suppression.js';
+import type { QuotaCounter, QuotaLimits } from '../listener/quota.js';
 
 export interface SharedState {
   backend: 'leveldb' | 'postgresql';
   suppression: SuppressionList;
+  /** The listener's quota counter; undefined = its default, this node's LevelDB. */
+  quotas: ((limits: QuotaLimits[], now: () => number) => QuotaCounter) | undefined;
   /** Before the LevelDB store closes: parked writes still need it. */
   close(): Promise<void>;
 }
@@ -30,12 +34,13 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
   const pgConfig = config.storage.postgres;
   if (!pgConfig) {
     const suppression = new LevelSuppressionList(store);
-    return { backend: 'leveldb', suppression, close: () => suppression.close() };
+    return { backend: 'leveldb', suppression, quotas: undefined, close: () => suppression.close() };
   }
   // Loaded only when configured: a single node never loads the driver.
   const { openPool } = await import('../common/storage/postgres/pool.js');
   const { schemaVersion, SCHEMA_VERSION } = await import('../common/storage/postgres/migrations.js');
   const { PgSuppressionList } = await import('../engine/suppression-postgres.js');
+  const { PgQuotas } = await import('../listener/quota-postgres.js');
   const pool = openPool(pgConfig, log);
   const where = redactUrl(pgConfig.url);
   let version: number | undefined;
@@ -50,10 +55,13 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
   }
   log.info({ event: 'shared-state', backend: 'postgresql', url: where, schema: version }, 'shared state in PostgreSQL');
   const suppression = new PgSuppressionList(pool, store, log.child({ component: 'suppression' }));
+  let quotas: QuotaCounter | undefined;
   return {
     backend: 'postgresql',
     suppression,
+    quotas: (limits, now) => (quotas = new PgQuotas(pool, limits, now, log.child({ component: 'quota' }))),
     async close() {
+      await quotas?.close?.();
       await suppression.close();
       await pool.end();
     },

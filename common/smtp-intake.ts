@@ -61,7 +61,7 @@ export interface IntakePolicy {
    * (throw a PostinoError, e.g. a quota) or add ops to the same synced batch.
    * `done(committed)` is called after the commit succeeded or failed.
    */
-  beforeCommit?(session: SMTPServerSession): { ops: BatchOp[]; done(committed: boolean): void };
+  beforeCommit?(session: SMTPServerSession): { ops: BatchOp[]; done(committed: boolean): void } | Promise<{ ops: BatchOp[]; done(committed: boolean): void }>;
 }
 
 /** SMTP AUTH (RFC 4954) PLAIN and LOGIN; the stage decides who is who. */
@@ -263,7 +263,7 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
         log.info({ event: 'duplicate', queueId: earlier, spoolId, session: session.id }, 'already queued: retry of an accepted message not enqueued again');
         return `${earlier} (already queued)`;
       }
-      hook = o.policy?.beforeCommit?.(session);
+      hook = await o.policy?.beforeCommit?.(session);
       const dedupeOps = spoolId ? seen!.rememberOps(scope, spoolId, prepared.record.id) : [];
       // The meta was written before the body told who sent it; this later put of the same key wins in the batch.
       const stamp = spoolId && o.spoolIds?.forwarded ? queue.updateMetaOps(prepared.record, o.spoolIds.forwarded(prepared.record.meta)).ops : [];

@@ -41,7 +41,7 @@ import type { SeenSpoolIds } from '../common/spool-id.js';
 import { AccountsSnapshot } from '../common/accounts-snapshot.js';
 import { AccountTable } from './accounts.js';
 import { AuthFailures } from './auth-failures.js';
-import { Quotas } from './quota.js';
+import { Quotas, type QuotaCounter, type QuotaLimits } from './quota.js';
 
 export async function listenerTls(cfg: ListenerConfig, dataDir: string): Promise<{ key: Buffer; cert: Buffer }> {
   const files = cfg.tls.certFile && cfg.tls.keyFile ? { certFile: cfg.tls.certFile, keyFile: cfg.tls.keyFile } : await ensureDevTls(secretsDir(dataDir));
@@ -51,7 +51,7 @@ export async function listenerTls(cfg: ListenerConfig, dataDir: string): Promise
 export interface Listener extends Intake {
   /** The account table new connections get (swapped when the accounts change). */
   readonly accounts: AccountTable;
-  quotas: Quotas;
+  quotas: QuotaCounter;
   /** Re-reads the certificate and key (SIGHUP); new handshakes use them, open sessions are untouched. */
   reloadTls(): Promise<void>;
 }
@@ -71,6 +71,8 @@ export interface ListenerOptions {
   spoolIds?: SeenSpoolIds | undefined;
   /** Range limits of the control headers (engine.maxScheduleDays); the defaults otherwise. */
   controlLimits?: ControlLimits;
+  /** Where quotas are counted; default this node's LevelDB (quota.ts), or PostgreSQL (quota-postgres.ts). */
+  quotas?: ((limits: QuotaLimits[], now: () => number) => QuotaCounter | Promise<QuotaCounter>) | undefined;
 }
 
 export async function startListener(o: ListenerOptions): Promise<Listener> {
@@ -78,7 +80,7 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
   const tls = await listenerTls(cfg, dataDir);
   const live = accountConfigs instanceof AccountsSnapshot ? accountConfigs : new AccountsSnapshot([...accountConfigs]);
   const quotaLimits = (list: readonly AccountConfig[]) => list.map((a) => ({ id: a.id, perHour: a.listener.messagesPerHour, perDay: a.listener.messagesPerDay, unit: a.listener.quotaUnit }));
-  const quotas = await Quotas.open(queue.store, quotaLimits(live.current), now);
+  const quotas = o.quotas ? await o.quotas(quotaLimits(live.current), now) : await Quotas.open(queue.store, quotaLimits(live.current), now);
   // One table per accounts snapshot. A session takes the table current when it connects and keeps
   // it to the end (its account, AUTH and sender domains are those it started with); the gate and
   // every new connection see a swap at once.

@@ -13,8 +13,10 @@
  * counts refused ones. Keys: `lq!<account>!h!<YYYYMMDDHH>` and
  * `lq!<account>!d!<YYYYMMDD>` → decimal count. The windows are calendar
  * windows (UTC), not sliding: simple to explain on an invoice ("1,000 a day").
- * Counters are per hosted node: with N listeners behind a balancer, give each
- * node its share of the quota.
+ * These counters (class Quotas) are per hosted node; with storage.postgres the
+ * node counts in PostgreSQL instead (quota-postgres.ts: one count for every
+ * node behind the balancer). Both implement QuotaCounter; the node picks one
+ * at start (app/hosted.ts).
  *
  * Limits change while running with setLimits() (accounts API, config reload).
  *
@@ -31,6 +33,46 @@ export interface QuotaLimits {
   unit?: 'messages' | 'recipients';
 }
 
+/** A counted message: ops for the intake batch, and `done` once the batch committed or failed. */
+export interface QuotaReservation {
+  ops: BatchOp[];
+  done(committed: boolean): void;
+}
+
+/** What the listener asks of a quota counter, wherever it counts (see the header). */
+export interface QuotaCounter {
+  setLimits(limits: readonly QuotaLimits[]): Promise<void>;
+  /** At MAIL: throws QUOTA_EXCEEDED when the account has no message left (as far as this node knows). */
+  check(account: string): void;
+  /** At the end of DATA: counts the message or throws QUOTA_EXCEEDED (the authoritative check). */
+  reserve(account: string, recipients?: number): QuotaReservation | Promise<QuotaReservation>;
+  usage(account: string): { hour: number; day: number } | undefined;
+  close?(): Promise<void>;
+}
+
+/** The refusal for a full window; both counters word it the same. */
+export function quotaExceeded(limits: QuotaLimits, window: 'hour' | 'day'): PostinoError {
+  const what = limits.unit ?? 'messages';
+  return window === 'hour'
+    ? new PostinoError('QUOTA_EXCEEDED', `Hourly quota of ${limits.perHour} ${what} reached for account ${limits.id}, try again later`)
+    : new PostinoError('QUOTA_EXCEEDED', `Daily quota of ${limits.perDay} ${what} reached for account ${limits.id}, try again later`);
+}
+
+/** Units one message of `recipients` recipients counts for. */
+export function unitsOf(limits: QuotaLimits, recipients: number): number {
+  return limits.unit === 'recipients' ? Math.max(1, recipients) : 1;
+}
+
+/** `YYYYMMDDHH` and `YYYYMMDD` of the UTC hour and day holding `t`, and when each ends. */
+export function windowsAt(t: number): { hour: string; day: string; hourEnd: number; dayEnd: number } {
+  const iso = new Date(t).toISOString();
+  const hourStart = Math.floor(t / 3_600_000) * 3_600_000;
+  const dayStart = Math.floor(t / 86_400_000) * 86_400_000;
+  return { hour: iso.slice(0, 13).replace(/[-T]/g, ''), day: iso.slice(0, 10).replace(/-/g, ''), hourEnd: hourStart + 3_600_000, dayEnd: dayStart + 86_400_000 };
+}
+
+export const isLimited = (l: QuotaLimits): boolean => l.perHour > 0 || l.perDay > 0;
+
 interface Window {
   key: string;
   /** Messages counted in this window: committed plus reserved in flight. */
@@ -46,10 +88,10 @@ interface Counter {
 const PREFIX = 'lq!';
 
 function hourKey(id: string, t: number): string {
-  return `${PREFIX}${id}!h!${new Date(t).toISOString().slice(0, 13).replace(/[-T]/g, '')}`;
+  return `${PREFIX}${id}!h!${windowsAt(t).hour}`;
 }
 function dayKey(id: string, t: number): string {
-  return `${PREFIX}${id}!d!${new Date(t).toISOString().slice(0, 10).replace(/-/g, '')}`;
+  return `${PREFIX}${id}!d!${windowsAt(t).day}`;
 }
 
 /** Counters of the current windows for these limits, read from the store. */
@@ -64,9 +106,7 @@ async function readCounters(store: Store, limited: readonly QuotaLimits[], t: nu
   return counters;
 }
 
-const isLimited = (l: QuotaLimits): boolean => l.perHour > 0 || l.perDay > 0;
-
-export class Quotas {
+export class Quotas implements QuotaCounter {
   private constructor(
     private readonly store: Store,
     private readonly counters: Map<string, Counter>,
@@ -124,9 +164,8 @@ export class Quotas {
   /** Whether `units` more do not fit in the hour or the day. */
   private exceeded(c: Counter, units: number): PostinoError | undefined {
     const { perHour, perDay } = c.limits;
-    const what = c.limits.unit ?? 'messages';
-    if (perHour > 0 && c.hour.count + units > perHour) return new PostinoError('QUOTA_EXCEEDED', `Hourly quota of ${perHour} ${what} reached for account ${c.limits.id}, try again later`);
-    if (perDay > 0 && c.day.count + units > perDay) return new PostinoError('QUOTA_EXCEEDED', `Daily quota of ${perDay} ${what} reached for account ${c.limits.id}, try again later`);
+    if (perHour > 0 && c.hour.count + units > perHour) return quotaExceeded(c.limits, 'hour');
+    if (perDay > 0 && c.day.count + units > perDay) return quotaExceeded(c.limits, 'day');
     return undefined;
   }
 
@@ -144,11 +183,11 @@ export class Quotas {
    * unit 'recipients'): returns the ops to commit with it and `done`, which gives
    * the units back when the commit failed. Throws QUOTA_EXCEEDED.
    */
-  reserve(account: string, recipients = 1): { ops: BatchOp[]; done(committed: boolean): void } {
+  reserve(account: string, recipients = 1): QuotaReservation {
     const c = this.counters.get(account);
     if (!c) return { ops: [], done: () => undefined };
     const ops = this.roll(c, this.now());
-    const units = c.limits.unit === 'recipients' ? Math.max(1, recipients) : 1;
+    const units = unitsOf(c.limits, recipients);
     const e = this.exceeded(c, units);
     if (e) throw e;
     const hour = c.hour;

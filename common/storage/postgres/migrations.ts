@@ -21,6 +21,10 @@
  * retention drops whole partitions (postino_drop_event_partitions(before)),
  * which costs no vacuum and no index churn, unlike a DELETE of a day's rows.
  *
+ * Quotas: counters per account and UTC hour / day window, checked and
+ * incremented in one statement (postino_quota_reserve), so a limit holds
+ * across every node; rows of ended windows are deleted by expiry.
+ *
  * Side effects: DDL on the database named by storage.postgres.url.
  */
 import type { PgPool } from './pool.js';
@@ -96,6 +100,34 @@ export const MIGRATIONS: readonly Migration[] = [
         RETURN dropped;
       END $$;
       SELECT postino_event_partitions((now() AT TIME ZONE 'UTC')::date, ${PARTITIONS_AHEAD_DAYS});`,
+  },
+  {
+    version: 3,
+    name: 'quota counters',
+    // One row per account and window ('h:YYYYMMDDHH', 'd:YYYYMMDD'). postino_quota_reserve counts a
+    // message in both windows or in neither, in one statement: the rows are locked hour first, then
+    // day (one order for every caller, so two nodes never deadlock), checked, then incremented.
+    sql: `
+      CREATE TABLE quota_counters (
+        account text COLLATE "C" NOT NULL,
+        win text COLLATE "C" NOT NULL,
+        n bigint NOT NULL,
+        expires timestamptz NOT NULL,
+        PRIMARY KEY (account, win)
+      );
+      CREATE INDEX quota_counters_expires ON quota_counters (expires);
+      CREATE FUNCTION postino_quota_reserve(acct text, hour_win text, day_win text, units int, per_hour int, per_day int, hour_end timestamptz, day_end timestamptz,
+                                            OUT refused text, OUT hour_n bigint, OUT day_n bigint) LANGUAGE plpgsql AS $$
+      BEGIN
+        INSERT INTO quota_counters VALUES (acct, hour_win, 0, hour_end), (acct, day_win, 0, day_end) ON CONFLICT DO NOTHING;
+        SELECT n INTO hour_n FROM quota_counters WHERE account = acct AND win = hour_win FOR UPDATE;
+        SELECT n INTO day_n FROM quota_counters WHERE account = acct AND win = day_win FOR UPDATE;
+        IF per_hour > 0 AND hour_n + units > per_hour THEN refused := 'hour'; RETURN; END IF;
+        IF per_day > 0 AND day_n + units > per_day THEN refused := 'day'; RETURN; END IF;
+        UPDATE quota_counters SET n = n + units WHERE account = acct AND win IN (hour_win, day_win);
+        hour_n := hour_n + units;
+        day_n := day_n + units;
+      END $$;`,
   },
 ];
 

@@ -1,0 +1,108 @@
+/*
+ * Two real hosted nodes (`postino hosted`, the built CLI) sharing one
+ * PostgreSQL (storage.postgres; the cluster is this test's own), each with its
+ * own LevelDB queue, in front of one capture sink:
+ *   - a node on a database `postino db migrate` has not prepared refuses to start, naming the command;
+ *   - an address suppressed through node A's API is not delivered through node B;
+ *   - PostgreSQL stopped: node B still accepts (250) and sends nothing; when
+ *     PostgreSQL returns, the other recipient arrives and the suppressed one never does.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import type { PostinoEvent } from '../../common/events.js';
+import { until } from '../helpers/fake-clock.js';
+import { startTestSink } from '../helpers/forwarder.js';
+import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
+import { postgresMissing, startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { CLI, tempDir, type Running } from '../helpers/postino.js';
+import { readSink } from '../helpers/sink-reader.js';
+import { RawSmtp } from '../helpers/smtp-raw.js';
+
+const skip = postgresMissing();
+let cluster: PgCluster | undefined;
+before(async () => {
+  if (!skip) cluster = await startPostgres();
+});
+after(async () => {
+  await cluster?.close();
+});
+
+async function send(port: number, rcpts: string[], testId: string): Promise<void> {
+  const c = await RawSmtp.connect(port, '127.0.0.1');
+  try {
+    assert.match(await c.reply(), /^220/);
+    assert.match(await c.cmd('EHLO app.test'), /^250/);
+    assert.match(await c.cmd('MAIL FROM:<shop@example.org>'), /^250/);
+    for (const r of rcpts) assert.match(await c.cmd(`RCPT TO:<${r}>`), /^250/);
+    assert.match(await c.cmd('DATA'), /^354/);
+    assert.match(await c.cmd(`From: shop@example.org\r\nTo: customers@example.org\r\nSubject: hi\r\nX-Test-Id: ${testId}\r\n\r\nhello\r\n.`), /^250/);
+  } finally {
+    c.close();
+  }
+}
+
+test('two hosted nodes on one PostgreSQL: suppressed through A, not delivered through B, not even while PostgreSQL is down', { skip, timeout: 240_000 }, async () => {
+  const url = await cluster!.newDatabase();
+  const root = tempDir('shared-sup');
+  const { sink, sinkDir } = await startTestSink(root);
+  const storage = { postgres: { url, connectTimeoutSeconds: 2, queryTimeoutSeconds: 5 } };
+  const accounts = [{ id: 'default', networks: ['127.0.0.1/32'], listener: { requireTls: false } }];
+  const nodes: Running[] = [];
+  try {
+    // Not migrated yet: the node says what to run and does not start.
+    const a = await hostedConfig(sink.port, { storage, accounts });
+    const aDir = path.join(root, 'a');
+    fs.mkdirSync(aDir);
+    await assert.rejects(startHostedProcess(aDir, a.config), /schema at version 0, this postino needs \d+: run `postino db migrate/);
+
+    const cfgFile = path.join(root, 'migrate.json');
+    fs.writeFileSync(cfgFile, JSON.stringify({ storage }));
+    const m = spawnSync(process.execPath, [CLI, 'db', 'migrate', '--config', cfgFile], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(m.status, 0, m.stdout + m.stderr);
+
+    const b = await hostedConfig(sink.port, { storage, accounts });
+    const bDir = path.join(root, 'b');
+    fs.mkdirSync(bDir);
+    nodes.push(await startHostedProcess(aDir, a.config), await startHostedProcess(bDir, b.config));
+    const apiOf = (cfg: Record<string, unknown>, dir: string) => {
+      const base = `http://127.0.0.1:${(cfg.http as { port: number }).port}`;
+      const key = fs.readFileSync(path.join(dir, 'secrets', 'api-key'), 'utf8').trim();
+      return (route: string, init: RequestInit = {}) => fetch(base + route, { ...init, headers: { authorization: `Bearer ${key}`, ...(init.body ? { 'content-type': 'application/json' } : {}) } });
+    };
+    const apiA = apiOf(a.config, aDir);
+    const apiB = apiOf(b.config, bDir);
+
+    // Suppressed through node A's API…
+    const added = await apiA('/api/suppressions', { method: 'POST', body: JSON.stringify({ account: 'default', address: 'gone@example.com', reason: 'manual' }) });
+    assert.equal(added.status, 201, await added.clone().text());
+    // …listed by node B…
+    const listed = (await (await apiB('/api/suppressions?account=default')).json()) as { suppressions: Array<{ address: string }> };
+    assert.deepEqual(listed.suppressions.map((s) => s.address), ['gone@example.com']);
+    // …and not delivered through node B.
+    await send(b.listenerPort, ['ok@example.com', 'gone@example.com'], 'via-b');
+    await until(() => readSink(sinkDir).some((x) => x.testId === 'via-b'), 'the other recipient delivered through B', 30_000);
+    const feedB = async (): Promise<PostinoEvent[]> => ((await (await apiB('/api/events?limit=1000')).text()).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as PostinoEvent));
+    await until(async () => (await feedB()).some((e) => e.type === 'suppressed' && e.recipient === 'gone@example.com'), 'a suppressed event on B', 15_000);
+    assert.deepEqual(readSink(sinkDir).filter((x) => x.testId === 'via-b').flatMap((x) => x.rcptTo), ['ok@example.com']);
+
+    // PostgreSQL down: node B accepts (its own queue) and sends nothing it could not check.
+    await cluster!.stop();
+    await send(b.listenerPort, ['later@example.com', 'gone@example.com'], 'while-down');
+    const removal = await apiA('/api/suppressions?account=default&address=gone@example.com', { method: 'DELETE' });
+    assert.equal(removal.status, 503, 'the API says the shared list is unavailable, not that nothing was there');
+    await new Promise((r) => setTimeout(r, 3_000));
+    assert.equal(readSink(sinkDir).filter((x) => x.testId === 'while-down').length, 0, 'nothing sent unchecked');
+    await cluster!.start();
+    await until(() => readSink(sinkDir).some((x) => x.testId === 'while-down'), 'the message delivered once PostgreSQL is back', 60_000);
+    await until(async () => (await feedB()).filter((e) => e.type === 'suppressed' && e.recipient === 'gone@example.com').length === 2, 'the second suppressed event on B', 15_000);
+    assert.deepEqual(readSink(sinkDir).filter((x) => x.testId === 'while-down').flatMap((x) => x.rcptTo), ['later@example.com']);
+  } finally {
+    if (cluster!.pid === undefined) await cluster!.start();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await sink.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
