@@ -239,7 +239,8 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   }
   registerRecipientRoutes(api, { store, db: recipients, suppression, eraser, accounts: deliveryStage.accounts });
   // Webhook endpoints from the file are read here, at start (a reload names them as needing a restart).
-  const eventReaders = await startEventReaders({ store, events, indexes: eventIndexes, config: config.events, accounts: accountsNow.current, env: rt.env, api, killSwitch: deliveryStage.killSwitch, registry: deliveryStage.metrics.registry, log: log.child({ component: 'events' }) });
+  const eventFeed = await shared.eventFeed(events, config.events.retentionDays);
+  const eventReaders = await startEventReaders({ feed: eventFeed.source, store, events, indexes: eventIndexes, config: config.events, accounts: accountsNow.current, env: rt.env, api, killSwitch: deliveryStage.killSwitch, registry: deliveryStage.metrics.registry, log: log.child({ component: 'events' }) });
   const httpPort = await listenHttp(api, { host: config.http.host, port: config.http.port, what: 'hosted', log });
   const notifier = new Notifier({ store, events, delivery, accounts: accountsNow.current, hostname: config.engine.hostname, log: log.child({ component: 'notify' }) });
   await recipientCounters.start();
@@ -275,6 +276,8 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       await eraser.stop();
       await eventReaders.close();
       await api.close();
+      // Ships what the last batches added before the pool closes (a stopped node's events wait for its restart otherwise).
+      await eventFeed.close();
       await shared.close();
       await store.close();
     },

@@ -2,8 +2,9 @@
  * shared-state.ts — picks, once at start, where a hosted node keeps the state
  * every node must agree on (issue #14): without storage.postgres, the node's
  * own LevelDB (nothing to install); with it, PostgreSQL through one pool.
- * Today that is the suppression list and the account quotas; the other shared
- * stores follow.
+ * Today that is the suppression list, the account quotas and the event feed
+ * (each node ships its own log to one global feed: engine/events/event-shipper.ts);
+ * the other shared stores follow.
  *
  * At start with PostgreSQL: a database whose schema is older than this code
  * needs stops the node with a message naming `postino db migrate` (an upgrade
@@ -20,12 +21,25 @@ import { redactUrl, redactUrlsIn } from '../common/redact.js';
 import type { Store } from '../common/store.js';
 import { LevelSuppressionList, type SuppressionList } from '../engine/suppression.js';
 import type { QuotaCounter, QuotaLimits } from '../listener/quota.js';
+import type { EventLog } from '../engine/events/event-log.js';
+import { localFeed, type FeedSource } from '../engine/events/feed-source.js';
+
+/** How often a node drops the global feed's day partitions past events.retentionDays. */
+const FEED_RETENTION_INTERVAL_MS = 3_600_000;
+const DAY_MS = 86_400_000;
+
+export interface EventFeed {
+  source: FeedSource;
+  close(): Promise<void>;
+}
 
 export interface SharedState {
   backend: 'leveldb' | 'postgresql';
   suppression: SuppressionList;
   /** The listener's quota counter; undefined = its default, this node's LevelDB. */
   quotas: ((limits: QuotaLimits[], now: () => number) => QuotaCounter) | undefined;
+  /** Where the DataExporter reads: this node's log, or the global feed this node ships its log to. */
+  eventFeed(events: EventLog, retentionDays: number): Promise<EventFeed>;
   /** Before the LevelDB store closes: parked writes still need it. */
   close(): Promise<void>;
 }
@@ -34,7 +48,7 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
   const pgConfig = config.storage.postgres;
   if (!pgConfig) {
     const suppression = new LevelSuppressionList(store);
-    return { backend: 'leveldb', suppression, quotas: undefined, close: () => suppression.close() };
+    return { backend: 'leveldb', suppression, quotas: undefined, eventFeed: async (events) => ({ source: localFeed(events), close: async () => undefined }), close: () => suppression.close() };
   }
   // Loaded only when configured: a single node never loads the driver.
   const { openPool } = await import('../common/storage/postgres/pool.js');
@@ -60,6 +74,30 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
     backend: 'postgresql',
     suppression,
     quotas: (limits, now) => (quotas = new PgQuotas(pool, limits, now, log.child({ component: 'quota' }))),
+    async eventFeed(events, retentionDays) {
+      const { EventShipper } = await import('../engine/events/event-shipper.js');
+      const { PgFeed } = await import('../engine/events/pg-feed.js');
+      const { ensureNodeId } = await import('../common/node-id.js');
+      const node = await ensureNodeId(store);
+      const flog = log.child({ component: 'event-feed' });
+      const shipper = new EventShipper({ pool, events, node, log: flog });
+      shipper.start();
+      const prune = (): void =>
+        void shipper.dropOlderThan(new Date(Date.now() - retentionDays * DAY_MS)).then(
+          (n) => void (n && flog.info({ event: 'event-feed-pruned', partitions: n }, `dropped ${n} day partitions of the global feed`)),
+          (err: unknown) => flog.warn({ err: { message: (err as Error).message } }, 'global feed retention failed'),
+        );
+      const pruner = setInterval(prune, FEED_RETENTION_INTERVAL_MS).unref();
+      flog.info({ event: 'event-feed', node }, `events shipped to the global feed as node ${node}`);
+      return {
+        source: new PgFeed(pool),
+        async close() {
+          clearInterval(pruner);
+          await shipper.kick(); // what the last batches added, while the pool is still open
+          await shipper.stop();
+        },
+      };
+    },
     async close() {
       await quotas?.close?.();
       await suppression.close();

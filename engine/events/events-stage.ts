@@ -17,6 +17,7 @@ import type { Store } from '../../common/store.js';
 import type { EventLog } from './event-log.js';
 import { EventMetrics } from './events-metrics.js';
 import { registerEventRoutes } from './http-routes.js';
+import type { FeedSource } from './feed-source.js';
 import { historyIndexer, MessageHistoryIndex } from './message-history.js';
 import { RecipientIndex } from './recipient-index.js';
 import { registerBrakeRoutes } from './brake-routes.js';
@@ -54,6 +55,8 @@ export interface EventReaderOptions {
   log: Logger;
   /** The node's Prometheus registry (GET /metrics). */
   registry: Registry;
+  /** Where the DataExporter reads (app/shared-state.ts); absent: this node's log. */
+  feed?: FeedSource | undefined;
 }
 
 export interface EventReaders {
@@ -67,7 +70,7 @@ export async function startEventReaders(o: EventReaderOptions): Promise<EventRea
   const { stats, history } = o.indexes;
   const webhooks = new WebhookDispatcher({ store: o.store, events: o.events, config: o.config.webhooks, accounts: o.accounts, env: o.env, log: o.log });
   const metrics = new EventMetrics(o.registry, o.events, webhooks);
-  registerEventRoutes(o.api, { events: o.events, history, onRead: metrics.onRead });
+  registerEventRoutes(o.api, { events: o.events, feed: o.feed, history, onRead: metrics.onRead });
   registerStatsRoutes(o.api, stats);
   registerWebhookRoutes(o.api, webhooks, o.accounts.map((a) => a.id));
   const retention = new Retention({ store: o.store, stats, retentionDays: o.config.retentionDays, statsRetentionDays: o.config.statsRetentionDays, log: o.log });

@@ -11,6 +11,9 @@
  *
  * `recipient=<address>` reads through the recipient index (recipient-index.ts):
  * the cost is that recipient's events, not the log's.
+ * With storage.postgres the feeds read the global feed (feed-source.ts,
+ * pg-feed.ts): every node's events, `seq` the global order, the same through
+ * every node; the recipient index (this node's) does not apply there.
  * Both feeds stream off a LevelDB iterator in chunks of about CHUNK_BYTES
  * with the socket's back-pressure, so a response of a million events holds
  * one chunk in memory, not the million.
@@ -21,6 +24,7 @@ import type { PostinoEvent } from '../../common/events.js';
 import { PostinoError } from '../../common/errors.js';
 import { accountScope } from '../../common/http-server.js';
 import type { EventLog } from './event-log.js';
+import type { FeedSource } from './feed-source.js';
 import { EventCsv, MAX_METADATA_COLUMNS } from './events-csv.js';
 import { parseFeedQuery, type FeedQuery } from './feed-filter.js';
 import type { MessageHistoryIndex } from './message-history.js';
@@ -39,10 +43,11 @@ function requestedAccount(req: FastifyRequest): string | undefined {
  * With `recipient=`, through the recipient index once it is complete (only that
  * recipient's events are read, in the same seq order); otherwise a scan of the log.
  */
-async function* matching(events: EventLog, q: FeedQuery, top: number): AsyncGenerator<PostinoEvent> {
+async function* matching(events: EventLog, feed: FeedSource | undefined, q: FeedQuery, top: number): AsyncGenerator<PostinoEvent> {
   let n = 0;
-  const index = q.recipient === undefined ? undefined : recipientIndexOf(events);
-  const source = index && q.recipient !== undefined ? index.read(q.account, q.recipient, { after: q.after, before: top + 1, reverse: false }) : events.scan(q.after, top);
+  const index = q.recipient === undefined || feed?.scope === 'global' ? undefined : recipientIndexOf(events);
+  const source =
+    index && q.recipient !== undefined ? index.read(q.account, q.recipient, { after: q.after, before: top + 1, reverse: false }) : feed ? feed.scan(q.after, top, q.account) : events.scan(q.after, top);
   for await (const e of source) {
     if (!q.keep(e)) continue;
     yield e;
@@ -68,13 +73,16 @@ async function* map<T, U>(it: AsyncIterable<T>, fn: (t: T) => U): AsyncGenerator
 
 export interface EventRouteDeps {
   events: EventLog;
+  /** Where the feeds read (the global feed with storage.postgres); absent: `events`. */
+  feed?: FeedSource | undefined;
   history: MessageHistoryIndex;
   /** Feed readers' progress, for the lag gauge (metrics.ts); called with the last seq each response reached. */
   onRead?: (account: string | undefined, lastSeq: number) => void;
 }
 
 export function registerEventRoutes(app: FastifyInstance, d: EventRouteDeps): void {
-  const { events } = d;
+  const { events, feed } = d;
+  const topNow = async (): Promise<number> => (feed ? feed.top() : events.watermark);
   const track = (account: string | undefined, it: AsyncIterable<PostinoEvent>): AsyncGenerator<PostinoEvent> =>
     map(it, (e) => {
       d.onRead?.(account, e.seq);
@@ -83,14 +91,14 @@ export function registerEventRoutes(app: FastifyInstance, d: EventRouteDeps): vo
 
   app.get('/api/events', async (req, reply) => {
     const q = parseFeedQuery(req.query, accountScope(req, requestedAccount(req)));
-    const body = chunked(map(track(q.account, matching(events, q, events.watermark)), (e) => JSON.stringify(e) + '\n'));
+    const body = chunked(map(track(q.account, matching(events, feed, q, await topNow())), (e) => JSON.stringify(e) + '\n'));
     return reply.type('application/x-ndjson').send(Readable.from(body, { objectMode: false }));
   });
 
   app.get('/api/events.csv', async (req, reply) => {
     const query = (req.query ?? {}) as Record<string, unknown>;
     const q = parseFeedQuery(query, accountScope(req, requestedAccount(req)));
-    const top = events.watermark;
+    const top = await topNow();
     let keys: string[];
     if (typeof query.metadata === 'string' && query.metadata !== '') {
       keys = query.metadata.split(',').map((k) => k.trim()).filter(Boolean);
@@ -98,13 +106,13 @@ export function registerEventRoutes(app: FastifyInstance, d: EventRouteDeps): vo
     } else {
       // A first pass over the same range, for the header row (see events-csv.ts).
       const seen = new Set<string>();
-      for await (const e of matching(events, q, top)) {
+      for await (const e of matching(events, feed, q, top)) {
         for (const k of Object.keys(e.metadata ?? {})) if (seen.size < MAX_METADATA_COLUMNS) seen.add(k);
       }
       keys = [...seen].sort();
     }
     const csv = new EventCsv(keys);
-    const body = chunked(map(track(q.account, matching(events, q, top)), (e) => csv.row(e)), csv.header());
+    const body = chunked(map(track(q.account, matching(events, feed, q, top)), (e) => csv.row(e)), csv.header());
     return reply.type('text/csv; charset=utf-8').send(Readable.from(body, { objectMode: false }));
   });
 

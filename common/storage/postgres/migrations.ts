@@ -129,6 +129,21 @@ export const MIGRATIONS: readonly Migration[] = [
         day_n := day_n + units;
       END $$;`,
   },
+  {
+    version: 4,
+    name: 'global event feed',
+    // Each node ships its own event log here (engine/events/event-shipper.ts). `seq` is the feed's
+    // global order: taken from the one counter row, locked FOR UPDATE until the shipping transaction
+    // commits, so seqs are handed out in commit order and a reader never sees seq N+1 before N
+    // (see event-shipper.ts). `node_seq` is the event's seq in its node's own log; event_feed_nodes
+    // says how far each node has shipped, updated in the same transaction as its rows.
+    sql: `
+      ALTER TABLE events ADD COLUMN node text COLLATE "C" NOT NULL, ADD COLUMN node_seq bigint NOT NULL;
+      CREATE INDEX events_seq ON events (seq);
+      CREATE TABLE event_feed_counter (id int PRIMARY KEY CHECK (id = 1), last bigint NOT NULL);
+      INSERT INTO event_feed_counter VALUES (1, 0);
+      CREATE TABLE event_feed_nodes (node text COLLATE "C" PRIMARY KEY, shipped bigint NOT NULL, at timestamptz NOT NULL);`,
+  },
 ];
 
 /** The schema version this code needs. */

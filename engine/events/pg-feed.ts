@@ -1,0 +1,44 @@
+/*
+ * pg-feed.ts — the global event feed in PostgreSQL, as the DataExporter reads
+ * it (feed-source.ts) on a node with storage.postgres: every node's events,
+ * shipped by each node (event-shipper.ts), in one order, the same through
+ * every node.
+ *
+ * `top()` is the committed feed counter: the shippers hand out seqs in commit
+ * order (see event-shipper.ts), so every row at or below it is committed and
+ * visible to the next statement; a reader that stops at it and resumes after
+ * its last seq never misses a row that a slower node commits later. `scan()`
+ * pages through (after, top] by the seq index, PAGE rows a query, so a feed of
+ * millions never sits in memory; `account` narrows in the query.
+ *
+ * Side effects: PostgreSQL reads.
+ */
+import type { PostinoEvent } from '../../common/events.js';
+import { sharedQuery, type PgPool } from '../../common/storage/postgres/pool.js';
+import type { FeedSource } from './feed-source.js';
+
+/** Rows per query of a scan: a round trip per thousand events. */
+const PAGE = 1_000;
+
+export class PgFeed implements FeedSource {
+  readonly scope = 'global';
+
+  constructor(private readonly pool: PgPool) {}
+
+  async top(): Promise<number> {
+    const r = await sharedQuery<{ last: string }>(this.pool, 'event feed', 'SELECT last FROM event_feed_counter WHERE id = 1');
+    return r.rows[0] ? Number(r.rows[0].last) : 0;
+  }
+
+  async *scan(after: number, top: number, account?: string): AsyncGenerator<PostinoEvent> {
+    let cursor = after;
+    while (cursor < top) {
+      const r = account === undefined
+        ? await sharedQuery<{ body: PostinoEvent }>(this.pool, 'event feed', 'SELECT body FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3', [cursor, top, PAGE])
+        : await sharedQuery<{ body: PostinoEvent }>(this.pool, 'event feed', 'SELECT body FROM events WHERE account = $4 AND seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3', [cursor, top, PAGE, account]);
+      for (const row of r.rows) yield row.body;
+      if (r.rows.length < PAGE) return;
+      cursor = r.rows[r.rows.length - 1]!.body.seq;
+    }
+  }
+}
