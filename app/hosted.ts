@@ -201,7 +201,11 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   });
   const api = createHostedApi((t) => apiKeys.principal(t), log);
   const failedQueues = [intake, delivery, feedbackQueue] as FailedQueues;
-  registerDeliveryRoutes(api, intake, deliveryStage, () => failedCounts(failedQueues));
+  const nodes = await shared.nodes(() => {
+    const paused = deliveryStage.killSwitch.state();
+    return { intake: intake.size, queued: delivery.size, failed: Object.values(failedCounts(failedQueues)).reduce((a, n) => a + n, 0), pausedGlobal: paused.global, pausedAccounts: paused.accounts.length };
+  });
+  registerDeliveryRoutes(api, intake, deliveryStage, () => failedCounts(failedQueues), () => nodes.list());
   registerFailedRoutes(api, failedQueues, deliveryStage.metrics.registry);
   registerFeedbackRoutes(api, { keys, recorder, log });
   accountsNow.onSwap((list) => deliveryStage.setAccounts(list.map((a) => a.id)));
@@ -234,6 +238,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       get brake() {
         return eventReaders.brake;
       },
+      nodes,
     };
     registerDashboard(api, ctx, log.child({ component: 'dashboard' }));
   }
@@ -275,6 +280,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       await recipientCounters.stop();
       await eraser.stop();
       await eventReaders.close();
+      await nodes.stop();
       await api.close();
       // Ships what the last batches added before the pool closes (a stopped node's events wait for its restart otherwise).
       await eventFeed.close();

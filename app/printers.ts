@@ -6,6 +6,7 @@
 import type { RelayHealthStatus } from '../common/relay-health.js';
 import type { DeliveryStatus } from '../engine/delivery/queue-status.js';
 import type { FailedEntry } from '../engine/failed-routes.js';
+import type { NodeStatus } from '../engine/nodes/node-registry.js';
 
 export function duration(seconds: number): string {
   if (seconds < 120) return `${seconds} s`;
@@ -53,6 +54,20 @@ export interface HostedQueueBody {
   delivery: DeliveryStatus;
   /** Failed records per queue (absent from an older node). */
   failed?: Record<string, number>;
+  /** Every node of the installation (absent from an older node). */
+  nodes?: NodeStatus[];
+}
+
+/** The installation's nodes, one line each; a silent one with when it was last heard from. */
+function nodeLines(nodes: NodeStatus[]): string[] {
+  const out = ['', `${'node'.padEnd(34)} ${'state'.padEnd(7)} ${'intake'.padStart(7)} ${'queued'.padStart(7)} ${'failed'.padStart(7)}  paused`];
+  for (const n of nodes) {
+    const name = `${n.node}${n.self ? ' (this)' : ''}`;
+    const paused = n.pausedGlobal ? 'global' : n.pausedAccounts ? `${n.pausedAccounts} accounts` : 'no';
+    const state = n.state === 'up' ? 'up' : `SILENT since ${n.seenAt}`;
+    out.push(`${name.padEnd(34)} ${state.padEnd(7)} ${String(n.intake).padStart(7)} ${String(n.queued).padStart(7)} ${String(n.failed).padStart(7)}  ${paused}`);
+  }
+  return out;
 }
 
 /** The hosted node's GET /api/queue like the forwarder's status, then domains and relays. */
@@ -82,6 +97,7 @@ export function formatHostedStatus(body: HostedQueueBody): string {
   }
   for (const l of d.lanes) if (l.suspendedUntil || l.slowedUntil) out.push(`${l.domain}: ${l.suspendedUntil ? `suspended until ${l.suspendedUntil}` : `slowed until ${l.slowedUntil}`} (rule ${l.rule ?? '?'})`);
   out.push('', ...d.relays.map((r) => `relay ${r.relay} weight ${r.weight} sent ${r.sent} ${relayState(r)}`));
+  if (body.nodes?.length) out.push(...nodeLines(body.nodes));
   return out.join('\n') + '\n';
 }
 

@@ -23,6 +23,8 @@ import { LevelSuppressionList, type SuppressionList } from '../engine/suppressio
 import type { QuotaCounter, QuotaLimits } from '../listener/quota.js';
 import type { EventLog } from '../engine/events/event-log.js';
 import { localFeed, type FeedSource } from '../engine/events/feed-source.js';
+import { ensureNodeId } from '../common/node-id.js';
+import { singleNode, type NodeFigures, type NodeRegistry } from '../engine/nodes/node-registry.js';
 
 /** How often a node drops the global feed's day partitions past events.retentionDays. */
 const FEED_RETENTION_INTERVAL_MS = 3_600_000;
@@ -40,6 +42,8 @@ export interface SharedState {
   quotas: ((limits: QuotaLimits[], now: () => number) => QuotaCounter) | undefined;
   /** Where the DataExporter reads: this node's log, or the global feed this node ships its log to. */
   eventFeed(events: EventLog, retentionDays: number): Promise<EventFeed>;
+  /** The nodes of this installation (this one alone on LevelDB; every node sharing the database). */
+  nodes(figures: () => NodeFigures): Promise<NodeRegistry>;
   /** Before the LevelDB store closes: parked writes still need it. */
   close(): Promise<void>;
 }
@@ -48,7 +52,14 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
   const pgConfig = config.storage.postgres;
   if (!pgConfig) {
     const suppression = new LevelSuppressionList(store);
-    return { backend: 'leveldb', suppression, quotas: undefined, eventFeed: async (events) => ({ source: localFeed(events), close: async () => undefined }), close: () => suppression.close() };
+    return {
+      backend: 'leveldb',
+      suppression,
+      quotas: undefined,
+      eventFeed: async (events) => ({ source: localFeed(events), close: async () => undefined }),
+      nodes: async (figures) => singleNode(await ensureNodeId(store), figures),
+      close: () => suppression.close(),
+    };
   }
   // Loaded only when configured: a single node never loads the driver.
   const { openPool } = await import('../common/storage/postgres/pool.js');
@@ -74,10 +85,13 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
     backend: 'postgresql',
     suppression,
     quotas: (limits, now) => (quotas = new PgQuotas(pool, limits, now, log.child({ component: 'quota' }))),
+    async nodes(figures) {
+      const { PgNodeRegistry } = await import('../engine/nodes/node-registry-postgres.js');
+      return new PgNodeRegistry(pool, await ensureNodeId(store), figures, log.child({ component: 'nodes' }));
+    },
     async eventFeed(events, retentionDays) {
       const { EventShipper } = await import('../engine/events/event-shipper.js');
       const { PgFeed } = await import('../engine/events/pg-feed.js');
-      const { ensureNodeId } = await import('../common/node-id.js');
       const node = await ensureNodeId(store);
       const flog = log.child({ component: 'event-feed' });
       const shipper = new EventShipper({ pool, events, node, log: flog });

@@ -13,6 +13,7 @@ import type { EventLog } from '../events/event-log.js';
 import type { Stats } from '../events/stats.js';
 import type { WebhookDispatcher } from '../events/webhooks.js';
 import type { ReputationBrake } from '../events/reputation-brake.js';
+import type { NodeRegistry } from '../nodes/node-registry.js';
 import type { SuppressionStore } from '../suppression-routes.js';
 import type { MessageArchive } from '../archive/message-archive.js';
 import type { ForwarderLog } from '../forwarders/forwarder-log.js';
@@ -44,4 +45,6 @@ export interface DashboardContext {
   webhooks?: WebhookDispatcher | undefined;
   /** The reputation brake (events/reputation-brake.ts), read at request time like the webhooks; absent: no brake card. */
   brake?: ReputationBrake | undefined;
+  /** The installation's nodes (engine/nodes/); absent: no nodes card. */
+  nodes?: NodeRegistry | undefined;
 }

@@ -89,6 +89,7 @@ ${st.domains.length > 0 && html`<section class="card"><h2>Queue by destination</
 <tbody>${st.domains.slice(0, 50).map((d) => html`<tr><td>${d.domain}</td><td>${d.total}</td><td>${d.ready}</td><td>${d.sending}</td><td>${d.deferred}</td></tr>`)}</tbody>
 </table></div></section>`}
 ${await brakeCard(ctx, [...ctx.delivery.accounts].sort())}
+${await nodesCard(ctx)}
 ${forwardersCard(ctx, undefined)}`;
 }
 
@@ -117,6 +118,17 @@ async function brakeCard(ctx: DashboardContext, accounts: readonly string[]): Pr
 <thead><tr><th>account</th><th>outcomes</th><th>complaints</th><th>hard bounces</th><th>blocks</th><th>brake</th></tr></thead>
 <tbody>${rows.map(({ account, f, p }) => html`<tr data-brake="${account}"><td>${account}</td><td>${f.sent}</td>${rateCell(f.complaintRate, c.complaintRate)}${rateCell(f.hardBounceRate, c.hardBounceRate)}${rateCell(f.blockRate, c.blockRate)}
 <td>${p ? html`<strong class="bad">paused</strong> <small>${when(p.at)}: ${p.reason ?? ''}</small>` : f.sent < c.minMessages ? html`<small>too few to judge</small>` : html`<span class="good">watching</span>`}</td></tr>`)}</tbody>
+</table></div></section>`;
+}
+
+/** Every node of the installation (several share a PostgreSQL), a silent one with when it was last heard from. */
+async function nodesCard(ctx: DashboardContext): Promise<Html> {
+  const list = (await ctx.nodes?.list()) ?? [];
+  if (list.length === 0) return html``;
+  return html`<section class="card" id="nodes"><h2>Nodes <small>${list.filter((n) => n.state === 'up').length} of ${list.length} up</small></h2>
+<div class="scroll"><table class="numbers">
+<thead><tr><th>node</th><th>state</th><th>intake</th><th>queued</th><th>failed</th><th>paused</th></tr></thead>
+<tbody>${list.map((n) => html`<tr data-node="${n.node}"><td>${n.node}${n.self && html` <small>(this node)</small>`}</td><td class="${n.state === 'up' ? 'good' : 'bad'}">${n.state}${n.state === 'silent' && html` <small>since ${when(n.seenAt)}</small>`}</td><td>${n.intake}</td><td>${n.queued}</td><td>${n.failed}</td><td>${n.pausedGlobal ? 'all accounts' : n.pausedAccounts ? `${n.pausedAccounts} accounts` : 'no'}</td></tr>`)}</tbody>
 </table></div></section>`;
 }
 

@@ -3,6 +3,7 @@
  *
  *   GET  /api/queue                   intake size + delivery status (queue-status.ts)
  *                                     + failed records per queue (common/dead-letter.ts)
+ *                                     + the installation's nodes (engine/nodes/node-registry.ts)
  *   POST /api/pause   [?account=ID][&reason=text]   kill-switch on, globally or for one account;
  *                                     records the reason and the key that did it
  *   POST /api/resume  [?account=ID]   kill-switch off
@@ -18,11 +19,18 @@ import { PostinoError } from '../../common/errors.js';
 import { accountScope, requireNode } from '../../common/http-server.js';
 import type { IntakeMeta } from '../../common/intake-record.js';
 import type { Delivery } from './delivery.js';
+import type { NodeStatus } from '../nodes/node-registry.js';
 
-export function registerDeliveryRoutes(app: FastifyInstance, intake: DurableQueue<IntakeMeta>, d: Delivery, failed: () => Record<string, number> = () => ({})): void {
+export function registerDeliveryRoutes(
+  app: FastifyInstance,
+  intake: DurableQueue<IntakeMeta>,
+  d: Delivery,
+  failed: () => Record<string, number> = () => ({}),
+  nodes: () => Promise<NodeStatus[]> = async () => [],
+): void {
   app.get('/api/queue', async (req) => {
     requireNode(req);
-    return { intake: intake.size, delivery: await d.status(), failed: failed() };
+    return { intake: intake.size, delivery: await d.status(), failed: failed(), nodes: await nodes() };
   });
 
   const account = (req: FastifyRequest): string | undefined => {

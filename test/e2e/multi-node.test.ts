@@ -1,13 +1,17 @@
 /*
- * Two hosted nodes behind a real HAProxy (issue #14), each with its own
- * durable LevelDB queue as in deploy/multi-node: a forwarder relays over
+ * Two hosted nodes behind a real HAProxy (issue #14), as in deploy/multi-node:
+ * each with its own durable LevelDB queue, both sharing one PostgreSQL (the
+ * test's own cluster, schema by `postino db migrate`); a forwarder relays over
  * verified STARTTLS to the balancer, HAProxy passes the forwarder's address
  * with PROXY v2 and health-checks the listeners, the nodes share the TLS pair
  * and keys as a deployment does. Sessions spread over both nodes and every
- * message arrives once; SIGKILL of node A under load sends new sessions to
- * node B, and A's acknowledged messages leave when it is back: 0 lost.
+ * message arrives once; the event feed read through either node is the same
+ * list, every event once, in one order; `postino hosted status` on either
+ * lists both nodes. SIGKILL of node A under load sends new sessions to node
+ * B, and A's acknowledged messages leave when it is back: 0 lost.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -16,7 +20,8 @@ import { forwarderConfig, sleep, startForwarderProcess, startTestSink } from '..
 import { haproxyMissing, startHaproxy } from '../helpers/haproxy.js';
 import { startHostedProcess } from '../helpers/hosted.js';
 import { freePorts } from '../helpers/ports.js';
-import { tempDir, type Running } from '../helpers/postino.js';
+import { postgresMissing, startPostgres } from '../helpers/postgres.js';
+import { CLI, tempDir, type Running } from '../helpers/postino.js';
 import { runPythonClients } from '../helpers/python-sender.js';
 import { countDelivered } from '../helpers/sink-reader.js';
 
@@ -29,9 +34,28 @@ const BALANCER = '127.0.0.3';
 
 const accepted = (p: Running): number => p.lines.filter((l) => l.includes('"event":"accepted"')).length;
 
+interface FeedEvent {
+  seq: number;
+  id: string;
+  type: string;
+  node: string;
+  nodeSeq: number;
+}
+
+/** The whole feed through one node's API, as a DataExporter client reads it. */
+async function feed(dataDir: string, httpPort: number): Promise<FeedEvent[]> {
+  const key = fs.readFileSync(path.join(dataDir, 'secrets', 'api-key'), 'utf8').trim();
+  const r = await fetch(`http://127.0.0.1:${httpPort}/api/events?limit=100000`, { headers: { authorization: `Bearer ${key}` } });
+  assert.equal(r.status, 200);
+  return (await r.text()).split('\n').filter(Boolean).map((l) => JSON.parse(l) as FeedEvent);
+}
+
 test('two hosted nodes behind HAProxy: sessions spread, every message once; SIGKILL of node A sends new sessions to B and loses nothing', { timeout: 240_000 }, async (t) => {
-  const skip = haproxyMissing();
+  const skip = haproxyMissing() ?? postgresMissing();
   if (skip) return t.skip(skip);
+  const pg = await startPostgres();
+  t.after(() => pg.close());
+  const pgUrl = await pg.newDatabase();
   const root = tempDir('multi-node');
   const { sink, sinkDir } = await startTestSink(root);
   const [l1, l2, h1, h2, lbSmtp, lbHttp] = await freePorts(6);
@@ -50,8 +74,13 @@ test('two hosted nodes behind HAProxy: sessions spread, every message once; SIGK
     http: { port: httpPort },
     feedback: { port: null },
     delivery: { relays: [`smtp://127.0.0.1:${sink.port}`] },
+    storage: { postgres: { url: pgUrl } },
   });
   const aConfig = nodeConfig(l1!, h1!);
+  // The schema first, as an operator does before starting nodes (stop, migrate, start).
+  fs.writeFileSync(path.join(aDir, 'hosted.json'), JSON.stringify(aConfig));
+  const migrated = spawnSync(process.execPath, [CLI, 'db', 'migrate', '--config', path.join(aDir, 'hosted.json')], { encoding: 'utf8', env: { ...process.env, POSTINO_DATA: aDir }, timeout: 60_000 });
+  assert.equal(migrated.status, 0, migrated.stderr);
   let a = await startHostedProcess(aDir, aConfig);
   const b = await startHostedProcess(bDir, nodeConfig(l2!, h2!));
   const lb = await startHaproxy(path.join(root, 'haproxy'), [
@@ -81,6 +110,27 @@ test('two hosted nodes behind HAProxy: sessions spread, every message once; SIGK
     assert.equal(one.duplicates, 0, 'every message once');
     assert.equal(spread[0]! + spread[1]!, acked1.length, 'each message accepted by exactly one node');
     assert.ok(spread[0]! > 0 && spread[1]! > 0, `sessions spread over both nodes (${spread.join(' / ')})`);
+    // The feed through either node: the same events, each once, in one order, from both nodes.
+    let viaA: FeedEvent[] = [];
+    for (let i = 0; i < 100; i++) {
+      viaA = await feed(aDir, h1!);
+      if (viaA.filter((e) => e.type === 'delivered').length >= acked1.length) break;
+      await sleep(200);
+    }
+    const viaB = await feed(bDir, h2!);
+    const common = Math.min(viaA.length, viaB.length);
+    assert.deepEqual(viaB.slice(0, common).map((e) => e.id), viaA.slice(0, common).map((e) => e.id), 'the same feed through both nodes');
+    assert.deepEqual(viaA.map((e) => e.seq), Array.from({ length: viaA.length }, (_, i) => i + 1), 'seqs 1, 2, 3, … in one order');
+    assert.equal(new Set(viaA.map((e) => e.id)).size, viaA.length, 'every event once');
+    assert.equal(viaA.filter((e) => e.type === 'delivered').length, acked1.length, 'a delivered event for every message');
+    assert.deepEqual([...new Set(viaA.map((e) => e.node))].length, 2, 'events of both nodes');
+    console.log(`# multi-node: the feed through node A and node B: ${viaA.length} and ${viaB.length} events, the same order, seqs 1..${viaA.length}`);
+    // Both nodes in the status of either.
+    const status = spawnSync(process.execPath, [CLI, 'hosted', 'status', '--api', `http://127.0.0.1:${h2}`], { encoding: 'utf8', env: { ...process.env, POSTINO_DATA: bDir } });
+    assert.equal(status.status, 0, status.stderr);
+    const nodeRows = status.stdout.split('\n').filter((l) => /^\S+(?: \(this\))?\s+up\s+\d+/.test(l));
+    assert.equal(nodeRows.length, 2, status.stdout);
+
     // The nodes saw the forwarder's address through PROXY v2: HAProxy connects from 127.0.0.3, outside every account's networks.
     const clients = new Set([...a.lines, ...b.lines].filter((l) => l.includes('"event":"accepted"')).map((l) => (JSON.parse(l) as { client: string }).client));
     assert.deepEqual([...clients], ['127.0.0.1'], 'the client address from the PROXY header');

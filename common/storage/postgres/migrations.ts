@@ -131,7 +131,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 4,
-    name: 'global event feed',
+    name: 'global event feed and node heartbeats',
     // Each node ships its own event log here (engine/events/event-shipper.ts). `seq` is the feed's
     // global order: taken from the one counter row, locked FOR UPDATE until the shipping transaction
     // commits, so seqs are handed out in commit order and a reader never sees seq N+1 before N
@@ -142,7 +142,9 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX events_seq ON events (seq);
       CREATE TABLE event_feed_counter (id int PRIMARY KEY CHECK (id = 1), last bigint NOT NULL);
       INSERT INTO event_feed_counter VALUES (1, 0);
-      CREATE TABLE event_feed_nodes (node text COLLATE "C" PRIMARY KEY, shipped bigint NOT NULL, at timestamptz NOT NULL);`,
+      CREATE TABLE event_feed_nodes (node text COLLATE "C" PRIMARY KEY, shipped bigint NOT NULL, at timestamptz NOT NULL);
+      -- Every node's heartbeat (engine/nodes/node-registry-postgres.ts): hosted status lists them all.
+      CREATE TABLE nodes (node text COLLATE "C" PRIMARY KEY, started_at timestamptz NOT NULL, seen_at timestamptz NOT NULL, status jsonb NOT NULL);`,
   },
 ];
 
