@@ -5,7 +5,8 @@
  * hosted HTTP app (createHostedApi + registerDashboard) and timed as server time
  * (fastify inject: no sockets), 50 requests each after 5 unmeasured ones.
  *
- * Pages: the overview (a scan of the delivery queue), a search by part of a recipient
+ * Pages: the overview (a scan of the delivery queue, the reputation brake's figures from the
+ * statistics), the statistics page (14 days and today), a search by part of a recipient
  * that matches 1 in 1,000 events (50 matches ≈ 50,000 events read), a search
  * for a recipient that is not there (reads the per-request budget, 50,000 events,
  * and offers "continue"), a search by a whole address (through the recipient index:
@@ -30,6 +31,8 @@ import { EventLog } from '../engine/events/event-log.js';
 import { registerEventRoutes } from '../engine/events/http-routes.js';
 import { MessageHistoryIndex } from '../engine/events/message-history.js';
 import { RecipientIndex } from '../engine/events/recipient-index.js';
+import { ReputationBrake } from '../engine/events/reputation-brake.js';
+import { Stats } from '../engine/events/stats.js';
 import { createHostedApi } from '../engine/http-api.js';
 import { LevelSuppressionList } from '../engine/suppression.js';
 import { tempDir } from '../test/helpers/postino.js';
@@ -52,6 +55,8 @@ export async function benchDashboard(): Promise<void> {
     const queue = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
     const events = await EventLog.open(store);
     const recipients = new RecipientIndex(store, events); // as indexEvents does on a hosted node
+    const stats = new Stats(store, events);
+    events.addIndexer(stats.indexer);
     const suppression = new LevelSuppressionList(store);
     const delivery = await createDelivery({ config: config.delivery, accounts: config.accounts, hostname: 'bench.test', store, queue, events, suppression, visibilityMs: 600_000, log });
 
@@ -66,6 +71,7 @@ export async function benchDashboard(): Promise<void> {
       await events.append(batch);
     }
     await recipients.backfill(); // nothing to do: every event was indexed as written
+    await stats.fold();
     const filled = Date.now() - t0;
     for (let i = 0; i < QUEUED; i += 1000) {
       const ops = [];
@@ -81,7 +87,8 @@ export async function benchDashboard(): Promise<void> {
 
     const app = createHostedApi(KEY, log);
     const apiKeys = new ApiKeys(KEY, config.accounts);
-    registerDashboard(app, { config: config.dashboard, secureCookies: false, accounts: config.accounts, apiKeys, events, intake, deliveryQueue: queue, delivery, suppressions: { store, suppression }, capture: undefined, sessions: new SessionStore(3_600_000) }, log);
+    const brake = new ReputationBrake({ store, events, stats, killSwitch: delivery.killSwitch, config: config.events.brake, log });
+    registerDashboard(app, { config: config.dashboard, secureCookies: false, accounts: config.accounts, apiKeys, events, intake, deliveryQueue: queue, delivery, suppressions: { store, suppression }, capture: undefined, sessions: new SessionStore(3_600_000), stats, brake }, log);
     registerEventRoutes(app, { events, history: new MessageHistoryIndex(store, events) });
     await app.ready();
     const form = await app.inject({ method: 'GET', url: '/login' });
@@ -103,7 +110,8 @@ export async function benchDashboard(): Promise<void> {
       console.log(`${name.padEnd(44)} p50 ${fmt(percentile(ms, 50)).padStart(7)} ms   p95 ${fmt(percentile(ms, 95)).padStart(7)} ms   max ${fmt(ms[ms.length - 1]!).padStart(7)} ms`);
     };
     const rows = (b: string): number => (b.match(/data-seq="/g) ?? []).length;
-    await time('overview (10,000 queued copies)', '/', (b) => b.includes('id="queue-total">10000<'));
+    await time('overview (10,000 queued copies, brake)', '/', (b) => b.includes('id="queue-total">10000<') && b.includes('data-brake="default"'));
+    await time('statistics (14 days, today by hour)', '/statistics', (b) => b.includes('<svg'));
     await time('search recipient, 1 in 1,000 events match', '/messages?recipient=%40domain7.example', (b) => rows(b) === 50);
     await time('search recipient, no match (scan budget)', '/messages?recipient=%40nowhere.example', (b) => rows(b) === 0 && b.includes('Continue searching'));
     const someone = `user${MESSAGES / 4 + 7}%40domain${(MESSAGES / 4 + 7) % 1000}.example`;

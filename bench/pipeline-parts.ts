@@ -131,11 +131,16 @@ async function waitListening(ports: number[], what: string, timeoutMs = 30_000):
  * this process: parsing them here would take CPU from the system under test.
  */
 export async function startUpLoggingToFile(dataDir: string, config: Record<string, unknown>, ports: number[]): Promise<{ child: ChildProcess; stop(): Promise<void> }> {
-  const file = path.join(dataDir, 'bench-config.json');
+  return startLoggingToFile('up', dataDir, config, ports);
+}
+
+/** `postino <role>` (up, hosted, forwarder) the same way, its log in <dataDir>/postino-<role>.log. */
+export async function startLoggingToFile(role: 'up' | 'hosted' | 'forwarder', dataDir: string, config: Record<string, unknown>, ports: number[]): Promise<{ child: ChildProcess; stop(): Promise<void> }> {
+  const file = path.join(dataDir, `bench-${role}.json`);
   fs.writeFileSync(file, JSON.stringify(config));
-  const out = fs.openSync(path.join(dataDir, 'postino.log'), 'w');
-  const child = spawn(process.execPath, [CLI, 'up', '--config', file], { env: { ...process.env, POSTINO_DATA: dataDir }, stdio: ['ignore', out, out], detached: true });
-  await waitListening(ports, 'postino up');
+  const out = fs.openSync(path.join(dataDir, role === 'up' ? 'postino.log' : `postino-${role}.log`), 'w');
+  const child = spawn(process.execPath, [CLI, role, '--config', file], { env: { ...process.env, POSTINO_DATA: dataDir }, stdio: ['ignore', out, out], detached: true });
+  await waitListening(ports, `postino ${role}`);
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
   return {
     child,
