@@ -23,6 +23,7 @@ import { LevelSuppressionList, type SuppressionList } from '../engine/suppressio
 import type { QuotaCounter, QuotaLimits } from '../listener/quota.js';
 import type { EventLog } from '../engine/events/event-log.js';
 import { localFeed, type FeedSource } from '../engine/events/feed-source.js';
+import type { WebhookSource } from '../engine/events/webhooks.js';
 import { ensureNodeId } from '../common/node-id.js';
 import { singleNode, type NodeFigures, type NodeRegistry } from '../engine/nodes/node-registry.js';
 
@@ -32,6 +33,8 @@ const DAY_MS = 86_400_000;
 
 export interface EventFeed {
   source: FeedSource;
+  /** Where this node's webhooks read (the global feed's numbering); absent: the node's log. */
+  webhooks?: WebhookSource | undefined;
   close(): Promise<void>;
 }
 
@@ -103,8 +106,10 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
         );
       const pruner = setInterval(prune, FEED_RETENTION_INTERVAL_MS).unref();
       flog.info({ event: 'event-feed', node }, `events shipped to the global feed as node ${node}`);
+      const feed = new PgFeed(pool);
       return {
-        source: new PgFeed(pool),
+        source: feed,
+        webhooks: { top: () => feed.top(), scan: (after, top) => feed.scan(after, top, undefined, node), subscribe: (fn) => shipper.onShipped(fn) },
         async close() {
           clearInterval(pruner);
           await shipper.kick(); // what the last batches added, while the pool is still open

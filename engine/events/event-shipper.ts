@@ -64,8 +64,14 @@ export class EventShipper {
   private stopped = false;
   private down = false;
   private timer: NodeJS.Timeout | undefined;
+  private readonly shippedListeners: Array<() => void> = [];
 
   constructor(private readonly o: ShipperOptions) {}
+
+  /** Called after each batch reaches the feed (this node's webhooks follow the feed). */
+  onShipped(fn: () => void): void {
+    this.shippedListeners.push(fn);
+  }
 
   start(): void {
     this.o.events.subscribe(() => this.kick());
@@ -133,6 +139,7 @@ export class EventShipper {
       return upTo;
     });
     this.shipped = shipped;
+    for (const fn of this.shippedListeners) fn();
     return batch.length;
   }
 

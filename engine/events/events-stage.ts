@@ -26,7 +26,7 @@ import { Retention } from './retention.js';
 import { FOLD_INTERVAL_MS, Stats } from './stats.js';
 import { registerStatsRoutes } from './stats-routes.js';
 import { registerWebhookRoutes } from './webhook-routes.js';
-import { WebhookDispatcher } from './webhooks.js';
+import { WebhookDispatcher, type WebhookSource } from './webhooks.js';
 
 export interface EventIndexes {
   stats: Stats;
@@ -57,6 +57,8 @@ export interface EventReaderOptions {
   registry: Registry;
   /** Where the DataExporter reads (app/shared-state.ts); absent: this node's log. */
   feed?: FeedSource | undefined;
+  /** Where the webhooks read (app/shared-state.ts); absent: this node's log. */
+  webhookSource?: WebhookSource | undefined;
 }
 
 export interface EventReaders {
@@ -68,7 +70,7 @@ export interface EventReaders {
 
 export async function startEventReaders(o: EventReaderOptions): Promise<EventReaders> {
   const { stats, history } = o.indexes;
-  const webhooks = new WebhookDispatcher({ store: o.store, events: o.events, config: o.config.webhooks, accounts: o.accounts, env: o.env, log: o.log });
+  const webhooks = new WebhookDispatcher({ source: o.webhookSource, store: o.store, events: o.events, config: o.config.webhooks, accounts: o.accounts, env: o.env, log: o.log });
   const metrics = new EventMetrics(o.registry, o.events, webhooks);
   registerEventRoutes(o.api, { events: o.events, feed: o.feed, history, onRead: metrics.onRead });
   registerStatsRoutes(o.api, stats);

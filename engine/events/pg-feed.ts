@@ -30,12 +30,17 @@ export class PgFeed implements FeedSource {
     return r.rows[0] ? Number(r.rows[0].last) : 0;
   }
 
-  async *scan(after: number, top: number, account?: string): AsyncGenerator<PostinoEvent> {
+  /** `node` narrows to the events one node shipped (its webhooks post its own events, each once). */
+  async *scan(after: number, top: number, account?: string, node?: string): AsyncGenerator<PostinoEvent> {
+    const where = ['seq > $1', 'seq <= $2'];
+    const values: unknown[] = [0, top, PAGE];
+    if (account !== undefined) where.push(`account = $${values.push(account)}`);
+    if (node !== undefined) where.push(`node = $${values.push(node)}`);
+    const text = `SELECT body FROM events WHERE ${where.join(' AND ')} ORDER BY seq LIMIT $3`;
     let cursor = after;
     while (cursor < top) {
-      const r = account === undefined
-        ? await sharedQuery<{ body: PostinoEvent }>(this.pool, 'event feed', 'SELECT body FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3', [cursor, top, PAGE])
-        : await sharedQuery<{ body: PostinoEvent }>(this.pool, 'event feed', 'SELECT body FROM events WHERE account = $4 AND seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3', [cursor, top, PAGE, account]);
+      values[0] = cursor;
+      const r = await sharedQuery<{ body: PostinoEvent }>(this.pool, 'event feed', text, values);
       for (const row of r.rows) yield row.body;
       if (r.rows.length < PAGE) return;
       cursor = r.rows[r.rows.length - 1]!.body.seq;

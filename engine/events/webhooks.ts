@@ -111,9 +111,32 @@ export interface DeliveryRecord {
   error: string | null;
 }
 
+/**
+ * Where the endpoints' events come from: this node's log (one node), or, with
+ * storage.postgres, this node's events as the global feed numbers them
+ * (app/shared-state.ts), so a webhook carries the same `seq` as GET /api/events.
+ */
+export interface WebhookSource {
+  /** The highest seq an endpoint may be sent now. */
+  top(): Promise<number>;
+  scan(after: number, top: number): AsyncGenerator<PostinoEvent>;
+  /** Called when new events may be there. */
+  subscribe(fn: () => void): void;
+}
+
+export function localWebhookSource(events: EventLog): WebhookSource {
+  return { top: async () => events.watermark, scan: (after, top) => events.scan(after, top), subscribe: (fn) => events.subscribe(() => fn()) };
+}
+
+/** While the source does not answer (PostgreSQL down), an endpoint's loop looks again this often. */
+const SOURCE_RETRY_MS = 2_000;
+
 export interface WebhookOptions {
   store: Store;
+  /** The node's log: the endpoints' own events (webhook.disabled) are written there. */
   events: EventLog;
+  /** Absent: `events`. */
+  source?: WebhookSource | undefined;
   config: WebhooksConfig;
   accounts: readonly AccountConfig[];
   env: NodeJS.ProcessEnv;
@@ -146,14 +169,15 @@ class EndpointWorker {
     private readonly d: WebhookDispatcher,
   ) {}
 
-  async load(initialCursor: number): Promise<void> {
+  /** `initialCursor` undefined: the source's top, read when the loop first runs (an endpoint starts with what comes next). */
+  async load(initialCursor: number | undefined): Promise<void> {
     const recent = await this.d.o.store.db.get(recentKey(this.ep.account, this.ep.id));
     this.recent = recent ? (JSON.parse(recent.toString('utf8')) as DeliveryRecord[]) : [];
     const v = await this.d.o.store.db.get(stateKey(this.ep.account, this.ep.id));
     if (v) this.state = JSON.parse(v.toString('utf8')) as State;
     else {
-      this.state = { cursor: initialCursor, failures: 0, delivered: 0 };
-      await this.save(true);
+      this.state = { cursor: initialCursor ?? -1, failures: 0, delivered: 0 };
+      if (initialCursor !== undefined) await this.save(true);
     }
   }
 
@@ -191,10 +215,14 @@ class EndpointWorker {
 
   /** The next batch from the cursor, or undefined (cursor moved past what is not ours). */
   private async nextBatch(): Promise<Batch | undefined> {
-    const top = this.d.o.events.watermark;
+    const top = await this.d.top();
+    if (this.state.cursor < 0) {
+      this.state.cursor = top;
+      await this.save(true);
+    }
     const picked: PostinoEvent[] = [];
     let last = this.state.cursor;
-    for await (const e of this.d.o.events.scan(this.state.cursor, top)) {
+    for await (const e of this.d.source.scan(this.state.cursor, top)) {
       last = e.seq;
       if (!this.wanted(e)) continue;
       picked.push(e);
@@ -216,7 +244,16 @@ class EndpointWorker {
       if (this.state.disabled) return;
       if (!this.state.batch) {
         const wake = this.idle(); // armed before the scan: an event settling meanwhile wakes us
-        const b = await this.nextBatch();
+        let b: Batch | undefined;
+        try {
+          b = await this.nextBatch();
+        } catch (err) {
+          // The source does not answer (the global feed's PostgreSQL): the events wait; look again.
+          this.d.o.log.debug({ err: { message: (err as Error).message }, account: this.ep.account, webhook: this.ep.id }, 'webhook events not readable; retrying');
+          this.wakeUp = undefined;
+          await sleep(SOURCE_RETRY_MS, undefined, { signal: this.abort.signal }).catch(() => undefined);
+          continue;
+        }
         if (!b) {
           await wake;
           // Let a trickle of events gather into one batch (events.webhooks.batchWaitMs).
@@ -277,8 +314,13 @@ export class WebhookDispatcher {
   /** Failed POSTs per account since start (Prometheus). */
   readonly failures = new Map<string, number>();
 
+  readonly source: WebhookSource;
+  /** The source's top when last read (list() is synchronous). */
+  private lastTop = 0;
+
   constructor(readonly o: WebhookOptions) {
     this.now = o.now ?? Date.now;
+    this.source = o.source ?? localWebhookSource(o.events);
     const ms = o.config.timeoutSeconds * 1000;
     this.agent = new Agent({ connect: { timeout: ms }, headersTimeout: ms, bodyTimeout: ms });
   }
@@ -294,14 +336,20 @@ export class WebhookDispatcher {
     }
     for await (const [, v] of this.o.store.db.iterator({ gte: 'wh!', lt: 'wh~' })) eps.push({ ...(JSON.parse(v.toString('utf8')) as Endpoint), source: 'api' });
     for (const ep of eps) await this.launch(ep);
-    this.o.events.subscribe(() => {
+    this.source.subscribe(() => {
       for (const w of this.workers.values()) w.wake();
     });
   }
 
+  /** The source's top (remembered for list()). */
+  async top(): Promise<number> {
+    this.lastTop = await this.source.top();
+    return this.lastTop;
+  }
+
   private async launch(ep: Endpoint): Promise<void> {
     const w = new EndpointWorker(ep, this);
-    await w.load(this.o.events.watermark);
+    await w.load(await this.top().catch(() => undefined));
     this.workers.set(`${ep.account}!${ep.id}`, w);
     w.start();
   }
@@ -361,7 +409,7 @@ export class WebhookDispatcher {
   }
 
   list(account: string | undefined): EndpointView[] {
-    const top = this.o.events.watermark;
+    const top = this.o.source ? this.lastTop : this.o.events.watermark;
     return [...this.workers.values()]
       .filter((w) => account === undefined || w.ep.account === account)
       .map(({ ep, state: s }) => ({
@@ -370,8 +418,8 @@ export class WebhookDispatcher {
         url: ep.url,
         types: ep.types,
         source: ep.source,
-        cursor: s.cursor,
-        lag: Math.max(0, top - s.cursor),
+        cursor: Math.max(0, s.cursor),
+        lag: s.cursor < 0 ? 0 : Math.max(0, top - s.cursor),
         pending: s.batch
           ? {
               id: s.batch.id,

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { freePorts } from './ports.js';
+import { suiteStorage } from './postgres.js';
 import { startPostino, type Running } from './postino.js';
 
 /** A hosted config on free ports delivering to 127.0.0.1:sinkPort; `extra` keys replace top-level sections. */
@@ -19,6 +20,7 @@ export async function hostedConfig(sinkPort: number, extra: Record<string, unkno
       http: { port: http },
       feedback: { port: null }, // no bounce intake: these tests are about the hop from the forwarder
       delivery: { relays: [`smtp://127.0.0.1:${sinkPort}`] },
+      ...(await suiteStorage()),
       ...extra,
     },
   };

@@ -140,3 +140,28 @@ export async function startPostgres(): Promise<PgCluster> {
   }
   return cluster;
 }
+
+let suiteCluster: Promise<PgCluster> | undefined;
+
+/**
+ * Under POSTINO_TEST_STORAGE=postgres (`npm run test:postgres`), the `storage`
+ * section the config helpers (upConfig, hostedConfig) give every hosted node:
+ * a fresh database, migrated, in one cluster per test process, so the same
+ * tests run on the PostgreSQL backend. Otherwise nothing: the node's LevelDB.
+ */
+export async function suiteStorage(): Promise<Record<string, unknown>> {
+  if (process.env.POSTINO_TEST_STORAGE !== 'postgres') return {};
+  const missing = postgresMissing();
+  if (missing) throw new Error(`POSTINO_TEST_STORAGE=postgres: ${missing}`);
+  suiteCluster ??= startPostgres(); // stopped at exit with the others started here (`live`)
+  const url = await (await suiteCluster).newDatabase();
+  const { openPool } = await import('../../common/storage/postgres/pool.js');
+  const { migrate } = await import('../../common/storage/postgres/migrations.js');
+  const pool = openPool({ url, poolSize: 1, connectTimeoutSeconds: 10, queryTimeoutSeconds: 30 });
+  try {
+    await migrate(pool);
+  } finally {
+    await pool.end();
+  }
+  return { storage: { postgres: { url } } };
+}

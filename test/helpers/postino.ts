@@ -9,6 +9,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { freePorts } from './ports.js';
+import { suiteStorage } from './postgres.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = path.join(ROOT, 'bin', 'postino.js');
@@ -43,7 +44,7 @@ export async function upConfig(extra: (p: UpPorts) => Record<string, unknown> = 
     delivery: { relays: [`smtp://127.0.0.1:${ports.sink}`] },
     sink: { port: ports.sink },
   };
-  return { config: deepMerge(base, extra(ports)), ports };
+  return { config: deepMerge({ ...base, ...(await suiteStorage()) }, extra(ports)), ports };
 }
 
 function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
