@@ -36,15 +36,22 @@ interface Result {
   /** PostgreSQL commits and rows written (inserted + updated) per message. */
   pgCommits?: number;
   pgRows?: number;
+  /** Bytes of the events table (rows and indexes) per message, and events per message. */
+  eventBytes?: number;
+  events?: number;
 }
 
-async function pgCounters(url: string): Promise<{ commits: number; rows: number }> {
+async function pgCounters(url: string): Promise<{ commits: number; rows: number; eventBytes: number; events: number }> {
   const c = new pg.Client({ connectionString: url });
   await c.connect();
   try {
     const r = await c.query<{ xact_commit: string; tup_inserted: string; tup_updated: string }>('SELECT xact_commit, tup_inserted, tup_updated FROM pg_stat_database WHERE datname = current_database()');
     const row = r.rows[0]!;
-    return { commits: Number(row.xact_commit), rows: Number(row.tup_inserted) + Number(row.tup_updated) };
+    // The events table is partitioned: its size is its partitions' (rows, TOAST and indexes).
+    const size = await c.query<{ bytes: string | null; n: string }>(
+      `SELECT (SELECT sum(pg_total_relation_size(i.inhrelid)) FROM pg_inherits i WHERE i.inhparent = 'events'::regclass) AS bytes, (SELECT count(*) FROM events) AS n`,
+    );
+    return { commits: Number(row.xact_commit), rows: Number(row.tup_inserted) + Number(row.tup_updated), eventBytes: Number(size.rows[0]?.bytes ?? 0), events: Number(size.rows[0]?.n ?? 0) };
   } finally {
     await c.end();
   }
@@ -109,6 +116,8 @@ async function runSetup(setup: Setup, cluster: PgCluster | undefined): Promise<R
       const pg1 = await pgCounters(pgUrl);
       r.pgCommits = (pg1.commits - pg0.commits) / LOAD.messages;
       r.pgRows = (pg1.rows - pg0.rows) / LOAD.messages;
+      r.eventBytes = (pg1.eventBytes - pg0.eventBytes) / LOAD.messages;
+      r.events = (pg1.events - pg0.events) / LOAD.messages;
     }
     return r;
   } finally {
@@ -135,14 +144,14 @@ export async function benchScale(): Promise<void> {
     const results = new Map<Setup, Result[]>(SETUPS.map((s) => [s, []]));
     for (let run = 0; run < RUNS; run++) for (const s of SETUPS) results.get(s)!.push(await runSetup(s, cluster));
     console.log(`${LOAD.messages} messages of ${LOAD.size / 1024} KB, ${LOAD.sessions} sessions, one message per connection; medians of ${RUNS} alternating runs`);
-    console.log(`${'setup'.padEnd(34)} ${'intake/s'.padStart(9)} ${'e2e/s'.padStart(7)} ${'CPU s/1000'.padStart(11)} ${'PG commits/msg'.padStart(15)} ${'PG rows/msg'.padStart(12)}`);
+    console.log(`${'setup'.padEnd(34)} ${'intake/s'.padStart(9)} ${'e2e/s'.padStart(7)} ${'CPU s/1000'.padStart(11)} ${'PG commits/msg'.padStart(15)} ${'PG rows/msg'.padStart(12)} ${'events/msg'.padStart(11)} ${'event bytes/msg'.padStart(16)}`);
     for (const s of SETUPS) {
       const rs = results.get(s)!;
       const m = (f: (r: Result) => number | undefined): string => {
         const v = median(rs.map(f).filter((x): x is number => x !== undefined));
         return Number.isNaN(v) ? '-' : v.toFixed(v < 10 ? 2 : 0);
       };
-      console.log(`${s.padEnd(34)} ${m((r) => r.intake).padStart(9)} ${m((r) => r.e2e).padStart(7)} ${m((r) => r.machineCpu).padStart(11)} ${m((r) => r.pgCommits).padStart(15)} ${m((r) => r.pgRows).padStart(12)}`);
+      console.log(`${s.padEnd(34)} ${m((r) => r.intake).padStart(9)} ${m((r) => r.e2e).padStart(7)} ${m((r) => r.machineCpu).padStart(11)} ${m((r) => r.pgCommits).padStart(15)} ${m((r) => r.pgRows).padStart(12)} ${m((r) => r.events).padStart(11)} ${m((r) => r.eventBytes).padStart(16)}`);
     }
   } finally {
     await cluster.close();
