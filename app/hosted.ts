@@ -124,7 +124,16 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const pseudonyms = new Pseudonymizer(ensureSecret(rt.dataDir, 'pseudonym-key'));
   const recipients = new RecipientDb(store, pseudonyms);
   const recipientCounters = new RecipientProjection({ store, events, db: recipients, log: log.child({ component: 'recipients' }) });
-  const eraser = new RecipientEraser({ store, events, db: recipients, suppression, pseudonyms, log: log.child({ component: 'recipients' }) });
+  const eraser = new RecipientEraser({
+    store,
+    events,
+    db: recipients,
+    suppression,
+    pseudonyms,
+    log: log.child({ component: 'recipients' }),
+    // The global feed opens further down; the eraser runs its jobs only from eraser.start(), after it.
+    eraseFromFeed: shared.backend === 'postgresql' ? (job) => eventFeed.eraseRecipient!(job) : undefined,
+  });
   const copies = new CopyIndex(store);
   const feedbackQueue = await DurableQueue.open<FeedbackMeta>(store, 'feedback');
   // Blob files a crash left unreferenced, before any intake or worker writes one.

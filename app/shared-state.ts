@@ -24,6 +24,7 @@ import type { QuotaCounter, QuotaLimits } from '../listener/quota.js';
 import type { EventLog } from '../engine/events/event-log.js';
 import { localFeed, type FeedSource } from '../engine/events/feed-source.js';
 import type { WebhookSource } from '../engine/events/webhooks.js';
+import type { EraseJob } from '../engine/events/erase-recipient.js';
 import { ensureNodeId } from '../common/node-id.js';
 import { singleNode, type NodeFigures, type NodeRegistry } from '../engine/nodes/node-registry.js';
 
@@ -35,6 +36,8 @@ export interface EventFeed {
   source: FeedSource;
   /** Where this node's webhooks read (the global feed's numbering); absent: the node's log. */
   webhooks?: WebhookSource | undefined;
+  /** A deleted recipient out of the global feed's copies (engine/recipients/erase.ts); absent: nothing beyond the log. */
+  eraseRecipient?: ((job: EraseJob) => Promise<number>) | undefined;
   close(): Promise<void>;
 }
 
@@ -110,6 +113,12 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
       return {
         source: feed,
         webhooks: { top: () => feed.top(), scan: (after, top) => feed.scan(after, top, undefined, node), subscribe: (fn) => shipper.onShipped(fn) },
+        async eraseRecipient(job) {
+          // This node's copies up to the deletion must be in the feed first: one shipped after the rewrite would bring the address back.
+          await shipper.kick();
+          if ((shipper.cursor ?? 0) < job.upTo) throw new Error(`events up to ${job.upTo} not shipped yet (at ${shipper.cursor ?? 'unknown'})`);
+          return feed.eraseRecipient(job.account, job.address, job.pseudonym);
+        },
         async close() {
           clearInterval(pruner);
           await shipper.kick(); // what the last batches added, while the pool is still open

@@ -45,6 +45,8 @@ export interface EraseJob {
   upTo: number;
   /** Events up to this seq are done. */
   after: number;
+  /** This node's log is done; the global feed's copies are next (storage.postgres: RecipientEraser). */
+  localDone?: boolean;
 }
 
 export function jobKey(id: string): string {
@@ -72,7 +74,7 @@ export function eraseInEvent(e: PostinoEvent, address: string, pseudonym: string
  * One batch of a job: rewrites the matching events and moves `after`.
  * Resolves to the job as saved, `done` when it reached `upTo` (its key is then deleted).
  */
-export async function eraseBatch(store: Store, events: EventLog, job: EraseJob): Promise<{ job: EraseJob; done: boolean; rewritten: number }> {
+export async function eraseBatch(store: Store, events: EventLog, job: EraseJob, keepJob = false): Promise<{ job: EraseJob; done: boolean; rewritten: number }> {
   const batch = (await events.read(job.after, BATCH)).filter((e) => e.seq <= job.upTo);
   const folded = caseFoldedEmail(job.address);
   const ops: BatchOp[] = [];
@@ -92,9 +94,11 @@ export async function eraseBatch(store: Store, events: EventLog, job: EraseJob):
   const next: EraseJob = { ...job, after: batch.length ? batch[batch.length - 1]!.seq : job.after };
   const done = reachedTop && (batch.length === 0 || next.after >= job.upTo);
   if (done) ops.push(...(await strayIndexEntries(store, job)));
-  ops.push(done ? { type: 'del', key: jobKey(job.id) } : { type: 'put', key: jobKey(job.id), value: Buffer.from(JSON.stringify(next)) });
+  // keepJob: the job (and the address it needs) stays, marked, for the global feed's copies.
+  const saved: EraseJob = done ? { ...next, localDone: true } : next;
+  ops.push(done && !keepJob ? { type: 'del', key: jobKey(job.id) } : { type: 'put', key: jobKey(job.id), value: Buffer.from(JSON.stringify(saved)) });
   await store.commit(ops, { sync: done });
-  return { job: next, done, rewritten };
+  return { job: saved, done, rewritten };
 }
 
 /**
@@ -110,12 +114,12 @@ async function strayIndexEntries(store: Store, job: EraseJob): Promise<BatchOp[]
   return ops;
 }
 
-/** Runs a job to its end, a batch at a time; `stopped` is checked between batches. */
-export async function eraseRecipientEvents(store: Store, events: EventLog, job: EraseJob, stopped: () => boolean): Promise<{ done: boolean; rewritten: number }> {
+/** Runs a job to its end, a batch at a time; `stopped` is checked between batches. `keepJob`: see eraseBatch. */
+export async function eraseRecipientEvents(store: Store, events: EventLog, job: EraseJob, stopped: () => boolean, keepJob = false): Promise<{ done: boolean; rewritten: number }> {
   let rewritten = 0;
   let cur = job;
   while (!stopped()) {
-    const r = await eraseBatch(store, events, cur);
+    const r = await eraseBatch(store, events, cur, keepJob);
     rewritten += r.rewritten;
     if (r.done) return { done: true, rewritten };
     // No progress: an event below the deletion is still being committed (the watermark waits for it).

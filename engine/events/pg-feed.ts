@@ -11,10 +11,15 @@
  * pages through (after, top] by the seq index, PAGE rows a query, so a feed of
  * millions never sits in memory; `account` narrows in the query.
  *
- * Side effects: PostgreSQL reads.
+ * `eraseRecipient()`: a deleted recipient's address out of every node's copies
+ * (the same rewrite as this node's log gets, erase-recipient.ts).
+ *
+ * Side effects: PostgreSQL reads; the erasure's updates.
  */
+import { caseFoldedEmail } from '../../common/address.js';
 import type { PostinoEvent } from '../../common/events.js';
-import { sharedQuery, type PgPool } from '../../common/storage/postgres/pool.js';
+import { sharedQuery, sharedTransaction, type PgPool } from '../../common/storage/postgres/pool.js';
+import { eraseInEvent } from './erase-recipient.js';
 import type { FeedSource } from './feed-source.js';
 
 /** Rows per query of a scan: a round trip per thousand events. */
@@ -45,5 +50,27 @@ export class PgFeed implements FeedSource {
       if (r.rows.length < PAGE) return;
       cursor = r.rows[r.rows.length - 1]!.body.seq;
     }
+  }
+
+  /**
+   * Replaces a deleted recipient's address by its pseudonym in every stored event of the account
+   * whose recipient it is, whichever node shipped it; the number of events rewritten. Reads the
+   * account's events by its index and matches the address as the node's eraser does.
+   */
+  async eraseRecipient(account: string, address: string, pseudonym: string): Promise<number> {
+    const folded = caseFoldedEmail(address);
+    const r = await sharedQuery<{ at: Date; seq: string; body: PostinoEvent }>(this.pool, 'event erasure', `SELECT at, seq, body FROM events WHERE account = $1 AND lower(body->>'recipient') = lower($2)`, [account, address]);
+    const rows = r.rows.filter((x) => x.body.recipient && caseFoldedEmail(x.body.recipient) === folded);
+    for (let i = 0; i < rows.length; i += PAGE) {
+      const chunk = rows.slice(i, i + PAGE);
+      await sharedTransaction(this.pool, 'event erasure', (c) =>
+        c.query('UPDATE events AS e SET body = v.body FROM unnest($1::timestamptz[], $2::bigint[], $3::jsonb[]) AS v(at, seq, body) WHERE e.at = v.at AND e.seq = v.seq', [
+          chunk.map((x) => x.at),
+          chunk.map((x) => x.seq),
+          chunk.map((x) => JSON.stringify(eraseInEvent(x.body, address, pseudonym))),
+        ]),
+      );
+    }
+    return rows.length;
   }
 }

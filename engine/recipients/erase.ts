@@ -27,6 +27,8 @@ import type { SuppressionList } from '../suppression.js';
 import type { Pseudonymizer } from './pseudonym.js';
 
 export const DELETED_DETAIL = 'recipient deleted (privacy request)';
+/** While the global feed cannot be erased (PostgreSQL down), the job is tried again this often. */
+const FEED_RETRY_MS = 5_000;
 
 export interface EraserOptions {
   store: Store;
@@ -35,6 +37,11 @@ export interface EraserOptions {
   suppression: SuppressionList;
   pseudonyms: Pseudonymizer;
   log: Logger;
+  /**
+   * With storage.postgres: takes the address out of the global feed's copies of the events (every
+   * node's), once this node's log is done; throws while PostgreSQL does not answer, and the job stays.
+   */
+  eraseFromFeed?: ((job: EraseJob) => Promise<number>) | undefined;
 }
 
 export class RecipientEraser {
@@ -109,9 +116,25 @@ export class RecipientEraser {
       for await (const v of store.db.values({ gte: ERASE_JOB_PREFIX, lt: `${ERASE_JOB_PREFIX}\uffff` })) jobs.push(JSON.parse(v.toString('utf8')) as EraseJob);
       if (jobs.length === 0 || this.stopped) return;
       for (const job of jobs) {
-        const r = await eraseRecipientEvents(store, events, job, () => this.stopped);
-        if (!r.done) return;
-        log.info({ event: 'recipient-erased', account: job.account, recipient: job.pseudonym, eventsRewritten: r.rewritten }, 'deleted recipient erased from the stored events');
+        const feed = this.o.eraseFromFeed;
+        if (!job.localDone) {
+          const r = await eraseRecipientEvents(store, events, job, () => this.stopped, feed !== undefined);
+          if (!r.done) return;
+          log.info({ event: 'recipient-erased', account: job.account, recipient: job.pseudonym, eventsRewritten: r.rewritten }, 'deleted recipient erased from the stored events');
+        }
+        if (feed) {
+          let n: number;
+          try {
+            n = await feed(job);
+          } catch (err) {
+            // PostgreSQL does not answer (or this node has not shipped up to the deletion yet): the job stays; again soon.
+            log.warn({ event: 'recipient-erase-feed-waiting', account: job.account, recipient: job.pseudonym, err: { message: (err as Error).message } }, `the global feed's copies are erased once PostgreSQL answers; retrying in ${FEED_RETRY_MS / 1000} s`);
+            setTimeout(() => this.wake(), FEED_RETRY_MS).unref();
+            return;
+          }
+          await store.commit([{ type: 'del', key: jobKey(job.id) }], { sync: true });
+          log.info({ event: 'recipient-erased-feed', account: job.account, recipient: job.pseudonym, eventsRewritten: n }, 'deleted recipient erased from the global event feed');
+        }
       }
     }
   }
