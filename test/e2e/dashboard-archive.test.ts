@@ -24,24 +24,21 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { chromium } from 'playwright-core';
 import type { PostinoEvent } from '../../common/events.js';
 import { hashPassword } from '../../common/password-hash.js';
 import { pruneArchive } from '../../engine/archive/archive-retention.js';
 import { MessageArchive } from '../../engine/archive/message-archive.js';
 import { until } from '../helpers/feedback.js';
-import { requirePeer } from '../helpers/peers.js';
-import { startPostino, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
+import { launchChromium, type Chromium } from '../helpers/browser.js';
+import { DashboardClient } from '../helpers/dashboard-client.js';
+import { startUp, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
 import { readSink, waitForSink } from '../helpers/sink-reader.js';
 import { open, send } from '../helpers/smtp-session.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const SHOP_PASSWORD = 'shop dashboard password';
-const SCREENS = path.join(os.tmpdir(), 'dashboard-archive-screens');
 const UP_START_MS = 60_000;
 const DAY_MS = 86_400_000;
 
@@ -52,7 +49,7 @@ let nodeKey: string;
 let base: string;
 let browser: Browser | undefined;
 let skipBrowser: string | undefined;
-const screens: string[] = [];
+let chrome: Chromium | undefined;
 
 before(async () => {
   dataDir = tempDir('dashboard-archive');
@@ -73,21 +70,15 @@ before(async () => {
   }));
   ports = c.ports;
   base = `http://127.0.0.1:${ports.http}`;
-  const file = path.join(dataDir, 'test-config.json');
-  fs.writeFileSync(file, JSON.stringify(c.config, null, 2));
-  up = await startPostino(['up', '--config', file], dataDir, 6, UP_START_MS);
+  up = await startUp(dataDir, c.config, UP_START_MS);
   nodeKey = fs.readFileSync(path.join(dataDir, 'secrets', 'api-key'), 'utf8').trim();
-  skipBrowser = requirePeer('chromium', CHROMIUM);
-  if (!skipBrowser) {
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
-    fs.rmSync(SCREENS, { recursive: true, force: true });
-    fs.mkdirSync(SCREENS, { recursive: true });
-  }
+  chrome = await launchChromium('dashboard-archive-screens');
+  browser = chrome.browser;
+  skipBrowser = chrome.skip;
 });
 
 after(async () => {
-  await browser?.close();
-  if (screens.length) console.log(`# screenshots:\n${screens.map((s) => `#   ${s}`).join('\n')}`);
+  await chrome?.close();
   if (up) assert.equal(await up.stop(), 0);
 });
 
@@ -113,46 +104,10 @@ async function apiEvents(query = ''): Promise<PostinoEvent[]> {
   return (await r.text()).split('\n').filter(Boolean).map((l) => JSON.parse(l) as PostinoEvent);
 }
 
-/** A logged-in HTTP client without a browser: one cookie, and the CSRF token of the last page. */
-class Client {
-  cookie = '';
-  csrf = '';
-  static async login(account: string, secret: string): Promise<Client> {
-    const c = new Client();
-    const form = await fetch(`${base}/login`);
-    const loginCookie = form.headers.getSetCookie().map((s) => s.split(';')[0]).join('; ');
-    const token = /name="_login" value="([^"]+)"/.exec(await form.text())![1]!;
-    const r = await fetch(`${base}/login`, { method: 'POST', redirect: 'manual', headers: { cookie: loginCookie, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ _login: token, account, secret }).toString() });
-    assert.equal(r.status, 303, `login of ${account || 'a key'} succeeds`);
-    c.cookie = r.headers.getSetCookie().find((s) => s.startsWith('postino_session='))!.split(';')[0]!;
-    await c.get('/');
-    return c;
-  }
-  async get(route: string): Promise<{ status: number; text: string; bytes: Buffer }> {
-    const r = await fetch(base + route, { redirect: 'manual', headers: { cookie: this.cookie } });
-    const bytes = Buffer.from(await r.arrayBuffer());
-    const raw = bytes.toString('utf8');
-    const t = /name="_csrf" value="([^"]+)"/.exec(raw)?.[1];
-    if (t) this.csrf = t;
-    return { status: r.status, text: raw.replace(/name="_csrf" value="[^"]+"/g, ''), bytes };
-  }
-  async post(route: string, fields: Record<string, string>, withCsrf = true): Promise<{ status: number; text: string }> {
-    const body = new URLSearchParams(withCsrf ? { ...fields, _csrf: this.csrf } : fields).toString();
-    const r = await fetch(base + route, { method: 'POST', redirect: 'manual', headers: { cookie: this.cookie, 'content-type': 'application/x-www-form-urlencoded' }, body });
-    return { status: r.status, text: await r.text() };
-  }
-}
+/** A logged-in HTTP client without a browser (test/helpers/dashboard-client.ts) on this node. */
+const Client = { login: (account: string, secret: string): Promise<DashboardClient> => DashboardClient.login(base, account, secret) };
 
-async function shot(page: Page, name: string): Promise<void> {
-  const file = path.join(SCREENS, `${String(screens.length + 1).padStart(2, '0')}-${name}.png`);
-  // The whole page in the viewport: Chromium paints a sandboxed (out-of-process) iframe below the fold blank in a fullPage shot.
-  const size = page.viewportSize() ?? { width: 1280, height: 900 };
-  const height = await page.evaluate(() => document.documentElement.scrollHeight);
-  await page.setViewportSize({ width: size.width, height: Math.min(Math.max(height, size.height), 6_000) });
-  await page.screenshot({ path: file, fullPage: true });
-  await page.setViewportSize(size);
-  screens.push(file);
-}
+const shot = (page: Page, name: string): Promise<void> => chrome!.shot(page, name);
 
 const bodyPart = (raw: Buffer | string): Buffer => {
   const b = Buffer.isBuffer(raw) ? raw : Buffer.from(raw);

@@ -24,24 +24,20 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { chromium } from 'playwright-core';
 import type { PostinoEvent } from '../../common/events.js';
 import { hashPassword } from '../../common/password-hash.js';
 import { newAccountKey } from '../../common/api-keys.js';
 import { DashboardClient } from '../helpers/dashboard-client.js';
 import { until } from '../helpers/feedback.js';
-import { requirePeer } from '../helpers/peers.js';
-import { startPostino, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
+import { launchChromium, type Chromium } from '../helpers/browser.js';
+import { startUp, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
 import { readSink, waitForSink } from '../helpers/sink-reader.js';
 import { open, send } from '../helpers/smtp-session.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const SHOP_PASSWORD = 'shop dashboard password';
-const SCREENS = path.join(os.tmpdir(), 'dashboard-screens');
 const UP_START_MS = 60_000;
 
 let up: Running;
@@ -57,7 +53,7 @@ let hookCalls = 0;
 /** Of those, test events (`postino.test`), which only the page's button sends. */
 let hookTests = 0;
 let skipBrowser: string | undefined;
-const screens: string[] = [];
+let chrome: Chromium | undefined;
 
 before(async () => {
   dataDir = tempDir('dashboard');
@@ -85,22 +81,16 @@ before(async () => {
   }));
   ports = c.ports;
   base = `http://127.0.0.1:${ports.http}`;
-  // As startUp(), with more time: on a busy 2-core machine the three processes take 20 s or more to listen.
-  const file = path.join(dataDir, 'test-config.json');
-  fs.writeFileSync(file, JSON.stringify(c.config, null, 2));
-  up = await startPostino(['up', '--config', file], dataDir, 6, UP_START_MS);
+  // More time than startUp's default: on a busy 2-core machine the three processes take 20 s or more to listen.
+  up = await startUp(dataDir, c.config, UP_START_MS);
   nodeKey = fs.readFileSync(path.join(dataDir, 'secrets', 'api-key'), 'utf8').trim();
-  skipBrowser = requirePeer('chromium', CHROMIUM);
-  if (!skipBrowser) {
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
-    fs.rmSync(SCREENS, { recursive: true, force: true });
-    fs.mkdirSync(SCREENS, { recursive: true });
-  }
+  chrome = await launchChromium('dashboard-screens');
+  browser = chrome.browser;
+  skipBrowser = chrome.skip;
 });
 
 after(async () => {
-  await browser?.close();
-  if (screens.length) console.log(`# screenshots:\n${screens.map((s) => `#   ${s}`).join('\n')}`);
+  await chrome?.close();
   if (up) assert.equal(await up.stop(), 0);
   hookServer?.close();
 });
@@ -142,16 +132,7 @@ function capturedId(e: PostinoEvent | undefined): string {
 /** A logged-in HTTP client without a browser (test/helpers/dashboard-client.ts) on this node. */
 const Client = { login: (account: string, secret: string): Promise<DashboardClient> => DashboardClient.login(base, account, secret) };
 
-async function shot(page: Page, name: string): Promise<void> {
-  const file = path.join(SCREENS, `${String(screens.length + 1).padStart(2, '0')}-${name}.png`);
-  // The whole page in the viewport: Chromium paints a sandboxed (out-of-process) iframe below the fold blank in a fullPage shot.
-  const size = page.viewportSize() ?? { width: 1280, height: 900 };
-  const height = await page.evaluate(() => document.documentElement.scrollHeight);
-  await page.setViewportSize({ width: size.width, height: Math.min(Math.max(height, size.height), 6_000) });
-  await page.screenshot({ path: file, fullPage: true });
-  await page.setViewportSize(size);
-  screens.push(file);
-}
+const shot = (page: Page, name: string): Promise<void> => chrome!.shot(page, name);
 
 /** At 360 px nothing may stick out sideways (tables scroll inside their own box). */
 async function fitsPhone(page: Page, name: string): Promise<void> {

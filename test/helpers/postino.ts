@@ -148,11 +148,11 @@ export async function startPostino(args: string[], dataDir: string, expectListen
 }
 
 /** Starts `postino up` with a config written to dataDir/test-config.json. */
-export async function startUp(dataDir: string, config: Record<string, unknown>): Promise<Running> {
+export async function startUp(dataDir: string, config: Record<string, unknown>, timeoutMs?: number): Promise<Running> {
   const file = path.join(dataDir, 'test-config.json');
   fs.writeFileSync(file, JSON.stringify(config, null, 2));
   // forwarder smtp + admin, listener, bounce intake, hosted http, sink
-  return startPostino(['up', '--config', file], dataDir, 6);
+  return startPostino(['up', '--config', file], dataDir, 6, timeoutMs);
 }
 
 /** An account API key made by the built CLI (`postino hosted api-key new`): the token and its config entry. */
