@@ -49,7 +49,11 @@ function run(files, concurrency) {
 }
 
 const only = process.argv.slice(2);
-const files = only.length ? only : find('test').sort();
+// POSTINO_TEST_STORAGE=postgres (npm run test:postgres): the whole-node tests again, every hosted
+// node on PostgreSQL (test/helpers/postgres.ts suiteStorage); the unit tests have no hosted config.
+// Files that start their own PostgreSQL already (multi-node, shared-*) are not run twice.
+const all = process.env.POSTINO_TEST_STORAGE === 'postgres' ? find(path.join('test', 'e2e')).filter((f) => !/(multi-node|shared-[^/]*)\.test\.ts$/.test(f)) : find('test');
+const files = only.length ? only : all.sort();
 const timed = files.filter((f) => TIMED.test(f));
 const rank = (f) => (LONGEST_FIRST.indexOf(f) + LONGEST_FIRST.length + 1) % (LONGEST_FIRST.length + 1);
 const rest = files.filter((f) => !TIMED.test(f)).sort((x, y) => rank(x) - rank(y));
