@@ -8,7 +8,10 @@
  * message arrives once; the event feed read through either node is the same
  * list, every event once, in one order; `postino hosted status` on either
  * lists both nodes. SIGKILL of node A under load sends new sessions to node
- * B, and A's acknowledged messages leave when it is back: 0 lost.
+ * B, and A's acknowledged messages leave when it is back: 0 lost. PostgreSQL
+ * stopped for 30 s under a steady stream: the nodes accept every message,
+ * nothing reaches an address suppressed through node A, and the rest is
+ * delivered and in the feed once it is back.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -23,7 +26,7 @@ import { freePorts } from '../helpers/ports.js';
 import { postgresMissing, startPostgres } from '../helpers/postgres.js';
 import { CLI, tempDir, type Running } from '../helpers/postino.js';
 import { runPythonClients } from '../helpers/python-sender.js';
-import { countDelivered } from '../helpers/sink-reader.js';
+import { countDelivered, readSink } from '../helpers/sink-reader.js';
 
 const CLIENTS = 10;
 /** The issue's 2,000 messages in the healthy phase; 1,000 more through the kill. */
@@ -164,6 +167,38 @@ test('two hosted nodes behind HAProxy: sessions spread, every message once; SIGK
         `node B accepted ${bWhileDown} meanwhile; A restarted; senders done ${sendersDone.toFixed(1)} s and all in the sink ${allIn.toFixed(1)} s after the kill; ${acked2.length} acknowledged, ${two.lost.length} lost, ${two.duplicates} duplicates (a reply lost with the node: resent through B), ${two.unacked} unacked`,
     );
     assert.deepEqual(two.lost, [], 'no acknowledged message lost');
+
+    // Phase 3: PostgreSQL stopped for 30 s under a steady stream. Every message goes to two people,
+    // one suppressed through node A's API first: the nodes keep accepting, nothing reaches the
+    // suppressed address, and the rest is delivered and in the feed once PostgreSQL is back.
+    const nodeKey = fs.readFileSync(path.join(aDir, 'secrets', 'api-key'), 'utf8').trim();
+    const added = await fetch(`http://127.0.0.1:${h1}/api/suppressions`, { method: 'POST', headers: { authorization: `Bearer ${nodeKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ account: 'default', address: 'customer1@example.com', reason: 'manual' }) });
+    assert.ok(added.ok, `suppressed through node A (${added.status})`);
+    const inSinkBefore = readSink(sinkDir).length;
+    const third = runPythonClients(CLIENTS, 'mn3-', ['--port', String(ports.smtp), '--count', '40', '--rcpt', '2', '--interval-ms', '500']);
+    await sleep(3_000);
+    await pg.stop();
+    const pgDownAt = Date.now();
+    await sleep(30_000);
+    await pg.start();
+    const pgDownFor = (Date.now() - pgDownAt) / 1000;
+    await third.done;
+    const acked3 = third.acked();
+    assert.equal(acked3.length, CLIENTS * 40, 'every message accepted, PostgreSQL down or not');
+    const three = await countDelivered(sinkDir, acked3, 120_000);
+    const copies = readSink(sinkDir).slice(inSinkBefore);
+    const toSuppressed = copies.filter((m) => m.rcptTo.includes('customer1@example.com')).length;
+    console.log(`# multi-node: PostgreSQL down ${pgDownFor.toFixed(0)} s under load: ${acked3.length} acknowledged, ${three.lost.length} lost, ${copies.length} copies delivered, ${toSuppressed} to the suppressed address`);
+    assert.deepEqual(three.lost, [], 'every message delivered to the other recipient once PostgreSQL was back');
+    assert.equal(toSuppressed, 0, 'nothing to the suppressed address, PostgreSQL down or not');
+    let feedAfter: FeedEvent[] = [];
+    for (let i = 0; i < 100; i++) {
+      feedAfter = await feed(bDir, h2!);
+      if (feedAfter.filter((e) => e.type === 'suppressed').length >= acked3.length) break;
+      await sleep(300);
+    }
+    assert.equal(feedAfter.filter((e) => e.type === 'suppressed').length, acked3.length, 'the feed caught up: a suppressed event for every message');
+    assert.deepEqual(feedAfter.map((e) => e.seq), Array.from({ length: feedAfter.length }, (_, i) => i + 1), 'still one order without a hole');
   } finally {
     await fwd.stop();
     await lb.stop();
