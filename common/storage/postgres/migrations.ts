@@ -129,6 +129,22 @@ export const MIGRATIONS: readonly Migration[] = [
         day_n := day_n + units;
       END $$;`,
   },
+  {
+    version: 4,
+    name: 'spool ids',
+    // The forwarder's X-Postino-Spool-Id per account scope, for every node (common/spool-id-postgres.ts):
+    // 'claimed' while one node writes the message, 'done' once it is in that node's queue.
+    sql: `
+      CREATE TABLE spool_ids (
+        scope text COLLATE "C" NOT NULL,
+        spool_id text COLLATE "C" NOT NULL,
+        queue_id text NOT NULL,
+        state text NOT NULL CHECK (state IN ('claimed', 'done')),
+        expires timestamptz NOT NULL,
+        PRIMARY KEY (scope, spool_id)
+      );
+      CREATE INDEX spool_ids_expires ON spool_ids (expires);`,
+  },
 ];
 
 /** The schema version this code needs. */

@@ -30,7 +30,7 @@ test('postino db migrate applies every migration once; a second run applies noth
   const url = await cluster!.newDatabase();
   const first = dbMigrate({ storage: { postgres: { url } } });
   assert.equal(first.status, 0, first.out);
-  assert.match(first.out, new RegExp(`applied 1 \\(suppressions\\), 2 \\(events partitioned by day\\), 3 \\(quota counters\\); schema at version ${SCHEMA_VERSION}`));
+  assert.match(first.out, new RegExp(`applied 1 \\(suppressions\\), 2 \\(events partitioned by day\\), 3 \\(quota counters\\), 4 \\(spool ids\\); schema at version ${SCHEMA_VERSION}`));
   const second = dbMigrate({ storage: { postgres: { url } } });
   assert.equal(second.status, 0, second.out);
   assert.match(second.out, new RegExp(`schema at version ${SCHEMA_VERSION}, nothing to apply`));
