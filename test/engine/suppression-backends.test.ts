@@ -30,6 +30,7 @@ import { RewrapWorker } from '../../engine/rewrap/worker.js';
 import { PgSuppressionList } from '../../engine/suppression-postgres.js';
 import { importSuppressionCsv } from '../../engine/suppression-routes.js';
 import { LevelSuppressionList, type SuppressionList } from '../../engine/suppression.js';
+import { startFeedbackNode } from '../helpers/feedback.js';
 import { postgresMissing, startPostgres, type PgCluster } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/postino.js';
 
@@ -278,6 +279,29 @@ describe('PostgreSQL unavailable', { skip: pgSkip }, () => {
       await store.close();
       fs.rmSync(dir, { recursive: true, force: true });
       await b.close();
+    }
+  });
+
+  test('a one-click unsubscribe while PostgreSQL is stopped is answered 200, recorded, and reaches the shared list when it returns', async () => {
+    const url = await cluster!.newDatabase();
+    const p = pool(url);
+    await migrate(p);
+    const node = await startFeedbackNode({}, (store) => new PgSuppressionList(p, store, silent));
+    const other = await pgBackend(url);
+    try {
+      const c = await node.copy('ada@example.com', { list: 'news' });
+      await cluster!.stop();
+      const res = await fetch(c.unsubscribeUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+      assert.equal(res.status, 200, 'the person is not told to try again');
+      assert.equal((await node.feed()).filter((e) => e.type === 'unsubscribed' && e.recipient === 'ada@example.com').length, 1);
+      await cluster!.start();
+      await (node.suppression as PgSuppressionList).flushParked();
+      assert.equal((await other.list.check('acme', 'ada@example.com', { stream: 'bulk', list: 'news' }))?.reason, 'unsubscribe', 'on every node once written');
+    } finally {
+      if (cluster!.pid === undefined) await cluster!.start();
+      await other.close();
+      await node.close();
+      await p.end();
     }
   });
 });
