@@ -34,6 +34,8 @@ function median(xs: number[]): number {
 
 async function measure(name: string, list: SuppressionList, store: Store, quotas: QuotaCounter): Promise<string[]> {
   const rows = ['address', ...Array.from({ length: ROWS }, (_, i) => `customer.${i}@shop-${i % 997}.example.com`)].join('\n') + '\n';
+  // Warm-up (CSV parser and import path compiled) in another account, so the first backend measured pays no JIT.
+  await importSuppressionCsv({ store, suppression: list }, 'warmup', 'manual', Readable.from([rows.slice(0, rows.length / 10)]));
   let t0 = performance.now();
   const r = await importSuppressionCsv({ store, suppression: list }, 'default', 'manual', Readable.from([rows]));
   const importMs = performance.now() - t0;
