@@ -185,11 +185,12 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const spoolIds = new SeenSpoolIds(store, config.listener.spoolIdTtlSeconds * 1000);
   const sweep = (): void => {
     spoolIds.sweep().catch((err: unknown) => log.warn({ err }, 'spool id sweep failed'));
+    shared.sweep().catch((err: unknown) => log.warn({ err }, 'shared-state sweep failed'));
     copies.sweep(Date.now() - config.feedback.copyRetentionDays * DAY_MS).catch((err: unknown) => log.warn({ err }, 'copy index sweep failed'));
   };
   sweep();
   const sweeper = setInterval(sweep, SPOOL_ID_SWEEP_MS).unref();
-  const listener = await startListener({ config: config.listener, accounts: accountsNow, dataDir: rt.dataDir, queue: intake, log: log.child({ component: 'listener' }), spoolIds, controlLimits: { maxScheduleDays: config.engine.maxScheduleDays }, quotas: shared.quotas });
+  const listener = await startListener({ config: config.listener, accounts: accountsNow, dataDir: rt.dataDir, queue: intake, log: log.child({ component: 'listener' }), spoolIds, controlLimits: { maxScheduleDays: config.engine.maxScheduleDays }, quotas: shared.quotas, sharedSpoolIds: shared.spoolIds });
   // SIGHUP: re-read the listener's certificate (renewal) without dropping sessions.
   const onHup = (): void => {
     keys.reload();

@@ -2,9 +2,10 @@
  * shared-state.ts — picks, once at start, where a hosted node keeps the state
  * every node must agree on (issue #14): without storage.postgres, the node's
  * own LevelDB (nothing to install); with it, PostgreSQL through one pool.
- * Today that is the suppression list, the account quotas and the event feed
- * (each node ships its own log to one global feed: engine/events/event-shipper.ts);
- * the other shared stores follow.
+ * Today that is the suppression list, the account quotas, the forwarder's
+ * spool ids (effectively-once across nodes) and the event feed (each node ships
+ * its own log to one global feed: engine/events/event-shipper.ts); the other
+ * shared stores follow.
  *
  * At start with PostgreSQL: a database whose schema is older than this code
  * needs stops the node with a message naming `postino db migrate` (an upgrade
@@ -40,6 +41,7 @@ export interface EventFeed {
   eraseRecipient?: ((job: EraseJob) => Promise<number>) | undefined;
   close(): Promise<void>;
 }
+import type { SharedSpoolIds } from '../common/spool-id-postgres.js';
 
 export interface SharedState {
   backend: 'leveldb' | 'postgresql';
@@ -50,6 +52,10 @@ export interface SharedState {
   eventFeed(events: EventLog, retentionDays: number): Promise<EventFeed>;
   /** The nodes of this installation (this one alone on LevelDB; every node sharing the database). */
   nodes(figures: () => NodeFigures): Promise<NodeRegistry>;
+  /** Spool ids for every node; undefined = this node's own memory only. */
+  spoolIds: SharedSpoolIds | undefined;
+  /** Forgets what expired (hourly, with the node's other sweeps). */
+  sweep(): Promise<void>;
   /** Before the LevelDB store closes: parked writes still need it. */
   close(): Promise<void>;
 }
@@ -62,6 +68,8 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
       backend: 'leveldb',
       suppression,
       quotas: undefined,
+      spoolIds: undefined,
+      sweep: async () => undefined,
       eventFeed: async (events) => ({ source: localFeed(events), close: async () => undefined }),
       nodes: async (figures) => singleNode(await ensureNodeId(store), figures),
       close: () => suppression.close(),
@@ -72,6 +80,7 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
   const { schemaVersion, SCHEMA_VERSION } = await import('../common/storage/postgres/migrations.js');
   const { PgSuppressionList } = await import('../engine/suppression-postgres.js');
   const { PgQuotas } = await import('../listener/quota-postgres.js');
+  const { PgSpoolIds } = await import('../common/spool-id-postgres.js');
   const pool = openPool(pgConfig, log);
   const where = redactUrl(pgConfig.url);
   let version: number | undefined;
@@ -87,6 +96,14 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
   log.info({ event: 'shared-state', backend: 'postgresql', url: where, schema: version }, 'shared state in PostgreSQL');
   const suppression = new PgSuppressionList(pool, store, log.child({ component: 'suppression' }));
   let quotas: QuotaCounter | undefined;
+  const spoolIds = new PgSpoolIds(pool, store, config.listener.spoolIdTtlSeconds * 1000, log.child({ component: 'spool-ids' }));
+  // Ids accepted just before a crash that had not reached PostgreSQL yet (spool-id-postgres.ts).
+  if (version !== undefined) {
+    await spoolIds.reconcile().then(
+      (n) => n > 0 && log.info({ event: 'spool-ids-reconciled', count: n }, 'recent spool ids written to PostgreSQL'),
+      (err: unknown) => log.warn({ err: { message: redactUrlsIn((err as Error).message) } }, 'recent spool ids not reconciled'),
+    );
+  }
   return {
     backend: 'postgresql',
     suppression,
@@ -126,8 +143,13 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
         },
       };
     },
+    spoolIds,
+    async sweep() {
+      await spoolIds.sweep();
+    },
     async close() {
       await quotas?.close?.();
+      await spoolIds.close();
       await suppression.close();
       await pool.end();
     },

@@ -2,7 +2,7 @@
  * npm run bench — every benchmark, printed as text. Run on a quiet machine;
  * figures in the README were made with this command.
  *   npm run bench            all
- *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, pipeline, feedback, suppress-import, recipients-import, dashboard, events, scale)
+ *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, pipeline, feedback, suppress-import, recipients-import, dashboard, events, shared-state, scale)
  */
 import { benchForwarder } from './forwarder-vs-postfix.js';
 import { benchListener } from './listener.js';
@@ -17,6 +17,7 @@ import { benchSuppressionImport } from './suppression-import.js';
 import { benchDashboard } from './dashboard.js';
 import { benchRecipientsImport } from './recipients-import.js';
 import { benchScale } from './scale.js';
+import { benchSharedState } from './shared-state.js';
 
 const benches: Record<string, () => Promise<void>> = {
   queue: benchQueue,
@@ -32,6 +33,7 @@ const benches: Record<string, () => Promise<void>> = {
   dashboard: benchDashboard,
   events: benchEvents,
   scale: benchScale,
+  'shared-state': benchSharedState,
 };
 
 const wanted = process.argv.slice(2);

@@ -26,6 +26,7 @@ import type { Logger } from './log.js';
 import { headerBlockEnd, parseHeaderBlock, type HeaderField } from './mime-header.js';
 import { BASE_EXTENSIONS, PostinoSMTPServer, type ConnectionGate, type SmtpExtensions } from './smtp-server.js';
 import { isSpoolId, SpoolIdFilter, type SeenSpoolIds } from './spool-id.js';
+import type { SharedSpoolIds } from './spool-id-postgres.js';
 import type { BatchOp } from './store.js';
 import { StrictDataCheck, type StrictDataOptions } from './strict-data.js';
 
@@ -97,7 +98,7 @@ export interface IntakeOptions<M> {
    * `forwarded` amends the record of a message that carried a valid id (the
    * listener notes that a forwarder relayed it: the engine's DSNs, engine/delivery/dsn-notices.ts).
    */
-  spoolIds?: { seen: SeenSpoolIds; scope(session: SMTPServerSession): string; forwarded?(meta: M): M } | undefined;
+  spoolIds?: { seen: SeenSpoolIds; scope(session: SMTPServerSession): string; forwarded?(meta: M): M; shared?: SharedSpoolIds | undefined } | undefined;
   idleTimeoutMs: number;
   /**
    * Offer DSN (RFC 3461): NOTIFY/ORCPT on RCPT, RET/ENVID on MAIL, recorded in
@@ -256,8 +257,17 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
       throw new PostinoError('DUPLICATE_IN_PROGRESS', `Message ${spoolId} is being stored by another session, try again later`);
     }
     let hook: { ops: BatchOp[]; done(committed: boolean): void } | undefined;
+    // With several nodes (storage.postgres), the id is claimed for every node first (spool-id-postgres.ts).
+    const shared = spoolId ? o.spoolIds?.shared : undefined;
+    let claimed = false;
     try {
-      const earlier = spoolId ? await seen!.lookup(scope, spoolId) : undefined;
+      let earlier = spoolId ? await seen!.lookup(scope, spoolId) : undefined;
+      if (!earlier && shared) {
+        const c = await shared.claim(scope, spoolId!, prepared.record.id);
+        if (c.kind === 'busy') throw new PostinoError('DUPLICATE_IN_PROGRESS', `Message ${spoolId} is being stored by another node, try again later`);
+        if (c.kind === 'earlier') earlier = c.queueId;
+        claimed = c.kind === 'new';
+      }
       if (earlier) {
         await prepared.discard();
         log.info({ event: 'duplicate', queueId: earlier, spoolId, session: session.id }, 'already queued: retry of an accepted message not enqueued again');
@@ -269,8 +279,11 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
       const stamp = spoolId && o.spoolIds?.forwarded ? queue.updateMetaOps(prepared.record, o.spoolIds.forwarded(prepared.record.meta)).ops : [];
       await queue.commitPrepared([prepared], [...stamp, ...dedupeOps, ...(hook?.ops ?? [])]);
       hook?.done(true);
+      // Before the 250: a retry through another node from now on finds it.
+      if (shared) await shared.confirm(scope, spoolId!, prepared.record.id);
     } catch (e) {
       hook?.done(false);
+      if (claimed) await shared!.release(scope, spoolId!);
       await prepared.discard();
       throw e;
     } finally {

@@ -38,6 +38,7 @@ import { ensureDevTls, secretsDir } from '../common/secrets.js';
 import { controlHeaderProblem, type ControlLimits } from '../common/control-headers.js';
 import { startIntake, type Intake } from '../common/smtp-intake.js';
 import type { SeenSpoolIds } from '../common/spool-id.js';
+import type { SharedSpoolIds } from '../common/spool-id-postgres.js';
 import { AccountsSnapshot } from '../common/accounts-snapshot.js';
 import { AccountTable } from './accounts.js';
 import { AuthFailures } from './auth-failures.js';
@@ -69,6 +70,8 @@ export interface ListenerOptions {
   now?: () => number;
   /** Spool ids already accepted, to answer a retried message `250 (already queued)`. */
   spoolIds?: SeenSpoolIds | undefined;
+  /** The same, known to every node (storage.postgres: common/spool-id-postgres.ts). */
+  sharedSpoolIds?: SharedSpoolIds | undefined;
   /** Range limits of the control headers (engine.maxScheduleDays); the defaults otherwise. */
   controlLimits?: ControlLimits;
   /** Where quotas are counted; default this node's LevelDB (quota.ts), or PostgreSQL (quota-postgres.ts). */
@@ -122,7 +125,7 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
     strictData: true,
     tls,
     queue,
-    spoolIds: spoolIds && { seen: spoolIds, scope: (session) => tableOf(session).accountOf(session).id, forwarded: (meta) => ({ ...meta, forwarded: true }) },
+    spoolIds: spoolIds && { seen: spoolIds, scope: (session) => tableOf(session).accountOf(session).id, forwarded: (meta) => ({ ...meta, forwarded: true }), shared: o.sharedSpoolIds },
     // RFC 3461: NOTIFY/ORCPT/RET/ENVID recorded with the message, carried by the engine into each copy's DSNs.
     dsn: true,
     ...(authAtStart

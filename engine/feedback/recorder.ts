@@ -27,6 +27,7 @@ import type { BatchOp, Store } from '../../common/store.js';
 import type { ClickClaim, OpenClaim, UnsubscribeClaim } from '../../common/tokens.js';
 import type { EventLog } from '../events/event-log.js';
 import { normalizeEmail } from '../../common/address.js';
+import { PostinoError } from '../../common/errors.js';
 import { listScope, type SuppressionList, type SuppressionReason } from '../suppression.js';
 import { classifyClick, classifyClient } from './client-class.js';
 import type { CopyIndex, CopyRecord } from './copy-index.js';
@@ -106,7 +107,12 @@ export class FeedbackRecorder {
     const scope = claim.list ? listScope(claim.list) : '*';
     const address = normalizeEmail(claim.recipient);
     return this.lock.run(`${claim.account}!${address}`, async () => {
-      const existing = await this.o.suppression.get(claim.account, address, scope);
+      const existing = await this.o.suppression.get(claim.account, address, scope).catch((e: unknown) => {
+        // A person's unsubscribe is never refused for a database outage (storage.postgres down):
+        // without the list to ask, it is recorded as new and parked until the database returns.
+        if (e instanceof PostinoError && e.code === 'SHARED_STATE_UNAVAILABLE') return undefined;
+        throw e;
+      });
       if (existing && existing.reason === 'unsubscribe') {
         await commit([]);
         return 'already';

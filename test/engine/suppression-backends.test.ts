@@ -30,6 +30,9 @@ import { RewrapWorker } from '../../engine/rewrap/worker.js';
 import { PgSuppressionList } from '../../engine/suppression-postgres.js';
 import { importSuppressionCsv } from '../../engine/suppression-routes.js';
 import { LevelSuppressionList, type SuppressionList } from '../../engine/suppression.js';
+import { sink, startDeliveryHarness } from '../helpers/delivery-harness.js';
+import { startFeedbackNode } from '../helpers/feedback.js';
+import { readSink } from '../helpers/sink-reader.js';
 import { postgresMissing, startPostgres, type PgCluster } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/postino.js';
 
@@ -278,6 +281,56 @@ describe('PostgreSQL unavailable', { skip: pgSkip }, () => {
       await store.close();
       fs.rmSync(dir, { recursive: true, force: true });
       await b.close();
+    }
+  });
+
+  test('a one-click unsubscribe while PostgreSQL is stopped is answered 200, recorded, and reaches the shared list when it returns', async () => {
+    const url = await cluster!.newDatabase();
+    const p = pool(url);
+    await migrate(p);
+    const node = await startFeedbackNode({}, (store) => new PgSuppressionList(p, store, silent));
+    const other = await pgBackend(url);
+    try {
+      const c = await node.copy('ada@example.com', { list: 'news' });
+      await cluster!.stop();
+      const res = await fetch(c.unsubscribeUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+      assert.equal(res.status, 200, 'the person is not told to try again');
+      assert.equal((await node.feed()).filter((e) => e.type === 'unsubscribed' && e.recipient === 'ada@example.com').length, 1);
+      await cluster!.start();
+      await (node.suppression as PgSuppressionList).flushParked();
+      assert.equal((await other.list.check('acme', 'ada@example.com', { stream: 'bulk', list: 'news' }))?.reason, 'unsubscribe', 'on every node once written');
+    } finally {
+      if (cluster!.pid === undefined) await cluster!.start();
+      await other.close();
+      await node.close();
+      await p.end();
+    }
+  });
+
+  test('delivery with PostgreSQL stopped: no copy is sent while its check cannot be made; when it returns the suppressed one is not', async () => {
+    const url = await cluster!.newDatabase();
+    const p = pool(url);
+    await migrate(p);
+    const out = await sink();
+    const h = await startDeliveryHarness({ delivery: { relays: [`smtp://127.0.0.1:${out.port}`] } }, tempDir('sup-delivery'), (store) => new PgSuppressionList(p, store, silent));
+    try {
+      await h.suppression.add('default', { address: 'gone@example.com', scope: '*', reason: 'complaint' });
+      await cluster!.stop();
+      await h.send('gone@example.com');
+      await h.send('ok@example.com');
+      await new Promise((r) => setTimeout(r, 2_000));
+      assert.equal(readSink(out.dir).length, 0, 'nothing sent unchecked');
+      assert.deepEqual((await h.all()).map((e) => e.type), [], 'no outcome recorded: both wait');
+      assert.equal(h.queue.size, 2);
+      await cluster!.start();
+      const evs = await h.waitFor((e) => e.length >= 2, 30_000);
+      assert.deepEqual(evs.map((e) => `${e.type}:${e.recipient}`).sort(), ['delivered:ok@example.com', 'suppressed:gone@example.com']);
+      assert.deepEqual(readSink(out.dir).flatMap((m) => m.rcptTo), ['ok@example.com']);
+    } finally {
+      if (cluster!.pid === undefined) await cluster!.start();
+      await h.close();
+      await out.close();
+      await p.end();
     }
   });
 });

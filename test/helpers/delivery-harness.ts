@@ -40,13 +40,14 @@ export async function sink(rules: unknown[] = [], port = 0, dir = tempDir('sink'
   return startSink(cfg, dir, log);
 }
 
-export async function startDeliveryHarness(raw: Record<string, unknown>, dir = tempDir('delivery')): Promise<Harness> {
+/** `suppressionOf`: the suppression list's backend on the harness's store (default LevelDB). */
+export async function startDeliveryHarness(raw: Record<string, unknown>, dir = tempDir('delivery'), suppressionOf: (store: Store) => SuppressionList = (store) => new LevelSuppressionList(store)): Promise<Harness> {
   installDotStuffingFastPath(); // as app/hosted.ts does at start-up
   const config = parseConfig(raw);
   const store = await Store.open(path.join(dir, 'hosted'));
   const queue = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
   const events = await EventLog.open(store);
-  const suppression = new LevelSuppressionList(store);
+  const suppression = suppressionOf(store);
   const delivery = await createDelivery({ config: config.delivery, accounts: config.accounts, hostname: 'engine.test', store, queue, events, suppression, visibilityMs: 10 * 60_000, log });
   delivery.start();
   let n = 0;
@@ -85,6 +86,7 @@ export async function startDeliveryHarness(raw: Record<string, unknown>, dir = t
     },
     async close() {
       await delivery.stop();
+      await suppression.close();
       await store.close();
     },
   };

@@ -53,13 +53,14 @@ export interface TestCopy extends CopyRecord {
   clickUrl(url: string): string;
 }
 
-export async function startFeedbackNode(extra: Record<string, unknown> = {}): Promise<FeedbackNode> {
+/** `suppressionOf`: the suppression list's backend on the node's store (default LevelDB). */
+export async function startFeedbackNode(extra: Record<string, unknown> = {}, suppressionOf: (store: Store) => SuppressionList = (store) => new LevelSuppressionList(store)): Promise<FeedbackNode> {
   const dir = tempDir('feedback');
   const config = parseConfig({ engine: { bounceDomain: BOUNCE_DOMAIN }, feedback: { port: 0 }, accounts: [{ id: 'acme' }, { id: 'other' }], ...extra });
   const log = createLogger('test', 'silent');
   const store = await Store.open(path.join(dir, 'hosted'));
   const events = await EventLog.open(store);
-  const suppression = new LevelSuppressionList(store);
+  const suppression = suppressionOf(store);
   const copies = new CopyIndex(store);
   const keys = FileKeyRing.open(dir);
   const queue = await DurableQueue.open<FeedbackMeta>(store, 'feedback');
@@ -100,6 +101,7 @@ export async function startFeedbackNode(extra: Record<string, unknown> = {}): Pr
       await intake.close();
       await loop.stop();
       await app.close();
+      await suppression.close();
       await store.close();
       fs.rmSync(dir, { recursive: true, force: true });
     },

@@ -52,14 +52,25 @@ export interface PgCluster {
   close(): Promise<void>;
 }
 
-/** Servers started here and still running: a test the runner abandons (timeout) must not leave one behind. */
-const live = new Set<number>();
+/**
+ * Servers started here and still running, with their folders: a test the runner abandons
+ * (a timeout, --test-force-exit) must leave neither a server nor its folder behind.
+ */
+const live = new Map<number, string>();
 process.on('exit', () => {
-  for (const pid of live) {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (const [pid, dir] of live) {
     try {
       process.kill(pid, 'SIGQUIT'); // immediate shutdown
     } catch {
       /* already gone */
+    }
+    // An exit handler cannot await: wait (at most 5 s) for the server to go, then remove its folder.
+    for (let i = 0; i < 250 && alive(pid); i++) Atomics.wait(pause, 0, 0, 20);
+    try {
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      /* left for the OS's temp cleaning */
     }
   }
 });
@@ -114,7 +125,7 @@ export async function startPostgres(): Promise<PgCluster> {
       const r = asPostgres(path.join(BIN, 'pg_ctl'), ['start', '-D', data, '-l', logFile, '-w', '-t', String(PG_CTL_TIMEOUT_S), '-o', opts]);
       if (r.status !== 0) throw new Error(`pg_ctl start failed (${r.status}):\n${r.out}\n${fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').slice(-2000) : ''}`);
       cluster.pid = Number(fs.readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
-      live.add(cluster.pid);
+      live.set(cluster.pid, dir);
     },
     async stop() {
       const pid = cluster.pid;

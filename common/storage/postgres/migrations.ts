@@ -119,6 +119,9 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE FUNCTION postino_quota_reserve(acct text, hour_win text, day_win text, units int, per_hour int, per_day int, hour_end timestamptz, day_end timestamptz,
                                             OUT refused text, OUT hour_n bigint, OUT day_n bigint) LANGUAGE plpgsql AS $$
       BEGIN
+        -- A count is not worth a WAL flush per message: a PostgreSQL crash may forget the last
+        -- fraction of a second of counts (wal_writer_delay), which errs toward a few more messages.
+        PERFORM set_config('synchronous_commit', 'off', true);
         INSERT INTO quota_counters VALUES (acct, hour_win, 0, hour_end), (acct, day_win, 0, day_end) ON CONFLICT DO NOTHING;
         SELECT n INTO hour_n FROM quota_counters WHERE account = acct AND win = hour_win FOR UPDATE;
         SELECT n INTO day_n FROM quota_counters WHERE account = acct AND win = day_win FOR UPDATE;
@@ -131,6 +134,22 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 4,
+    name: 'spool ids',
+    // The forwarder's X-Postino-Spool-Id per account scope, for every node (common/spool-id-postgres.ts):
+    // 'claimed' while one node writes the message, 'done' once it is in that node's queue.
+    sql: `
+      CREATE TABLE spool_ids (
+        scope text COLLATE "C" NOT NULL,
+        spool_id text COLLATE "C" NOT NULL,
+        queue_id text NOT NULL,
+        state text NOT NULL CHECK (state IN ('claimed', 'done')),
+        expires timestamptz NOT NULL,
+        PRIMARY KEY (scope, spool_id)
+      );
+      CREATE INDEX spool_ids_expires ON spool_ids (expires);`,
+  },
+  {
+    version: 5,
     name: 'global event feed and node heartbeats',
     // Each node ships its own event log here (engine/events/event-shipper.ts). `seq` is the feed's
     // global order: taken from the one counter row, locked FOR UPDATE until the shipping transaction

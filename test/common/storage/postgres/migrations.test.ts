@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -17,21 +17,26 @@ after(async () => {
   await cluster?.close();
 });
 
-function dbMigrate(config: Record<string, unknown>): { status: number | null; out: string } {
+/** `postino db migrate` (the built CLI) with this config: exit status and everything it printed. */
+async function dbMigrate(config: Record<string, unknown>): Promise<{ status: number | null; out: string }> {
   const dir = tempDir('migrate');
   const file = path.join(dir, 'config.json');
   fs.writeFileSync(file, JSON.stringify(config));
-  const r = spawnSync(process.execPath, [CLI, 'db', 'migrate', '--config', file], { encoding: 'utf8', env: { ...process.env, POSTINO_DATA: dir }, timeout: 60_000 });
+  const child = spawn(process.execPath, [CLI, 'db', 'migrate', '--config', file], { env: { ...process.env, POSTINO_DATA: dir }, timeout: 60_000 });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const status = await new Promise<number | null>((resolve) => child.on('close', resolve));
   fs.rmSync(dir, { recursive: true, force: true });
-  return { status: r.status, out: `${r.stdout}${r.stderr}` };
+  return { status, out };
 }
 
 test('postino db migrate applies every migration once; a second run applies nothing', { skip }, async () => {
   const url = await cluster!.newDatabase();
-  const first = dbMigrate({ storage: { postgres: { url } } });
+  const first = await dbMigrate({ storage: { postgres: { url } } });
   assert.equal(first.status, 0, first.out);
-  assert.match(first.out, new RegExp(`applied 1 \\(suppressions\\), 2 \\(events partitioned by day\\), 3 \\(quota counters\\); schema at version ${SCHEMA_VERSION}`));
-  const second = dbMigrate({ storage: { postgres: { url } } });
+  assert.match(first.out, new RegExp(`applied 1 \\(suppressions\\), 2 \\(events partitioned by day\\), 3 \\(quota counters\\), 4 \\(spool ids\\); schema at version ${SCHEMA_VERSION}`));
+  const second = await dbMigrate({ storage: { postgres: { url } } });
   assert.equal(second.status, 0, second.out);
   assert.match(second.out, new RegExp(`schema at version ${SCHEMA_VERSION}, nothing to apply`));
   const c = new pg.Client({ connectionString: url });
@@ -91,14 +96,16 @@ test('events: one partition per UTC day; retention drops whole partitions; a day
 });
 
 test('db migrate without storage.postgres exits 2; an unreachable database exits 1 without printing the password', async () => {
-  const none = dbMigrate({});
+  const [none, bad, wrong] = await Promise.all([
+    dbMigrate({}),
+    dbMigrate({ storage: { postgres: { url: 'postgresql://postino:s3cret-pw@127.0.0.1:1/postino', connectTimeoutSeconds: 2 } } }),
+    dbMigrate({ storage: { postgres: { url: 'mysql://x@h/db' } } }),
+  ]);
   assert.equal(none.status, 2, none.out);
   assert.match(none.out, /no storage\.postgres/);
-  const bad = dbMigrate({ storage: { postgres: { url: 'postgresql://postino:s3cret-pw@127.0.0.1:1/postino', connectTimeoutSeconds: 2 } } });
   assert.equal(bad.status, 1, bad.out);
   assert.match(bad.out, /ECONNREFUSED/);
   assert.doesNotMatch(bad.out, /s3cret-pw/);
-  const wrong = dbMigrate({ storage: { postgres: { url: 'mysql://x@h/db' } } });
   assert.equal(wrong.status, 2, wrong.out);
   assert.match(wrong.out, /storage\.postgres\.url: the scheme is postgresql:\/\//);
 });

@@ -1,0 +1,175 @@
+/*
+ * spool-id-postgres.ts — the forwarder's spool ids (spool-id.ts) known to every
+ * hosted node (storage.postgres): a message the forwarder retries through node
+ * B after node A took it but the reply was lost is answered `250 … (already
+ * queued)` by B, not queued twice.
+ *
+ * Each node still remembers its own ids in its LevelDB (SeenSpoolIds, in the
+ * enqueue's batch): that stays the truth of what it accepted. Table spool_ids
+ * (migration 4) is the shared index, written around that batch:
+ *   claim    before the batch: a row `claimed` for CLAIM_TTL_MS. A row of another
+ *            node still claimed → `busy` (451 4.4.0, the forwarder retries); a row
+ *            `done` → `earlier` (250 already queued, with that node's queue id);
+ *            an expired row (an old id, or a claim whose node died between its
+ *            batch and its confirm) is taken over.
+ *   confirm  after the batch, before the 250: the row `done` for the spool-id TTL.
+ *   release  the batch failed: the claim is dropped, a retry may go anywhere.
+ *
+ * PostgreSQL down: claim answers `unavailable` and the node goes on with its
+ * own memory only (it accepts; a retry through another node during the outage
+ * may be queued twice, the price of accepting); confirm parks the id in the
+ * node's LevelDB (`sidp!<scope>!<id>`) and it is written when PostgreSQL
+ * answers (every FLUSH_INTERVAL_MS). A node that died between its batch and its
+ * confirm writes the ids of its last RECONCILE_MS at start (`reconcile`), so a
+ * retry that reaches another node after the claim expired still finds them.
+ *
+ * Config: listener.spoolIdTtlSeconds; storage.postgres.*.
+ * Side effects: PostgreSQL statements; LevelDB writes of parked ids; a timer.
+ */
+import { PostinoError } from './errors.js';
+import type { Logger } from './log.js';
+import { sharedQuery, type PgPool } from './storage/postgres/pool.js';
+import type { Store } from './store.js';
+
+/**
+ * A claim lives this long: far longer than one enqueue batch (milliseconds), short
+ * enough that a forwarder retrying through another node after this node died
+ * mid-write waits at most a minute before that node may take the message.
+ */
+export const CLAIM_TTL_MS = 60_000;
+/** At start, ids this node accepted within this long are written again (covers a crash between batch and confirm). */
+const RECONCILE_MS = 10 * 60_000;
+const FLUSH_INTERVAL_MS = 2_000;
+const FLUSH_BATCH = 1_000;
+const PARKED = 'sidp!';
+/** Width of the expiry in SeenSpoolIds' `sidx!` keys (spool-id.ts). */
+const EXPIRY_WIDTH = 15;
+
+export type SpoolIdClaim = { kind: 'new' } | { kind: 'earlier'; queueId: string } | { kind: 'busy' } | { kind: 'unavailable' };
+
+/** What the intake asks of a memory of spool ids shared between nodes. */
+export interface SharedSpoolIds {
+  claim(scope: string, spoolId: string, queueId: string): Promise<SpoolIdClaim>;
+  /** Never throws: what cannot be written now is parked and written later. */
+  confirm(scope: string, spoolId: string, queueId: string): Promise<void>;
+  /** Never throws (best effort: an unreleased claim expires after CLAIM_TTL_MS). */
+  release(scope: string, spoolId: string): Promise<void>;
+}
+
+export class PgSpoolIds implements SharedSpoolIds {
+  private readonly timer: NodeJS.Timeout;
+  private flushing: Promise<void> | undefined;
+
+  constructor(
+    private readonly pool: PgPool,
+    private readonly store: Store,
+    private readonly ttlMs: number,
+    private readonly log?: Logger,
+  ) {
+    this.timer = setInterval(() => void this.flushParked().catch(() => undefined), FLUSH_INTERVAL_MS).unref();
+  }
+
+  async claim(scope: string, spoolId: string, queueId: string): Promise<SpoolIdClaim> {
+    try {
+      const r = await sharedQuery(
+        this.pool,
+        'claiming a spool id',
+        `INSERT INTO spool_ids (scope, spool_id, queue_id, state, expires) VALUES ($1, $2, $3, 'claimed', now() + $4 * interval '1 millisecond')
+         ON CONFLICT (scope, spool_id) DO UPDATE SET queue_id = EXCLUDED.queue_id, state = 'claimed', expires = EXCLUDED.expires
+         WHERE spool_ids.expires < now()
+         RETURNING 1`,
+        [scope, spoolId, queueId, CLAIM_TTL_MS],
+      );
+      if ((r.rowCount ?? 0) > 0) return { kind: 'new' };
+      const held = await sharedQuery<{ state: string; queue_id: string }>(this.pool, 'reading a spool id', 'SELECT state, queue_id FROM spool_ids WHERE scope = $1 AND spool_id = $2', [scope, spoolId]);
+      const row = held.rows[0];
+      if (!row) return this.claim(scope, spoolId, queueId); // expired and swept between the two statements
+      return row.state === 'done' ? { kind: 'earlier', queueId: row.queue_id } : { kind: 'busy' };
+    } catch (err) {
+      if (err instanceof PostinoError && err.code === 'SHARED_STATE_UNAVAILABLE') {
+        this.log?.warn({ event: 'spool-id-unshared', scope, spoolId, err: err.reason }, 'PostgreSQL unavailable: spool id checked on this node only');
+        return { kind: 'unavailable' };
+      }
+      throw err;
+    }
+  }
+
+  private async upsertDone(rows: ReadonlyArray<{ scope: string; spoolId: string; queueId: string; expires: number }>): Promise<void> {
+    if (rows.length === 0) return;
+    await sharedQuery(
+      this.pool,
+      'recording spool ids',
+      `INSERT INTO spool_ids (scope, spool_id, queue_id, state, expires)
+       SELECT s, i, q, 'done', e FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS t(s, i, q, e)
+       ON CONFLICT (scope, spool_id) DO UPDATE SET queue_id = EXCLUDED.queue_id, state = 'done', expires = EXCLUDED.expires`,
+      [rows.map((r) => r.scope), rows.map((r) => r.spoolId), rows.map((r) => r.queueId), rows.map((r) => new Date(r.expires))],
+    );
+  }
+
+  async confirm(scope: string, spoolId: string, queueId: string): Promise<void> {
+    const expires = Date.now() + this.ttlMs;
+    try {
+      await this.upsertDone([{ scope, spoolId, queueId, expires }]);
+    } catch (err) {
+      this.log?.warn({ event: 'spool-id-parked', scope, spoolId, err: (err as Error).message }, 'spool id kept locally until PostgreSQL answers');
+      await this.store.commit([{ type: 'put', key: `${PARKED}${scope}!${spoolId}`, value: Buffer.from(JSON.stringify({ queueId, expires })) }], { sync: false }).catch((e: unknown) => this.log?.error({ err: e }, 'spool id not parked'));
+    }
+  }
+
+  async release(scope: string, spoolId: string): Promise<void> {
+    await sharedQuery(this.pool, 'releasing a spool id', `DELETE FROM spool_ids WHERE scope = $1 AND spool_id = $2 AND state = 'claimed'`, [scope, spoolId]).catch(() => undefined);
+  }
+
+  /** Writes the parked ids (see the header); throws SHARED_STATE_UNAVAILABLE while PostgreSQL is away. */
+  async flushParked(): Promise<void> {
+    if (this.flushing) return this.flushing;
+    this.flushing = (async () => {
+      for (let round = 0; round < 1_000_000; round++) {
+        const batch = await this.store.db.iterator({ gte: PARKED, lt: `${PARKED}\uffff`, limit: FLUSH_BATCH }).all();
+        if (batch.length === 0) return;
+        await this.upsertDone(
+          batch.map(([k, v]) => {
+            const rest = k.slice(PARKED.length);
+            const bang = rest.lastIndexOf('!');
+            const { queueId, expires } = JSON.parse(v.toString('utf8')) as { queueId: string; expires: number };
+            return { scope: rest.slice(0, bang), spoolId: rest.slice(bang + 1), queueId, expires };
+          }),
+        );
+        await this.store.commit(batch.map(([k]) => ({ type: 'del', key: k })), { sync: false });
+      }
+    })().finally(() => {
+      this.flushing = undefined;
+    });
+    return this.flushing;
+  }
+
+  /**
+   * At start: the ids this node accepted in the last RECONCILE_MS, from its own memory
+   * (`sid!`/`sidx!` keys of spool-id.ts), written as done. Returns how many.
+   */
+  async reconcile(now = Date.now()): Promise<number> {
+    const from = String(Math.floor(now + this.ttlMs - RECONCILE_MS)).padStart(EXPIRY_WIDTH, '0');
+    const rows: Array<{ scope: string; spoolId: string; queueId: string; expires: number }> = [];
+    for await (const key of this.store.db.keys({ gte: `sidx!${from}`, lt: 'sidx!~' })) {
+      const k = key.slice(5 + EXPIRY_WIDTH + 1);
+      const v = await this.store.db.get(`sid!${k}`);
+      if (!v) continue;
+      const { queueId, expires } = JSON.parse(v.toString('utf8')) as { queueId: string; expires: number };
+      const bang = k.lastIndexOf('!');
+      rows.push({ scope: k.slice(0, bang), spoolId: k.slice(bang + 1), queueId, expires });
+    }
+    for (let i = 0; i < rows.length; i += FLUSH_BATCH) await this.upsertDone(rows.slice(i, i + FLUSH_BATCH));
+    return rows.length;
+  }
+
+  /** Forgets ids past their TTL (and claims long dead); returns how many. */
+  async sweep(): Promise<number> {
+    const r = await sharedQuery(this.pool, 'sweeping spool ids', 'DELETE FROM spool_ids WHERE expires < now()');
+    return r.rowCount ?? 0;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.flushing?.catch(() => undefined);
+  }
+}
