@@ -8,7 +8,8 @@
  * enqueue's batch): that stays the truth of what it accepted. Table spool_ids
  * (migration 4) is the shared index, written around that batch:
  *   claim    before the batch: a row `claimed` for CLAIM_TTL_MS. A row of another
- *            node still claimed → `busy` (451 4.4.0, the forwarder retries); a row
+ *            node still claimed → wait for it (BUSY_WAIT_MS), then `busy` (451
+ *            4.4.0, the forwarder retries) if it is still claimed; a row
  *            `done` → `earlier` (250 already queued, with that node's queue id);
  *            an expired row (an old id, or a claim whose node died between its
  *            batch and its confirm) is taken over.
@@ -32,11 +33,21 @@ import { sharedQuery, type PgPool } from './storage/postgres/pool.js';
 import type { Store } from './store.js';
 
 /**
- * A claim lives this long: far longer than one enqueue batch (milliseconds), short
- * enough that a forwarder retrying through another node after this node died
- * mid-write waits at most a minute before that node may take the message.
+ * A claim lives this long: far longer than one enqueue batch (milliseconds, a
+ * second or two for a large message on a loaded disk), short enough that the
+ * other node can wait it out within one SMTP reply (BUSY_WAIT_MS).
  */
-export const CLAIM_TTL_MS = 60_000;
+export const CLAIM_TTL_MS = 15_000;
+/**
+ * A retry that finds another node's claim waits for it (the end-of-DATA reply is
+ * held; SMTP clients wait minutes for it, RFC 5321 4.5.3.2.6) until the claim is
+ * done (250 already queued) or expired (taken over), rather than answering 451:
+ * the forwarder would put the message back for its whole retry interval (300 s
+ * by default) after a node died mid-write. Longer than CLAIM_TTL_MS, so `busy`
+ * is left for a claim renewed meanwhile.
+ */
+const BUSY_WAIT_MS = CLAIM_TTL_MS + 5_000;
+const BUSY_POLL_MS = 250;
 /** At start, ids this node accepted within this long are written again (covers a crash between batch and confirm). */
 const RECONCILE_MS = 10 * 60_000;
 const FLUSH_INTERVAL_MS = 2_000;
@@ -70,6 +81,15 @@ export class PgSpoolIds implements SharedSpoolIds {
   }
 
   async claim(scope: string, spoolId: string, queueId: string): Promise<SpoolIdClaim> {
+    const until = Date.now() + BUSY_WAIT_MS;
+    for (;;) {
+      const c = await this.claimOnce(scope, spoolId, queueId);
+      if (c.kind !== 'busy' || Date.now() >= until) return c;
+      await new Promise((r) => setTimeout(r, BUSY_POLL_MS));
+    }
+  }
+
+  private async claimOnce(scope: string, spoolId: string, queueId: string): Promise<SpoolIdClaim> {
     try {
       const r = await sharedQuery(
         this.pool,
@@ -83,7 +103,7 @@ export class PgSpoolIds implements SharedSpoolIds {
       if ((r.rowCount ?? 0) > 0) return { kind: 'new' };
       const held = await sharedQuery<{ state: string; queue_id: string }>(this.pool, 'reading a spool id', 'SELECT state, queue_id FROM spool_ids WHERE scope = $1 AND spool_id = $2', [scope, spoolId]);
       const row = held.rows[0];
-      if (!row) return this.claim(scope, spoolId, queueId); // expired and swept between the two statements
+      if (!row) return this.claimOnce(scope, spoolId, queueId); // expired and swept between the two statements
       return row.state === 'done' ? { kind: 'earlier', queueId: row.queue_id } : { kind: 'busy' };
     } catch (err) {
       if (err instanceof PostinoError && err.code === 'SHARED_STATE_UNAVAILABLE') {

@@ -58,23 +58,28 @@ async function twoNodes(): Promise<[Node, Node]> {
   return [a, await make()];
 }
 
-test('claim on A, busy on B until A confirms, then B answers with A\'s queue id; a released claim and an expired one are free again', { skip }, async () => {
+test('claim on A, B waits until A confirms, then answers with A\'s queue id; a released claim and an expired one are free again', { skip }, async () => {
   const [a, b] = await twoNodes();
   try {
     assert.deepEqual(await a.ids.claim('acme', 'S1', 'QA1'), { kind: 'new' });
-    assert.deepEqual(await b.ids.claim('acme', 'S1', 'QB1'), { kind: 'busy' });
+    // B's retry waits on A's claim (its reply held) and gets A's queue id once A confirms.
+    const waiting = b.ids.claim('acme', 'S1', 'QB1');
     assert.deepEqual(await b.ids.claim('other', 'S1', 'QB2'), { kind: 'new' }, 'another account\'s id is its own');
+    await new Promise((r) => setTimeout(r, 600));
     await a.ids.confirm('acme', 'S1', 'QA1');
+    assert.deepEqual(await waiting, { kind: 'earlier', queueId: 'QA1' });
     assert.deepEqual(await b.ids.claim('acme', 'S1', 'QB3'), { kind: 'earlier', queueId: 'QA1' });
 
     await a.ids.claim('acme', 'S2', 'QA2');
     await a.ids.release('acme', 'S2'); // A's batch failed
     assert.deepEqual(await b.ids.claim('acme', 'S2', 'QB4'), { kind: 'new' });
 
-    // A dies between claim and confirm: once the claim has expired, B takes the message.
+    // A dies between claim and confirm: B's retry waits, and takes the message once the claim has expired.
     await a.ids.claim('acme', 'S3', 'QA3');
+    const takeover = b.ids.claim('acme', 'S3', 'QB5');
+    await new Promise((r) => setTimeout(r, 600));
     await a.pool.query(`UPDATE spool_ids SET expires = now() - interval '1 second' WHERE spool_id = 'S3'`);
-    assert.deepEqual(await b.ids.claim('acme', 'S3', 'QB5'), { kind: 'new' });
+    assert.deepEqual(await takeover, { kind: 'new' });
     assert.equal(await a.ids.sweep(), 0, 'nothing expired left to sweep');
   } finally {
     await b.close();

@@ -35,7 +35,7 @@ test('postino db migrate applies every migration once; a second run applies noth
   const url = await cluster!.newDatabase();
   const first = await dbMigrate({ storage: { postgres: { url } } });
   assert.equal(first.status, 0, first.out);
-  assert.match(first.out, new RegExp(`applied 1 \\(suppressions\\), 2 \\(events partitioned by day\\), 3 \\(quota counters\\), 4 \\(spool ids\\); schema at version ${SCHEMA_VERSION}`));
+  assert.match(first.out, new RegExp(`applied 1 \\(suppressions\\), 2 \\(events partitioned by day\\), 3 \\(quota counters\\), 4 \\(spool ids\\), 5 \\(global event feed and node heartbeats\\); schema at version ${SCHEMA_VERSION}`));
   const second = await dbMigrate({ storage: { postgres: { url } } });
   assert.equal(second.status, 0, second.out);
   assert.match(second.out, new RegExp(`schema at version ${SCHEMA_VERSION}, nothing to apply`));
@@ -80,7 +80,7 @@ test('events: one partition per UTC day; retention drops whole partitions; a day
   try {
     await migrate(pool);
     await pool.query(`SELECT postino_event_partitions(date '2026-01-01', 3)`);
-    const ins = (at: string, seq: number): Promise<unknown> => pool.query(`INSERT INTO events (at, seq, account, type, body) VALUES ($1, $2, 'acme', 'delivered', '{}')`, [at, seq]);
+    const ins = (at: string, seq: number): Promise<unknown> => pool.query(`INSERT INTO events (at, seq, account, type, body, node, node_seq) VALUES ($1, $2, 'acme', 'delivered', '{}', 'n1', $2)`, [at, seq]);
     await ins('2026-01-01T00:00:00Z', 1);
     await ins('2026-01-02T23:59:59.999Z', 2);
     await ins('2026-01-03T12:00:00Z', 3);
