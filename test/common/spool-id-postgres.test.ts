@@ -6,26 +6,20 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { createLogger } from '../../common/log.js';
 import { PgSpoolIds } from '../../common/spool-id-postgres.js';
 import { SeenSpoolIds } from '../../common/spool-id.js';
 import { migrate } from '../../common/storage/postgres/migrations.js';
 import { openPool, type PgPool } from '../../common/storage/postgres/pool.js';
 import { Store } from '../../common/store.js';
-import { postgresMissing, startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { clusterForFile } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/postino.js';
 
-const skip = postgresMissing();
+const pgFile = clusterForFile();
+const skip = pgFile.skip;
 const TTL = 7 * 86_400_000;
 const silent = createLogger('test', 'silent');
-let cluster: PgCluster | undefined;
-before(async () => {
-  if (!skip) cluster = await startPostgres();
-});
-after(async () => {
-  await cluster?.close();
-});
 
 interface Node {
   store: Store;
@@ -35,7 +29,7 @@ interface Node {
 }
 
 async function twoNodes(): Promise<[Node, Node]> {
-  const url = await cluster!.newDatabase();
+  const url = await pgFile.cluster().newDatabase();
   const make = async (): Promise<Node> => {
     const dir = tempDir('sid-pg');
     const store = await Store.open(dir);
@@ -90,16 +84,16 @@ test('claim on A, B waits until A confirms, then answers with A\'s queue id; a r
 test('PostgreSQL stopped: the claim says unavailable, the confirm is parked and reaches node B when it returns', { skip }, async () => {
   const [a, b] = await twoNodes();
   try {
-    await cluster!.stop();
+    await pgFile.cluster().stop();
     assert.deepEqual(await a.ids.claim('acme', 'S9', 'QA9'), { kind: 'unavailable' });
     await a.ids.confirm('acme', 'S9', 'QA9');
     assert.equal((await a.store.db.keys({ gte: 'sidp!', lt: 'sidp!~' }).all()).length, 1);
-    await cluster!.start();
+    await pgFile.cluster().start();
     await a.ids.flushParked();
     assert.deepEqual(await a.store.db.keys({ gte: 'sidp!', lt: 'sidp!~' }).all(), []);
     assert.deepEqual(await b.ids.claim('acme', 'S9', 'QB9'), { kind: 'earlier', queueId: 'QA9' });
   } finally {
-    if (cluster!.pid === undefined) await cluster!.start();
+    if (pgFile.cluster().pid === undefined) await pgFile.cluster().start();
     await b.close();
     await a.close();
   }

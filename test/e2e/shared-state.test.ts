@@ -14,24 +14,18 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import type { PostinoEvent } from '../../common/events.js';
 import { until } from '../helpers/fake-clock.js';
 import { startTestSink } from '../helpers/forwarder.js';
 import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
-import { postgresMissing, startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { clusterForFile } from '../helpers/postgres.js';
 import { CLI, tempDir, type Running } from '../helpers/postino.js';
 import { readSink } from '../helpers/sink-reader.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
 
-const skip = postgresMissing();
-let cluster: PgCluster | undefined;
-before(async () => {
-  if (!skip) cluster = await startPostgres();
-});
-after(async () => {
-  await cluster?.close();
-});
+const pgFile = clusterForFile();
+const skip = pgFile.skip;
 
 /** One message; resolves with the final reply, or the first refusal on the way. */
 async function attempt(port: number, rcpts: string[], testId: string, extraHeader = ''): Promise<string> {
@@ -55,7 +49,7 @@ async function send(port: number, rcpts: string[], testId: string): Promise<void
 
 test('two hosted nodes on one PostgreSQL: suppressed through A, not delivered through B, not even while PostgreSQL is down; one spool id and one quota for both', { skip, timeout: 240_000 }, async (t) => {
   const hourAtStart = Math.floor(Date.now() / 3_600_000);
-  const url = await cluster!.newDatabase();
+  const url = await pgFile.cluster().newDatabase();
   const root = tempDir('shared-sup');
   const { sink, sinkDir } = await startTestSink(root);
   const storage = { postgres: { url, connectTimeoutSeconds: 2, queryTimeoutSeconds: 5 } };
@@ -99,13 +93,13 @@ test('two hosted nodes on one PostgreSQL: suppressed through A, not delivered th
     assert.deepEqual(readSink(sinkDir).filter((x) => x.testId === 'via-b').flatMap((x) => x.rcptTo), ['ok@example.com']);
 
     // PostgreSQL down: node B accepts (its own queue) and sends nothing it could not check.
-    await cluster!.stop();
+    await pgFile.cluster().stop();
     await send(b.listenerPort, ['later@example.com', 'gone@example.com'], 'while-down');
     const removal = await apiA('/api/suppressions?account=default&address=gone@example.com', { method: 'DELETE' });
     assert.equal(removal.status, 503, 'the API says the shared list is unavailable, not that nothing was there');
     await new Promise((r) => setTimeout(r, 3_000));
     assert.equal(readSink(sinkDir).filter((x) => x.testId === 'while-down').length, 0, 'nothing sent unchecked');
-    await cluster!.start();
+    await pgFile.cluster().start();
     await until(() => readSink(sinkDir).some((x) => x.testId === 'while-down'), 'the message delivered once PostgreSQL is back', 60_000);
     await until(async () => (await feedB()).filter((e) => e.type === 'suppressed' && e.recipient === 'gone@example.com').length === 2, 'the second suppressed event on B', 15_000);
     assert.deepEqual(readSink(sinkDir).filter((x) => x.testId === 'while-down').flatMap((x) => x.rcptTo), ['later@example.com']);
@@ -129,7 +123,7 @@ test('two hosted nodes on one PostgreSQL: suppressed through A, not delivered th
     if (Math.floor(Date.now() / 3_600_000) !== hourAtStart) t.diagnostic(`the UTC hour changed during the test; quota reply not judged: ${fifth}`);
     else assert.match(fifth, /^452 4\.5\.3 Hourly quota of 5 messages reached for account default/);
   } finally {
-    if (cluster!.pid === undefined) await cluster!.start();
+    if (pgFile.cluster().pid === undefined) await pgFile.cluster().start();
     await Promise.all(nodes.map((n) => n.stop()));
     await sink.close();
     fs.rmSync(root, { recursive: true, force: true });

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { parseConfig } from '../../common/config.js';
 import { DeadLetter } from '../../common/dead-letter.js';
 import { DurableQueue } from '../../common/durable-queue.js';
@@ -33,17 +33,11 @@ import { LevelSuppressionList, type SuppressionList } from '../../engine/suppres
 import { sink, startDeliveryHarness } from '../helpers/delivery-harness.js';
 import { startFeedbackNode } from '../helpers/feedback.js';
 import { readSink } from '../helpers/sink-reader.js';
-import { postgresMissing, startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { clusterForFile } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/postino.js';
 
-const pgSkip = postgresMissing();
-let cluster: PgCluster | undefined;
-before(async () => {
-  if (!pgSkip) cluster = await startPostgres();
-});
-after(async () => {
-  await cluster?.close();
-});
+const pgFile = clusterForFile();
+const pgSkip = pgFile.skip;
 
 interface Backend {
   store: Store;
@@ -59,7 +53,7 @@ function pool(url: string): PgPool {
 }
 
 async function pgBackend(url?: string): Promise<Backend & { pool: PgPool; list: PgSuppressionList; url: string }> {
-  const dbUrl = url ?? (await cluster!.newDatabase());
+  const dbUrl = url ?? (await pgFile.cluster().newDatabase());
   const p = pool(dbUrl);
   if (!url) await migrate(p);
   const dir = tempDir('sup-pg');
@@ -221,7 +215,7 @@ describe('PostgreSQL unavailable', { skip: pgSkip }, () => {
     try {
       await a.list.add('acme', { address: 'known@example.com', scope: '*', reason: 'complaint' });
       assert.equal((await b.list.check('acme', 'known@example.com', { stream: 'bulk' }))?.reason, 'complaint', 'written on node A, seen on node B');
-      await cluster!.stop();
+      await pgFile.cluster().stop();
       const err = await a.list.check('acme', 'known@example.com', { stream: 'bulk' }).then(() => undefined, (e: unknown) => e);
       assert.ok(err instanceof PostinoError, `a PostinoError, not ${String(err)}`);
       assert.equal(err.code, 'SHARED_STATE_UNAVAILABLE');
@@ -233,12 +227,12 @@ describe('PostgreSQL unavailable', { skip: pgSkip }, () => {
       const ops = await a.list.addOps('acme', [{ address: 'bounced@example.com', scope: '*', reason: 'hard-bounce' }]);
       assert.equal(ops.length, 1);
       await a.store.commit(ops, { sync: true });
-      await cluster!.start();
+      await pgFile.cluster().start();
       assert.equal((await a.list.check('acme', 'bounced@example.com', { stream: 'bulk' }))?.reason, 'hard-bounce', 'node A reads its parked entry (written first)');
       assert.equal((await b.list.check('acme', 'bounced@example.com', { stream: 'bulk' }))?.reason, 'hard-bounce', 'node B sees it once written');
       assert.deepEqual(await a.store.db.keys({ gte: 'so!', lt: 'so!\uffff' }).all(), [], 'nothing left parked');
     } finally {
-      if (cluster!.pid === undefined) await cluster!.start();
+      if (pgFile.cluster().pid === undefined) await pgFile.cluster().start();
       await b.close();
       await a.close();
     }
@@ -258,7 +252,7 @@ describe('PostgreSQL unavailable', { skip: pgSkip }, () => {
       const dead = new DeadLetter<IntakeMeta>({ queue: intake, limit: { maxAttempts: 2, backoffMs: [1000] }, countLeases: true, failedEvents: () => ({ ops: [], settle() {}, abandon() {} }), log: silent, clock: () => Date.now() - 10_000 });
       await b.list.add('default', { address: 'gone@example.com', scope: '*', reason: 'hard-bounce' });
       await intake.enqueue({ meta: { account: 'default', envelope: { mailFrom: 'shop@example.org', rcptTo: ['a@example.com', 'gone@example.com'], clientAddress: '127.0.0.1', heloName: 'fwd', receivedAt: Date.now(), tls: true } }, body: Buffer.from('From: shop@example.org\r\nTo: a@example.com\r\nSubject: x\r\n\r\nhello\r\n') });
-      await cluster!.stop();
+      await pgFile.cluster().stop();
       // More attempts than engine.maxAttempts (2 here): an outage never moves the message to failed.
       for (let i = 0; i < 3; i++) {
         const [rec] = await intake.lease(1, 60_000);
@@ -270,14 +264,14 @@ describe('PostgreSQL unavailable', { skip: pgSkip }, () => {
       }
       assert.equal(intake.size, 1);
       assert.equal(intake.failedCount, 0);
-      await cluster!.start();
+      await pgFile.cluster().start();
       const [rec] = await intake.lease(1, 60_000);
       await worker.handle(rec!);
       const copies = await collect(delivery.records());
       assert.deepEqual(copies.map((c) => c.meta.recipient), ['a@example.com']);
       assert.equal(intake.size, 0);
     } finally {
-      if (cluster!.pid === undefined) await cluster!.start();
+      if (pgFile.cluster().pid === undefined) await pgFile.cluster().start();
       await store.close();
       fs.rmSync(dir, { recursive: true, force: true });
       await b.close();
@@ -285,22 +279,22 @@ describe('PostgreSQL unavailable', { skip: pgSkip }, () => {
   });
 
   test('a one-click unsubscribe while PostgreSQL is stopped is answered 200, recorded, and reaches the shared list when it returns', async () => {
-    const url = await cluster!.newDatabase();
+    const url = await pgFile.cluster().newDatabase();
     const p = pool(url);
     await migrate(p);
     const node = await startFeedbackNode({}, (store) => new PgSuppressionList(p, store, silent));
     const other = await pgBackend(url);
     try {
       const c = await node.copy('ada@example.com', { list: 'news' });
-      await cluster!.stop();
+      await pgFile.cluster().stop();
       const res = await fetch(c.unsubscribeUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
       assert.equal(res.status, 200, 'the person is not told to try again');
       assert.equal((await node.feed()).filter((e) => e.type === 'unsubscribed' && e.recipient === 'ada@example.com').length, 1);
-      await cluster!.start();
+      await pgFile.cluster().start();
       await (node.suppression as PgSuppressionList).flushParked();
       assert.equal((await other.list.check('acme', 'ada@example.com', { stream: 'bulk', list: 'news' }))?.reason, 'unsubscribe', 'on every node once written');
     } finally {
-      if (cluster!.pid === undefined) await cluster!.start();
+      if (pgFile.cluster().pid === undefined) await pgFile.cluster().start();
       await other.close();
       await node.close();
       await p.end();
@@ -308,26 +302,26 @@ describe('PostgreSQL unavailable', { skip: pgSkip }, () => {
   });
 
   test('delivery with PostgreSQL stopped: no copy is sent while its check cannot be made; when it returns the suppressed one is not', async () => {
-    const url = await cluster!.newDatabase();
+    const url = await pgFile.cluster().newDatabase();
     const p = pool(url);
     await migrate(p);
     const out = await sink();
     const h = await startDeliveryHarness({ delivery: { relays: [`smtp://127.0.0.1:${out.port}`] } }, tempDir('sup-delivery'), (store) => new PgSuppressionList(p, store, silent));
     try {
       await h.suppression.add('default', { address: 'gone@example.com', scope: '*', reason: 'complaint' });
-      await cluster!.stop();
+      await pgFile.cluster().stop();
       await h.send('gone@example.com');
       await h.send('ok@example.com');
       await new Promise((r) => setTimeout(r, 2_000));
       assert.equal(readSink(out.dir).length, 0, 'nothing sent unchecked');
       assert.deepEqual((await h.all()).map((e) => e.type), [], 'no outcome recorded: both wait');
       assert.equal(h.queue.size, 2);
-      await cluster!.start();
+      await pgFile.cluster().start();
       const evs = await h.waitFor((e) => e.length >= 2, 30_000);
       assert.deepEqual(evs.map((e) => `${e.type}:${e.recipient}`).sort(), ['delivered:ok@example.com', 'suppressed:gone@example.com']);
       assert.deepEqual(readSink(out.dir).flatMap((m) => m.rcptTo), ['ok@example.com']);
     } finally {
-      if (cluster!.pid === undefined) await cluster!.start();
+      if (pgFile.cluster().pid === undefined) await pgFile.cluster().start();
       await h.close();
       await out.close();
       await p.end();

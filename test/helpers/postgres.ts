@@ -12,6 +12,7 @@
  * POSTINO_REQUIRE_PEERS=1 (CI), where it fails.
  */
 import { spawnSync } from 'node:child_process';
+import { after, before } from 'node:test';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -175,4 +176,27 @@ export async function suiteStorage(): Promise<Record<string, unknown>> {
     await pool.end();
   }
   return { storage: { postgres: { url } } };
+}
+
+/**
+ * A cluster for one test file: started before its first test and closed after
+ * its last (node:test hooks at the file's top level); `skip` is why not
+ * (PostgreSQL missing) for the tests to pass on.
+ */
+export function clusterForFile(): { skip: string | undefined; cluster(): PgCluster } {
+  const skip = postgresMissing();
+  let c: PgCluster | undefined;
+  before(async () => {
+    if (!skip) c = await startPostgres();
+  });
+  after(async () => {
+    await c?.close();
+  });
+  return {
+    skip,
+    cluster() {
+      if (!c) throw new Error(`no PostgreSQL cluster: ${skip ?? 'not started yet'}`);
+      return c;
+    },
+  };
 }

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { PostinoError } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { migrate } from '../../common/storage/postgres/migrations.js';
@@ -15,7 +15,7 @@ import { openPool, type PgPool } from '../../common/storage/postgres/pool.js';
 import { Store } from '../../common/store.js';
 import { PgQuotas } from '../../listener/quota-postgres.js';
 import { Quotas, type QuotaCounter, type QuotaLimits } from '../../listener/quota.js';
-import { postgresMissing, startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { clusterForFile } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/postino.js';
 
 /** 2030-03-10T12:00:00Z */
@@ -23,14 +23,8 @@ const NOON = Date.UTC(2030, 2, 10, 12);
 const HOUR = 3_600_000;
 const silent = createLogger('test', 'silent');
 
-const pgSkip = postgresMissing();
-let cluster: PgCluster | undefined;
-before(async () => {
-  if (!pgSkip) cluster = await startPostgres();
-});
-after(async () => {
-  await cluster?.close();
-});
+const pgFile = clusterForFile();
+const pgSkip = pgFile.skip;
 
 interface Rig {
   store: Store;
@@ -65,7 +59,7 @@ const RIGS: Array<{ name: string; skip: string | undefined; open(): Promise<Rig>
     skip: pgSkip,
     open: () =>
       withStore(async () => {
-        const p = pool(await cluster!.newDatabase());
+        const p = pool(await pgFile.cluster().newDatabase());
         await migrate(p);
         const made: PgQuotas[] = [];
         return {
@@ -134,7 +128,7 @@ for (const rig of RIGS) {
 
 describe('quotas shared by two nodes', { skip: pgSkip }, () => {
   test('100 per hour across two nodes: of 150 messages sent to both at once, exactly 100 are accepted', async () => {
-    const url = await cluster!.newDatabase();
+    const url = await pgFile.cluster().newDatabase();
     const pools = [pool(url), pool(url)];
     await migrate(pools[0]!);
     const limits = [{ id: 'shop', perHour: 100, perDay: 0 }];
@@ -152,22 +146,22 @@ describe('quotas shared by two nodes', { skip: pgSkip }, () => {
   });
 
   test('PostgreSQL stopped: a node keeps accepting within its own view of the limit, and the counts reach the other node when it returns', async () => {
-    const url = await cluster!.newDatabase();
+    const url = await pgFile.cluster().newDatabase();
     const pools = [pool(url), pool(url)];
     await migrate(pools[0]!);
     const limits = [{ id: 'shop', perHour: 10, perDay: 0 }];
     const [a, b] = pools.map((p) => new PgQuotas(p, limits, () => NOON, silent));
     try {
       for (let i = 0; i < 4; i++) await (await a!.reserve('shop')).done(true);
-      await cluster!.stop();
+      await pgFile.cluster().stop();
       for (let i = 0; i < 3; i++) await (await a!.reserve('shop')).done(true); // counted on node A only
       assert.deepEqual(a!.usage('shop'), { hour: 7, day: 7 });
-      await cluster!.start();
+      await pgFile.cluster().start();
       await a!.flush();
       for (let i = 0; i < 3; i++) await (await b!.reserve('shop')).done(true);
       await assert.rejects(b!.reserve('shop'), refused('Hourly'), 'node B counts node A\'s 7, written when PostgreSQL returned');
     } finally {
-      if (cluster!.pid === undefined) await cluster!.start();
+      if (pgFile.cluster().pid === undefined) await pgFile.cluster().start();
       await a!.close();
       await b!.close();
       await Promise.all(pools.map((p) => p.end()));

@@ -10,7 +10,7 @@
  * on writing locally, and the feed catches up when it returns.
  */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import type { PostinoEvent } from '../../../common/events.js';
 import { createLogger } from '../../../common/log.js';
 import { migrate } from '../../../common/storage/postgres/migrations.js';
@@ -20,17 +20,11 @@ import { EventLog } from '../../../engine/events/event-log.js';
 import { EventShipper } from '../../../engine/events/event-shipper.js';
 import { PgFeed } from '../../../engine/events/pg-feed.js';
 import { sleep } from '../../helpers/forwarder.js';
-import { postgresMissing, startPostgres, type PgCluster } from '../../helpers/postgres.js';
+import { clusterForFile } from '../../helpers/postgres.js';
 import { tempDir } from '../../helpers/postino.js';
 
-const pgSkip = postgresMissing();
-let cluster: PgCluster | undefined;
-before(async () => {
-  if (!pgSkip) cluster = await startPostgres();
-});
-after(async () => {
-  await cluster?.close();
-});
+const pgFile = clusterForFile();
+const pgSkip = pgFile.skip;
 
 const silent = createLogger('test', 'silent');
 
@@ -64,7 +58,7 @@ async function readPage(feed: PgFeed, after: number, limit: number): Promise<Pos
 
 test('two nodes ship to one feed while a reader pages through it: seqs 1, 2, 3, … without a hole, every event once, even when a shipper is slow to commit', { timeout: 120_000 }, async (t) => {
   if (pgSkip) return t.skip(pgSkip);
-  const url = await cluster!.newDatabase();
+  const url = await pgFile.cluster().newDatabase();
   const admin = openPool({ url, poolSize: 2, connectTimeoutSeconds: 2, queryTimeoutSeconds: 10 }, silent);
   await migrate(admin);
   // Node a sometimes holds its seqs 150 ms before COMMIT: b's shipper must wait for it, not pass it.
@@ -130,7 +124,7 @@ test('two nodes ship to one feed while a reader pages through it: seqs 1, 2, 3, 
 
 test('PostgreSQL stopped: the nodes write on, locally; the feed catches up when it returns, once each', { timeout: 120_000 }, async (t) => {
   if (pgSkip) return t.skip(pgSkip);
-  const url = await cluster!.newDatabase();
+  const url = await pgFile.cluster().newDatabase();
   const admin = openPool({ url, poolSize: 2, connectTimeoutSeconds: 2, queryTimeoutSeconds: 10 }, silent);
   await migrate(admin);
   const a = await node('a', url, () => 0);
@@ -139,12 +133,12 @@ test('PostgreSQL stopped: the nodes write on, locally; the feed catches up when 
     await a.events.append(Array.from({ length: 100 }, (_, i) => ({ type: 'accepted' as const, account: 'shop', queueId: `q${i}` })));
     await a.shipper.kick();
     assert.equal(await feed.top(), 100);
-    await cluster!.stop();
+    await pgFile.cluster().stop();
     await a.events.append(Array.from({ length: 250 }, (_, i) => ({ type: 'delivered' as const, account: 'shop', queueId: `q${i}` })));
     await a.shipper.kick(); // fails: PostgreSQL is down; the events stay in the local log
     assert.equal(a.shipper.cursor, 100, 'nothing shipped while PostgreSQL is down');
     assert.equal(a.events.watermark, 350, 'the node kept writing');
-    await cluster!.start();
+    await pgFile.cluster().start();
     const until = Date.now() + 30_000;
     const shipped = (): number | undefined => a.shipper.cursor;
     while (shipped() !== 350 && Date.now() < until) await sleep(200); // the shipper's own retry timer

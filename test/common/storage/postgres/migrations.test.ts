@@ -2,20 +2,14 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import pg from 'pg';
 import { migrate, MIGRATIONS, SCHEMA_VERSION } from '../../../../common/storage/postgres/migrations.js';
 import { CLI, tempDir } from '../../../helpers/postino.js';
-import { postgresMissing, startPostgres, type PgCluster } from '../../../helpers/postgres.js';
+import { clusterForFile } from '../../../helpers/postgres.js';
 
-const skip = postgresMissing();
-let cluster: PgCluster | undefined;
-before(async () => {
-  if (!skip) cluster = await startPostgres();
-});
-after(async () => {
-  await cluster?.close();
-});
+const pgFile = clusterForFile();
+const skip = pgFile.skip;
 
 /** `postino db migrate` (the built CLI) with this config: exit status and everything it printed. */
 async function dbMigrate(config: Record<string, unknown>): Promise<{ status: number | null; out: string }> {
@@ -32,7 +26,7 @@ async function dbMigrate(config: Record<string, unknown>): Promise<{ status: num
 }
 
 test('postino db migrate applies every migration once; a second run applies nothing', { skip }, async () => {
-  const url = await cluster!.newDatabase();
+  const url = await pgFile.cluster().newDatabase();
   const first = await dbMigrate({ storage: { postgres: { url } } });
   assert.equal(first.status, 0, first.out);
   assert.match(first.out, new RegExp(`applied 1 \\(suppressions\\), 2 \\(events partitioned by day\\), 3 \\(quota counters\\), 4 \\(spool ids\\), 5 \\(global event feed and node heartbeats\\); schema at version ${SCHEMA_VERSION}`));
@@ -50,7 +44,7 @@ test('postino db migrate applies every migration once; a second run applies noth
 });
 
 test('two nodes migrating at once: the advisory lock serialises them, each migration applied once', { skip }, async () => {
-  const url = await cluster!.newDatabase();
+  const url = await pgFile.cluster().newDatabase();
   const pools = [new pg.Pool({ connectionString: url }), new pg.Pool({ connectionString: url })];
   try {
     const [a, b] = await Promise.all(pools.map((p) => migrate(p)));
@@ -62,7 +56,7 @@ test('two nodes migrating at once: the advisory lock serialises them, each migra
 });
 
 test('a failing migration leaves nothing behind (one transaction) and says which one failed', { skip }, async () => {
-  const url = await cluster!.newDatabase();
+  const url = await pgFile.cluster().newDatabase();
   const pool = new pg.Pool({ connectionString: url });
   try {
     const broken = [...MIGRATIONS, { version: 99, name: 'broken', sql: 'CREATE TABLE x (); SELECT no_such_function()' }];
@@ -75,7 +69,7 @@ test('a failing migration leaves nothing behind (one transaction) and says which
 });
 
 test('events: one partition per UTC day; retention drops whole partitions; a day without one refuses rows', { skip }, async () => {
-  const url = await cluster!.newDatabase();
+  const url = await pgFile.cluster().newDatabase();
   const pool = new pg.Pool({ connectionString: url });
   try {
     await migrate(pool);
