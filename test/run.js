@@ -21,6 +21,7 @@ import path from 'node:path';
 const TIMED = /(recovery|rate-cap|crash|durability|relay-pause|graceful-stop|hostile-content|shaping-priority)\.test\.ts$/;
 /** Second-pass files measured at 25 s or more, longest first. */
 const LONGEST_FIRST = [
+  'test/e2e/multi-node.test.ts',
   'test/engine/delivery/shaping.test.ts',
   'test/forwarder/outage-probes.test.ts',
   'test/forwarder/effectively-once.test.ts',
@@ -32,6 +33,8 @@ const LONGEST_FIRST = [
   'test/e2e/delivery-postfix.test.ts',
   'test/e2e/dashboard.test.ts',
   'test/e2e/recipients.test.ts',
+  'test/engine/suppression-backends.test.ts',
+  'test/e2e/dashboard-archive.test.ts',
 ];
 const CONCURRENCY = Number(process.env.POSTINO_TEST_CONCURRENCY) || 3;
 
