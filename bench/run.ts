@@ -2,7 +2,7 @@
  * npm run bench — every benchmark, printed as text. Run on a quiet machine;
  * figures in the README were made with this command.
  *   npm run bench            all
- *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, pipeline, feedback, suppress-import, recipients-import, dashboard, events, shared-state, scale)
+ *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, pipeline, feedback, suppress-import, recipients-import, dashboard, events, shared-state, scale, big-messages)
  */
 import { benchForwarder } from './forwarder-vs-postfix.js';
 import { benchListener } from './listener.js';
@@ -17,6 +17,7 @@ import { benchSuppressionImport } from './suppression-import.js';
 import { benchDashboard } from './dashboard.js';
 import { benchRecipientsImport } from './recipients-import.js';
 import { benchScale } from './scale.js';
+import { benchBigMessages } from './big-messages.js';
 import { benchSharedState } from './shared-state.js';
 
 const benches: Record<string, () => Promise<void>> = {
@@ -34,9 +35,11 @@ const benches: Record<string, () => Promise<void>> = {
   events: benchEvents,
   scale: benchScale,
   'shared-state': benchSharedState,
+  'big-messages': benchBigMessages,
 };
 
 const wanted = process.argv.slice(2);
+for (const w of wanted) if (!(w in benches)) throw new Error(`unknown benchmark "${w}"; known: ${Object.keys(benches).join(', ')}`);
 for (const [name, fn] of Object.entries(benches)) {
   if (wanted.length && !wanted.includes(name)) continue;
   console.log(`\n== ${name} ==`);
