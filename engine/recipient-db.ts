@@ -104,11 +104,18 @@ export class RecipientDb {
 
   /** For the rewrap: the entries, and which of the missing ones were deleted (and so must not be created again). */
   async lookupForTraffic(account: string, addresses: readonly string[]): Promise<{ records: Array<RecipientRecord | undefined>; erased: boolean[] }> {
-    const records = await this.getMany(account, addresses);
+    // One multi-get for entries, fields and deletion marks: this runs once per message, and each
+    // LevelDB read is a round trip to the thread pool (issue #17); asking for a missing key costs
+    // less than a second trip.
     const p = this.pseudonyms;
-    if (!p) return { records, erased: addresses.map(() => false) };
-    const marks = await this.store.db.getMany(addresses.map((a) => erasedKey(account, p.of(account, a))));
-    return { records, erased: marks.map((m, i) => m !== undefined && records[i] === undefined) };
+    const n = addresses.length;
+    const keys = [...addresses.map((a) => baseKey(account, a)), ...addresses.map((a) => fieldsKey(account, a)), ...(p ? addresses.map((a) => erasedKey(account, p.of(account, a))) : [])];
+    const values = await this.store.db.getMany(keys);
+    const records = addresses.map((_, i) => {
+      const b = parse<StoredBase>(values[i]);
+      return b ? join(b, parse<{ fields: Record<string, string> }>(values[n + i])) : undefined;
+    });
+    return { records, erased: addresses.map((_, i) => p !== undefined && values[2 * n + i] !== undefined && records[i] === undefined) };
   }
 
   /** Whether each address was deleted on a privacy request (and not re-created since). */
