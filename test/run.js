@@ -14,7 +14,7 @@
 // effectively-once, the probe schedule of outage-probes) belong in this pass, not the timed one.
 // POSTINO_TEST_CONCURRENCY=1 runs the second pass one by one too.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 /** Files whose assertions are timings that a second test file on the same 2 cores would skew. */
@@ -52,10 +52,14 @@ function run(files, concurrency) {
 }
 
 const only = process.argv.slice(2);
-// POSTINO_TEST_STORAGE=postgres (npm run test:postgres): the whole-node tests again, every hosted
-// node on PostgreSQL (test/helpers/postgres.ts suiteStorage); the unit tests have no hosted config.
-// Files that start their own PostgreSQL already (multi-node, shared-*) are not run twice.
-const all = process.env.POSTINO_TEST_STORAGE === 'postgres' ? find(path.join('test', 'e2e')).filter((f) => !/(multi-node|shared-[^/]*)\.test\.ts$/.test(f)) : find('test');
+// Files that start a PostgreSQL cluster of their own (the shared-state backends, the global feed,
+// the multi-node layout) run in `npm run test:postgres`, not in `npm test`: they are the scale-out
+// suite, several minutes on 2 cores. That command (POSTINO_TEST_STORAGE=postgres) also runs the
+// whole-node tests again with every hosted node on PostgreSQL (test/helpers/postgres.ts suiteStorage);
+// the unit tests have no hosted config. .ci/run runs both commands.
+const needsPostgres = (f) => /\b(clusterForFile|startPostgres)\(/.test(readFileSync(f, 'utf8'));
+const postgresPass = process.env.POSTINO_TEST_STORAGE === 'postgres';
+const all = find('test').filter((f) => (postgresPass ? needsPostgres(f) || f.startsWith(path.join('test', 'e2e') + path.sep) : !needsPostgres(f)));
 const files = only.length ? only : all.sort();
 const timed = files.filter((f) => TIMED.test(f));
 const rank = (f) => (LONGEST_FIRST.indexOf(f) + LONGEST_FIRST.length + 1) % (LONGEST_FIRST.length + 1);

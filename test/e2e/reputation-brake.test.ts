@@ -98,6 +98,8 @@ test('1% complaints pause the account (event, notice, status), its mail waits, r
     }
     await until(async () => (await feed('complained')).length === 5, 'five complaints recorded', 30_000);
     await until(async () => (await get<{ paused: unknown[] }>('/api/brake')).paused.length === 1, 'the brake pauses the account', 10_000);
+    // With storage.postgres the feed is the global one, a moment behind the node's own state.
+    await until(async () => (await feed('paused')).length === 1, 'the paused event in the feed', 10_000);
     const [paused] = await feed('paused');
     assert.equal(paused!.account, 'shop');
     assert.equal(paused!.figures!.sent, 500);
@@ -123,6 +125,7 @@ test('1% complaints pause the account (event, notice, status), its mail waits, r
 
     assert.match(cli('hosted', 'resume', '--account', 'shop'), /resumed for account shop/);
     await until(() => shopMail() === 520, 'the held 20 delivered after resume', 60_000);
+    await until(async () => (await feed('resumed')).length === 1, 'the resumed event in the feed', 10_000);
     const [resumed] = await feed('resumed');
     assert.equal(resumed!.account, 'shop');
     await sleep(2_500);
