@@ -21,9 +21,9 @@
  * continues above it. Seqs are therefore handed out in commit order, and the
  * committed counter is a watermark: every row at or below it is committed
  * (pg-feed.ts reads the counter, then the rows up to it). The cost is that
- * shippers take turns, one short transaction per batch (a multi-row INSERT),
- * a few per second per node: far below PostgreSQL's commit rate, and it never
- * touches the SMTP path.
+ * shippers take turns, one short transaction per batch (a multi-row INSERT of
+ * what accumulated while the previous one ran, so batches grow with the load
+ * rather than transactions multiplying), and it never touches the SMTP path.
  *
  * Partitions: `events` is partitioned by UTC day (migration 2); before a
  * batch with a day not seen yet, postino_event_partitions() creates that day
