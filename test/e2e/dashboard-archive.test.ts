@@ -21,7 +21,6 @@
  * test is skipped visibly (failed under POSTINO_REQUIRE_PEERS=1).
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -32,14 +31,13 @@ import { hashPassword } from '../../common/password-hash.js';
 import { pruneArchive } from '../../engine/archive/archive-retention.js';
 import { MessageArchive } from '../../engine/archive/message-archive.js';
 import { until } from '../helpers/feedback.js';
-import { launchChromium, type Chromium } from '../helpers/browser.js';
+import { startBrowserNode, type Chromium } from '../helpers/browser.js';
 import { DashboardClient } from '../helpers/dashboard-client.js';
-import { startUp, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
+import { tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
 import { readSink, waitForSink } from '../helpers/sink-reader.js';
 import { open, send } from '../helpers/smtp-session.js';
 
 const SHOP_PASSWORD = 'shop dashboard password';
-const UP_START_MS = 60_000;
 const DAY_MS = 86_400_000;
 
 let up: Running;
@@ -70,9 +68,7 @@ before(async () => {
   }));
   ports = c.ports;
   base = `http://127.0.0.1:${ports.http}`;
-  up = await startUp(dataDir, c.config, UP_START_MS);
-  nodeKey = fs.readFileSync(path.join(dataDir, 'secrets', 'api-key'), 'utf8').trim();
-  chrome = await launchChromium('dashboard-archive-screens');
+  ({ up, nodeKey, chrome } = await startBrowserNode(dataDir, c.config, 'dashboard-archive-screens'));
   browser = chrome.browser;
   skipBrowser = chrome.skip;
 });

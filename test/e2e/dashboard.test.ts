@@ -21,7 +21,6 @@
  * Without chromium the browser tests are skipped visibly (failed under POSTINO_REQUIRE_PEERS=1).
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -32,13 +31,12 @@ import { hashPassword } from '../../common/password-hash.js';
 import { newAccountKey } from '../../common/api-keys.js';
 import { DashboardClient } from '../helpers/dashboard-client.js';
 import { until } from '../helpers/feedback.js';
-import { launchChromium, type Chromium } from '../helpers/browser.js';
-import { startUp, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
+import { startBrowserNode, type Chromium } from '../helpers/browser.js';
+import { tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
 import { readSink, waitForSink } from '../helpers/sink-reader.js';
 import { open, send } from '../helpers/smtp-session.js';
 
 const SHOP_PASSWORD = 'shop dashboard password';
-const UP_START_MS = 60_000;
 
 let up: Running;
 let ports: UpPorts;
@@ -81,10 +79,7 @@ before(async () => {
   }));
   ports = c.ports;
   base = `http://127.0.0.1:${ports.http}`;
-  // More time than startUp's default: on a busy 2-core machine the three processes take 20 s or more to listen.
-  up = await startUp(dataDir, c.config, UP_START_MS);
-  nodeKey = fs.readFileSync(path.join(dataDir, 'secrets', 'api-key'), 'utf8').trim();
-  chrome = await launchChromium('dashboard-screens');
+  ({ up, nodeKey, chrome } = await startBrowserNode(dataDir, c.config, 'dashboard-screens'));
   browser = chrome.browser;
   skipBrowser = chrome.skip;
 });

@@ -8,7 +8,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { readSecret } from '../../common/secrets.js';
 import { requirePeer } from './peers.js';
+import { startUp, type Running } from './postino.js';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
@@ -51,4 +53,14 @@ export async function launchChromium(folder: string): Promise<Chromium> {
       if (files.length) console.log(`# screenshots:\n${files.map((s) => `#   ${s}`).join('\n')}`);
     },
   };
+}
+
+/** A browser test's node: `postino up` has this long to listen (three processes on a busy 2-core machine take 20 s or more). */
+const UP_START_MS = 60_000;
+
+/** `postino up` with `config` for a browser test, its node key, and Chromium saving screenshots under `screensFolder`. */
+export async function startBrowserNode(dataDir: string, config: Record<string, unknown>, screensFolder: string): Promise<{ up: Running; nodeKey: string; chrome: Chromium }> {
+  const up = await startUp(dataDir, config, UP_START_MS);
+  const nodeKey = readSecret(dataDir, 'api-key')!;
+  return { up, nodeKey, chrome: await launchChromium(screensFolder) };
 }
