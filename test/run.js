@@ -54,12 +54,21 @@ function run(files, concurrency) {
 const only = process.argv.slice(2);
 // Files that start a PostgreSQL cluster of their own (the shared-state backends, the global feed,
 // the multi-node layout) run in `npm run test:postgres`, not in `npm test`: they are the scale-out
-// suite, several minutes on 2 cores. That command (POSTINO_TEST_STORAGE=postgres) also runs the
-// whole-node tests again with every hosted node on PostgreSQL (test/helpers/postgres.ts suiteStorage);
-// the unit tests have no hosted config. .ci/run runs both commands.
+// suite, several minutes on 2 cores. That command (POSTINO_TEST_STORAGE=postgres) also runs every
+// file that starts a hosted node again with every hosted node on PostgreSQL (test/helpers/postgres.ts
+// suiteStorage); the unit tests have no hosted config, and each shared store has its own
+// both-backends suite. .ci/run runs both commands.
 const needsPostgres = (f) => /\b(clusterForFile|startPostgres)\(/.test(readFileSync(f, 'utf8'));
+/** Files that start a whole hosted node through the helpers that take suiteStorage(): e2e and the forwarder's outage tests. */
+const startsNode = (f) => f.startsWith(path.join('test', 'e2e') + path.sep) || /\b(hostedConfig|upConfig|startPostino)\(/.test(readFileSync(f, 'utf8'));
+/**
+ * Not again on PostgreSQL: the forwarder's recovery and probe timings, whose bounds are the forwarder's
+ * own (probe schedule, rate cap) with the hosted node only as the peer it waits for; the hosted
+ * side's speed on each backend is `npm run bench -- scale`.
+ */
+const FORWARDER_TIMINGS = /forwarder[\\/](recovery|outage-probes)\.test\.ts$/;
 const postgresPass = process.env.POSTINO_TEST_STORAGE === 'postgres';
-const all = find('test').filter((f) => (postgresPass ? needsPostgres(f) || f.startsWith(path.join('test', 'e2e') + path.sep) : !needsPostgres(f)));
+const all = find('test').filter((f) => (postgresPass ? needsPostgres(f) || (startsNode(f) && !FORWARDER_TIMINGS.test(f)) : !needsPostgres(f)));
 const files = only.length ? only : all.sort();
 const timed = files.filter((f) => TIMED.test(f));
 const rank = (f) => (LONGEST_FIRST.indexOf(f) + LONGEST_FIRST.length + 1) % (LONGEST_FIRST.length + 1);
