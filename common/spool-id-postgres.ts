@@ -24,11 +24,16 @@
  * confirm writes the ids of its last RECONCILE_MS at start (`reconcile`), so a
  * retry that reaches another node after the claim expired still finds them.
  *
+ * Round trips: claims and confirms of messages finishing at the same time go
+ * out as one statement each (storage/postgres/group-statement.ts); a claim that
+ * does not come back `new` (a retry) costs one more statement for its batch.
+ *
  * Config: listener.spoolIdTtlSeconds; storage.postgres.*.
  * Side effects: PostgreSQL statements; LevelDB writes of parked ids; a timer.
  */
 import { PostinoError } from './errors.js';
 import type { Logger } from './log.js';
+import { GroupStatement } from './storage/postgres/group-statement.js';
 import { sharedQuery, type PgPool } from './storage/postgres/pool.js';
 import type { Store } from './store.js';
 
@@ -67,9 +72,25 @@ export interface SharedSpoolIds {
   release(scope: string, spoolId: string): Promise<void>;
 }
 
+interface ClaimRequest {
+  scope: string;
+  spoolId: string;
+  queueId: string;
+}
+type DoneRow = { scope: string; spoolId: string; queueId: string; expires: number };
+/** A claim answered, or `again`: its row expired and was swept between the batch's two statements. */
+type ClaimAnswer = SpoolIdClaim | { kind: 'again' };
+
+const keyOf = (r: { scope: string; spoolId: string }): string => `${r.scope}\n${r.spoolId}`;
+
 export class PgSpoolIds implements SharedSpoolIds {
   private readonly timer: NodeJS.Timeout;
   private flushing: Promise<void> | undefined;
+  private readonly claims = new GroupStatement<ClaimRequest, ClaimAnswer>((reqs) => this.claimBatch(reqs));
+  private readonly confirms = new GroupStatement<DoneRow, void>(async (rows) => {
+    await this.upsertDone(rows);
+    return rows.map(() => undefined);
+  });
 
   constructor(
     private readonly pool: PgPool,
@@ -91,20 +112,11 @@ export class PgSpoolIds implements SharedSpoolIds {
 
   private async claimOnce(scope: string, spoolId: string, queueId: string): Promise<SpoolIdClaim> {
     try {
-      const r = await sharedQuery(
-        this.pool,
-        'claiming a spool id',
-        `INSERT INTO spool_ids (scope, spool_id, queue_id, state, expires) VALUES ($1, $2, $3, 'claimed', now() + $4 * interval '1 millisecond')
-         ON CONFLICT (scope, spool_id) DO UPDATE SET queue_id = EXCLUDED.queue_id, state = 'claimed', expires = EXCLUDED.expires
-         WHERE spool_ids.expires < now()
-         RETURNING 1`,
-        [scope, spoolId, queueId, CLAIM_TTL_MS],
-      );
-      if ((r.rowCount ?? 0) > 0) return { kind: 'new' };
-      const held = await sharedQuery<{ state: string; queue_id: string }>(this.pool, 'reading a spool id', 'SELECT state, queue_id FROM spool_ids WHERE scope = $1 AND spool_id = $2', [scope, spoolId]);
-      const row = held.rows[0];
-      if (!row) return this.claimOnce(scope, spoolId, queueId); // expired and swept between the two statements
-      return row.state === 'done' ? { kind: 'earlier', queueId: row.queue_id } : { kind: 'busy' };
+      for (let i = 0; i < 10; i++) {
+        const c = await this.claims.run({ scope, spoolId, queueId });
+        if (c.kind !== 'again') return c;
+      }
+      return { kind: 'busy' };
     } catch (err) {
       if (err instanceof PostinoError && err.code === 'SHARED_STATE_UNAVAILABLE') {
         this.log?.warn({ event: 'spool-id-unshared', scope, spoolId, err: err.reason }, 'PostgreSQL unavailable: spool id checked on this node only');
@@ -114,22 +126,65 @@ export class PgSpoolIds implements SharedSpoolIds {
     }
   }
 
-  private async upsertDone(rows: ReadonlyArray<{ scope: string; spoolId: string; queueId: string; expires: number }>): Promise<void> {
+  /**
+   * One INSERT claims every id of the batch that is free or expired; the others (retries) are
+   * read in a second statement. The same id twice in one batch (a retry racing its first try):
+   * the first claims, the later ones are `busy` and poll, as they would one by one.
+   */
+  private async claimBatch(reqs: ClaimRequest[]): Promise<ClaimAnswer[]> {
+    const first = new Map<string, number>();
+    reqs.forEach((r, i) => first.has(keyOf(r)) || first.set(keyOf(r), i));
+    const unique = [...first.values()].map((i) => reqs[i]!);
+    const claimed = await sharedQuery<{ scope: string; spool_id: string }>(
+      this.pool,
+      'claiming spool ids',
+      `INSERT INTO spool_ids (scope, spool_id, queue_id, state, expires)
+       SELECT s, i, q, 'claimed', now() + $4 * interval '1 millisecond' FROM unnest($1::text[], $2::text[], $3::text[]) AS t(s, i, q)
+       ON CONFLICT (scope, spool_id) DO UPDATE SET queue_id = EXCLUDED.queue_id, state = 'claimed', expires = EXCLUDED.expires
+       WHERE spool_ids.expires < now()
+       RETURNING scope, spool_id`,
+      [unique.map((r) => r.scope), unique.map((r) => r.spoolId), unique.map((r) => r.queueId), CLAIM_TTL_MS],
+    );
+    const isNew = new Set(claimed.rows.map((r) => keyOf({ scope: r.scope, spoolId: r.spool_id })));
+    const others = unique.filter((r) => !isNew.has(keyOf(r)));
+    const held = new Map<string, { state: string; queue_id: string }>();
+    if (others.length > 0) {
+      const r = await sharedQuery<{ scope: string; spool_id: string; state: string; queue_id: string }>(
+        this.pool,
+        'reading spool ids',
+        'SELECT scope, spool_id, state, queue_id FROM spool_ids WHERE scope = ANY($1::text[]) AND spool_id = ANY($2::text[])',
+        [[...new Set(others.map((o) => o.scope))], others.map((o) => o.spoolId)],
+      );
+      for (const row of r.rows) held.set(keyOf({ scope: row.scope, spoolId: row.spool_id }), row);
+    }
+    return reqs.map((r, i): ClaimAnswer => {
+      const k = keyOf(r);
+      if (first.get(k) !== i) return { kind: 'busy' };
+      if (isNew.has(k)) return { kind: 'new' };
+      const row = held.get(k);
+      if (!row) return { kind: 'again' };
+      return row.state === 'done' ? { kind: 'earlier', queueId: row.queue_id } : { kind: 'busy' };
+    });
+  }
+
+  /** Upserts in one statement; the last of several rows for one id wins (one command cannot update a row twice). */
+  private async upsertDone(rows: readonly DoneRow[]): Promise<void> {
     if (rows.length === 0) return;
+    const all = [...new Map(rows.map((r) => [keyOf(r), r])).values()];
     await sharedQuery(
       this.pool,
       'recording spool ids',
       `INSERT INTO spool_ids (scope, spool_id, queue_id, state, expires)
        SELECT s, i, q, 'done', e FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS t(s, i, q, e)
        ON CONFLICT (scope, spool_id) DO UPDATE SET queue_id = EXCLUDED.queue_id, state = 'done', expires = EXCLUDED.expires`,
-      [rows.map((r) => r.scope), rows.map((r) => r.spoolId), rows.map((r) => r.queueId), rows.map((r) => new Date(r.expires))],
+      [all.map((r) => r.scope), all.map((r) => r.spoolId), all.map((r) => r.queueId), all.map((r) => new Date(r.expires))],
     );
   }
 
   async confirm(scope: string, spoolId: string, queueId: string): Promise<void> {
     const expires = Date.now() + this.ttlMs;
     try {
-      await this.upsertDone([{ scope, spoolId, queueId, expires }]);
+      await this.confirms.run({ scope, spoolId, queueId, expires });
     } catch (err) {
       this.log?.warn({ event: 'spool-id-parked', scope, spoolId, err: (err as Error).message }, 'spool id kept locally until PostgreSQL answers');
       await this.store.commit([{ type: 'put', key: `${PARKED}${scope}!${spoolId}`, value: Buffer.from(JSON.stringify({ queueId, expires })) }], { sync: false }).catch((e: unknown) => this.log?.error({ err: e }, 'spool id not parked'));
@@ -169,7 +224,7 @@ export class PgSpoolIds implements SharedSpoolIds {
    */
   async reconcile(now = Date.now()): Promise<number> {
     const from = String(Math.floor(now + this.ttlMs - RECONCILE_MS)).padStart(EXPIRY_WIDTH, '0');
-    const rows: Array<{ scope: string; spoolId: string; queueId: string; expires: number }> = [];
+    const rows: DoneRow[] = [];
     for await (const key of this.store.db.keys({ gte: `sidx!${from}`, lt: 'sidx!~' })) {
       const k = key.slice(5 + EXPIRY_WIDTH + 1);
       const v = await this.store.db.get(`sid!${k}`);

@@ -6,7 +6,8 @@
  * primary key (account, scope, address), byte-ordered like the LevelDB keys.
  *
  * Round trips: a check of many recipients, a listing page, an import batch are
- * each one statement (arrays passed as parameters and `unnest`ed, so a batch of
+ * each one statement, and the checks of messages rewrapped or delivered at the
+ * same time go out together as one (storage/postgres/group-statement.ts) (arrays passed as parameters and `unnest`ed, so a batch of
  * 10,000 rows is still 7 parameters). Writes are upserts: adding an entry that
  * exists replaces it, as a LevelDB put does.
  *
@@ -29,6 +30,7 @@ import { normalizeEmail } from '../common/address.js';
 import type { Stream } from '../common/config.js';
 import { PostinoError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
+import { GroupStatement } from '../common/storage/postgres/group-statement.js';
 import { sharedQuery, type PgPool } from '../common/storage/postgres/pool.js';
 import type { BatchOp, Store } from '../common/store.js';
 import { completeEntry, listScope, stops, type ListedSuppression, type NewSuppression, type SuppressionCheck, type SuppressionEntry, type SuppressionList, type SuppressionReason } from './suppression.js';
@@ -83,11 +85,19 @@ function parkedKey(account: string, scope: string, address: string): string {
   return `${PARKED}${account}!${scope}!${address}`;
 }
 
+interface Asked {
+  account: string;
+  address: string;
+  scope: string | undefined;
+  stream: Stream;
+}
+
 export class PgSuppressionList implements SuppressionList {
   private flushing: Promise<void> | undefined;
   private readonly timer: NodeJS.Timeout;
   private writtenSinceAnalyze = 0;
   private analyzing: Promise<void> | undefined;
+  private readonly checks = new GroupStatement<Asked[], Array<SuppressionEntry | undefined>>((batch) => this.checkBatch(batch));
 
   constructor(
     private readonly pool: PgPool,
@@ -190,28 +200,34 @@ export class PgSuppressionList implements SuppressionList {
     return (await this.checkMany(account, [{ address, ...opts }]))[0];
   }
 
-  /**
-   * One statement for all: the `*` rows of every address and the list-scope rows of the addresses
-   * checked with a list, each as `= ANY(array)` inside the primary key's index condition (a plan
-   * that cannot go wrong on stale statistics, unlike a join to `unnest`), then the policy
-   * (`stops`) per check. With several lists in one call the second part may return a pair
-   * nobody asked about; the lookup below uses only the pairs asked.
-   */
   async checkMany(account: string, checks: readonly SuppressionCheck[]): Promise<Array<SuppressionEntry | undefined>> {
     if (checks.length === 0) return [];
     await this.flushParked();
-    const asked = checks.map((c) => ({ address: normalizeEmail(c.address), scope: c.list ? listScope(c.list) : undefined, stream: c.stream }));
+    return this.checks.run(checks.map((c) => ({ account, address: normalizeEmail(c.address), scope: c.list ? listScope(c.list) : undefined, stream: c.stream })));
+  }
+
+  /**
+   * One statement for the checks of several messages: the `*` rows of every address and the
+   * list-scope rows of the addresses checked with a list, each column as `= ANY(array)` inside
+   * the primary key's index condition (a plan that cannot go wrong on stale statistics, unlike a
+   * join to `unnest`), then the policy (`stops`) per check. The arrays are per column, so the
+   * rows returned are a superset (another account's address, a list nobody asked for that
+   * address); the lookup below uses only the triples asked.
+   */
+  private async checkBatch(batch: Asked[][]): Promise<Array<Array<SuppressionEntry | undefined>>> {
+    const asked = batch.flat();
     const listed = asked.filter((a) => a.scope !== undefined);
+    const uniq = (xs: string[]): string[] => [...new Set(xs)];
     const r = await sharedQuery<Row>(
       this.pool,
       'checking suppressions',
-      `SELECT ${COLUMNS} FROM suppressions WHERE account = $1 AND scope = '*' AND address = ANY($2::text[])
+      `SELECT ${COLUMNS} FROM suppressions WHERE account = ANY($1::text[]) AND scope = '*' AND address = ANY($2::text[])
        UNION ALL
-       SELECT ${COLUMNS} FROM suppressions WHERE account = $1 AND scope = ANY($3::text[]) AND address = ANY($4::text[])`,
-      [account, [...new Set(asked.map((a) => a.address))], [...new Set(listed.map((a) => a.scope!))], [...new Set(listed.map((a) => a.address))]],
+       SELECT ${COLUMNS} FROM suppressions WHERE account = ANY($3::text[]) AND scope = ANY($4::text[]) AND address = ANY($5::text[])`,
+      [uniq(asked.map((a) => a.account)), uniq(asked.map((a) => a.address)), uniq(listed.map((a) => a.account)), uniq(listed.map((a) => a.scope!)), uniq(listed.map((a) => a.address))],
     );
-    const found = new Map(r.rows.map((row) => [`${row.scope}\n${row.address}`, entryOf(row)]));
-    return asked.map((a) => stops([found.get(`*\n${a.address}`), a.scope ? found.get(`${a.scope}\n${a.address}`) : undefined], a.stream));
+    const found = new Map(r.rows.map((row) => [`${row.account}\n${row.scope}\n${row.address}`, entryOf(row)]));
+    return batch.map((checks) => checks.map((a) => stops([found.get(`${a.account}\n*\n${a.address}`), a.scope ? found.get(`${a.account}\n${a.scope}\n${a.address}`) : undefined], a.stream)));
   }
 
   async *entries(o: { account?: string | undefined; after?: string | undefined } = {}): AsyncGenerator<ListedSuppression> {
