@@ -33,7 +33,7 @@ import { EventLog } from '../engine/events/event-log.js';
 import { indexEvents, startEventReaders } from '../engine/events/events-stage.js';
 import { createHostedApi } from '../engine/http-api.js';
 import type { DeliveryMeta } from '../engine/delivery/delivery-record.js';
-import { RecipientDb } from '../engine/recipient-db.js';
+import type { RecipientDb } from '../engine/recipient-db.js';
 import { RecipientEraser } from '../engine/recipients/erase.js';
 import { RecipientProjection } from '../engine/recipients/projection.js';
 import { Pseudonymizer } from '../engine/recipients/pseudonym.js';
@@ -122,7 +122,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const suppression = shared.suppression;
 
   const pseudonyms = new Pseudonymizer(ensureSecret(rt.dataDir, 'pseudonym-key'));
-  const recipients = new RecipientDb(store, pseudonyms);
+  const recipients = await shared.recipients(pseudonyms);
   const recipientCounters = new RecipientProjection({ store, events, db: recipients, log: log.child({ component: 'recipients' }) });
   const eraser = new RecipientEraser({
     store,

@@ -4,8 +4,9 @@
  * own LevelDB (nothing to install); with it, PostgreSQL through one pool.
  * Today that is the suppression list, the account quotas, the forwarder's
  * spool ids (effectively-once across nodes) and the event feed (each node ships
- * its own log to one global feed: engine/events/event-shipper.ts); the other
- * shared stores follow.
+ * its own log to one global feed: engine/events/event-shipper.ts) and the
+ * recipient database (engine/recipient-db-postgres.ts); the other shared
+ * stores follow.
  *
  * At start with PostgreSQL: a database whose schema is older than this code
  * needs stops the node with a message naming `postino db migrate` (an upgrade
@@ -28,6 +29,8 @@ import type { WebhookSource } from '../engine/events/webhooks.js';
 import type { EraseJob } from '../engine/events/erase-recipient.js';
 import { ensureNodeId } from '../common/node-id.js';
 import { singleNode, type NodeFigures, type NodeRegistry } from '../engine/nodes/node-registry.js';
+import { LevelRecipientDb, type RecipientDb } from '../engine/recipient-db.js';
+import type { Pseudonymizer } from '../engine/recipients/pseudonym.js';
 
 /** How often a node drops the global feed's day partitions past events.retentionDays. */
 const FEED_RETENTION_INTERVAL_MS = 3_600_000;
@@ -54,6 +57,8 @@ export interface SharedState {
   nodes(figures: () => NodeFigures): Promise<NodeRegistry>;
   /** Spool ids for every node; undefined = this node's own memory only. */
   spoolIds: SharedSpoolIds | undefined;
+  /** The recipient database (merge fields, lists, counters, privacy deletions); closed by close(). */
+  recipients(pseudonyms: Pseudonymizer): Promise<RecipientDb>;
   /** Forgets what expired (hourly, with the node's other sweeps). */
   sweep(): Promise<void>;
   /** Before the LevelDB store closes: parked writes still need it. */
@@ -67,6 +72,7 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
     return {
       backend: 'leveldb',
       suppression,
+      recipients: async (pseudonyms) => new LevelRecipientDb(store, pseudonyms),
       quotas: undefined,
       spoolIds: undefined,
       sweep: async () => undefined,
@@ -96,6 +102,7 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
   log.info({ event: 'shared-state', backend: 'postgresql', url: where, schema: version }, 'shared state in PostgreSQL');
   const suppression = new PgSuppressionList(pool, store, log.child({ component: 'suppression' }));
   let quotas: QuotaCounter | undefined;
+  let recipients: RecipientDb | undefined;
   const spoolIds = new PgSpoolIds(pool, store, config.listener.spoolIdTtlSeconds * 1000, log.child({ component: 'spool-ids' }));
   // Ids accepted just before a crash that had not reached PostgreSQL yet (spool-id-postgres.ts).
   if (version !== undefined) {
@@ -108,6 +115,10 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
     backend: 'postgresql',
     suppression,
     quotas: (limits, now) => (quotas = new PgQuotas(pool, limits, now, log.child({ component: 'quota' }))),
+    async recipients(pseudonyms) {
+      const { PgRecipientDb } = await import('../engine/recipient-db-postgres.js');
+      return (recipients = new PgRecipientDb(pool, store, await ensureNodeId(store), pseudonyms, log.child({ component: 'recipients' })));
+    },
     async nodes(figures) {
       const { PgNodeRegistry } = await import('../engine/nodes/node-registry-postgres.js');
       return new PgNodeRegistry(pool, await ensureNodeId(store), figures, log.child({ component: 'nodes' }));
@@ -149,6 +160,7 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
     },
     async close() {
       await quotas?.close?.();
+      await recipients?.close(); // parked traffic entries, while the pool is still open
       await spoolIds.close();
       await suppression.close();
       await pool.end();

@@ -14,7 +14,7 @@ import { createHttpServer, listenHttp } from '../common/http-server.js';
 import { createLogger } from '../common/log.js';
 import { Store } from '../common/store.js';
 import { EventLog } from '../engine/events/event-log.js';
-import { RecipientDb } from '../engine/recipient-db.js';
+import { LevelRecipientDb } from '../engine/recipient-db.js';
 import { RecipientEraser } from '../engine/recipients/erase.js';
 import { Pseudonymizer } from '../engine/recipients/pseudonym.js';
 import { registerRecipientRoutes } from '../engine/recipients/routes.js';
@@ -51,7 +51,7 @@ export async function benchRecipientsImport(): Promise<void> {
   const log = createLogger('bench', 'silent');
   const events = await EventLog.open(store);
   const pseudonyms = new Pseudonymizer('p'.repeat(43));
-  const db = new RecipientDb(store, pseudonyms);
+  const db = new LevelRecipientDb(store, pseudonyms);
   const suppression = new LevelSuppressionList(store);
   const eraser = new RecipientEraser({ store, events, db, suppression, pseudonyms, log });
   const app = createHttpServer(KEY, log);

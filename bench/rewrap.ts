@@ -28,7 +28,7 @@ import { Store } from '../common/store.js';
 import type { DeliveryMeta } from '../engine/delivery/delivery-record.js';
 import { generateDkimKey } from '../engine/rewrap/dkim-keys.js';
 import { EventLog } from '../engine/events/event-log.js';
-import { RecipientDb } from '../engine/recipient-db.js';
+import { LevelRecipientDb } from '../engine/recipient-db.js';
 import { resolveRewrapSettings } from '../engine/rewrap/settings.js';
 import { RewrapWorker } from '../engine/rewrap/worker.js';
 import { LevelSuppressionList, type SuppressionList } from '../engine/suppression.js';
@@ -73,7 +73,7 @@ export async function rig(accountEngine: Record<string, unknown>, keyDir?: strin
   const events = await EventLog.open(store);
   const suppression = new LevelSuppressionList(store);
   const config = parseConfig({ engine: { bounceDomain: 'bounce.example.net' }, accounts: [{ id: 'default', engine }] });
-  const worker = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients: new RecipientDb(store), copies: new CopyIndex(store) }, settings: resolveRewrapSettings(config, dir), log: createLogger('bench', 'silent') });
+  const worker = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients: new LevelRecipientDb(store), copies: new CopyIndex(store) }, settings: resolveRewrapSettings(config, dir), log: createLogger('bench', 'silent') });
   return {
     dir,
     store,

@@ -16,6 +16,14 @@
  *   rx!<account>!<pseudonym>  the address was deleted on a privacy request: traffic and
  *                           imports do not create it again (recipients/pseudonym.ts)
  * Merge tags read `fields` after X-Postino-Vars (rewrap/steps/merge-fields.ts).
+ *
+ * One interface, RecipientDb, two backends chosen once at start
+ * (app/shared-state.ts): LevelRecipientDb below (the default: the node's own
+ * LevelDB, one node) and PgRecipientDb (recipient-db-postgres.ts: one table
+ * shared by every node, storage.postgres). Writers that commit with a LevelDB
+ * batch of their own (the rewrap's queue move, the projection's cursor) get
+ * ops back; the PostgreSQL backend writes its part itself, or parks it in the
+ * node's LevelDB with that batch (traffic-created entries).
  * Side effects: LevelDB reads and writes.
  */
 import { normalizeEmail } from '../common/address.js';
@@ -50,6 +58,67 @@ export interface RecipientView extends RecipientRecord, RecipientCounters {
   account: string;
 }
 
+/** What the projection adds to one entry's counters: counts to add, times to keep the later of. */
+export interface CounterDelta {
+  account: string;
+  address: string;
+  d: RecipientCounters;
+}
+
+/** A row an import writes: the whole entry as it is to be (fields merged), and whether it is new. */
+export interface ImportedRow {
+  rec: RecipientRecord;
+  created: boolean;
+}
+
+export interface RecipientDb {
+  /** Without a pseudonymizer (unit tests of the rewrap) deleted addresses are not remembered. */
+  readonly pseudonyms?: Pseudonymizer | undefined;
+  /** Runs a read-modify-write section alone on this node (see LevelRecipientDb.exclusive). */
+  exclusive<T>(section: () => Promise<T>): Promise<T>;
+  /** Entries with their merge fields, in the order asked; undefined where there is none. */
+  getMany(account: string, addresses: readonly string[]): Promise<Array<RecipientRecord | undefined>>;
+  get(account: string, address: string): Promise<RecipientRecord | undefined>;
+  /** For the rewrap, once per message: the entries, and which of the missing ones were deleted (one read). */
+  lookupForTraffic(account: string, addresses: readonly string[]): Promise<{ records: Array<RecipientRecord | undefined>; erased: boolean[] }>;
+  /** The rewrap's write of an entry it creates (`list` undefined) or mails through a new list: ops for the queue move's batch. */
+  trafficOps(account: string, rec: RecipientRecord, list: string | undefined): BatchOp[];
+  /** Whether each address was deleted on a privacy request (and not re-created since). */
+  erasedMany(account: string, addresses: readonly string[]): Promise<boolean[]>;
+  /** One import batch, whole or not at all (not synced: the import ends with one synced write). */
+  writeImported(account: string, rows: readonly ImportedRow[]): Promise<void>;
+  /** Sets (or, with null, removes) merge fields of an address; creates the entry if needed. */
+  setFields(account: string, address: string, fields: Record<string, string | null>, replace?: boolean): Promise<RecipientRecord & { created: boolean }>;
+  /** Removes everything kept about the address and marks it deleted; ops for the eraser's batch (recipients/erase.ts). */
+  eraseOps(account: string, address: string, at: string): Promise<BatchOp[]>;
+  /** Full views (fields and counters) of addresses, in the order asked. */
+  viewMany(account: string, addresses: readonly string[]): Promise<Array<RecipientView | undefined>>;
+  /** Entries in (account, address) byte order, of one account or all, after the cursor `after`. */
+  entries(o?: { account?: string | undefined; after?: string | undefined }): AsyncGenerator<{ account: string; address: string; cursor: string }>;
+  /** The sorted field names any entry of the account has (the CSV export's columns). */
+  fieldNames(account: string): Promise<string[]>;
+  /**
+   * The projection's pass: adds the deltas to the entries that exist (others are passed over) and
+   * records `last` (the last event seq counted) with them, exactly once; `localOps` (its LevelDB
+   * cursor) are committed after.
+   */
+  countEvents(deltas: readonly CounterDelta[], last: number, localOps: BatchOp[]): Promise<void>;
+  /** Where the counters stand (the last seq counted) when kept outside the node's LevelDB; undefined otherwise. */
+  countedUpTo(): Promise<number | undefined>;
+  close(): Promise<void>;
+}
+
+/** Adds a delta to counters: counts add up, the last-seen times keep the later one. */
+export function addCounters(c: RecipientCounters, d: RecipientCounters): RecipientCounters {
+  const later = (a: string | undefined, b: string | undefined): string | undefined => (a === undefined ? b : b === undefined || a > b ? a : b);
+  const out: RecipientCounters = { sent: c.sent + d.sent, bounced: c.bounced + d.bounced, complained: c.complained + d.complained };
+  const [s, o, k] = [later(c.lastSent, d.lastSent), later(c.lastOpened, d.lastOpened), later(c.lastClicked, d.lastClicked)];
+  if (s !== undefined) out.lastSent = s;
+  if (o !== undefined) out.lastOpened = o;
+  if (k !== undefined) out.lastClicked = k;
+  return out;
+}
+
 interface StoredBase {
   address: string;
   lists: string[];
@@ -69,7 +138,7 @@ function json(v: unknown): Buffer {
   return Buffer.from(JSON.stringify(v));
 }
 
-export class RecipientDb {
+export class LevelRecipientDb implements RecipientDb {
   private readonly lock = new KeyedLock();
 
   /** Without a pseudonymizer (unit tests of the rewrap) deleted addresses are not remembered. */
@@ -205,6 +274,46 @@ export class RecipientDb {
     const prefix = `rf!${account}!`;
     for await (const v of this.store.db.values({ gte: prefix, lt: `${prefix}\uffff` })) yield (JSON.parse(v.toString('utf8')) as { fields: Record<string, string> }).fields;
   }
+
+  trafficOps(account: string, rec: RecipientRecord): BatchOp[] {
+    return this.putOps(account, rec);
+  }
+
+  async writeImported(account: string, rows: readonly ImportedRow[]): Promise<void> {
+    const ops: BatchOp[] = [];
+    for (const { rec, created } of rows) {
+      if (created) ops.push(...this.putOps(account, rec));
+      ops.push(...this.fieldsOps(account, rec.address, rec.fields));
+    }
+    await this.store.commit(ops, { sync: false });
+  }
+
+  async eraseOps(account: string, address: string, at: string): Promise<BatchOp[]> {
+    return this.deleteOps(account, address, at);
+  }
+
+  async fieldNames(account: string): Promise<string[]> {
+    const names = new Set<string>();
+    for await (const fields of this.allFields(account)) for (const k of Object.keys(fields)) names.add(k);
+    return [...names].sort();
+  }
+
+  /** Read-modify-write of the counters, in one batch with the projection's cursor (localOps). */
+  async countEvents(deltas: readonly CounterDelta[], _last: number, localOps: BatchOp[]): Promise<void> {
+    const { exists, counters } = await this.countersMany(deltas);
+    const ops = [...localOps];
+    deltas.forEach((p, i) => {
+      if (exists[i]) ops.push(...this.countersOps(p.account, p.address, addCounters(counters[i]!, p.d)));
+    });
+    await this.store.commit(ops, { sync: false });
+  }
+
+  /** The cursor is the projection's own LevelDB key. */
+  async countedUpTo(): Promise<number | undefined> {
+    return undefined;
+  }
+
+  async close(): Promise<void> {}
 
   /** Counters of (account, address) pairs, for the projection's read-modify-write. */
   async countersMany(pairs: ReadonlyArray<{ account: string; address: string }>): Promise<{ exists: boolean[]; counters: RecipientCounters[] }> {

@@ -15,6 +15,9 @@
  * mail to it), the erase job until it is done (it needs the address to find
  * the events), and the copy records of mail already sent (feedback attribution;
  * they expire after feedback.copyRetentionDays).
+ * With storage.postgres the entry and the marker are in the shared table:
+ * removed and written there first (one transaction; PostgreSQL down: 503 and
+ * nothing done), then the local batch (event, job) as above.
  * Side effects: LevelDB reads and writes; a background job.
  */
 import { randomBytes } from 'node:crypto';
@@ -63,7 +66,7 @@ export class RecipientEraser {
       if (!(await db.get(account, address))) return undefined;
       const at = new Date().toISOString();
       const pseudonym = this.o.pseudonyms.of(account, address);
-      const ops = db.deleteOps(account, address, at);
+      const ops = await db.eraseOps(account, address, at);
       if (!(await suppression.get(account, address, '*'))) ops.push(...(await suppression.addOps(account, [{ address, scope: '*', reason: 'manual', detail: DELETED_DETAIL, at }])));
       const ev = events.prepare([{ type: 'recipient.deleted', account, recipient: pseudonym, reason: 'privacy request: fields and history removed, suppression kept' }]);
       const seq = ev.events[0]!.seq;

@@ -53,10 +53,8 @@ export async function* recipientPages(db: RecipientDb, suppression: SuppressionL
 }
 
 /** The sorted field names any entry of the account has. */
-async function fieldNames(db: RecipientDb, account: string): Promise<string[]> {
-  const names = new Set<string>();
-  for await (const fields of db.allFields(account)) for (const k of Object.keys(fields)) names.add(k);
-  return [...names].sort();
+function fieldNames(db: RecipientDb, account: string): Promise<string[]> {
+  return db.fieldNames(account);
 }
 
 export async function* exportCsv(db: RecipientDb, suppression: SuppressionList, account: string): AsyncGenerator<string> {

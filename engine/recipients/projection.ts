@@ -17,13 +17,16 @@
  * not a reader; lastOpened, lastClicked). Events of an address with no entry
  * (deleted on a privacy request, or never created) are passed over: counters
  * never bring a deleted address back.
- * Side effects: LevelDB reads and writes.
+ * With storage.postgres the counters are in the shared table: each node counts
+ * its own log and adds its deltas there, with a per-node cursor in the same
+ * transaction (recipient-db-postgres.ts), so each event still counts once.
+ * Side effects: LevelDB reads and writes (PostgreSQL with storage.postgres).
  */
 import type { PostinoEvent } from '../../common/events.js';
 import type { Logger } from '../../common/log.js';
-import type { BatchOp, Store } from '../../common/store.js';
+import type { Store } from '../../common/store.js';
 import type { EventLog } from '../events/event-log.js';
-import type { RecipientCounters, RecipientDb } from '../recipient-db.js';
+import { NO_COUNTERS, type CounterDelta, type RecipientCounters, type RecipientDb } from '../recipient-db.js';
 import { normalizeEmail } from '../../common/address.js';
 
 export const CURSOR_KEY = 'recipients!cursor';
@@ -67,6 +70,8 @@ export function countEvent(c: RecipientCounters, e: PostinoEvent): boolean {
 
 export class RecipientProjection {
   private cursor = 0;
+  /** Whether the cursor was compared with the backend's (countedUpTo) since the start. */
+  private synced = false;
   private running: Promise<void> | undefined;
   private again = false;
   private stopped = false;
@@ -118,6 +123,13 @@ export class RecipientProjection {
   }
 
   private async drain(): Promise<void> {
+    if (!this.synced) {
+      // Counters kept in PostgreSQL carry their own cursor: a crash between its commit and the
+      // local cursor's would otherwise count that batch twice.
+      const shared = await this.o.db.countedUpTo();
+      if (shared !== undefined && shared > this.cursor) this.cursor = shared;
+      this.synced = true;
+    }
     while (!this.stopped) {
       const batch = await this.o.events.read(this.cursor, BATCH);
       if (batch.length === 0) return;
@@ -128,29 +140,19 @@ export class RecipientProjection {
   private apply(batch: PostinoEvent[]): Promise<void> {
     const { db } = this.o;
     return db.exclusive(async () => {
-      const counted = batch.filter((e) => e.recipient && countEvent({ sent: 0, bounced: 0, complained: 0 }, e));
-      const pairs = new Map<string, { account: string; address: string }>();
-      for (const e of counted) {
-        const address = normalizeEmail(e.recipient!);
-        pairs.set(`${e.account}!${address}`, { account: e.account, address });
-      }
-      const list = [...pairs.values()];
-      const { exists, counters } = await db.countersMany(list);
-      const byKey = new Map<string, RecipientCounters | undefined>();
-      list.forEach((p, i) => byKey.set(`${p.account}!${p.address}`, exists[i] ? counters[i] : undefined));
-      const changed = new Set<string>();
-      for (const e of counted) {
-        const k = `${e.account}!${normalizeEmail(e.recipient!)}`;
-        const c = byKey.get(k);
-        if (c && countEvent(c, e)) changed.add(k);
+      // What this batch adds, per entry (countEvent on zero counters is the delta); the backend
+      // adds it to what is stored (LevelDB: read-modify-write; PostgreSQL: one UPDATE, so several
+      // nodes' projections add to the same row without losing each other's counts).
+      const deltas = new Map<string, CounterDelta>();
+      for (const e of batch) {
+        if (!e.recipient) continue;
+        const address = normalizeEmail(e.recipient);
+        const k = `${e.account}!${address}`;
+        const d = deltas.get(k)?.d ?? { ...NO_COUNTERS };
+        if (countEvent(d, e) && !deltas.has(k)) deltas.set(k, { account: e.account, address, d });
       }
       const last = batch[batch.length - 1]!.seq;
-      const ops: BatchOp[] = [{ type: 'put', key: CURSOR_KEY, value: Buffer.from(String(last)) }];
-      for (const k of changed) {
-        const p = pairs.get(k)!;
-        ops.push(...db.countersOps(p.account, p.address, byKey.get(k)!));
-      }
-      await this.o.store.commit(ops, { sync: false });
+      await db.countEvents([...deltas.values()], last, [{ type: 'put', key: CURSOR_KEY, value: Buffer.from(String(last)) }]);
       this.cursor = last;
     });
   }

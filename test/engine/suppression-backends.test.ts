@@ -24,7 +24,7 @@ import { Store } from '../../common/store.js';
 import type { DeliveryMeta } from '../../engine/delivery/delivery-record.js';
 import { EventLog } from '../../engine/events/event-log.js';
 import { CopyIndex } from '../../engine/feedback/copy-index.js';
-import { RecipientDb } from '../../engine/recipient-db.js';
+import { LevelRecipientDb } from '../../engine/recipient-db.js';
 import { resolveRewrapSettings } from '../../engine/rewrap/settings.js';
 import { RewrapWorker } from '../../engine/rewrap/worker.js';
 import { PgSuppressionList } from '../../engine/suppression-postgres.js';
@@ -247,7 +247,7 @@ describe('PostgreSQL unavailable', { skip: pgSkip }, () => {
       const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
       const events = await EventLog.open(store);
       const config = parseConfig({ accounts: [{ id: 'default' }] });
-      const worker = new RewrapWorker({ intake, delivery, events, services: { suppression: b.list, recipients: new RecipientDb(store), copies: new CopyIndex(store) }, settings: resolveRewrapSettings(config, dir), log: silent });
+      const worker = new RewrapWorker({ intake, delivery, events, services: { suppression: b.list, recipients: new LevelRecipientDb(store), copies: new CopyIndex(store) }, settings: resolveRewrapSettings(config, dir), log: silent });
       // The dead letter's clock runs 10 s behind, so a message it gives back is due again at once.
       const dead = new DeadLetter<IntakeMeta>({ queue: intake, limit: { maxAttempts: 2, backoffMs: [1000] }, countLeases: true, failedEvents: () => ({ ops: [], settle() {}, abandon() {} }), log: silent, clock: () => Date.now() - 10_000 });
       await b.list.add('default', { address: 'gone@example.com', scope: '*', reason: 'hard-bounce' });

@@ -12,7 +12,7 @@ import type { Envelope } from '../../common/smtp-intake.js';
 import { Store } from '../../common/store.js';
 import { bufferSource } from '../../engine/rewrap/body-source.js';
 import { scanMime, walkParts } from '../../engine/rewrap/mime-scan.js';
-import { RecipientDb } from '../../engine/recipient-db.js';
+import { LevelRecipientDb } from '../../engine/recipient-db.js';
 import { rewrap, type RewrapResult } from '../../engine/rewrap/pipeline.js';
 import { MessageContext, type RewrapSettings } from '../../engine/rewrap/context.js';
 import { resolveRewrapSettings } from '../../engine/rewrap/settings.js';
@@ -23,7 +23,7 @@ export interface Env {
   dir: string;
   store: Store;
   suppression: SuppressionList;
-  recipients: RecipientDb;
+  recipients: LevelRecipientDb;
   settings: RewrapSettings;
   close(): Promise<void>;
 }
@@ -38,7 +38,7 @@ export async function rewrapEnv(account: Record<string, unknown> = {}, engine: R
     dir,
     store,
     suppression: new LevelSuppressionList(store),
-    recipients: new RecipientDb(store),
+    recipients: new LevelRecipientDb(store),
     settings,
     async close() {
       await store.close();

@@ -165,6 +165,35 @@ export const MIGRATIONS: readonly Migration[] = [
       -- Every node's heartbeat (engine/nodes/node-registry-postgres.ts): hosted status lists them all.
       CREATE TABLE nodes (node text COLLATE "C" PRIMARY KEY, started_at timestamptz NOT NULL, seen_at timestamptz NOT NULL, status jsonb NOT NULL);`,
   },
+  {
+    version: 7,
+    name: 'recipient database',
+    // engine/recipient-db-postgres.ts: one row per account and address (fields as jsonb, the lists
+    // traffic mailed it through, the counters the projection adds); the deletion marks of privacy
+    // requests by pseudonym; each node's projection cursor, moved in the transaction that adds its counts.
+    sql: `
+      CREATE TABLE recipients (
+        account text COLLATE "C" NOT NULL,
+        address text COLLATE "C" NOT NULL,
+        lists jsonb NOT NULL DEFAULT '[]',
+        first_seen timestamptz NOT NULL,
+        fields jsonb NOT NULL DEFAULT '{}',
+        sent bigint NOT NULL DEFAULT 0,
+        bounced bigint NOT NULL DEFAULT 0,
+        complained bigint NOT NULL DEFAULT 0,
+        last_sent timestamptz,
+        last_opened timestamptz,
+        last_clicked timestamptz,
+        PRIMARY KEY (account, address)
+      );
+      CREATE TABLE recipient_erasures (
+        account text COLLATE "C" NOT NULL,
+        pseudonym text COLLATE "C" NOT NULL,
+        at timestamptz NOT NULL,
+        PRIMARY KEY (account, pseudonym)
+      );
+      CREATE TABLE recipient_counter_cursors (node text COLLATE "C" PRIMARY KEY, seq bigint NOT NULL);`,
+  },
 ];
 
 /** The schema version this code needs. */

@@ -8,7 +8,7 @@ import { createHttpServer, listenHttp } from '../../../common/http-server.js';
 import { createLogger } from '../../../common/log.js';
 import { Store } from '../../../common/store.js';
 import { EventLog } from '../../../engine/events/event-log.js';
-import { RecipientDb } from '../../../engine/recipient-db.js';
+import { LevelRecipientDb } from '../../../engine/recipient-db.js';
 import { RecipientEraser } from '../../../engine/recipients/erase.js';
 import { RecipientProjection } from '../../../engine/recipients/projection.js';
 import { Pseudonymizer } from '../../../engine/recipients/pseudonym.js';
@@ -24,7 +24,7 @@ export interface RecipientsNode {
   base: string;
   store: Store;
   events: EventLog;
-  db: RecipientDb;
+  db: LevelRecipientDb;
   suppression: SuppressionList;
   projection: RecipientProjection;
   eraser: RecipientEraser;
@@ -38,7 +38,7 @@ export async function startRecipientsNode(dir = tempDir('recipients')): Promise<
   const events = await EventLog.open(store);
   const log = createLogger('test', 'silent');
   const pseudonyms = new Pseudonymizer('p'.repeat(43));
-  const db = new RecipientDb(store, pseudonyms);
+  const db = new LevelRecipientDb(store, pseudonyms);
   const suppression = new LevelSuppressionList(store);
   const projection = new RecipientProjection({ store, events, db, log });
   const eraser = new RecipientEraser({ store, events, db, suppression, pseudonyms, log });

@@ -14,7 +14,7 @@ import { createLogger } from '../../../common/log.js';
 import { Store } from '../../../common/store.js';
 import type { DeliveryMeta } from '../../../engine/delivery/delivery-record.js';
 import { EventLog } from '../../../engine/events/event-log.js';
-import { RecipientDb } from '../../../engine/recipient-db.js';
+import { LevelRecipientDb } from '../../../engine/recipient-db.js';
 import { resolveRewrapSettings } from '../../../engine/rewrap/settings.js';
 import { BATCH_MAX_COPIES, RewrapWorker } from '../../../engine/rewrap/worker.js';
 import { LevelSuppressionList } from '../../../engine/suppression.js';
@@ -27,7 +27,7 @@ async function setup() {
   const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
   const events = await EventLog.open(store);
   const suppression = new LevelSuppressionList(store);
-  const recipients = new RecipientDb(store);
+  const recipients = new LevelRecipientDb(store);
   const config = parseConfig({ accounts: [{ id: 'default', engine: { bounceDomain: 'b.example.net' } }] });
   const worker = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients, copies: new CopyIndex(store) }, settings: resolveRewrapSettings(config, dir), log: createLogger('test', 'silent') });
   const submit = async (raw: string, rcptTo: string[]) => {
