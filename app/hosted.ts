@@ -44,6 +44,7 @@ import type { BodySource } from '../engine/rewrap/body-source.js';
 import type { SuppressionList } from '../engine/suppression.js';
 import { openSharedState } from './shared-state.js';
 import { CopyIndex } from '../engine/feedback/copy-index.js';
+import { secretsFingerprint } from '../common/secrets-fingerprint.js';
 import { FileKeyRing } from '../common/signing-keys.js';
 import { feedbackAddressBook, startBounceIntake, type FeedbackMeta } from '../engine/feedback/bounce-intake.js';
 import { registerFeedbackRoutes } from '../engine/feedback/http-routes.js';
@@ -213,7 +214,14 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const failedQueues = [intake, delivery, feedbackQueue] as FailedQueues;
   const nodes = await shared.nodes(() => {
     const paused = deliveryStage.killSwitch.state();
-    return { intake: intake.size, queued: delivery.size, failed: Object.values(failedCounts(failedQueues)).reduce((a, n) => a + n, 0), pausedGlobal: paused.global, pausedAccounts: paused.accounts.length };
+    return {
+      intake: intake.size,
+      queued: delivery.size,
+      failed: Object.values(failedCounts(failedQueues)).reduce((a, n) => a + n, 0),
+      pausedGlobal: paused.global,
+      pausedAccounts: paused.accounts.length,
+      secrets: secretsFingerprint(rt.dataDir),
+    };
   });
   registerDeliveryRoutes(api, intake, deliveryStage, () => failedCounts(failedQueues), () => nodes.list());
   registerFailedRoutes(api, failedQueues, deliveryStage.metrics.registry);

@@ -65,8 +65,9 @@ function nodeLines(nodes: NodeStatus[]): string[] {
     const name = `${n.node}${n.self ? ' (this)' : ''}`;
     const paused = n.pausedGlobal ? 'global' : n.pausedAccounts ? `${n.pausedAccounts} accounts` : 'no';
     const state = n.state === 'up' ? 'up' : `SILENT since ${n.seenAt}`;
-    out.push(`${name.padEnd(34)} ${state.padEnd(7)} ${String(n.intake).padStart(7)} ${String(n.queued).padStart(7)} ${String(n.failed).padStart(7)}  ${paused}`);
+    out.push(`${name.padEnd(34)} ${state.padEnd(7)} ${String(n.intake).padStart(7)} ${String(n.queued).padStart(7)} ${String(n.failed).padStart(7)}  ${paused}${n.secretsDiffer ? '  SECRETS DIFFER' : ''}`);
   }
+  if (nodes.some((n) => n.secretsDiffer)) out.push('SECRETS DIFFER: token or pseudonym keys not the same as this node\'s; links one node signs fail on the other: copy data/secrets to every node');
   return out;
 }
 

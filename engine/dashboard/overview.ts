@@ -128,7 +128,7 @@ async function nodesCard(ctx: DashboardContext): Promise<Html> {
   return html`<section class="card" id="nodes"><h2>Nodes <small>${list.filter((n) => n.state === 'up').length} of ${list.length} up</small></h2>
 <div class="scroll"><table class="numbers">
 <thead><tr><th>node</th><th>state</th><th>intake</th><th>queued</th><th>failed</th><th>paused</th></tr></thead>
-<tbody>${list.map((n) => html`<tr data-node="${n.node}"><td>${n.node}${n.self && html` <small>(this node)</small>`}</td><td class="${n.state === 'up' ? 'good' : 'bad'}">${n.state}${n.state === 'silent' && html` <small>since ${when(n.seenAt)}</small>`}</td><td>${n.intake}</td><td>${n.queued}</td><td>${n.failed}</td><td>${n.pausedGlobal ? 'all accounts' : n.pausedAccounts ? `${n.pausedAccounts} accounts` : 'no'}</td></tr>`)}</tbody>
+<tbody>${list.map((n) => html`<tr data-node="${n.node}"><td>${n.node}${n.self && html` <small>(this node)</small>`}</td><td class="${n.state === 'up' ? 'good' : 'bad'}">${n.state}${n.state === 'silent' && html` <small>since ${when(n.seenAt)}</small>`}</td><td>${n.intake}</td><td>${n.queued}</td><td>${n.failed}</td><td>${n.pausedGlobal ? 'all accounts' : n.pausedAccounts ? `${n.pausedAccounts} accounts` : 'no'}${n.secretsDiffer && html` <strong class="bad" title="token or pseudonym keys differ from this node's: copy data/secrets">secrets differ</strong>`}</td></tr>`)}</tbody>
 </table></div></section>`;
 }
 

@@ -9,7 +9,7 @@
  */
 import type { Logger } from '../../common/log.js';
 import { sharedQuery, type PgPool } from '../../common/storage/postgres/pool.js';
-import { HEARTBEAT_MS, SILENT_AFTER_MS, type NodeFigures, type NodeRegistry, type NodeStatus } from './node-registry.js';
+import { HEARTBEAT_MS, markSecretsDiffer, SILENT_AFTER_MS, type NodeFigures, type NodeRegistry, type NodeStatus } from './node-registry.js';
 
 interface Row {
   node: string;
@@ -21,6 +21,8 @@ interface Row {
 export class PgNodeRegistry implements NodeRegistry {
   private readonly startedAt = new Date();
   private readonly timer: NodeJS.Timeout;
+  /** The nodes last warned about for different secrets: one log line per change, not per heartbeat. */
+  private warnedDiffer = '';
 
   constructor(
     private readonly pool: PgPool,
@@ -42,11 +44,17 @@ export class PgNodeRegistry implements NodeRegistry {
          ON CONFLICT (node) DO UPDATE SET started_at = EXCLUDED.started_at, seen_at = now(), status = EXCLUDED.status`,
         [this.node, this.startedAt, JSON.stringify(this.figures())],
       );
-      return true;
     } catch (err) {
       this.log.debug({ err: { message: (err as Error).message } }, 'node heartbeat not written');
       return false;
     }
+    const differ = (await this.list()).filter((n) => n.secretsDiffer && n.state === 'up').map((n) => n.node);
+    if (differ.join() !== this.warnedDiffer) {
+      this.warnedDiffer = differ.join();
+      if (differ.length > 0)
+        this.log.error({ event: 'secrets-differ', nodes: differ }, `nodes ${differ.join(', ')} have other token or pseudonym keys than this node: links one node signs fail on the other; copy data/secrets to every node`);
+    }
+    return true;
   }
 
   async list(): Promise<NodeStatus[]> {
@@ -58,11 +66,11 @@ export class PgNodeRegistry implements NodeRegistry {
       return [self()];
     }
     const now = Date.now();
-    return rows.map((r) =>
+    return markSecretsDiffer(rows.map((r) =>
       r.node === this.node
         ? self()
         : { node: r.node, startedAt: r.started_at.toISOString(), seenAt: r.seen_at.toISOString(), state: now - r.seen_at.getTime() > SILENT_AFTER_MS ? 'silent' : 'up', self: false, ...r.status },
-    );
+    ));
   }
 
   async stop(): Promise<void> {

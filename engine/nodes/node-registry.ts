@@ -23,6 +23,8 @@ export interface NodeFigures {
   pausedGlobal: boolean;
   /** Accounts paused on this node. */
   pausedAccounts: number;
+  /** Fingerprint of the secrets every node must share (common/secrets-fingerprint.ts); absent from an older node. */
+  secrets?: string;
 }
 
 export interface NodeStatus extends NodeFigures {
@@ -32,6 +34,14 @@ export interface NodeStatus extends NodeFigures {
   state: 'up' | 'silent';
   /** This is the node that answered. */
   self: boolean;
+  /** Its shared secrets differ from the answering node's (copy data/secrets). */
+  secretsDiffer?: boolean;
+}
+
+/** Marks the nodes whose secrets fingerprint differs from the answering node's. */
+export function markSecretsDiffer(list: NodeStatus[]): NodeStatus[] {
+  const mine = list.find((n) => n.self)?.secrets;
+  return list.map((n) => ({ ...n, secretsDiffer: mine !== undefined && n.secrets !== undefined && n.secrets !== mine }));
 }
 
 export interface NodeRegistry {
