@@ -25,7 +25,19 @@
  * baseline slides out of the window with its hours). Without that, the
  * complaints that caused the pause would pause the account again at once.
  *
- * Keys: brake!<account> → {state: 'paused'|'resumed', at, reason?, figures?, baseline?}.
+ * Several nodes (storage.postgres): the switch the brake engages is the shared
+ * kill-switch, so a pause one node's brake decides holds on every node, with
+ * its reason ("by reputation brake") in the pause details every node shows.
+ * The brake's own record (figures, resume baseline) stays on the node that
+ * decided, beside the statistics it judged, which are that node's own
+ * (stats.ts); a resume made through any node reaches it through the switch's
+ * change and it writes the `resumed` event. `engaged` marks a record whose
+ * switch was turned on: a paused record not engaged yet (the process died
+ * between the two, or PostgreSQL did not answer) is engaged at start and
+ * retried at every fold, never read as a resume; an engaged one whose switch
+ * is off at start was resumed while the node was down (through another node).
+ *
+ * Keys: brake!<account> → {state: 'paused'|'resumed', at, reason?, figures?, baseline?, engaged?}.
  * Config: events.brake.*. Side effects: LevelDB writes; the kill-switch.
  */
 import { STREAMS, type EventsConfig, type Stream } from '../../common/config.js';
@@ -42,7 +54,7 @@ const HOUR_MS = 3_600_000;
 /** The kill-switch as the brake needs it (engine/delivery/delivery-pause.ts). */
 export interface AccountSwitch {
   isPaused(account: string): boolean;
-  pause(account: string): Promise<unknown>;
+  pause(account: string, why?: { reason?: string | undefined; by?: string | undefined }): Promise<unknown>;
   onChange(fn: () => void): void;
 }
 
@@ -53,6 +65,8 @@ export interface BrakeRecord {
   figures?: Figures | undefined;
   /** resumed: the hourly counters at the moment of the resume, per scope ('all' or a stream) and hour bucket. */
   baseline?: Record<string, Record<string, Counts>> | undefined;
+  /** paused: the kill-switch was turned on (see the header). */
+  engaged?: boolean | undefined;
 }
 
 function key(account: string): string {
@@ -62,6 +76,8 @@ function key(account: string): string {
 export class ReputationBrake {
   private readonly records = new Map<string, BrakeRecord>();
   private readonly warned = new Set<string>();
+  /** Paused by the brake, the switch not turned on yet (retried; not a resume). */
+  private readonly engaging = new Set<string>();
   private evaluating: Promise<void> = Promise.resolve();
 
   constructor(
@@ -74,16 +90,43 @@ export class ReputationBrake {
 
   async start(): Promise<void> {
     for await (const [k, v] of this.o.store.db.iterator({ gte: 'brake!', lt: 'brake~' })) this.records.set(k.slice(6), JSON.parse(v.toString('utf8')) as BrakeRecord);
-    // A pause recorded but not yet engaged when the process died: engage it now.
-    for (const [account, r] of this.records) if (r.state === 'paused' && !this.o.killSwitch.isPaused(account)) await this.o.killSwitch.pause(account);
-    if (!this.o.config.enabled) return;
+    // A pause recorded but not yet engaged when the process died: engage it now (or retry at each fold).
+    for (const [account, r] of this.records) if (r.state === 'paused' && !r.engaged && !this.o.killSwitch.isPaused(account)) this.engaging.add(account);
+    await this.engagePending();
     this.o.stats.onFold((added) => {
       const accounts = new Set([...added.keys()].map((k) => k.slice(0, k.indexOf('!'))));
-      this.evaluating = this.evaluating.then(() => this.evaluate(accounts)).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake evaluation failed'));
+      this.evaluating = this.evaluating
+        .then(() => this.engagePending())
+        .then(() => (this.o.config.enabled ? this.evaluate(accounts) : undefined))
+        .catch((err: unknown) => this.o.log.error({ err }, 'reputation brake evaluation failed'));
     });
+    if (!this.o.config.enabled) return;
     this.o.killSwitch.onChange(() => {
       this.evaluating = this.evaluating.then(() => this.noticeResumes()).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake resume failed'));
     });
+    // Resumed through another node while this one was down.
+    this.evaluating = this.evaluating.then(() => this.noticeResumes()).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake resume failed'));
+  }
+
+  /** Turns on the switch of every brake pause not engaged yet; one that fails stays pending (PostgreSQL down: 503). */
+  private async engagePending(): Promise<void> {
+    for (const account of [...this.engaging]) {
+      const r = this.records.get(account);
+      if (r?.state !== 'paused') {
+        this.engaging.delete(account);
+        continue;
+      }
+      try {
+        await this.o.killSwitch.pause(account, { reason: r.reason, by: 'reputation brake' });
+      } catch (err) {
+        this.o.log.warn({ event: 'reputation-pause-pending', account, err: { message: (err as Error).message } }, 'the reputation brake could not engage the pause yet; retried at the next fold');
+        continue;
+      }
+      const done: BrakeRecord = { ...r, engaged: true };
+      await this.o.store.commit([{ type: 'put', key: key(account), value: Buffer.from(JSON.stringify(done)) }], { sync: true });
+      this.records.set(account, done);
+      this.engaging.delete(account);
+    }
   }
 
   /** What `postino hosted status` shows: accounts the brake paused and why. */
@@ -169,14 +212,15 @@ export class ReputationBrake {
     // The record (with its event) first: if we die before the switch is engaged, start() engages it.
     await this.o.events.commitWith([{ type: 'paused', account, reason, figures }], (ops) => this.o.store.commit([...ops, { type: 'put', key: key(account), value: Buffer.from(JSON.stringify(rec)) }], { sync: true }));
     this.records.set(account, rec);
-    await this.o.killSwitch.pause(account);
+    this.engaging.add(account);
+    await this.engagePending();
     this.o.log.warn({ event: 'reputation-pause', account, figures, reason }, 'account paused by the reputation brake');
   }
 
   /** A brake-paused account whose kill-switch is off again was resumed by an operator. */
   private async noticeResumes(): Promise<void> {
     for (const [account, r] of this.records) {
-      if (r.state !== 'paused' || this.o.killSwitch.isPaused(account)) continue;
+      if (r.state !== 'paused' || this.engaging.has(account) || this.o.killSwitch.isPaused(account)) continue;
       const to = this.now();
       const baseline: Record<string, Record<string, Counts>> = {};
       for (const stream of [undefined, ...STREAMS]) {
