@@ -34,7 +34,7 @@
  * change and it writes the `resumed` event. `engaged` marks a record whose
  * switch was turned on: a paused record not engaged yet (the process died
  * between the two, or PostgreSQL did not answer) is engaged at start and
- * retried at every fold, never read as a resume; an engaged one whose switch
+ * retried every 2 s, never read as a resume; an engaged one whose switch
  * is off at start was resumed while the node was down (through another node).
  *
  * Keys: brake!<account> → {state: 'paused'|'resumed', at, reason?, figures?, baseline?, engaged?}.
@@ -50,6 +50,8 @@ import type { Counts, Stats } from './stats.js';
 type BrakeConfig = EventsConfig['brake'];
 type Figures = NonNullable<PostinoEvent['figures']>;
 const HOUR_MS = 3_600_000;
+/** How often a brake pause whose switch could not be turned on (PostgreSQL down) is tried again. */
+const ENGAGE_RETRY_MS = 2_000;
 
 /** The kill-switch as the brake needs it (engine/delivery/delivery-pause.ts). */
 export interface AccountSwitch {
@@ -79,6 +81,7 @@ export class ReputationBrake {
   /** Paused by the brake, the switch not turned on yet (retried; not a resume). */
   private readonly engaging = new Set<string>();
   private evaluating: Promise<void> = Promise.resolve();
+  private retry: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly o: { store: Store; events: EventLog; stats: Stats; killSwitch: AccountSwitch; config: BrakeConfig; log: Logger; now?: () => number },
@@ -90,22 +93,28 @@ export class ReputationBrake {
 
   async start(): Promise<void> {
     for await (const [k, v] of this.o.store.db.iterator({ gte: 'brake!', lt: 'brake~' })) this.records.set(k.slice(6), JSON.parse(v.toString('utf8')) as BrakeRecord);
-    // A pause recorded but not yet engaged when the process died: engage it now (or retry at each fold).
+    // A pause recorded but not yet engaged when the process died: engage it now (retried every ENGAGE_RETRY_MS).
     for (const [account, r] of this.records) if (r.state === 'paused' && !r.engaged && !this.o.killSwitch.isPaused(account)) this.engaging.add(account);
     await this.engagePending();
+    this.retry = setInterval(() => {
+      if (this.engaging.size) this.evaluating = this.evaluating.then(() => this.engagePending()).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake engage failed'));
+    }, ENGAGE_RETRY_MS).unref();
+    if (!this.o.config.enabled) return;
     this.o.stats.onFold((added) => {
       const accounts = new Set([...added.keys()].map((k) => k.slice(0, k.indexOf('!'))));
-      this.evaluating = this.evaluating
-        .then(() => this.engagePending())
-        .then(() => (this.o.config.enabled ? this.evaluate(accounts) : undefined))
-        .catch((err: unknown) => this.o.log.error({ err }, 'reputation brake evaluation failed'));
+      this.evaluating = this.evaluating.then(() => this.evaluate(accounts)).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake evaluation failed'));
     });
-    if (!this.o.config.enabled) return;
     this.o.killSwitch.onChange(() => {
       this.evaluating = this.evaluating.then(() => this.noticeResumes()).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake resume failed'));
     });
     // Resumed through another node while this one was down.
     this.evaluating = this.evaluating.then(() => this.noticeResumes()).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake resume failed'));
+  }
+
+  /** Stops the retries; waits for an evaluation under way. */
+  async stop(): Promise<void> {
+    clearInterval(this.retry);
+    await this.evaluating;
   }
 
   /** Turns on the switch of every brake pause not engaged yet; one that fails stays pending (PostgreSQL down: 503). */
@@ -119,7 +128,7 @@ export class ReputationBrake {
       try {
         await this.o.killSwitch.pause(account, { reason: r.reason, by: 'reputation brake' });
       } catch (err) {
-        this.o.log.warn({ event: 'reputation-pause-pending', account, err: { message: (err as Error).message } }, 'the reputation brake could not engage the pause yet; retried at the next fold');
+        this.o.log.warn({ event: 'reputation-pause-pending', account, err: { message: (err as Error).message } }, 'the reputation brake could not engage the pause yet; retried');
         continue;
       }
       const done: BrakeRecord = { ...r, engaged: true };
