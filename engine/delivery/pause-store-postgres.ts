@@ -22,7 +22,8 @@
  * message while PostgreSQL does not answer: engine/suppression-postgres.ts).
  * The last known set is also copied to the node's LevelDB under the same
  * `pause!` keys as a single node's, so a node that restarts while PostgreSQL
- * is down starts with the pauses it last saw, not with none.
+ * is down starts with the pauses it last saw, not with none. The first start
+ * with PostgreSQL writes the pauses the node had on LevelDB to the table.
  *
  * Side effects: PostgreSQL reads and writes; a timer; LevelDB writes (the copy).
  */
@@ -35,6 +36,9 @@ import { pauseKey, readPauseKeys, type PauseDetail, type PauseStore } from './pa
 export const POLL_MS = 500;
 
 type Switches = Map<string, PauseDetail>;
+
+/** Set once this node's LevelDB pauses were written to PostgreSQL (adoptLocal); outside `pause!`, which holds only switches. */
+const ADOPTED = 'pgpause!adopted';
 
 function fingerprint(all: Switches): string {
   return JSON.stringify([...all].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
@@ -72,8 +76,23 @@ export class PgPauseStore implements PauseStore {
     await this.store.commit(ops, { sync: true });
   }
 
+  /**
+   * A node that ran on LevelDB before storage.postgres was set: its pauses go to PostgreSQL once
+   * (a switch already there wins), so turning on the shared backend never resumes a paused account.
+   */
+  private async adoptLocal(): Promise<void> {
+    if ((await this.store.db.get(ADOPTED)) !== undefined) return;
+    const local = await readPauseKeys(this.store);
+    for (const [scope, detail] of local) {
+      await sharedQuery(this.pool, 'pause', 'INSERT INTO delivery_pauses (scope, detail) VALUES ($1, $2) ON CONFLICT (scope) DO NOTHING', [scope, JSON.stringify(detail)]);
+    }
+    await this.store.commit([{ type: 'put', key: ADOPTED, value: Buffer.from(new Date().toISOString()) }], { sync: true });
+    if (local.size) this.log.info({ event: 'pauses-adopted', scopes: [...local.keys()] }, "this node's delivery pauses written to PostgreSQL");
+  }
+
   async load(): Promise<Switches> {
     try {
+      await this.adoptLocal();
       const all = await this.read();
       await this.keep(all);
       return all;
