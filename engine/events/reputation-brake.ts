@@ -58,7 +58,12 @@ export interface AccountSwitch {
   isPaused(account: string): boolean;
   pause(account: string, why?: { reason?: string | undefined; by?: string | undefined }): Promise<unknown>;
   onChange(fn: () => void): void;
+  /** Who turned each account's switch on (DeliveryPause.details): another node's brake pauses are listed too. */
+  details?(): { accounts: Record<string, { at: string; reason?: string | undefined; by?: string | undefined }> };
 }
+
+/** The `by` of the pauses the brake engages: how another node's brake pause is told from an operator's. */
+export const BRAKE_BY = 'reputation brake';
 
 export interface BrakeRecord {
   state: 'paused' | 'resumed';
@@ -126,7 +131,7 @@ export class ReputationBrake {
         continue;
       }
       try {
-        await this.o.killSwitch.pause(account, { reason: r.reason, by: 'reputation brake' });
+        await this.o.killSwitch.pause(account, { reason: r.reason, by: BRAKE_BY });
       } catch (err) {
         this.o.log.warn({ event: 'reputation-pause-pending', account, err: { message: (err as Error).message } }, 'the reputation brake could not engage the pause yet; retried');
         continue;
@@ -138,9 +143,17 @@ export class ReputationBrake {
     }
   }
 
-  /** What `postino hosted status` shows: accounts the brake paused and why. */
+  /**
+   * What `postino hosted status` shows: accounts the brake paused and why; with several nodes
+   * also those another node's brake paused (from the shared switch: reason, no figures).
+   */
   state(): Array<{ account: string } & BrakeRecord> {
-    return [...this.records].filter(([, r]) => r.state === 'paused').map(([account, r]) => ({ account, at: r.at, state: r.state, reason: r.reason, figures: r.figures }));
+    const out: Array<{ account: string } & BrakeRecord> = [...this.records].filter(([, r]) => r.state === 'paused').map(([account, r]) => ({ account, at: r.at, state: r.state, reason: r.reason, figures: r.figures }));
+    const mine = new Set(out.map((s) => s.account));
+    for (const [account, d] of Object.entries(this.o.killSwitch.details?.().accounts ?? {})) {
+      if (d.by === BRAKE_BY && !mine.has(account)) out.push({ account, at: d.at, state: 'paused', reason: d.reason });
+    }
+    return out;
   }
 
   /** The hourly rows of the window, of the whole account or one stream. */
