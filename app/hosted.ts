@@ -56,7 +56,6 @@ import { sweepOrphanBlobs } from '../common/orphan-blobs.js';
 import { CaptureFolder } from '../engine/dashboard/capture-folder.js';
 import { registerDashboard } from '../engine/dashboard/dashboard.js';
 import { cookiesSecure } from '../engine/dashboard/login.js';
-import { SessionStore } from '../engine/dashboard/sessions.js';
 import { AccountsSnapshot } from '../common/accounts-snapshot.js';
 import { AccountService } from '../engine/accounts/account-service.js';
 import { LevelAccountStore } from '../engine/accounts/account-store.js';
@@ -179,6 +178,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
     visibilityMs: VISIBILITY_MS,
     attemptLimit,
     dsnDelayWarningMs: config.engine.dsnDelayWarningSeconds * 1000,
+    pauses: shared.pauses,
     log: log.child({ component: 'delivery' }),
   });
 
@@ -245,7 +245,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       delivery: deliveryStage,
       suppressions: { store, suppression },
       capture: CaptureFolder.open(captureDir),
-      sessions: new SessionStore(config.dashboard.sessionIdleMinutes * 60_000),
+      sessions: shared.sessions(config.dashboard.sessionIdleMinutes * 60_000),
       archive,
       forwarders,
       stats: eventIndexes.stats,

@@ -3,10 +3,15 @@
  * every node must agree on (issue #14): without storage.postgres, the node's
  * own LevelDB (nothing to install); with it, PostgreSQL through one pool.
  * Today that is the suppression list, the account quotas, the forwarder's
- * spool ids (effectively-once across nodes) and the event feed (each node ships
- * its own log to one global feed: engine/events/event-shipper.ts) and the
- * recipient database (engine/recipient-db-postgres.ts); the other shared
- * stores follow.
+ * spool ids (effectively-once across nodes), the event feed (each node ships
+ * its own log to one global feed: engine/events/event-shipper.ts), the
+ * recipient database (engine/recipient-db-postgres.ts), the delivery
+ * kill-switch with the reputation brake's pauses (a pause through any node
+ * holds on all within ~1 s: engine/delivery/pause-store-postgres.ts) and the
+ * dashboard's login sessions (a cookie from one node is valid on all:
+ * engine/dashboard/sessions-postgres.ts). Account API keys need nothing here:
+ * they live only in the config file (accounts[].apiKeys, the same file on
+ * every node; common/api-keys.ts).
  *
  * At start with PostgreSQL: a database whose schema is older than this code
  * needs stops the node with a message naming `postino db migrate` (an upgrade
@@ -31,6 +36,8 @@ import { ensureNodeId } from '../common/node-id.js';
 import { singleNode, type NodeFigures, type NodeRegistry } from '../engine/nodes/node-registry.js';
 import { LevelRecipientDb, type RecipientDb } from '../engine/recipient-db.js';
 import type { Pseudonymizer } from '../engine/recipients/pseudonym.js';
+import type { PauseStore } from '../engine/delivery/pause-store.js';
+import { MemorySessionStore, type DashboardSessions } from '../engine/dashboard/sessions.js';
 
 /** How often a node drops the global feed's day partitions past events.retentionDays. */
 const FEED_RETENTION_INTERVAL_MS = 3_600_000;
@@ -59,6 +66,10 @@ export interface SharedState {
   spoolIds: SharedSpoolIds | undefined;
   /** The recipient database (merge fields, lists, counters, privacy deletions); closed by close(). */
   recipients(pseudonyms: Pseudonymizer): Promise<RecipientDb>;
+  /** Where the delivery kill-switch keeps its switches; undefined = this node's LevelDB. */
+  pauses: PauseStore | undefined;
+  /** The dashboard's login sessions (idle limit in ms): this node's memory, or every node's. */
+  sessions(idleMs: number): DashboardSessions;
   /** Forgets what expired (hourly, with the node's other sweeps). */
   sweep(): Promise<void>;
   /** Before the LevelDB store closes: parked writes still need it. */
@@ -75,6 +86,8 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
       recipients: async (pseudonyms) => new LevelRecipientDb(store, pseudonyms),
       quotas: undefined,
       spoolIds: undefined,
+      pauses: undefined,
+      sessions: (idleMs) => new MemorySessionStore(idleMs),
       sweep: async () => undefined,
       eventFeed: async (events) => ({ source: localFeed(events), close: async () => undefined }),
       nodes: async (figures) => singleNode(await ensureNodeId(store), figures),
@@ -87,6 +100,8 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
   const { PgSuppressionList } = await import('../engine/suppression-postgres.js');
   const { PgQuotas } = await import('../listener/quota-postgres.js');
   const { PgSpoolIds } = await import('../common/spool-id-postgres.js');
+  const { PgPauseStore } = await import('../engine/delivery/pause-store-postgres.js');
+  const { PgSessionStore } = await import('../engine/dashboard/sessions-postgres.js');
   const pool = openPool(pgConfig, log);
   const where = redactUrl(pgConfig.url);
   let version: number | undefined;
@@ -103,6 +118,8 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
   const suppression = new PgSuppressionList(pool, store, log.child({ component: 'suppression' }));
   let quotas: QuotaCounter | undefined;
   let recipients: RecipientDb | undefined;
+  let sessions: InstanceType<typeof PgSessionStore> | undefined;
+  const pauses = new PgPauseStore(pool, store, log.child({ component: 'delivery-pause' }));
   const spoolIds = new PgSpoolIds(pool, store, config.listener.spoolIdTtlSeconds * 1000, log.child({ component: 'spool-ids' }));
   // Ids accepted just before a crash that had not reached PostgreSQL yet (spool-id-postgres.ts).
   if (version !== undefined) {
@@ -155,10 +172,14 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
       };
     },
     spoolIds,
+    pauses,
+    sessions: (idleMs) => (sessions = new PgSessionStore(pool, idleMs)),
     async sweep() {
       await spoolIds.sweep();
+      await sessions?.sweep();
     },
     async close() {
+      await pauses.close();
       await quotas?.close?.();
       await recipients?.close(); // parked traffic entries, while the pool is still open
       await spoolIds.close();

@@ -26,7 +26,7 @@ import { Store } from '../common/store.js';
 import { createDelivery } from '../engine/delivery/delivery.js';
 import type { DeliveryMeta } from '../engine/delivery/delivery-record.js';
 import { registerDashboard } from '../engine/dashboard/dashboard.js';
-import { SessionStore } from '../engine/dashboard/sessions.js';
+import { MemorySessionStore } from '../engine/dashboard/sessions.js';
 import { EventLog } from '../engine/events/event-log.js';
 import { registerEventRoutes } from '../engine/events/http-routes.js';
 import { MessageHistoryIndex } from '../engine/events/message-history.js';
@@ -88,7 +88,7 @@ export async function benchDashboard(): Promise<void> {
     const app = createHostedApi(KEY, log);
     const apiKeys = new ApiKeys(KEY, config.accounts);
     const brake = new ReputationBrake({ store, events, stats, killSwitch: delivery.killSwitch, config: config.events.brake, log });
-    registerDashboard(app, { config: config.dashboard, secureCookies: false, accounts: config.accounts, apiKeys, events, intake, deliveryQueue: queue, delivery, suppressions: { store, suppression }, capture: undefined, sessions: new SessionStore(3_600_000), stats, brake }, log);
+    registerDashboard(app, { config: config.dashboard, secureCookies: false, accounts: config.accounts, apiKeys, events, intake, deliveryQueue: queue, delivery, suppressions: { store, suppression }, capture: undefined, sessions: new MemorySessionStore(3_600_000), stats, brake }, log);
     registerEventRoutes(app, { events, history: new MessageHistoryIndex(store, events) });
     await app.ready();
     const form = await app.inject({ method: 'GET', url: '/login' });

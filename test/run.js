@@ -34,6 +34,7 @@ const LONGEST_FIRST = [
   'test/e2e/dashboard.test.ts',
   'test/e2e/recipients.test.ts',
   'test/engine/suppression-backends.test.ts',
+  'test/engine/shared-pauses-sessions.test.ts',
   'test/e2e/dashboard-archive.test.ts',
 ];
 const CONCURRENCY = Number(process.env.POSTINO_TEST_CONCURRENCY) || 3;

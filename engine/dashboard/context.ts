@@ -18,7 +18,7 @@ import type { SuppressionStore } from '../suppression-routes.js';
 import type { MessageArchive } from '../archive/message-archive.js';
 import type { ForwarderLog } from '../forwarders/forwarder-log.js';
 import type { CaptureFolder } from './capture-folder.js';
-import type { SessionStore } from './sessions.js';
+import type { DashboardSessions } from './sessions.js';
 
 export interface DashboardContext {
   config: DashboardConfig;
@@ -34,7 +34,7 @@ export interface DashboardContext {
   suppressions: SuppressionStore;
   /** The capture sink's folder when it exists (the sink is the MTA cluster), else undefined. */
   capture: CaptureFolder | undefined;
-  sessions: SessionStore;
+  sessions: DashboardSessions;
   /** The message archive (engine.archive); undefined: message pages say the source is not archived. */
   archive?: MessageArchive | undefined;
   /** The forwarders and applications seen by this node (the overview lists them). */

@@ -80,7 +80,7 @@ export function registerDashboard(app: FastifyInstance, ctx: DashboardContext, l
     scope.decorateRequest<Session | null>('dashboardSession', null);
 
     scope.addHook('onRequest', async (req, reply) => {
-      const s = ctx.sessions.get(cookies(req).get(sessionCookieName(ctx)));
+      const s = await ctx.sessions.get(cookies(req).get(sessionCookieName(ctx)));
       if (s) {
         req.dashboardSession = s;
         req.principal = s.principal;

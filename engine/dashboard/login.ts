@@ -76,14 +76,14 @@ export function registerLogin(app: FastifyInstance, ctx: DashboardContext): void
     if (!given || !expected || !sameSecret(given, expected)) return loginPage(reply, ctx, 'The form expired or did not come from this site; try again.', 403);
     const who = await authenticate(ctx, field(req.body, 'account'), field(req.body, 'secret') ?? '');
     if (!who) return loginPage(reply, ctx, 'Wrong account, password or API key.', 401);
-    const { id } = ctx.sessions.create(who.principal, who.label);
+    const { id } = await ctx.sessions.create(who.principal, who.label);
     reply.header('set-cookie', [cookie(ctx, sessionCookieName(ctx), id), cookie(ctx, LOGIN_COOKIE, '', '; Max-Age=0')]);
     return seeOther(reply, '/');
   });
 
   // Guarded like every other form: a forged logout is harmless, but one rule for all posts is simpler to trust.
   app.post('/logout', { config: { public: true } }, async (req, reply) => {
-    ctx.sessions.destroy(cookies(req).get(sessionCookieName(ctx)));
+    await ctx.sessions.destroy(cookies(req).get(sessionCookieName(ctx)));
     reply.header('set-cookie', cookie(ctx, sessionCookieName(ctx), '', '; Max-Age=0'));
     return seeOther(reply, '/login');
   });

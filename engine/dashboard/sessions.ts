@@ -1,14 +1,19 @@
 /*
  * sessions.ts — dashboard logins: random session ids held server-side, each
  * with its own CSRF token, ended by logout or after `dashboard.sessionIdleMinutes`
- * without a request.
+ * without a request. Two backends behind one interface (DashboardSessions),
+ * chosen by app/shared-state.ts:
  *
- * In memory, on purpose: a session is worth one login, so losing them all on a
- * restart costs a user a password prompt and nothing else, and keeping them out
- * of LevelDB keeps bearer-equivalent secrets off the disk. A multi-node setup
- * behind a balancer needs sticky sessions until the shared store (DESIGN.md,
- * Scale-out) carries them. The map holds only SHA-256 digests of the ids, so a
- * heap dump does not hand out live sessions, and it is bounded (MAX_SESSIONS).
+ * - In memory (here; a single node), on purpose: a session is worth one login,
+ *   so losing them all on a restart costs a user a password prompt and nothing
+ *   else, and keeping them out of LevelDB keeps bearer-equivalent secrets off
+ *   the disk. The map is bounded (MAX_SESSIONS).
+ * - PostgreSQL (sessions-postgres.ts; storage.postgres): a cookie issued by one
+ *   node is valid on every node behind the balancer, and a logout or an expiry
+ *   ends it everywhere.
+ *
+ * Both keep only SHA-256 digests of the ids, so a heap dump or a database dump
+ * does not hand out live sessions.
  *
  * Side effects: none (memory only).
  */
@@ -28,11 +33,26 @@ export interface Session {
   lastSeen: number;
 }
 
-function digest(id: string): string {
+export interface DashboardSessions {
+  /** A new session; the returned id goes into the cookie and is never stored as is. */
+  create(principal: Principal, label: string): Promise<{ id: string; session: Session }>;
+  /** The live session behind a cookie value (and marks it used), or undefined. */
+  get(id: string | undefined): Promise<Session | undefined>;
+  destroy(id: string | undefined): Promise<void>;
+  /** Forgets idle sessions (hourly, with the node's other sweeps). */
+  sweep?(): Promise<void>;
+}
+
+export function sessionDigest(id: string): string {
   return createHash('sha256').update(id).digest('hex');
 }
 
-export class SessionStore {
+/** A fresh id and CSRF token. */
+export function newSessionSecrets(): { id: string; csrf: string } {
+  return { id: randomBytes(ID_BYTES).toString('base64url'), csrf: randomBytes(ID_BYTES).toString('base64url') };
+}
+
+export class MemorySessionStore implements DashboardSessions {
   // Map order is insertion order; get() re-inserts, so the first key is the least recently used.
   private readonly sessions = new Map<string, Session>();
 
@@ -41,19 +61,17 @@ export class SessionStore {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  /** A new session; the returned id goes into the cookie and is never stored as is. */
-  create(principal: Principal, label: string): { id: string; session: Session } {
-    const id = randomBytes(ID_BYTES).toString('base64url');
-    const session: Session = { principal, label, csrf: randomBytes(ID_BYTES).toString('base64url'), lastSeen: this.clock() };
+  async create(principal: Principal, label: string): Promise<{ id: string; session: Session }> {
+    const { id, csrf } = newSessionSecrets();
+    const session: Session = { principal, label, csrf, lastSeen: this.clock() };
     if (this.sessions.size >= MAX_SESSIONS) this.sessions.delete(this.sessions.keys().next().value!);
-    this.sessions.set(digest(id), session);
+    this.sessions.set(sessionDigest(id), session);
     return { id, session };
   }
 
-  /** The live session behind a cookie value (and marks it used), or undefined. */
-  get(id: string | undefined): Session | undefined {
+  async get(id: string | undefined): Promise<Session | undefined> {
     if (!id) return undefined;
-    const key = digest(id);
+    const key = sessionDigest(id);
     const s = this.sessions.get(key);
     if (!s) return undefined;
     const now = this.clock();
@@ -64,7 +82,7 @@ export class SessionStore {
     return s;
   }
 
-  destroy(id: string | undefined): void {
-    if (id) this.sessions.delete(digest(id));
+  async destroy(id: string | undefined): Promise<void> {
+    if (id) this.sessions.delete(sessionDigest(id));
   }
 }

@@ -18,6 +18,7 @@ import type { SuppressionList } from '../suppression.js';
 import { BackPressureRules } from './classify.js';
 import { DeliveryWorker } from './delivery-worker.js';
 import { DeliveryPause } from './delivery-pause.js';
+import type { PauseStore } from './pause-store.js';
 import { DeliveryMetrics } from './metrics.js';
 import { deliveryStatus, type DeliveryStatus } from './queue-status.js';
 import { RelayPool } from './relay-pool.js';
@@ -38,6 +39,8 @@ export interface DeliveryOptions {
   attemptLimit?: AttemptLimit;
   /** engine.dsnDelayWarningSeconds in ms (DSNs to senders: dsn-notices.ts); 0 = no "delayed" notices. */
   dsnDelayWarningMs?: number;
+  /** Where the kill-switch keeps its switches (app/shared-state.ts); absent: this node's LevelDB. */
+  pauses?: PauseStore | undefined;
   log: Logger;
   clock?: () => number;
 }
@@ -59,7 +62,7 @@ export interface Delivery {
 export async function createDelivery(o: DeliveryOptions): Promise<Delivery> {
   const now = o.clock ?? Date.now;
   const c = o.config;
-  const killSwitch = await DeliveryPause.open(o.store);
+  const killSwitch = await DeliveryPause.open(o.store, o.pauses);
   const pool = new RelayPool(
     {
       relays: c.relays,

@@ -96,6 +96,7 @@ export async function startEventReaders(o: EventReaderOptions): Promise<EventRea
     async close() {
       clearInterval(folder);
       clearInterval(pruner);
+      await brake.stop();
       await o.indexes.recipients.stop();
       await webhooks.stop();
       await stats.fold().catch(() => undefined);

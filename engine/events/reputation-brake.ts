@@ -25,7 +25,19 @@
  * baseline slides out of the window with its hours). Without that, the
  * complaints that caused the pause would pause the account again at once.
  *
- * Keys: brake!<account> → {state: 'paused'|'resumed', at, reason?, figures?, baseline?}.
+ * Several nodes (storage.postgres): the switch the brake engages is the shared
+ * kill-switch, so a pause one node's brake decides holds on every node, with
+ * its reason ("by reputation brake") in the pause details every node shows.
+ * The brake's own record (figures, resume baseline) stays on the node that
+ * decided, beside the statistics it judged, which are that node's own
+ * (stats.ts); a resume made through any node reaches it through the switch's
+ * change and it writes the `resumed` event. `engaged` marks a record whose
+ * switch was turned on: a paused record not engaged yet (the process died
+ * between the two, or PostgreSQL did not answer) is engaged at start and
+ * retried every 2 s, never read as a resume; an engaged one whose switch
+ * is off at start was resumed while the node was down (through another node).
+ *
+ * Keys: brake!<account> → {state: 'paused'|'resumed', at, reason?, figures?, baseline?, engaged?}.
  * Config: events.brake.*. Side effects: LevelDB writes; the kill-switch.
  */
 import { STREAMS, type EventsConfig, type Stream } from '../../common/config.js';
@@ -38,13 +50,20 @@ import type { Counts, Stats } from './stats.js';
 type BrakeConfig = EventsConfig['brake'];
 type Figures = NonNullable<PostinoEvent['figures']>;
 const HOUR_MS = 3_600_000;
+/** How often a brake pause whose switch could not be turned on (PostgreSQL down) is tried again. */
+const ENGAGE_RETRY_MS = 2_000;
 
 /** The kill-switch as the brake needs it (engine/delivery/delivery-pause.ts). */
 export interface AccountSwitch {
   isPaused(account: string): boolean;
-  pause(account: string): Promise<unknown>;
+  pause(account: string, why?: { reason?: string | undefined; by?: string | undefined }): Promise<unknown>;
   onChange(fn: () => void): void;
+  /** Who turned each account's switch on (DeliveryPause.details): another node's brake pauses are listed too. */
+  details?(): { accounts: Record<string, { at: string; reason?: string | undefined; by?: string | undefined }> };
 }
+
+/** The `by` of the pauses the brake engages: how another node's brake pause is told from an operator's. */
+export const BRAKE_BY = 'reputation brake';
 
 export interface BrakeRecord {
   state: 'paused' | 'resumed';
@@ -53,6 +72,8 @@ export interface BrakeRecord {
   figures?: Figures | undefined;
   /** resumed: the hourly counters at the moment of the resume, per scope ('all' or a stream) and hour bucket. */
   baseline?: Record<string, Record<string, Counts>> | undefined;
+  /** paused: the kill-switch was turned on (see the header). */
+  engaged?: boolean | undefined;
 }
 
 function key(account: string): string {
@@ -62,7 +83,10 @@ function key(account: string): string {
 export class ReputationBrake {
   private readonly records = new Map<string, BrakeRecord>();
   private readonly warned = new Set<string>();
+  /** Paused by the brake, the switch not turned on yet (retried; not a resume). */
+  private readonly engaging = new Set<string>();
   private evaluating: Promise<void> = Promise.resolve();
+  private retry: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly o: { store: Store; events: EventLog; stats: Stats; killSwitch: AccountSwitch; config: BrakeConfig; log: Logger; now?: () => number },
@@ -74,8 +98,12 @@ export class ReputationBrake {
 
   async start(): Promise<void> {
     for await (const [k, v] of this.o.store.db.iterator({ gte: 'brake!', lt: 'brake~' })) this.records.set(k.slice(6), JSON.parse(v.toString('utf8')) as BrakeRecord);
-    // A pause recorded but not yet engaged when the process died: engage it now.
-    for (const [account, r] of this.records) if (r.state === 'paused' && !this.o.killSwitch.isPaused(account)) await this.o.killSwitch.pause(account);
+    // A pause recorded but not yet engaged when the process died: engage it now (retried every ENGAGE_RETRY_MS).
+    for (const [account, r] of this.records) if (r.state === 'paused' && !r.engaged && !this.o.killSwitch.isPaused(account)) this.engaging.add(account);
+    await this.engagePending();
+    this.retry = setInterval(() => {
+      if (this.engaging.size) this.evaluating = this.evaluating.then(() => this.engagePending()).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake engage failed'));
+    }, ENGAGE_RETRY_MS).unref();
     if (!this.o.config.enabled) return;
     this.o.stats.onFold((added) => {
       const accounts = new Set([...added.keys()].map((k) => k.slice(0, k.indexOf('!'))));
@@ -84,11 +112,48 @@ export class ReputationBrake {
     this.o.killSwitch.onChange(() => {
       this.evaluating = this.evaluating.then(() => this.noticeResumes()).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake resume failed'));
     });
+    // Resumed through another node while this one was down.
+    this.evaluating = this.evaluating.then(() => this.noticeResumes()).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake resume failed'));
   }
 
-  /** What `postino hosted status` shows: accounts the brake paused and why. */
+  /** Stops the retries; waits for an evaluation under way. */
+  async stop(): Promise<void> {
+    clearInterval(this.retry);
+    await this.evaluating;
+  }
+
+  /** Turns on the switch of every brake pause not engaged yet; one that fails stays pending (PostgreSQL down: 503). */
+  private async engagePending(): Promise<void> {
+    for (const account of [...this.engaging]) {
+      const r = this.records.get(account);
+      if (r?.state !== 'paused') {
+        this.engaging.delete(account);
+        continue;
+      }
+      try {
+        await this.o.killSwitch.pause(account, { reason: r.reason, by: BRAKE_BY });
+      } catch (err) {
+        this.o.log.warn({ event: 'reputation-pause-pending', account, err: { message: (err as Error).message } }, 'the reputation brake could not engage the pause yet; retried');
+        continue;
+      }
+      const done: BrakeRecord = { ...r, engaged: true };
+      await this.o.store.commit([{ type: 'put', key: key(account), value: Buffer.from(JSON.stringify(done)) }], { sync: true });
+      this.records.set(account, done);
+      this.engaging.delete(account);
+    }
+  }
+
+  /**
+   * What `postino hosted status` shows: accounts the brake paused and why; with several nodes
+   * also those another node's brake paused (from the shared switch: reason, no figures).
+   */
   state(): Array<{ account: string } & BrakeRecord> {
-    return [...this.records].filter(([, r]) => r.state === 'paused').map(([account, r]) => ({ account, at: r.at, state: r.state, reason: r.reason, figures: r.figures }));
+    const out: Array<{ account: string } & BrakeRecord> = [...this.records].filter(([, r]) => r.state === 'paused').map(([account, r]) => ({ account, at: r.at, state: r.state, reason: r.reason, figures: r.figures }));
+    const mine = new Set(out.map((s) => s.account));
+    for (const [account, d] of Object.entries(this.o.killSwitch.details?.().accounts ?? {})) {
+      if (d.by === BRAKE_BY && !mine.has(account)) out.push({ account, at: d.at, state: 'paused', reason: d.reason });
+    }
+    return out;
   }
 
   /** The hourly rows of the window, of the whole account or one stream. */
@@ -169,14 +234,15 @@ export class ReputationBrake {
     // The record (with its event) first: if we die before the switch is engaged, start() engages it.
     await this.o.events.commitWith([{ type: 'paused', account, reason, figures }], (ops) => this.o.store.commit([...ops, { type: 'put', key: key(account), value: Buffer.from(JSON.stringify(rec)) }], { sync: true }));
     this.records.set(account, rec);
-    await this.o.killSwitch.pause(account);
+    this.engaging.add(account);
+    await this.engagePending();
     this.o.log.warn({ event: 'reputation-pause', account, figures, reason }, 'account paused by the reputation brake');
   }
 
   /** A brake-paused account whose kill-switch is off again was resumed by an operator. */
   private async noticeResumes(): Promise<void> {
     for (const [account, r] of this.records) {
-      if (r.state !== 'paused' || this.o.killSwitch.isPaused(account)) continue;
+      if (r.state !== 'paused' || this.engaging.has(account) || this.o.killSwitch.isPaused(account)) continue;
       const to = this.now();
       const baseline: Record<string, Record<string, Counts>> = {};
       for (const stream of [undefined, ...STREAMS]) {

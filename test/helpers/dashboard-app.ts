@@ -15,7 +15,7 @@ import { Store } from '../../common/store.js';
 import { CaptureFolder } from '../../engine/dashboard/capture-folder.js';
 import { registerDashboard } from '../../engine/dashboard/dashboard.js';
 import { cookiesSecure } from '../../engine/dashboard/login.js';
-import { SessionStore } from '../../engine/dashboard/sessions.js';
+import { MemorySessionStore } from '../../engine/dashboard/sessions.js';
 import { createDelivery } from '../../engine/delivery/delivery.js';
 import type { DeliveryMeta } from '../../engine/delivery/delivery-record.js';
 import { EventLog } from '../../engine/events/event-log.js';
@@ -48,7 +48,7 @@ export async function startDashboardApp(raw: Record<string, unknown>): Promise<D
   fs.mkdirSync(sink);
   const apiKeys = new ApiKeys(NODE_KEY, config.accounts);
   const app = createHostedApi((t) => apiKeys.principal(t), log);
-  registerDashboard(app, { config: config.dashboard, secureCookies: cookiesSecure(config.engine.publicUrl), accounts: config.accounts, apiKeys, events, intake, deliveryQueue: queue, delivery, suppressions: { store, suppression }, capture: CaptureFolder.open(sink), sessions: new SessionStore(60_000) }, log);
+  registerDashboard(app, { config: config.dashboard, secureCookies: cookiesSecure(config.engine.publicUrl), accounts: config.accounts, apiKeys, events, intake, deliveryQueue: queue, delivery, suppressions: { store, suppression }, capture: CaptureFolder.open(sink), sessions: new MemorySessionStore(60_000) }, log);
   await app.ready();
   return {
     app,

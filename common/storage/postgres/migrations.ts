@@ -166,6 +166,27 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE TABLE nodes (node text COLLATE "C" PRIMARY KEY, started_at timestamptz NOT NULL, seen_at timestamptz NOT NULL, status jsonb NOT NULL);`,
   },
   {
+    version: 6,
+    name: 'delivery pauses and dashboard sessions',
+    // The kill-switch for every node (engine/delivery/pause-store-postgres.ts): one row per switch
+    // that is on, scope '*' (global) or an account id; each node polls the table, so a pause made
+    // through any node holds on all. Dashboard logins (engine/dashboard/sessions-postgres.ts): a
+    // cookie issued by one node is valid on every node; only the SHA-256 of the id is kept.
+    sql: `
+      CREATE TABLE delivery_pauses (
+        scope text COLLATE "C" PRIMARY KEY,
+        detail jsonb NOT NULL
+      );
+      CREATE TABLE dashboard_sessions (
+        id_digest text COLLATE "C" PRIMARY KEY,
+        principal jsonb NOT NULL,
+        label text NOT NULL,
+        csrf text NOT NULL,
+        last_seen timestamptz NOT NULL
+      );
+      CREATE INDEX dashboard_sessions_last_seen ON dashboard_sessions (last_seen);`,
+  },
+  {
     version: 7,
     name: 'recipient database',
     // engine/recipient-db-postgres.ts: one row per account and address (fields as jsonb, the lists
