@@ -4,8 +4,9 @@
  * own LevelDB (nothing to install); with it, PostgreSQL through one pool.
  * Today that is the suppression list, the account quotas, the forwarder's
  * spool ids (effectively-once across nodes) and the event feed (each node ships
- * its own log to one global feed: engine/events/event-shipper.ts); the other
- * shared stores follow.
+ * its own log to one global feed: engine/events/event-shipper.ts), the
+ * statistics (folded from that feed: engine/events/stats-postgres.ts); the
+ * other shared stores follow.
  *
  * At start with PostgreSQL: a database whose schema is older than this code
  * needs stops the node with a message naming `postino db migrate` (an upgrade
@@ -42,6 +43,7 @@ export interface EventFeed {
   close(): Promise<void>;
 }
 import type { SharedSpoolIds } from '../common/spool-id-postgres.js';
+import type { StatsCounters } from '../engine/events/stats.js';
 
 export interface SharedState {
   backend: 'leveldb' | 'postgresql';
@@ -52,6 +54,8 @@ export interface SharedState {
   eventFeed(events: EventLog, retentionDays: number): Promise<EventFeed>;
   /** The nodes of this installation (this one alone on LevelDB; every node sharing the database). */
   nodes(figures: () => NodeFigures): Promise<NodeRegistry>;
+  /** The statistics readers use: this node's counters (`local`), or the installation's in PostgreSQL. */
+  stats(local: StatsCounters): Promise<StatsCounters>;
   /** Spool ids for every node; undefined = this node's own memory only. */
   spoolIds: SharedSpoolIds | undefined;
   /** Forgets what expired (hourly, with the node's other sweeps). */
@@ -72,6 +76,7 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
       sweep: async () => undefined,
       eventFeed: async (events) => ({ source: localFeed(events), close: async () => undefined }),
       nodes: async (figures) => singleNode(await ensureNodeId(store), figures),
+      stats: async (local) => local,
       close: () => suppression.close(),
     };
   }
@@ -111,6 +116,10 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
     async nodes(figures) {
       const { PgNodeRegistry } = await import('../engine/nodes/node-registry-postgres.js');
       return new PgNodeRegistry(pool, await ensureNodeId(store), figures, log.child({ component: 'nodes' }));
+    },
+    async stats() {
+      const { PgStats } = await import('../engine/events/stats-postgres.js');
+      return new PgStats(pool);
     },
     async eventFeed(events, retentionDays) {
       const { EventShipper } = await import('../engine/events/event-shipper.js');

@@ -33,7 +33,7 @@ import type { PostinoEvent } from '../../common/events.js';
 import type { Logger } from '../../common/log.js';
 import type { Store } from '../../common/store.js';
 import type { EventLog } from './event-log.js';
-import type { Counts, Stats } from './stats.js';
+import type { Counts, StatsCounters } from './stats.js';
 
 type BrakeConfig = EventsConfig['brake'];
 type Figures = NonNullable<PostinoEvent['figures']>;
@@ -65,7 +65,7 @@ export class ReputationBrake {
   private evaluating: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly o: { store: Store; events: EventLog; stats: Stats; killSwitch: AccountSwitch; config: BrakeConfig; log: Logger; now?: () => number },
+    private readonly o: { store: Store; events: EventLog; stats: StatsCounters; killSwitch: AccountSwitch; config: BrakeConfig; log: Logger; now?: () => number },
   ) {}
 
   private now(): number {
@@ -77,8 +77,8 @@ export class ReputationBrake {
     // A pause recorded but not yet engaged when the process died: engage it now.
     for (const [account, r] of this.records) if (r.state === 'paused' && !this.o.killSwitch.isPaused(account)) await this.o.killSwitch.pause(account);
     if (!this.o.config.enabled) return;
-    this.o.stats.onFold((added) => {
-      const accounts = new Set([...added.keys()].map((k) => k.slice(0, k.indexOf('!'))));
+    this.o.stats.onFold((touched) => {
+      const accounts = new Set(touched);
       this.evaluating = this.evaluating.then(() => this.evaluate(accounts)).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake evaluation failed'));
     });
     this.o.killSwitch.onChange(() => {
@@ -92,7 +92,7 @@ export class ReputationBrake {
   }
 
   /** The hourly rows of the window, of the whole account or one stream. */
-  private hours(account: string, stream: Stream | undefined): ReturnType<Stats['query']> {
+  private hours(account: string, stream: Stream | undefined): ReturnType<StatsCounters['query']> {
     const to = this.now();
     return this.o.stats.query({ groupBy: 'hour', account, stream, from: to - (this.o.config.windowHours - 1) * HOUR_MS, to });
   }
