@@ -101,7 +101,8 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const intake = await DurableQueue.open<IntakeMeta>(store, 'intake');
   const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
   const events = await EventLog.open(store);
-  const eventIndexes = indexEvents(store, events); // before any writer prepares an event
+  // Before any writer prepares an event. With storage.postgres the statistics are the installation's, folded from the global feed.
+  const eventIndexes = indexEvents(store, events, { localStats: !config.storage.postgres });
   // Before anything reads accounts: the accounts API's changes are laid over the file's.
   const accountsNow = new AccountsSnapshot(config.accounts);
   const accountService = await AccountService.open({ config, store: new LevelAccountStore(store, events), snapshot: accountsNow, reloadConfig: rt.reloadConfig, log: log.child({ component: 'accounts' }) });
@@ -120,6 +121,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   // LevelDB or PostgreSQL (storage.postgres), chosen once here (shared-state.ts).
   const shared = await openSharedState(config, store, log);
   const suppression = shared.suppression;
+  const stats = await shared.stats(eventIndexes.stats);
 
   const pseudonyms = new Pseudonymizer(ensureSecret(rt.dataDir, 'pseudonym-key'));
   const recipients = await shared.recipients(pseudonyms);
@@ -248,7 +250,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       sessions: shared.sessions(config.dashboard.sessionIdleMinutes * 60_000),
       archive,
       forwarders,
-      stats: eventIndexes.stats,
+      stats,
       // Started below (startEventReaders), after the pages are registered; read only while serving a request.
       get webhooks() {
         return eventReaders.webhooks;
@@ -263,7 +265,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   registerRecipientRoutes(api, { store, db: recipients, suppression, eraser, accounts: deliveryStage.accounts });
   // Webhook endpoints from the file are read here, at start (a reload names them as needing a restart).
   const eventFeed = await shared.eventFeed(events, config.events.retentionDays);
-  const eventReaders = await startEventReaders({ feed: eventFeed.source, webhookSource: eventFeed.webhooks, store, events, indexes: eventIndexes, config: config.events, accounts: accountsNow.current, env: rt.env, api, killSwitch: deliveryStage.killSwitch, registry: deliveryStage.metrics.registry, log: log.child({ component: 'events' }) });
+  const eventReaders = await startEventReaders({ stats, feed: eventFeed.source, webhookSource: eventFeed.webhooks, store, events, indexes: eventIndexes, config: config.events, accounts: accountsNow.current, env: rt.env, api, killSwitch: deliveryStage.killSwitch, registry: deliveryStage.metrics.registry, log: log.child({ component: 'events' }) });
   const httpPort = await listenHttp(api, { host: config.http.host, port: config.http.port, what: 'hosted', log });
   const notifier = new Notifier({ store, events, delivery, accounts: accountsNow.current, hostname: config.engine.hostname, log: log.child({ component: 'notify' }) });
   await recipientCounters.start();

@@ -5,6 +5,7 @@
  * Today that is the suppression list, the account quotas, the forwarder's
  * spool ids (effectively-once across nodes), the event feed (each node ships
  * its own log to one global feed: engine/events/event-shipper.ts), the
+ * statistics (folded from that feed: engine/events/stats-postgres.ts), the
  * recipient database (engine/recipient-db-postgres.ts), the delivery
  * kill-switch with the reputation brake's pauses (a pause through any node
  * holds on all within ~1 s: engine/delivery/pause-store-postgres.ts) and the
@@ -52,6 +53,7 @@ export interface EventFeed {
   close(): Promise<void>;
 }
 import type { SharedSpoolIds } from '../common/spool-id-postgres.js';
+import type { StatsCounters } from '../engine/events/stats.js';
 
 export interface SharedState {
   backend: 'leveldb' | 'postgresql';
@@ -62,6 +64,8 @@ export interface SharedState {
   eventFeed(events: EventLog, retentionDays: number): Promise<EventFeed>;
   /** The nodes of this installation (this one alone on LevelDB; every node sharing the database). */
   nodes(figures: () => NodeFigures): Promise<NodeRegistry>;
+  /** The statistics readers use: this node's counters (`local`), or the installation's in PostgreSQL. */
+  stats(local: StatsCounters): Promise<StatsCounters>;
   /** Spool ids for every node; undefined = this node's own memory only. */
   spoolIds: SharedSpoolIds | undefined;
   /** The recipient database (merge fields, lists, counters, privacy deletions); closed by close(). */
@@ -91,6 +95,7 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
       sweep: async () => undefined,
       eventFeed: async (events) => ({ source: localFeed(events), close: async () => undefined }),
       nodes: async (figures) => singleNode(await ensureNodeId(store), figures),
+      stats: async (local) => local,
       close: () => suppression.close(),
     };
   }
@@ -139,6 +144,10 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
     async nodes(figures) {
       const { PgNodeRegistry } = await import('../engine/nodes/node-registry-postgres.js');
       return new PgNodeRegistry(pool, await ensureNodeId(store), figures, log.child({ component: 'nodes' }));
+    },
+    async stats() {
+      const { PgStats } = await import('../engine/events/stats-postgres.js');
+      return new PgStats(pool);
     },
     async eventFeed(events, retentionDays) {
       const { EventShipper } = await import('../engine/events/event-shipper.js');

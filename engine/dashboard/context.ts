@@ -10,7 +10,7 @@ import type { IntakeMeta } from '../../common/intake-record.js';
 import type { Delivery } from '../delivery/delivery.js';
 import type { DeliveryMeta } from '../delivery/delivery-record.js';
 import type { EventLog } from '../events/event-log.js';
-import type { Stats } from '../events/stats.js';
+import type { StatsCounters } from '../events/stats.js';
 import type { WebhookDispatcher } from '../events/webhooks.js';
 import type { ReputationBrake } from '../events/reputation-brake.js';
 import type { NodeRegistry } from '../nodes/node-registry.js';
@@ -40,7 +40,7 @@ export interface DashboardContext {
   /** The forwarders and applications seen by this node (the overview lists them). */
   forwarders?: ForwarderLog | undefined;
   /** The statistics counters (events/stats.ts); absent in apps built without the event indexes (the page says so). */
-  stats?: Stats | undefined;
+  stats?: StatsCounters | undefined;
   /** The webhook dispatcher (events/webhooks.ts), read at request time: the node starts it after registering the pages. */
   webhooks?: WebhookDispatcher | undefined;
   /** The reputation brake (events/reputation-brake.ts), read at request time like the webhooks; absent: no brake card. */

@@ -23,7 +23,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { PostinoError } from '../../common/errors.js';
 import { accountScope } from '../../common/http-server.js';
 import { statsCsv } from '../events/stats-routes.js';
-import { fullRow, ratesOf, topRows, type GroupBy, type Metric, type Stats, type StatsRow } from '../events/stats.js';
+import { fullRow, ratesOf, topRows, type GroupBy, type Metric, type StatsCounters, type StatsRow } from '../events/stats.js';
 import type { DashboardContext } from './context.js';
 import { html, url, type Html } from './html.js';
 import { field, layout, sendHtml } from './page.js';
@@ -107,7 +107,7 @@ function ranges(now: number): Ranges {
 }
 
 /** One table's rows, as the page and its CSV show them. */
-async function tableRows(stats: Stats, table: Table, account: string | undefined, r: Ranges): Promise<StatsRow[]> {
+async function tableRows(stats: StatsCounters, table: Table, account: string | undefined, r: Ranges): Promise<StatsRow[]> {
   const { groupBy } = TABLES[table];
   const hourly = table === 'hourly';
   const from = hourly ? r.todayFrom : r.daysFrom;
@@ -135,7 +135,7 @@ function rateClass(v: number, lines: readonly Threshold[]): string {
   return v >= limit ? 'bad' : v >= advice ? 'warn' : 'good';
 }
 
-async function page(ctx: DashboardContext, stats: Stats, session: Session, account: string | undefined): Promise<Html> {
+async function page(ctx: DashboardContext, stats: StatsCounters, session: Session, account: string | undefined): Promise<Html> {
   const node = session.principal.kind === 'node';
   const r = ranges(Date.now());
   const [daily, hourly, tags, senders, domains] = await Promise.all([
@@ -191,7 +191,7 @@ ${ranked('domains', 'recipient domain', domains)}
 
 export function registerStatistics(app: FastifyInstance, ctx: DashboardContext): void {
   const cfg = { config: { public: true } };
-  const statsOf = (): Stats => {
+  const statsOf = (): StatsCounters => {
     if (!ctx.stats) throw new PostinoError('NOT_FOUND', 'this node keeps no statistics');
     return ctx.stats;
   };

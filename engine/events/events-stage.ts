@@ -23,7 +23,7 @@ import { RecipientIndex } from './recipient-index.js';
 import { registerBrakeRoutes } from './brake-routes.js';
 import { ReputationBrake, type AccountSwitch } from './reputation-brake.js';
 import { Retention } from './retention.js';
-import { FOLD_INTERVAL_MS, Stats } from './stats.js';
+import { FOLD_INTERVAL_MS, Stats, type StatsCounters } from './stats.js';
 import { registerStatsRoutes } from './stats-routes.js';
 import { registerWebhookRoutes } from './webhook-routes.js';
 import { WebhookDispatcher, type WebhookSource } from './webhooks.js';
@@ -34,10 +34,11 @@ export interface EventIndexes {
   recipients: RecipientIndex;
 }
 
-export function indexEvents(store: Store, events: EventLog): EventIndexes {
+/** `localStats` false: statistics are kept elsewhere (PostgreSQL, app/shared-state.ts), no deltas go into this log's batches. */
+export function indexEvents(store: Store, events: EventLog, o: { localStats?: boolean } = {}): EventIndexes {
   const stats = new Stats(store, events);
   events.addIndexer(historyIndexer);
-  events.addIndexer(stats.indexer);
+  if (o.localStats !== false) events.addIndexer(stats.indexer);
   const recipients = new RecipientIndex(store, events);
   return { stats, history: new MessageHistoryIndex(store, events), recipients };
 }
@@ -59,6 +60,8 @@ export interface EventReaderOptions {
   feed?: FeedSource | undefined;
   /** Where the webhooks read (app/shared-state.ts); absent: this node's log. */
   webhookSource?: WebhookSource | undefined;
+  /** The statistics the API, retention and brake use (app/shared-state.ts); absent: indexes.stats, this node's. */
+  stats?: StatsCounters | undefined;
 }
 
 export interface EventReaders {
@@ -69,7 +72,8 @@ export interface EventReaders {
 }
 
 export async function startEventReaders(o: EventReaderOptions): Promise<EventReaders> {
-  const { stats, history } = o.indexes;
+  const { history } = o.indexes;
+  const stats = o.stats ?? o.indexes.stats;
   const webhooks = new WebhookDispatcher({ source: o.webhookSource, store: o.store, events: o.events, config: o.config.webhooks, accounts: o.accounts, env: o.env, log: o.log });
   const metrics = new EventMetrics(o.registry, o.events, webhooks);
   registerEventRoutes(o.api, { events: o.events, feed: o.feed, history, onRead: metrics.onRead });

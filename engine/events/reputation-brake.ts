@@ -45,7 +45,7 @@ import type { PostinoEvent } from '../../common/events.js';
 import type { Logger } from '../../common/log.js';
 import type { Store } from '../../common/store.js';
 import type { EventLog } from './event-log.js';
-import type { Counts, Stats } from './stats.js';
+import type { Counts, StatsCounters } from './stats.js';
 
 type BrakeConfig = EventsConfig['brake'];
 type Figures = NonNullable<PostinoEvent['figures']>;
@@ -89,7 +89,7 @@ export class ReputationBrake {
   private retry: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly o: { store: Store; events: EventLog; stats: Stats; killSwitch: AccountSwitch; config: BrakeConfig; log: Logger; now?: () => number },
+    private readonly o: { store: Store; events: EventLog; stats: StatsCounters; killSwitch: AccountSwitch; config: BrakeConfig; log: Logger; now?: () => number },
   ) {}
 
   private now(): number {
@@ -105,8 +105,8 @@ export class ReputationBrake {
       if (this.engaging.size) this.evaluating = this.evaluating.then(() => this.engagePending()).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake engage failed'));
     }, ENGAGE_RETRY_MS).unref();
     if (!this.o.config.enabled) return;
-    this.o.stats.onFold((added) => {
-      const accounts = new Set([...added.keys()].map((k) => k.slice(0, k.indexOf('!'))));
+    this.o.stats.onFold((touched) => {
+      const accounts = new Set(touched);
       this.evaluating = this.evaluating.then(() => this.evaluate(accounts)).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake evaluation failed'));
     });
     this.o.killSwitch.onChange(() => {
@@ -157,7 +157,7 @@ export class ReputationBrake {
   }
 
   /** The hourly rows of the window, of the whole account or one stream. */
-  private hours(account: string, stream: Stream | undefined): ReturnType<Stats['query']> {
+  private hours(account: string, stream: Stream | undefined): ReturnType<StatsCounters['query']> {
     const to = this.now();
     return this.o.stats.query({ groupBy: 'hour', account, stream, from: to - (this.o.config.windowHours - 1) * HOUR_MS, to });
   }

@@ -20,7 +20,7 @@ import type { Logger } from '../../common/log.js';
 import type { BatchOp, Store } from '../../common/store.js';
 import { indexKeys } from './message-history.js';
 import { recipientIndexKeys } from './recipient-index.js';
-import type { Stats } from './stats.js';
+import type { StatsCounters } from './stats.js';
 
 /** Events (plus their index keys) deleted per LevelDB batch. */
 const PRUNE_BATCH = 1_000;
@@ -28,7 +28,7 @@ const DAY_MS = 86_400_000;
 
 export interface RetentionOptions {
   store: Store;
-  stats: Stats;
+  stats: StatsCounters;
   retentionDays: number;
   statsRetentionDays: number;
   log: Logger;

@@ -12,9 +12,9 @@ import { csvRow } from '../../common/csv.js';
 import { PostinoError } from '../../common/errors.js';
 import { accountScope } from '../../common/http-server.js';
 import { timeParam } from './feed-filter.js';
-import { GROUP_BY, METRICS, type GroupBy, type Stats, type StatsResult, type StatsRow } from './stats.js';
+import { GROUP_BY, METRICS, type GroupBy, type StatsCounters, type StatsResult, type StatsRow } from './stats.js';
 
-async function run(stats: Stats, req: FastifyRequest): Promise<StatsResult> {
+async function run(stats: StatsCounters, req: FastifyRequest): Promise<StatsResult> {
   const q = (req.query ?? {}) as Record<string, unknown>;
   const g = q.groupBy === undefined || q.groupBy === '' ? 'day' : q.groupBy;
   if (typeof g !== 'string' || !(GROUP_BY as readonly string[]).includes(g)) throw new PostinoError('BAD_REQUEST', `groupBy must be one of ${GROUP_BY.join(', ')}`);
@@ -24,7 +24,7 @@ async function run(stats: Stats, req: FastifyRequest): Promise<StatsResult> {
   return stats.query({ from: timeParam(q, 'from'), to: timeParam(q, 'to'), groupBy: g as GroupBy, account: accountScope(req, requested), stream: stream as Stream | undefined });
 }
 
-export function registerStatsRoutes(app: FastifyInstance, stats: Stats): void {
+export function registerStatsRoutes(app: FastifyInstance, stats: StatsCounters): void {
   app.get('/api/stats', async (req) => run(stats, req));
   app.get('/api/stats.csv', async (req, reply) => {
     const r = await run(stats, req);

@@ -63,7 +63,7 @@ export type Counts = Partial<Record<Metric, number>>;
 
 export const GROUP_BY = ['day', 'hour', 'tag', 'sender', 'domain', 'stream', 'account'] as const;
 export type GroupBy = (typeof GROUP_BY)[number];
-type Dimension = 'all' | 'tag' | 'sender' | 'domain' | 'stream';
+export type Dimension = 'all' | 'tag' | 'sender' | 'domain' | 'stream';
 
 const SEQ_WIDTH = 16;
 /** Deltas folded per batch: bounded work (and memory) per fold step while writes go on. */
@@ -109,22 +109,45 @@ function cut(v: string): string {
   return v.length > MAX_VALUE_CHARS ? v.slice(0, MAX_VALUE_CHARS) : v;
 }
 
-/** The counter keys (without `st!`) one event counts under. */
-function counterKeys(e: PostinoEvent): string[] {
+/**
+ * One counter an event counts under: the account, hourly or daily, the
+ * dimension, the UTC bucket and the dimension's value ('' for `all`).
+ * LevelDB keys it as `st!<account>!<gran>!<dim>!<bucket>!<value>`, PostgreSQL
+ * as the primary key of stats_counters (stats-postgres.ts).
+ */
+export interface CounterCell {
+  account: string;
+  gran: 'h' | 'd';
+  dim: Dimension;
+  bucket: string;
+  value: string;
+}
+
+/** The counters one event counts under. */
+export function counterCells(e: PostinoEvent): CounterCell[] {
   const parsed = Date.parse(e.at);
   // A writer's malformed `at` must not make prepare() throw on the mail path: count it now.
   const at = Number.isNaN(parsed) ? Date.now() : parsed;
   const day = dayOf(at);
-  const a = e.account;
-  const out = [`${a}!h!all!${hourOf(at)}!`, `${a}!d!all!${day}!`];
-  if (e.tag) out.push(`${a}!d!tag!${day}!${cut(e.tag)}`);
-  if (e.sender) out.push(`${a}!d!sender!${day}!${cut(e.sender.toLowerCase())}`);
-  if (e.recipient) out.push(`${a}!d!domain!${day}!${cut(domainOf(e.recipient).toLowerCase())}`);
-  if (e.stream) out.push(`${a}!h!stream!${hourOf(at)}!${e.stream}`, `${a}!d!stream!${day}!${e.stream}`);
+  const hour = hourOf(at);
+  const account = e.account;
+  const out: CounterCell[] = [
+    { account, gran: 'h', dim: 'all', bucket: hour, value: '' },
+    { account, gran: 'd', dim: 'all', bucket: day, value: '' },
+  ];
+  if (e.tag) out.push({ account, gran: 'd', dim: 'tag', bucket: day, value: cut(e.tag) });
+  if (e.sender) out.push({ account, gran: 'd', dim: 'sender', bucket: day, value: cut(e.sender.toLowerCase()) });
+  if (e.recipient) out.push({ account, gran: 'd', dim: 'domain', bucket: day, value: cut(domainOf(e.recipient).toLowerCase()) });
+  if (e.stream) out.push({ account, gran: 'h', dim: 'stream', bucket: hour, value: e.stream }, { account, gran: 'd', dim: 'stream', bucket: day, value: e.stream });
   return out;
 }
 
-function add(into: Counts, from: Counts): void {
+/** The counter keys (without `st!`) one event counts under. */
+function counterKeys(e: PostinoEvent): string[] {
+  return counterCells(e).map((c) => `${c.account}!${c.gran}!${c.dim}!${c.bucket}!${c.value}`);
+}
+
+export function add(into: Counts, from: Counts): void {
   for (const [m, n] of Object.entries(from) as Array<[Metric, number]>) into[m] = (into[m] ?? 0) + n;
 }
 
@@ -159,10 +182,68 @@ export function fullRow(key: string, c: Counts): StatsRow {
   return row;
 }
 
-export class Stats {
+/** What a query reads: its range, and which counters (granularity, dimension, buckets lo..hi). */
+export interface QueryPlan {
+  from: number;
+  to: number;
+  gran: 'h' | 'd';
+  dim: Dimension;
+  lo: string;
+  hi: string;
+}
+
+/** Checks a query and says which counters answer it (the same on both backends). */
+export function planQuery(q: StatsQuery, now: number): QueryPlan {
+  const to = q.to ?? now;
+  const from = q.from ?? to - DEFAULT_RANGE_DAYS * DAY_MS;
+  if (to < from) throw new PostinoError('BAD_REQUEST', 'to is before from');
+  const hourly = q.groupBy === 'hour';
+  let dim: Dimension = q.groupBy === 'tag' || q.groupBy === 'sender' || q.groupBy === 'domain' || q.groupBy === 'stream' ? q.groupBy : 'all';
+  if (q.stream !== undefined) {
+    if (dim !== 'all') throw new PostinoError('BAD_REQUEST', 'stream= goes with groupBy=day, hour or account');
+    dim = 'stream';
+  }
+  // Buckets are whole hours or days: the range covers every bucket that `from`..`to` touches.
+  return { from, to, gran: hourly ? 'h' : 'd', dim, lo: hourly ? hourOf(from) : dayOf(from), hi: hourly ? hourOf(to) : dayOf(to) };
+}
+
+/** Adds one counter the plan read into the row it belongs to (a counter of another stream is left out). */
+export function addToGroup(groups: Map<string, Counts>, q: StatsQuery, plan: QueryPlan, account: string, bucket: string, value: string, counts: Counts): void {
+  if (q.stream !== undefined && value !== q.stream) return;
+  const group = q.groupBy === 'account' ? account : plan.dim === 'all' || q.stream !== undefined ? bucket : value;
+  const into = groups.get(group) ?? {};
+  add(into, counts);
+  groups.set(group, into);
+}
+
+/** The answer: rows in key order, every metric present, and their total. */
+export function resultOf(q: StatsQuery, plan: QueryPlan, groups: Map<string, Counts>): StatsResult {
+  const total: Counts = {};
+  for (const c of groups.values()) add(total, c);
+  const rows = [...groups].sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)).map(([k, c]) => fullRow(k, c));
+  const { key: _k, ...t } = fullRow('', total);
+  return { from: new Date(plan.from).toISOString(), to: new Date(plan.to).toISOString(), groupBy: q.groupBy, account: q.account ?? null, stream: q.stream ?? null, rows, total: t };
+}
+
+/**
+ * The statistics as their readers use them (API, dashboard, reputation brake,
+ * retention): this node's LevelDB counters (Stats, below) or, with
+ * storage.postgres, the installation's (stats-postgres.ts).
+ */
+export interface StatsCounters {
+  query(q: StatsQuery): Promise<StatsResult>;
+  /** Brings the counters up to date with what is committed (the readers call it about once a second). */
+  fold(): Promise<void>;
+  /** Called after counters changed, with the accounts whose counters did (the reputation brake listens). */
+  onFold(fn: (accounts: ReadonlySet<string>) => void): void;
+  /** Deletes counters of buckets before `cutoff` (epoch ms), at most `max`; returns how many. */
+  prune(cutoff: number, max: number): Promise<number>;
+}
+
+export class Stats implements StatsCounters {
   private folding: Promise<void> = Promise.resolve();
-  /** Called after each fold step with the counters it added (the reputation brake listens). */
-  private readonly listeners: Array<(added: Map<string, Counts>) => void> = [];
+  /** Called after each fold step with the accounts it touched (the reputation brake listens). */
+  private readonly listeners: Array<(accounts: ReadonlySet<string>) => void> = [];
 
   constructor(
     private readonly store: Store,
@@ -185,7 +266,7 @@ export class Stats {
     return [{ type: 'put', key: `sx!${events[0]!.seq.toString().padStart(SEQ_WIDTH, '0')}`, value: Buffer.from(JSON.stringify(delta)) }];
   };
 
-  onFold(fn: (added: Map<string, Counts>) => void): void {
+  onFold(fn: (accounts: ReadonlySet<string>) => void): void {
     this.listeners.push(fn);
   }
 
@@ -222,7 +303,7 @@ export class Stats {
       });
       for (const a of accounts) ops.push({ type: 'put', key: `sa!${a}`, value: Buffer.alloc(0) });
       await this.store.commit(ops, { sync: false });
-      for (const l of this.listeners) l(sum);
+      for (const l of this.listeners) l(accounts);
       if (deltas < FOLD_BATCH) return;
     }
   }
@@ -234,39 +315,19 @@ export class Stats {
   }
 
   async query(q: StatsQuery): Promise<StatsResult> {
-    const to = q.to ?? this.now();
-    const from = q.from ?? to - DEFAULT_RANGE_DAYS * DAY_MS;
-    if (to < from) throw new PostinoError('BAD_REQUEST', 'to is before from');
+    const plan = planQuery(q, this.now());
     await this.fold();
     const accounts = q.account !== undefined ? [q.account] : await this.accounts();
-    const hourly = q.groupBy === 'hour';
-    let dim: Dimension = q.groupBy === 'tag' || q.groupBy === 'sender' || q.groupBy === 'domain' || q.groupBy === 'stream' ? q.groupBy : 'all';
-    if (q.stream !== undefined) {
-      if (dim !== 'all') throw new PostinoError('BAD_REQUEST', 'stream= goes with groupBy=day, hour or account');
-      dim = 'stream';
-    }
-    // Buckets are whole hours or days: the range covers every bucket that `from`..`to` touches.
-    const lo = hourly ? hourOf(from) : dayOf(from);
-    const hi = hourly ? hourOf(to) : dayOf(to);
     const groups = new Map<string, Counts>();
     for (const a of accounts) {
-      const prefix = `st!${a}!${hourly ? 'h' : 'd'}!${dim}!`;
-      for await (const [k, v] of this.store.db.iterator({ gte: prefix + lo, lt: prefix + hi + '~' })) {
+      const prefix = `st!${a}!${plan.gran}!${plan.dim}!`;
+      for await (const [k, v] of this.store.db.iterator({ gte: prefix + plan.lo, lt: prefix + plan.hi + '~' })) {
         const rest = k.slice(prefix.length);
         const bang = rest.indexOf('!');
-        const bucket = rest.slice(0, bang);
-        if (q.stream !== undefined && rest.slice(bang + 1) !== q.stream) continue;
-        const group = q.groupBy === 'account' ? a : dim === 'all' || q.stream !== undefined ? bucket : rest.slice(bang + 1);
-        const into = groups.get(group) ?? {};
-        add(into, JSON.parse(v.toString('utf8')) as Counts);
-        groups.set(group, into);
+        addToGroup(groups, q, plan, a, rest.slice(0, bang), rest.slice(bang + 1), JSON.parse(v.toString('utf8')) as Counts);
       }
     }
-    const total: Counts = {};
-    for (const c of groups.values()) add(total, c);
-    const rows = [...groups].sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)).map(([k, c]) => fullRow(k, c));
-    const { key: _k, ...t } = fullRow('', total);
-    return { from: new Date(from).toISOString(), to: new Date(to).toISOString(), groupBy: q.groupBy, account: q.account ?? null, stream: q.stream ?? null, rows, total: t };
+    return resultOf(q, plan, groups);
   }
 
   /** Deletes counters of buckets before `cutoff` (epoch ms), at most `max` keys; returns how many. */

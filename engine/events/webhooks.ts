@@ -24,6 +24,16 @@
  * state under the same ws! key; a new endpoint starts at the current end of the
  * log (it gets what happens from now on, not the whole history).
  *
+ * Several nodes (storage.postgres): each node posts the events it shipped to
+ * the global feed (app/shared-state.ts: its WebhookSource scans the feed for
+ * its own node), with the feed's seq as cursor, from this outbox in its own
+ * LevelDB. A node that dies loses nothing: its events are in the feed or still
+ * in its log, its pending batch in its outbox; it posts them when it starts
+ * again (the pending batch under its same webhook-id). No other node posts
+ * them meanwhile: an endpoint gets a dead node's events late, not twice
+ * (test/e2e/multi-node-stats.test.ts). Endpoints added through the API are
+ * kept by the node that was asked (wh! keys); the file's are on every node.
+ *
  * Retries: events.webhooks.retrySeconds between attempts (the last repeats);
  * an endpoint failing for events.webhooks.disableAfterHours is disabled, and
  * a `webhook.disabled` event is written (the account's notifier reports it).

@@ -215,6 +215,32 @@ export const MIGRATIONS: readonly Migration[] = [
       );
       CREATE TABLE recipient_counter_cursors (node text COLLATE "C" PRIMARY KEY, seq bigint NOT NULL);`,
   },
+  {
+    version: 8,
+    name: 'statistics counters',
+    // The installation's statistics (engine/events/stats-postgres.ts): the counters of engine/events/stats.ts
+    // as rows, folded from the global event feed by whichever node holds the one stats_fold row; the
+    // counts and the feed seq they reach commit in one transaction, so a fold is counted exactly once.
+    // counts is {"<metric>": n}: a metric added later needs no new column.
+    sql: `
+      CREATE TABLE stats_counters (
+        account text COLLATE "C" NOT NULL,
+        gran text COLLATE "C" NOT NULL CHECK (gran IN ('h', 'd')),
+        dim text COLLATE "C" NOT NULL,
+        bucket text COLLATE "C" NOT NULL,
+        value text COLLATE "C" NOT NULL,
+        counts jsonb NOT NULL,
+        PRIMARY KEY (account, gran, dim, bucket, value)
+      );
+      CREATE INDEX stats_counters_bucket ON stats_counters (gran, dim, bucket);
+      CREATE TABLE stats_fold (id int PRIMARY KEY CHECK (id = 1), folded bigint NOT NULL);
+      INSERT INTO stats_fold VALUES (1, 0);
+      CREATE FUNCTION postino_add_counts(a jsonb, b jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+        SELECT coalesce(jsonb_object_agg(k, n), '{}'::jsonb)
+        FROM (SELECT k, sum(n)::bigint AS n FROM (SELECT key AS k, value::bigint AS n FROM jsonb_each_text(a)
+                                                   UNION ALL SELECT key, value::bigint FROM jsonb_each_text(b)) x GROUP BY k) y
+      $$;`,
+  },
 ];
 
 /** The schema version this code needs. */
