@@ -18,7 +18,8 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { ensureDevTls, secretsDir } from '../../common/secrets.js';
+import { ensureDevTls, ensureSecret, secretsDir } from '../../common/secrets.js';
+import { FileKeyRing } from '../../common/signing-keys.js';
 import { forwarderConfig, sleep, startForwarderProcess, startTestSink } from '../helpers/forwarder.js';
 import { haproxyMissing, startHaproxy } from '../helpers/haproxy.js';
 import { startHostedProcess } from '../helpers/hosted.js';
@@ -70,6 +71,8 @@ test('two hosted nodes behind HAProxy: sessions spread, every message once; SIGK
   const bDir = nodeDir('b');
   // One TLS pair and one set of keys for the whole deployment (the balancer's name is the listeners' name).
   const tls = await ensureDevTls(secretsDir(aDir));
+  FileKeyRing.open(aDir); // the token keys and the pseudonym key made once, then copied: links A signs verify on B
+  ensureSecret(aDir, 'pseudonym-key');
   fs.cpSync(secretsDir(aDir), secretsDir(bDir), { recursive: true });
   const nodeConfig = (listenerPort: number, httpPort: number): Record<string, unknown> => ({
     log: { level: 'info' },
@@ -133,6 +136,7 @@ test('two hosted nodes behind HAProxy: sessions spread, every message once; SIGK
     assert.equal(status.status, 0, status.stderr);
     const nodeRows = status.stdout.split('\n').filter((l) => /^\S+(?: \(this\))?\s+up\s+\d+/.test(l));
     assert.equal(nodeRows.length, 2, status.stdout);
+    assert.doesNotMatch(status.stdout, /SECRETS DIFFER/, 'the nodes share their token and pseudonym keys');
 
     // The nodes saw the forwarder's address through PROXY v2: HAProxy connects from 127.0.0.3, outside every account's networks.
     const clients = new Set([...a.lines, ...b.lines].filter((l) => l.includes('"event":"accepted"')).map((l) => (JSON.parse(l) as { client: string }).client));

@@ -12,6 +12,7 @@
  * waits and is engaged when it returns. Last, two real hosted processes.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
@@ -34,7 +35,7 @@ import { until } from '../helpers/fake-clock.js';
 import { startTestSink } from '../helpers/forwarder.js';
 import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
 import { clusterForFile } from '../helpers/postgres.js';
-import { tempDir, type Running } from '../helpers/postino.js';
+import { CLI, tempDir, type Running } from '../helpers/postino.js';
 import { readSink } from '../helpers/sink-reader.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
 
@@ -370,6 +371,12 @@ test('two hosted processes on one PostgreSQL: paused through A, B delivers nothi
     const api = (cfg: Record<string, unknown>, d: string) => (route: string, method = 'GET') => fetch(base(cfg) + route, { method, headers: { authorization: `Bearer ${key(d)}` } });
     const apiA = api(a.config, aDir);
     const apiB = api(b.config, bDir);
+    // Each node made its own token and pseudonym keys (nothing copied): each names the other as different.
+    const nodesOn = async (call: typeof apiA): Promise<Array<{ self: boolean; secretsDiffer?: boolean }>> => ((await (await call('/api/queue')).json()) as { nodes: Array<{ self: boolean; secretsDiffer?: boolean }> }).nodes;
+    await until(async () => (await nodesOn(apiA)).length === 2, 'both nodes listed', 15_000);
+    assert.deepEqual((await nodesOn(apiA)).map((n) => [n.self, n.secretsDiffer]).sort(), [[false, true], [true, false]]);
+    const statusA = spawnSync(process.execPath, [CLI, 'hosted', 'status', '--api', base(a.config)], { encoding: 'utf8', env: { ...process.env, POSTINO_DATA: aDir } });
+    assert.match(statusA.stdout, /SECRETS DIFFER: .*copy data\/secrets to every node/, statusA.stdout);
     const pausedOn = async (call: typeof apiA): Promise<string[]> => ((await (await call('/api/queue')).json()) as { delivery: { paused: { accounts: string[] } } }).delivery.paused.accounts;
 
     const paused = await apiA('/api/pause?account=default&reason=incident', 'POST');
