@@ -343,7 +343,8 @@ class EndpointWorker {
         if (!s) {
           if (!asked) this.d.o.log.info({ event: 'webhook-reclaim', account: this.ep.account, webhook: this.ep.id }, "webhook outbox held by another node: asked it back (that node hands it over with its pending batch)");
           asked = true;
-          await this.pause(this.d.tickMs);
+          // Not woken by new events: one look per tick while the holder hands the row over.
+          await sleep(this.d.tickMs, undefined, { signal: this.abort.signal }).catch(() => undefined);
           continue;
         }
         asked = false;
@@ -520,7 +521,8 @@ export class WebhookDispatcher {
       .catch((err: unknown) => this.o.log.debug({ err: { message: (err as Error).message } }, 'webhook outbox leases not renewed; retrying'))
       .finally(() => {
         this.ticking = undefined;
-        for (const w of [...this.workers.values(), ...this.adopted.values()]) w.wake();
+        // Another node's events come with no notice from this node's shipper: its loops look each tick.
+        for (const w of this.adopted.values()) w.wake();
       });
     return this.ticking;
   }
