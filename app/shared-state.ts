@@ -4,8 +4,9 @@
  * own LevelDB (nothing to install); with it, PostgreSQL through one pool.
  * Today that is the suppression list, the account quotas, the forwarder's
  * spool ids (effectively-once across nodes), the event feed (each node ships
- * its own log to one global feed: engine/events/event-shipper.ts), the
- * statistics (folded from that feed: engine/events/stats-postgres.ts), the
+ * its own log to one global feed: engine/events/event-shipper.ts, and the
+ * webhooks' outbox, taken over from a node that stays silent:
+ * engine/events/webhook-outbox-postgres.ts), the statistics (folded from that feed: engine/events/stats-postgres.ts), the
  * recipient database (engine/recipient-db-postgres.ts), the delivery
  * kill-switch with the reputation brake's pauses (a pause through any node
  * holds on all within ~1 s: engine/delivery/pause-store-postgres.ts) and the
@@ -164,9 +165,12 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
       const pruner = setInterval(prune, FEED_RETENTION_INTERVAL_MS).unref();
       flog.info({ event: 'event-feed', node }, `events shipped to the global feed as node ${node}`);
       const feed = new PgFeed(pool);
+      const { PgWebhookOutbox } = await import('../engine/events/webhook-outbox-postgres.js');
+      // The webhooks' outbox is shared too: a node that stays dead has its events posted by another (webhooks.ts).
+      const outbox = new PgWebhookOutbox(pool, node, feed, config.events.webhooks.takeoverSeconds * 1000);
       return {
         source: feed,
-        webhooks: { top: () => feed.top(), scan: (after, top) => feed.scan(after, top, undefined, node), subscribe: (fn) => shipper.onShipped(fn) },
+        webhooks: { top: () => feed.top(), scan: (after, top) => feed.scan(after, top, undefined, node), subscribe: (fn) => shipper.onShipped(fn), outbox },
         async eraseRecipient(job) {
           // This node's copies up to the deletion must be in the feed first: one shipped after the rewrite would bring the address back.
           await shipper.kick();

@@ -649,6 +649,14 @@ const events = z
         retrySeconds: z.array(z.number().positive()).min(1).default([5, 300, 1800, 7200, 18_000, 36_000]),
         /** An endpoint failing for this long is disabled and its account notified. */
         disableAfterHours: z.number().positive().default(72),
+        /**
+         * Several nodes (storage.postgres): a node silent this long (killed, hardware gone, cut off)
+         * has its webhook outbox taken over by another node, which posts its events (engine/events/
+         * webhook-outbox-postgres.ts). It is the lease each node renews every sixth of it: shorter
+         * takes over sooner, but a node paused or cut off from PostgreSQL that long stops posting.
+         * 30 s is three missed heartbeats, when `hosted status` shows the node silent.
+         */
+        takeoverSeconds: z.number().min(5).max(3600).default(30),
       })
       .strict()
       .prefault({}),

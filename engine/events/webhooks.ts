@@ -26,22 +26,30 @@
  *
  * Several nodes (storage.postgres): each node posts the events it shipped to
  * the global feed (app/shared-state.ts: its WebhookSource scans the feed for
- * its own node), with the feed's seq as cursor, from this outbox in its own
- * LevelDB. A node that dies loses nothing: its events are in the feed or still
- * in its log, its pending batch in its outbox; it posts them when it starts
- * again (the pending batch under its same webhook-id). No other node posts
- * them meanwhile: an endpoint gets a dead node's events late, not twice
- * (test/e2e/multi-node-stats.test.ts). Endpoints added through the API are
- * kept by the node that was asked (wh! keys); the file's are on every node.
- *
+ * its own node), with the feed's seq as cursor, and the outbox is a row of
+ * PostgreSQL per endpoint and origin node instead of the ws! key
+ * (webhook-outbox-postgres.ts; the ws! key only seeds a new row), held under
+ * a lease of events.webhooks.takeoverSeconds. Each node renews its leases
+ * every sixth of it (the dispatcher's tick). A node silent for that long has
+ * its rows taken by one other node, whose loop for that origin posts the
+ * pending batch first (same webhook-id, same bytes), then the dead node's
+ * events from the feed. Every write is fenced by the holder, and no POST
+ * starts with less than the POST timeout left on the lease: a node that lost
+ * its row (paused, cut off) writes and posts nothing more of it. The origin,
+ * started again, asks its rows back; the holder stops that loop and hands
+ * the row over with its pending batch. Each event is posted once, except a
+ * pending batch, which may be posted by two nodes under its one webhook-id
+ * (test/e2e/multi-node-stats.test.ts). A node takes over only endpoints it
+ * knows: the file's (on every node) and the API-added ones it keeps (wh! keys).
+
  * Retries: events.webhooks.retrySeconds between attempts (the last repeats);
  * an endpoint failing for events.webhooks.disableAfterHours is disabled, and
  * a `webhook.disabled` event is written (the account's notifier reports it).
  * Body: {"type":"postino.events","timestamp":"…","data":{"events":[…]}}.
  *
  * Config: events.webhooks.{batchSize, batchWaitMs, timeoutSeconds, retrySeconds,
- * disableAfterHours}, accounts[].webhooks. Side effects: HTTP POSTs; LevelDB
- * reads and writes; timers.
+ * disableAfterHours, takeoverSeconds}, accounts[].webhooks. Side effects: HTTP
+ * POSTs; LevelDB reads and writes; PostgreSQL statements (shared outbox); timers.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
@@ -83,12 +91,55 @@ interface Batch {
 }
 
 interface State {
+  /** The seq up to which the events are posted (or skipped); -1: the source's top when the loop first runs. */
   cursor: number;
   batch?: Batch | undefined;
   disabled?: { at: string; reason: string } | undefined;
   failures: number;
   delivered: number;
 }
+
+/** An endpoint's outbox state, as the shared outbox (webhook-outbox-postgres.ts) keeps it. */
+export type OutboxState = State;
+
+/** One row of the shared outbox: an endpoint's outbox for the events of one origin node. */
+export interface OutboxRow {
+  account: string;
+  endpoint: string;
+  /** The node that shipped the events. */
+  origin: string;
+  /** Its origin asks for it back. */
+  reclaim: boolean;
+  /** Absent for the renewing node's own rows (its loops have it). */
+  state?: State | undefined;
+}
+
+/**
+ * The outbox every node of one PostgreSQL shares (webhook-outbox-postgres.ts):
+ * rows held by one node at a time under a lease, every write fenced by the holder.
+ */
+export interface SharedOutbox {
+  /** This node. */
+  readonly node: string;
+  /** How long a row stays a node's without renewal (events.webhooks.takeoverSeconds). */
+  readonly leaseMs: number;
+  /** This node's row of an endpoint, created from `initial`: its state when this node holds it now, else undefined (asked back). */
+  claim(account: string, endpoint: string, initial: State): Promise<State | undefined>;
+  /** Fenced write; false when another node holds the row now. */
+  save(account: string, endpoint: string, origin: string, state: State): Promise<boolean>;
+  /** Renews every lease this node holds; those rows. */
+  renew(): Promise<OutboxRow[]>;
+  /** Takes the rows of these endpoints (`account!id`) whose lease ran out; those rows. */
+  take(endpoints: readonly string[]): Promise<OutboxRow[]>;
+  /** Gives a row back to its origin. */
+  handBack(account: string, endpoint: string, origin: string): Promise<void>;
+  remove(account: string, endpoint: string): Promise<void>;
+  /** The events one node shipped. */
+  scan(origin: string, after: number, top: number): AsyncGenerator<PostinoEvent>;
+}
+
+/** A write found another node holding the row (or this node's lease is ending): the loop stops posting. */
+class LeaseLost extends Error {}
 
 export interface EndpointView {
   account: string;
@@ -132,6 +183,8 @@ export interface WebhookSource {
   scan(after: number, top: number): AsyncGenerator<PostinoEvent>;
   /** Called when new events may be there. */
   subscribe(fn: () => void): void;
+  /** With several nodes: the shared outbox; absent: the outbox is this node's LevelDB (ws! keys). */
+  outbox?: SharedOutbox | undefined;
 }
 
 export function localWebhookSource(events: EventLog): WebhookSource {
@@ -173,11 +226,30 @@ class EndpointWorker {
   private wakeUp: (() => void) | undefined;
   private readonly abort = new AbortController();
   done: Promise<void> = Promise.resolve();
+  /** Shared outbox: this node holds the row now (a LevelDB outbox is always this node's). */
+  holding: boolean;
+  /** Shared outbox: local time the lease is known to last until (renewed with the dispatcher's tick). */
+  leaseUntil = 0;
 
+  /** `origin`: the node whose events this loop posts, when not this node's (a row taken over). */
   constructor(
     readonly ep: Endpoint,
     private readonly d: WebhookDispatcher,
-  ) {}
+    readonly origin?: string | undefined,
+  ) {
+    this.holding = !d.shared;
+  }
+
+  /** The shared outbox's row key (account!id!origin). */
+  get rowKey(): string {
+    return `${this.ep.account}!${this.ep.id}!${this.origin ?? this.d.shared?.node ?? ''}`;
+  }
+
+  /** Another node holds the row now: nothing more is posted (an own loop asks for it back). */
+  lose(): void {
+    this.holding = false;
+    this.leaseUntil = 0;
+  }
 
   /** `initialCursor` undefined: the source's top, read when the loop first runs (an endpoint starts with what comes next). */
   async load(initialCursor: number | undefined): Promise<void> {
@@ -187,7 +259,8 @@ class EndpointWorker {
     if (v) this.state = JSON.parse(v.toString('utf8')) as State;
     else {
       this.state = { cursor: initialCursor ?? -1, failures: 0, delivered: 0 };
-      if (initialCursor !== undefined) await this.save(true);
+      // Shared outbox: the row is made by the first claim (run()), from this state.
+      if (initialCursor !== undefined && !this.d.shared) await this.save(true);
     }
   }
 
@@ -206,7 +279,13 @@ class EndpointWorker {
     await this.done;
   }
 
-  private save(sync: boolean): Promise<void> {
+  private async save(sync: boolean): Promise<void> {
+    const shared = this.d.shared;
+    if (shared) {
+      // Fenced: a node that lost the row moves no cursor and writes no new batch.
+      if (!(await shared.save(this.ep.account, this.ep.id, this.origin ?? shared.node, this.state))) throw new LeaseLost('another node holds this outbox row now');
+      return;
+    }
     return this.d.o.store.commit([{ type: 'put', key: stateKey(this.ep.account, this.ep.id), value: Buffer.from(JSON.stringify(this.state)) }], { sync });
   }
 
@@ -232,7 +311,8 @@ class EndpointWorker {
     }
     const picked: PostinoEvent[] = [];
     let last = this.state.cursor;
-    for await (const e of this.d.source.scan(this.state.cursor, top)) {
+    const events = this.origin !== undefined ? this.d.shared!.scan(this.origin, this.state.cursor, top) : this.d.source.scan(this.state.cursor, top);
+    for await (const e of events) {
       last = e.seq;
       if (!this.wanted(e)) continue;
       picked.push(e);
@@ -250,45 +330,98 @@ class EndpointWorker {
   }
 
   private async run(): Promise<void> {
+    const shared = this.d.shared;
+    let asked = false;
     while (!this.stopped) {
-      if (this.state.disabled) return;
-      if (!this.state.batch) {
-        const wake = this.idle(); // armed before the scan: an event settling meanwhile wakes us
-        let b: Batch | undefined;
-        try {
-          b = await this.nextBatch();
-        } catch (err) {
-          // The source does not answer (the global feed's PostgreSQL): the events wait; look again.
-          this.d.o.log.debug({ err: { message: (err as Error).message }, account: this.ep.account, webhook: this.ep.id }, 'webhook events not readable; retrying');
-          this.wakeUp = undefined;
+      if (shared && !this.holding) {
+        if (this.origin !== undefined) return; // a taken-over row lost: the dispatcher's tick looks again
+        const t0 = this.d.now();
+        const s = await shared.claim(this.ep.account, this.ep.id, this.state).catch((err: unknown) => {
+          this.d.o.log.debug({ err: { message: (err as Error).message }, account: this.ep.account, webhook: this.ep.id }, 'webhook outbox not readable; retrying');
+          return undefined;
+        });
+        if (!s) {
+          if (!asked) this.d.o.log.info({ event: 'webhook-reclaim', account: this.ep.account, webhook: this.ep.id }, "webhook outbox held by another node: asked it back (that node hands it over with its pending batch)");
+          asked = true;
+          // Not woken by new events: one look per tick while the holder hands the row over.
+          await sleep(this.d.tickMs, undefined, { signal: this.abort.signal }).catch(() => undefined);
+          continue;
+        }
+        asked = false;
+        this.state = s;
+        this.holding = true;
+        this.leaseUntil = t0 + shared.leaseMs;
+      }
+      try {
+        if (!(await this.step())) return;
+      } catch (err) {
+        if (!shared) throw err;
+        // The row is another node's, or PostgreSQL failed mid-step: what is in memory may be ahead
+        // of the row, so it is read again (claim) before anything more is posted.
+        this.lose();
+        if (err instanceof LeaseLost) this.d.o.log.info({ event: 'webhook-lease-lost', account: this.ep.account, webhook: this.ep.id, origin: this.origin ?? shared.node, reason: err.message }, 'webhook outbox row no longer held by this node: stopped posting it');
+        else {
+          this.d.o.log.debug({ err: { message: (err as Error).message }, account: this.ep.account, webhook: this.ep.id }, 'webhook outbox write failed; retrying');
           await sleep(SOURCE_RETRY_MS, undefined, { signal: this.abort.signal }).catch(() => undefined);
-          continue;
         }
-        if (!b) {
-          await wake;
-          // Let a trickle of events gather into one batch (events.webhooks.batchWaitMs).
-          if (!this.stopped && this.d.o.config.batchWaitMs > 0) await sleep(this.d.o.config.batchWaitMs, undefined, { signal: this.abort.signal }).catch(() => undefined);
-          continue;
-        }
-        this.wakeUp = undefined;
-        this.state.batch = b;
-        await this.save(true); // the outbox entry exists before the first POST
       }
-      const b = this.state.batch!;
-      const wait = (b.nextAt ?? 0) - this.d.now();
-      if (wait > 0) {
-        await sleep(wait, undefined, { signal: this.abort.signal }).catch(() => undefined);
-        continue;
-      }
-      const outcome = await this.d.post(this.ep, b.id, b.body, this.abort.signal, { kind: 'events', events: b.events });
-      if (this.stopped && !outcome.ok) return; // a POST cut short by stop is not a failure of the endpoint
-      if (outcome.ok) {
-        this.state = { ...this.state, cursor: b.lastSeq, batch: undefined, delivered: this.state.delivered + b.events };
-        await this.save(true);
-        continue;
-      }
-      await this.failed(b, outcome.error);
     }
+  }
+
+  /** Waits `ms` or until woken. */
+  private async pause(ms: number): Promise<void> {
+    const timer = new AbortController(); // cancelled on a wake: no timer left behind per wake
+    const onStop = (): void => timer.abort();
+    this.abort.signal.addEventListener('abort', onStop, { once: true });
+    await Promise.race([this.idle(), sleep(ms, undefined, { signal: timer.signal }).catch(() => undefined)]);
+    this.wakeUp = undefined;
+    timer.abort();
+    this.abort.signal.removeEventListener('abort', onStop);
+  }
+
+  /** One turn of the loop; false: the loop ends (disabled, or stopped mid-POST). */
+  private async step(): Promise<boolean> {
+    if (this.state.disabled) return false;
+    if (!this.state.batch) {
+      const wake = this.idle(); // armed before the scan: an event settling meanwhile wakes us
+      let b: Batch | undefined;
+      try {
+        b = await this.nextBatch();
+      } catch (err) {
+        // The source does not answer (the global feed's PostgreSQL): the events wait; look again.
+        this.d.o.log.debug({ err: { message: (err as Error).message }, account: this.ep.account, webhook: this.ep.id }, 'webhook events not readable; retrying');
+        this.wakeUp = undefined;
+        if (this.d.shared) throw err; // the row is read again before going on
+        await sleep(SOURCE_RETRY_MS, undefined, { signal: this.abort.signal }).catch(() => undefined);
+        return true;
+      }
+      if (!b) {
+        await wake;
+        // Let a trickle of events gather into one batch (events.webhooks.batchWaitMs).
+        if (!this.stopped && this.d.o.config.batchWaitMs > 0) await sleep(this.d.o.config.batchWaitMs, undefined, { signal: this.abort.signal }).catch(() => undefined);
+        return true;
+      }
+      this.wakeUp = undefined;
+      this.state.batch = b;
+      await this.save(true); // the outbox entry exists before the first POST
+    }
+    const b = this.state.batch!;
+    const wait = (b.nextAt ?? 0) - this.d.now();
+    if (wait > 0) {
+      await this.pause(wait);
+      return true;
+    }
+    // Shared outbox: no POST that could outlast the lease (after it, another node may post this batch).
+    if (this.d.shared && this.leaseUntil - this.d.now() < this.d.postMarginMs) throw new LeaseLost('lease ending before the POST could finish');
+    const outcome = await this.d.post(this.ep, b.id, b.body, this.abort.signal, { kind: 'events', events: b.events });
+    if (this.stopped && !outcome.ok) return false; // a POST cut short by stop is not a failure of the endpoint
+    if (outcome.ok) {
+      this.state = { ...this.state, cursor: b.lastSeq, batch: undefined, delivered: this.state.delivered + b.events };
+      await this.save(true);
+      return true;
+    }
+    await this.failed(b, outcome.error);
+    return true;
   }
 
   private async failed(b: Batch, error: string): Promise<void> {
@@ -302,6 +435,14 @@ class EndpointWorker {
     if (now - b.firstFailAt >= cfg.disableAfterHours * HOUR_MS) {
       const reason = `failing since ${new Date(b.firstFailAt).toISOString()} (${b.attempts} attempts; last: ${b.lastError})`;
       const disabled: State = { ...this.state, disabled: { at: new Date(now).toISOString(), reason } };
+      if (this.d.shared) {
+        // The row first (fenced), then the event in this node's log: a crash between loses the notice, never disables twice.
+        this.state = disabled;
+        await this.save(true);
+        await this.d.o.events.commitWith([{ type: 'webhook.disabled', account: this.ep.account, reason: `webhook ${this.ep.id} (${this.ep.url}) disabled: ${reason}` }], (ops) => this.d.o.store.commit(ops, { sync: true }));
+        this.d.o.log.warn({ event: 'webhook-disabled', account: this.ep.account, webhook: this.ep.id, url: this.ep.url, reason }, 'webhook endpoint disabled');
+        return;
+      }
       // The state and the event that reports it in one batch (the notifier mails the event).
       await this.d.o.events.commitWith([{ type: 'webhook.disabled', account: this.ep.account, reason: `webhook ${this.ep.id} (${this.ep.url}) disabled: ${reason}` }], (ops) =>
         this.d.o.store.commit([...ops, { type: 'put', key: stateKey(this.ep.account, this.ep.id), value: Buffer.from(JSON.stringify(disabled)) }], { sync: true }),
@@ -327,12 +468,26 @@ export class WebhookDispatcher {
   readonly source: WebhookSource;
   /** The source's top when last read (list() is synchronous). */
   private lastTop = 0;
+  /** Several nodes: the outbox rows are shared; absent: this node's LevelDB. */
+  readonly shared: SharedOutbox | undefined;
+  /** Loops posting another node's events (rows taken over), by row key account!id!origin. */
+  private readonly adopted = new Map<string, EndpointWorker>();
+  /** Shared outbox: how often leases are renewed and silent nodes' rows looked for (a sixth of the lease). */
+  readonly tickMs: number;
+  /** Shared outbox: a POST starts only with this much of the lease left (it must end before another node may post). */
+  readonly postMarginMs: number;
+  private ticker: NodeJS.Timeout | undefined;
+  private ticking: Promise<void> | undefined;
+  private stopping = false;
 
   constructor(readonly o: WebhookOptions) {
     this.now = o.now ?? Date.now;
     this.source = o.source ?? localWebhookSource(o.events);
+    this.shared = this.source.outbox;
     const ms = o.config.timeoutSeconds * 1000;
     this.agent = new Agent({ connect: { timeout: ms }, headersTimeout: ms, bodyTimeout: ms });
+    this.tickMs = this.shared ? Math.max(500, Math.floor(this.shared.leaseMs / 6)) : SOURCE_RETRY_MS;
+    this.postMarginMs = this.shared ? Math.min(ms + 1000, this.shared.leaseMs / 2) : 0;
   }
 
   async start(): Promise<void> {
@@ -348,6 +503,79 @@ export class WebhookDispatcher {
     for (const ep of eps) await this.launch(ep);
     this.source.subscribe(() => {
       for (const w of this.workers.values()) w.wake();
+    });
+    if (this.shared) {
+      this.ticker = setInterval(() => void this.tick(), this.tickMs).unref();
+      void this.tick();
+    }
+  }
+
+  /**
+   * Shared outbox, every tickMs: renews this node's leases (a loop whose row is gone stops posting),
+   * hands rows back to their origin when it asks, and takes the rows of these endpoints whose
+   * holder went silent for takeoverSeconds, posting their pending batch (same webhook-id) first.
+   */
+  private tick(): Promise<void> {
+    if (this.ticking || this.stopping) return this.ticking ?? Promise.resolve();
+    this.ticking = this.tickOnce()
+      .catch((err: unknown) => this.o.log.debug({ err: { message: (err as Error).message } }, 'webhook outbox leases not renewed; retrying'))
+      .finally(() => {
+        this.ticking = undefined;
+        // Another node's events come with no notice from this node's shipper: its loops look each tick.
+        for (const w of this.adopted.values()) w.wake();
+      });
+    return this.ticking;
+  }
+
+  private async tickOnce(): Promise<void> {
+    const shared = this.shared!;
+    const t0 = this.now();
+    const held = await shared.renew();
+    const keys = new Set(held.map((r) => `${r.account}!${r.endpoint}!${r.origin}`));
+    for (const w of [...this.workers.values(), ...this.adopted.values()]) {
+      if (!w.holding) continue;
+      if (keys.has(w.rowKey)) w.leaseUntil = t0 + shared.leaseMs;
+      else w.lose();
+    }
+    for (const r of held) {
+      if (r.origin === shared.node || this.stopping) continue;
+      const key = `${r.account}!${r.endpoint}!${r.origin}`;
+      if (r.reclaim) {
+        // Its origin is back: this loop stops (a POST in flight is cut short) and the row goes back
+        // with its pending batch, which the origin posts under the same webhook-id.
+        await this.adopted.get(key)?.stop();
+        this.adopted.delete(key);
+        await shared.handBack(r.account, r.endpoint, r.origin);
+        this.o.log.info({ event: 'webhook-handback', account: r.account, webhook: r.endpoint, origin: r.origin }, `webhook outbox of node ${r.origin} handed back to it`);
+        continue;
+      }
+      // Held without a loop (it ended on an error): it gets one again.
+      if (!this.adopted.has(key) && r.state && !r.state.disabled) this.adopt(r, r.state, t0);
+    }
+    if (this.stopping) return;
+    for (const r of await shared.take([...this.workers.keys()])) {
+      if (!r.state) continue;
+      this.o.log.warn(
+        { event: 'webhook-takeover', account: r.account, webhook: r.endpoint, origin: r.origin, cursor: r.state.cursor, pending: r.state.batch?.id ?? null },
+        `node ${r.origin} silent for ${shared.leaseMs / 1000} s: this node posts its webhook events now (its pending batch first, under the same webhook-id)`,
+      );
+      this.adopt(r, r.state, t0);
+    }
+  }
+
+  /** Starts a loop posting another node's events from a row this node holds. */
+  private adopt(r: OutboxRow, state: State, leaseFrom: number): void {
+    const own = this.workers.get(`${r.account}!${r.endpoint}`);
+    if (!own) return; // an endpoint this node does not know (an API endpoint kept by another node)
+    const key = `${r.account}!${r.endpoint}!${r.origin}`;
+    const w = new EndpointWorker(own.ep, this, r.origin);
+    w.state = state;
+    w.holding = true;
+    w.leaseUntil = leaseFrom + this.shared!.leaseMs;
+    this.adopted.set(key, w);
+    w.start();
+    void w.done.then(() => {
+      if (this.adopted.get(key) === w) this.adopted.delete(key);
     });
   }
 
@@ -365,7 +593,10 @@ export class WebhookDispatcher {
   }
 
   async stop(): Promise<void> {
-    await Promise.all([...this.workers.values()].map((w) => w.stop()));
+    this.stopping = true;
+    if (this.ticker) clearInterval(this.ticker);
+    await this.ticking;
+    await Promise.all([...this.workers.values(), ...this.adopted.values()].map((w) => w.stop()));
     await this.agent.close();
   }
 
@@ -460,6 +691,12 @@ export class WebhookDispatcher {
     if (w.ep.source === 'config') throw new PostinoError('BAD_REQUEST', `webhook "${id}" is in the config file: remove it there`);
     await w.stop();
     this.workers.delete(`${w.ep.account}!${id}`);
+    for (const [key, a] of this.adopted) {
+      if (a.ep.account !== w.ep.account || a.ep.id !== id) continue;
+      await a.stop();
+      this.adopted.delete(key);
+    }
+    await this.shared?.remove(w.ep.account, id);
     await this.o.store.commit([{ type: 'del', key: endpointKey(w.ep.account, id) }, { type: 'del', key: stateKey(w.ep.account, id) }, { type: 'del', key: recentKey(w.ep.account, id) }], { sync: true });
   }
 
@@ -482,6 +719,11 @@ export class WebhookDispatcher {
     if (!w.state.disabled) return;
     await w.stop();
     const state: State = { ...w.state, disabled: undefined, batch: w.state.batch && { ...w.state.batch, firstFailAt: undefined, nextAt: undefined } };
+    if (this.shared) {
+      if (!(await this.shared.save(w.ep.account, id, this.shared.node, state))) throw new PostinoError('SHARED_STATE_UNAVAILABLE', `webhook "${id}": its outbox is held by another node at the moment; try again in ${Math.ceil(this.tickMs / 500)} s`);
+      await this.launch(w.ep);
+      return;
+    }
     await this.o.store.commit([{ type: 'put', key: stateKey(w.ep.account, id), value: Buffer.from(JSON.stringify(state)) }], { sync: true });
     await this.launch(w.ep);
   }

@@ -6,13 +6,16 @@
  * Statistics: GET /api/stats and the CSV through either node count all 50,
  * each once, with nothing double counted by the two nodes folding the same feed.
  *
- * Webhooks, the guarantee as it stands: each node posts the events it shipped
- * to the global feed, from an outbox in its own LevelDB. The receiver refuses
- * batches of node A's events; node B's arrive meanwhile. Node A is SIGKILLed
- * with its batch pending: nobody posts A's events while it is down (they wait
- * in the feed and in A's outbox), and when A starts again every event of the
- * account has arrived, each in exactly one webhook-id (a retried id carries
- * the same body).
+ * Webhooks from the shared outbox (engine/events/webhook-outbox-postgres.ts):
+ * each node posts the events it shipped. The receiver refuses batches of node
+ * A's events; node B's arrive meanwhile. Node A is SIGKILLed with its batch
+ * pending and NOT restarted: nobody posts A's events before its lease runs
+ * out; then node B takes A's outbox over and posts every one of A's events
+ * (the pending batch under its webhook-id). Node A started again gets its
+ * outbox back (B hands it over) and posts its new events itself. In the end
+ * every event of the account arrived in exactly one webhook-id (a retried or
+ * re-sent id carries the same body). events.webhooks.takeoverSeconds is 10
+ * here (default 30, measured at 29 s after the SIGKILL) to keep the file short.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -80,7 +83,7 @@ interface StatsAnswer {
   total: { accepted: number; delivered: number };
 }
 
-test('stats through node B include node A\'s mail, each message once; a SIGKILLed node\'s webhook events arrive, once, when it is back', { timeout: 150_000, skip: pgFile.skip }, async () => {
+test('stats through node B include node A\'s mail, each message once; a SIGKILLed node\'s webhook events are posted by node B, once, and A takes its outbox back', { timeout: 150_000, skip: pgFile.skip }, async () => {
   const url = await pgFile.cluster().newDatabase();
   const admin = openPool({ url, poolSize: 1, connectTimeoutSeconds: 5, queryTimeoutSeconds: 30 });
   await migrate(admin);
@@ -100,7 +103,7 @@ test('stats through node B include node A\'s mail, each message once; a SIGKILLe
     for (const name of ['a', 'b']) {
       const dir = path.join(root, name);
       fs.mkdirSync(dir, { recursive: true });
-      const h = await hostedConfig(sink.port, { accounts, storage: { postgres: { url } }, events: { webhooks: { retrySeconds: [0.5], batchSize: 20 } } });
+      const h = await hostedConfig(sink.port, { accounts, storage: { postgres: { url } }, events: { webhooks: { retrySeconds: [0.5], batchSize: 20, takeoverSeconds: 10 } } });
       nodes.push({ dir, config: h.config, listener: h.listenerPort, http: (h.config.http as { port: number }).port, proc: await startHostedProcess(dir, h.config) });
     }
     const [a, b] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
@@ -135,13 +138,40 @@ test('stats through node B include node A\'s mail, each message once; a SIGKILLe
     assert.equal(all.length - fromB.length > 0 && fromB.length > 0, true, 'events of both nodes in the feed');
     await until(() => fromB.every((e) => acked().has(e.seq)), "node B's events posted while node A's are refused", 30_000);
     await until(() => hook.calls.some((c) => c.status === 500), 'a refused batch of node A', 30_000);
+    const pendingA = hook.calls.filter((c) => c.status === 500).at(-1)!.id;
     a.proc.kill9();
     await a.proc.exited;
+    const killedAt = Date.now();
     refuseA = false;
     await sleep(3_000);
-    assert.ok(!hook.calls.some((c) => c.status === 200 && eventsOf(c).some((e) => e.node === aNode)), "nobody posts node A's events while it is down");
+    assert.ok(!hook.calls.some((c) => c.status === 200 && eventsOf(c).some((e) => e.node === aNode)), "nobody posts node A's events before its lease runs out");
+    // Node A stays dead: node B takes its outbox over (lease 10 s, renewed every 1.7 s).
+    await until(() => all.every((e) => acked().has(e.seq)), "node B posting every event of dead node A", 45_000);
+    const takeoverS = (Date.now() - killedAt) / 1000;
+    console.log(`webhook takeover: node A's events all posted by node B ${takeoverS.toFixed(1)} s after SIGKILL`);
+    assert.ok(b.proc.lines.some((l) => l.includes('"event":"webhook-takeover"')), 'node B logged the takeover');
+    assert.ok(hook.calls.some((c) => c.id === pendingA && c.status === 200), "A's pending batch re-sent under its webhook-id");
+
+    // Node A back: B hands the outbox over; A's new events are posted by A.
     a.proc = await startHostedProcess(a.dir, a.config);
-    await until(() => all.every((e) => acked().has(e.seq)), "every event of the account posted once node A is back", 30_000);
+    await until(() => b.proc.lines.some((l) => l.includes('"event":"webhook-handback"')), 'node B handing the outbox back', 30_000);
+    await sendMany(a.listener, 5, 'after-a');
+    await until(() => readSink(sinkDir).length >= 55, '55 delivered', 30_000);
+    let latest: Awaited<ReturnType<typeof feed>> = [];
+    await until(
+      async () => {
+        await sleep(300);
+        latest = await feed();
+        return latest.some((e) => e.node === aNode && e.type === 'delivered' && e.recipient?.startsWith('after-a')) && latest.every((e) => acked().has(e.seq));
+      },
+      "node A's new events posted",
+      30_000,
+    );
+    const aKey = fs.readFileSync(path.join(a.dir, 'secrets', 'api-key'), 'utf8').trim();
+    const aPosted = new Set(((await (await fetch(`http://127.0.0.1:${a.http}/api/webhooks/crm/deliveries?account=shop`, { headers: { authorization: `Bearer ${aKey}` } })).json()) as { deliveries: Array<{ webhookId: string; ok: boolean }> }).deliveries.filter((d) => d.ok).map((d) => d.webhookId));
+    const newCalls = hook.calls.filter((c) => c.status === 200 && eventsOf(c).some((e) => e.recipient?.startsWith('after-a')));
+    assert.ok(newCalls.length > 0 && newCalls.every((c) => aPosted.has(c.id)), "node A's new events posted by node A");
+    all.splice(0, all.length, ...latest);
     const byId = new Map<string, string>();
     for (const c of hook.calls) {
       assert.ok(!byId.has(c.id) || byId.get(c.id) === c.body, `a retried webhook-id ${c.id} carries the same batch`);

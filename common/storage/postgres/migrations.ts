@@ -241,6 +241,28 @@ export const MIGRATIONS: readonly Migration[] = [
                                                    UNION ALL SELECT key, value::bigint FROM jsonb_each_text(b)) x GROUP BY k) y
       $$;`,
   },
+  {
+    version: 11,
+    name: 'shared webhook outbox',
+    // engine/events/webhook-outbox-postgres.ts: per endpoint (account, endpoint id) and origin node
+    // (the node that shipped the events), the cursor in the global feed and the state with the pending
+    // batch (its webhook-id and exact body), held by one node at a time: `holder` until `lease_until`
+    // (renewed every few seconds). Another node takes a row whose lease ran out (its holder is silent),
+    // every write is fenced by `holder`, and `reclaim` is the origin asking its row back.
+    sql: `
+      CREATE TABLE webhook_outbox (
+        account text COLLATE "C" NOT NULL,
+        endpoint text COLLATE "C" NOT NULL,
+        origin text COLLATE "C" NOT NULL,
+        cursor bigint NOT NULL,
+        state jsonb NOT NULL,
+        holder text COLLATE "C" NOT NULL,
+        lease_until timestamptz NOT NULL,
+        reclaim boolean NOT NULL DEFAULT false,
+        PRIMARY KEY (account, endpoint, origin)
+      );
+      CREATE INDEX webhook_outbox_holder ON webhook_outbox (holder);`,
+  },
 ];
 
 /** The schema version this code needs. */
