@@ -241,6 +241,18 @@ export const MIGRATIONS: readonly Migration[] = [
                                                    UNION ALL SELECT key, value::bigint FROM jsonb_each_text(b)) x GROUP BY k) y
       $$;`,
   },
+  {
+    version: 9,
+    name: 'reputation brake records',
+    // The reputation brake's records for every node (engine/events/brake-records-postgres.ts): one row
+    // per account it ever paused, paused or resumed with the figures and the resume baseline. Pauses
+    // and resumes are claimed by conditional writes on the row, so one node decides and writes the event.
+    sql: `
+      CREATE TABLE brake_records (
+        account text COLLATE "C" PRIMARY KEY,
+        record jsonb NOT NULL
+      );`,
+  },
 ];
 
 /** The schema version this code needs. */
