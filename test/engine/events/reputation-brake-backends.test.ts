@@ -156,13 +156,15 @@ for (const backend of BACKENDS) {
       try {
         const a = await i.node();
         const b = backend.name === 'LevelDB' ? a : await i.node();
+        // Long enough for every brake to judge what was folded; on PostgreSQL also for one beat (2 s) of each.
+        const beat = backend.name === 'LevelDB' ? 500 : 2_500;
         const count = async (type: string): Promise<number> => (await i.decisions()).filter((d) => d.type === type && d.account === 'shop').length;
         await i.settle(); // each node's first fold marks where it starts noticing, as its fold timer does right after start
         await a.events.append(many(200, { type: 'delivered', account: 'shop' }));
         await b.events.append(many(2, { type: 'complained', account: 'shop' }));
         await i.settle();
         await until(() => a.pause.isPaused('shop') && b.pause.isPaused('shop'), 'paused on every node', 15_000);
-        await sleep(2_500); // both brakes judged the fold, and a beat re-read the records
+        await sleep(beat); // both brakes judged the fold, and (PostgreSQL) a beat re-read the records
         assert.equal(await count('paused'), 1, 'one `paused` event across the nodes: one notice');
         assert.deepEqual(
           [a, b].map((n) => n.brake.state().map((s) => [s.account, s.figures?.complaintRate])),
@@ -176,7 +178,7 @@ for (const backend of BACKENDS) {
         await a.events.append(many(50, { type: 'delivered', account: 'shop' }));
         await b.events.append(many(50, { type: 'delivered', account: 'shop' }));
         await i.settle();
-        await sleep(2_500);
+        await sleep(beat);
         await i.settle();
         assert.equal(a.pause.isPaused('shop') || b.pause.isPaused('shop'), false, 'not paused again on the complaints acted on');
         assert.deepEqual([await count('paused'), await count('resumed')], [1, 1]);
@@ -187,7 +189,7 @@ for (const backend of BACKENDS) {
         await i.settle();
         await c.events.append(many(20, { type: 'delivered', account: 'shop' }));
         await i.settle();
-        await sleep(2_500);
+        await sleep(beat);
         await i.settle();
         assert.equal(c.pause.isPaused('shop'), false, 'the late node judges by the shared baseline');
         assert.deepEqual(c.brake.state(), []);
