@@ -265,7 +265,8 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   registerRecipientRoutes(api, { store, db: recipients, suppression, eraser, accounts: deliveryStage.accounts });
   // Webhook endpoints from the file are read here, at start (a reload names them as needing a restart).
   const eventFeed = await shared.eventFeed(events, config.events.retentionDays);
-  const eventReaders = await startEventReaders({ stats, feed: eventFeed.source, webhookSource: eventFeed.webhooks, store, events, indexes: eventIndexes, config: config.events, accounts: accountsNow.current, env: rt.env, api, killSwitch: deliveryStage.killSwitch, registry: deliveryStage.metrics.registry, log: log.child({ component: 'events' }) });
+  const brakeRecords = await shared.brakeRecords(events);
+  const eventReaders = await startEventReaders({ brakeRecords, stats, feed: eventFeed.source, webhookSource: eventFeed.webhooks, store, events, indexes: eventIndexes, config: config.events, accounts: accountsNow.current, env: rt.env, api, killSwitch: deliveryStage.killSwitch, registry: deliveryStage.metrics.registry, log: log.child({ component: 'events' }) });
   const httpPort = await listenHttp(api, { host: config.http.host, port: config.http.port, what: 'hosted', log });
   const notifier = new Notifier({ store, events, delivery, accounts: accountsNow.current, hostname: config.engine.hostname, log: log.child({ component: 'notify' }) });
   await recipientCounters.start();

@@ -9,8 +9,11 @@
  * engine/events/webhook-outbox-postgres.ts), the statistics (folded from that feed: engine/events/stats-postgres.ts), the
  * recipient database (engine/recipient-db-postgres.ts), the delivery
  * kill-switch with the reputation brake's pauses (a pause through any node
- * holds on all within ~1 s: engine/delivery/pause-store-postgres.ts) and the
- * dashboard's login sessions (a cookie from one node is valid on all:
+ * holds on all within ~1 s: engine/delivery/pause-store-postgres.ts), the
+ * reputation brake's records (one node decides each pause and resume, every
+ * node judges by the same resume baseline:
+ * engine/events/brake-records-postgres.ts) and the dashboard's login
+ * sessions (a cookie from one node is valid on all:
  * engine/dashboard/sessions-postgres.ts). Account API keys need nothing here:
  * they live only in the config file (accounts[].apiKeys, the same file on
  * every node; common/api-keys.ts).
@@ -40,6 +43,7 @@ import { LevelRecipientDb, type RecipientDb } from '../engine/recipient-db.js';
 import type { Pseudonymizer } from '../engine/recipients/pseudonym.js';
 import type { PauseStore } from '../engine/delivery/pause-store.js';
 import { MemorySessionStore, type DashboardSessions } from '../engine/dashboard/sessions.js';
+import { LevelBrakeRecords, type BrakeRecords } from '../engine/events/brake-records.js';
 
 /** How often a node drops the global feed's day partitions past events.retentionDays. */
 const FEED_RETENTION_INTERVAL_MS = 3_600_000;
@@ -75,6 +79,8 @@ export interface SharedState {
   pauses: PauseStore | undefined;
   /** The dashboard's login sessions (idle limit in ms): this node's memory, or every node's. */
   sessions(idleMs: number): DashboardSessions;
+  /** The reputation brake's records (paused/resumed, figures, resume baseline): this node's, or every node's. */
+  brakeRecords(events: EventLog): Promise<BrakeRecords>;
   /** Forgets what expired (hourly, with the node's other sweeps). */
   sweep(): Promise<void>;
   /** Before the LevelDB store closes: parked writes still need it. */
@@ -97,6 +103,7 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
       eventFeed: async (events) => ({ source: localFeed(events), close: async () => undefined }),
       nodes: async (figures) => singleNode(await ensureNodeId(store), figures),
       stats: async (local) => local,
+      brakeRecords: async (events) => new LevelBrakeRecords(store, events),
       close: () => suppression.close(),
     };
   }
@@ -186,6 +193,10 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
     },
     spoolIds,
     pauses,
+    async brakeRecords(events) {
+      const { PgBrakeRecords } = await import('../engine/events/brake-records-postgres.js');
+      return new PgBrakeRecords(pool, store, events, log.child({ component: 'reputation-brake' }));
+    },
     sessions: (idleMs) => (sessions = new PgSessionStore(pool, idleMs)),
     async sweep() {
       await spoolIds.sweep();

@@ -22,6 +22,7 @@ import { historyIndexer, MessageHistoryIndex } from './message-history.js';
 import { RecipientIndex } from './recipient-index.js';
 import { registerBrakeRoutes } from './brake-routes.js';
 import { ReputationBrake, type AccountSwitch } from './reputation-brake.js';
+import type { BrakeRecords } from './brake-records.js';
 import { Retention } from './retention.js';
 import { FOLD_INTERVAL_MS, Stats, type StatsCounters } from './stats.js';
 import { registerStatsRoutes } from './stats-routes.js';
@@ -62,6 +63,8 @@ export interface EventReaderOptions {
   webhookSource?: WebhookSource | undefined;
   /** The statistics the API, retention and brake use (app/shared-state.ts); absent: indexes.stats, this node's. */
   stats?: StatsCounters | undefined;
+  /** Where the reputation brake keeps its records (app/shared-state.ts); absent: this node's LevelDB. */
+  brakeRecords?: BrakeRecords | undefined;
 }
 
 export interface EventReaders {
@@ -89,7 +92,7 @@ export async function startEventReaders(o: EventReaderOptions): Promise<EventRea
   const prune = (): void => void backfilled.then(() => retention.prune()).catch((err: unknown) => o.log.warn({ err }, 'event retention failed'));
   prune();
   const pruner = setInterval(prune, o.config.pruneIntervalSeconds * 1000).unref();
-  const brake = new ReputationBrake({ store: o.store, events: o.events, stats, killSwitch: o.killSwitch, config: o.config.brake, log: o.log });
+  const brake = new ReputationBrake({ store: o.store, events: o.events, stats, killSwitch: o.killSwitch, config: o.config.brake, log: o.log, records: o.brakeRecords });
   registerBrakeRoutes(o.api, brake);
   await brake.start();
   await webhooks.start();

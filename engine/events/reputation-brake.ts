@@ -25,33 +25,54 @@
  * baseline slides out of the window with its hours). Without that, the
  * complaints that caused the pause would pause the account again at once.
  *
- * Several nodes (storage.postgres): the switch the brake engages is the shared
- * kill-switch, so a pause one node's brake decides holds on every node, with
- * its reason ("by reputation brake") in the pause details every node shows.
- * The brake's own record (figures, resume baseline) stays on the node that
- * decided, beside the statistics it judged, which are that node's own
- * (stats.ts); a resume made through any node reaches it through the switch's
- * change and it writes the `resumed` event. `engaged` marks a record whose
- * switch was turned on: a paused record not engaged yet (the process died
- * between the two, or PostgreSQL did not answer) is engaged at start and
- * retried every 2 s, never read as a resume; an engaged one whose switch
- * is off at start was resumed while the node was down (through another node).
+ * Several nodes (storage.postgres): every node's brake judges the same
+ * installation-wide statistics (stats-postgres.ts tells every node which
+ * accounts any fold touched), so the records are shared too
+ * (brake-records-postgres.ts): before judging, a node reads the accounts'
+ * records from PostgreSQL, so it subtracts the resume baseline whichever node
+ * wrote it, and a pause or resume is a claim on the record (compare-and-set
+ * on the record it judged): of several nodes reaching the same decision one
+ * wins, writes the one `paused` (or `resumed`) event in its log (one notice to
+ * the customer) and engages the shared kill-switch; the others re-read the
+ * record. A resume through any node is claimed by whichever node sees the
+ * switch off first (only while the switch's row is really gone), with the
+ * baseline of that moment. Every RETRY_MS each node re-reads all records, so
+ * its status shows every brake pause with its figures, a node that was down
+ * during a pause and its resume judges by the baseline at once, and a claim
+ * left unfinished by a crash is settled (brake-records-postgres.ts).
+ * PostgreSQL down: the statistics fail (503), so nothing is judged; a record
+ * that cannot be read or claimed is logged and tried again at the next beat;
+ * nothing is paused twice.
  *
- * Keys: brake!<account> → {state: 'paused'|'resumed', at, reason?, figures?, baseline?, engaged?}.
- * Config: events.brake.*. Side effects: LevelDB writes; the kill-switch.
+ * `engaged` marks a record whose switch was turned on: a paused record not
+ * engaged yet (the process died between the two, or PostgreSQL did not
+ * answer) is engaged at start and retried every RETRY_MS (by any node), never
+ * read as a resume; an engaged one whose switch is off was resumed, also
+ * while this node was down.
+ *
+ * Keys (single node): brake!<account> → {state: 'paused'|'resumed', at, reason?, figures?, baseline?, engaged?, claim?}.
+ * Config: events.brake.*. Side effects: LevelDB or PostgreSQL writes; the kill-switch.
  */
+import { randomUUID } from 'node:crypto';
 import { STREAMS, type EventsConfig, type Stream } from '../../common/config.js';
 import type { PostinoEvent } from '../../common/events.js';
 import type { Logger } from '../../common/log.js';
 import type { Store } from '../../common/store.js';
+import { LevelBrakeRecords, type BrakeRecord, type BrakeRecords } from './brake-records.js';
 import type { EventLog } from './event-log.js';
 import type { Counts, StatsCounters } from './stats.js';
+
+export type { BrakeRecord } from './brake-records.js';
 
 type BrakeConfig = EventsConfig['brake'];
 type Figures = NonNullable<PostinoEvent['figures']>;
 const HOUR_MS = 3_600_000;
-/** How often a brake pause whose switch could not be turned on (PostgreSQL down) is tried again. */
-const ENGAGE_RETRY_MS = 2_000;
+/**
+ * The brake's beat: a pause whose switch could not be turned on yet (PostgreSQL down) is tried
+ * again, an account whose judgement failed is judged again and, with shared records, the records
+ * are re-read (another node's pause or resume; a claim of this node left unfinished).
+ */
+const RETRY_MS = 2_000;
 
 /** The kill-switch as the brake needs it (engine/delivery/delivery-pause.ts). */
 export interface AccountSwitch {
@@ -65,87 +86,115 @@ export interface AccountSwitch {
 /** The `by` of the pauses the brake engages: how another node's brake pause is told from an operator's. */
 export const BRAKE_BY = 'reputation brake';
 
-export interface BrakeRecord {
-  state: 'paused' | 'resumed';
-  at: string;
-  reason?: string | undefined;
-  figures?: Figures | undefined;
-  /** resumed: the hourly counters at the moment of the resume, per scope ('all' or a stream) and hour bucket. */
-  baseline?: Record<string, Record<string, Counts>> | undefined;
-  /** paused: the kill-switch was turned on (see the header). */
-  engaged?: boolean | undefined;
-}
-
-function key(account: string): string {
-  return `brake!${account}`;
-}
-
 export class ReputationBrake {
+  /** The records as last read (a single node: the records themselves; several: refreshed before each judgement). */
   private readonly records = new Map<string, BrakeRecord>();
+  private readonly recs: BrakeRecords;
   private readonly warned = new Set<string>();
   /** Paused by the brake, the switch not turned on yet (retried; not a resume). */
   private readonly engaging = new Set<string>();
+  /** Accounts whose judgement failed (PostgreSQL did not answer): judged again at the next beat. */
+  private readonly unjudged = new Set<string>();
+  private failing = false;
   private evaluating: Promise<void> = Promise.resolve();
   private retry: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly o: { store: Store; events: EventLog; stats: StatsCounters; killSwitch: AccountSwitch; config: BrakeConfig; log: Logger; now?: () => number },
-  ) {}
+    private readonly o: {
+      store: Store;
+      events: EventLog;
+      stats: StatsCounters;
+      killSwitch: AccountSwitch;
+      config: BrakeConfig;
+      log: Logger;
+      now?: () => number;
+      /** Where the records are kept (app/shared-state.ts); absent: this node's LevelDB. */
+      records?: BrakeRecords | undefined;
+    },
+  ) {
+    this.recs = o.records ?? new LevelBrakeRecords(o.store, o.events);
+  }
 
   private now(): number {
     return (this.o.now ?? Date.now)();
   }
 
-  async start(): Promise<void> {
-    for await (const [k, v] of this.o.store.db.iterator({ gte: 'brake!', lt: 'brake~' })) this.records.set(k.slice(6), JSON.parse(v.toString('utf8')) as BrakeRecord);
-    // A pause recorded but not yet engaged when the process died: engage it now (retried every ENGAGE_RETRY_MS).
-    for (const [account, r] of this.records) if (r.state === 'paused' && !r.engaged && !this.o.killSwitch.isPaused(account)) this.engaging.add(account);
-    await this.engagePending();
-    this.retry = setInterval(() => {
-      if (this.engaging.size) this.evaluating = this.evaluating.then(() => this.engagePending()).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake engage failed'));
-    }, ENGAGE_RETRY_MS).unref();
-    if (!this.o.config.enabled) return;
-    this.o.stats.onFold((touched) => {
-      const accounts = new Set(touched);
-      this.evaluating = this.evaluating.then(() => this.evaluate(accounts)).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake evaluation failed'));
-    });
-    this.o.killSwitch.onChange(() => {
-      this.evaluating = this.evaluating.then(() => this.noticeResumes()).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake resume failed'));
-    });
-    // Resumed through another node while this one was down.
-    this.evaluating = this.evaluating.then(() => this.noticeResumes()).catch((err: unknown) => this.o.log.error({ err }, 'reputation brake resume failed'));
+  /** Runs after what is under way: one judgement, claim or engagement at a time on this node. */
+  private enqueue(what: string, fn: () => Promise<void>): void {
+    this.evaluating = this.evaluating.then(fn).catch((err: unknown) => this.o.log.error({ err }, `reputation brake ${what} failed`));
   }
 
-  /** Stops the retries; waits for an evaluation under way. */
+  async start(): Promise<void> {
+    await this.refresh().catch((err: unknown) => this.unavailable(err, 'records not read; tried again'));
+    await this.engagePending();
+    this.retry = setInterval(() => this.enqueue('beat', () => this.beat()), RETRY_MS).unref();
+    if (!this.o.config.enabled) return;
+    this.o.stats.onFold((touched) => this.enqueue('evaluation', () => this.evaluate(touched)));
+    this.o.killSwitch.onChange(() => this.enqueue('resume', () => this.noticeResumes()));
+    // Resumed (through another node) while this one was down.
+    this.enqueue('resume', () => this.noticeResumes());
+  }
+
+  /** Stops the beat; waits for an evaluation under way. */
   async stop(): Promise<void> {
     clearInterval(this.retry);
     await this.evaluating;
+  }
+
+  private unavailable(err: unknown, what: string): void {
+    if (!this.failing) this.o.log.warn({ event: 'reputation-brake-unavailable', err: { message: (err as Error).message } }, `reputation brake: ${what}`);
+    this.failing = true;
+  }
+
+  /** Every record as it is now; a paused one whose switch is not on yet is engaged (by whichever node gets there). */
+  private async refresh(): Promise<void> {
+    const all = await this.recs.load();
+    this.records.clear();
+    for (const [account, r] of all) this.records.set(account, r);
+    // A pause recorded but not engaged (this or another node died between the two, or PostgreSQL did not answer).
+    for (const [account, r] of this.records) if (r.state === 'paused' && !r.engaged) this.engaging.add(account);
+    this.failing = false;
+  }
+
+  private async beat(): Promise<void> {
+    if (this.recs.shared) {
+      try {
+        await this.refresh();
+      } catch (err) {
+        this.unavailable(err, 'records not read; tried again');
+        return;
+      }
+    }
+    await this.engagePending();
+    if (!this.o.config.enabled) return;
+    if (this.unjudged.size) await this.evaluate(new Set(this.unjudged));
+    await this.noticeResumes();
   }
 
   /** Turns on the switch of every brake pause not engaged yet; one that fails stays pending (PostgreSQL down: 503). */
   private async engagePending(): Promise<void> {
     for (const account of [...this.engaging]) {
       const r = this.records.get(account);
-      if (r?.state !== 'paused') {
+      if (r?.state !== 'paused' || r.engaged) {
         this.engaging.delete(account);
         continue;
       }
       try {
-        await this.o.killSwitch.pause(account, { reason: r.reason, by: BRAKE_BY });
+        // Already on (engaged by another node whose mark is still to come): only the mark.
+        if (!this.o.killSwitch.isPaused(account)) await this.o.killSwitch.pause(account, { reason: r.reason, by: BRAKE_BY });
+        await this.recs.markEngaged(account, r);
       } catch (err) {
         this.o.log.warn({ event: 'reputation-pause-pending', account, err: { message: (err as Error).message } }, 'the reputation brake could not engage the pause yet; retried');
         continue;
       }
-      const done: BrakeRecord = { ...r, engaged: true };
-      await this.o.store.commit([{ type: 'put', key: key(account), value: Buffer.from(JSON.stringify(done)) }], { sync: true });
-      this.records.set(account, done);
+      this.records.set(account, { ...r, engaged: true });
       this.engaging.delete(account);
     }
   }
 
   /**
-   * What `postino hosted status` shows: accounts the brake paused and why; with several nodes
-   * also those another node's brake paused (from the shared switch: reason, no figures).
+   * What `postino hosted status` shows: accounts the brake paused and why (the same on every node
+   * with shared records); also a brake pause on the shared switch with no record here (reason, no figures).
    */
   state(): Array<{ account: string } & BrakeRecord> {
     const out: Array<{ account: string } & BrakeRecord> = [...this.records].filter(([, r]) => r.state === 'paused').map(([account, r]) => ({ account, at: r.at, state: r.state, reason: r.reason, figures: r.figures }));
@@ -168,7 +217,8 @@ export class ReputationBrake {
     const base = this.records.get(account)?.baseline?.[stream ?? 'all'] ?? {};
     const sum: Counts = {};
     for (const row of r.rows) {
-      for (const m of ['delivered', 'bounced', 'complained', 'hardBounced', 'blockBounced'] as const) sum[m] = (sum[m] ?? 0) + row[m] - (base[row.key]?.[m] ?? 0);
+      // Never below 0: a baseline adopted from a node's LevelDB may exceed the shared counters of its hour.
+      for (const m of ['delivered', 'bounced', 'complained', 'hardBounced', 'blockBounced'] as const) sum[m] = (sum[m] ?? 0) + Math.max(0, row[m] - (base[row.key]?.[m] ?? 0));
     }
     return sum;
   }
@@ -196,11 +246,32 @@ export class ReputationBrake {
     return this.o.config;
   }
 
-  private async evaluate(accounts: Set<string>): Promise<void> {
+  /** Judges the accounts on their records as they are now (another node may have paused or resumed them). */
+  private async evaluate(touched: ReadonlySet<string>): Promise<void> {
+    const accounts = [...new Set([...touched, ...this.unjudged])].filter(Boolean);
+    this.unjudged.clear();
+    let now: Map<string, BrakeRecord>;
+    try {
+      now = await this.recs.get(accounts);
+    } catch (err) {
+      for (const a of accounts) this.unjudged.add(a);
+      this.unavailable(err, 'records not read; the accounts are judged again');
+      return;
+    }
+    for (const a of accounts) {
+      const r = now.get(a);
+      if (r) this.records.set(a, r);
+      else this.records.delete(a);
+    }
     for (const account of accounts) {
-      for (const stream of [undefined, ...STREAMS]) {
-        if (!account || this.records.get(account)?.state === 'paused') continue;
-        await this.evaluateScope(account, stream);
+      try {
+        for (const stream of [undefined, ...STREAMS]) {
+          if (this.records.get(account)?.state === 'paused') break;
+          await this.evaluateScope(account, stream);
+        }
+      } catch (err) {
+        this.unjudged.add(account);
+        this.unavailable(err, 'an account not judged; judged again');
       }
     }
   }
@@ -230,28 +301,41 @@ export class ReputationBrake {
   }
 
   private async pause(account: string, reason: string, figures: Figures): Promise<void> {
-    const rec: BrakeRecord = { state: 'paused', at: new Date(this.now()).toISOString(), reason, figures };
-    // The record (with its event) first: if we die before the switch is engaged, start() engages it.
-    await this.o.events.commitWith([{ type: 'paused', account, reason, figures }], (ops) => this.o.store.commit([...ops, { type: 'put', key: key(account), value: Buffer.from(JSON.stringify(rec)) }], { sync: true }));
+    const prev = this.records.get(account);
+    const rec: BrakeRecord = { state: 'paused', at: new Date(this.now()).toISOString(), reason, figures, claim: randomUUID() };
+    // The record (with its event) first: if we die before the switch is engaged, the next start (any node's beat) engages it.
+    if (!(await this.recs.claimPause(account, rec, prev, { type: 'paused', account, reason, figures }))) {
+      // Another node decided first (or resumed meanwhile): its record is the one to go by.
+      const now = (await this.recs.get([account])).get(account);
+      if (now) this.records.set(account, now);
+      this.o.log.info({ event: 'reputation-pause-elsewhere', account, state: now?.state }, 'another node of the reputation brake decided first');
+      if (now?.state === 'paused' && !now.engaged) this.engaging.add(account);
+      return;
+    }
     this.records.set(account, rec);
     this.engaging.add(account);
     await this.engagePending();
     this.o.log.warn({ event: 'reputation-pause', account, figures, reason }, 'account paused by the reputation brake');
   }
 
-  /** A brake-paused account whose kill-switch is off again was resumed by an operator. */
+  /** A brake-paused account whose kill-switch is off again was resumed by an operator: one node claims it and writes `resumed`. */
   private async noticeResumes(): Promise<void> {
-    for (const [account, r] of this.records) {
-      if (r.state !== 'paused' || this.engaging.has(account) || this.o.killSwitch.isPaused(account)) continue;
+    for (const [account, r] of [...this.records]) {
+      if (r.state !== 'paused' || !r.engaged || this.engaging.has(account) || this.o.killSwitch.isPaused(account)) continue;
       const to = this.now();
       const baseline: Record<string, Record<string, Counts>> = {};
       for (const stream of [undefined, ...STREAMS]) {
         const b: Record<string, Counts> = (baseline[stream ?? 'all'] = {});
         for (const { key: hour, ...counts } of (await this.hours(account, stream)).rows) b[hour] = counts;
       }
-      const rec: BrakeRecord = { state: 'resumed', at: new Date(to).toISOString(), baseline };
+      const rec: BrakeRecord = { state: 'resumed', at: new Date(to).toISOString(), baseline, claim: randomUUID() };
       const reason = `resumed by an operator after: ${r.reason ?? 'a reputation pause'}`;
-      await this.o.events.commitWith([{ type: 'resumed', account, reason, figures: r.figures }], (ops) => this.o.store.commit([...ops, { type: 'put', key: key(account), value: Buffer.from(JSON.stringify(rec)) }], { sync: true }));
+      if (!(await this.recs.claimResume(account, rec, r, { type: 'resumed', account, reason, figures: r.figures }))) {
+        // Another node wrote the resume, or the switch is on again (this node's copy of it lagged).
+        const now = (await this.recs.get([account])).get(account);
+        if (now) this.records.set(account, now);
+        continue;
+      }
       this.records.set(account, rec);
       for (const w of [...this.warned]) if (w.startsWith(`${account}/`)) this.warned.delete(w);
       this.o.log.info({ event: 'reputation-resume', account }, 'account resumed after a reputation pause');

@@ -6,7 +6,9 @@
  * file starts, a fresh migrated database per test. Then what only several
  * nodes on one database have: a pause through node A holds on node B within
  * about a second and a resume through B frees A; a brake pause decided by A
- * holds on B and a resume through B reaches A's brake; a session from A is
+ * holds on B and a resume through B reaches A's brake (each brake's records in
+ * its own LevelDB here: the switch's path alone; the shared records are
+ * reputation-brake-backends.test.ts); a session from A is
  * valid on B and a logout on B ends it on A; PostgreSQL stopped: the API
  * refuses (503), the paused stay paused (also across a restart), a brake pause
  * waits and is engaged when it returns. Last, two real hosted processes.

@@ -242,7 +242,19 @@ export const MIGRATIONS: readonly Migration[] = [
       $$;`,
   },
   {
-    version: 11,
+    version: 9,
+    name: 'reputation brake records',
+    // The reputation brake's records for every node (engine/events/brake-records-postgres.ts): one row
+    // per account it ever paused, paused or resumed with the figures and the resume baseline. Pauses
+    // and resumes are claimed by conditional writes on the row, so one node decides and writes the event.
+    sql: `
+      CREATE TABLE brake_records (
+        account text COLLATE "C" PRIMARY KEY,
+        record jsonb NOT NULL
+      );`,
+  },
+  {
+    version: 10,
     name: 'shared webhook outbox',
     // engine/events/webhook-outbox-postgres.ts: per endpoint (account, endpoint id) and origin node
     // (the node that shipped the events), the cursor in the global feed and the state with the pending
