@@ -118,6 +118,16 @@ export class EventLog {
 
   /** Events with seq > after, oldest first, at most `limit`, never past the watermark. */
   async read(after: number, limit: number, filter?: (e: PostinoEvent) => boolean): Promise<PostinoEvent[]> {
+    if (!filter) {
+      // The readers that follow the log (projection, notifications, webhooks) call this as events
+      // arrive: all() reads the batch in one trip to the thread pool, where scan's for-await makes
+      // two (classic-level's first next() fetches a single entry) (issue #17).
+      const top = this.watermark;
+      if (after >= top) return [];
+      // At least one, as the loop below gives for a limit of 0.
+      const values = await this.store.db.values({ gt: seqKey(after), lte: seqKey(top), limit: Math.max(1, limit) }).all();
+      return values.map((v) => JSON.parse(v.toString('utf8')) as PostinoEvent);
+    }
     const out: PostinoEvent[] = [];
     for await (const e of this.scan(after)) {
       if (!filter || filter(e)) out.push(e);
