@@ -34,11 +34,11 @@
  *
  * Side effects: LevelDB writes, blob files.
  */
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { TooLargeError, writeFileSynced } from './fsync.js';
+import { randomHex } from './random-pool.js';
 import type { BatchOp, Store } from './store.js';
 
 /** 256 KiB: above typical transactional mail, far below LevelDB's comfortable value size. */
@@ -90,7 +90,7 @@ let idCounter = 0;
 /** Queue ids: time-ordered, unique per process and across restarts (random suffix). */
 export function newQueueId(now = Date.now()): string {
   idCounter = (idCounter + 1) % 46656;
-  return now.toString(36).toUpperCase().padStart(9, '0') + idCounter.toString(36).toUpperCase().padStart(3, '0') + randomBytes(4).toString('hex').toUpperCase();
+  return now.toString(36).toUpperCase().padStart(9, '0') + idCounter.toString(36).toUpperCase().padStart(3, '0') + randomHex(4).toUpperCase();
 }
 
 function padDue(due: number): string {

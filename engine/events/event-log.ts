@@ -17,9 +17,9 @@
  * deltas are ops computed from the events in `prepare()`, so every writer
  * commits them in the same batch as the events without knowing they exist.
  */
-import { randomBytes } from 'node:crypto';
 import type { PostinoEvent, EventInput } from '../../common/events.js';
 import type { BatchOp, Store } from '../../common/store.js';
+import { randomBase64url } from '../../common/random-pool.js';
 
 const SEQ_WIDTH = 16;
 const PREFIX = 'e!';
@@ -61,7 +61,7 @@ export class EventLog {
     const events = inputs.map((input): PostinoEvent => {
       const seq = this.nextSeq++;
       this.pending.add(seq);
-      return { ...input, seq, id: `evt_${randomBytes(9).toString('base64url')}`, at: input.at ?? now.toISOString() };
+      return { ...input, seq, id: `evt_${randomBase64url(9)}`, at: input.at ?? now.toISOString() };
     });
     const ops: BatchOp[] = events.map((e) => ({ type: 'put', key: seqKey(e.seq), value: Buffer.from(JSON.stringify(e)) }));
     if (events.length) for (const ix of this.indexers) ops.push(...ix(events));
