@@ -34,11 +34,11 @@
  *
  * Side effects: LevelDB writes, blob files.
  */
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { TooLargeError, writeFileSynced } from './fsync.js';
+import { randomHex } from './random-pool.js';
 import type { BatchOp, Store } from './store.js';
 
 /** 256 KiB: above typical transactional mail, far below LevelDB's comfortable value size. */
@@ -90,7 +90,7 @@ let idCounter = 0;
 /** Queue ids: time-ordered, unique per process and across restarts (random suffix). */
 export function newQueueId(now = Date.now()): string {
   idCounter = (idCounter + 1) % 46656;
-  return now.toString(36).toUpperCase().padStart(9, '0') + idCounter.toString(36).toUpperCase().padStart(3, '0') + randomBytes(4).toString('hex').toUpperCase();
+  return now.toString(36).toUpperCase().padStart(9, '0') + idCounter.toString(36).toUpperCase().padStart(3, '0') + randomHex(4).toUpperCase();
 }
 
 function padDue(due: number): string {
@@ -333,8 +333,9 @@ export class DurableQueue<M> {
   private async dueKeys(now: number, max: number): Promise<string[]> {
     const end = `${this.prefix}d!${padDue(now + 1)}`;
     const full = this.scanFrom === undefined || now >= this.fullScanAt;
-    const keys: string[] = [];
-    for await (const key of this.store.db.keys({ gte: full ? `${this.prefix}d!` : this.scanFrom, lt: end, limit: max })) keys.push(key);
+    // all() reads up to `limit` keys in one trip to the thread pool; a for-await loop makes two
+    // (classic-level's first next() fetches a single entry), and this runs for every lease (issue #17).
+    const keys = await this.store.db.keys({ gte: full ? `${this.prefix}d!` : this.scanFrom, lt: end, limit: max }).all();
     if (full) this.fullScanAt = now + FULL_SCAN_INTERVAL_MS;
     else if (keys.length === 0) {
       this.scanFrom = undefined;
@@ -349,7 +350,7 @@ export class DurableQueue<M> {
     const keys = await this.dueKeys(now, max);
     if (keys.length === 0) return [];
     const ids = keys.map((k) => k.slice(k.lastIndexOf('!') + 1));
-    const values = await this.store.db.getMany(ids.map((id) => this.mKey(id)));
+    const values = this.store.getManyNow(ids.map((id) => this.mKey(id))); // on this thread: see store.ts
     const ops: BatchOp[] = [];
     const out: QueueRecord<M>[] = [];
     const until = now + visibilityMs;
@@ -539,7 +540,8 @@ export class DurableQueue<M> {
   }
 
   private async readInline(rec: QueueRecord<M>): Promise<Buffer> {
-    const v = await this.store.db.get(this.bKey(rec.id));
+    // A body written moments ago, in the memtable: read on this thread (see store.ts).
+    const v = this.store.getNow(this.bKey(rec.id));
     if (!v) throw new Error(`queue ${this.name}: body of ${rec.id} is missing`);
     return v;
   }

@@ -129,7 +129,7 @@ export class SeenSpoolIds {
 
   /** The queue id the message was accepted under, if this scope saw this spool id and it has not expired. */
   async lookup(scope: string, spoolId: string): Promise<string | undefined> {
-    const v = await this.store.db.get(`sid!${scoped(scope, spoolId)}`);
+    const v = this.store.getNow(`sid!${scoped(scope, spoolId)}`); // per message, mostly absent: on this thread (store.ts)
     if (!v) return undefined;
     const rec = JSON.parse(v.toString('utf8')) as { queueId: string; expires: number };
     return rec.expires > this.now() ? rec.queueId : undefined;

@@ -28,6 +28,29 @@
  * in Store.write (issue #17). Members of one batch are written atomically and
  * in call order, so nothing a caller could observe changes but the batching.
  *
+ * Reads on the per-message path (`getNow`, `getManyNow`): LevelDB's Get run
+ * on the calling thread (classic-level's getSync) instead of a trip to libuv's
+ * thread pool. Those reads are of keys written moments ago (a body, a queue
+ * record: in the memtable) or of keys that are mostly absent (a suppression, a
+ * recipient: the bloom filters of the tables, 10 bits a key, answer from
+ * memory), so the Get itself takes microseconds while the hand-off to the pool
+ * and back took a wake-up and a context switch each way: in profiles of
+ * `postino up` the hosted process made ~8 such reads per message (issue #17).
+ * What the read sees is the same (the latest write whose batch resolved); the
+ * price is that a read that misses every cache blocks the event loop for a
+ * page-cache or disk read, which is why bulk scans stay asynchronous. A read
+ * while the database is closed for a reopen throws, as the async ones fail.
+ *
+ * Batches go to classic-level's own batch (`_batch`, the binding's batch_do)
+ * rather than through abstract-level's public `batch()`, which clones,
+ * validates and encodes every op (an object spread, encoding look-ups) before
+ * handing them to the same function: ~4% of the hosted process in profiles
+ * (issue #17). Our ops are already in the binding's form (a utf8 string key, a
+ * Buffer value, `put` or `del`), this store uses no sublevels, hooks or write
+ * events, and classic-level is pinned to an exact version (package.json). When
+ * the database is not open (a reopen, a close) the public path runs, and fails
+ * or waits as it should.
+ *
  * Write buffer: 32 MiB instead of LevelDB's 4 MiB. Queue entries are short-lived
  * (a message is usually relayed and deleted within seconds), so a larger memtable
  * means fewer flushes of data that is already dead and less compaction work;
@@ -87,6 +110,11 @@ export interface StoreOptions {
 export type BatchOp =
   | { type: 'put'; key: string; value: Buffer }
   | { type: 'del'; key: string };
+
+/** classic-level's own batch, under abstract-level's checks (see the header). */
+interface RawBatch {
+  _batch(ops: BatchOp[], options: { sync: boolean }): Promise<void>;
+}
 
 interface Waiter {
   ops: BatchOp[];
@@ -148,7 +176,8 @@ export class Store {
     try {
       const fault = this.options.writeFault?.();
       if (fault) throw fault;
-      await this.db.batch(ops, { sync });
+      if (this.db.status === 'open') await (this.db as unknown as RawBatch)._batch(ops, { sync });
+      else await this.db.batch(ops, { sync });
     } catch (e) {
       this.writeFailed(e);
       throw e;
@@ -194,6 +223,18 @@ export class Store {
         this.options.log?.warn({ err: e, event: 'store-still-failing', dir: this.dir, attempts: attempt + 1, nextMs: REOPEN_BACKOFF_MS[Math.min(attempt + 1, REOPEN_BACKOFF_MS.length - 1)] }, 'LevelDB still not writable');
       }
     }
+  }
+
+  /** A point read on the calling thread (see the header): for keys read on the per-message path. */
+  getNow(key: string): Buffer | undefined {
+    return this.db.getSync(key);
+  }
+
+  /** `getNow` of each key, in the order asked (what LevelDB's async getMany answers, without its trip). */
+  getManyNow(keys: readonly string[]): Array<Buffer | undefined> {
+    const out = new Array<Buffer | undefined>(keys.length);
+    for (let i = 0; i < keys.length; i++) out[i] = this.db.getSync(keys[i]!);
+    return out;
   }
 
   /** Writes ops atomically; with `sync` the call resolves only after the log is fsynced. */

@@ -28,8 +28,9 @@
  * 400 (never a redirect).
  * Side effects: none.
  */
-import { createCipheriv, createDecipheriv, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, timingSafeEqual } from 'node:crypto';
 import { splitAddress } from './address.js';
+import { randomBuffer } from './random-pool.js';
 import type { KeyRing, SigningKey } from './signing-keys.js';
 
 const SALT_BYTES = 12;
@@ -72,7 +73,7 @@ function tokenKey(key: SigningKey, kind: TokenKind, salt: Buffer): Buffer {
 /** A URL token carrying `fields` (JSON array), encrypted and authenticated. */
 function seal(ring: KeyRing, kind: TokenKind, fields: Array<string | number>): string {
   const key = ring.current;
-  const salt = randomBytes(SALT_BYTES);
+  const salt = randomBuffer(SALT_BYTES);
   const cipher = createCipheriv('aes-256-gcm', tokenKey(key, kind, salt), FIXED_NONCE);
   cipher.setAAD(Buffer.from(`${kind}\0${key.id}`));
   const body = Buffer.concat([cipher.update(JSON.stringify(fields), 'utf8'), cipher.final()]);

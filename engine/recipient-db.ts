@@ -159,10 +159,10 @@ export class LevelRecipientDb implements RecipientDb {
 
   /** Entries with their merge fields, in the order asked; undefined where there is none. */
   async getMany(account: string, addresses: readonly string[]): Promise<Array<RecipientRecord | undefined>> {
-    const bases = (await this.store.db.getMany(addresses.map((a) => baseKey(account, a)))).map((v) => parse<StoredBase>(v));
+    const bases = this.store.getManyNow(addresses.map((a) => baseKey(account, a))).map((v) => parse<StoredBase>(v));
     // Fields only of the entries that exist: a first import (every address new) reads half as much.
     const known = addresses.filter((_, i) => bases[i] !== undefined);
-    const fields = known.length ? await this.store.db.getMany(known.map((a) => fieldsKey(account, a))) : [];
+    const fields = known.length ? this.store.getManyNow(known.map((a) => fieldsKey(account, a))) : [];
     let k = 0;
     return bases.map((b) => (b ? join(b, parse<{ fields: Record<string, string> }>(fields[k++])) : undefined));
   }
@@ -173,13 +173,12 @@ export class LevelRecipientDb implements RecipientDb {
 
   /** For the rewrap: the entries, and which of the missing ones were deleted (and so must not be created again). */
   async lookupForTraffic(account: string, addresses: readonly string[]): Promise<{ records: Array<RecipientRecord | undefined>; erased: boolean[] }> {
-    // One multi-get for entries, fields and deletion marks: this runs once per message, and each
-    // LevelDB read is a round trip to the thread pool (issue #17); asking for a missing key costs
-    // less than a second trip.
+    // Entries, fields and deletion marks, read on this thread (store.ts getManyNow): this runs
+    // once per message, and an async LevelDB read is a round trip to the thread pool (issue #17).
     const p = this.pseudonyms;
     const n = addresses.length;
     const keys = [...addresses.map((a) => baseKey(account, a)), ...addresses.map((a) => fieldsKey(account, a)), ...(p ? addresses.map((a) => erasedKey(account, p.of(account, a))) : [])];
-    const values = await this.store.db.getMany(keys);
+    const values = this.store.getManyNow(keys);
     const records = addresses.map((_, i) => {
       const b = parse<StoredBase>(values[i]);
       return b ? join(b, parse<{ fields: Record<string, string> }>(values[n + i])) : undefined;
@@ -318,7 +317,7 @@ export class LevelRecipientDb implements RecipientDb {
   /** Counters of (account, address) pairs, for the projection's read-modify-write. */
   async countersMany(pairs: ReadonlyArray<{ account: string; address: string }>): Promise<{ exists: boolean[]; counters: RecipientCounters[] }> {
     const keys = pairs.flatMap((p) => [baseKey(p.account, p.address), countersKey(p.account, p.address)]);
-    const values = await this.store.db.getMany(keys);
+    const values = this.store.getManyNow(keys); // on this thread: see store.ts
     return {
       exists: pairs.map((_, i) => values[2 * i] !== undefined),
       counters: pairs.map((_, i) => ({ ...NO_COUNTERS, ...parse<RecipientCounters>(values[2 * i + 1]) })),

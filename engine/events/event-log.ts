@@ -17,9 +17,9 @@
  * deltas are ops computed from the events in `prepare()`, so every writer
  * commits them in the same batch as the events without knowing they exist.
  */
-import { randomBytes } from 'node:crypto';
 import type { PostinoEvent, EventInput } from '../../common/events.js';
 import type { BatchOp, Store } from '../../common/store.js';
+import { randomBase64url } from '../../common/random-pool.js';
 
 const SEQ_WIDTH = 16;
 const PREFIX = 'e!';
@@ -61,7 +61,7 @@ export class EventLog {
     const events = inputs.map((input): PostinoEvent => {
       const seq = this.nextSeq++;
       this.pending.add(seq);
-      return { ...input, seq, id: `evt_${randomBytes(9).toString('base64url')}`, at: input.at ?? now.toISOString() };
+      return { ...input, seq, id: `evt_${randomBase64url(9)}`, at: input.at ?? now.toISOString() };
     });
     const ops: BatchOp[] = events.map((e) => ({ type: 'put', key: seqKey(e.seq), value: Buffer.from(JSON.stringify(e)) }));
     if (events.length) for (const ix of this.indexers) ops.push(...ix(events));
@@ -118,6 +118,16 @@ export class EventLog {
 
   /** Events with seq > after, oldest first, at most `limit`, never past the watermark. */
   async read(after: number, limit: number, filter?: (e: PostinoEvent) => boolean): Promise<PostinoEvent[]> {
+    if (!filter) {
+      // The readers that follow the log (projection, notifications, webhooks) call this as events
+      // arrive: all() reads the batch in one trip to the thread pool, where scan's for-await makes
+      // two (classic-level's first next() fetches a single entry) (issue #17).
+      const top = this.watermark;
+      if (after >= top) return [];
+      // At least one, as the loop below gives for a limit of 0.
+      const values = await this.store.db.values({ gt: seqKey(after), lte: seqKey(top), limit: Math.max(1, limit) }).all();
+      return values.map((v) => JSON.parse(v.toString('utf8')) as PostinoEvent);
+    }
     const out: PostinoEvent[] = [];
     for await (const e of this.scan(after)) {
       if (!filter || filter(e)) out.push(e);

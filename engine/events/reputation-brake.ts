@@ -206,14 +206,14 @@ export class ReputationBrake {
   }
 
   /** The hourly rows of the window, of the whole account or one stream. */
-  private hours(account: string, stream: Stream | undefined): ReturnType<StatsCounters['query']> {
+  private hours(account: string, stream: Stream | undefined, fold = true): ReturnType<StatsCounters['query']> {
     const to = this.now();
-    return this.o.stats.query({ groupBy: 'hour', account, stream, from: to - (this.o.config.windowHours - 1) * HOUR_MS, to });
+    return this.o.stats.query({ groupBy: 'hour', account, stream, from: to - (this.o.config.windowHours - 1) * HOUR_MS, to, fold });
   }
 
   /** The account's (or one stream's) hourly counters over the window, minus the baseline of a resume. */
-  private async window(account: string, stream: Stream | undefined): Promise<Counts> {
-    const r = await this.hours(account, stream);
+  private async window(account: string, stream: Stream | undefined, fold: boolean): Promise<Counts> {
+    const r = await this.hours(account, stream, fold);
     const base = this.records.get(account)?.baseline?.[stream ?? 'all'] ?? {};
     const sum: Counts = {};
     for (const row of r.rows) {
@@ -227,8 +227,8 @@ export class ReputationBrake {
    * The account's (or one stream's) rates over the window as the brake judges them (after a
    * resume, only what came since): the dashboard's overview shows them beside the limits.
    */
-  async figures(account: string, stream?: Stream): Promise<Figures> {
-    const w = await this.window(account, stream);
+  async figures(account: string, stream?: Stream, fold = true): Promise<Figures> {
+    const w = await this.window(account, stream, fold);
     const delivered = w.delivered ?? 0;
     const outcomes = delivered + (w.bounced ?? 0);
     return {
@@ -280,7 +280,8 @@ export class ReputationBrake {
   private async evaluateScope(account: string, stream: Stream | undefined): Promise<void> {
     const c = this.o.config;
     const scope = `${account}/${stream ?? 'all'}`;
-    const figures = await this.figures(account, stream);
+    // Called from the fold's listener: the counters are that fold's, no fold again (stats.ts StatsQuery.fold).
+    const figures = await this.figures(account, stream, false);
     const outcomes = figures.sent;
     if (outcomes < c.minMessages) return;
     const over = (level: 'warn' | 'pause'): string[] =>

@@ -142,7 +142,7 @@ export class PgStats implements StatsCounters {
 
   async query(q: StatsQuery): Promise<StatsResult> {
     const plan = planQuery(q, this.now());
-    if (this.now() - this.foldedAt >= QUERY_FOLD_FRESH_MS) await this.fold();
+    if (q.fold !== false && this.now() - this.foldedAt >= QUERY_FOLD_FRESH_MS) await this.fold();
     const where = ['gran = $1', 'dim = $2', 'bucket >= $3', 'bucket <= $4'];
     const values: unknown[] = [plan.gran, plan.dim, plan.lo, plan.hi];
     if (q.account !== undefined) where.push(`account = $${values.push(q.account)}`);

@@ -159,6 +159,13 @@ export interface StatsQuery {
   account: string | undefined;
   /** Only this stream's counts (with groupBy day, hour or account). */
   stream?: Stream | undefined;
+  /**
+   * false: read the counters as the last fold left them, without folding first. For a
+   * fold's own listener (the reputation brake), which runs right after a fold: folding
+   * again there started the next fold from each one, a loop that under load folded and
+   * queried about once per message instead of once a second (issue #17).
+   */
+  fold?: boolean | undefined;
 }
 
 export interface StatsRow extends Record<Metric, number> {
@@ -282,7 +289,8 @@ export class Stats implements StatsCounters {
     for (;;) {
       const sum = new Map<string, Counts>();
       const ops: BatchOp[] = [];
-      for await (const [k, v] of this.store.db.iterator({ gte: 'sx!', lte: top, limit: FOLD_BATCH })) {
+      // all(): one trip to the thread pool for the batch (for-await fetches the first entry alone).
+      for (const [k, v] of await this.store.db.iterator({ gte: 'sx!', lte: top, limit: FOLD_BATCH }).all()) {
         ops.push({ type: 'del', key: k });
         for (const [ck, c] of Object.entries(JSON.parse(v.toString('utf8')) as Record<string, Counts>)) {
           const into = sum.get(ck) ?? {};
@@ -293,7 +301,7 @@ export class Stats implements StatsCounters {
       const deltas = ops.length;
       if (!deltas) return;
       const keys = [...sum.keys()];
-      const old = await this.store.db.getMany(keys.map((k) => `st!${k}`));
+      const old = this.store.getManyNow(keys.map((k) => `st!${k}`)); // totals read and rewritten each fold: cached, on this thread (store.ts)
       const accounts = new Set<string>();
       keys.forEach((k, i) => {
         const total: Counts = old[i] ? (JSON.parse(old[i].toString('utf8')) as Counts) : {};
@@ -316,7 +324,7 @@ export class Stats implements StatsCounters {
 
   async query(q: StatsQuery): Promise<StatsResult> {
     const plan = planQuery(q, this.now());
-    await this.fold();
+    if (q.fold !== false) await this.fold();
     const accounts = q.account !== undefined ? [q.account] : await this.accounts();
     const groups = new Map<string, Counts>();
     for (const a of accounts) {

@@ -59,3 +59,30 @@ test('a bulk stream drawing 1% complaints pauses the account although the overal
     await store.close();
   }
 });
+
+test('one fold, one evaluation: the brake reads the counters of the fold it follows and does not start another one while events keep coming', async () => {
+  const store = await Store.open(tempDir('brake-fold'));
+  const events = await EventLog.open(store);
+  const { stats } = indexEvents(store, events);
+  const killSwitch = await DeliveryPause.open(store);
+  const config = parseConfig({ events: { brake: { minMessages: 1 } } });
+  const brake = new ReputationBrake({ store, events, stats, killSwitch, config: config.events.brake, log: createLogger('test', 'silent') });
+  await brake.start();
+  // Mail keeps flowing: each fold is followed by a new event, as under load. A query that folded
+  // first (the brake's, before issue #17) found that event and folded again, whose listener ran
+  // the brake again: folds without end (bounded here at 30), one per message under load.
+  let folds = 0;
+  stats.onFold(() => {
+    folds++;
+    if (folds < 30) void events.append([{ type: 'delivered', account: 'shop', recipient: `r${folds}@example.com`, stream: 'transactional' }]);
+  });
+  try {
+    await events.append([{ type: 'delivered', account: 'shop', recipient: 'r0@example.com', stream: 'transactional' }]);
+    await stats.fold();
+    await new Promise((r) => setTimeout(r, 300)); // the brake evaluates after the fold
+    assert.equal(folds, 1);
+    assert.equal(killSwitch.isPaused('shop'), false);
+  } finally {
+    await store.close();
+  }
+});
