@@ -10,7 +10,11 @@
  * kill-switch with the reputation brake's pauses (a pause through any node
  * holds on all within ~1 s: engine/delivery/pause-store-postgres.ts) and the
  * dashboard's login sessions (a cookie from one node is valid on all:
- * engine/dashboard/sessions-postgres.ts). Account API keys need nothing here:
+ * engine/dashboard/sessions-postgres.ts), the accounts API's changes (an SMTP
+ * user, network, sender domain or quota set through any node holds on all
+ * within ~1 s: engine/accounts/account-store-postgres.ts) and the webhook
+ * endpoints added through the API (engine/events/webhook-endpoints-postgres.ts).
+ * Account API keys need nothing here:
  * they live only in the config file (accounts[].apiKeys, the same file on
  * every node; common/api-keys.ts).
  *
@@ -39,6 +43,8 @@ import { LevelRecipientDb, type RecipientDb } from '../engine/recipient-db.js';
 import type { Pseudonymizer } from '../engine/recipients/pseudonym.js';
 import type { PauseStore } from '../engine/delivery/pause-store.js';
 import { MemorySessionStore, type DashboardSessions } from '../engine/dashboard/sessions.js';
+import { LevelAccountStore, type AccountStore } from '../engine/accounts/account-store.js';
+import { LevelWebhookEndpoints, type WebhookEndpointStore } from '../engine/events/webhook-endpoints.js';
 
 /** How often a node drops the global feed's day partitions past events.retentionDays. */
 const FEED_RETENTION_INTERVAL_MS = 3_600_000;
@@ -74,6 +80,10 @@ export interface SharedState {
   pauses: PauseStore | undefined;
   /** The dashboard's login sessions (idle limit in ms): this node's memory, or every node's. */
   sessions(idleMs: number): DashboardSessions;
+  /** Where the accounts API keeps its changes (and their history); the node's log gets the events. */
+  accounts(events: EventLog): Promise<AccountStore>;
+  /** Where the endpoints added through the webhooks API are kept (closed by the dispatcher). */
+  webhookEndpoints(): Promise<WebhookEndpointStore>;
   /** Forgets what expired (hourly, with the node's other sweeps). */
   sweep(): Promise<void>;
   /** Before the LevelDB store closes: parked writes still need it. */
@@ -92,6 +102,8 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
       spoolIds: undefined,
       pauses: undefined,
       sessions: (idleMs) => new MemorySessionStore(idleMs),
+      accounts: async (events) => new LevelAccountStore(store, events),
+      webhookEndpoints: async () => new LevelWebhookEndpoints(store),
       sweep: async () => undefined,
       eventFeed: async (events) => ({ source: localFeed(events), close: async () => undefined }),
       nodes: async (figures) => singleNode(await ensureNodeId(store), figures),
@@ -124,6 +136,8 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
   let quotas: QuotaCounter | undefined;
   let recipients: RecipientDb | undefined;
   let sessions: InstanceType<typeof PgSessionStore> | undefined;
+  let accounts: { close(): Promise<void> } | undefined;
+  let webhookEndpoints: WebhookEndpointStore | undefined;
   const pauses = new PgPauseStore(pool, store, log.child({ component: 'delivery-pause' }));
   const spoolIds = new PgSpoolIds(pool, store, config.listener.spoolIdTtlSeconds * 1000, log.child({ component: 'spool-ids' }));
   // Ids accepted just before a crash that had not reached PostgreSQL yet (spool-id-postgres.ts).
@@ -183,12 +197,25 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
     spoolIds,
     pauses,
     sessions: (idleMs) => (sessions = new PgSessionStore(pool, idleMs)),
+    async accounts(events) {
+      const { PgAccountStore } = await import('../engine/accounts/account-store-postgres.js');
+      const s = new PgAccountStore(pool, store, events, log.child({ component: 'accounts' }));
+      accounts = s;
+      return s;
+    },
+    async webhookEndpoints() {
+      const { PgWebhookEndpoints } = await import('../engine/events/webhook-endpoints-postgres.js');
+      return (webhookEndpoints = new PgWebhookEndpoints(pool, store, log.child({ component: 'webhooks' })));
+    },
     async sweep() {
       await spoolIds.sweep();
       await sessions?.sweep();
     },
     async close() {
       await pauses.close();
+      await accounts?.close();
+      await webhookEndpoints?.close(); // the dispatcher closed it already; a node that failed before it did not
+
       await quotas?.close?.();
       await recipients?.close(); // parked traffic entries, while the pool is still open
       await spoolIds.close();
