@@ -1,0 +1,136 @@
+/*
+ * Config changed at runtime through the API is the installation's, not one
+ * node's (issue #14): two hosted processes on one PostgreSQL (the test's own
+ * cluster). A client at 127.0.0.2 is outside the account's networks (554 at
+ * connect on both nodes) until its /32 is added through node A's accounts API;
+ * node B then accepts it within about a second and delivers its message. A
+ * webhook endpoint added through node A receives node B's events. PostgreSQL
+ * stopped: a change through either API answers 503 and both nodes keep
+ * accepting with the accounts they had; once it is back, an endpoint deleted
+ * through B is gone from A.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
+import type net from 'node:net';
+import path from 'node:path';
+import { test } from 'node:test';
+import type { PostinoEvent } from '../../common/events.js';
+import { migrate } from '../../common/storage/postgres/migrations.js';
+import { openPool } from '../../common/storage/postgres/pool.js';
+import { until } from '../helpers/fake-clock.js';
+import { startTestSink } from '../helpers/forwarder.js';
+import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
+import { clusterForFile } from '../helpers/postgres.js';
+import { tempDir, type Running } from '../helpers/postino.js';
+import { readSink } from '../helpers/sink-reader.js';
+import { greeting, RawSmtp } from '../helpers/smtp-raw.js';
+
+const pgFile = clusterForFile();
+const APP = '127.0.0.2';
+
+/** One message from APP; the final reply. */
+async function send(port: number, testId: string): Promise<string> {
+  const c = await RawSmtp.connect(port, '127.0.0.1', APP);
+  try {
+    assert.match(await c.reply(), /^220/);
+    assert.match(await c.cmd('EHLO app.test'), /^250/);
+    assert.match(await c.cmd('MAIL FROM:<news@shop.example>'), /^250/);
+    assert.match(await c.cmd(`RCPT TO:<${testId}@example.com>`), /^250/);
+    assert.match(await c.cmd('DATA'), /^354/);
+    return await c.cmd(`From: news@shop.example\r\nTo: ${testId}@example.com\r\nSubject: hi\r\nX-Test-Id: ${testId}\r\n\r\nhello\r\n.`);
+  } finally {
+    c.close();
+  }
+}
+
+test('two hosted processes on one PostgreSQL: a network and a webhook endpoint added through A hold on B; PostgreSQL stopped: 503 on changes, both keep serving', { skip: pgFile.skip, timeout: 150_000 }, async () => {
+  const url = await pgFile.cluster().newDatabase();
+  const pool = openPool({ url, poolSize: 1, connectTimeoutSeconds: 10, queryTimeoutSeconds: 30 });
+  await migrate(pool);
+  await pool.end();
+
+  const events: Array<PostinoEvent & { node?: string }> = [];
+  const hookServer = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      events.push(...((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { data: { events?: PostinoEvent[] } }).data.events ?? []));
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((r) => hookServer.listen(0, '127.0.0.1', r));
+  const hookUrl = `http://127.0.0.1:${(hookServer.address() as net.AddressInfo).port}/hook`;
+
+  const root = tempDir('shared-accounts');
+  const { sink, sinkDir } = await startTestSink(root);
+  const storage = { postgres: { url, connectTimeoutSeconds: 2, queryTimeoutSeconds: 5 } };
+  const accounts = [{ id: 'default', networks: ['127.0.0.9/32'], listener: { requireTls: false } }];
+  const extra = { storage, accounts, events: { webhooks: { batchWaitMs: 0 } } };
+  const nodes: Running[] = [];
+  try {
+    const a = await hostedConfig(sink.port, extra);
+    const b = await hostedConfig(sink.port, extra);
+    const dir = (n: string): string => {
+      fs.mkdirSync(path.join(root, n));
+      return path.join(root, n);
+    };
+    const aDir = dir('a');
+    const bDir = dir('b');
+    nodes.push(await startHostedProcess(aDir, a.config), await startHostedProcess(bDir, b.config));
+    const base = (cfg: Record<string, unknown>): string => `http://127.0.0.1:${(cfg.http as { port: number }).port}`;
+    const key = (d: string): string => fs.readFileSync(path.join(d, 'secrets', 'api-key'), 'utf8').trim();
+    const api =
+      (cfg: Record<string, unknown>, d: string) =>
+      (route: string, method = 'GET', body?: unknown): Promise<Response> =>
+        fetch(base(cfg) + route, { method, headers: { authorization: `Bearer ${key(d)}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
+    const apiA = api(a.config, aDir);
+    const apiB = api(b.config, bDir);
+
+    assert.match(await greeting(b.listenerPort, APP), /^554 /, 'outside the networks on B');
+    const added = await apiA('/api/accounts/default/networks', 'POST', { cidr: `${APP}/32` });
+    assert.equal(added.status, 200, await added.clone().text());
+    const t0 = Date.now();
+    await until(async () => (await greeting(b.listenerPort, APP)).startsWith('220'), 'B accepts the network added through A', 10_000);
+    console.log(`# hosted: a network added through node A's API accepted by node B after ${Date.now() - t0} ms`);
+
+    const hook = await apiA('/api/webhooks', 'POST', { url: hookUrl, account: 'default' });
+    assert.equal(hook.status, 201, await hook.clone().text());
+    const { id: hookId } = (await hook.json()) as { id: string };
+    const listed = async (call: typeof apiA): Promise<string[]> => ((await (await call('/api/webhooks')).json()) as { webhooks: Array<{ id: string }> }).webhooks.map((w) => w.id);
+    await until(async () => (await listed(apiB)).includes(hookId), "the endpoint in B's list", 10_000);
+
+    assert.match(await send(b.listenerPort, 'via-b'), /^250 /);
+    await until(() => readSink(sinkDir).some((x) => x.testId === 'via-b'), 'delivered through B', 30_000);
+    await until(() => events.some((e) => e.type === 'delivered' && e.recipient === 'via-b@example.com'), "B's delivered event posted to the endpoint added through A", 30_000);
+    const nodesOf = new Set(events.filter((e) => e.recipient === 'via-b@example.com').map((e) => e.node));
+    assert.equal(nodesOf.size, 1, 'posted by the node where it happened');
+
+    await pgFile.cluster().stop();
+    try {
+      const unavailable = async (r: Promise<Response>, what: string): Promise<void> => {
+        const res = await r;
+        assert.equal(res.status, 503, `${what}: ${await res.clone().text()}`);
+        assert.match(await res.text(), /SHARED_STATE_UNAVAILABLE/);
+      };
+      await unavailable(apiA(`/api/accounts/default/networks?cidr=${encodeURIComponent(`${APP}/32`)}`, 'DELETE'), 'a network removed through A');
+      await unavailable(apiB('/api/accounts/default/networks', 'POST', { cidr: '127.0.0.8/32' }), 'a network added through B');
+      await unavailable(apiB('/api/webhooks', 'POST', { url: hookUrl, account: 'default' }), 'an endpoint added through B');
+      await unavailable(apiB(`/api/webhooks/${hookId}`, 'DELETE'), 'an endpoint deleted through B');
+      for (const [n, port] of [['a', a.listenerPort], ['b', b.listenerPort]] as const) assert.match(await send(port, `outage-${n}`), /^250 /, `node ${n} keeps accepting with the accounts it had`);
+      assert.deepEqual([await listed(apiA), await listed(apiB)], [[hookId], [hookId]], 'the endpoint still on both');
+    } finally {
+      await pgFile.cluster().start();
+    }
+
+    const deleted = await apiB(`/api/webhooks/${hookId}`, 'DELETE');
+    assert.equal(deleted.status, 200, await deleted.clone().text());
+    await until(async () => (await listed(apiA)).length === 0, 'the endpoint deleted through B gone from A', 10_000);
+    await until(() => ['outage-a', 'outage-b'].every((t) => readSink(sinkDir).some((x) => x.testId === t)), 'the messages accepted during the outage delivered', 60_000);
+  } finally {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await sink.close();
+    hookServer.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
