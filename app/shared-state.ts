@@ -136,7 +136,7 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
   let quotas: QuotaCounter | undefined;
   let recipients: RecipientDb | undefined;
   let sessions: InstanceType<typeof PgSessionStore> | undefined;
-  let accounts: { close(): Promise<void> } | undefined;
+  let accounts: AccountStore & { close(): Promise<void> } | undefined;
   let webhookEndpoints: WebhookEndpointStore | undefined;
   const pauses = new PgPauseStore(pool, store, log.child({ component: 'delivery-pause' }));
   const spoolIds = new PgSpoolIds(pool, store, config.listener.spoolIdTtlSeconds * 1000, log.child({ component: 'spool-ids' }));
@@ -199,9 +199,7 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
     sessions: (idleMs) => (sessions = new PgSessionStore(pool, idleMs)),
     async accounts(events) {
       const { PgAccountStore } = await import('../engine/accounts/account-store-postgres.js');
-      const s = new PgAccountStore(pool, store, events, log.child({ component: 'accounts' }));
-      accounts = s;
-      return s;
+      return (accounts = new PgAccountStore(pool, store, events, log.child({ component: 'accounts' })));
     },
     async webhookEndpoints() {
       const { PgWebhookEndpoints } = await import('../engine/events/webhook-endpoints-postgres.js');
@@ -215,7 +213,6 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
       await pauses.close();
       await accounts?.close();
       await webhookEndpoints?.close(); // the dispatcher closed it already; a node that failed before it did not
-
       await quotas?.close?.();
       await recipients?.close(); // parked traffic entries, while the pool is still open
       await spoolIds.close();
