@@ -3,7 +3,8 @@
  * node's (issue #14): two hosted processes on one PostgreSQL (the test's own
  * cluster). A client at 127.0.0.2 is outside the account's networks (554 at
  * connect on both nodes) until its /32 is added through node A's accounts API;
- * node B then accepts it within about a second and delivers its message. A
+ * node B then accepts it within about a second and delivers its message; so
+ * does an SMTP AUTH user added through A authenticate on B. A
  * webhook endpoint added through node A receives node B's events. PostgreSQL
  * stopped: a change through either API answers 503 and both nodes keep
  * accepting with the accounts they had; once it is back, an endpoint deleted
@@ -16,6 +17,7 @@ import type net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
 import type { PostinoEvent } from '../../common/events.js';
+import { hashPassword } from '../../common/password-hash.js';
 import { migrate } from '../../common/storage/postgres/migrations.js';
 import { openPool } from '../../common/storage/postgres/pool.js';
 import { until } from '../helpers/fake-clock.js';
@@ -28,6 +30,26 @@ import { greeting, RawSmtp } from '../helpers/smtp-raw.js';
 
 const pgFile = clusterForFile();
 const APP = '127.0.0.2';
+/** A client of the `auth` account, which takes AUTH without TLS (loopback only: this is about accounts, not TLS). */
+const AUTH_APP = '127.0.0.3';
+const plain = (user: string, pw: string): string => `AUTH PLAIN ${Buffer.from(`\0${user}\0${pw}`).toString('base64')}`;
+
+/** AUTH as `user` from AUTH_APP: the reply, and with 235 one message sent (its final reply). */
+async function sendAuthed(port: number, user: string, pw: string, testId: string): Promise<string> {
+  const c = await RawSmtp.connect(port, '127.0.0.1', AUTH_APP);
+  try {
+    assert.match(await c.reply(), /^220/);
+    assert.match(await c.cmd('EHLO app.test'), /^250/);
+    const auth = await c.cmd(plain(user, pw));
+    if (!auth.startsWith('235')) return auth;
+    assert.match(await c.cmd('MAIL FROM:<news@shop.example>'), /^250/);
+    assert.match(await c.cmd(`RCPT TO:<${testId}@example.com>`), /^250/);
+    assert.match(await c.cmd('DATA'), /^354/);
+    return `${auth} / ${await c.cmd(`From: news@shop.example\r\nTo: ${testId}@example.com\r\nSubject: hi\r\nX-Test-Id: ${testId}\r\n\r\nhello\r\n.`)}`;
+  } finally {
+    c.close();
+  }
+}
 
 /** One message from APP; the final reply. */
 async function send(port: number, testId: string): Promise<string> {
@@ -44,7 +66,7 @@ async function send(port: number, testId: string): Promise<string> {
   }
 }
 
-test('two hosted processes on one PostgreSQL: a network and a webhook endpoint added through A hold on B; PostgreSQL stopped: 503 on changes, both keep serving', { skip: pgFile.skip, timeout: 150_000 }, async () => {
+test('two hosted processes on one PostgreSQL: a network, an SMTP AUTH user and a webhook endpoint added through A hold on B; PostgreSQL stopped: 503 on changes, both keep serving', { skip: pgFile.skip, timeout: 150_000 }, async () => {
   const url = await pgFile.cluster().newDatabase();
   const pool = openPool({ url, poolSize: 1, connectTimeoutSeconds: 10, queryTimeoutSeconds: 30 });
   await migrate(pool);
@@ -65,7 +87,11 @@ test('two hosted processes on one PostgreSQL: a network and a webhook endpoint a
   const root = tempDir('shared-accounts');
   const { sink, sinkDir } = await startTestSink(root);
   const storage = { postgres: { url, connectTimeoutSeconds: 2, queryTimeoutSeconds: 5 } };
-  const accounts = [{ id: 'default', networks: ['127.0.0.9/32'], listener: { requireTls: false } }];
+  const accounts = [
+    { id: 'default', networks: ['127.0.0.9/32'], listener: { requireTls: false } },
+    // One user in the file, so the listener offers AUTH from its start.
+    { id: 'auth', networks: [`${AUTH_APP}/32`], listener: { requireTls: false, allowInsecureAuth: true, users: [{ username: 'file-app', passwordHash: await hashPassword('file-password', { N: 1024, r: 8, p: 1 }) }] } },
+  ];
   const extra = { storage, accounts, events: { webhooks: { batchWaitMs: 0 } } };
   const nodes: Running[] = [];
   try {
@@ -94,6 +120,16 @@ test('two hosted processes on one PostgreSQL: a network and a webhook endpoint a
     await until(async () => (await greeting(b.listenerPort, APP)).startsWith('220'), 'B accepts the network added through A', 10_000);
     console.log(`# hosted: a network added through node A's API accepted by node B after ${Date.now() - t0} ms`);
 
+    // An SMTP AUTH user added through A: B authenticates it (and its message leaves) within about a second.
+    assert.match(await sendAuthed(b.listenerPort, 'api-app', 'api-password-1', 'auth-before'), /^535 /, 'unknown on B before');
+    const user = await apiA('/api/accounts/auth/users', 'POST', { username: 'api-app', password: 'api-password-1' });
+    assert.equal(user.status, 200, await user.clone().text());
+    const t1 = Date.now();
+    let authed = '';
+    await until(async () => (authed = await sendAuthed(b.listenerPort, 'api-app', 'api-password-1', 'auth-via-b')).startsWith('235'), 'B authenticates the user added through A', 10_000);
+    console.log(`# hosted: an SMTP AUTH user added through node A's API authenticated by node B after ${Date.now() - t1} ms`);
+    assert.match(authed, /^235 .* \/ 250 /);
+
     const hook = await apiA('/api/webhooks', 'POST', { url: hookUrl, account: 'default' });
     assert.equal(hook.status, 201, await hook.clone().text());
     const { id: hookId } = (await hook.json()) as { id: string };
@@ -101,7 +137,7 @@ test('two hosted processes on one PostgreSQL: a network and a webhook endpoint a
     await until(async () => (await listed(apiB)).includes(hookId), "the endpoint in B's list", 10_000);
 
     assert.match(await send(b.listenerPort, 'via-b'), /^250 /);
-    await until(() => readSink(sinkDir).some((x) => x.testId === 'via-b'), 'delivered through B', 30_000);
+    await until(() => ['via-b', 'auth-via-b'].every((t) => readSink(sinkDir).some((x) => x.testId === t)), 'delivered through B', 30_000);
     await until(() => events.some((e) => e.type === 'delivered' && e.recipient === 'via-b@example.com'), "B's delivered event posted to the endpoint added through A", 30_000);
     const nodesOf = new Set(events.filter((e) => e.recipient === 'via-b@example.com').map((e) => e.node));
     assert.equal(nodesOf.size, 1, 'posted by the node where it happened');
