@@ -58,7 +58,6 @@ import { registerDashboard } from '../engine/dashboard/dashboard.js';
 import { cookiesSecure } from '../engine/dashboard/login.js';
 import { AccountsSnapshot } from '../common/accounts-snapshot.js';
 import { AccountService } from '../engine/accounts/account-service.js';
-import { LevelAccountStore } from '../engine/accounts/account-store.js';
 import { registerAccountRoutes } from '../engine/accounts/routes.js';
 import { archivePolicy, MessageArchive } from '../engine/archive/message-archive.js';
 import { pruneArchive } from '../engine/archive/archive-retention.js';
@@ -103,9 +102,11 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const events = await EventLog.open(store);
   // Before any writer prepares an event. With storage.postgres the statistics are the installation's, folded from the global feed.
   const eventIndexes = indexEvents(store, events, { localStats: !config.storage.postgres });
+  // LevelDB or PostgreSQL (storage.postgres), chosen once here (shared-state.ts).
+  const shared = await openSharedState(config, store, log);
   // Before anything reads accounts: the accounts API's changes are laid over the file's.
   const accountsNow = new AccountsSnapshot(config.accounts);
-  const accountService = await AccountService.open({ config, store: new LevelAccountStore(store, events), snapshot: accountsNow, reloadConfig: rt.reloadConfig, log: log.child({ component: 'accounts' }) });
+  const accountService = await AccountService.open({ config, store: await shared.accounts(events), snapshot: accountsNow, reloadConfig: rt.reloadConfig, log: log.child({ component: 'accounts' }) });
   // The rewrap reads this map per message: refilled in place when the accounts change (the
   // node-wide engine settings stay those of the start; a reload names them as needing a restart).
   const rewrapSettings = resolveRewrapSettings({ ...config, accounts: accountsNow.current }, rt.dataDir, keys);
@@ -118,8 +119,6 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       log.error({ err }, 'rewrap settings not updated (a DKIM key file?); the previous ones stay');
     }
   });
-  // LevelDB or PostgreSQL (storage.postgres), chosen once here (shared-state.ts).
-  const shared = await openSharedState(config, store, log);
   const suppression = shared.suppression;
   const stats = await shared.stats(eventIndexes.stats);
 
@@ -266,7 +265,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   // Webhook endpoints from the file are read here, at start (a reload names them as needing a restart).
   const eventFeed = await shared.eventFeed(events, config.events.retentionDays);
   const brakeRecords = await shared.brakeRecords(events);
-  const eventReaders = await startEventReaders({ brakeRecords, stats, feed: eventFeed.source, webhookSource: eventFeed.webhooks, store, events, indexes: eventIndexes, config: config.events, accounts: accountsNow.current, env: rt.env, api, killSwitch: deliveryStage.killSwitch, registry: deliveryStage.metrics.registry, log: log.child({ component: 'events' }) });
+  const eventReaders = await startEventReaders({ brakeRecords, stats, feed: eventFeed.source, webhookSource: eventFeed.webhooks, webhookEndpoints: await shared.webhookEndpoints(), store, events, indexes: eventIndexes, config: config.events, accounts: accountsNow.current, env: rt.env, api, killSwitch: deliveryStage.killSwitch, registry: deliveryStage.metrics.registry, log: log.child({ component: 'events' }) });
   const httpPort = await listenHttp(api, { host: config.http.host, port: config.http.port, what: 'hosted', log });
   const notifier = new Notifier({ store, events, delivery, accounts: accountsNow.current, hostname: config.engine.hostname, log: log.child({ component: 'notify' }) });
   await recipientCounters.start();

@@ -12,9 +12,13 @@
  * holds on all within ~1 s: engine/delivery/pause-store-postgres.ts), the
  * reputation brake's records (one node decides each pause and resume, every
  * node judges by the same resume baseline:
- * engine/events/brake-records-postgres.ts) and the dashboard's login
+ * engine/events/brake-records-postgres.ts), the dashboard's login
  * sessions (a cookie from one node is valid on all:
- * engine/dashboard/sessions-postgres.ts). Account API keys need nothing here:
+ * engine/dashboard/sessions-postgres.ts), the accounts API's changes (an SMTP
+ * user, network, sender domain or quota set through any node holds on all
+ * within ~1 s: engine/accounts/account-store-postgres.ts) and the webhook
+ * endpoints added through the API (engine/events/webhook-endpoints-postgres.ts).
+ * Account API keys need nothing here:
  * they live only in the config file (accounts[].apiKeys, the same file on
  * every node; common/api-keys.ts).
  *
@@ -44,6 +48,8 @@ import type { Pseudonymizer } from '../engine/recipients/pseudonym.js';
 import type { PauseStore } from '../engine/delivery/pause-store.js';
 import { MemorySessionStore, type DashboardSessions } from '../engine/dashboard/sessions.js';
 import { LevelBrakeRecords, type BrakeRecords } from '../engine/events/brake-records.js';
+import { LevelAccountStore, type AccountStore } from '../engine/accounts/account-store.js';
+import { LevelWebhookEndpoints, type WebhookEndpointStore } from '../engine/events/webhook-endpoints.js';
 
 /** How often a node drops the global feed's day partitions past events.retentionDays. */
 const FEED_RETENTION_INTERVAL_MS = 3_600_000;
@@ -81,6 +87,10 @@ export interface SharedState {
   sessions(idleMs: number): DashboardSessions;
   /** The reputation brake's records (paused/resumed, figures, resume baseline): this node's, or every node's. */
   brakeRecords(events: EventLog): Promise<BrakeRecords>;
+  /** Where the accounts API keeps its changes (and their history); the node's log gets the events. */
+  accounts(events: EventLog): Promise<AccountStore>;
+  /** Where the endpoints added through the webhooks API are kept (closed by the dispatcher). */
+  webhookEndpoints(): Promise<WebhookEndpointStore>;
   /** Forgets what expired (hourly, with the node's other sweeps). */
   sweep(): Promise<void>;
   /** Before the LevelDB store closes: parked writes still need it. */
@@ -99,6 +109,8 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
       spoolIds: undefined,
       pauses: undefined,
       sessions: (idleMs) => new MemorySessionStore(idleMs),
+      accounts: async (events) => new LevelAccountStore(store, events),
+      webhookEndpoints: async () => new LevelWebhookEndpoints(store),
       sweep: async () => undefined,
       eventFeed: async (events) => ({ source: localFeed(events), close: async () => undefined }),
       nodes: async (figures) => singleNode(await ensureNodeId(store), figures),
@@ -132,6 +144,8 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
   let quotas: QuotaCounter | undefined;
   let recipients: RecipientDb | undefined;
   let sessions: InstanceType<typeof PgSessionStore> | undefined;
+  let accounts: AccountStore & { close(): Promise<void> } | undefined;
+  let webhookEndpoints: WebhookEndpointStore | undefined;
   const pauses = new PgPauseStore(pool, store, log.child({ component: 'delivery-pause' }));
   const spoolIds = new PgSpoolIds(pool, store, config.listener.spoolIdTtlSeconds * 1000, log.child({ component: 'spool-ids' }));
   // Ids accepted just before a crash that had not reached PostgreSQL yet (spool-id-postgres.ts).
@@ -198,12 +212,22 @@ export async function openSharedState(config: Config, store: Store, log: Logger)
       return new PgBrakeRecords(pool, store, events, log.child({ component: 'reputation-brake' }));
     },
     sessions: (idleMs) => (sessions = new PgSessionStore(pool, idleMs)),
+    async accounts(events) {
+      const { PgAccountStore } = await import('../engine/accounts/account-store-postgres.js');
+      return (accounts = new PgAccountStore(pool, store, events, log.child({ component: 'accounts' })));
+    },
+    async webhookEndpoints() {
+      const { PgWebhookEndpoints } = await import('../engine/events/webhook-endpoints-postgres.js');
+      return (webhookEndpoints = new PgWebhookEndpoints(pool, store, log.child({ component: 'webhooks' })));
+    },
     async sweep() {
       await spoolIds.sweep();
       await sessions?.sweep();
     },
     async close() {
       await pauses.close();
+      await accounts?.close();
+      await webhookEndpoints?.close(); // the dispatcher closed it already; a node that failed before it did not
       await quotas?.close?.();
       await recipients?.close(); // parked traffic entries, while the pool is still open
       await spoolIds.close();

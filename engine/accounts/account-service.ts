@@ -15,8 +15,12 @@
  * accounts[].engine.notify (the notifier reads it at start) and accounts[].webhooks
  * (the dispatcher reads the file's endpoints at start; the webhooks API is live).
  *
+ * Several nodes (storage.postgres, account-store-postgres.ts): a change made
+ * on another node arrives through the store's poll and is swapped in the same
+ * way; a change here that raced one there is made again on top of it.
+ *
  * Config: accounts[], listener.minAccountPrefix (network-policy.ts).
- * Side effects: LevelDB writes through the store; swaps the snapshot.
+ * Side effects: LevelDB or PostgreSQL writes through the store; swaps the snapshot.
  */
 import type { Principal } from '../../common/api-keys.js';
 import type { AccountsSnapshot } from '../../common/accounts-snapshot.js';
@@ -26,10 +30,10 @@ import { PostinoError } from '../../common/errors.js';
 import type { AccountChange, AccountPart, PostinoEvent } from '../../common/events.js';
 import { KeyedLock } from '../../common/keyed-lock.js';
 import type { Logger } from '../../common/log.js';
-import type { AccountStore, AccountWrite } from './account-store.js';
+import { StaleOverlay, type AccountStore, type AccountWrite } from './account-store.js';
 import { actorOf, changedEvent, logChange, partView } from './audit.js';
 import { tooBroad } from './network-policy.js';
-import { addToList, effectiveConfig, removeFromList, removeUser, setQuotas, setUser, type AccountOverlay, type QuotaValues, type UserEntry } from './overlay.js';
+import { addToList, effectiveConfig, overlaysFingerprint, removeFromList, removeUser, setQuotas, setUser, type AccountOverlay, type QuotaValues, type UserEntry } from './overlay.js';
 
 /** One change through the API: the part, and how. */
 export type AccountEdit =
@@ -37,6 +41,9 @@ export type AccountEdit =
   | { part: 'users'; action: 'add'; user: UserEntry }
   | { part: 'users'; action: 'remove'; item: string }
   | { part: 'quotas'; action: 'set'; quotas: QuotaValues };
+
+/** Edits made again after another node's change to the same account, before giving up (a storm of edits). */
+const MAX_STALE_RETRIES = 5;
 
 export interface EditResult {
   account: string;
@@ -79,6 +86,10 @@ export class AccountService {
   private file: Config;
   private overlays: Map<string, AccountOverlay>;
   private readonly lock = new KeyedLock();
+  /** Bumped by every change kept or taken from elsewhere: a poll read before one is not applied over it. */
+  private generation = 0;
+  /** The last set from another node this node's file refused (logged once). */
+  private refusedRemote = '';
 
   private constructor(
     private readonly o: AccountServiceOptions,
@@ -98,6 +109,7 @@ export class AccountService {
     const effective = effectiveConfig(o.config, overlays, 'config file + accounts API changes');
     o.snapshot.swap(effective.accounts);
     if (overlays.size > 0) o.log.info({ event: 'account-overlays', accounts: [...overlays.keys()] }, 'accounts API changes applied over the config file');
+    o.store.watch?.((all) => s.fromElsewhere(all));
     return s;
   }
 
@@ -127,30 +139,85 @@ export class AccountService {
         if (why && e.force && by.kind !== 'node') throw new PostinoError('FORBIDDEN', `${why}; only the node key can force it`);
         if (why && !e.force) throw new PostinoError('BAD_REQUEST', `${why}; refused without force (CLI --force)`);
       }
-      const cur = this.overlays.get(id) ?? {};
-      const next = this.applyEdit(base, cur, e);
-      const overlays = new Map(this.overlays).set(id, next);
-      let effective: Config;
-      try {
-        effective = effectiveConfig(this.file, overlays);
-      } catch (err) {
-        if (err instanceof ConfigError) throw new PostinoError('BAD_REQUEST', err.problems.map((p) => `${p.path}: ${p.message}`).join('; '));
-        throw err;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await this.editOnce(id, base, e, by);
+        } catch (err) {
+          // Another node changed the account since this one last read it: made again on top of its change.
+          if (!(err instanceof StaleOverlay) || attempt >= MAX_STALE_RETRIES) throw err;
+          this.takeStale(id, err.current);
+        }
       }
-      const beforeAccount = this.account(id);
-      const afterAccount = effective.accounts.find((a) => a.id === id)!;
-      const before = partView(beforeAccount, e.part);
-      const after = partView(afterAccount, e.part);
-      // A password change leaves the user names alike: it is a change all the same.
-      const same = JSON.stringify(before) === JSON.stringify(after) && !(e.part === 'users' && e.action === 'add');
-      if (same) return { account: id, part: e.part, before, after, event: undefined };
-      const change: AccountChange = { part: e.part, action: e.action, before, after, ...('item' in e ? { item: e.item } : {}), ...(e.part === 'users' && e.action === 'add' ? { item: e.user.username } : {}), ...('force' in e && e.force ? { forced: true } : {}) };
-      const [event] = await this.o.store.write([{ account: id, overlay: next, audit: changedEvent(id, actorOf(by), change) }]);
-      this.overlays = overlays;
-      this.o.snapshot.swap(effective.accounts);
-      if (event) logChange(this.o.log, event);
-      return { account: id, part: e.part, before, after, event };
     });
+  }
+
+  private async editOnce(id: string, base: AccountConfig, e: AccountEdit, by: Principal): Promise<EditResult> {
+    const cur = this.overlays.get(id) ?? {};
+    const next = this.applyEdit(base, cur, e);
+    const overlays = new Map(this.overlays).set(id, next);
+    let effective: Config;
+    try {
+      effective = effectiveConfig(this.file, overlays);
+    } catch (err) {
+      if (err instanceof ConfigError) throw new PostinoError('BAD_REQUEST', err.problems.map((p) => `${p.path}: ${p.message}`).join('; '));
+      throw err;
+    }
+    const beforeAccount = this.account(id);
+    const afterAccount = effective.accounts.find((a) => a.id === id)!;
+    const before = partView(beforeAccount, e.part);
+    const after = partView(afterAccount, e.part);
+    // A password change leaves the user names alike: it is a change all the same.
+    const same = JSON.stringify(before) === JSON.stringify(after) && !(e.part === 'users' && e.action === 'add');
+    if (same) return { account: id, part: e.part, before, after, event: undefined };
+    const change: AccountChange = { part: e.part, action: e.action, before, after, ...('item' in e ? { item: e.item } : {}), ...(e.part === 'users' && e.action === 'add' ? { item: e.user.username } : {}), ...('force' in e && e.force ? { forced: true } : {}) };
+    const [event] = await this.o.store.write([{ account: id, overlay: next, basedOn: cur, audit: changedEvent(id, actorOf(by), change) }]);
+    this.generation++;
+    this.overlays = overlays;
+    this.o.snapshot.swap(effective.accounts);
+    if (event) logChange(this.o.log, event);
+    return { account: id, part: e.part, before, after, event };
+  }
+
+  /** An account as another node left it (StaleOverlay), swapped in before the change is made again. */
+  private takeStale(id: string, current: AccountOverlay): void {
+    const overlays = new Map(this.overlays).set(id, current);
+    this.overlays = overlays;
+    this.generation++;
+    try {
+      this.o.snapshot.swap(effectiveConfig(this.file, overlays, 'accounts API changes from another node').accounts);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err; // the edit made again reports what does not fit
+    }
+  }
+
+  /**
+   * Overlays another node wrote (a shared store's poll): swapped in as after a change here.
+   * A set this node's file cannot take (its file differs from the other node's) is logged once
+   * and this node keeps its accounts.
+   */
+  private fromElsewhere(all: Map<string, AccountOverlay>): void {
+    const seen = this.generation;
+    void this.lock
+      .run('accounts', async () => {
+        if (seen !== this.generation) return; // a change here meanwhile: the next poll brings both
+        const fp = overlaysFingerprint(all);
+        if (fp === overlaysFingerprint(this.overlays)) return;
+        let effective: Config;
+        try {
+          effective = effectiveConfig(this.file, all, 'accounts API changes from another node');
+        } catch (err) {
+          if (!(err instanceof ConfigError)) throw err;
+          if (fp !== this.refusedRemote) this.o.log.error({ event: 'account-overlays-refused', problems: err.problems }, `accounts API changes made on another node do not fit this node's config file; keeping the previous accounts: ${err.problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`);
+          this.refusedRemote = fp;
+          return;
+        }
+        const changed = [...new Set([...all.keys(), ...this.overlays.keys()])].filter((a) => overlaysFingerprint(new Map([[a, all.get(a) ?? {}]])) !== overlaysFingerprint(new Map([[a, this.overlays.get(a) ?? {}]])));
+        this.generation++;
+        this.overlays = all;
+        this.o.snapshot.swap(effective.accounts);
+        this.o.log.info({ event: 'account-overlays-synced', accounts: changed }, `accounts changed on another node applied: ${changed.join(', ')}`);
+      })
+      .catch((err: unknown) => this.o.log.error({ err }, 'accounts changed on another node not applied'));
   }
 
   private applyEdit(base: AccountConfig, o: AccountOverlay, e: AccountEdit): AccountOverlay {

@@ -11,6 +11,9 @@
  * The overlay, the event of the feed (engine/events/event-log.ts) and the
  * history copy go into one synced batch: the feed never shows a change that
  * was not kept, and a kept change is never missing from the feed.
+ * With storage.postgres the overlays and history are PostgreSQL's
+ * (account-store-postgres.ts, chosen by app/shared-state.ts) and these keys
+ * hold the node's last-known copy.
  *
  * Side effects: LevelDB reads and synced writes.
  */
@@ -23,7 +26,22 @@ export interface AccountWrite {
   account: string;
   /** The account's new overlay; absent for a change that is not an overlay (a reload of the file). */
   overlay?: AccountOverlay | undefined;
+  /**
+   * The overlay the change was computed from. A shared store refuses the write (StaleOverlay)
+   * when another node changed the account since: the change is made again from its overlay.
+   */
+  basedOn?: AccountOverlay | undefined;
   audit: EventInput;
+}
+
+/** Another node changed the account after this node last read it: `current` is its overlay now. */
+export class StaleOverlay extends Error {
+  constructor(
+    readonly account: string,
+    readonly current: AccountOverlay,
+  ) {
+    super(`account ${account} was changed by another node meanwhile`);
+  }
 }
 
 export interface AccountStore {
@@ -32,11 +50,28 @@ export interface AccountStore {
   write(writes: AccountWrite[]): Promise<PostinoEvent[]>;
   /** The account's account.changed events, newest first. */
   history(account: string, limit: number): Promise<PostinoEvent[]>;
+  /** Overlays changed by another node, as the whole new set; absent on a single node. */
+  watch?(fn: (all: Map<string, AccountOverlay>) => void): void;
 }
 
-const OVERLAY = 'acct!o!';
-const HISTORY = 'acct!h!';
+export const OVERLAY_PREFIX = 'acct!o!';
+
+/** The overlays under `acct!o!` in a LevelDB store (also PostgreSQL's last-known copy on the node). */
+export async function readOverlayKeys(store: Store): Promise<Map<string, AccountOverlay>> {
+  const out = new Map<string, AccountOverlay>();
+  for await (const [k, v] of store.db.iterator({ gte: OVERLAY_PREFIX, lt: `${OVERLAY_PREFIX}~` })) out.set(k.slice(OVERLAY_PREFIX.length), JSON.parse(v.toString('utf8')) as AccountOverlay);
+  return out;
+}
+
+const OVERLAY = OVERLAY_PREFIX;
+export const HISTORY_PREFIX = 'acct!h!';
+const HISTORY = HISTORY_PREFIX;
 const SEQ_WIDTH = 16;
+
+/** The LevelDB key of an account.changed event's history copy. */
+export function historyKey(e: PostinoEvent): string {
+  return `${HISTORY}${e.account}!${String(e.seq).padStart(SEQ_WIDTH, '0')}`;
+}
 
 export class LevelAccountStore implements AccountStore {
   constructor(
@@ -44,10 +79,8 @@ export class LevelAccountStore implements AccountStore {
     private readonly events: EventLog,
   ) {}
 
-  async overlays(): Promise<Map<string, AccountOverlay>> {
-    const out = new Map<string, AccountOverlay>();
-    for await (const [k, v] of this.store.db.iterator({ gte: OVERLAY, lt: `${OVERLAY}~` })) out.set(k.slice(OVERLAY.length), JSON.parse(v.toString('utf8')) as AccountOverlay);
-    return out;
+  overlays(): Promise<Map<string, AccountOverlay>> {
+    return readOverlayKeys(this.store);
   }
 
   async write(writes: AccountWrite[]): Promise<PostinoEvent[]> {
@@ -60,7 +93,7 @@ export class LevelAccountStore implements AccountStore {
         for (const op of eventOps) {
           if (op.type !== 'put') continue;
           const e = JSON.parse(Buffer.from(op.value).toString('utf8')) as PostinoEvent;
-          ops.push({ type: 'put', key: `${HISTORY}${e.account}!${String(e.seq).padStart(SEQ_WIDTH, '0')}`, value: op.value });
+          ops.push({ type: 'put', key: historyKey(e), value: op.value });
         }
         await this.store.commit(ops, { sync: true });
       },

@@ -113,3 +113,20 @@ export function removeUser(base: AccountConfig, o: AccountOverlay, username: str
 export function setQuotas(o: AccountOverlay, q: QuotaValues): AccountOverlay {
   return { ...o, quotas: { ...o.quotas, ...Object.fromEntries(Object.entries(q).filter(([, v]) => v !== undefined)) } };
 }
+
+/** Object keys sorted at every level: jsonb gives them back in its own order. */
+function canonical(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(canonical);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, x]) => [k, canonical(x)]));
+  return v;
+}
+
+/** One string per set of overlays, the same whatever the key order; empty overlays count as none. */
+export function overlaysFingerprint(all: ReadonlyMap<string, AccountOverlay>): string {
+  return JSON.stringify(
+    [...all]
+      .map(([k, o]) => [k, canonical(o)] as const)
+      .filter(([, o]) => JSON.stringify(o) !== '{}')
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+  );
+}

@@ -25,7 +25,8 @@
  * Passwords are hashed here (scrypt, common/password-hash.ts) and never stored
  * or shown in clear.
  *
- * Side effects: through AccountService (LevelDB writes, the accounts swap).
+ * Side effects: through AccountService (LevelDB or, with storage.postgres,
+ * PostgreSQL writes: 503 while it does not answer; the accounts swap).
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { AccountConfig } from '../../common/config.js';

@@ -28,6 +28,7 @@ import { FOLD_INTERVAL_MS, Stats, type StatsCounters } from './stats.js';
 import { registerStatsRoutes } from './stats-routes.js';
 import { registerWebhookRoutes } from './webhook-routes.js';
 import { WebhookDispatcher, type WebhookSource } from './webhooks.js';
+import type { WebhookEndpointStore } from './webhook-endpoints.js';
 
 export interface EventIndexes {
   stats: Stats;
@@ -61,6 +62,8 @@ export interface EventReaderOptions {
   feed?: FeedSource | undefined;
   /** Where the webhooks read (app/shared-state.ts); absent: this node's log. */
   webhookSource?: WebhookSource | undefined;
+  /** Where API webhook endpoints are kept (app/shared-state.ts); absent: this node's LevelDB. */
+  webhookEndpoints?: WebhookEndpointStore | undefined;
   /** The statistics the API, retention and brake use (app/shared-state.ts); absent: indexes.stats, this node's. */
   stats?: StatsCounters | undefined;
   /** Where the reputation brake keeps its records (app/shared-state.ts); absent: this node's LevelDB. */
@@ -77,7 +80,7 @@ export interface EventReaders {
 export async function startEventReaders(o: EventReaderOptions): Promise<EventReaders> {
   const { history } = o.indexes;
   const stats = o.stats ?? o.indexes.stats;
-  const webhooks = new WebhookDispatcher({ source: o.webhookSource, store: o.store, events: o.events, config: o.config.webhooks, accounts: o.accounts, env: o.env, log: o.log });
+  const webhooks = new WebhookDispatcher({ source: o.webhookSource, endpoints: o.webhookEndpoints, store: o.store, events: o.events, config: o.config.webhooks, accounts: o.accounts, env: o.env, log: o.log });
   const metrics = new EventMetrics(o.registry, o.events, webhooks);
   registerEventRoutes(o.api, { events: o.events, feed: o.feed, history, onRead: metrics.onRead });
   registerStatsRoutes(o.api, stats);

@@ -7,6 +7,9 @@
  *   POST   /api/webhooks/:id/enable      takes a disabled endpoint back into service
  *   DELETE /api/webhooks/:id             removes an endpoint added by API (config ones live in the config)
  * An account's API key sees and changes its own account's endpoints only (accountScope).
+ * With storage.postgres an endpoint added or deleted here is every node's
+ * (webhook-endpoints-postgres.ts; 503 while PostgreSQL does not answer);
+ * `enable`, the deliveries and the backlog are this node's.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';

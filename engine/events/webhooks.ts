@@ -40,8 +40,11 @@
  * the row over with its pending batch. Each event is posted once, except a
  * pending batch, which may be posted by two nodes under its one webhook-id
  * (test/e2e/multi-node-stats.test.ts). A node takes over only endpoints it
- * knows: the file's (on every node) and the API-added ones it keeps (wh! keys).
-
+ * knows: the file's (on every node) and the API-added ones, which are every
+ * node's (webhook-endpoints-postgres.ts: one added or deleted through any node
+ * is posted to, or stops, on all within ~1 s). An endpoint's disabled state
+ * and last deliveries stay each node's own.
+ *
  * Retries: events.webhooks.retrySeconds between attempts (the last repeats);
  * an endpoint failing for events.webhooks.disableAfterHours is disabled, and
  * a `webhook.disabled` event is written (the account's notifier reports it).
@@ -58,7 +61,9 @@ import { PostinoError } from '../../common/errors.js';
 import type { PostinoEvent } from '../../common/events.js';
 import type { Logger } from '../../common/log.js';
 import type { Store } from '../../common/store.js';
+import { KeyedLock } from '../../common/keyed-lock.js';
 import type { EventLog } from './event-log.js';
+import { endpointKey, LevelWebhookEndpoints, type WebhookEndpointStore } from './webhook-endpoints.js';
 import { newWebhookMessageId, newWebhookSecret, signatureHeaders } from './webhook-signing.js';
 
 type WebhooksConfig = EventsConfig['webhooks'];
@@ -200,6 +205,8 @@ export interface WebhookOptions {
   events: EventLog;
   /** Absent: `events`. */
   source?: WebhookSource | undefined;
+  /** Where API endpoints are kept (app/shared-state.ts); absent: this node's LevelDB. */
+  endpoints?: WebhookEndpointStore | undefined;
   config: WebhooksConfig;
   accounts: readonly AccountConfig[];
   env: NodeJS.ProcessEnv;
@@ -209,9 +216,6 @@ export interface WebhookOptions {
 
 function stateKey(account: string, id: string): string {
   return `ws!${account}!${id}`;
-}
-function endpointKey(account: string, id: string): string {
-  return `wh!${account}!${id}`;
 }
 function recentKey(account: string, id: string): string {
   return `wr!${account}!${id}`;
@@ -479,11 +483,17 @@ export class WebhookDispatcher {
   private ticker: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
   private stopping = false;
+  readonly endpoints: WebhookEndpointStore;
+  /** API adds and deletes, and another node's list, one at a time. */
+  private readonly lock = new KeyedLock();
+  /** Bumped by every add or delete here: a list read before one is not applied over it. */
+  private generation = 0;
 
   constructor(readonly o: WebhookOptions) {
     this.now = o.now ?? Date.now;
     this.source = o.source ?? localWebhookSource(o.events);
     this.shared = this.source.outbox;
+    this.endpoints = o.endpoints ?? new LevelWebhookEndpoints(o.store);
     const ms = o.config.timeoutSeconds * 1000;
     this.agent = new Agent({ connect: { timeout: ms }, headersTimeout: ms, bodyTimeout: ms });
     this.tickMs = this.shared ? Math.max(500, Math.floor(this.shared.leaseMs / 6)) : SOURCE_RETRY_MS;
@@ -499,11 +509,12 @@ export class WebhookDispatcher {
         eps.push({ account: a.id, id: w.id, url: w.url, types: w.types, secret, source: 'config' });
       }
     }
-    for await (const [, v] of this.o.store.db.iterator({ gte: 'wh!', lt: 'wh~' })) eps.push({ ...(JSON.parse(v.toString('utf8')) as Endpoint), source: 'api' });
+    eps.push(...(await this.endpoints.load()));
     for (const ep of eps) await this.launch(ep);
     this.source.subscribe(() => {
       for (const w of this.workers.values()) w.wake();
     });
+    this.endpoints.watch?.((all) => this.fromElsewhere(all));
     if (this.shared) {
       this.ticker = setInterval(() => void this.tick(), this.tickMs).unref();
       void this.tick();
@@ -579,6 +590,41 @@ export class WebhookDispatcher {
     });
   }
 
+  /** The API endpoints as another node left them (a shared store's poll): new ones start, removed ones stop. */
+  private fromElsewhere(all: Endpoint[]): void {
+    const seen = this.generation;
+    void this.lock
+      .run('endpoints', async () => {
+        if (seen !== this.generation) return; // an add or delete here meanwhile: the next poll brings both
+        const wanted = new Map(all.map((e) => [`${e.account}!${e.id}`, e]));
+        for (const [key, w] of [...this.workers]) {
+          if (w.ep.source !== 'api' || wanted.has(key)) continue;
+          await this.drop(w);
+          this.o.log.info({ event: 'webhook-removed-elsewhere', account: w.ep.account, webhook: w.ep.id }, 'webhook endpoint removed on another node');
+        }
+        for (const [key, ep] of wanted) {
+          if (this.workers.has(key)) continue;
+          await this.launch(ep);
+          this.o.log.info({ event: 'webhook-added-elsewhere', account: ep.account, webhook: ep.id, url: ep.url }, 'webhook endpoint added on another node');
+        }
+      })
+      .catch((err: unknown) => this.o.log.error({ err }, 'webhook endpoints from another node not applied'));
+  }
+
+  /** Stops an endpoint's loop and forgets this node's state for it (outbox, cursor, deliveries). */
+  private async drop(w: EndpointWorker): Promise<void> {
+    await w.stop();
+    this.workers.delete(`${w.ep.account}!${w.ep.id}`);
+    // Loops posting other nodes' events to it (rows taken over) stop too, and its shared outbox rows go.
+    for (const [key, a] of this.adopted) {
+      if (a.ep.account !== w.ep.account || a.ep.id !== w.ep.id) continue;
+      await a.stop();
+      this.adopted.delete(key);
+    }
+    await this.shared?.remove(w.ep.account, w.ep.id);
+    await this.o.store.commit([{ type: 'del', key: endpointKey(w.ep.account, w.ep.id) }, { type: 'del', key: stateKey(w.ep.account, w.ep.id) }, { type: 'del', key: recentKey(w.ep.account, w.ep.id) }], { sync: true });
+  }
+
   /** The source's top (remembered for list()). */
   async top(): Promise<number> {
     this.lastTop = await this.source.top();
@@ -596,6 +642,8 @@ export class WebhookDispatcher {
     this.stopping = true;
     if (this.ticker) clearInterval(this.ticker);
     await this.ticking;
+    await this.endpoints.close();
+    await this.lock.run('endpoints', async () => undefined); // a list being applied has finished
     await Promise.all([...this.workers.values(), ...this.adopted.values()].map((w) => w.stop()));
     await this.agent.close();
   }
@@ -681,23 +729,22 @@ export class WebhookDispatcher {
   async add(account: string, url: string, types: string[]): Promise<{ id: string; secret: string }> {
     const id = `wh_${newWebhookMessageId().slice(4, 16).toLowerCase().replace(/[^a-z0-9]/g, '0')}`;
     const ep: Endpoint = { account, id, url, types, secret: newWebhookSecret(), source: 'api', createdAt: new Date(this.now()).toISOString() };
-    await this.o.store.commit([{ type: 'put', key: endpointKey(account, id), value: Buffer.from(JSON.stringify(ep)) }], { sync: true });
-    await this.launch(ep);
-    return { id, secret: ep.secret };
+    return this.lock.run('endpoints', async () => {
+      await this.endpoints.add(ep); // 503 when it cannot be kept: nothing started
+      this.generation++;
+      await this.launch(ep);
+      return { id, secret: ep.secret };
+    });
   }
 
   async remove(account: string | undefined, id: string): Promise<void> {
-    const w = this.worker(account, id);
-    if (w.ep.source === 'config') throw new PostinoError('BAD_REQUEST', `webhook "${id}" is in the config file: remove it there`);
-    await w.stop();
-    this.workers.delete(`${w.ep.account}!${id}`);
-    for (const [key, a] of this.adopted) {
-      if (a.ep.account !== w.ep.account || a.ep.id !== id) continue;
-      await a.stop();
-      this.adopted.delete(key);
-    }
-    await this.shared?.remove(w.ep.account, id);
-    await this.o.store.commit([{ type: 'del', key: endpointKey(w.ep.account, id) }, { type: 'del', key: stateKey(w.ep.account, id) }, { type: 'del', key: recentKey(w.ep.account, id) }], { sync: true });
+    await this.lock.run('endpoints', async () => {
+      const w = this.worker(account, id);
+      if (w.ep.source === 'config') throw new PostinoError('BAD_REQUEST', `webhook "${id}" is in the config file: remove it there`);
+      await this.endpoints.remove(w.ep.account, id); // 503 when it cannot be kept: the endpoint stays
+      this.generation++;
+      await this.drop(w);
+    });
   }
 
   /** A signed test POST outside the outbox; the receiver's status is returned. */

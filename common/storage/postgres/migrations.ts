@@ -275,6 +275,24 @@ export const MIGRATIONS: readonly Migration[] = [
       );
       CREATE INDEX webhook_outbox_holder ON webhook_outbox (holder);`,
   },
+  {
+    version: 11,
+    name: 'account overlays and webhook endpoints',
+    // What the accounts API and POST /api/webhooks change at runtime, the same for every node
+    // (engine/accounts/account-store-postgres.ts, engine/events/webhook-endpoints-postgres.ts): one
+    // row per account overlay and per API endpoint, each node re-reading both every 500 ms; the
+    // account.changed history of every node in one table, newest first by its own id.
+    sql: `
+      CREATE TABLE account_overlays (account text COLLATE "C" PRIMARY KEY, overlay jsonb NOT NULL, changed_at timestamptz NOT NULL DEFAULT now());
+      CREATE TABLE account_history (id bigserial PRIMARY KEY, account text COLLATE "C" NOT NULL, event jsonb NOT NULL);
+      CREATE INDEX account_history_account ON account_history (account, id);
+      CREATE TABLE webhook_endpoints (
+        account text COLLATE "C" NOT NULL,
+        id text COLLATE "C" NOT NULL,
+        endpoint jsonb NOT NULL,
+        PRIMARY KEY (account, id)
+      );`,
+  },
 ];
 
 /** The schema version this code needs. */

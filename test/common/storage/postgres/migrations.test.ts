@@ -29,7 +29,7 @@ test('postino db migrate applies every migration once; a second run applies noth
   const url = await pgFile.cluster().newDatabase();
   const first = await dbMigrate({ storage: { postgres: { url } } });
   assert.equal(first.status, 0, first.out);
-  assert.match(first.out, new RegExp(`applied 1 \\(suppressions\\), 2 \\(events partitioned by day\\), 3 \\(quota counters\\), 4 \\(spool ids\\), 5 \\(global event feed and node heartbeats\\), 6 \\(delivery pauses and dashboard sessions\\), 7 \\(recipient database\\), 8 \\(statistics counters\\), 9 \\(reputation brake records\\), 10 \\(shared webhook outbox\\); schema at version ${SCHEMA_VERSION}`));
+  assert.match(first.out, new RegExp(`applied 1 \\(suppressions\\), 2 \\(events partitioned by day\\), 3 \\(quota counters\\), 4 \\(spool ids\\), 5 \\(global event feed and node heartbeats\\), 6 \\(delivery pauses and dashboard sessions\\), 7 \\(recipient database\\), 8 \\(statistics counters\\), 9 \\(reputation brake records\\), 10 \\(shared webhook outbox\\), 11 \\(account overlays and webhook endpoints\\); schema at version ${SCHEMA_VERSION}`));
   const second = await dbMigrate({ storage: { postgres: { url } } });
   assert.equal(second.status, 0, second.out);
   assert.match(second.out, new RegExp(`schema at version ${SCHEMA_VERSION}, nothing to apply`));
