@@ -6,11 +6,10 @@
  * domain or a quota set through node A's API holds on node B too.
  *
  * How another node's change arrives: each node re-reads the (small) overlay
- * table every POLL_MS (500 ms, so within ~1 s everywhere) and hands a changed
- * set to AccountService, which swaps the accounts as after its own change
- * (AccountsSnapshot.onSwap: listener, rewrap settings, API keys). A poll
- * rather than LISTEN/NOTIFY for the reason engine/delivery/pause-store-postgres.ts
- * gives: a notification missed while a connection was down is lost for good.
+ * table every 500 ms (common/storage/postgres/polled-table.ts, which says why
+ * a poll and not LISTEN/NOTIFY) and hands a changed set to AccountService,
+ * which swaps the accounts as after its own change (AccountsSnapshot.onSwap:
+ * listener, rewrap settings, API keys).
  *
  * Two nodes changing one account at once: the write locks the account's row
  * and goes through only if the row is still the overlay the change was made
@@ -34,56 +33,48 @@
 import type { PostinoEvent } from '../../common/events.js';
 import type { Logger } from '../../common/log.js';
 import type { BatchOp, Store } from '../../common/store.js';
+import { PolledTable, POLL_MS } from '../../common/storage/postgres/polled-table.js';
 import { sharedQuery, sharedTransaction, type PgPool } from '../../common/storage/postgres/pool.js';
 import type { EventLog } from '../events/event-log.js';
 import { HISTORY_PREFIX, historyKey, OVERLAY_PREFIX, readOverlayKeys, StaleOverlay, type AccountStore, type AccountWrite } from './account-store.js';
-import { overlaysFingerprint, type AccountOverlay } from './overlay.js';
+import type { AccountOverlay } from './overlay.js';
 
-/** How often a node re-reads the overlays: the issue's "within ~1 s" with room for a slow query. */
-export const POLL_MS = 500;
+export { POLL_MS };
 
 type Overlays = Map<string, AccountOverlay>;
 
-/** Set once this node's LevelDB overlays were written to PostgreSQL (adoptLocal); outside `acct!`. */
-const ADOPTED = 'pgacct!adopted';
-
 export class PgAccountStore implements AccountStore {
-  private timer: NodeJS.Timeout | undefined;
-  private polling: Promise<void> = Promise.resolve();
-  /** Bumped before and after every local write: a poll that overlapped one may have read the old set and is dropped. */
-  private writes = 0;
-  private known = '';
-  private failing = false;
-  private closed = false;
+  private readonly table: PolledTable<Overlays>;
 
   constructor(
     private readonly pool: PgPool,
     private readonly store: Store,
     private readonly events: EventLog,
-    private readonly log: Logger,
-    private readonly pollMs: number = POLL_MS,
-  ) {}
-
-  private async read(): Promise<Overlays> {
-    const r = await sharedQuery<{ account: string; overlay: AccountOverlay }>(this.pool, 'account overlays', 'SELECT account, overlay FROM account_overlays');
-    return new Map(r.rows.map((row) => [row.account, row.overlay]));
+    log: Logger,
+    pollMs: number = POLL_MS,
+  ) {
+    this.table = new PolledTable<Overlays>(
+      {
+        what: 'account overlays',
+        event: 'account-state',
+        meanwhile: 'serving the accounts API changes last seen',
+        read: async () => {
+          const r = await sharedQuery<{ account: string; overlay: AccountOverlay }>(this.pool, 'account overlays', 'SELECT account, overlay FROM account_overlays');
+          return new Map(r.rows.map((row) => [row.account, row.overlay]));
+        },
+        readLocal: () => readOverlayKeys(store),
+        copy: (all) => new Map([...all].map(([a, o]) => [OVERLAY_PREFIX + a, Buffer.from(JSON.stringify(o))])),
+        adopt: (local) => this.adopt(local),
+        adoptedKey: 'pgacct!adopted',
+      },
+      store,
+      log,
+      pollMs,
+    );
   }
 
-  /** The node's copy of the last set PostgreSQL gave (see the header). */
-  private async keep(all: Overlays): Promise<void> {
-    const fp = overlaysFingerprint(all);
-    if (fp === this.known) return;
-    const old = await readOverlayKeys(this.store);
-    const ops: BatchOp[] = [...old.keys()].filter((a) => !all.has(a)).map((a) => ({ type: 'del', key: OVERLAY_PREFIX + a }));
-    for (const [a, o] of all) ops.push({ type: 'put', key: OVERLAY_PREFIX + a, value: Buffer.from(JSON.stringify(o)) });
-    await this.store.commit(ops, { sync: true });
-    this.known = fp;
-  }
-
-  /** A node that ran on LevelDB before storage.postgres was set: its changes go to PostgreSQL once (a row already there wins). */
-  private async adoptLocal(): Promise<void> {
-    if ((await this.store.db.get(ADOPTED)) !== undefined) return;
-    const local = await readOverlayKeys(this.store);
+  /** A node that ran on LevelDB before storage.postgres was set: its overlays and history go to PostgreSQL once (a row already there wins). */
+  private async adopt(local: Overlays): Promise<void> {
     const history: PostinoEvent[] = [];
     for await (const v of this.store.db.values({ gte: HISTORY_PREFIX, lt: `${HISTORY_PREFIX}~` })) history.push(JSON.parse(v.toString('utf8')) as PostinoEvent);
     history.sort((a, b) => a.seq - b.seq);
@@ -91,28 +82,14 @@ export class PgAccountStore implements AccountStore {
       for (const [account, overlay] of local) await c.query('INSERT INTO account_overlays (account, overlay) VALUES ($1, $2) ON CONFLICT (account) DO NOTHING', [account, JSON.stringify(overlay)]);
       if (history.length) await c.query('INSERT INTO account_history (account, event) SELECT * FROM unnest($1::text[], $2::jsonb[])', [history.map((e) => e.account), history.map((e) => JSON.stringify(e))]);
     });
-    await this.store.commit([{ type: 'put', key: ADOPTED, value: Buffer.from(new Date().toISOString()) }], { sync: true });
-    if (local.size) this.log.info({ event: 'account-overlays-adopted', accounts: [...local.keys()], history: history.length }, "this node's accounts API changes written to PostgreSQL");
   }
 
-  async overlays(): Promise<Overlays> {
-    try {
-      await this.adoptLocal();
-      const all = await this.read();
-      await this.keep(all);
-      return all;
-    } catch (err) {
-      const last = await readOverlayKeys(this.store);
-      this.known = overlaysFingerprint(last);
-      this.failing = true;
-      this.log.warn({ event: 'account-state-unavailable', err: { message: (err as Error).message }, accounts: [...last.keys()] }, 'PostgreSQL does not answer: serving the accounts API changes last seen until it does');
-      return last;
-    }
+  overlays(): Promise<Overlays> {
+    return this.table.load();
   }
 
   async write(writes: AccountWrite[]): Promise<PostinoEvent[]> {
-    this.writes++;
-    try {
+    return this.table.write(async () => {
       const done = await this.events.commitWith(
         writes.map((w) => w.audit),
         async (eventOps) => {
@@ -137,9 +114,7 @@ export class PgAccountStore implements AccountStore {
         },
       );
       return done ?? [];
-    } finally {
-      this.writes++;
-    }
+    });
   }
 
   async history(account: string, limit: number): Promise<PostinoEvent[]> {
@@ -148,37 +123,10 @@ export class PgAccountStore implements AccountStore {
   }
 
   watch(fn: (all: Overlays) => void): void {
-    const tick = async (): Promise<void> => {
-      const before = this.writes;
-      let all: Overlays;
-      try {
-        all = await this.read();
-      } catch (err) {
-        if (!this.failing) this.log.warn({ event: 'account-state-unavailable', err: { message: (err as Error).message } }, 'PostgreSQL does not answer: serving the accounts API changes last seen until it does');
-        this.failing = true;
-        return;
-      }
-      if (this.failing) this.log.info({ event: 'account-state-available' }, 'account overlays read from PostgreSQL again');
-      this.failing = false;
-      if (before !== this.writes) return; // overlapped a local change: the next poll reads its result
-      fn(all);
-      await this.keep(all).catch((err: unknown) => this.log.warn({ err }, 'account overlays not copied to LevelDB'));
-    };
-    // One poll at a time, the next one POLL_MS after the last answered: a slow PostgreSQL must not pile them up.
-    const next = (): void => {
-      if (this.closed) return;
-      this.timer = setTimeout(() => {
-        this.polling = tick()
-          .catch((err: unknown) => this.log.error({ err }, 'account overlay poll failed'))
-          .finally(next);
-      }, this.pollMs).unref();
-    };
-    next();
+    this.table.watch(fn);
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
-    clearTimeout(this.timer);
-    await this.polling;
+  close(): Promise<void> {
+    return this.table.close();
   }
 }
