@@ -60,7 +60,7 @@ export interface CopyOut {
 export async function runRewrap(env: Env, raw: Buffer | string, rcptTo: string[], mailFrom = 'shop@example.org', now = Date.now(), source?: BodySource): Promise<{ result: RewrapResult; copies: CopyOut[]; msg: MessageContext }> {
   const bytes = Buffer.isBuffer(raw) ? raw : Buffer.from(raw.replace(/\r?\n/g, '\r\n'));
   source ??= bufferSource(bytes);
-  const mime = await scanMime(source.stream(0, source.size));
+  const mime = await scanMime(source.stream(0, source.size), undefined, source.size);
   const envelope: Envelope = { mailFrom, rcptTo, clientAddress: '127.0.0.1', heloName: 'app.test', receivedAt: now, tls: true };
   const msg = new MessageContext({ intakeId: 'INTAKE1', envelope, source, mime, parts: walkParts(mime), settings: env.settings, services: { suppression: env.suppression, recipients: env.recipients, copies: new CopyIndex(env.store) }, now });
   const copies: CopyOut[] = [];
