@@ -28,9 +28,9 @@ export function bufferSource(buf: Buffer): BodySource {
 /**
  * Chunk size of reads from a blob file. 64 KiB, Node's default for file streams:
  * with 256 KiB chunks the hosted process's peak RSS after 100 messages of 10 MB
- * was ~20 MiB higher (bench big-messages, issue #17) though no more was live:
- * chunks over glibc's 128 KiB mmap threshold raise that threshold when freed, and
- * the mixed sizes that then share the heap leave it fragmented. Per chunk the
+ * was ~20 MiB higher (bench big-messages, issue #17) though no more was live,
+ * most likely because chunks over glibc's 128 KiB mmap threshold raise it when freed and
+ * the mixed sizes then sharing the heap fragment it. Per chunk the
  * rewrap's cost is a few microseconds, nothing beside 64 KiB of I/O.
  */
 const READ_CHUNK_BYTES = 64 * 1024;
