@@ -17,8 +17,11 @@
  *     held in memory (at most `inlineMaxBytes` per message in flight), and it
  *     never passes through LevelDB's memtable, log and compactions, which would
  *     rewrite it several times and stall every other writer.
- *   The memory bound is concurrency × inlineMaxBytes; bodies are read back as
- *   streams (`openBody`) so delivery does not load them either.
+ *   Bodies are read in memory up to inlineMaxBytes each, and up to
+ *   DEFAULT_INLINE_BUDGET_BYTES summed over the queue (`inlineBudgetBytes`): past
+ *   it a body spills to its file early, so many large messages arriving at once
+ *   do not hold 256 KiB each. Bodies are read back as streams (`openBody`) so
+ *   delivery does not load them either.
  *
  * Keys (one key range per queue name, all in the stage's one database):
  *   q!<queue>!m!<id>                 metadata record (JSON)
@@ -43,6 +46,16 @@ import type { BatchOp, Store } from './store.js';
 
 /** 256 KiB: above typical transactional mail, far below LevelDB's comfortable value size. */
 export const DEFAULT_INLINE_MAX_BYTES = 256 * 1024;
+/**
+ * Bytes that bodies still being read may hold in memory at once, summed over every
+ * message of a queue, before it is known whether they stay inline (each up to
+ * inlineMaxBytes). A body whose next chunk would go past it is written to a blob
+ * file from then on. Why: 100 sessions of large messages that start together held
+ * 100 × 256 KiB before any of them reached a file (issue #17); 8 MiB is 32 bodies
+ * at the inline limit, which small mail never comes near (200 sessions of 2 KB hold
+ * 400 KiB), so the group-committed inline path stays the path of small mail.
+ */
+export const DEFAULT_INLINE_BUDGET_BYTES = 8 * 1024 * 1024;
 /** Longest a message can wait behind the lease scan cursor (see dueKeys). */
 const FULL_SCAN_INTERVAL_MS = 250;
 /** Width of the zero-padded due time in keys: ms timestamps stay 13 digits until year 2286. */
@@ -99,6 +112,8 @@ function padDue(due: number): string {
 
 export interface QueueOptions<M> {
   inlineMaxBytes?: number;
+  /** Default DEFAULT_INLINE_BUDGET_BYTES (see there). */
+  inlineBudgetBytes?: number;
   clock?: () => number;
   /**
    * Counts waiting (not leased) records for which this is true, kept up to date
@@ -112,6 +127,9 @@ export interface QueueOptions<M> {
 export class DurableQueue<M> {
   private readonly prefix: string;
   private readonly inlineMax: number;
+  private readonly inlineBudget: number;
+  /** Bytes held right now by bodies being read that may still stay inline (see DEFAULT_INLINE_BUDGET_BYTES). */
+  private inlineHeld = 0;
   private readonly now: () => number;
   private readonly leases = new Map<string, number>();
   private waiters: Array<() => void> = [];
@@ -133,6 +151,7 @@ export class DurableQueue<M> {
   ) {
     this.prefix = `q!${name}!`;
     this.inlineMax = opts.inlineMaxBytes ?? DEFAULT_INLINE_MAX_BYTES;
+    this.inlineBudget = opts.inlineBudgetBytes ?? DEFAULT_INLINE_BUDGET_BYTES;
     this.now = opts.clock ?? Date.now;
     this.tally = opts.tally;
   }
@@ -214,7 +233,7 @@ export class DurableQueue<M> {
         body = { kind: 'inline', size: input.body.length };
         inline = input.body;
       } else {
-        body = await this.writeBlob(id, Readable.from([input.body]), limit);
+        body = await this.writeBlob(id, [input.body], limit);
       }
     } else {
       const r = await this.readSmallOrSpill(id, input.body, limit);
@@ -242,41 +261,70 @@ export class DurableQueue<M> {
     };
   }
 
-  /** Buffers up to inlineMax bytes; past that, spills everything to a blob file. */
+  /**
+   * Buffers up to inlineMax bytes; past that, or past the queue's inline budget,
+   * spills everything to a blob file.
+   */
   private async readSmallOrSpill(id: string, stream: Readable, limit: number): Promise<{ body: BodyRef; inline?: Buffer }> {
     const chunks: Buffer[] = [];
     let size = 0;
+    /** Our share of inlineHeld, given back however this ends. */
+    let held = 0;
+    const release = (): void => {
+      this.inlineHeld -= held;
+      held = 0;
+    };
     const it = stream[Symbol.asyncIterator]();
-    for (;;) {
-      const { value, done } = (await it.next()) as IteratorResult<Buffer>;
-      if (done) break;
-      size += value.length;
-      chunks.push(value);
-      if (size > limit) {
-        // Read the rest without keeping it: an SMTP session must reach the final
-        // dot to answer 552 and stay usable (RFC 5321 4.5.3.1.10).
-        for (;;) if ((await it.next()).done) break;
-        throw new TooLargeError(limit);
+    try {
+      for (;;) {
+        const { value, done } = (await it.next()) as IteratorResult<Buffer>;
+        if (done) break;
+        size += value.length;
+        chunks.push(value);
+        if (size > limit) {
+          release();
+          // Read the rest without keeping it: an SMTP session must reach the final
+          // dot to answer 552 and stay usable (RFC 5321 4.5.3.1.10).
+          for (;;) if ((await it.next()).done) break;
+          throw new TooLargeError(limit);
+        }
+        const overBudget = this.inlineHeld + value.length > this.inlineBudget;
+        if (size <= this.inlineMax && !overBudget) {
+          this.inlineHeld += value.length;
+          held += value.length;
+          continue;
+        }
+        release();
+        return { body: await this.spill(id, chunks, it, limit) };
       }
-      if (size > this.inlineMax) {
-        const rest = Readable.from(
-          (async function* () {
-            yield* chunks;
-            for (;;) {
-              const n = (await it.next()) as IteratorResult<Buffer>;
-              if (n.done) return;
-              yield n.value;
-            }
-          })(),
-        );
-        return { body: await this.writeBlob(id, rest, limit) };
-      }
+    } finally {
+      release();
     }
     const inline = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
     return { body: { kind: 'inline', size }, inline };
   }
 
-  private async writeBlob(id: string, source: Readable, limit: number): Promise<BodyRef> {
+  /**
+   * Writes the chunks read so far and the rest of the body to a blob file. The
+   * chunks are let go as they are written: held until the end of the copy, the
+   * first 256 KiB of every large body in flight stayed in memory (issue #17).
+   */
+  private spill(id: string, chunks: Buffer[], it: AsyncIterator<unknown>, limit: number): Promise<BodyRef> {
+    // A generator, not a Readable over one: a Readable.from() reads ahead up to 16
+    // chunks per body while the disk is slower than the network; this reads one
+    // chunk when the writer has written the last.
+    const rest = (async function* () {
+      for (let c = chunks.shift(); c !== undefined; c = chunks.shift()) yield c;
+      for (;;) {
+        const n = (await it.next()) as IteratorResult<Buffer>;
+        if (n.done) return;
+        yield n.value;
+      }
+    })();
+    return this.writeBlob(id, rest, limit);
+  }
+
+  private async writeBlob(id: string, source: Iterable<Buffer> | AsyncIterable<Buffer>, limit: number): Promise<BodyRef> {
     const name = `${this.name}-${id}`;
     const size = await writeFileSynced(this.store.blobPath(name), source, limit);
     this.store.markBlobCreated();

@@ -53,6 +53,8 @@ export function stampSpoolId(id: string, body: Readable): Readable {
       yield line;
       yield* body as AsyncIterable<Buffer>;
     })(),
+    // Bytes, not objects: an object-mode Readable reads 16 chunks (1 MB of a blob) ahead of the TLS socket.
+    { objectMode: false },
   );
 }
 

@@ -19,6 +19,7 @@ import type { BodySource } from './body-source.js';
 import type { DkimKey } from './dkim-keys.js';
 import type { MimeLimits, MimePart } from './mime-scan.js';
 import { decodeText } from './mime-text.js';
+import { partMayContain } from './part-probe.js';
 import type { RecipientDb, RecipientRecord } from '../recipient-db.js';
 import type { SuppressionList } from '../suppression.js';
 
@@ -31,6 +32,15 @@ export type StepOutcome =
   | { kind: 'rejected'; reason: string };
 
 export const NEXT: StepOutcome = Object.freeze({ kind: 'next' });
+
+/**
+ * A part up to this size is decoded whole when a step asks what it holds
+ * (`MessageContext.mayContain`): cheap, and the text is at hand if the step
+ * then changes it. A larger one is probed as a stream (part-probe.ts), so a
+ * 10 MB text body with nothing to change is never a 10 MB string (issue #17).
+ * 256 KiB: the size the queue keeps in memory anyway (durable-queue.ts).
+ */
+export const WHOLE_PART_PROBE_MAX_BYTES = 256 * 1024;
 
 /** What the message asks for through its control headers (ours, or another relay's mapped onto ours). */
 export interface Controls {
@@ -108,6 +118,7 @@ export class MessageContext {
   /** Ops committed with the move (recipient database updates). */
   readonly extraOps: BatchOp[] = [];
   private readonly texts = new Map<number, Promise<string>>();
+  private readonly probes = new Map<string, Promise<boolean>>();
 
   constructor(o: MessageContextInit) {
     this.intakeId = o.intakeId;
@@ -158,6 +169,25 @@ export class MessageContext {
       this.texts.set(part.index, t);
     }
     return t;
+  }
+
+  /**
+   * False when the decoded text of a part surely holds none of `needles`
+   * (ASCII strings such as `{{`); once per message and part. A part already
+   * read, or small, is looked at as text; a large one is streamed, never held
+   * whole (part-probe.ts). True means "read it": the step then takes `text`.
+   */
+  mayContain(part: MimePart, needles: readonly string[]): Promise<boolean> {
+    if (this.texts.has(part.index) || part.bodyEnd - part.bodyStart <= WHOLE_PART_PROBE_MAX_BYTES) {
+      return this.text(part).then((text) => needles.some((n) => n !== '' && text.includes(n)));
+    }
+    const key = `${part.index}\0${needles.join('\0')}`;
+    let p = this.probes.get(key);
+    if (!p) {
+      p = partMayContain(this.source, part, needles);
+      this.probes.set(key, p);
+    }
+    return p;
   }
 }
 

@@ -90,8 +90,15 @@ function trimPadding(line: Buffer): string {
   return line.toString('latin1', 0, end);
 }
 
-/** Reads the structure of a message from its bytes. */
-export async function scanMime(input: Readable, limits: MimeLimits = DEFAULT_MIME_LIMITS): Promise<MimePart> {
+/**
+ * Reads the structure of a message from its bytes. With `size` (the message's
+ * length, when the caller knows it) the scan stops as soon as no more structure
+ * can follow: no header block being read and no multipart delimiter open (a
+ * single-part message after its header block, a multipart one after its closing
+ * delimiter). The rest is body or epilogue up to `size`: not read, so a 10 MB
+ * single-part message costs its header block, not 10 MB of reads (issue #17).
+ */
+export async function scanMime(input: Readable, limits: MimeLimits = DEFAULT_MIME_LIMITS, size?: number): Promise<MimePart> {
   let nextIndex = 1;
   const root = newPart(0, 0);
   const stack: Multipart[] = [];
@@ -196,7 +203,10 @@ export async function scanMime(input: Readable, limits: MimeLimits = DEFAULT_MIM
   let carryLen = 0;
   let tooLong = false; // the partial line is past MAX_DELIMITER_LINE: not kept
   let sliceEnd = SCAN_SLICE; // offset at which the scan next yields the event loop
-  for await (const chunk of input as AsyncIterable<Buffer>) {
+  /** Nothing later in the message can add a part or a delimiter (see the function's comment). */
+  const complete = (): boolean => size !== undefined && inHeaders === undefined && (open.size === 0 || stopped);
+  let early = false;
+  scan: for await (const chunk of input as AsyncIterable<Buffer>) {
     let pos = 0;
     for (;;) {
       if (base + pos >= sliceEnd || headersSinceTurn >= HEADERS_PER_TURN) {
@@ -226,21 +236,25 @@ export async function scanMime(input: Readable, limits: MimeLimits = DEFAULT_MIM
       carryLen = 0;
       tooLong = false;
       pos = nl + 1;
+      if (complete()) {
+        early = true;
+        break scan; // ends the iteration: the input stream is destroyed
+      }
     }
     base += chunk.length;
   }
-  const size = base;
-  if (carryLen > 0 || tooLong) onLine(tooLong ? undefined : Buffer.concat(carry), lineStart, size, 0);
+  const end = early ? size! : base;
+  if (!early && (carryLen > 0 || tooLong)) onLine(tooLong ? undefined : Buffer.concat(carry), lineStart, end, 0);
   if (inHeaders) {
     const p: MimePart = inHeaders;
     inHeaders = undefined;
-    finishHeaders(p, size);
+    finishHeaders(p, end);
   }
   for (const mp of stack) {
-    if (mp.current) mp.current.bodyEnd = size;
-    mp.part.bodyEnd = size;
+    if (mp.current) mp.current.bodyEnd = end;
+    mp.part.bodyEnd = end;
   }
-  root.bodyEnd = size;
+  root.bodyEnd = end;
   return root;
 }
 

@@ -87,7 +87,7 @@ export class RewrapWorker {
     const settings = this.o.settings.get(account);
     const now = this.clock();
     const source = await this.source(rec);
-    const mime = await scanMime(source.stream(0, source.size), settings?.mimeLimits);
+    const mime = await scanMime(source.stream(0, source.size), settings?.mimeLimits, source.size);
     const messageId = getHeader(mime.headers, 'message-id') ?? (settings ? fallbackMessageId(rec.id, settings.hostname) : undefined);
     const base = { account, messageId, sender: envelope.mailFrom };
     if (this.o.onIntake) await this.o.onIntake(rec, { messageId, source }).catch((err: unknown) => log.warn({ err }, 'intake observer failed (archive or forwarder log); the message goes on'));

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { test } from 'node:test';
 import { BodyTooLargeError, DurableQueue } from '../../common/durable-queue.js';
 import { Store } from '../../common/store.js';
@@ -109,6 +109,29 @@ test('a body over maxBytes is refused and leaves nothing behind', async () => {
   await assert.rejects(q.enqueue({ meta: { n: 1 }, body: Readable.from([Buffer.alloc(4000), Buffer.alloc(4000)]), maxBytes: 5000 }), BodyTooLargeError);
   assert.equal(q.size, 0);
   assert.deepEqual(fs.readdirSync(path.join(dir, 'blobs')), []);
+  await store.close();
+});
+
+test('inline budget: bodies read at the same time hold at most the budget; past it a body goes to a file, and every body is intact', async () => {
+  const dir = tempDir('q6b');
+  const store = await Store.open(dir);
+  const q = await DurableQueue.open<Meta>(store, 'test', { inlineMaxBytes: 64 * 1024, inlineBudgetBytes: 100 * 1024 });
+  const piece = (i: number): Buffer => Buffer.alloc(40 * 1024, 65 + i);
+  const streams = [0, 1, 2, 3].map(() => new PassThrough());
+  const pending = streams.map((body, i) => q.enqueue({ meta: { n: i }, body }));
+  // One 40 KiB chunk each, in turn, each read before the next is written: 2 × 40 KiB fit in 100 KiB, the third does not.
+  for (const [i, s] of streams.entries()) {
+    s.write(piece(i));
+    for (let t = 0; t < 100 && s.readableLength > 0; t++) await new Promise((r) => setImmediate(r));
+  }
+  for (const [i, s] of streams.entries()) s.end(piece(i).subarray(0, 10));
+  const recs = await Promise.all(pending);
+  assert.deepEqual(recs.map((r) => r.body.kind), ['inline', 'inline', 'file', 'file']);
+  for (const [i, r] of recs.entries()) assert.ok((await q.readBody(r)).equals(Buffer.concat([piece(i), piece(i).subarray(0, 10)])), `body ${i}`);
+  // Refused (too large) or finished, a body gives its share back: the whole budget is free again.
+  await assert.rejects(q.enqueue({ meta: { n: 9 }, body: Readable.from([piece(0), piece(0)]), maxBytes: 50 * 1024 }), BodyTooLargeError);
+  const again = await Promise.all([0, 1].map((i) => q.enqueue({ meta: { n: 10 + i }, body: Readable.from([piece(i)]) })));
+  assert.deepEqual(again.map((r) => r.body.kind), ['inline', 'inline']);
   await store.close();
 });
 

@@ -10,7 +10,7 @@ import { parseConfig } from '../../common/config.js';
 import { newQueueId } from '../../common/durable-queue.js';
 import type { Envelope } from '../../common/smtp-intake.js';
 import { Store } from '../../common/store.js';
-import { bufferSource } from '../../engine/rewrap/body-source.js';
+import { bufferSource, type BodySource } from '../../engine/rewrap/body-source.js';
 import { scanMime, walkParts } from '../../engine/rewrap/mime-scan.js';
 import { LevelRecipientDb } from '../../engine/recipient-db.js';
 import { rewrap, type RewrapResult } from '../../engine/rewrap/pipeline.js';
@@ -56,10 +56,11 @@ export interface CopyOut {
   headers: string;
 }
 
-export async function runRewrap(env: Env, raw: Buffer | string, rcptTo: string[], mailFrom = 'shop@example.org', now = Date.now()): Promise<{ result: RewrapResult; copies: CopyOut[]; msg: MessageContext }> {
+/** `source`: read the message through this instead of a buffer source over `raw` (a test that watches the reads). */
+export async function runRewrap(env: Env, raw: Buffer | string, rcptTo: string[], mailFrom = 'shop@example.org', now = Date.now(), source?: BodySource): Promise<{ result: RewrapResult; copies: CopyOut[]; msg: MessageContext }> {
   const bytes = Buffer.isBuffer(raw) ? raw : Buffer.from(raw.replace(/\r?\n/g, '\r\n'));
-  const source = bufferSource(bytes);
-  const mime = await scanMime(source.stream(0, source.size));
+  source ??= bufferSource(bytes);
+  const mime = await scanMime(source.stream(0, source.size), undefined, source.size);
   const envelope: Envelope = { mailFrom, rcptTo, clientAddress: '127.0.0.1', heloName: 'app.test', receivedAt: now, tls: true };
   const msg = new MessageContext({ intakeId: 'INTAKE1', envelope, source, mime, parts: walkParts(mime), settings: env.settings, services: { suppression: env.suppression, recipients: env.recipients, copies: new CopyIndex(env.store) }, now });
   const copies: CopyOut[] = [];

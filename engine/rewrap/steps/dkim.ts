@@ -54,6 +54,8 @@ export const dkim: CopyStep = {
         yield r.header;
         yield* r.body() as AsyncIterable<Buffer>;
       })(),
+      // Bytes, not objects: an object-mode Readable reads 16 chunks (up to 4 MB of a large copy) ahead of its reader.
+      { objectMode: false },
     );
     return NEXT;
   },

@@ -18,6 +18,10 @@
  * Tags are found by a hand scanner (merge syntax, not HTML): linear in the
  * text, because the `}}` of a tag is looked for only within MAX_TAG
  * characters of its `{{`, never to the end of the text for every `{{`.
+ *
+ * A body part is read only when it may hold a tag or a substitution key
+ * (MessageContext.mayContain): a large one without any is probed as a stream
+ * and never becomes a string (issue #17: a 10 MB text body did, per message).
  */
 import { normalizeEmail } from '../../../common/address.js';
 import { decodeWords, encodeUnstructured, fieldValue, makeField, sanitizeHeaderText, unstructuredField } from '../../../common/mime-header.js';
@@ -221,7 +225,11 @@ export const mergeFields: CopyStep = {
       if (merged !== decoded) copy.headers[at] = makeField(f.name, `${displayName(merged)} ${parts.rest}`);
     }
     let work = 0;
+    const needles = ['{{', ...subs.map(([from]) => from)];
     for (const part of msg.bodyParts) {
+      // Nothing to merge in a part no earlier step changed: it stays as it is, and a large one
+      // is not even read into memory (context.ts mayContain; issue #17).
+      if (!copy.texts.has(part.index) && !(await msg.mayContain(part, needles))) continue;
       const html = part.type === 'text/html';
       const text = await copy.text(msg, part);
       const input = html && !markedByTracking.get(copy)?.has(part.index) ? await markedHtml(msg, text) : text;

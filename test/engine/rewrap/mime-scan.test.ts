@@ -57,3 +57,46 @@ test('over the part limit the scan stops and says why on the root', async () => 
   assert.equal((await scanMime(Readable.from([raw]), { nesting: 100, parts: 11 })).limit, undefined, '1 + 10 parts');
   assert.match((await scanMime(Readable.from([raw]), { nesting: 100, parts: 10 })).limit ?? '', /more than 10 MIME parts/);
 });
+
+test('with the size given, the scan stops once no structure can follow, and finds exactly what a scan to the end finds', async () => {
+  const samples = [
+    fixture('mixed-qp-pdf.eml'),
+    fixture('newsletter.eml'),
+    fixture('related.eml'),
+    Buffer.from('Subject: x\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b\r\nworld\r\n'),
+    Buffer.from('Content-Type: multipart/mixed; boundary="b"\r\n\r\npreamble\r\n--b\r\n\r\none\r\n--b--\r\nepilogue\r\n--b\r\n\r\nnot a part\r\n'),
+    Buffer.from('Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\nunclosed\r\n'),
+    Buffer.from('Subject: only headers\r\nX: y\r\n'),
+    Buffer.from(`Content-Type: multipart/mixed; boundary="b"\r\n\r\n${'--b\r\n\r\nx\r\n'.repeat(10)}--b--\r\n${'tail\r\n'.repeat(1000)}`),
+  ];
+  const shape = (root: Awaited<ReturnType<typeof scanMime>>): unknown => walkParts(root).map((p) => ({ ...p, children: p.children.map((c) => c.index), headers: p.headers.map((h) => h.raw.toString('latin1')) }));
+  for (const raw of samples) {
+    for (const size of [raw.length, 7, 1000]) {
+      for (const limits of [undefined, { nesting: 100, parts: 5 }]) {
+        const full = await scanMime(chunked(raw, size), limits);
+        const early = await scanMime(chunked(raw, size), limits, raw.length);
+        assert.deepEqual(shape(early), shape(full), `${raw.subarray(0, 40).toString()}… chunks of ${size}`);
+        assert.equal(early.limit, full.limit);
+      }
+    }
+  }
+});
+
+test('a large single-part message: only its header block is read', async () => {
+  const head = 'Subject: big\r\nContent-Type: text/plain\r\n\r\n';
+  const raw = Buffer.from(head + 'x'.repeat(76).concat('\r\n').repeat(50_000));
+  let read = 0;
+  const input = Readable.from(
+    (function* () {
+      for (let i = 0; i < raw.length; i += 4096) {
+        read += Math.min(4096, raw.length - i);
+        yield raw.subarray(i, i + 4096);
+      }
+    })(),
+  );
+  const root = await scanMime(input, undefined, raw.length);
+  assert.equal(root.bodyStart, head.length);
+  assert.equal(root.bodyEnd, raw.length);
+  assert.ok(read <= 4096 * 2, `read ${read} of ${raw.length} bytes`);
+  assert.ok(input.destroyed, 'the input stream is closed');
+});

@@ -1,0 +1,111 @@
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { test } from 'node:test';
+import { simpleParser } from 'mailparser';
+import { bufferSource, type BodySource } from '../../../engine/rewrap/body-source.js';
+import type { MimePart } from '../../../engine/rewrap/mime-scan.js';
+import { decodeText, encodeText } from '../../../engine/rewrap/mime-text.js';
+import { partMayContain } from '../../../engine/rewrap/part-probe.js';
+import { WHOLE_PART_PROBE_MAX_BYTES } from '../../../engine/rewrap/context.js';
+import { seededRandom } from '../../helpers/random.js';
+import { rewrapEnv, runRewrap } from '../../helpers/rewrap.js';
+
+const part = (size: number, encoding: string, charset = 'utf-8'): MimePart => ({ index: 1, headerStart: 0, bodyStart: 0, bodyEnd: size, headers: [], type: 'text/plain', params: { charset }, encoding, disposition: '', children: [] });
+
+/** The bytes of `buf` streamed in chunks of random sizes (1 byte up to 300), so needles and escapes straddle chunks. */
+function chunked(buf: Buffer, rnd: () => number): BodySource {
+  return {
+    size: buf.length,
+    stream: (start, end) => {
+      const chunks: Buffer[] = [];
+      for (let p = start; p < end; ) {
+        const n = Math.min(end - p, 1 + Math.floor(rnd() * 300));
+        chunks.push(buf.subarray(p, p + n));
+        p += n;
+      }
+      return Readable.from(chunks);
+    },
+    read: async (start, end) => buf.subarray(start, end),
+  };
+}
+
+test('the streamed probe answers as decodeText(...).includes would: 7bit, quoted-printable, base64, random chunking', async () => {
+  const rnd = seededRandom(17);
+  const pieces = ['a', ' ', '{', '}', '{{', 'é', '€', '=', '=7B', '\r\n', 'x'.repeat(90), '-name-', '\r\n\r\n'];
+  let checked = 0;
+  let found = 0;
+  for (let i = 0; i < 150; i++) {
+    let text = '';
+    const len = 20 + Math.floor(rnd() * 2000);
+    // Half the texts without `{{` at all, so both answers are exercised.
+    const noTags = i % 2 === 0;
+    while (text.length < len) {
+      const p = pieces[Math.floor(rnd() * pieces.length)]!;
+      if (noTags && p === '{{') continue;
+      text += p;
+    }
+    if (noTags) text = text.replace(/\{(?=\{)/g, '{ ');
+    for (const encoding of ['7bit', 'quoted-printable', 'base64']) {
+      const raw = encoding === '7bit' ? Buffer.from(text.replace(/\r?\n/g, '\r\n'), 'utf8') : (await encodeText(part(0, encoding), text)).body;
+      const p = part(raw.length, encoding);
+      for (const needles of [['{{'], ['{{', '-name-'], ['}}']]) {
+        const expected = needles.some((n) => decodeText(p, raw).includes(n));
+        assert.equal(await partMayContain(chunked(raw, rnd), p, needles), expected, `${encoding} ${JSON.stringify(needles)} text ${JSON.stringify(text.slice(0, 80))}`);
+        checked++;
+        if (expected) found++;
+      }
+    }
+  }
+  assert.ok(found > 100 && checked - found > 100, `both answers exercised (${found} of ${checked} found)`);
+});
+
+test('quoted-printable escapes and soft line breaks count: =7B=7B and {=\\r\\n{ are a `{{`', async () => {
+  for (const raw of ['abc =7B=7Bname}} def', 'abc {=\r\n{name}}', 'abc =7b{x}}']) {
+    const b = Buffer.from(raw);
+    assert.equal(await partMayContain(bufferSource(b), part(b.length, 'quoted-printable'), ['{{']), true, raw);
+  }
+  const none = Buffer.from('a {=\r\n b =7B c {} d');
+  assert.equal(await partMayContain(bufferSource(none), part(none.length, 'quoted-printable'), ['{{']), false);
+});
+
+test('where bytes do not map one to one onto ASCII (UTF-16, Shift_JIS), a non-ASCII needle, or base64 data after padding: "may" (the part is read)', async () => {
+  const b = Buffer.from('plain text without tags');
+  assert.equal(await partMayContain(bufferSource(b), part(b.length, '7bit', 'utf-16le'), ['{{']), true);
+  assert.equal(await partMayContain(bufferSource(b), part(b.length, '7bit', 'shift_jis'), ['{{']), true);
+  assert.equal(await partMayContain(bufferSource(b), part(b.length, '7bit'), ['€']), true);
+  assert.equal(await partMayContain(bufferSource(b), part(b.length, '7bit', 'iso-8859-15'), ['{{']), false);
+  assert.equal(await partMayContain(bufferSource(b), part(b.length, '7bit', 'x-unknown-charset'), ['{{']), false, 'decodeText reads an unknown charset as UTF-8');
+  const padded = Buffer.from('QQ==\r\nQUJD\r\n');
+  assert.equal(await partMayContain(bufferSource(padded), part(padded.length, 'base64'), ['{{']), true);
+});
+
+/** A source that records the ranges read whole (`read`), over the real buffer source. */
+function watched(buf: Buffer): { source: BodySource; wholeReads: Array<[number, number]> } {
+  const inner = bufferSource(buf);
+  const wholeReads: Array<[number, number]> = [];
+  return { wholeReads, source: { size: inner.size, stream: inner.stream, read: (s, e) => (wholeReads.push([s, e]), inner.read(s, e)) } };
+}
+
+test('rewrap: a large text body without merge tags is never read whole and comes out byte for byte; one with a tag deep inside is merged', async () => {
+  const line = 'The quick brown fox jumps over the lazy dog, again and again and again.\r\n';
+  const filler = line.repeat(Math.ceil((WHOLE_PART_PROBE_MAX_BYTES * 2) / line.length));
+  const head = 'From: shop@example.org\r\nTo: ada@example.com\r\nSubject: big\r\nX-Postino-Vars: {"first":"Ada"}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n';
+  const env = await rewrapEnv();
+  try {
+    const plain = Buffer.from(head + filler);
+    const w = watched(plain);
+    const r = await runRewrap(env, plain, ['ada@example.com'], undefined, undefined, w.source);
+    assert.equal(r.copies.length, 1);
+    const body = r.copies[0]!.bytes;
+    assert.ok(body.subarray(body.indexOf('\r\n\r\n') + 4).equals(Buffer.from(filler)), 'body unchanged');
+    assert.deepEqual(w.wholeReads.filter(([s, e]) => e - s > WHOLE_PART_PROBE_MAX_BYTES), [], 'the part was streamed, not read whole');
+
+    const tagged = Buffer.from(head + filler + 'Dear {{first}},\r\n' + filler);
+    const t = await runRewrap(env, tagged, ['ada@example.com']);
+    const parsed = await simpleParser(t.copies[0]!.bytes);
+    assert.ok(parsed.text?.includes('Dear Ada,'), 'merged');
+    assert.ok(!parsed.text?.includes('{{first}}'));
+  } finally {
+    await env.close();
+  }
+});
