@@ -22,8 +22,6 @@ import { parseConfig } from '../../common/config.js';
 import type { EventInput } from '../../common/events.js';
 import { PostinoError } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
-import { migrate } from '../../common/storage/postgres/migrations.js';
-import { openPool, type PgPool } from '../../common/storage/postgres/pool.js';
 import { Store } from '../../common/store.js';
 import { MemorySessionStore, type DashboardSessions } from '../../engine/dashboard/sessions.js';
 import { PgSessionStore } from '../../engine/dashboard/sessions-postgres.js';
@@ -36,7 +34,7 @@ import { DashboardClient } from '../helpers/dashboard-client.js';
 import { until } from '../helpers/fake-clock.js';
 import { startTestSink } from '../helpers/forwarder.js';
 import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
-import { clusterForFile } from '../helpers/postgres.js';
+import { clusterForFile, shortPool as pool, migratedDatabase } from '../helpers/postgres.js';
 import { CLI, tempDir, type Running } from '../helpers/postino.js';
 import { readSink } from '../helpers/sink-reader.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
@@ -46,18 +44,7 @@ const pgSkip = pgFile.skip;
 const silent = createLogger('test', 'silent');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Short timeouts, so a stopped server fails a query quickly. */
-function pool(url: string): PgPool {
-  return openPool({ url, poolSize: 4, connectTimeoutSeconds: 2, queryTimeoutSeconds: 5 }, silent);
-}
-
-async function freshDb(): Promise<string> {
-  const url = await pgFile.cluster().newDatabase();
-  const p = pool(url);
-  await migrate(p);
-  await p.end();
-  return url;
-}
+const freshDb = (): Promise<string> => migratedDatabase(pgFile.cluster());
 
 /** One node's kill-switch: its own LevelDB, and (PostgreSQL) its own pool to the shared database. */
 interface PauseNode {

@@ -19,7 +19,7 @@ import { PostinoError } from '../../common/errors.js';
 import type { IntakeMeta } from '../../common/intake-record.js';
 import { createLogger } from '../../common/log.js';
 import { migrate } from '../../common/storage/postgres/migrations.js';
-import { openPool, type PgPool } from '../../common/storage/postgres/pool.js';
+import { type PgPool } from '../../common/storage/postgres/pool.js';
 import { Store } from '../../common/store.js';
 import type { DeliveryMeta } from '../../engine/delivery/delivery-record.js';
 import { EventLog } from '../../engine/events/event-log.js';
@@ -33,7 +33,7 @@ import { LevelSuppressionList, type SuppressionList } from '../../engine/suppres
 import { sink, startDeliveryHarness } from '../helpers/delivery-harness.js';
 import { startFeedbackNode } from '../helpers/feedback.js';
 import { readSink } from '../helpers/sink-reader.js';
-import { clusterForFile } from '../helpers/postgres.js';
+import { clusterForFile, shortPool as pool } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/postino.js';
 
 const pgFile = clusterForFile();
@@ -46,11 +46,6 @@ interface Backend {
 }
 
 const silent = createLogger('test', 'silent');
-
-/** A pool with short timeouts, so a stopped server fails a query quickly. */
-function pool(url: string): PgPool {
-  return openPool({ url, poolSize: 4, connectTimeoutSeconds: 2, queryTimeoutSeconds: 5 }, silent);
-}
 
 async function pgBackend(url?: string): Promise<Backend & { pool: PgPool; list: PgSuppressionList; url: string }> {
   const dbUrl = url ?? (await pgFile.cluster().newDatabase());

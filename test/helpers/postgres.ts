@@ -17,6 +17,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { migrate } from '../../common/storage/postgres/migrations.js';
+import { openPool, type PgPool } from '../../common/storage/postgres/pool.js';
 import { requirePeer } from './peers.js';
 import { freePorts } from './ports.js';
 
@@ -176,6 +178,23 @@ export async function suiteStorage(): Promise<Record<string, unknown>> {
     await pool.end();
   }
   return { storage: { postgres: { url } } };
+}
+
+/** A pool with short timeouts, so a test that stops the server sees a query fail quickly. */
+export function shortPool(url: string, poolSize = 4): PgPool {
+  return openPool({ url, poolSize, connectTimeoutSeconds: 2, queryTimeoutSeconds: 5 });
+}
+
+/** A fresh database of the cluster, migrated to this code's schema. */
+export async function migratedDatabase(cluster: PgCluster): Promise<string> {
+  const url = await cluster.newDatabase();
+  const p = shortPool(url, 1);
+  try {
+    await migrate(p);
+  } finally {
+    await p.end();
+  }
+  return url;
 }
 
 /**

@@ -11,11 +11,10 @@ import { describe, test } from 'node:test';
 import { PostinoError } from '../../common/errors.js';
 import { createLogger } from '../../common/log.js';
 import { migrate } from '../../common/storage/postgres/migrations.js';
-import { openPool, type PgPool } from '../../common/storage/postgres/pool.js';
 import { Store } from '../../common/store.js';
 import { PgQuotas } from '../../listener/quota-postgres.js';
 import { Quotas, type QuotaCounter, type QuotaLimits } from '../../listener/quota.js';
-import { clusterForFile } from '../helpers/postgres.js';
+import { clusterForFile, shortPool } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/postino.js';
 
 /** 2030-03-10T12:00:00Z */
@@ -31,10 +30,6 @@ interface Rig {
   /** A counter on this rig's storage (a second call on PostgreSQL = a second node). */
   counter(limits: QuotaLimits[], clock: () => number): Promise<QuotaCounter>;
   close(): Promise<void>;
-}
-
-function pool(url: string): PgPool {
-  return openPool({ url, poolSize: 8, connectTimeoutSeconds: 2, queryTimeoutSeconds: 5 }, silent);
 }
 
 async function withStore(fn: (store: Store, dir: string) => Promise<Omit<Rig, 'store'>>): Promise<Rig> {
@@ -59,7 +54,7 @@ const RIGS: Array<{ name: string; skip: string | undefined; open(): Promise<Rig>
     skip: pgSkip,
     open: () =>
       withStore(async () => {
-        const p = pool(await pgFile.cluster().newDatabase());
+        const p = shortPool(await pgFile.cluster().newDatabase(), 8);
         await migrate(p);
         const made: PgQuotas[] = [];
         return {
@@ -129,7 +124,7 @@ for (const rig of RIGS) {
 describe('quotas shared by two nodes', { skip: pgSkip }, () => {
   test('100 per hour across two nodes: of 150 messages sent to both at once, exactly 100 are accepted', async () => {
     const url = await pgFile.cluster().newDatabase();
-    const pools = [pool(url), pool(url)];
+    const pools = [shortPool(url, 8), shortPool(url, 8)];
     await migrate(pools[0]!);
     const limits = [{ id: 'shop', perHour: 100, perDay: 0 }];
     const nodes = pools.map((p) => new PgQuotas(p, limits, () => NOON, silent));
@@ -147,7 +142,7 @@ describe('quotas shared by two nodes', { skip: pgSkip }, () => {
 
   test('PostgreSQL stopped: a node keeps accepting within its own view of the limit, and the counts reach the other node when it returns', async () => {
     const url = await pgFile.cluster().newDatabase();
-    const pools = [pool(url), pool(url)];
+    const pools = [shortPool(url, 8), shortPool(url, 8)];
     await migrate(pools[0]!);
     const limits = [{ id: 'shop', perHour: 10, perDay: 0 }];
     const [a, b] = pools.map((p) => new PgQuotas(p, limits, () => NOON, silent));

@@ -15,15 +15,13 @@ import { AccountsSnapshot } from '../../../common/accounts-snapshot.js';
 import { parseConfig, type Config } from '../../../common/config.js';
 import { PostinoError } from '../../../common/errors.js';
 import { createLogger } from '../../../common/log.js';
-import { migrate } from '../../../common/storage/postgres/migrations.js';
-import { openPool, type PgPool } from '../../../common/storage/postgres/pool.js';
 import { Store } from '../../../common/store.js';
 import { AccountService } from '../../../engine/accounts/account-service.js';
 import { LevelAccountStore } from '../../../engine/accounts/account-store.js';
 import { PgAccountStore } from '../../../engine/accounts/account-store-postgres.js';
 import { EventLog } from '../../../engine/events/event-log.js';
 import { until } from '../../helpers/fake-clock.js';
-import { clusterForFile } from '../../helpers/postgres.js';
+import { clusterForFile, shortPool as pool, migratedDatabase } from '../../helpers/postgres.js';
 import { tempDir } from '../../helpers/postino.js';
 
 const pgFile = clusterForFile();
@@ -39,17 +37,7 @@ const config: Config = parseConfig({
   ],
 });
 
-function pool(url: string): PgPool {
-  return openPool({ url, poolSize: 4, connectTimeoutSeconds: 2, queryTimeoutSeconds: 5 }, silent);
-}
-
-async function freshDb(): Promise<string> {
-  const url = await pgFile.cluster().newDatabase();
-  const p = pool(url);
-  await migrate(p);
-  await p.end();
-  return url;
-}
+const freshDb = (): Promise<string> => migratedDatabase(pgFile.cluster());
 
 interface AccountNode {
   store: Store;

@@ -17,13 +17,12 @@ import type { PostinoEvent } from '../../../common/events.js';
 import { PostinoError } from '../../../common/errors.js';
 import { createLogger } from '../../../common/log.js';
 import { migrate } from '../../../common/storage/postgres/migrations.js';
-import { openPool, type PgPool } from '../../../common/storage/postgres/pool.js';
 import { Store } from '../../../common/store.js';
 import { EventLog } from '../../../engine/events/event-log.js';
 import { PgWebhookEndpoints } from '../../../engine/events/webhook-endpoints-postgres.js';
 import { WebhookDispatcher } from '../../../engine/events/webhooks.js';
 import { until } from '../../helpers/fake-clock.js';
-import { clusterForFile } from '../../helpers/postgres.js';
+import { clusterForFile, shortPool as pool } from '../../helpers/postgres.js';
 import { tempDir } from '../../helpers/postino.js';
 
 const pgFile = clusterForFile();
@@ -48,10 +47,6 @@ before(async () => {
   hookUrl = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/hook`;
 });
 after(() => server.close());
-
-function pool(url: string): PgPool {
-  return openPool({ url, poolSize: 4, connectTimeoutSeconds: 2, queryTimeoutSeconds: 5 }, silent);
-}
 
 interface HookNode {
   events: EventLog;

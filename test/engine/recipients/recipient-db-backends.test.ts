@@ -20,7 +20,6 @@ import { PostinoError } from '../../../common/errors.js';
 import type { IntakeMeta } from '../../../common/intake-record.js';
 import { createLogger } from '../../../common/log.js';
 import { migrate } from '../../../common/storage/postgres/migrations.js';
-import { openPool, type PgPool } from '../../../common/storage/postgres/pool.js';
 import { Store } from '../../../common/store.js';
 import type { DeliveryMeta } from '../../../engine/delivery/delivery-record.js';
 import { EventLog } from '../../../engine/events/event-log.js';
@@ -33,7 +32,7 @@ import { Pseudonymizer } from '../../../engine/recipients/pseudonym.js';
 import { resolveRewrapSettings } from '../../../engine/rewrap/settings.js';
 import { RewrapWorker } from '../../../engine/rewrap/worker.js';
 import { LevelSuppressionList } from '../../../engine/suppression.js';
-import { clusterForFile } from '../../helpers/postgres.js';
+import { clusterForFile, shortPool as pool } from '../../helpers/postgres.js';
 import { tempDir } from '../../helpers/postino.js';
 
 const pgFile = clusterForFile();
@@ -44,11 +43,6 @@ interface Backend {
   store: Store;
   db: RecipientDb;
   close(): Promise<void>;
-}
-
-/** A pool with short timeouts, so a stopped server fails a query quickly. */
-function pool(url: string): PgPool {
-  return openPool({ url, poolSize: 4, connectTimeoutSeconds: 2, queryTimeoutSeconds: 5 }, silent);
 }
 
 /** A node on PostgreSQL: its own LevelDB (parked entries) and pool; a fresh database unless `url` names one. */
