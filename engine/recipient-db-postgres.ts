@@ -40,6 +40,7 @@
 import { normalizeEmail } from '../common/address.js';
 import { PostinoError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
+import { GroupStatement } from '../common/storage/postgres/group-statement.js';
 import { sharedQuery, sharedTransaction, type PgPool } from '../common/storage/postgres/pool.js';
 import type { BatchOp, Store } from '../common/store.js';
 import { KeyedLock } from '../common/keyed-lock.js';
@@ -111,8 +112,19 @@ function parseCursor(c: string | undefined): [string, string] | undefined {
   }
 }
 
+interface TrafficLookup {
+  account: string;
+  norm: string[];
+  marks: string[];
+}
+interface TrafficFound {
+  found: Map<string, RecipientRecord>;
+  erasedSet: Set<string>;
+}
+
 export class PgRecipientDb implements RecipientDb {
   private readonly lock = new KeyedLock();
+  private readonly lookups = new GroupStatement<TrafficLookup, TrafficFound>((reqs) => this.lookupBatch(reqs));
   private flushing: Promise<void> | undefined;
   private readonly timer: NodeJS.Timeout;
   private writtenSinceAnalyze = 0;
@@ -150,28 +162,45 @@ export class PgRecipientDb implements RecipientDb {
     return (await this.getMany(account, [address]))[0];
   }
 
-  /** One statement per message: the entries and the deletion marks (see the header). Parked entries are not written first: they carry no fields. */
+  /**
+   * One statement per message: the entries and the deletion marks (see the header); the lookups of
+   * messages rewrapped at the same time go out together (group-statement.ts). Parked entries are
+   * not written first: they carry no fields.
+   */
   async lookupForTraffic(account: string, addresses: readonly string[]): Promise<{ records: Array<RecipientRecord | undefined>; erased: boolean[] }> {
     if (addresses.length === 0) return { records: [], erased: [] };
     const p = this.pseudonyms;
     const norm = addresses.map(normalizeEmail);
     const marks = p ? norm.map((a) => p.of(account, a)) : [];
+    const { found, erasedSet } = await this.lookups.run({ account, norm, marks });
+    const records = norm.map((a) => found.get(a));
+    return { records, erased: norm.map((_, i) => p !== undefined && records[i] === undefined && erasedSet.has(marks[i]!)) };
+  }
+
+  /**
+   * The lookups of several messages as one statement: each column as `= ANY(array)`, so the rows are
+   * a superset (another account's address); each message keeps only its account's rows.
+   */
+  private async lookupBatch(reqs: TrafficLookup[]): Promise<TrafficFound[]> {
+    const uniq = (xs: string[]): string[] => [...new Set(xs)];
     const r = await sharedQuery<Row & { erased: boolean }>(
       this.pool,
       'reading recipients for merge fields',
-      `SELECT false AS erased, ${RECORD} FROM recipients WHERE account = $1 AND address = ANY($2::text[])
+      `SELECT false AS erased, account, ${RECORD} FROM recipients WHERE account = ANY($1::text[]) AND address = ANY($2::text[])
        UNION ALL
-       SELECT true, pseudonym, NULL::jsonb, NULL::jsonb, NULL::timestamptz FROM recipient_erasures WHERE account = $1 AND pseudonym = ANY($3::text[])`,
-      [account, [...new Set(norm)], marks],
+       SELECT true, account, pseudonym, NULL::jsonb, NULL::jsonb, NULL::timestamptz FROM recipient_erasures WHERE account = ANY($1::text[]) AND pseudonym = ANY($3::text[])`,
+      [uniq(reqs.map((q) => q.account)), uniq(reqs.flatMap((q) => q.norm)), uniq(reqs.flatMap((q) => q.marks))],
     );
-    const found = new Map<string, RecipientRecord>();
-    const erasedSet = new Set<string>();
-    for (const row of r.rows) {
-      if (row.erased) erasedSet.add(row.address);
-      else found.set(row.address, recordOf(row));
-    }
-    const records = norm.map((a) => found.get(a));
-    return { records, erased: norm.map((_, i) => p !== undefined && records[i] === undefined && erasedSet.has(marks[i]!)) };
+    return reqs.map((q) => {
+      const found = new Map<string, RecipientRecord>();
+      const erasedSet = new Set<string>();
+      for (const row of r.rows) {
+        if (row.account !== q.account) continue;
+        if (row.erased) erasedSet.add(row.address);
+        else found.set(row.address, recordOf(row));
+      }
+      return { found, erasedSet };
+    });
   }
 
   trafficOps(account: string, rec: RecipientRecord, list: string | undefined): BatchOp[] {

@@ -56,16 +56,19 @@ export class GroupStatement<Q, R> {
     while (this.inFlight < this.maxInFlight && this.waiting.length > 0) {
       const batch = this.waiting.splice(0, this.maxBatch);
       this.inFlight++;
-      this.exec(batch.map((w) => w.q))
-        .then((answers) => {
-          if (answers.length !== batch.length) throw new Error(`group statement answered ${answers.length} of ${batch.length} requests`);
-          batch.forEach((w, i) => w.resolve(answers[i]!));
-        })
-        .catch((err: unknown) => batch.forEach((w) => w.reject(err)))
-        .finally(() => {
-          this.inFlight--;
-          this.pump();
-        });
+      this.exec(batch.map((w) => w.q)).then(
+        (answers) =>
+          answers.length === batch.length ? this.settle(batch, answers) : this.settle(batch, undefined, new Error(`group statement answered ${answers.length} of ${batch.length} requests`)),
+        (err: unknown) => this.settle(batch, undefined, err),
+      );
     }
+  }
+
+  /** The slot is free before the callers hear back, so a request made on the answer queues behind nothing stale. */
+  private settle(batch: Array<Waiting<Q, R>>, answers: R[] | undefined, err?: unknown): void {
+    this.inFlight--;
+    if (answers) batch.forEach((w, i) => w.resolve(answers[i]!));
+    else batch.forEach((w) => w.reject(err));
+    this.pump();
   }
 }
