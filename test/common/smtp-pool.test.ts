@@ -15,6 +15,8 @@ import { freePorts } from '../helpers/ports.js';
 interface Upstream {
   port: number;
   sessions: Set<string>;
+  /** Messages received per session id. */
+  perSession: Map<string, number>;
   maxConcurrent: number;
   rcpts: string[][];
   commands: string[];
@@ -24,6 +26,7 @@ interface Upstream {
 
 async function upstream(opts: { refuse?: string[]; delayMs?: number } = {}): Promise<Upstream> {
   const sessions = new Set<string>();
+  const perSession = new Map<string, number>();
   const rcpts: string[][] = [];
   const commands: string[] = [];
   const sockets = new Set<import('node:net').Socket>();
@@ -31,6 +34,7 @@ async function upstream(opts: { refuse?: string[]; delayMs?: number } = {}): Pro
   const u: Upstream = {
     port: 0,
     sessions,
+    perSession,
     maxConcurrent: 0,
     rcpts,
     commands,
@@ -62,6 +66,7 @@ async function upstream(opts: { refuse?: string[]; delayMs?: number } = {}): Pro
     onData(stream, session, cb) {
       stream.resume();
       stream.on('end', () => {
+        perSession.set(session.id, (perSession.get(session.id) ?? 0) + 1);
         rcpts.push(session.envelope.rcptTo.map((r) => r.address));
         setTimeout(() => cb(null, 'queued'), opts.delayMs ?? 0);
       });
@@ -92,7 +97,11 @@ test('sessions are reused up to maxMessages, and never more than maxConnections 
     assert.ok(infos.every((i) => i.accepted[0] === 'b@example.com' && /^250/.test(i.response)));
     assert.equal(up.rcpts.length, 12);
     assert.equal(up.maxConcurrent, 2, 'at most two sessions at once');
-    assert.equal(up.sessions.size, 4, '12 messages, 3 per session');
+    // Reuse up to the limit, never past it: 3 per session makes 4 sessions. A session the pool
+    // drops early (its connection failed while idle, on a loaded machine) costs one more, not more.
+    const counts = [...up.perSession.values()];
+    assert.ok(counts.every((n) => n <= 3), `never more than maxMessages per session: ${counts.join(', ')}`);
+    assert.ok(up.sessions.size >= 4 && up.sessions.size <= 5 && counts.filter((n) => n === 3).length >= 3, `sessions reused up to 3 messages: ${counts.join(', ')}`);
   } finally {
     p.close();
     await up.close();
