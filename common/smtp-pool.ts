@@ -144,7 +144,9 @@ export class SmtpPool {
         throw e;
       }
       try {
-        const info = await new Promise<SentInfo>((resolve, reject) => s.conn.send(env, body, (err, info) => (err ? reject(err) : resolve({ ...(info as Omit<SentInfo, 'dsn'>), dsn: s.conn.offersDsn }))));
+        // A copy per attempt: nodemailer keeps its transaction state on the envelope object (its
+        // stored MAIL error is never cleared), so a retry on the same object would fail with the last one's.
+        const info = await new Promise<SentInfo>((resolve, reject) => s.conn.send({ ...env }, body, (err, info) => (err ? reject(err) : resolve({ ...(info as Omit<SentInfo, 'dsn'>), dsn: s.conn.offersDsn }))));
         s.messages++;
         this.release(s);
         return info;
