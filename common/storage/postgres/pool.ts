@@ -68,6 +68,14 @@ export async function sharedTransaction<T>(pool: PgPool, what: string, fn: (c: P
     throw unavailable(err, what);
   }
   let broken: unknown;
+  // While a client is checked out, pg-pool does not listen for its errors (it removes its idle
+  // listener): a server that ends the connection between two statements (a shutdown, a failover)
+  // would be an 'error' event with no listener, which ends the process. Kept here; the next
+  // statement then fails and the transaction is given up as unavailable.
+  const onError = (err: Error): void => {
+    broken ??= err;
+  };
+  client.on('error', onError);
   try {
     await client.query('BEGIN');
     const r = await fn(client);
@@ -78,6 +86,7 @@ export async function sharedTransaction<T>(pool: PgPool, what: string, fn: (c: P
     await client.query('ROLLBACK').catch(() => undefined);
     throw unavailable(err, what);
   } finally {
+    client.off('error', onError);
     // A connection that failed mid-transaction is not given back to others.
     client.release(broken instanceof Error && !(broken instanceof PostinoError) ? broken : undefined);
   }
