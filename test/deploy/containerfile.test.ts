@@ -18,6 +18,7 @@ import { test } from 'node:test';
 import { sleep } from '../helpers/forwarder.js';
 import { freePorts } from '../helpers/ports.js';
 import { ROOT } from '../helpers/postino.js';
+import { ALLOCATOR_ENV } from '../../app/allocator-env.js';
 
 const FILE = path.join(ROOT, 'deploy', 'Containerfile');
 const NOBODY = 65534;
@@ -56,6 +57,7 @@ test('deploy/Containerfile: multi-stage, unprivileged, health-checked; its run s
   const cmd = JSON.parse(arg(run, 'CMD')[0]!) as string[];
   assert.deepEqual(cmd.slice(0, 2), ['hosted', '--config']);
   const env = Object.fromEntries(arg(run, 'ENV').join(' ').split(/\s+/).map((kv) => kv.split('=') as [string, string]));
+  for (const [k, v] of Object.entries(ALLOCATOR_ENV)) assert.equal(env[k], v, `ENV ${k} as postino up sets it (app/allocator-env.ts)`);
 
   // The image's WORKDIR, filled by the run stage's COPY lines: from the build stage (its WORKDIR is the
   // repository here; npm test built dist/) and from the context; node_modules with production packages only.

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { requirePeer } from '../helpers/peers.js';
 import { ROOT, tempDir } from '../helpers/postino.js';
+import { ALLOCATOR_ENV } from '../../app/allocator-env.js';
 
 const ANALYZE = '/usr/bin/systemd-analyze';
 const UNITS = ['postino-hosted.service', 'postino-forwarder.service'].map((u) => path.join(ROOT, 'deploy', 'systemd', u));
@@ -32,6 +33,7 @@ test('deploy/systemd units pass systemd-analyze verify without a warning and are
     const text = fs.readFileSync(unit, 'utf8');
     for (const directive of ['User=postino', 'ProtectSystem=strict', 'ReadWritePaths=/var/lib/postino', 'Restart=on-failure', 'LimitNOFILE=', 'NoNewPrivileges=yes', 'ExecReload=/bin/kill -HUP $MAINPID'])
       assert.ok(text.includes(directive), `${path.basename(unit)} lacks ${directive}`);
+    for (const [k, v] of Object.entries(ALLOCATOR_ENV)) assert.ok(text.includes(`Environment=${k}=${v}\n`), `${path.basename(unit)}: ${k} as postino up sets it (app/allocator-env.ts)`);
     const sec = spawnSync(ANALYZE, ['security', '--offline=true', unit], { encoding: 'utf8', timeout: 30_000 });
     const score = /Overall exposure level for \S+: ([\d.]+)/.exec(sec.stdout)?.[1];
     assert.ok(score !== undefined, sec.stdout + sec.stderr);

@@ -3,8 +3,11 @@
  * dev CA verified) listener → engine → capture sink, all started by `postino up`.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { ALLOCATOR_ENV } from '../../app/allocator-env.js';
 import { startUp, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
 import { runPythonSender } from '../helpers/python-sender.js';
 import { waitForSink } from '../helpers/sink-reader.js';
@@ -48,6 +51,16 @@ test('200 messages from smtplib arrive in the sink with identical bodies and env
   const first = byId.get('e2e-0')!;
   assert.match(first.headers, /^Received: from postino-forwarder \(\[127\.0\.0\.1\]\)\r\n\tby postino\.localhost \(Postino\) with ESMTPS id/m, 'the engine adds its Received: header');
   assert.equal((first.headers.match(/^Received:/gm) ?? []).length, 1, 'and only that one');
+});
+
+test('postino up starts its processes with the allocator settings of app/allocator-env.ts', () => {
+  const ps = spawnSync('ps', ['-o', 'pid=,args=', '-g', String(up.child.pid)], { encoding: 'utf8' });
+  const children = [...ps.stdout.matchAll(/^\s*(\d+)\s+.*\bcli\.js (forwarder|hosted|sink)\b/gm)];
+  assert.deepEqual(children.map((m) => m[2]).sort(), ['forwarder', 'hosted', 'sink']);
+  for (const [, pid, role] of children) {
+    const env = new Map(fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+    for (const [k, v] of Object.entries(ALLOCATOR_ENV)) assert.equal(env.get(k), v, `${role}: ${k}`);
+  }
 });
 
 test('an app that ends lines with bare LF: the forwarder relays CRLF, so the strict listener takes it', { timeout: 60_000 }, async () => {
