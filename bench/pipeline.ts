@@ -67,8 +67,9 @@ async function warmUp(port: number, load: SourceLoad, received: () => number): P
 async function runPostino(load: SourceLoad): Promise<Result> {
   const dataDir = tempDir('bench-pipeline');
   const sink = await startSmtpSink();
-  // The defaults of `postino up`: only the ports and the MTA cluster (smtp-sink) are set.
-  const c = await upConfig(() => ({ log: { level: 'warn' }, delivery: { relays: [`smtp://127.0.0.1:${sink.port}`] } }));
+  // The defaults of `postino up`: only the ports and the MTA cluster (smtp-sink) are set. The log level
+  // too is the default (info: a line per message and stage), as Postfix logs each message to its maillog.
+  const c = await upConfig(() => ({ delivery: { relays: [`smtp://127.0.0.1:${sink.port}`] } }));
   const up = await startUpLoggingToFile(dataDir, c.config, [c.ports.forwarder, c.ports.listener, c.ports.http, c.ports.sink]);
   try {
     const pids = await upChildren(up.child.pid!);
