@@ -7,10 +7,10 @@
  *
  *   "PAR1" | id length (1 byte) | id (ASCII) | body length (u32 BE) | CRC-32 of the body (u32 BE) | body
  *
- * Records wait in the segment's queue while a write is in flight, and the whole
- * queue goes out as one positional writev (group commit, as common/store.ts
- * does for LevelDB): one thread-pool trip per batch instead of an open, a write
- * and a close per message. Offsets are handed out when a record is queued, so a
+ * Records wait in the segment's queue while a write is in flight (the first of
+ * a batch up to LINGER_MS), and the whole queue goes out as one positional
+ * writev (group commit, as common/store.ts does for LevelDB): one thread-pool
+ * trip per batch instead of an open, a write and a close per message. Offsets are handed out when a record is queued, so a
  * batch is contiguous and lands where its records' offsets say. Only once the
  * batch's bytes were written is `indexed` called with where each record is (the
  * archive writes its index entries then), so an index entry never precedes its
@@ -40,6 +40,16 @@ const FIXED_HEADER_BYTES = 4 + 1 + 4 + 4;
  * (~30,000 messages of 2 KB) instead of one per message.
  */
 export const SEGMENT_MAX_BYTES = 64 * 1024 * 1024;
+/**
+ * A record waits up to this long for others before its batch is written (unless
+ * BATCH_BYTES are waiting): messages reach the archive one by one, a few
+ * milliseconds apart, so without a wait every batch would be one record and
+ * every record a thread-pool trip. The wait is off the mail path (the archive
+ * answers the rewrap once it holds the bytes, message-archive.ts).
+ */
+export const LINGER_MS = 20;
+/** Waiting records of this many bytes are written at once, without the linger. */
+const BATCH_BYTES = 1024 * 1024;
 /** Bodies beyond a u32 length do not fit a record (far beyond any listener.maxMessageBytes). */
 const MAX_BODY_BYTES = 0xffff_ffff;
 /** Segment names: made by message-archive.ts (run, sequence); nothing else is opened from an index entry. */
@@ -142,6 +152,9 @@ export class Segment {
   /** The flush loop runs (one write in flight at a time); `writing` is its promise. */
   private flushing = false;
   private writing: Promise<void> = Promise.resolve();
+  /** The linger (LINGER_MS) of the first record waiting while no write is in flight. */
+  private linger: NodeJS.Timeout | undefined;
+  private queuedBytes = 0;
   /** Index writes of written batches, awaited by close(). */
   private readonly indexing = new Set<Promise<void>>();
   /** Where the next record goes (bytes handed out, written or queued). */
@@ -170,8 +183,17 @@ export class Segment {
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ id, header, body, offset: this.end, resolve, reject });
       this.end += header.length + body.length;
-      if (!this.flushing) this.writing = this.flush();
+      this.queuedBytes += header.length + body.length;
+      if (this.flushing) return; // joins the next batch, written when the one in flight returns
+      if (this.queuedBytes >= BATCH_BYTES || this.retired) this.startFlush();
+      else this.linger ??= setTimeout(() => this.startFlush(), LINGER_MS).unref();
     });
+  }
+
+  private startFlush(): void {
+    clearTimeout(this.linger);
+    this.linger = undefined;
+    if (!this.flushing && this.queue.length > 0) this.writing = this.flush();
   }
 
   /** Writes the queue, one batch per write, while records keep arriving (see the header). */
@@ -179,6 +201,7 @@ export class Segment {
     this.flushing = true;
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0);
+      this.queuedBytes = 0;
       try {
         if (this.failed) throw new Error('archive segment failed earlier');
         this.fd ??= await this.open();
@@ -216,6 +239,7 @@ export class Segment {
   /** Takes no more records; resolves once the queued ones are written and indexed and the file is closed. */
   close(): Promise<void> {
     this.retired = true;
+    this.startFlush(); // no linger: the waiting records go now
     this.closing ??= (async () => {
       while (this.flushing) await this.writing;
       while (this.indexing.size > 0) await Promise.allSettled([...this.indexing]);

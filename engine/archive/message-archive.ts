@@ -53,6 +53,7 @@ import { randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { AccountConfig, EngineConfig } from '../../common/config.js';
+import type { Logger } from '../../common/log.js';
 import type { Store } from '../../common/store.js';
 import { readRecord, recordBytes, Segment, SEGMENT_NAME, type Placed } from './archive-segments.js';
 
@@ -107,6 +108,17 @@ const timePrefix = (ms: number): string => ms.toString(36).toUpperCase().padStar
 const IDLE_CLOSE_MS = 60_000;
 /** At most this many segments open at once (least recently used closed first): file descriptors. */
 const MAX_OPEN_SEGMENTS = 128;
+/**
+ * Bytes held for records not yet written and indexed beyond which keep() waits for its own
+ * record (a disk slower than the intake slows the rewrap instead of filling memory).
+ */
+const MAX_HELD_BYTES = 32 * 1024 * 1024;
+
+export interface ArchiveOptions {
+  /** Write failures of records keep() no longer waits for are logged here. */
+  log?: Logger | undefined;
+  clock?: () => number;
+}
 
 export class MessageArchive {
   /** Day folders known to exist, so a hard link costs no mkdir (reset when retention removes one). */
@@ -118,6 +130,10 @@ export class MessageArchive {
   /** Names segments of this process: never one a previous run wrote (archive-segments.ts). */
   private readonly run = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
   private seq = 0;
+  /** Records kept but not yet written and indexed, by index key: read() answers them from here. */
+  private readonly held = new Map<string, Buffer>();
+  private heldBytes = 0;
+  private readonly clock: () => number;
 
   constructor(
     readonly dir: string,
@@ -125,14 +141,21 @@ export class MessageArchive {
     readonly policy: (account: string) => ArchivePolicy,
     /** The node's store: the index of where each record is (written unsynced, after the record's bytes). */
     private readonly store: Store,
-    private readonly clock: () => number = Date.now,
-  ) {}
+    private readonly options: ArchiveOptions = {},
+  ) {
+    this.clock = options.clock ?? Date.now;
+  }
 
   private folderOf(day: string, account: string): string {
     return path.join(this.dir, day, account);
   }
 
-  /** Keeps the message when its account archives; false when it does not (or the id is not a queue id). */
+  /**
+   * Keeps the message when its account archives; false when it does not (or the id is not a
+   * queue id). Resolves once the archive holds the bytes (a blob linked, a body read): the
+   * record is written and indexed in the background with others (read() answers it meanwhile),
+   * a failure logged; only while MAX_HELD_BYTES wait does it resolve after its own write.
+   */
   async keep(src: ArchiveSource): Promise<boolean> {
     if (!this.policy(src.account).enabled || !ACCOUNT.test(src.account)) return false;
     const day = dayOfId(src.id);
@@ -153,7 +176,20 @@ export class MessageArchive {
       }
     }
     const body = await src.read();
-    await this.segmentFor(folder, src.account, recordBytes(src.id, body.length)).append(src.id, body);
+    const key = indexKey(src.account, src.id);
+    this.held.set(key, body);
+    this.heldBytes += body.length;
+    const written = this.segmentFor(folder, src.account, recordBytes(src.id, body.length))
+      .append(src.id, body)
+      .finally(() => {
+        this.heldBytes -= body.length;
+        if (this.held.get(key) === body) this.held.delete(key);
+      });
+    if (this.heldBytes > MAX_HELD_BYTES) await written;
+    else
+      written.catch((err: unknown) =>
+        this.options.log?.warn({ err, event: 'archive-write-failed', queueId: src.id, account: src.account }, 'message not archived (the archive is a convenience; the message goes on)'),
+      );
     return true;
   }
 
@@ -200,6 +236,8 @@ export class MessageArchive {
     const day = dayOfId(id);
     if (!day || !ACCOUNT.test(account)) return undefined;
     const folder = this.folderOf(day, account);
+    const held = this.held.get(indexKey(account, id));
+    if (held) return Buffer.from(held);
     let entry: Buffer | undefined;
     try {
       entry = this.store.getNow(indexKey(account, id));

@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import { pino } from 'pino';
 import { ConfigError, parseConfig } from '../../../common/config.js';
 import { newQueueId } from '../../../common/durable-queue.js';
 import { Store } from '../../../common/store.js';
@@ -61,7 +62,9 @@ test('kept per account: inline bytes written, a blob hard-linked; read only thro
   assert.equal(await archive.keep({ id: b, account: 'shop', file: blob, read: async () => assert.fail('a blob is linked, not read') }), true);
   assert.equal(await archive.keep({ id: b, account: 'shop', file: blob, read: async () => assert.fail('not read') }), true, 'a second attempt is harmless');
   fs.rmSync(blob); // the queue removes its blob after the rewrap: the archive's link keeps the bytes
-  assert.deepEqual(await archive.read('shop', a), inline);
+  assert.deepEqual(await archive.read('shop', a), inline, 'readable at once, while its batch waits to be written');
+  await archive.close();
+  assert.deepEqual(await archive.read('shop', a), inline, 'and from its segment');
   assert.equal((await archive.read('shop', b))?.length, 16 + 300_000);
   assert.equal(await archive.read('crm', a), undefined, 'another account never reaches it');
   assert.equal(await archive.read('../shop', a), undefined);
@@ -70,7 +73,6 @@ test('kept per account: inline bytes written, a blob hard-linked; read only thro
   assert.deepEqual(await indexKeys(archive, 'off'), [], 'nor indexed');
   assert.equal(segmentsIn(path.join(archive.dir, '2026-11-20', 'shop')).length, 1, 'the inline body went to a segment');
   assert.ok(fs.existsSync(path.join(archive.dir, '2026-11-20', 'shop', `${b}.eml`)), 'the blob is a hard link');
-  await archive.close();
 });
 
 test('retention drops whole days past each account\'s retentionDays, as the injected clock says', async () => {
@@ -80,6 +82,7 @@ test('retention drops whole days past each account\'s retentionDays, as the inje
     ids[name] = newQueueId(T0 - days * DAY);
     await archive.keep({ id: ids[name]!, account, read: async () => Buffer.from(name) });
   }
+  await archive.close(); // written and indexed
   // T0 is 2026-11-20 23:59: the shop message of 8 days ago (11-12) ended 7 days and 1 minute ago.
   const r = await pruneArchive(archive, T0);
   assert.equal(r.folders, 1);
@@ -95,9 +98,10 @@ test('retention drops whole days past each account\'s retentionDays, as the inje
   const again = newQueueId(T0 + 40 * DAY);
   assert.equal(await archive.keep({ id: again, account: 'shop', read: async () => Buffer.from('again') }), true);
   assert.equal((await archive.read('shop', again))?.toString(), 'again');
+  await archive.close();
+  assert.equal((await archive.read('shop', again))?.toString(), 'again');
   assert.deepEqual(await indexKeys(archive, 'crm'), []);
   assert.deepEqual(await indexKeys(archive, 'shop'), [`ar!shop!${again}`]);
-  await archive.close();
 });
 
 test('many messages at once: batched into one segment per day and account, each read back byte for byte', async () => {
@@ -114,13 +118,13 @@ test('many messages at once: batched into one segment per day and account, each 
     keeps.push(archive.keep({ id, account, read: async () => body }));
   }
   assert.ok((await Promise.all(keeps)).every(Boolean));
+  await archive.close(); // written and indexed: the reads below come from the segments
   for (const [id, { account, body }] of sent) {
     assert.deepEqual(await archive.read(account, id), body, `message ${id} of ${account}`);
     assert.equal(await archive.read(account === 'shop' ? 'crm' : 'shop', id), undefined, 'never through the other account');
   }
   assert.equal(segmentsIn(path.join(archive.dir, '2026-11-20', 'shop')).length, 1);
   assert.equal(segmentsIn(path.join(archive.dir, '2026-11-20', 'crm')).length, 1);
-  await archive.close();
 });
 
 test('the same id under two accounts: each reads its own record; a third account nothing', async () => {
@@ -128,10 +132,10 @@ test('the same id under two accounts: each reads its own record; a third account
   const id = newQueueId(T0);
   await archive.keep({ id, account: 'shop', read: async () => Buffer.from('shop bytes') });
   await archive.keep({ id, account: 'crm', read: async () => Buffer.from('crm bytes') });
+  await archive.close();
   assert.equal((await archive.read('shop', id))?.toString(), 'shop bytes');
   assert.equal((await archive.read('crm', id))?.toString(), 'crm bytes');
   assert.equal(await archive.read('news', id), undefined);
-  await archive.close();
 });
 
 test('a lost or zeroed tail, or an index entry pointing at another record, reads as not archived', async () => {
@@ -169,6 +173,7 @@ test('a restart appends to a new segment; the old records and the file-per-messa
   const second = new MessageArchive(first.dir, first.policy, store);
   const b = newQueueId(T0);
   await second.keep({ id: b, account: 'shop', read: async () => Buffer.from('after the restart') });
+  await second.close();
   const folder = path.join(first.dir, '2026-11-20', 'shop');
   assert.equal(segmentsIn(folder).length, 2, 'a segment per run');
   assert.equal((await second.read('shop', a))?.toString(), 'before the restart');
@@ -179,7 +184,28 @@ test('a restart appends to a new segment; the old records and the file-per-messa
   fs.writeFileSync(path.join(first.dir, '2026-11-19', 'shop', `${old}.eml`), 'Subject: old layout\r\n\r\nhi\r\n');
   assert.equal((await second.read('shop', old))?.toString(), 'Subject: old layout\r\n\r\nhi\r\n');
   assert.equal(await second.read('crm', old), undefined);
-  await second.close();
+});
+
+test('a write that fails is logged and its message reads as not archived; the next message is kept', async () => {
+  const dir = tempDir('archive');
+  const store = await Store.open(dir);
+  stores.push(store);
+  const lines: string[] = [];
+  const archive = new MessageArchive(path.join(dir, 'archive'), () => ({ enabled: true, retentionDays: 7 }), store, { log: pino({}, { write: (l: string) => void lines.push(l) }) });
+  // A file where the account's day folder goes: no segment can be made there.
+  fs.mkdirSync(path.join(archive.dir, '2026-11-20'), { recursive: true });
+  fs.writeFileSync(path.join(archive.dir, '2026-11-20', 'shop'), 'in the way');
+  const id = newQueueId(T0);
+  assert.equal(await archive.keep({ id, account: 'shop', read: async () => Buffer.from('lost') }), true, 'the rewrap goes on');
+  await archive.close();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(await archive.read('shop', id), undefined);
+  assert.ok(lines.some((l) => l.includes('archive-write-failed') && l.includes(id)), 'logged with its queue id');
+  fs.rmSync(path.join(archive.dir, '2026-11-20', 'shop'));
+  const next = newQueueId(T0);
+  await archive.keep({ id: next, account: 'shop', read: async () => Buffer.from('kept') });
+  await archive.close();
+  assert.equal((await archive.read('shop', next))?.toString(), 'kept');
 });
 
 test('the policy: an account\'s own values, else the node\'s; off by default', () => {
