@@ -26,8 +26,16 @@
  * of the main thread per message: the largest single per-message cost found.
  * Now records wait for the segment of their day and account and go out
  * together, one positional writev per batch while the previous batch is on the
- * wire (group commit), and a segment is opened once per process, day and
- * account (again past 64 MiB or after a minute idle).
+ * wire (group commit; the first record of a batch waits up to 20 ms for others,
+ * since messages reach the archive one by one), and a segment is opened once
+ * per process, day and account (again past 64 MiB or after a minute idle).
+ * keep() answers the rewrap once the archive holds the bytes, so that wait is
+ * not on the mail path; read() answers a held record from memory until it is
+ * written and indexed. Measured with 2 KB messages through `postino up`
+ * (1,500 messages, strace of the hosted process): openat 1,500 → 1 and close
+ * 1,524 → 25 (the archive's open, write and close per message, three pool
+ * trips, became ~0.35 pwritev per message at those rates); hosted CPU per
+ * message 9.0 → 6.7 ms (medians of 3 alternating runs on a loaded machine).
  *
  * The index: one key per message in the node's store (`ar!<account>!<id>` →
  * segment, offset, length), written unsynced through the store's group commit
@@ -40,10 +48,12 @@
  * at a lost tail reads as "not archived", never another message's bytes.
  *
  * Cost on the rewrap (not the SMTP session): a body the queue keeps as a blob
- * file is hard-linked (one syscall, no copy); an inline one (≤ 256 KiB) is a
+ * file is hard-linked (one syscall, no copy: a body of up to 50 MB copied into a
+ * segment would cost more than the one link); an inline one (≤ 256 KiB) is a
  * share of one unsynced batched write and of one unsynced LevelDB batch. The
  * archive is a convenience, not a record: a crash may lose the last unsynced
- * records, never mail. Nothing is written when the account's archive is off.
+ * (or still held) records, never mail; a failed write is logged. Nothing is
+ * written when the account's archive is off.
  *
  * Config: engine.archive.enabled (false; on in `postino up`), engine.archive.retentionDays (7),
  * accounts[].archive.{enabled,retentionDays} (null = the node's).
