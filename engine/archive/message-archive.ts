@@ -144,6 +144,8 @@ export class MessageArchive {
   private readonly held = new Map<string, Buffer>();
   private heldBytes = 0;
   private readonly clock: () => number;
+  /** Batches written and the records in them (a batch is one write and one index commit). */
+  readonly stats = { batches: 0, records: 0 };
 
   constructor(
     readonly dir: string,
@@ -224,6 +226,8 @@ export class MessageArchive {
 
   /** The index entries of a written batch, unsynced (the archive is a convenience), in the store's group commit. */
   private index(account: string, placed: readonly Placed[]): Promise<void> {
+    this.stats.batches++;
+    this.stats.records += placed.length;
     return this.store.commit(
       placed.map((p) => ({ type: 'put' as const, key: indexKey(account, p.id), value: Buffer.from(`${p.segment}:${p.offset}:${p.length}`, 'latin1') })),
       { sync: false },

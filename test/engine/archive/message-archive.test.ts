@@ -125,6 +125,8 @@ test('many messages at once: batched into one segment per day and account, each 
   }
   assert.equal(segmentsIn(path.join(archive.dir, '2026-11-20', 'shop')).length, 1);
   assert.equal(segmentsIn(path.join(archive.dir, '2026-11-20', 'crm')).length, 1);
+  assert.equal(archive.stats.records, 300);
+  assert.ok(archive.stats.batches <= 30, `written in batches, not one write per message (${archive.stats.batches} batches)`);
 });
 
 test('the same id under two accounts: each reads its own record; a third account nothing', async () => {
