@@ -147,7 +147,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
   const reportDead = new DeadLetter<FeedbackMeta>({ queue: feedbackQueue, limit: attemptLimit, countLeases: true, failedEvents: (r, why) => eventOps(events, reports.failedEvents(r, why)), log });
   const reportLoop = new WorkerLoop<FeedbackMeta>({ queue: feedbackQueue, concurrency: REPORT_CONCURRENCY, visibilityMs: VISIBILITY_MS, handle: (r) => reports.handle(r), log, deadLetter: reportDead });
   // The message archive (engine.archive, per account) and the forwarder figures, both fed as the rewrap takes a message up.
-  const archive = new MessageArchive(path.join(rt.dataDir, 'hosted', 'archive'), (id) => archivePolicy(config.engine.archive, accountsNow.current.find((a) => a.id === id)));
+  const archive = new MessageArchive(path.join(rt.dataDir, 'hosted', 'archive'), (id) => archivePolicy(config.engine.archive, accountsNow.current.find((a) => a.id === id)), store, { log: log.child({ component: 'archive' }) });
   const forwarders = await ForwarderLog.open(store, log.child({ component: 'forwarders' }));
   const onIntake = async (rec: QueueRecord<IntakeMeta>, o: { messageId: string | undefined; source: BodySource }): Promise<void> => {
     const { envelope, account } = rec.meta;
@@ -293,6 +293,7 @@ export async function startHosted(rt: Runtime): Promise<Hosted> {
       await listener.close();
       await bounceIntake?.close();
       await rewrapLoop.stop();
+      await archive.close(); // its last records written and indexed before the store closes
       await forwarders.stop();
       await reportLoop.stop();
       await notifier.stop();

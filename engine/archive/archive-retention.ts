@@ -12,7 +12,8 @@
  *
  * Config: engine.archive.retentionDays (7), accounts[].archive.retentionDays,
  * pruned every events.pruneIntervalSeconds (600).
- * Side effects: removes folders under the archive's directory.
+ * Side effects: removes folders under the archive's directory and their index
+ * entries in the store (MessageArchive.drop).
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -49,9 +50,7 @@ export async function pruneArchive(archive: MessageArchive, now: number, log?: L
         left++;
         continue;
       }
-      const folder = path.join(dayDir, account);
-      archive.forget(folder);
-      await fsp.rm(folder, { recursive: true, force: true });
+      await archive.drop(day, account); // its folder and its index entries
       folders++;
       await yieldNow();
     }
