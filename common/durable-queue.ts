@@ -38,7 +38,7 @@
  * The due index is mirrored in memory (issue #17): a lease takes the first due
  * keys from a sorted set (sorted-keys.ts) instead of a LevelDB iterator, which
  * cost a trip to the thread pool, an iterator's create and close, and a walk
- * over the tombstone every lease and ack leaves in the due range: ~0.55 ms of
+ * over the tombstones every lease and ack leave in the due range: ~0.55 ms of
  * the hosted process's main thread per message (829 ms for 1,500 messages),
  * and LevelDB's MemTableIterator::key ~5% of its samples. The copy is fed by
  * the store (`Store.observe`): every op on this queue's due keys, once the
@@ -79,8 +79,8 @@ export const DEFAULT_INLINE_MAX_BYTES = 256 * 1024;
 export const DEFAULT_INLINE_BUDGET_BYTES = 8 * 1024 * 1024;
 /**
  * Due keys the in-memory index holds at most (see the header); past it leases
- * scan LevelDB. ~100 bytes a key in V8 (a 32-character string and its slot), so
- * ~10 MB per queue at the cap, while a queue of 100,000 messages holds at least
+ * scan LevelDB. ~80–100 bytes a key in V8 (a 32-character string and its slot;
+ * measured 78), so 8–10 MB per queue at the cap, while a queue of 100,000 messages holds at least
  * that many KB of bodies on disk. Far above what a busy queue holds in steady
  * state (messages in flight, retries and scheduled sends), so the scan path is
  * the path of long outages only, where a lease per second or so is nothing.
@@ -316,6 +316,7 @@ export class DurableQueue<M> {
     if (gen !== this.generation) return; // the store reopened meanwhile: the next lease tries again
     if (keys.length > this.dueMax) {
       this.rebuildAfter = now + DUE_INDEX_REBUILD_RETRY_MS;
+      this.store.log?.info({ event: 'due-index-over-cap', queue: this.name, max: this.dueMax }, 'queue over the in-memory due index cap: leases scan LevelDB until it is back under half');
       return;
     }
     const due = SortedKeys.fromSorted(keys.map((k) => k.slice(this.dPrefix.length)));
@@ -502,7 +503,8 @@ export class DurableQueue<M> {
   }
 
   /**
-   * Due keys ≤ now, in due order, from the scan cursor (or from the start).
+   * Due keys ≤ now, in due order, from the scan cursor (or from the start):
+   * the lease path while the in-memory index is off (over its cap; see the header).
    *
    * Why a cursor: LevelDB keeps a tombstone for every removed key until
    * compaction reaches the bottom level, and every leased or removed message

@@ -70,6 +70,11 @@
  * close/open moment fail and are retried by their worker loops.
  * `writeFault` (options) is a test seam that fails writes as a full disk would.
  *
+ * Commit observers (`observe`): a key range's ops are handed to its observer
+ * after their commit succeeded, before the caller's promise resolves, so state
+ * kept in memory next to a key range (a queue's due index) follows every write,
+ * including ops a caller committed inside another batch.
+ *
  * Side effects: creates and locks the database folder; fsyncs; timers while broken.
  */
 import fs from 'node:fs';
@@ -194,7 +199,12 @@ export class Store {
   private committed(ops: BatchOp[]): void {
     if (this.observers.size === 0) return;
     for (const [prefix, o] of this.observers) {
-      for (let i = 0; i < ops.length; i++) if (ops[i]!.key.startsWith(prefix)) o.op(ops[i]!);
+      try {
+        for (let i = 0; i < ops.length; i++) if (ops[i]!.key.startsWith(prefix)) o.op(ops[i]!);
+      } catch (err) {
+        // The batch is written: its callers must hear so, whatever an observer did.
+        this.options.log?.error({ err, event: 'commit-observer-failed', prefix }, 'a commit observer threw');
+      }
     }
   }
 
