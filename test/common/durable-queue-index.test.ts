@@ -158,8 +158,8 @@ test('failed commits (a full disk) leave nothing unleasable: a failed enqueue is
   };
   for (let n = 0; n < 3; n++) await q.enqueue({ meta: { n }, body });
   diskFull = true;
+  await assert.rejects(q.lease(10, 60_000), 'the lease commit fails (the write fails: the store breaks)');
   await assert.rejects(q.enqueue({ meta: { n: 9 }, body }));
-  await assert.rejects(q.lease(10, 60_000), 'the lease commit fails');
   diskFull = false;
   await healthy();
   // The reopen voided the in-memory index: this lease rebuilds it from a scan while enqueues commit.
