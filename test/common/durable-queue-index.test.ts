@@ -183,3 +183,30 @@ test('failed commits (a full disk) leave nothing unleasable: a failed enqueue is
   assert.equal(q.size, 0);
   await store.close();
 });
+
+test('SortedKeys (the index itself) agrees with a sorted array through 30,000 random adds and deletes, across chunk splits', async () => {
+  const { SortedKeys } = await import('../../common/sorted-keys.js');
+  let seed = 12345;
+  const rand = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  const key = (): string => `${String(rand(5_000)).padStart(15, '0')}!${rand(4).toString(36)}`;
+  const s = SortedKeys.fromSorted(['000000000000001!a', '000000000000002!a']);
+  const ref = new Set(['000000000000001!a', '000000000000002!a']);
+  for (let i = 0; i < 30_000; i++) {
+    const k = key();
+    // Mostly adds first (past several chunk splits), then mostly deletes.
+    if (rand(10) < (i < 15_000 ? 8 : 2)) assert.equal(s.add(k), !ref.has(k) && Boolean(ref.add(k)));
+    else assert.equal(s.delete(k), ref.delete(k));
+    if (i % 997 === 0) {
+      const sorted = [...ref].sort();
+      assert.equal(s.size, sorted.length);
+      assert.equal(s.first(), sorted[0]);
+      const bound = key();
+      assert.deepEqual(s.below(bound, 50), sorted.filter((x) => x < bound).slice(0, 50));
+      assert.equal(s.has(k), ref.has(k));
+    }
+  }
+  assert.deepEqual(s.below('~', Infinity), [...ref].sort());
+});
