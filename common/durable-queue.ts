@@ -35,6 +35,26 @@
  * by polling every key. On open, every message leased before a crash is made due
  * at once ("in flight at the crash are retried").
  *
+ * The due index is mirrored in memory (issue #17): a lease takes the first due
+ * keys from a sorted set (sorted-keys.ts) instead of a LevelDB iterator, which
+ * cost a trip to the thread pool, an iterator's create and close, and a walk
+ * over the tombstones every lease and ack leave in the due range: ~0.55 ms of
+ * the hosted process's main thread per message (829 ms for 1,500 messages),
+ * and LevelDB's MemTableIterator::key ~5% of its samples. The copy is fed by
+ * the store (`Store.observe`): every op on this queue's due keys, once the
+ * commit that holds it succeeded, whoever committed it (a queue's ops ride in
+ * other batches: the rewrap's, a dead letter's); a failed commit changes
+ * nothing, so memory and disk agree. It is built at open from a scan of the due
+ * range, and rebuilt after the store reopened from a write error (a failed
+ * write may have landed). Bounded: past `dueIndexMax` keys (a forwarder
+ * spooling through a long outage) the copy is dropped and leases scan LevelDB
+ * as before (`dueKeys`) until the queue is back under half the cap. A lease
+ * checks each key against its record's due time, so a key memory still holds
+ * after its commit landed is skipped, never leased twice; and every
+ * DUE_INDEX_CHECK_MS a scan of the due keys adds any that memory lacks, with a
+ * warning (a write that bypassed the store shows up in tests, not as a stuck
+ * message).
+ *
  * Side effects: LevelDB writes, blob files.
  */
 import fs from 'node:fs';
@@ -42,6 +62,7 @@ import fsp from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { TooLargeError, writeFileSynced } from './fsync.js';
 import { randomHex } from './random-pool.js';
+import { SortedKeys } from './sorted-keys.js';
 import type { BatchOp, Store } from './store.js';
 
 /** 256 KiB: above typical transactional mail, far below LevelDB's comfortable value size. */
@@ -56,6 +77,25 @@ export const DEFAULT_INLINE_MAX_BYTES = 256 * 1024;
  * 400 KiB), so the group-committed inline path stays the path of small mail.
  */
 export const DEFAULT_INLINE_BUDGET_BYTES = 8 * 1024 * 1024;
+/**
+ * Due keys the in-memory index holds at most (see the header); past it leases
+ * scan LevelDB. ~80–100 bytes a key in V8 (a 32-character string and its slot;
+ * measured 78), so 8–10 MB per queue at the cap, while a queue of 100,000 messages holds at least
+ * that many KB of bodies on disk. Far above what a busy queue holds in steady
+ * state (messages in flight, retries and scheduled sends), so the scan path is
+ * the path of long outages only, where a lease per second or so is nothing.
+ */
+export const DEFAULT_DUE_INDEX_MAX = 100_000;
+/**
+ * How often a lease first scans the due keys ≤ now (up to DUE_INDEX_CHECK_KEYS)
+ * and adds any the in-memory index lacks, with a warning: one iterator per
+ * 10 s (~1 per 5,000 messages at full speed) to turn a missed update into a
+ * delay of seconds and a log line instead of a message never leased.
+ */
+const DUE_INDEX_CHECK_MS = 10_000;
+const DUE_INDEX_CHECK_KEYS = 1_000;
+/** After a rebuild found the queue over the cap after all, leases scan LevelDB at least this long before trying again. */
+const DUE_INDEX_REBUILD_RETRY_MS = 10_000;
 /** Longest a message can wait behind the lease scan cursor (see dueKeys). */
 const FULL_SCAN_INTERVAL_MS = 250;
 /** Width of the zero-padded due time in keys: ms timestamps stay 13 digits until year 2286. */
@@ -122,6 +162,10 @@ export interface QueueOptions<M> {
    * records given back and on open; a new record is never counted.
    */
   tally?: (rec: QueueRecord<M>) => boolean;
+  /** Default DEFAULT_DUE_INDEX_MAX (see there); 0 = always scan LevelDB (tests of that path). */
+  dueIndexMax?: number;
+  /** Default DUE_INDEX_CHECK_MS (see there); tests shorten it. */
+  dueIndexCheckMs?: number;
 }
 
 export class DurableQueue<M> {
@@ -143,6 +187,20 @@ export class DurableQueue<M> {
   /** tally() of each record between nackOps and nacked. */
   private readonly nackTally = new Map<string, boolean>();
   private readonly tally: ((rec: QueueRecord<M>) => boolean) | undefined;
+  /** `q!<queue>!d!`: what precedes a due key's `<due>!<id>`. */
+  private readonly dPrefix: string;
+  /** The due index in memory, keys without dPrefix (see the header); undefined while leases scan LevelDB. */
+  private due: SortedKeys | undefined;
+  private readonly dueMax: number;
+  /** Ops on due keys committed while a rebuild scans: applied on top of its result. */
+  private replay: BatchOp[] | undefined;
+  /** Due keys changed while a check scans: not judged by it. */
+  private touched: Set<string> | undefined;
+  /** Bumped when the store reopened: a rebuild or check begun before it is void. */
+  private generation = 0;
+  private rebuildAfter = 0;
+  private checkAt = 0;
+  private readonly checkMs: number;
 
   private constructor(
     readonly store: Store,
@@ -154,6 +212,10 @@ export class DurableQueue<M> {
     this.inlineBudget = opts.inlineBudgetBytes ?? DEFAULT_INLINE_BUDGET_BYTES;
     this.now = opts.clock ?? Date.now;
     this.tally = opts.tally;
+    this.dPrefix = `${this.prefix}d!`;
+    this.dueMax = opts.dueIndexMax ?? DEFAULT_DUE_INDEX_MAX;
+    this.checkMs = opts.dueIndexCheckMs ?? DUE_INDEX_CHECK_MS;
+    store.observe(this.dPrefix, { op: (op) => this.dueOp(op), reopened: () => this.dropIndex() });
   }
 
   /** Opens the queue: counts messages and returns crashed leases to the due index. */
@@ -208,6 +270,81 @@ export class DurableQueue<M> {
     this._size = count;
     for await (const key of this.store.db.keys({ gte: `${this.prefix}f!`, lt: `${this.prefix}f~` })) if (key) this._failed++;
     await this.store.commit(ops, { sync: true });
+    if (this.dueMax > 0) await this.rebuild(now);
+  }
+
+  /** A committed op on one of our due keys (Store.observe): kept in the in-memory index. */
+  private dueOp(op: BatchOp): void {
+    const k = op.key.slice(this.dPrefix.length);
+    this.touched?.add(k);
+    if (this.replay) this.replay.push(op);
+    else if (this.due) this.applyDue(this.due, op.type, k);
+  }
+
+  private applyDue(due: SortedKeys, type: 'put' | 'del', k: string): void {
+    if (type === 'del') due.delete(k);
+    else if (due.size < this.dueMax || due.has(k)) due.add(k);
+    else {
+      this.dropIndex();
+      this.store.log?.info({ event: 'due-index-over-cap', queue: this.name, max: this.dueMax }, 'queue over the in-memory due index cap: leases scan LevelDB until it is back under half');
+    }
+  }
+
+  /** From now on leases scan LevelDB, until a rebuild (see leaseNow). */
+  private dropIndex(): void {
+    this.due = undefined;
+    this.replay = undefined;
+    this.generation++;
+    this.scanFrom = undefined;
+  }
+
+  /**
+   * Builds the in-memory index from a scan of the due range. The scan reads a
+   * snapshot taken when its iterator is created, after `replay` starts
+   * collecting: every op committed after the snapshot is replayed, and one
+   * already in it replays to the same result (a put or del of one exact key).
+   */
+  private async rebuild(now: number): Promise<void> {
+    const gen = ++this.generation;
+    const replay: BatchOp[] = (this.replay = []);
+    let keys: string[];
+    try {
+      keys = await this.store.db.keys({ gte: this.dPrefix, lt: `${this.prefix}d~`, limit: this.dueMax + 1 }).all();
+    } finally {
+      if (gen === this.generation) this.replay = undefined;
+    }
+    if (gen !== this.generation) return; // the store reopened meanwhile: the next lease tries again
+    if (keys.length > this.dueMax) {
+      this.rebuildAfter = now + DUE_INDEX_REBUILD_RETRY_MS;
+      this.store.log?.info({ event: 'due-index-over-cap', queue: this.name, max: this.dueMax }, 'queue over the in-memory due index cap: leases scan LevelDB until it is back under half');
+      return;
+    }
+    const due = SortedKeys.fromSorted(keys.map((k) => k.slice(this.dPrefix.length)));
+    this.due = due;
+    for (const op of replay) if (this.due) this.applyDue(due, op.type, op.key.slice(this.dPrefix.length));
+  }
+
+  /**
+   * The safety net (DUE_INDEX_CHECK_MS): due keys on disk that the index lacks
+   * are added, with a warning. Keys changed while the scan runs are left to
+   * their own updates (the scan may predate them).
+   */
+  private async check(now: number): Promise<void> {
+    this.checkAt = now + this.checkMs;
+    const gen = this.generation;
+    const touched = (this.touched = new Set<string>());
+    let keys: string[];
+    try {
+      keys = await this.store.db.keys({ gte: this.dPrefix, lt: this.dPrefix + padDue(now + 1), limit: DUE_INDEX_CHECK_KEYS }).all();
+    } finally {
+      this.touched = undefined;
+    }
+    const due = this.due;
+    if (!due || gen !== this.generation) return;
+    const missed = keys.map((k) => k.slice(this.dPrefix.length)).filter((k) => !touched.has(k) && !due.has(k));
+    if (missed.length === 0) return;
+    this.store.log?.warn({ event: 'due-index-missed', queue: this.name, keys: missed.length, first: missed.slice(0, 5) }, 'due keys on disk were missing from the in-memory index (a write that bypassed the store?): added');
+    for (const k of missed) if (this.due === due) this.applyDue(due, 'put', k);
   }
 
   private recordOps(rec: QueueRecord<M>): BatchOp[] {
@@ -366,7 +503,8 @@ export class DurableQueue<M> {
   }
 
   /**
-   * Due keys ≤ now, in due order, from the scan cursor (or from the start).
+   * Due keys ≤ now, in due order, from the scan cursor (or from the start):
+   * the lease path while the in-memory index is off (over its cap; see the header).
    *
    * Why a cursor: LevelDB keeps a tombstone for every removed key until
    * compaction reaches the bottom level, and every leased or removed message
@@ -395,7 +533,9 @@ export class DurableQueue<M> {
 
   private async leaseNow(max: number, visibilityMs: number): Promise<QueueRecord<M>[]> {
     const now = this.now();
-    const keys = await this.dueKeys(now, max);
+    if (!this.due && this.dueMax > 0 && this._size <= this.dueMax / 2 && now >= this.rebuildAfter) await this.rebuild(now);
+    if (this.due && now >= this.checkAt) await this.check(now);
+    const keys = this.due ? this.due.below(padDue(now + 1), max).map((k) => this.dPrefix + k) : await this.dueKeys(now, max);
     if (keys.length === 0) return [];
     const ids = keys.map((k) => k.slice(k.lastIndexOf('!') + 1));
     const values = this.store.getManyNow(ids.map((id) => this.mKey(id))); // on this thread: see store.ts
@@ -410,6 +550,12 @@ export class DurableQueue<M> {
         return;
       }
       const rec = JSON.parse(v.toString('utf8')) as QueueRecord<M>;
+      if (key.slice(this.dPrefix.length, this.dPrefix.length + DUE_WIDTH) !== padDue(rec.due)) {
+        // Not the record's due key: one whose removal has landed but not yet reached the
+        // in-memory index (or one left by a crash): leasing it would lease the message twice.
+        ops.push({ type: 'del', key });
+        return;
+      }
       if (rec.leasedUntil === 0 && this.tally?.(rec)) untallied++;
       ops.push({ type: 'del', key });
       rec.due = until;
@@ -601,6 +747,10 @@ export class DurableQueue<M> {
 
   /** Due time of the earliest message (leased ones included: their lease expiry). */
   async nextDue(): Promise<number | undefined> {
+    if (this.due) {
+      const first = this.due.first();
+      return first === undefined ? undefined : Number(first.slice(0, DUE_WIDTH));
+    }
     for await (const key of this.store.db.keys({ gte: `${this.prefix}d!`, lt: `${this.prefix}d~`, limit: 1 })) {
       return Number(key.slice(this.prefix.length + 2, this.prefix.length + 2 + DUE_WIDTH));
     }

@@ -70,6 +70,11 @@
  * close/open moment fail and are retried by their worker loops.
  * `writeFault` (options) is a test seam that fails writes as a full disk would.
  *
+ * Commit observers (`observe`): a key range's ops are handed to its observer
+ * after their commit succeeded, before the caller's promise resolves, so state
+ * kept in memory next to a key range (a queue's due index) follows every write,
+ * including ops a caller committed inside another batch.
+ *
  * Side effects: creates and locks the database folder; fsyncs; timers while broken.
  */
 import fs from 'node:fs';
@@ -116,6 +121,16 @@ interface RawBatch {
   _batch(ops: BatchOp[], options: { sync: boolean }): Promise<void>;
 }
 
+/**
+ * Told about the ops of one key range as they are committed (see `observe`):
+ * `op` after the batch holding it was written, `reopened` after the database was
+ * reopened following a write error (when a failed write may still have landed).
+ */
+export interface CommitObserver {
+  op(op: BatchOp): void;
+  reopened(): void;
+}
+
 interface Waiter {
   ops: BatchOp[];
   resolve: () => void;
@@ -146,6 +161,8 @@ export class Store {
   private recovering: Promise<void> | undefined;
   private closing = false;
   private wakeRecovery: (() => void) | undefined;
+  /** Key prefix → observer (see `observe`). */
+  private readonly observers = new Map<string, CommitObserver>();
 
   private constructor(
     readonly dir: string,
@@ -160,6 +177,35 @@ export class Store {
     const s = new Store(dir, options);
     await s.db.open();
     return s;
+  }
+
+  /** The store's logger, for what keeps state next to it (durable-queue.ts). */
+  get log(): Logger | undefined {
+    return this.options.log;
+  }
+
+  /**
+   * Calls `observer.op` for every op whose key starts with `prefix`, once the
+   * commit holding it succeeded, before that commit's promise resolves, in the
+   * order the commits were made; never for a failed commit. Every write goes
+   * through `commit`, so an in-memory copy of a key range kept this way cannot
+   * miss a change, whoever made it (durable-queue.ts keeps its due index so).
+   * One observer per prefix: the last one set replaces the one before.
+   */
+  observe(prefix: string, observer: CommitObserver): void {
+    this.observers.set(prefix, observer);
+  }
+
+  private committed(ops: BatchOp[]): void {
+    if (this.observers.size === 0) return;
+    for (const [prefix, o] of this.observers) {
+      try {
+        for (let i = 0; i < ops.length; i++) if (ops[i]!.key.startsWith(prefix)) o.op(ops[i]!);
+      } catch (err) {
+        // The batch is written: its callers must hear so, whatever an observer did.
+        this.options.log?.error({ err, event: 'commit-observer-failed', prefix }, 'a commit observer threw');
+      }
+    }
   }
 
   /** False while writes fail and the database is being reopened (see the header). */
@@ -216,6 +262,7 @@ export class Store {
         await this.db.batch([{ type: 'put', key: PROBE_KEY, value: Buffer.from(String(Date.now())) }], { sync: true });
         const down = Date.now() - this.broken!.since;
         this.broken = undefined;
+        for (const o of this.observers.values()) o.reopened();
         this.options.log?.warn({ event: 'store-recovered', dir: this.dir, attempts: attempt + 1, downMs: down }, 'LevelDB reopened and writable again: writes resume');
         return;
       } catch (e) {
@@ -264,7 +311,10 @@ export class Store {
       }
       try {
         await this.write(group.length === 1 ? group[0]!.ops : group.flatMap((w) => w.ops), false);
-        for (const w of group) w.resolve();
+        for (const w of group) {
+          this.committed(w.ops);
+          w.resolve();
+        }
       } catch (e) {
         for (const w of group) w.reject(e);
       }
@@ -289,7 +339,10 @@ export class Store {
         await this.write(ops, true);
         this.stats.syncedBatches++;
         this.stats.syncedOps += ops.length;
-        for (const w of group) w.resolve();
+        for (const w of group) {
+          this.committed(w.ops);
+          w.resolve();
+        }
       } catch (e) {
         for (const w of group) w.reject(e);
       }

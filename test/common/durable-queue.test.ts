@@ -155,9 +155,10 @@ test('waitForWork wakes on enqueue instead of sleeping out its timeout', async (
   await store.close();
 });
 
-test('a message that lands behind the lease scan cursor is still leased: at once when nothing is ahead, within 250 ms otherwise', async () => {
+test('LevelDB scan path (over the due index cap): a message that lands behind the lease scan cursor is still leased: at once when nothing is ahead, within 250 ms otherwise', async () => {
   let now = 5_000_000;
-  const { store, q } = await open(tempDir('q-cursor'), () => now);
+  const store = await Store.open(tempDir('q-cursor'));
+  const q = await DurableQueue.open<Meta>(store, 'test', { clock: () => now, dueIndexMax: 0 });
   for (let n = 0; n < 3; n++) await q.enqueue({ meta: { n }, body: Buffer.from('x'), due: now - 10 + n });
   const first = await q.lease(3, 60_000); // the cursor now sits at the third due key
   assert.deepEqual(first.map((r) => r.meta.n), [0, 1, 2]);
