@@ -40,13 +40,15 @@
  * (setImmediate), so the last chunk and `.\r\n` (which follow within
  * microtasks when the body is in memory) leave in one write. The uncork is
  * by time, never by an event: a corked socket over its high-water mark makes
- * the pipe wait for 'drain', which it then gets a turn later. A body read from
- * a file still ends in its own write (the end of a file is seen a read later).
+ * the pipe wait for 'drain', which it then gets a turn later (a body chunk over
+ * that mark, e.g. 100 KB in memory, leaves the dot in DataStream's buffer: it
+ * is read out into the same write when the stream's input is all in). A body
+ * read from a file still ends in its own write (its end is seen a read later).
  *
  * Side effects: network connections.
  */
 import type net from 'node:net';
-import type { Readable } from 'node:stream';
+import type { Readable, Transform } from 'node:stream';
 import type tls from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { EnvelopeDsn } from './smtp-intake.js';
@@ -61,7 +63,7 @@ interface ConnectionInternals {
   _getDsnRcptToArgs(): string;
   _supportedExtensions: string[];
   _envelope: { postinoDsn?: EnvelopeDsn } | false;
-  _createSendStream(callback: unknown): Readable;
+  _createSendStream(callback: unknown): Transform;
   _socket: net.Socket | false | null;
 }
 
@@ -91,7 +93,7 @@ internals._getDsnRcptToArgs = function (this: ConnectionInternals & { rcpt: stri
   return args.length ? ` ${args.join(' ')}` : '';
 };
 const baseCreateSendStream = internals._createSendStream;
-internals._createSendStream = function (this: ConnectionInternals, callback: unknown): Readable {
+internals._createSendStream = function (this: ConnectionInternals, callback: unknown): Transform {
   const dataStream = baseCreateSendStream.call(this, callback);
   const socket = this._socket;
   if (!socket) return dataStream;
@@ -103,6 +105,11 @@ internals._createSendStream = function (this: ConnectionInternals, callback: unk
     socket.cork();
     setImmediate(() => {
       corked = false;
+      // A chunk over the socket's high-water mark paused the pipe until 'drain': what the
+      // stream ends with (the dot DataStream's flush pushed) waits in its buffer. Once the
+      // stream's input is all in, hand that to the pipe now (read() emits it as 'data'),
+      // into the same write.
+      if (dataStream.writableFinished && dataStream.readableLength > 0 && dataStream.readableFlowing === false) dataStream.read();
       socket.uncork();
     });
   });
