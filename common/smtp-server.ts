@@ -34,6 +34,24 @@
  * with one (every PostinoError) are sent as they are; smtp-server's own replies
  * get its contextual code (e.g. `552 5.3.4` for a declared SIZE over the limit).
  *
+ * Reply batching (RFC 2920 4, Postfix's rule): the replies to commands that
+ * arrived together leave in one socket write (one syscall, one TLS record)
+ * instead of one write each; a loopback write costs ~100-170 µs of CPU here, as
+ * the kernel runs the receiver's TCP work inline. The socket is corked at the
+ * first reply written while the parser works on an input chunk, and uncorked
+ * when the parser has dispatched every complete line of that chunk (its write
+ * callback: nothing more is waiting to be processed). Replies after which the
+ * client sends nothing until it has read them (FLUSH_CODES: the 220 greeting
+ * and STARTTLS answer, 221, 334 AUTH continuation, 354, 421) uncork at once, so
+ * does close(), upgrade() (the 220 must be on the wire before TLS takes the raw
+ * socket) and _whenWritable() when the corked socket is over its high-water
+ * mark (smtp-server waits for 'drain' there, which a corked socket never
+ * emits). A handler that calls back later (onMailFrom/onRcptTo awaiting
+ * storage) keeps the batch open only while the rest of the chunk waits for it,
+ * never while waiting for the client. Replies written outside a chunk (greeting,
+ * timeouts, the session limit) go out at once, as a lock-step client's replies
+ * do: its chunk holds one command, whose reply is flushed when it is done.
+ *
  * PROXY protocol: headers are expected only from `proxyFrom` (CIDR); v2 (binary)
  * is read by proxy-v2.ts, v1 (text) by smtp-server itself.
  *
@@ -49,6 +67,7 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import type { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { NetworkList, normalizeIp } from './cidr.js';
 import { PostinoError } from './errors.js';
 import { readProxyV2 } from './proxy-v2.js';
@@ -85,12 +104,18 @@ const MAX_ORCPT_CHARS = 500;
 const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 /** RFC 5321 4.2.3: 500-504 are the syntax and sequence errors a broken or hostile client produces. */
 const isSyntaxError = (code: number): boolean => code >= 500 && code <= 504;
+/**
+ * Replies the client must read before it sends anything more (RFC 2920 3.1: the
+ * greeting, STARTTLS's 220, AUTH's 334, DATA's 354; 221 and 421 end the
+ * session): written at once, together with any replies batched before them.
+ */
+const FLUSH_CODES: ReadonlySet<number> = new Set([220, 221, 334, 354, 421]);
 
 /** The smtp-server release whose private methods this file overrides. */
 export const SMTP_SERVER_VERSION = '3.21.6';
 
 /** SMTPConnection methods TunedConnection overrides, and those of its internals it calls. */
-export const CONNECTION_OVERRIDES = ['init', 'send', 'close', '_onClose', 'handler_EHLO', 'handler_MAIL', 'handler_RCPT'] as const;
+export const CONNECTION_OVERRIDES = ['init', 'send', 'close', '_onClose', 'handler_EHLO', 'handler_MAIL', 'handler_RCPT', '_createParser', '_whenWritable', 'upgrade'] as const;
 export const CONNECTION_CALLS = ['_setListeners', 'connectionReady', '_parseAddressCommand'] as const;
 
 /** The MAIL and RCPT parameters a server takes (upper case); any other gets 555 5.5.4. */
@@ -130,6 +155,10 @@ export class TunedConnection extends SMTPConnection {
   private readonly mailParameters: ReadonlySet<string>;
   private readonly rcptParameters: ReadonlySet<string>;
   private readonly authBeforeTls: ((clientIp: string) => boolean) | undefined;
+  /** The parser is working on an input chunk: replies written now are batched (see the header). */
+  private inInput = false;
+  /** The socket corked for the current batch (the raw one before STARTTLS, the TLS one after). */
+  private corked: net.Socket | undefined;
 
   /** smtp-server's own three arguments, then ours. */
   constructor(server: SMTPServer, socket: net.Socket | tls.TLSSocket, options: SMTPConnectionOptions | null | undefined, tuning: SessionTuning) {
@@ -186,6 +215,7 @@ export class TunedConnection extends SMTPConnection {
   }
 
   override close(): void {
+    this.flushReplies();
     super.close();
     this.released();
   }
@@ -225,9 +255,50 @@ export class TunedConnection extends SMTPConnection {
     }
   }
 
+  /** Each parser (the first, and the TLS session's after STARTTLS) opens a batch per input chunk. */
+  override _createParser(): SMTPStream {
+    const parser = super._createParser();
+    const write = parser._write.bind(parser);
+    // SMTPStream re-enters _write itself (the rest of a chunk after DATA, the input after a
+    // message), passing on the callback it got: the batch ends with the outermost callback.
+    parser._write = (chunk: Buffer, encoding: BufferEncoding, next: (err?: Error | null) => void): void => {
+      this.inInput = true;
+      write(chunk, encoding, (err?: Error | null) => {
+        this.inInput = false;
+        this.flushReplies();
+        next(err);
+      });
+    };
+    return parser;
+  }
+
+  /** smtp-server waits for 'drain' here when the socket is over its high-water mark: never while corked. */
+  override _whenWritable(next: () => void): void {
+    if (this.corked?.writableNeedDrain) this.flushReplies();
+    super._whenWritable(next);
+  }
+
+  /** The 220 to STARTTLS leaves on the raw socket before TLS takes it over. */
+  override upgrade(callback: () => void, secureCallback?: () => void): void {
+    this.flushReplies();
+    super.upgrade(callback, secureCallback);
+  }
+
+  private flushReplies(): void {
+    const socket = this.corked;
+    if (!socket) return;
+    this.corked = undefined;
+    socket.uncork();
+  }
+
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
     if (typeof data === 'string' && ENHANCED_PREFIX.test(data)) context = false;
+    if (this.inInput && !this.corked && !FLUSH_CODES.has(code) && !this._upgrading && !this._socket.destroyed) {
+      this.corked = this._socket;
+      this.corked.cork();
+    }
     super.send(code, data, context);
+    if (FLUSH_CODES.has(code)) this.flushReplies();
     if (this.maxErrors > 0 && isSyntaxError(code) && ++this.errors > this.maxErrors) {
       const e = new PostinoError('TOO_MANY_ERRORS', 'Too many errors, closing connection');
       super.send(e.smtpCode, e.message, false);

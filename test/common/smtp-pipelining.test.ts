@@ -288,3 +288,50 @@ test('against smtp-server (offers PIPELINING): the envelope and DATA leave in on
     await new Promise<void>((r) => server.close(() => r()));
   }
 });
+
+test('against smtp-server: the body and its terminating dot leave in one write (in-memory bodies as the queues open them, 2 KB and 100 KB)', async () => {
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    logger: false,
+    onData(stream, _s, cb) {
+      stream.resume();
+      stream.on('end', () => cb(null, 'queued'));
+    },
+  });
+  const [port] = await freePorts(1);
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  // The client's real socket is observed, not replaced: every batch it hands the kernel
+  // (_write for one chunk, _writev for a corked group), on connections to this server only.
+  const proto = net.Socket.prototype as unknown as Record<'_write' | '_writev', (this: net.Socket, ...a: unknown[]) => unknown>;
+  const write = proto._write;
+  const writev = proto._writev;
+  const writes: string[] = [];
+  const text = (c: unknown): string => (Buffer.isBuffer(c) ? c.toString('latin1') : String(c));
+  proto._write = function (...a: unknown[]) {
+    if (this.remotePort === port) writes.push(text(a[0]));
+    return write.apply(this, a);
+  };
+  proto._writev = function (...a: unknown[]) {
+    if (this.remotePort === port) writes.push((a[0] as Array<{ chunk: unknown }>).map((c) => text(c.chunk)).join(''));
+    return writev.apply(this, a);
+  };
+  const t = transport(port!);
+  // Over the socket's 16 KiB high-water mark: the pipe waits for 'drain' after the chunk.
+  const big = `Subject: big\r\n\r\n${'x'.repeat(998)}\r\n`.repeat(100);
+  try {
+    for (let i = 0; i < 2; i++) {
+      const r = await sendVia('relay', t, { from: 'a@example.org', to: ['ok@example.com'] }, body());
+      assert.equal(r.kind, 'sent');
+    }
+    const r = await sendVia('relay', t, { from: 'a@example.org', to: ['ok@example.com'] }, async () => Readable.from([Buffer.from(big)]));
+    assert.equal(r.kind, 'sent');
+  } finally {
+    proto._write = write;
+    proto._writev = writev;
+    t.close();
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+  const afterData = writes.filter((w, i) => i > 0 && /DATA\r\n$/.test(writes[i - 1]!));
+  assert.deepEqual(afterData, [`${message}.\r\n`, `${message}.\r\n`, `${big}.\r\n`], JSON.stringify(writes.map((w) => w.slice(0, 60))));
+});
