@@ -206,7 +206,10 @@ export async function scanMime(input: Readable, limits: MimeLimits = DEFAULT_MIM
   /** Nothing later in the message can add a part or a delimiter (see the function's comment). */
   const complete = (): boolean => size !== undefined && inHeaders === undefined && (open.size === 0 || stopped);
   let early = false;
-  scan: for await (const chunk of input as AsyncIterable<Buffer>) {
+  // destroyOnReturn false, and destroy() below without an error: leaving a for-await of a stream
+  // early destroys it with an AbortError, whose stack trace cost ~90 µs per message in a profile of
+  // the hosted node (issue #17); the early stop is the common case for single-part mail.
+  scan: for await (const chunk of input.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     let pos = 0;
     for (;;) {
       if (base + pos >= sliceEnd || headersSinceTurn >= HEADERS_PER_TURN) {
@@ -238,7 +241,8 @@ export async function scanMime(input: Readable, limits: MimeLimits = DEFAULT_MIM
       pos = nl + 1;
       if (complete()) {
         early = true;
-        break scan; // ends the iteration: the input stream is destroyed
+        input.destroy();
+        break scan;
       }
     }
     base += chunk.length;

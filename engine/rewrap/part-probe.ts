@@ -124,7 +124,8 @@ export async function partMayContain(source: BodySource, part: MimePart, needles
   };
   const stream = source.stream(part.bodyStart, part.bodyEnd);
   try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
+    // Destroyed in finally, without the AbortError (and its stack trace) an early return would make.
+    for await (const chunk of stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
       const decoded = decoder.push(chunk);
       if (decoded === undefined || found(decoded)) return true;
       await nextTurn(); // a large part is many chunks: SMTP and HTTP are served between them
