@@ -97,7 +97,10 @@ export async function eraseBatch(store: Store, events: EventLog, job: EraseJob, 
   // keepJob: the job (and the address it needs) stays, marked, for the global feed's copies.
   const saved: EraseJob = done ? { ...next, localDone: true } : next;
   ops.push(done && !keepJob ? { type: 'del', key: jobKey(job.id) } : { type: 'put', key: jobKey(job.id), value: Buffer.from(JSON.stringify(saved)) });
+  // Before and after the commit: no read meets the erased address in the log's tail cache.
+  if (rewritten) events.dropTail();
   await store.commit(ops, { sync: done });
+  if (rewritten) events.dropTail();
   return { job: saved, done, rewritten };
 }
 

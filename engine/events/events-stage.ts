@@ -85,7 +85,7 @@ export async function startEventReaders(o: EventReaderOptions): Promise<EventRea
   registerEventRoutes(o.api, { events: o.events, feed: o.feed, history, onRead: metrics.onRead });
   registerStatsRoutes(o.api, stats);
   registerWebhookRoutes(o.api, webhooks, o.accounts.map((a) => a.id));
-  const retention = new Retention({ store: o.store, stats, retentionDays: o.config.retentionDays, statsRetentionDays: o.config.statsRetentionDays, log: o.log });
+  const retention = new Retention({ store: o.store, events: o.events, stats, retentionDays: o.config.retentionDays, statsRetentionDays: o.config.statsRetentionDays, log: o.log });
   const folder = setInterval(() => void stats.fold().catch((err: unknown) => o.log.warn({ err }, 'statistics fold failed')), FOLD_INTERVAL_MS).unref();
   // Retention waits for the one-time recipient-index backfill (recipient-index.ts), which then owns the old events alone.
   const backfilled = o.indexes.recipients.backfill().then(

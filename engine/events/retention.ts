@@ -18,6 +18,7 @@ import { setImmediate as yieldNow } from 'node:timers/promises';
 import type { PostinoEvent } from '../../common/events.js';
 import type { Logger } from '../../common/log.js';
 import type { BatchOp, Store } from '../../common/store.js';
+import type { EventLog } from './event-log.js';
 import { indexKeys } from './message-history.js';
 import { recipientIndexKeys } from './recipient-index.js';
 import type { StatsCounters } from './stats.js';
@@ -28,6 +29,8 @@ const DAY_MS = 86_400_000;
 
 export interface RetentionOptions {
   store: Store;
+  /** The log whose stored events this prunes: its tail cache is dropped with them (event-log.ts). */
+  events: Pick<EventLog, 'dropTail'>;
   stats: StatsCounters;
   retentionDays: number;
   statsRetentionDays: number;
@@ -69,7 +72,9 @@ export class Retention {
         ops.push({ type: 'del', key: k }, ...[...indexKeys(e), ...recipientIndexKeys(e)].map((key): BatchOp => ({ type: 'del', key })));
         n++;
       }
+      if (n) this.o.events.dropTail();
       if (ops.length) await this.o.store.commit(ops, { sync: false });
+      if (n) this.o.events.dropTail();
       events += n;
       if (done || n < PRUNE_BATCH) break;
       await yieldNow();

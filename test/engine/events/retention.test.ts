@@ -30,7 +30,7 @@ test('retention prunes old events, their index keys and old statistics in batche
   await stats.fold();
   const keys = async (prefix: string): Promise<number> => (await store.db.keys({ gte: prefix, lt: prefix + '~' }).all()).length;
   assert.equal(await keys('e!'), 3_500);
-  const retention = new Retention({ store, stats, retentionDays: 30, statsRetentionDays: 396, log: createLogger('test', 'silent'), now: () => now });
+  const retention = new Retention({ store, events, stats, retentionDays: 30, statsRetentionDays: 396, log: createLogger('test', 'silent'), now: () => now });
   const pass = retention.prune();
   const during = await events.append([{ type: 'opened', account: 'a', queueId: 'Qnew', messageId: '<new@x>' }]); // a write while pruning
   const r = await pass;
