@@ -62,7 +62,7 @@
  *
  * Side effects: none until listen().
  */
-import { randomBytes } from 'node:crypto';
+import { randomHex } from './random-pool.js';
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
@@ -349,14 +349,20 @@ export class PostinoSMTPServer extends SMTPServer {
 
   /** PROXY v2 first; anything else goes to smtp-server's v1 reader untouched. */
   override _handleProxy(socket: net.Socket, callback: (err: Error | null, socketOptions?: SMTPConnectionOptions & { id: string }) => void): void {
-    if (!this._expectsProxyHeader(socket)) return super._handleProxy(socket, callback);
+    if (!this._expectsProxyHeader(socket)) {
+      // smtp-server's own branch for a socket without a header, with the session id from our pool of
+      // random bytes: its crypto.randomBytes per connection was ~60 µs in a profile of the forwarder (issue #17).
+      const ignore = this.options.ignoredHosts?.includes(socket.remoteAddress ?? '') ?? false;
+      setImmediate(() => callback(null, { id: randomHex(10), ignore }));
+      return;
+    }
     readProxyV2(socket, (err, r) => {
       if (err || !r) {
         socket.on('error', () => undefined);
         socket.destroy();
         return callback(err ?? new Error('PROXY header unreadable'));
       }
-      const id = randomBytes(10).toString('hex');
+      const id = randomHex(10);
       switch (r.kind) {
         case 'not-v2':
           return super._handleProxy(socket, callback);
