@@ -3,7 +3,6 @@
  * dev CA verified) listener → engine → capture sink, all started by `postino up`.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -54,10 +53,20 @@ test('200 messages from smtplib arrive in the sink with identical bodies and env
 });
 
 test('postino up starts its processes with the allocator settings of app/allocator-env.ts', () => {
-  const ps = spawnSync('ps', ['-o', 'pid=,args=', '-g', String(up.child.pid)], { encoding: 'utf8' });
-  const children = [...ps.stdout.matchAll(/^\s*(\d+)\s+.*\bcli\.js (forwarder|hosted|sink)\b/gm)];
-  assert.deepEqual(children.map((m) => m[2]).sort(), ['forwarder', 'hosted', 'sink']);
-  for (const [, pid, role] of children) {
+  // up's children by their parent pid, read from /proc (no `ps`: procps is not a peer .ci/install-peers installs).
+  const children: Array<[string, string]> = [];
+  for (const pid of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== up.child.pid) continue;
+      const role = /\bcli\.js\0(forwarder|hosted|sink)\0/.exec(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'))?.[1];
+      if (role) children.push([pid, role]);
+    } catch {
+      // a process that ended while listed
+    }
+  }
+  assert.deepEqual(children.map(([, role]) => role).sort(), ['forwarder', 'hosted', 'sink']);
+  for (const [pid, role] of children) {
     const env = new Map(fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
     for (const [k, v] of Object.entries(ALLOCATOR_ENV)) assert.equal(env.get(k), v, `${role}: ${k}`);
   }
