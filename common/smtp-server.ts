@@ -71,6 +71,7 @@ import type { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { NetworkList, normalizeIp } from './cidr.js';
 import { PostinoError } from './errors.js';
 import { readProxyV2 } from './proxy-v2.js';
+import { feedDataStream } from './smtp-data-feed.js';
 
 export interface GreetingPolicy {
   greetingDelayMs: number;
@@ -117,6 +118,9 @@ export const SMTP_SERVER_VERSION = '3.21.6';
 /** SMTPConnection methods TunedConnection overrides, and those of its internals it calls. */
 export const CONNECTION_OVERRIDES = ['init', 'send', 'close', '_onClose', 'handler_EHLO', 'handler_MAIL', 'handler_RCPT', '_createParser', '_whenWritable', 'upgrade'] as const;
 export const CONNECTION_CALLS = ['_setListeners', 'connectionReady', '_parseAddressCommand'] as const;
+/** SMTPStream methods each parser gets replaced (smtp-data-feed.ts), and those of its internals that calls. */
+export const STREAM_OVERRIDES = ['_feedDataStream'] as const;
+export const STREAM_CALLS = ['_countDataBytes', '_endDataMode'] as const;
 
 /** The MAIL and RCPT parameters a server takes (upper case); any other gets 555 5.5.4. */
 export interface SmtpExtensions {
@@ -255,9 +259,10 @@ export class TunedConnection extends SMTPConnection {
     }
   }
 
-  /** Each parser (the first, and the TLS session's after STARTTLS) opens a batch per input chunk. */
+  /** Each parser (the first, and the TLS session's after STARTTLS) opens a batch per input chunk and scans DATA with smtp-data-feed.ts. */
   override _createParser(): SMTPStream {
     const parser = super._createParser();
+    parser._feedDataStream = feedDataStream;
     const write = parser._write.bind(parser);
     // SMTPStream re-enters _write itself (the rest of a chunk after DATA, the input after a
     // message), passing on the callback it got: the batch ends with the outermost callback.

@@ -12,7 +12,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
-import { CONNECTION_CALLS, CONNECTION_OVERRIDES, PostinoSMTPServer, SERVER_CALLS, SERVER_OVERRIDES, SMTP_SERVER_VERSION, TunedConnection } from '../../common/smtp-server.js';
+import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+import { CONNECTION_CALLS, CONNECTION_OVERRIDES, PostinoSMTPServer, SERVER_CALLS, SERVER_OVERRIDES, SMTP_SERVER_VERSION, STREAM_CALLS, STREAM_OVERRIDES, TunedConnection } from '../../common/smtp-server.js';
 import { ROOT } from '../helpers/postino.js';
 
 const readJson = (file: string): Record<string, unknown> => JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
@@ -20,6 +21,8 @@ const readJson = (file: string): Record<string, unknown> => JSON.parse(fs.readFi
 /** Every method of the library common/smtp-server.ts depends on, named here on purpose (not read from the module under test). */
 const CONNECTION_METHODS = { init: 'overridden', send: 'overridden', close: 'overridden', _onClose: 'overridden', handler_EHLO: 'overridden', handler_MAIL: 'overridden', handler_RCPT: 'overridden', _createParser: 'overridden', _whenWritable: 'overridden', upgrade: 'overridden', _setListeners: 'called', connectionReady: 'called', _parseAddressCommand: 'called' } as const;
 const SERVER_METHODS = { connect: 'overridden', _expectsProxyHeader: 'overridden', _handleProxy: 'overridden', _onError: 'called', _onClientConnect: 'called' } as const;
+/** SMTPStream's: replaced on each parser by common/smtp-data-feed.ts, and called from there. */
+const STREAM_METHODS = { _feedDataStream: 'overridden', _countDataBytes: 'called', _endDataMode: 'called' } as const;
 
 /** Methods a subclass defines itself that its base class also has: its overrides. */
 function overridesOf(sub: { prototype: object }, base: { prototype: object }): string[] {
@@ -52,6 +55,12 @@ for (const [name, kind] of Object.entries(SERVER_METHODS)) {
   });
 }
 
+for (const [name, kind] of Object.entries(STREAM_METHODS)) {
+  test(`SMTPStream.prototype.${name} (${kind} by common/smtp-data-feed.ts) still exists`, () => {
+    assert.equal(typeof (SMTPStream.prototype as unknown as Record<string, unknown>)[name], 'function');
+  });
+}
+
 test('the lists in common/smtp-server.ts name exactly the methods its classes override, and the ones above', () => {
   assert.deepEqual(overridesOf(TunedConnection, SMTPConnection), [...CONNECTION_OVERRIDES].sort(), 'TunedConnection overrides = CONNECTION_OVERRIDES');
   assert.deepEqual(overridesOf(PostinoSMTPServer, SMTPServer), [...SERVER_OVERRIDES].sort(), 'PostinoSMTPServer overrides = SERVER_OVERRIDES');
@@ -59,4 +68,6 @@ test('the lists in common/smtp-server.ts name exactly the methods its classes ov
   assert.deepEqual([...CONNECTION_CALLS].sort(), namesWith(CONNECTION_METHODS, 'called'));
   assert.deepEqual([...SERVER_OVERRIDES].sort(), namesWith(SERVER_METHODS, 'overridden'));
   assert.deepEqual([...SERVER_CALLS].sort(), namesWith(SERVER_METHODS, 'called'));
+  assert.deepEqual([...STREAM_OVERRIDES].sort(), namesWith(STREAM_METHODS, 'overridden'));
+  assert.deepEqual([...STREAM_CALLS].sort(), namesWith(STREAM_METHODS, 'called'));
 });

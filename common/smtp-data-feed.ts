@@ -1,0 +1,90 @@
+/*
+ * smtp-data-feed.ts — smtp-server's DATA parser step (SMTPStream._feedDataStream)
+ * with the search for a line-leading dot done by Buffer.indexOf instead of a
+ * JavaScript loop over every byte.
+ *
+ * Why: the loop tested each byte of the body in JavaScript, ~100 µs of the
+ * forwarder's main thread per 100 KB message in CPU profiles (and the same
+ * again in the listener, ~1 ms per 1 MB message on each hop; issue #17).
+ * indexOf('\n.') is a native search, so only the places where a line starts with
+ * a dot are looked at in JavaScript, as before.
+ *
+ * Everything else is smtp-server 3.21.6's method as it is (MIT licence,
+ * dist/esm/smtp-stream.js), in the same order, including its defences: the
+ * terminator at the very start of DATA is only one while `_atDataStart` holds, an
+ * escape dot is removed and the rest fed on the next turn, the last 4 bytes are
+ * kept back so a terminator split across chunks is found. The matches are the same
+ * positions the loop found: the first i in [2, len-3] with chunk[i] = '.' and
+ * chunk[i-1] = '\n'. test/common/smtp-data-feed.test.ts feeds the same byte
+ * streams, cut into chunks at every position and at random, through this and the
+ * library's own method and compares what comes out.
+ */
+import type { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+
+const END_SEQUENCE = Buffer.from('\r\n.\r\n');
+const DATA_START_END = Buffer.from('.\r\n');
+const LF_DOT = Buffer.from('\n.');
+
+type Done = (err?: Error | null) => void;
+
+export function feedDataStream(this: SMTPStream, input: Buffer, done: Done): void {
+  const dataStream = this._dataStream!;
+  let chunk = input;
+  if (this._lastBytes && this._lastBytes.length) {
+    chunk = Buffer.concat([this._lastBytes, chunk], this._lastBytes.length + chunk.length);
+    this._lastBytes = false;
+  }
+  let len = chunk.length;
+  // A terminator at the very start of DATA (see smtp-server's comment on smuggling).
+  if (this._atDataStart && len >= 3 && Buffer.compare(chunk.subarray(0, 3), DATA_START_END) === 0) {
+    this._endDataMode(false, chunk.subarray(3), done);
+    return;
+  }
+  if (this._atDataStart && len >= 2 && chunk[0] === 0x2e && chunk[1] === 0x2e) {
+    chunk = chunk.subarray(1);
+    len--;
+    this._atDataStart = false;
+  }
+  // p is the index of the '\n' before a dot at i = p + 1; the loop's range i in [2, len - 3].
+  for (let p = chunk.indexOf(LF_DOT, 1); p !== -1 && p < len - 3; p = chunk.indexOf(LF_DOT, p + 1)) {
+    const i = p + 1;
+    if (Buffer.compare(chunk.subarray(i - 2, i + 3), END_SEQUENCE) === 0) {
+      const buf = chunk.subarray(0, i);
+      this._countDataBytes(buf.length);
+      this._endDataMode(buf, chunk.subarray(i + 3), done);
+      return;
+    }
+    if (chunk[i + 1] === 0x2e) {
+      const buf = chunk.subarray(0, i);
+      this._lastBytes = false;
+      this._countDataBytes(buf.length);
+      if (dataStream.writable) dataStream.write(buf);
+      const rest = chunk.subarray(i + 1);
+      setImmediate(() => this._feedDataStream(rest, done));
+      return;
+    }
+  }
+  this._lastBytes = chunk.length < 4 ? chunk : chunk.subarray(chunk.length - 4);
+  if (this._lastBytes.length < chunk.length) {
+    const buf = chunk.subarray(0, chunk.length - this._lastBytes.length);
+    this._countDataBytes(buf.length);
+    if (dataStream.writable) {
+      const handled = dataStream.write(buf);
+      if (!handled && !dataStream.destroyed) {
+        const onDrain = (): void => {
+          dataStream.removeListener('drain', onDrain);
+          dataStream.removeListener('close', onDrain);
+          done();
+        };
+        dataStream.once('drain', onDrain);
+        dataStream.once('close', onDrain);
+      } else {
+        done();
+      }
+    } else {
+      done();
+    }
+  } else {
+    done();
+  }
+}
