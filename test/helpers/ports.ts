@@ -1,6 +1,8 @@
 import { randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 
 /**
  * Where free ports are looked for: below the kernel's ephemeral range. A port taken from that
@@ -21,6 +23,49 @@ function ephemeralLow(): number {
 const BELOW = ephemeralLow();
 /** Ports this process handed out already: never twice, even if the first user has not bound it yet. */
 const handedOut = new Set<number>();
+
+/**
+ * Ports handed out by any test process on this machine: a file per port, created with O_EXCL and
+ * holding the owner's pid. `handedOut` only knows this process, and the test runner runs several
+ * files at once, each in its own process: two of them could pick the same free port before either
+ * bound it (EADDRINUSE for a `postino up` sink in CI run P). A file whose owner has exited is free
+ * again; so is one older than STALE_MS, in case its pid was reused.
+ */
+const RESERVED_DIR = path.join(os.tmpdir(), 'postino-test-ports');
+const STALE_MS = 30 * 60_000;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Claims the port for this process; false when a live test process holds it. */
+export function reservePort(port: number): boolean {
+  const file = path.join(RESERVED_DIR, String(port));
+  try {
+    fs.mkdirSync(RESERVED_DIR, { recursive: true });
+    fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
+    return true;
+  } catch (e) {
+    // No shared folder to reserve in: the bind check alone decides, as before.
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return true;
+  }
+  try {
+    const owner = Number(fs.readFileSync(file, 'utf8'));
+    if (alive(owner) && Date.now() - fs.statSync(file).mtimeMs < STALE_MS) return false;
+    // Taken over by an atomic replace, then read back: of two processes doing this at once, the later one keeps it.
+    const mine = `${file}.${process.pid}`;
+    fs.writeFileSync(mine, String(process.pid));
+    fs.renameSync(mine, file);
+    return Number(fs.readFileSync(file, 'utf8')) === process.pid;
+  } catch {
+    return false;
+  }
+}
 
 function bindable(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -47,7 +92,7 @@ export async function freePorts(n: number): Promise<number[]> {
   const ports: number[] = [];
   for (let tries = 0; ports.length < n && tries < 200 && BELOW - LOWEST > 1_000; tries++) {
     const p = randomInt(LOWEST, BELOW);
-    if (handedOut.has(p) || !(await bindable(p))) continue;
+    if (handedOut.has(p) || !reservePort(p) || !(await bindable(p))) continue;
     handedOut.add(p);
     ports.push(p);
   }
