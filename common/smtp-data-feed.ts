@@ -65,26 +65,17 @@ export function feedDataStream(this: SMTPStream, input: Buffer, done: Done): voi
     }
   }
   this._lastBytes = chunk.length < 4 ? chunk : chunk.subarray(chunk.length - 4);
-  if (this._lastBytes.length < chunk.length) {
-    const buf = chunk.subarray(0, chunk.length - this._lastBytes.length);
-    this._countDataBytes(buf.length);
-    if (dataStream.writable) {
-      const handled = dataStream.write(buf);
-      if (!handled && !dataStream.destroyed) {
-        const onDrain = (): void => {
-          dataStream.removeListener('drain', onDrain);
-          dataStream.removeListener('close', onDrain);
-          done();
-        };
-        dataStream.once('drain', onDrain);
-        dataStream.once('close', onDrain);
-      } else {
-        done();
-      }
-    } else {
-      done();
-    }
-  } else {
+  // Nothing to emit before the kept-back bytes, or nowhere to emit it: go on with the input.
+  if (this._lastBytes.length >= chunk.length || !dataStream.writable) return done();
+  const buf = chunk.subarray(0, chunk.length - this._lastBytes.length);
+  this._countDataBytes(buf.length);
+  // Stop reading until the reader drains (a stream the application destroyed never drains, it only closes).
+  if (dataStream.write(buf) || dataStream.destroyed) return done();
+  const onDrain = (): void => {
+    dataStream.removeListener('drain', onDrain);
+    dataStream.removeListener('close', onDrain);
     done();
-  }
+  };
+  dataStream.once('drain', onDrain);
+  dataStream.once('close', onDrain);
 }

@@ -44,10 +44,13 @@ function alive(pid: number): boolean {
 }
 
 /** Claims the port for this process; false when a live test process holds it. */
+let reservedDirMade = false;
+
 export function reservePort(port: number): boolean {
   const file = path.join(RESERVED_DIR, String(port));
   try {
-    fs.mkdirSync(RESERVED_DIR, { recursive: true });
+    if (!reservedDirMade) fs.mkdirSync(RESERVED_DIR, { recursive: true });
+    reservedDirMade = true;
     fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
     return true;
   } catch (e) {
