@@ -3,7 +3,8 @@
  *
  * Messages/second the forwarder accepts from Postfix's smtp-source (20
  * sessions, one message per connection as most apps send, 2 KB and 100 KB
- * bodies) while it relays them to Postfix's smtp-sink — against Postfix itself
+ * bodies; and 2 KB with connection reuse, `-d`, as a pooled client sends)
+ * while it relays them to Postfix's smtp-sink — against Postfix itself
  * doing the same job in the same run: a throwaway Postfix instance (its own
  * config_directory and queue under a temp dir, smtpd on a loopback port,
  * relayhost = an smtp-sink). Both answer 250 only after an fsync.
@@ -18,6 +19,9 @@
  *
  * Needs Debian's postfix package (smtp-source, smtp-sink, postfix), installed
  * when missing (postfix-peer.ts), and root (Postfix's master must start as root).
+ * The forwarder runs with the glibc allocator settings every supported way of
+ * starting it sets (`postino up`, the systemd units, the Containerfile:
+ * app/allocator-env.ts).
  * Side effects: temp dirs under $TMPDIR, processes it starts and stops by pid.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -27,6 +31,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePorts, waitForPort } from '../test/helpers/ports.js';
 import { startPostfix, type Postfix } from '../test/helpers/postfix.js';
+import { withAllocatorEnv } from '../app/allocator-env.js';
 import { postfixBenchDir } from './postfix-peer.js';
 import { fmt, summarize } from './stats.js';
 
@@ -35,10 +40,20 @@ const SESSIONS = 20;
 const WARMUP = 300;
 /** Measured runs per side and size; the machine's own noise is ±10 % from run to run. */
 const ROUNDS = 3;
-const LOADS = [
-  { label: '2 KB', bytes: 2 * 1024, messages: 3000 },
-  { label: '100 KB', bytes: 100 * 1024, messages: 1000 },
+const LOADS: Load[] = [
+  { label: '2 KB', bytes: 2 * 1024, messages: 3000, reuse: false },
+  { label: '100 KB', bytes: 100 * 1024, messages: 1000, reuse: false },
+  // Issue #17's 5,000 msgs/s: the forwarder's per-message cost without the per-connection one.
+  { label: '2 KB, connection reuse (-d)', bytes: 2 * 1024, messages: 15000, reuse: true },
 ];
+
+interface Load {
+  label: string;
+  bytes: number;
+  messages: number;
+  /** smtp-source -d: each session sends its messages over one connection. */
+  reuse: boolean;
+}
 
 function smtpSink(port: number): ChildProcess {
   const asRoot = process.getuid?.() === 0;
@@ -96,20 +111,21 @@ interface Result {
 }
 
 /** Runs smtp-source against port; with `probe`, a latency probe runs alongside. */
-async function load(port: number, bytes: number, messages: number, probe = true): Promise<Result> {
+async function load(port: number, l: Load, messages: number, probe = true): Promise<Result> {
+  const bytes = l.bytes;
   let done = false;
   const lat = probe ? latencyProbe(port, bytes, () => done) : Promise.resolve([0]);
   const t0 = performance.now();
   // Asynchronous: the probe runs in this process during the load.
-  const src = spawn('smtp-source', ['-s', String(SESSIONS), '-l', String(bytes), '-m', String(messages), '-f', 'app@example.org', '-t', 'to@example.com', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const src = spawn('smtp-source', [...(l.reuse ? ['-d'] : []), '-s', String(SESSIONS), '-l', String(bytes), '-m', String(messages), '-f', 'app@example.org', '-t', 'to@example.com', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   src.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const code = await new Promise<number | null>((r) => src.on('exit', r));
   const secs = (performance.now() - t0) / 1000;
   done = true;
   if (code !== 0) throw new Error(`smtp-source failed: ${stderr}`);
-  const l = summarize(await lat);
-  return { rate: messages / secs, p50: l.p50, p99: l.p99 };
+  const lt = summarize(await lat);
+  return { rate: messages / secs, p50: lt.p50, p99: lt.p99 };
 }
 
 /** The round with the median rate (latencies from that same round). */
@@ -148,7 +164,7 @@ async function startForwarder(dir: string, port: number, adminPort: number, sink
   fs.mkdirSync(dir, { recursive: true });
   const cfg = path.join(dir, 'forwarder.json');
   fs.writeFileSync(cfg, JSON.stringify({ log: { level: 'warn' }, forwarder: { smtp: { port }, admin: { port: adminPort }, relay: { urls: [`smtp://127.0.0.1:${sinkPort}`], requireTls: false } } }));
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'postino.js'), 'forwarder', '--config', cfg], { env: { ...process.env, POSTINO_DATA: dir }, stdio: 'ignore' });
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'postino.js'), 'forwarder', '--config', cfg], { env: withAllocatorEnv({ ...process.env, POSTINO_DATA: dir }), stdio: 'ignore' });
   await waitForPort(port);
   return child;
 }
@@ -174,7 +190,7 @@ export async function benchForwarder(): Promise<void> {
       console.log(`  Postfix comparison instance did not start, forwarder measured alone: ${(e as Error).message}`);
     }
     fwd = await startForwarder(path.join(base, 'forwarder'), fwdPort, fwdAdmin, fwdSinkPort);
-    console.log(`smtp-source, ${SESSIONS} sessions, one message per connection, both relaying to smtp-sink:`);
+    console.log(`smtp-source, ${SESSIONS} sessions, one message per connection unless -d, both relaying to smtp-sink:`);
     const drained = {
       postfix: () => waitUntil(() => postfixQueueEmpty(pf!.dir)),
       forwarder: () => waitUntil(() => forwarderQueueEmpty(fwdAdmin, path.join(base, 'forwarder'))),
@@ -183,19 +199,19 @@ export async function benchForwarder(): Promise<void> {
       console.log(`  ${l.label} × ${l.messages}, ${ROUNDS} rounds taking turns, median (each after ${WARMUP} unmeasured, queues drained before each run):`);
       // Warm-up, not measured: Postfix's master forks its smtpd, cleanup and smtp
       // processes on first use, and V8 compiles the forwarder's hot paths.
-      if (postfixOk) await load(pfPort, l.bytes, WARMUP, false);
-      await load(fwdPort, l.bytes, WARMUP, false);
+      if (postfixOk) await load(pfPort, l, WARMUP, false);
+      await load(fwdPort, l, WARMUP, false);
       const ps: Result[] = [];
       const fs_: Result[] = [];
       for (let round = 0; round < ROUNDS; round++) {
         if (postfixOk) {
           await drained.postfix();
           await drained.forwarder();
-          ps.push(await load(pfPort, l.bytes, l.messages));
+          ps.push(await load(pfPort, l, l.messages));
         }
         await drained.postfix();
         await drained.forwarder();
-        fs_.push(await load(fwdPort, l.bytes, l.messages));
+        fs_.push(await load(fwdPort, l, l.messages));
       }
       const p = ps.length ? median(ps) : undefined;
       const f = median(fs_);

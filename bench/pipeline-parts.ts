@@ -139,7 +139,10 @@ export async function startLoggingToFile(role: 'up' | 'hosted' | 'forwarder', da
   const file = path.join(dataDir, `bench-${role}.json`);
   fs.writeFileSync(file, JSON.stringify(config));
   const out = fs.openSync(path.join(dataDir, role === 'up' ? 'postino.log' : `postino-${role}.log`), 'w');
-  const child = spawn(process.execPath, [CLI, role, '--config', file], { env: { ...process.env, POSTINO_DATA: dataDir }, stdio: ['ignore', out, out], detached: true });
+  // BENCH_CPU_PROF_DIR: a V8 CPU profile of every Postino process (`postino up` hands its own
+  // flags to the processes it starts), written there when they stop; for finding where the time goes.
+  const prof = process.env.BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_CPU_PROF_DIR)}`] : [];
+  const child = spawn(process.execPath, [...prof, CLI, role, '--config', file], { env: { ...process.env, POSTINO_DATA: dataDir }, stdio: ['ignore', out, out], detached: true });
   await waitListening(ports, `postino ${role}`);
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
   return {

@@ -20,7 +20,8 @@
  * Postfix forks its daemons on first use, V8 compiles the hot paths; a relay in service is
  * past both, so a cold start measures neither system as users run it.
  * Knobs (environment): BENCH_PIPELINE_RUNS (3), BENCH_PIPELINE_SIZES (e.g. "2048,102400"),
- * BENCH_PIPELINE_SCALE (message counts × this; 1).
+ * BENCH_PIPELINE_SCALE (message counts × this; 1), BENCH_CPU_PROF_DIR (a CPU profile of each Postino
+ * process there, one file per process and run: pipeline-parts.ts).
  */
 import { readSecret } from '../common/secrets.js';
 import { freePorts } from '../test/helpers/ports.js';
