@@ -28,10 +28,17 @@ export type BounceClass = 'hard' | 'soft' | 'block';
 
 /** RFC 3463 2: class "." subject "." detail, subject and detail 1–3 digits. */
 const ENHANCED_STATUS = /^([245])\.(\d{1,3})\.(\d{1,3})$/;
-/** The same inside text: not part of an IP address or version number (10.4.5.6, 4.94.2.1). */
-const ENHANCED_IN_TEXT = /(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)/;
-/** An SMTP reply code at the start of a diagnostic ("550 ", "550-", "554:"). */
-const REPLY_CODE_IN_TEXT = /(?<![\d.])([245][0-5]\d)(?=[ \-:]|$)/;
+/**
+ * The same inside text: not part of an IP address or version number (10.4.5.6, 4.94.2.1), nor
+ * of a word or an address (a host name, our VERP address quoted in the diagnostic).
+ */
+const ENHANCED_IN_TEXT = /(?<![\w.@+])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)/;
+/**
+ * An SMTP reply code at the start of a diagnostic ("550 ", "550-", "554:"), never digits inside an
+ * address, a token or a parameter: our own VERP address is quoted in many bounces ("after MAIL
+ * FROM:<bounces+…f451-…@…> SIZE=2412: 550 …"), and a queue id ending in "451" was read as a 451.
+ */
+const REPLY_CODE_IN_TEXT = /(?<![\w.@+=\-/])([245][0-5]\d)(?=[ \-:]|$)/;
 /** Diagnostics longer than this are read only up to it (the reason is in the first lines). */
 export const MAX_DIAGNOSTIC_CHARS = 16 * 1024;
 

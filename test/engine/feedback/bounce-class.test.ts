@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { classifyStatus, findEnhancedStatus, inferStatus, resolveFailure } from '../../../engine/feedback/bounce-class.js';
+import { classifyStatus, findEnhancedStatus, findReplyCode, inferStatus, resolveFailure } from '../../../engine/feedback/bounce-class.js';
 
 test('X.1.x address errors and X.2.1 are hard', () => {
   for (const s of ['5.1.1', '5.1.2', '5.1.10', '5.1.6', '5.1.3', '5.2.1']) assert.equal(classifyStatus(s, ''), 'hard', s);
@@ -98,6 +98,22 @@ test('enhanced codes are not read out of IP addresses or versions', () => {
   assert.equal(findEnhancedStatus('Exim 4.94.2.1 here'), undefined);
   assert.equal(findEnhancedStatus('Sorry (#5.1.1).'), '5.1.1');
   assert.equal(findEnhancedStatus('550-5.1.10 RESOLVER'), '5.1.10');
+});
+
+test('codes are not read out of addresses, tokens or parameters quoted before the reply', () => {
+  // Exim quotes the MAIL FROM it sent, our VERP address: a queue id (hex) can end in digits that look like a reply code.
+  for (const tail of ['451', '250', '421', '550']) {
+    const text = `SMTP error from remote mail server after MAIL FROM:<bounces+00abcdef12345${tail}-abcdefghijklmrpz@bounce.postino.test> SIZE=241:\n    550 Too many messages from 198.51.100.20, rate limit exceeded. Try again later.`;
+    assert.equal(findReplyCode(text), 550, tail);
+    assert.equal(classifyStatus(undefined, text), 'block', tail);
+  }
+  assert.equal(findReplyCode('RCPT TO:<user-452@example.com>: 550 5.1.1 unknown'), 550);
+  assert.equal(findReplyCode('host mx.example.com/250-relay said: 554 rejected'), 554);
+  assert.equal(findReplyCode('SIZE=421: 550 too big'), 550);
+  assert.equal(findEnhancedStatus('<bounces+ab4.2.1-x@bounce.example> said: 550 5.7.1 spam'), '5.7.1');
+  assert.equal(findEnhancedStatus('mx4.2.1.example.net: 550 5.1.1 unknown'), '5.1.1');
+  // What the codes are written as stays found.
+  for (const [t, c] of [['550 no', 550], ['550-5.1.1 x', 550], ['554: rejected', 554], ['said: 452 4.2.2 full', 452], ['smtp;550 5.1.1', 550]] as const) assert.equal(findReplyCode(t), c, t);
 });
 
 test('a huge text is read only up to the diagnostic bound, quickly', () => {
