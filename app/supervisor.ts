@@ -35,6 +35,7 @@ import { FileKeyRing } from '../common/signing-keys.js';
 import { loadConfig } from '../common/config.js';
 import { dataDirOf, loadOrExit } from './cli-support.js';
 import { withAllocatorEnv } from './allocator-env.js';
+import { withHeapFlags } from './heap-flags.js';
 
 /** The bounce domain of `up` (RFC 6761: .localhost never leaves this machine). */
 const UP_BOUNCE_DOMAIN = 'bounce.localhost';
@@ -213,7 +214,7 @@ export async function up(cliPath: string, configFile: string | undefined, env: N
   for (const role of ['sink', 'hosted', 'forwarder'] as const) {
     if (stopping) break;
     const started = Date.now();
-    const child = spawn(process.execPath, [...process.execArgv, cliPath, role, '--config', effective], { stdio: ['inherit', 'inherit', 'inherit', 'ipc'], env: { ...withAllocatorEnv(env), POSTINO_DATA: dataDir, [UP_SOURCE_ENV]: configFile ? path.resolve(configFile) : '' } });
+    const child = spawn(process.execPath, [...withHeapFlags(process.execArgv), cliPath, role, '--config', effective], { stdio: ['inherit', 'inherit', 'inherit', 'ipc'], env: { ...withAllocatorEnv(env), POSTINO_DATA: dataDir, [UP_SOURCE_ENV]: configFile ? path.resolve(configFile) : '' } });
     children.set(role, child);
     exited.push(
       new Promise((resolve) =>

@@ -19,9 +19,9 @@
  *
  * Needs Debian's postfix package (smtp-source, smtp-sink, postfix), installed
  * when missing (postfix-peer.ts), and root (Postfix's master must start as root).
- * The forwarder runs with the glibc allocator settings every supported way of
- * starting it sets (`postino up`, the systemd units, the Containerfile:
- * app/allocator-env.ts).
+ * The forwarder runs with the glibc allocator settings and the V8 heap flag every
+ * supported way of starting it sets (`postino up`, the systemd units, the
+ * Containerfile: app/allocator-env.ts, app/heap-flags.ts).
  * Side effects: temp dirs under $TMPDIR, processes it starts and stops by pid.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -32,6 +32,7 @@ import { fileURLToPath } from 'node:url';
 import { freePorts, waitForPort } from '../test/helpers/ports.js';
 import { startPostfix, type Postfix } from '../test/helpers/postfix.js';
 import { withAllocatorEnv } from '../app/allocator-env.js';
+import { V8_HEAP_FLAGS } from '../app/heap-flags.js';
 import { postfixBenchDir } from './postfix-peer.js';
 import { fmt, summarize } from './stats.js';
 
@@ -164,7 +165,7 @@ async function startForwarder(dir: string, port: number, adminPort: number, sink
   fs.mkdirSync(dir, { recursive: true });
   const cfg = path.join(dir, 'forwarder.json');
   fs.writeFileSync(cfg, JSON.stringify({ log: { level: 'warn' }, forwarder: { smtp: { port }, admin: { port: adminPort }, relay: { urls: [`smtp://127.0.0.1:${sinkPort}`], requireTls: false } } }));
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'postino.js'), 'forwarder', '--config', cfg], { env: withAllocatorEnv({ ...process.env, POSTINO_DATA: dir }), stdio: 'ignore' });
+  const child = spawn(process.execPath, [...V8_HEAP_FLAGS, path.join(ROOT, 'bin', 'postino.js'), 'forwarder', '--config', cfg], { env: withAllocatorEnv({ ...process.env, POSTINO_DATA: dir }), stdio: 'ignore' });
   await waitForPort(port);
   return child;
 }

@@ -19,6 +19,7 @@ import { sleep } from '../helpers/forwarder.js';
 import { freePorts } from '../helpers/ports.js';
 import { ROOT } from '../helpers/postino.js';
 import { ALLOCATOR_ENV } from '../../app/allocator-env.js';
+import { V8_HEAP_FLAGS } from '../../app/heap-flags.js';
 
 const FILE = path.join(ROOT, 'deploy', 'Containerfile');
 const NOBODY = 65534;
@@ -58,6 +59,8 @@ test('deploy/Containerfile: multi-stage, unprivileged, health-checked; its run s
   assert.deepEqual(cmd.slice(0, 2), ['hosted', '--config']);
   const env = Object.fromEntries(arg(run, 'ENV').join(' ').split(/\s+/).map((kv) => kv.split('=') as [string, string]));
   for (const [k, v] of Object.entries(ALLOCATOR_ENV)) assert.equal(env[k], v, `ENV ${k} as postino up sets it (app/allocator-env.ts)`);
+  assert.deepEqual(entrypoint.slice(0, -1), ['node', ...V8_HEAP_FLAGS], "node and its heap flags as postino up passes them (app/heap-flags.ts)");
+  const script = entrypoint.at(-1)!;
 
   // The image's WORKDIR, filled by the run stage's COPY lines: from the build stage (its WORKDIR is the
   // repository here; npm test built dist/) and from the context; node_modules with production packages only.
@@ -80,8 +83,8 @@ test('deploy/Containerfile: multi-stage, unprivileged, health-checked; its run s
       else fs.cpSync(path.join(ROOT, src), to, { recursive: true });
     }
   }
-  const entry = path.join(app, path.relative('/opt/postino', entrypoint[1]!));
-  assert.ok(fs.existsSync(entry), `ENTRYPOINT ${entrypoint[1]} is in the image`);
+  const entry = path.join(app, path.relative('/opt/postino', script));
+  assert.ok(fs.existsSync(entry), `ENTRYPOINT ${script} is in the image`);
 
   const data = path.join(root, 'var', 'lib', 'postino');
   fs.mkdirSync(data, { recursive: true });
@@ -91,7 +94,7 @@ test('deploy/Containerfile: multi-stage, unprivileged, health-checked; its run s
   const asNobody = process.getuid?.() === 0;
   if (asNobody) fs.chownSync(data, NOBODY, NOBODY);
   const imageEnv = { PATH: process.env.PATH, ...env, POSTINO_DATA: data, POSTINO_HEALTH_PORT: String(http) };
-  const node = spawn(process.execPath, [entry, ...cmd.slice(0, 2), config], { cwd: app, env: imageEnv, stdio: ['ignore', 'pipe', 'pipe'], ...(asNobody ? { uid: NOBODY, gid: NOBODY } : {}) });
+  const node = spawn(process.execPath, [...entrypoint.slice(1, -1), entry, ...cmd.slice(0, 2), config], { cwd: app, env: imageEnv, stdio: ['ignore', 'pipe', 'pipe'], ...(asNobody ? { uid: NOBODY, gid: NOBODY } : {}) });
   let output = '';
   node.stdout.on('data', (b: Buffer) => (output += b.toString()));
   node.stderr.on('data', (b: Buffer) => (output += b.toString()));

@@ -14,6 +14,7 @@ import { test } from 'node:test';
 import { requirePeer } from '../helpers/peers.js';
 import { ROOT, tempDir } from '../helpers/postino.js';
 import { ALLOCATOR_ENV } from '../../app/allocator-env.js';
+import { V8_HEAP_FLAGS } from '../../app/heap-flags.js';
 
 const ANALYZE = '/usr/bin/systemd-analyze';
 const UNITS = ['postino-hosted.service', 'postino-forwarder.service'].map((u) => path.join(ROOT, 'deploy', 'systemd', u));
@@ -34,6 +35,7 @@ test('deploy/systemd units pass systemd-analyze verify without a warning and are
     for (const directive of ['User=postino', 'ProtectSystem=strict', 'ReadWritePaths=/var/lib/postino', 'Restart=on-failure', 'LimitNOFILE=', 'NoNewPrivileges=yes', 'ExecReload=/bin/kill -HUP $MAINPID'])
       assert.ok(text.includes(directive), `${path.basename(unit)} lacks ${directive}`);
     for (const [k, v] of Object.entries(ALLOCATOR_ENV)) assert.ok(text.includes(`Environment=${k}=${v}\n`), `${path.basename(unit)}: ${k} as postino up sets it (app/allocator-env.ts)`);
+    assert.match(text, new RegExp(`^ExecStart=/usr/bin/node ${V8_HEAP_FLAGS.join(' ')} /opt/postino/bin/postino\\.js `, 'm'), `${path.basename(unit)}: node's heap flags as postino up passes them (app/heap-flags.ts)`);
     const sec = spawnSync(ANALYZE, ['security', '--offline=true', unit], { encoding: 'utf8', timeout: 30_000 });
     const score = /Overall exposure level for \S+: ([\d.]+)/.exec(sec.stdout)?.[1];
     assert.ok(score !== undefined, sec.stdout + sec.stderr);

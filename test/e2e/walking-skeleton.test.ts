@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { ALLOCATOR_ENV } from '../../app/allocator-env.js';
+import { V8_HEAP_FLAGS } from '../../app/heap-flags.js';
 import { startUp, tempDir, upConfig, type Running, type UpPorts } from '../helpers/postino.js';
 import { runPythonSender } from '../helpers/python-sender.js';
 import { waitForSink } from '../helpers/sink-reader.js';
@@ -52,23 +53,27 @@ test('200 messages from smtplib arrive in the sink with identical bodies and env
   assert.equal((first.headers.match(/^Received:/gm) ?? []).length, 1, 'and only that one');
 });
 
-test('postino up starts its processes with the allocator settings of app/allocator-env.ts', () => {
+test('postino up starts its processes with the allocator settings of app/allocator-env.ts and the heap flag of app/heap-flags.ts', () => {
   // up's children by their parent pid, read from /proc (no `ps`: procps is not a peer .ci/install-peers installs).
-  const children: Array<[string, string]> = [];
+  const children: Array<[string, string, string[]]> = [];
   for (const pid of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
     try {
       const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
       if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== up.child.pid) continue;
-      const role = /\bcli\.js\0(forwarder|hosted|sink)\0/.exec(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'))?.[1];
-      if (role) children.push([pid, role]);
+      const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      const role = /\bcli\.js\0(forwarder|hosted|sink)\0/.exec(cmdline)?.[1];
+      if (role) children.push([pid, role, cmdline.split('\0')]);
     } catch {
       // a process that ended while listed
     }
   }
   assert.deepEqual(children.map(([, role]) => role).sort(), ['forwarder', 'hosted', 'sink']);
-  for (const [pid, role] of children) {
+  for (const [pid, role, argv] of children) {
     const env = new Map(fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
     for (const [k, v] of Object.entries(ALLOCATOR_ENV)) assert.equal(env.get(k), v, `${role}: ${k}`);
+    // node's own flags: after the executable, before the script.
+    const script = argv.findIndex((a) => a.endsWith('cli.js'));
+    for (const flag of V8_HEAP_FLAGS) assert.ok(argv.slice(1, script).includes(flag), `${role}: ${flag} in ${argv.join(' ')}`);
   }
 });
 
