@@ -81,7 +81,9 @@ describe('what each report does', () => {
     const ms = Date.now() - t0;
     assert.equal(entry.reason, 'hard-bounce');
     assert.equal(entry.queueId, c.queueId);
-    const [ev] = await eventsFor(c, 'bounced');
+    // The event rides in the suppression's batch; the feed shows it once the event log has settled
+    // that commit (a moment after the batch lands), so it is waited for as in the tests below.
+    const [ev] = await until('the bounced event', async () => (await eventsFor(c, 'bounced')).length > 0 && eventsFor(c, 'bounced'), 1_000);
     assert.deepEqual(ev!.bounce, { class: 'hard', status: '5.1.1', source: 'dsn' });
     assert.equal(ev!.suppressedNow, true);
     assert.equal(ev!.report?.format, 'dsn');
