@@ -57,16 +57,24 @@ export function reservePort(port: number): boolean {
     // No shared folder to reserve in: the bind check alone decides, as before.
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return true;
   }
+  // Taking over a dead owner's port happens under a lock (mkdir is atomic): two processes that both
+  // saw the owner dead once both wrote and read back their own pid, one after the other, and both
+  // used the port (CI run E). Under the lock the owner is read again, so one of them sees the other.
+  const lock = `${file}.lock`;
+  try {
+    fs.mkdirSync(lock);
+  } catch {
+    return false;
+  }
   try {
     const owner = Number(fs.readFileSync(file, 'utf8'));
     if (alive(owner) && Date.now() - fs.statSync(file).mtimeMs < STALE_MS) return false;
-    // Taken over by an atomic replace, then read back: of two processes doing this at once, the later one keeps it.
-    const mine = `${file}.${process.pid}`;
-    fs.writeFileSync(mine, String(process.pid));
-    fs.renameSync(mine, file);
-    return Number(fs.readFileSync(file, 'utf8')) === process.pid;
+    fs.writeFileSync(file, String(process.pid));
+    return true;
   } catch {
     return false;
+  } finally {
+    fs.rmSync(lock, { recursive: true, force: true });
   }
 }
 

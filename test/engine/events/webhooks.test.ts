@@ -57,9 +57,12 @@ test('an endpoint failing past disableAfterHours is disabled with an event; enab
     answer = 200;
     await hooks.enable('shop', 'crm');
     await until(() => hooks.list('shop')[0]!.pending === null, 'the pending batch delivered', 10_000);
-    assert.deepEqual(calls.at(-1), { id: calls[0]!.id, status: 200 });
+    // The first accepted call is the pending batch, under its first id; a later batch (the
+    // webhook.disabled event is the account's too) may follow it before this line runs.
+    assert.deepEqual(calls.find((c) => c.status === 200), { id: calls[0]!.id, status: 200 });
+    assert.equal(calls.filter((c) => c.status === 200 && c.id === calls[0]!.id).length, 1, 'the pending batch delivered once');
     assert.equal(hooks.list('shop')[0]!.disabled, null);
-    assert.equal(hooks.list('shop')[0]!.delivered, 1);
+    assert.ok(hooks.list('shop')[0]!.delivered >= 1, 'delivered counts it (and any batch after it)');
   } finally {
     await hooks.stop();
     await store.close();
