@@ -60,6 +60,7 @@ export function reservePort(port: number): boolean {
   // Taking over a dead owner's port happens under a lock (mkdir is atomic): two processes that both
   // saw the owner dead once both wrote and read back their own pid, one after the other, and both
   // used the port (CI run E). Under the lock the owner is read again, so one of them sees the other.
+  // A lock left by a process killed inside these few lines only costs that one port.
   const lock = `${file}.lock`;
   try {
     fs.mkdirSync(lock);
