@@ -164,7 +164,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     await spoolDsn(rec, { action: 'relayed', recipients: wanted.map((recipient) => ({ recipient, ...reply })), reason: 'relayed', relay: relayName });
   }
 
-  const relay = new RelayWorker<SpoolMeta>({ spool, client, retry: cfg.retry, log, onFailed, onRelayed, openBody: async (rec) => stampSpoolId(rec.id, await spool.openBody(rec)) });
+  const relay = new RelayWorker<SpoolMeta>({ spool, client, retry: cfg.retry, log, onFailed, onRelayed, openBody: async (rec) => stampSpoolId(rec.id, await spool.sendableBody(rec)) });
   const compactor = new IdleCompactor(store, () => spool.size === 0, log);
   const seen = { delivered: 0, deferred: 0, failed: 0, held: 0 };
   function syncCounters(): void {

@@ -727,6 +727,14 @@ export class DurableQueue<M> {
     return Readable.from([await this.readInline(rec)]);
   }
 
+  /**
+   * The body for a writer that takes either (smtp-pool.ts BodySource): an inline
+   * body as the Buffer it is read into anyway, a file body as a stream.
+   */
+  async sendableBody(rec: QueueRecord<M>): Promise<Buffer | Readable> {
+    return rec.body.kind === 'inline' ? this.readInline(rec) : this.openBody(rec);
+  }
+
   /** The whole body in memory: only for small bodies or tests. */
   async readBody(rec: QueueRecord<M>): Promise<Buffer> {
     if (rec.body.kind === 'inline') return this.readInline(rec);

@@ -23,12 +23,11 @@
  * Side effects: network connections (pooled, kept open up to
  * `messagesPerConnection` messages).
  */
-import type { Readable } from 'node:stream';
 import type { Logger } from './log.js';
 import { redactUrl } from './redact.js';
 import { RelayHealth } from './relay-health.js';
 import type { EnvelopeDsn } from './smtp-intake.js';
-import { SmtpPool, type SmtpError } from './smtp-pool.js';
+import { SmtpPool, type BodySource, type SmtpError } from './smtp-pool.js';
 
 /** What one pooled transport to one relay needs. */
 export interface TransportOptions {
@@ -113,6 +112,7 @@ function recipientFailures(errs: SmtpError['rejectedErrors']): RecipientFailure[
 }
 
 export type Transport = SmtpPool;
+export type { BodySource };
 
 /** Passwords never leave this process in logs or status (redact.ts); re-exported for the engine's relay pool. */
 export { redactUrl };
@@ -149,10 +149,10 @@ export type AttemptResult = { kind: 'sent'; outcome: SendOutcome } | { kind: 'un
  * One transaction on one transport. A reply (4xx/5xx) throws SendFailure;
  * a failure before any reply is returned as `unreachable` so the caller can try elsewhere.
  */
-export async function sendVia(url: string, transport: Transport, envelope: SendEnvelope, openBody: () => Promise<Readable>): Promise<AttemptResult> {
+export async function sendVia(url: string, transport: Transport, envelope: SendEnvelope, openBody: () => Promise<BodySource>): Promise<AttemptResult> {
   // A body that cannot be read is our failure, not the relay's: it propagates as is.
   let bodyError: { e: unknown } | undefined;
-  const open = (): Promise<Readable> =>
+  const open = (): Promise<BodySource> =>
     openBody().catch((e: unknown) => {
       bodyError = { e };
       throw e;
@@ -175,7 +175,7 @@ export async function sendVia(url: string, transport: Transport, envelope: SendE
 
 /** What the forwarder's relay worker needs of a client (a test passes its own). */
 export interface RelaySender {
-  send(envelope: SendEnvelope, openBody: () => Promise<Readable>): Promise<SendOutcome>;
+  send(envelope: SendEnvelope, openBody: () => Promise<BodySource>): Promise<SendOutcome>;
   readonly health: RelayHealth;
 }
 
@@ -203,7 +203,7 @@ export class RelayClient implements RelaySender {
    * Throws SendFailure with a reply for 4xx/5xx, without one when no relay could
    * be reached (then every relay is marked down).
    */
-  async send(envelope: SendEnvelope, openBody: () => Promise<Readable>): Promise<SendOutcome> {
+  async send(envelope: SendEnvelope, openBody: () => Promise<BodySource>): Promise<SendOutcome> {
     let lastError: Error | undefined;
     for (const { relay, transport } of this.transports) {
       if (!this.health.isUp(relay)) continue;

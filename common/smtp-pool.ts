@@ -78,6 +78,9 @@ class DsnConnection extends SMTPConnection {
   get offersDsn(): boolean {
     return (this as unknown as ConnectionInternals)._supportedExtensions.includes('DSN');
   }
+
+  /** Set when the current transaction's body starts going out (after 354): a Buffer body cannot tell on its own. */
+  bodyStarted = false;
 }
 const internals = DsnConnection.prototype as unknown as ConnectionInternals & { rcpt: string };
 const baseSendRcpt = internals._sendRcpt;
@@ -95,6 +98,7 @@ internals._getDsnRcptToArgs = function (this: ConnectionInternals & { rcpt: stri
 const baseCreateSendStream = internals._createSendStream;
 internals._createSendStream = function (this: ConnectionInternals, callback: unknown): Transform {
   const dataStream = baseCreateSendStream.call(this, callback);
+  (this as unknown as DsnConnection).bodyStarted = true;
   const socket = this._socket;
   if (!socket) return dataStream;
   let corked = false;
@@ -115,6 +119,15 @@ internals._createSendStream = function (this: ConnectionInternals, callback: unk
   });
   return dataStream;
 };
+
+/**
+ * A message body as a session takes it: a Buffer when the body is in memory
+ * (written to the DATA stream at once), a stream otherwise (piped). Why both:
+ * for a 2 KB spooled body the two stream layers around a Buffer
+ * (Readable.from, and a generator that prepends a header) cost more of the
+ * forwarder's main thread than the rest of the send (issue #17).
+ */
+export type BodySource = Readable | Buffer;
 
 export interface SmtpPoolOptions {
   host: string;
@@ -169,7 +182,7 @@ export class SmtpPool {
    * error (see SmtpError). `openBody` is called per attempt: a stream that was
    * handed to a dead session cannot be handed to the next one.
    */
-  async send(envelope: { from: string; to: string[]; dsn?: EnvelopeDsn | undefined }, openBody: () => Promise<Readable | Buffer>): Promise<SentInfo> {
+  async send(envelope: { from: string; to: string[]; dsn?: EnvelopeDsn | undefined }, openBody: () => Promise<BodySource>): Promise<SentInfo> {
     const d = envelope.dsn;
     // RET/ENVID through nodemailer's own envelope field; NOTIFY/ORCPT per recipient through DsnConnection.
     const mailDsn = d && (d.ret || d.envid) ? { dsn: { ...(d.ret ? { ret: d.ret } : {}), ...(d.envid ? { envid: d.envid } : {}) } } : {};
@@ -177,7 +190,7 @@ export class SmtpPool {
     for (let retried = false; ; retried = true) {
       const s = await this.acquire();
       const reused = s.messages > 0;
-      let body: Readable | Buffer;
+      let body: BodySource;
       try {
         body = await openBody();
       } catch (e) {
@@ -187,6 +200,7 @@ export class SmtpPool {
       try {
         // A copy per attempt: nodemailer keeps its transaction state on the envelope object (its
         // stored MAIL error is never cleared), so a retry on the same object would fail with the last one's.
+        s.conn.bodyStarted = false;
         const info = await new Promise<SentInfo>((resolve, reject) => s.conn.send({ ...env }, body, (err, info) => (err ? reject(err) : resolve({ ...(info as Omit<SentInfo, 'dsn'>), dsn: s.conn.offersDsn }))));
         s.messages++;
         this.release(s);
@@ -194,7 +208,7 @@ export class SmtpPool {
       } catch (e) {
         s.messages++;
         const err = e as SmtpError;
-        const unread = Buffer.isBuffer(body) || body.readableDidRead === false;
+        const unread = Buffer.isBuffer(body) ? !s.conn.bodyStarted : body.readableDidRead === false;
         if (!Buffer.isBuffer(body)) body.destroy();
         if (reused && !retried && unread && err.responseCode === undefined) {
           this.discard(s); // closed by the server while idle: not this message's fault

@@ -7,8 +7,7 @@
  *
  * Side effects: closes replaced clients (their pooled connections).
  */
-import type { Readable } from 'node:stream';
-import type { RelaySender, SendOutcome } from '../common/smtp-client.js';
+import type { BodySource, RelaySender, SendOutcome } from '../common/smtp-client.js';
 
 export interface ClosableSender extends RelaySender {
   close(): void;
@@ -31,7 +30,7 @@ export class RelaySwitch implements RelaySender {
     return this.cur.client.health;
   }
 
-  async send(envelope: { from: string; to: string[] }, openBody: () => Promise<Readable>): Promise<SendOutcome> {
+  async send(envelope: { from: string; to: string[] }, openBody: () => Promise<BodySource>): Promise<SendOutcome> {
     const slot = this.cur;
     slot.inFlight++;
     try {

@@ -26,12 +26,11 @@
  * is forwarder.relay.probeScheduleSeconds (in the client's RelayHealth).
  * Side effects: SMTP connections upstream; queue updates.
  */
-import type { Readable } from 'node:stream';
 import type { DurableQueue, QueueRecord } from '../common/durable-queue.js';
 import type { Logger } from '../common/log.js';
 import { redactUrlsIn } from '../common/redact.js';
 import { nextRetry, type RetryPolicy } from '../common/retry-schedule.js';
-import { SendFailure, type RecipientFailure, type RelaySender, type SmtpReply } from '../common/smtp-client.js';
+import { SendFailure, type BodySource, type RecipientFailure, type RelaySender, type SmtpReply } from '../common/smtp-client.js';
 import type { RelayMeta } from '../common/relay-meta.js';
 
 export type RelayOutcome =
@@ -69,7 +68,7 @@ export interface RelayWorkerOptions<M> {
   onRelayed?: ((rec: QueueRecord<M>, accepted: string[], relay: string, reply: SmtpReply, dsn: boolean) => Promise<void>) | undefined;
   clock?: (() => number) | undefined;
   /** The bytes to relay; the forwarder stamps its spool id here (spool-id.ts). Default: the spooled body. */
-  openBody?: ((rec: QueueRecord<M>) => Promise<Readable>) | undefined;
+  openBody?: ((rec: QueueRecord<M>) => Promise<BodySource>) | undefined;
 }
 
 export class RelayWorker<M extends RelayMeta> {
@@ -81,7 +80,7 @@ export class RelayWorker<M extends RelayMeta> {
   private readonly onFailed: (rec: QueueRecord<M>, failed: RecipientFailure[], reason: string) => Promise<void>;
   private readonly onRelayed: (rec: QueueRecord<M>, accepted: string[], relay: string, reply: SmtpReply, dsn: boolean) => Promise<void>;
   private readonly now: () => number;
-  private readonly openBody: (rec: QueueRecord<M>) => Promise<Readable>;
+  private readonly openBody: (rec: QueueRecord<M>) => Promise<BodySource>;
 
   constructor(o: RelayWorkerOptions<M>) {
     this.spool = o.spool;
@@ -91,7 +90,7 @@ export class RelayWorker<M extends RelayMeta> {
     this.onFailed = o.onFailed ?? (async () => undefined);
     this.onRelayed = o.onRelayed ?? (async () => undefined);
     this.now = o.clock ?? Date.now;
-    this.openBody = o.openBody ?? ((rec) => o.spool.openBody(rec));
+    this.openBody = o.openBody ?? ((rec) => o.spool.sendableBody(rec));
   }
 
   /** WorkerLoop's gate: milliseconds to wait before leasing, > 0 while every relay is down. */

@@ -97,6 +97,11 @@ test('large bodies stream to an fsynced file, are read back as a stream, and the
   const parts: Buffer[] = [];
   for await (const c of await q.openBody(l1!)) parts.push(c as Buffer);
   assert.ok(Buffer.concat(parts).equals(big));
+  // What a sender is handed: the file as a stream, never loaded; the inline body as its Buffer.
+  const sendable = await q.sendableBody(l1!);
+  assert.ok(!Buffer.isBuffer(sendable), 'a file body is streamed');
+  sendable.destroy();
+  assert.deepEqual(await q.sendableBody(l2!), Buffer.from('tiny'));
   await q.ack(l1!);
   await q.ack(l2!);
   assert.deepEqual(fs.readdirSync(path.join(dir, 'blobs')), [], 'blob file removed');

@@ -37,6 +37,8 @@ test('stamp then filter round-trips the message byte for byte', async () => {
   const r = await filter([Buffer.concat(stamped).toString()]);
   assert.equal(r.out, body);
   assert.equal(r.id, 'Q1');
+  const fromBuffer = stampSpoolId('Q1', Buffer.from(body));
+  assert.ok(Buffer.isBuffer(fromBuffer) && fromBuffer.equals(Buffer.concat(stamped)), 'an inline body is stamped into one Buffer, byte for byte the same');
 });
 
 test('seen ids: remembered with the enqueue batch, forgotten after the TTL by the sweep', async () => {

@@ -7,13 +7,12 @@
  * per state change, and release (oldest first) when a probe succeeds.
  */
 import assert from 'node:assert/strict';
-import type { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { DurableQueue, type QueueRecord } from '../../common/durable-queue.js';
 import { RelayHealth } from '../../common/relay-health.js';
 import type { RetryPolicy } from '../../common/retry-schedule.js';
-import { SendFailure, type RecipientFailure, type RelaySender, type SendOutcome, type SmtpReply } from '../../common/smtp-client.js';
+import { SendFailure, type BodySource, type RecipientFailure, type RelaySender, type SendOutcome, type SmtpReply } from '../../common/smtp-client.js';
 import { Store } from '../../common/store.js';
 import { RelayWorker } from '../../forwarder/relay-worker.js';
 import type { SpoolMeta } from '../../forwarder/spool-record.js';
@@ -78,10 +77,11 @@ async function rig(): Promise<Rig> {
   // What RelayClient does: skip a down relay, mark it down when it cannot be reached.
   const client: RelaySender = {
     health,
-    async send(envelope, openBody: () => Promise<Readable>) {
+    async send(envelope, openBody: () => Promise<BodySource>) {
       if (health.isUp(RELAY)) {
         if (listener.up) {
-          (await openBody()).resume();
+          const body = await openBody();
+          if (!Buffer.isBuffer(body)) body.resume();
           return script.send(envelope);
         }
         health.markDown(RELAY, { code: 'ECONNECTION', message: 'connect ECONNREFUSED 127.0.0.1:2587' });
