@@ -142,7 +142,9 @@ export async function startLoggingToFile(role: 'up' | 'hosted' | 'forwarder', da
   // BENCH_CPU_PROF_DIR: a V8 CPU profile of every Postino process (`postino up` hands its own
   // flags to the processes it starts), written there when they stop; for finding where the time goes.
   const prof = process.env.BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_CPU_PROF_DIR)}`] : [];
-  const child = spawn(process.execPath, [...prof, CLI, role, '--config', file], { env: { ...process.env, POSTINO_DATA: dataDir }, stdio: ['ignore', out, out], detached: true });
+  // BENCH_NODE_FLAGS: more node flags for the same processes, space-separated (e.g. --perf-basic-prof for `perf`, a V8 setting to compare).
+  const extra = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...prof, ...extra, CLI, role, '--config', file], { env: { ...process.env, POSTINO_DATA: dataDir }, stdio: ['ignore', out, out], detached: true });
   await waitListening(ports, `postino ${role}`);
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
   return {

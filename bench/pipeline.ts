@@ -21,7 +21,8 @@
  * past both, so a cold start measures neither system as users run it.
  * Knobs (environment): BENCH_PIPELINE_RUNS (3), BENCH_PIPELINE_SIZES (e.g. "2048,102400"),
  * BENCH_PIPELINE_SCALE (message counts × this; 1), BENCH_CPU_PROF_DIR (a CPU profile of each Postino
- * process there, one file per process and run: pipeline-parts.ts).
+ * process there, one file per process and run: pipeline-parts.ts), BENCH_NODE_FLAGS (more node flags for
+ * each Postino process, e.g. --perf-basic-prof).
  */
 import { readSecret } from '../common/secrets.js';
 import { freePorts } from '../test/helpers/ports.js';
