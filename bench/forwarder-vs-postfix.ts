@@ -7,7 +7,10 @@
  * while it relays them to Postfix's smtp-sink — against Postfix itself
  * doing the same job in the same run: a throwaway Postfix instance (its own
  * config_directory and queue under a temp dir, smtpd on a loopback port,
- * relayhost = an smtp-sink). Both answer 250 only after an fsync.
+ * relayhost = an smtp-sink). Both answer 250 only after an fsync, and both log
+ * every message at their default level to a file, as a service does (Postfix
+ * to its maillog_file, the forwarder's info lines, `accepted` and `relayed`,
+ * from stdout to forwarder.log: what journald would take).
  *
  * Each size: an unmeasured warm-up for both, then three rounds taking turns
  * (Postfix, forwarder, Postfix, …), each started with both queues drained;
@@ -164,8 +167,10 @@ function peakRssMiB(pid: number): number {
 async function startForwarder(dir: string, port: number, adminPort: number, sinkPort: number): Promise<ChildProcess> {
   fs.mkdirSync(dir, { recursive: true });
   const cfg = path.join(dir, 'forwarder.json');
-  fs.writeFileSync(cfg, JSON.stringify({ log: { level: 'warn' }, forwarder: { smtp: { port }, admin: { port: adminPort }, relay: { urls: [`smtp://127.0.0.1:${sinkPort}`], requireTls: false } } }));
-  const child = spawn(process.execPath, [...V8_HEAP_FLAGS, path.join(ROOT, 'bin', 'postino.js'), 'forwarder', '--config', cfg], { env: withAllocatorEnv({ ...process.env, POSTINO_DATA: dir }), stdio: 'ignore' });
+  fs.writeFileSync(cfg, JSON.stringify({ forwarder: { smtp: { port }, admin: { port: adminPort }, relay: { urls: [`smtp://127.0.0.1:${sinkPort}`], requireTls: false } } }));
+  const out = fs.openSync(path.join(dir, 'forwarder.log'), 'w');
+  const child = spawn(process.execPath, [...V8_HEAP_FLAGS, path.join(ROOT, 'bin', 'postino.js'), 'forwarder', '--config', cfg], { env: withAllocatorEnv({ ...process.env, POSTINO_DATA: dir }), stdio: ['ignore', out, out] });
+  fs.closeSync(out); // the child has its own copy
   await waitForPort(port);
   return child;
 }
