@@ -137,7 +137,7 @@ function median(rs: Result[]): Result {
   return [...rs].sort((a, b) => a.rate - b.rate)[Math.floor(rs.length / 2)]!;
 }
 
-async function waitUntil(cond: () => Promise<boolean> | boolean, timeoutMs = 120_000): Promise<void> {
+export async function waitUntil(cond: () => Promise<boolean> | boolean, timeoutMs = 120_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (!(await cond())) {
     if (Date.now() > until) throw new Error('queue did not drain');
@@ -151,10 +151,14 @@ function postfixQueueEmpty(dir: string): boolean {
   return ['incoming', 'active', 'deferred', 'maildrop'].every((q) => count(path.join(dir, 'spool', q)) === 0);
 }
 
-async function forwarderQueueEmpty(adminPort: number, dataDir: string): Promise<boolean> {
+/** A call to the forwarder's admin API with the token it wrote at start (forwarder/admin-api.ts). */
+export function forwarderAdmin(adminPort: number, dataDir: string, method: 'GET' | 'POST', route: string): Promise<Response> {
   const token = fs.readFileSync(path.join(dataDir, 'secrets', 'admin-token'), 'utf8').trim();
-  const r = await fetch(`http://127.0.0.1:${adminPort}/status`, { headers: { authorization: `Bearer ${token}` } });
-  const s = (await r.json()) as { queued: number; inFlight: number };
+  return fetch(`http://127.0.0.1:${adminPort}${route}`, { method, headers: { authorization: `Bearer ${token}` } });
+}
+
+export async function forwarderQueueEmpty(adminPort: number, dataDir: string): Promise<boolean> {
+  const s = (await (await forwarderAdmin(adminPort, dataDir, 'GET', '/status')).json()) as { queued: number; inFlight: number };
   return s.queued === 0 && s.inFlight === 0;
 }
 
@@ -164,7 +168,8 @@ function peakRssMiB(pid: number): number {
   return Math.round((kb / 1024) * 10) / 10;
 }
 
-async function startForwarder(dir: string, port: number, adminPort: number, sinkPort: number): Promise<ChildProcess> {
+/** The forwarder at its defaults but for the ports and a plain relay to `sinkPort`; its log in <dir>/forwarder.log. */
+export async function startForwarder(dir: string, port: number, adminPort: number, sinkPort: number): Promise<ChildProcess> {
   fs.mkdirSync(dir, { recursive: true });
   const cfg = path.join(dir, 'forwarder.json');
   fs.writeFileSync(cfg, JSON.stringify({ forwarder: { smtp: { port }, admin: { port: adminPort }, relay: { urls: [`smtp://127.0.0.1:${sinkPort}`], requireTls: false } } }));

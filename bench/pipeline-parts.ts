@@ -81,16 +81,28 @@ export async function groupRssMiB(pgid: number): Promise<number> {
 
 const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 
-/** CPU seconds (user + system) of one process so far, from /proc/<pid>/stat; 0 once it is gone. */
-export function processCpuSeconds(pid: number): number {
+/** CPU seconds (user + system) so far of what a /proc stat file describes (a process, or one thread: /proc/<pid>/task/<tid>/stat); 0 once it is gone. */
+function statCpuSeconds(file: string): number {
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = fs.readFileSync(file, 'utf8');
     // Fields after the command name (which may hold spaces) in parentheses: utime is the 14th field, stime the 15th.
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(f[11]) + Number(f[12])) / TICKS_PER_SECOND;
   } catch {
     return 0;
   }
+}
+
+/** CPU seconds (user + system) of one process so far, from /proc/<pid>/stat; 0 once it is gone. */
+export function processCpuSeconds(pid: number): number {
+  return statCpuSeconds(`/proc/${pid}/stat`);
+}
+
+/** CPU seconds so far of a process's main thread (the event loop: a Node process's limit) and of all its other threads together. */
+export function threadCpuSeconds(pid: number): { main: number; others: number } {
+  let others = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) if (tid !== String(pid)) others += statCpuSeconds(`/proc/${pid}/task/${tid}/stat`);
+  return { main: statCpuSeconds(`/proc/${pid}/task/${pid}/stat`), others };
 }
 
 /** Machine-wide busy CPU seconds (all cores; everything but idle and iowait) from /proc/stat. */

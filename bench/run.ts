@@ -2,9 +2,10 @@
  * npm run bench — every benchmark, printed as text. Run on a quiet machine;
  * figures in the README were made with this command.
  *   npm run bench            all
- *   npm run bench -- queue   only the named ones (queue, forwarder, listener, rewrap, fan-out, e2e, pipeline, feedback, suppress-import, recipients-import, dashboard, events, shared-state, scale, big-messages)
+ *   npm run bench -- queue   only the named ones (queue, forwarder, forwarder-parts, listener, rewrap, fan-out, e2e, pipeline, feedback, suppress-import, recipients-import, dashboard, events, shared-state, scale, big-messages)
  */
 import { benchForwarder } from './forwarder-vs-postfix.js';
+import { benchForwarderParts } from './forwarder-parts.js';
 import { benchListener } from './listener.js';
 import { benchE2e } from './e2e-throughput.js';
 import { benchPipeline } from './pipeline.js';
@@ -23,6 +24,7 @@ import { benchSharedState } from './shared-state.js';
 const benches: Record<string, () => Promise<void>> = {
   queue: benchQueue,
   forwarder: benchForwarder,
+  'forwarder-parts': benchForwarderParts,
   listener: benchListener,
   rewrap: benchRewrap,
   'fan-out': benchFanOut,

@@ -1,0 +1,106 @@
+/*
+ * npm run bench -- forwarder-parts: the forwarder's two halves measured apart,
+ * as CPU per message of its main thread (the event loop, the limit of one Node
+ * process on 2 cores) and of its other threads (libuv's pool: LevelDB, files;
+ * V8's helpers), at its defaults (log level info, stdout to a file) with 2 KB
+ * messages over reused connections (smtp-source -d, 20 sessions), relaying to
+ * Postfix's smtp-sink:
+ *   intake  the relay paused (kill-switch, POST /pause): messages/s taken
+ *   drain   then resumed (POST /resume), nothing arriving: messages/s relayed
+ *   both    a second load with the relay running, as `bench -- forwarder`'s
+ *           -d load (intake messages/s; CPU until the spool is empty again)
+ * Why apart: per-thread CPU per message moves far less from run to run than
+ * throughput on a shared machine, so a change to either path is judged by it
+ * (issue #17: the relay's body streams were found and measured this way).
+ * Knobs (environment): BENCH_FWD_PARTS_MESSAGES (15000), BENCH_FWD_PARTS_RUNS (3).
+ * Needs Debian's postfix package (smtp-source, smtp-sink); root, as smtp-sink
+ * is started as user postfix (pipeline-parts.ts startSmtpSink).
+ * Side effects: a temp dir, processes it starts and stops by pid.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { freePorts } from '../test/helpers/ports.js';
+import { forwarderAdmin, forwarderQueueEmpty, startForwarder, waitUntil } from './forwarder-vs-postfix.js';
+import { smtpSource, startSmtpSink, threadCpuSeconds, type SourceLoad } from './pipeline-parts.js';
+import { postfixBenchDir } from './postfix-peer.js';
+import { fmt } from './stats.js';
+
+const MESSAGES = Number(process.env.BENCH_FWD_PARTS_MESSAGES ?? 15_000);
+const RUNS = Number(process.env.BENCH_FWD_PARTS_RUNS ?? 3);
+const WARMUP = 3_000;
+
+interface Part {
+  rate: number;
+  /** CPU milliseconds per message. */
+  main: number;
+  others: number;
+}
+
+/** Runs `work`, which answers the seconds its rate is over; CPU per message is over all of it. */
+async function measure(pid: number, messages: number, work: () => Promise<number>): Promise<Part> {
+  const c0 = threadCpuSeconds(pid);
+  const secs = await work();
+  const c1 = threadCpuSeconds(pid);
+  return { rate: messages / secs, main: ((c1.main - c0.main) * 1000) / messages, others: ((c1.others - c0.others) * 1000) / messages };
+}
+
+async function timed(f: () => Promise<void>): Promise<number> {
+  const t0 = performance.now();
+  await f();
+  return (performance.now() - t0) / 1000;
+}
+
+function line(name: string, ps: Part[]): string {
+  const med = (k: keyof Part): number => [...ps].map((p) => p[k]).sort((a, b) => a - b)[Math.floor(ps.length / 2)]!;
+  const all = (k: keyof Part, d: number): string => ps.map((p) => fmt(p[k], d)).join(' / ');
+  return `  ${name.padEnd(7)} ${fmt(med('rate'), 0).padStart(6)} msgs/s   main thread ${fmt(med('main'), 3)} ms/msg   other threads ${fmt(med('others'), 3)} ms/msg   (runs: ${all('rate', 0)} msgs/s; main ${all('main', 3)})`;
+}
+
+export async function benchForwarderParts(): Promise<void> {
+  const base = postfixBenchDir('fwd-parts');
+  if (!base) return;
+  const sink = await startSmtpSink();
+  const load: SourceLoad = { sessions: 20, size: 2048, messages: MESSAGES, reuse: true };
+  const parts: Record<'intake' | 'drain' | 'both', Part[]> = { intake: [], drain: [], both: [] };
+  try {
+    for (let run = 0; run < RUNS; run++) {
+      const dir = path.join(base, `run-${run}`);
+      const [port, adminPort] = (await freePorts(2)) as [number, number];
+      const fwd = await startForwarder(dir, port, adminPort, sink.port);
+      const pid = fwd.pid!;
+      const drained = (): Promise<void> => waitUntil(() => forwarderQueueEmpty(adminPort, dir), 600_000);
+      try {
+        // Unmeasured: V8 compiles the hot paths of both halves.
+        await smtpSource(port, { ...load, messages: WARMUP });
+        await drained();
+        await forwarderAdmin(adminPort, dir, 'POST', '/pause');
+        parts.intake.push(await measure(pid, MESSAGES, () => timed(() => smtpSource(port, load))));
+        parts.drain.push(
+          await measure(pid, MESSAGES, () =>
+            timed(async () => {
+              await forwarderAdmin(adminPort, dir, 'POST', '/resume');
+              await drained();
+            }),
+          ),
+        );
+        let intakeSecs = 0;
+        const both = await measure(pid, MESSAGES, async () => {
+          intakeSecs = await timed(() => smtpSource(port, load));
+          await drained();
+          return intakeSecs;
+        });
+        parts.both.push(both);
+      } finally {
+        fwd.kill('SIGTERM');
+        await new Promise((r) => fwd.once('exit', r));
+      }
+    }
+    console.log(`forwarder at its defaults, 2 KB × ${MESSAGES} over 20 reused connections (smtp-source -d), relaying to smtp-sink; medians of ${RUNS} runs, CPU per message from /proc/<pid>/task:`);
+    console.log(line('intake', parts.intake) + '   [relay paused]');
+    console.log(line('drain', parts.drain) + '   [relay resumed, nothing arriving]');
+    console.log(line('both', parts.both) + '   [intake rate; CPU until the spool is empty]');
+  } finally {
+    sink.stop();
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+}
