@@ -83,13 +83,13 @@ export async function benchForwarderParts(): Promise<void> {
             }),
           ),
         );
-        let intakeSecs = 0;
-        const both = await measure(pid, MESSAGES, async () => {
-          intakeSecs = await timed(() => smtpSource(port, load));
-          await drained();
-          return intakeSecs;
-        });
-        parts.both.push(both);
+        parts.both.push(
+          await measure(pid, MESSAGES, async () => {
+            const intakeSecs = await timed(() => smtpSource(port, load));
+            await drained();
+            return intakeSecs;
+          }),
+        );
       } finally {
         fwd.kill('SIGTERM');
         await new Promise((r) => fwd.once('exit', r));

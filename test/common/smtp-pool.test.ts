@@ -89,9 +89,10 @@ function pool(port: number, o: Partial<SmtpPoolOptions> = {}): SmtpPool {
   return new SmtpPool({ host: '127.0.0.1', port, secure: false, requireTls: false, name: 'pool.test', maxConnections: 2, maxMessages: 100, timeoutMs: 5_000, tls: {}, ...o });
 }
 
-const body = (): (() => Promise<Readable>) => async () => Readable.from([Buffer.from('Subject: t\r\n\r\nhello\r\n')]);
+const MESSAGE = 'Subject: t\r\n\r\nhello\r\n';
+const body = (): (() => Promise<Readable>) => async () => Readable.from([Buffer.from(MESSAGE)]);
 /** The same body as the Buffer an inline spooled body is handed over as (durable-queue.ts sendableBody). */
-const bufferBody = (): (() => Promise<Buffer>) => async () => Buffer.from('Subject: t\r\n\r\nhello\r\n');
+const bufferBody = (): (() => Promise<Buffer>) => async () => Buffer.from(MESSAGE);
 const env = { from: 'a@example.org', to: ['b@example.com'] };
 
 test('sessions are reused up to maxMessages, and never more than maxConnections run at once', async () => {

@@ -206,11 +206,10 @@ describe('accounts change on a running node', { timeout: 120_000 }, () => {
   test('a bad config file on SIGHUP changes nothing and is logged with its key paths', async () => {
     // The feed shows an event once the event log settled its commit: the last change of the test
     // before may still be on its way (CI run G read 8, then 9). Count once two reads 200 ms apart agree.
-    let before = (await changes()).length;
-    for (let again = -1; again !== before; ) {
-      if (again >= 0) before = again;
+    let before = -1;
+    for (let now = (await changes()).length; now !== before; now = (await changes()).length) {
+      before = now;
       await new Promise((r) => setTimeout(r, 200));
-      again = (await changes()).length;
     }
     const bad = { ...config, accounts: [{ id: 'default', networks: ['127.0.0.1/33'] }, { id: 'Shop' }] };
     fs.writeFileSync(configFile, JSON.stringify(bad));
