@@ -36,6 +36,13 @@ export interface SmtpDetail {
   response: string;
 }
 
+/**
+ * The tag of Postino's own notices to an account's people (engine/feedback/notifications.ts). Their
+ * events are in the feed, but they are not the account's sending: they count in no statistic, so
+ * neither the dashboard's figures nor the reputation brake's rates move with them.
+ */
+export const NOTIFY_TAG = 'postino-notification';
+
 export interface PostinoEvent {
   seq: number;
   id: string;

@@ -45,7 +45,7 @@ import { realTimers, type Timers } from '../../common/worker-loop.js';
 import type { DeliveryMeta } from './delivery-record.js';
 import type { DeliveryPause } from './delivery-pause.js';
 import { shapingFor, type DomainShaping } from './shaping.js';
-import { NOTIFY_TAG } from '../feedback/notifications.js';
+import { NOTIFY_TAG } from '../../common/events.js';
 
 /** A paused account's mail waits, but not our notices to it (why it was paused: engine/events/reputation-brake.ts). */
 function held(k: DeliveryPause, m: DeliveryMeta): boolean {

@@ -30,7 +30,7 @@
  * Config: events.statsRetentionDays (retention.ts). Side effects: LevelDB reads and writes.
  */
 import { domainOf } from '../../common/address.js';
-import type { PostinoEvent } from '../../common/events.js';
+import { NOTIFY_TAG, type PostinoEvent } from '../../common/events.js';
 import { PostinoError } from '../../common/errors.js';
 import type { Stream } from '../../common/config.js';
 import type { BatchOp, Store } from '../../common/store.js';
@@ -75,6 +75,7 @@ const DEFAULT_RANGE_DAYS = 30;
 
 /** The metrics one event adds one to. */
 export function metricsOf(e: PostinoEvent): Metric[] {
+  if (e.tag === NOTIFY_TAG) return [];
   switch (e.type) {
     case 'bounced':
       return ['bounced', e.bounce?.class === 'hard' ? 'hardBounced' : e.bounce?.class === 'block' ? 'blockBounced' : 'softBounced'];

@@ -19,14 +19,13 @@
  */
 import type { AccountConfig } from '../../common/config.js';
 import { newQueueId, type DurableQueue, type Prepared } from '../../common/durable-queue.js';
-import type { PostinoEvent } from '../../common/events.js';
+import { NOTIFY_TAG, type PostinoEvent } from '../../common/events.js';
 import type { Logger } from '../../common/log.js';
 import { encodeUnstructured } from '../../common/mime-header.js';
 import type { Store } from '../../common/store.js';
 import type { DeliveryMeta } from '../delivery/delivery-record.js';
 import type { EventLog } from '../events/event-log.js';
 
-export const NOTIFY_TAG = 'postino-notification';
 /** "At once" waits this long after the first event, so a burst of bounces is one mail. */
 const COALESCE_MS = 5_000;
 /** Events listed in one mail; the rest are counted and follow in the next. */

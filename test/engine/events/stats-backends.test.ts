@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseConfig } from '../../../common/config.js';
 import { PostinoError } from '../../../common/errors.js';
-import type { EventInput } from '../../../common/events.js';
+import { NOTIFY_TAG, type EventInput } from '../../../common/events.js';
 import { createLogger } from '../../../common/log.js';
 import { migrate } from '../../../common/storage/postgres/migrations.js';
 import { openPool, type PgPool } from '../../../common/storage/postgres/pool.js';
@@ -119,6 +119,9 @@ for (const backend of BACKENDS) {
           { at: '2026-11-02T11:05:00.000Z', type: 'opened', account: 'shop', first: true, stream: 'bulk' },
         ]);
         await i.b.events.append([...many(2, { type: 'delivered', account: 'shop', tag: 'reset', stream: 'transactional', recipient: 'z@gmail.com' }), ...many(4, { type: 'accepted', account: 'crm' })]);
+        // Our own notices to the account's people are not its sending: they count nowhere below.
+        const notice = { account: 'shop', tag: NOTIFY_TAG, stream: 'transactional' as const, recipient: 'it@shop.example' };
+        await i.b.events.append([{ at: AT, type: 'delivered', ...notice }, { at: AT, type: 'bounced', bounce: { class: 'hard', status: '5.1.1' }, ...notice }]);
         await i.settle();
         await i.a.stats.fold(); // again, and from the other node: nothing counted twice
         await i.settle();
@@ -176,6 +179,8 @@ for (const backend of BACKENDS) {
         const now = new Date().toISOString();
         await i.a.events.append(many(300, { at: now, type: 'delivered', account: 'shop' }));
         await i.b.events.append(many(200, { at: now, type: 'delivered', account: 'shop' }));
+        // A notice to the account's people delivered meanwhile is not one of its messages: still 500.
+        await i.b.events.append(many(1, { at: now, type: 'delivered', account: 'shop', tag: NOTIFY_TAG, recipient: 'it@shop.example' }));
         await i.settle();
         assert.equal(killSwitch.isPaused('shop'), false);
         await i.a.events.append(many(2, { at: now, type: 'complained', account: 'shop' }));

@@ -12,7 +12,8 @@ import { createLogger } from '../../../common/log.js';
 import { Store } from '../../../common/store.js';
 import type { DeliveryMeta } from '../../../engine/delivery/delivery-record.js';
 import { EventLog } from '../../../engine/events/event-log.js';
-import { NOTIFY_TAG, Notifier } from '../../../engine/feedback/notifications.js';
+import { NOTIFY_TAG } from '../../../common/events.js';
+import { Notifier } from '../../../engine/feedback/notifications.js';
 import { tempDir } from '../../helpers/postino.js';
 
 test('a digest lists hard bounces, blocks and complaints of its account only, once; soft bounces and our own notifications are left out', async () => {
