@@ -12,7 +12,8 @@
  * Why apart: per-thread CPU per message moves far less from run to run than
  * throughput on a shared machine, so a change to either path is judged by it
  * (issue #17: the relay's body streams were found and measured this way).
- * Knobs (environment): BENCH_FWD_PARTS_MESSAGES (15000), BENCH_FWD_PARTS_RUNS (3).
+ * Knobs (environment): BENCH_FWD_PARTS_MESSAGES (15000), BENCH_FWD_PARTS_RUNS (3);
+ * BENCH_CPU_PROF_DIR and BENCH_NODE_FLAGS as in `bench -- pipeline` (pipeline-parts.ts benchNodeFlags).
  * Needs Debian's postfix package (smtp-source, smtp-sink); root, as smtp-sink
  * is started as user postfix (pipeline-parts.ts startSmtpSink).
  * Side effects: a temp dir, processes it starts and stops by pid.

@@ -36,6 +36,7 @@ import { freePorts, waitForPort } from '../test/helpers/ports.js';
 import { startPostfix, type Postfix } from '../test/helpers/postfix.js';
 import { withAllocatorEnv } from '../app/allocator-env.js';
 import { V8_HEAP_FLAGS } from '../app/heap-flags.js';
+import { benchNodeFlags } from './pipeline-parts.js';
 import { postfixBenchDir } from './postfix-peer.js';
 import { fmt, summarize } from './stats.js';
 
@@ -174,7 +175,7 @@ export async function startForwarder(dir: string, port: number, adminPort: numbe
   const cfg = path.join(dir, 'forwarder.json');
   fs.writeFileSync(cfg, JSON.stringify({ forwarder: { smtp: { port }, admin: { port: adminPort }, relay: { urls: [`smtp://127.0.0.1:${sinkPort}`], requireTls: false } } }));
   const out = fs.openSync(path.join(dir, 'forwarder.log'), 'w');
-  const child = spawn(process.execPath, [...V8_HEAP_FLAGS, path.join(ROOT, 'bin', 'postino.js'), 'forwarder', '--config', cfg], { env: withAllocatorEnv({ ...process.env, POSTINO_DATA: dir }), stdio: ['ignore', out, out] });
+  const child = spawn(process.execPath, [...V8_HEAP_FLAGS, ...benchNodeFlags(), path.join(ROOT, 'bin', 'postino.js'), 'forwarder', '--config', cfg], { env: withAllocatorEnv({ ...process.env, POSTINO_DATA: dir }), stdio: ['ignore', out, out] });
   fs.closeSync(out); // the child has its own copy
   await waitForPort(port);
   return child;

@@ -146,17 +146,23 @@ export async function startUpLoggingToFile(dataDir: string, config: Record<strin
   return startLoggingToFile('up', dataDir, config, ports);
 }
 
+/**
+ * Node flags for every Postino process a bench starts, from the environment:
+ * BENCH_CPU_PROF_DIR, a V8 CPU profile of each process (`postino up` hands its own flags to the
+ * processes it starts), written there when it stops, for finding where the time goes;
+ * BENCH_NODE_FLAGS, more flags, space-separated (e.g. --perf-basic-prof for `perf`, a V8 setting to compare).
+ */
+export function benchNodeFlags(): string[] {
+  const prof = process.env.BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_CPU_PROF_DIR)}`] : [];
+  return [...prof, ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
+}
+
 /** `postino <role>` (up, hosted, forwarder) the same way, its log in <dataDir>/postino-<role>.log. */
 export async function startLoggingToFile(role: 'up' | 'hosted' | 'forwarder', dataDir: string, config: Record<string, unknown>, ports: number[]): Promise<{ child: ChildProcess; stop(): Promise<void> }> {
   const file = path.join(dataDir, `bench-${role}.json`);
   fs.writeFileSync(file, JSON.stringify(config));
   const out = fs.openSync(path.join(dataDir, role === 'up' ? 'postino.log' : `postino-${role}.log`), 'w');
-  // BENCH_CPU_PROF_DIR: a V8 CPU profile of every Postino process (`postino up` hands its own
-  // flags to the processes it starts), written there when they stop; for finding where the time goes.
-  const prof = process.env.BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_CPU_PROF_DIR)}`] : [];
-  // BENCH_NODE_FLAGS: more node flags for the same processes, space-separated (e.g. --perf-basic-prof for `perf`, a V8 setting to compare).
-  const extra = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...prof, ...extra, CLI, role, '--config', file], { env: { ...process.env, POSTINO_DATA: dataDir }, stdio: ['ignore', out, out], detached: true });
+  const child = spawn(process.execPath, [...benchNodeFlags(), CLI, role, '--config', file], { env: { ...process.env, POSTINO_DATA: dataDir }, stdio: ['ignore', out, out], detached: true });
   await waitListening(ports, `postino ${role}`);
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
   return {

@@ -15,10 +15,15 @@
  *   CPU      busy CPU seconds per 1,000 messages: machine-wide (smtp-source and
  *            smtp-sink included on both sides) and per Postino process
  *   RSS      peak resident memory per Postino process
- * Each run starts with an unmeasured warm-up of a fifth of its messages (at most 300) through
- * the same system, delivered before the measured load starts, as in `bench -- forwarder`:
+ * Each run starts with an unmeasured warm-up through the same system, as many messages as the
+ * measured load (same size, same connection mode), delivered before the measured load starts:
  * Postfix forks its daemons on first use, V8 compiles the hot paths; a relay in service is
- * past both, so a cold start measures neither system as users run it.
+ * past both, so a cold start measures neither system as users run it. Why that many: with the
+ * 300 messages this used to send, `--trace-opt` showed V8 still optimizing 100–200 functions a
+ * second of every Postino process through the measured load (decaying to 20–40 a second only
+ * after ~15 s), and a system-wide `perf` put its background compiler threads at ~14% of
+ * Postino's CPU in that window (issue #17); each run starts fresh processes, unlike
+ * `bench -- forwarder`, whose one forwarder has taken thousands of messages before its `-d` load.
  * Knobs (environment): BENCH_PIPELINE_RUNS (3), BENCH_PIPELINE_SIZES (e.g. "2048,102400"),
  * BENCH_PIPELINE_SCALE (message counts × this; 1), BENCH_CPU_PROF_DIR (a CPU profile of each Postino
  * process there, one file per process and run: pipeline-parts.ts), BENCH_NODE_FLAGS (more node flags for
@@ -60,10 +65,9 @@ async function waitSink(received: () => number, total: number, t0: number): Prom
 
 /** The unmeasured warm-up (see the header); resolves once the sink has all of it. */
 async function warmUp(port: number, load: SourceLoad, received: () => number): Promise<number> {
-  const messages = Math.min(300, Math.round(load.messages / 5));
-  await smtpSource(port, { ...load, messages });
-  await waitSink(received, messages, Date.now());
-  return messages;
+  await smtpSource(port, load);
+  await waitSink(received, load.messages, Date.now());
+  return load.messages;
 }
 
 async function runPostino(load: SourceLoad): Promise<Result> {
