@@ -29,6 +29,15 @@
  *   q!<queue>!d!<due ms, 15 digits>!<id>   due index: iteration order = due order
  *   q!<queue>!f!<id>                 a failed record (dead letter): out of the due
  *                                    index, its body kept, until retried or deleted
+ * Handed-over bodies: a record's inline body may end with another record's bytes instead of
+ * a copy of them (`EnqueueInput.tail`): its b! key holds only the head (the rewrap's new
+ * header block), and `tail` names the other queue's b! key and the offset its part starts
+ * at. The other queue removes its record with `keepBody` in the same batch that commits
+ * this one, so the key has one owner at a time, and it goes when this record goes
+ * (removeOps, deleteFailed). Why: the hosted node wrote every 100 KB body twice, to the
+ * intake queue and again as the delivery copy's body with only its header block changed;
+ * each write of a body passes LevelDB's log (a software CRC), a memtable flush and a
+ * compaction (issue #17).
  * A lease moves the due entry to now + visibility timeout (the SQS model), so an
  * expired lease makes the message due again with no sweeper, and the next due
  * time is one key seek away: retries and scheduled sends wait on a timer, never
@@ -101,7 +110,13 @@ const FULL_SCAN_INTERVAL_MS = 250;
 /** Width of the zero-padded due time in keys: ms timestamps stay 13 digits until year 2286. */
 const DUE_WIDTH = 15;
 
-export type BodyRef = { kind: 'inline'; size: number } | { kind: 'file'; name: string; size: number };
+/** `tail`: the body is its own b! value followed by another record's body from `start` (see the header). */
+export type BodyRef = { kind: 'inline'; size: number; tail?: BodyTail } | { kind: 'file'; name: string; size: number };
+export interface BodyTail {
+  /** The b! key of the record that handed its body over (DurableQueue.bodyKey). */
+  key: string;
+  start: number;
+}
 
 export interface QueueRecord<M> {
   id: string;
@@ -135,6 +150,8 @@ export interface EnqueueInput<M> {
   id?: string;
   /** Stop reading and fail when the body exceeds this many bytes. */
   maxBytes?: number;
+  /** `body` (a Buffer: the head) is followed by `size` bytes of a handed-over body (see the header). */
+  tail?: BodyTail & { size: number };
 }
 
 export { TooLargeError as BodyTooLargeError };
@@ -364,7 +381,13 @@ export class DurableQueue<M> {
     const limit = input.maxBytes ?? Infinity;
     let body: BodyRef;
     let inline: Buffer | undefined;
-    if (Buffer.isBuffer(input.body)) {
+    if (input.tail) {
+      if (!Buffer.isBuffer(input.body)) throw new Error('a body with a tail takes its head as a Buffer');
+      const { key, start, size } = input.tail;
+      if (input.body.length + size > limit) throw new TooLargeError(limit);
+      body = { kind: 'inline', size: input.body.length + size, tail: { key, start } };
+      inline = input.body;
+    } else if (Buffer.isBuffer(input.body)) {
       if (input.body.length > limit) throw new TooLargeError(limit);
       if (input.body.length <= this.inlineMax) {
         body = { kind: 'inline', size: input.body.length };
@@ -575,13 +598,30 @@ export class DurableQueue<M> {
     return this.leases.get(rec.id) === rec.leasedUntil;
   }
 
-  /** Ops that remove a leased message; commit them together with whatever replaced it. */
-  removeOps(rec: QueueRecord<M>): BatchOp[] {
+  /**
+   * Ops that remove a leased message; commit them together with whatever replaced it.
+   * `keepBody`: its inline body was handed over to a record committed in the same batch
+   * (EnqueueInput.tail), which owns the key from then on.
+   */
+  removeOps(rec: QueueRecord<M>, keepBody = false): BatchOp[] {
     const ops: BatchOp[] = [
       { type: 'del', key: this.mKey(rec.id) },
       { type: 'del', key: this.dKey(rec.due, rec.id) },
     ];
-    if (rec.body.kind === 'inline') ops.push({ type: 'del', key: this.bKey(rec.id) });
+    if (rec.body.kind === 'inline') ops.push(...this.inlineBodyDels(rec, keepBody));
+    return ops;
+  }
+
+  /** The b! key of an inline body, to hand it over (EnqueueInput.tail). */
+  bodyKey(rec: QueueRecord<M>): string {
+    if (rec.body.kind !== 'inline' || rec.body.tail) throw new Error(`queue ${this.name}: only a body of its own can be handed over (${rec.id})`);
+    return this.bKey(rec.id);
+  }
+
+  private inlineBodyDels(rec: QueueRecord<M>, keepBody: boolean): BatchOp[] {
+    const ops: BatchOp[] = [];
+    if (!keepBody) ops.push({ type: 'del', key: this.bKey(rec.id) });
+    if (rec.body.kind === 'inline' && rec.body.tail) ops.push({ type: 'del', key: rec.body.tail.key });
     return ops;
   }
 
@@ -601,10 +641,13 @@ export class DurableQueue<M> {
     return { rec: next, ops: [{ type: 'put', key: this.mKey(rec.id), value: Buffer.from(JSON.stringify(next)) }] };
   }
 
-  /** Done with a message: delete it. `extraOps` commit in the same batch (e.g. the next stage's enqueue). */
-  async ack(rec: QueueRecord<M>, extraOps: BatchOp[] = [], sync = false): Promise<boolean> {
+  /**
+   * Done with a message: delete it. `extraOps` commit in the same batch (e.g. the next stage's
+   * enqueue); `keepBody` as in removeOps.
+   */
+  async ack(rec: QueueRecord<M>, extraOps: BatchOp[] = [], sync = false, keepBody = false): Promise<boolean> {
     if (!this.holds(rec)) return false;
-    await this.store.commit([...this.removeOps(rec), ...extraOps], { sync });
+    await this.store.commit([...this.removeOps(rec, keepBody), ...extraOps], { sync });
     await this.removed(rec);
     return true;
   }
@@ -714,7 +757,7 @@ export class DurableQueue<M> {
     const rec = await this.getFailed(id);
     if (!rec) return false;
     const ops: BatchOp[] = [{ type: 'del', key: this.fKey(id) }];
-    if (rec.body.kind === 'inline') ops.push({ type: 'del', key: this.bKey(id) });
+    if (rec.body.kind === 'inline') ops.push(...this.inlineBodyDels(rec, false));
     await this.store.commit(ops, { sync: true });
     this._failed--;
     if (rec.body.kind === 'file') await this.store.removeBlob(rec.body.name);
@@ -745,7 +788,10 @@ export class DurableQueue<M> {
     // A body written moments ago, in the memtable: read on this thread (see store.ts).
     const v = this.store.getNow(this.bKey(rec.id));
     if (!v) throw new Error(`queue ${this.name}: body of ${rec.id} is missing`);
-    return v;
+    if (rec.body.kind !== 'inline' || !rec.body.tail) return v;
+    const t = this.store.getNow(rec.body.tail.key);
+    if (!t || v.length + t.length - rec.body.tail.start !== rec.body.size) throw new Error(`queue ${this.name}: body tail of ${rec.id} (${rec.body.tail.key}) is missing or not ${rec.body.size - v.length} bytes`);
+    return Buffer.concat([v, t.subarray(rec.body.tail.start)]);
   }
 
   async get(id: string): Promise<QueueRecord<M> | undefined> {

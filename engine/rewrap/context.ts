@@ -206,6 +206,13 @@ export class Copy {
   body: Readable | undefined;
   /** What render.ts wrote: the header block (with its empty line) and a factory for the body bytes (DKIM reads them twice). */
   rendered: { header: Buffer; body: () => Readable } | undefined;
+  /**
+   * The finished copy as `head` followed by the intake message from `tailFrom` to its end, when
+   * that is all it is (no body part changed): render.ts sets it, a step that changes `body`
+   * after render keeps it true (dkim.ts) or clears it. The worker then lets the delivery record
+   * refer to the intake's bytes instead of writing them again (durable-queue.ts, handed-over bodies).
+   */
+  shared: { head: Buffer; tailFrom: number } | undefined;
 
   readonly queueId: string;
   readonly recipient: string;

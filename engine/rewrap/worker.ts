@@ -26,7 +26,7 @@ import type { EventLog } from '../events/event-log.js';
 import { scanMime, walkParts } from './mime-scan.js';
 import { rewrap } from './pipeline.js';
 import { fallbackMessageId } from './steps/missing-headers.js';
-import { MessageContext, type RewrapServices, type RewrapSettings } from './context.js';
+import { MessageContext, type Copy, type RewrapServices, type RewrapSettings } from './context.js';
 
 /**
  * A batch of copies commits when it holds this many copies or this many bytes of
@@ -104,6 +104,8 @@ export class RewrapWorker {
     const events: EventInput[] = [];
     let copies = 0;
     let suppressed = 0;
+    /** The intake body went over to the copy (handOver below): the intake record leaves without it. */
+    let handedOver = false;
     const flush = async (position: number): Promise<void> => {
       const upd = this.o.intake.updateMetaOps(held, { ...held.meta, resumeAt: position });
       const ev = this.o.events.prepare(events.splice(0));
@@ -146,7 +148,12 @@ export class RewrapWorker {
             metadata: Object.keys(c.metadata).length ? c.metadata : undefined,
             ...(dsn ? { dsn } : {}),
           };
-          const p = await this.o.delivery.prepare({ id: copy.queueId, meta, body: copy.body!, due: msg.due });
+          const shared = this.handOver(rec, copy);
+          const p = await this.o.delivery.prepare(shared ? { id: copy.queueId, meta, body: shared.head, due: msg.due, tail: shared.tail } : { id: copy.queueId, meta, body: copy.body!, due: msg.due });
+          if (shared) {
+            copy.body?.destroy();
+            handedOver = true;
+          }
           batch.push(p);
           batchBytes += p.record.body.kind === 'inline' ? p.record.body.size : 0;
           copies++;
@@ -177,7 +184,7 @@ export class RewrapWorker {
       await this.finish(held, [], rejected, [], log);
       return;
     }
-    await this.finish(held, batch, events, msg.extraOps, log);
+    await this.finish(held, batch, events, msg.extraOps, log, handedOver);
     log.info({ event: 'rewrapped', copies, suppressed, resumedAt: rec.meta.resumeAt, due: msg.due > now ? new Date(msg.due).toISOString() : undefined }, 'rewrapped');
   }
 
@@ -218,12 +225,25 @@ export class RewrapWorker {
     );
   }
 
-  /** One synced batch: intake removal, copies, events, extra ops. */
-  private async finish(rec: QueueRecord<IntakeMeta>, prepared: Prepared<DeliveryMeta>[], inputs: EventInput[], extraOps: import('../../common/store.js').BatchOp[], log: Logger): Promise<void> {
+  /**
+   * The copy as its head and the intake body's bytes from an offset, when it can refer to them
+   * instead of holding a copy (durable-queue.ts, handed-over bodies): its body is unchanged
+   * (Copy.shared), the intake body is an inline one of its own, and this is the message's only
+   * copy, so the key has one owner when the intake record goes. At 100 KB this was one of the two
+   * body writes per message the hosted node made (issue #17).
+   */
+  private handOver(rec: QueueRecord<IntakeMeta>, copy: Copy): { head: Buffer; tail: { key: string; start: number; size: number } } | undefined {
+    const s = copy.shared;
+    if (!s || rec.body.kind !== 'inline' || rec.body.tail || rec.meta.envelope.rcptTo.length !== 1) return undefined;
+    return { head: s.head, tail: { key: this.o.intake.bodyKey(rec), start: s.tailFrom, size: rec.body.size - s.tailFrom } };
+  }
+
+  /** One synced batch: intake removal (its body kept when a copy took it over), copies, events, extra ops. */
+  private async finish(rec: QueueRecord<IntakeMeta>, prepared: Prepared<DeliveryMeta>[], inputs: EventInput[], extraOps: import('../../common/store.js').BatchOp[], log: Logger, keepBody = false): Promise<void> {
     const ev = this.o.events.prepare(inputs);
     let moved: boolean;
     try {
-      moved = await this.o.intake.ack(rec, [...prepared.flatMap((p) => p.ops), ...ev.ops, ...extraOps], true);
+      moved = await this.o.intake.ack(rec, [...prepared.flatMap((p) => p.ops), ...ev.ops, ...extraOps], true, keepBody);
     } catch (e) {
       this.o.events.abandon(ev);
       await Promise.all(prepared.map((p) => p.discard()));

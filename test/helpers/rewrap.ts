@@ -54,6 +54,8 @@ export interface CopyOut {
   bytes: Buffer;
   text: string;
   headers: string;
+  /** Copy.shared as bytes (its head, then the source from tailFrom): what a delivery record that refers to the intake body holds. */
+  shared?: Buffer;
 }
 
 /** `source`: read the message through this instead of a buffer source over `raw` (a test that watches the reads). */
@@ -71,7 +73,9 @@ export async function runRewrap(env: Env, raw: Buffer | string, rcptTo: string[]
       for await (const c of copy.body! as AsyncIterable<Buffer>) chunks.push(c);
       const b = Buffer.concat(chunks);
       const text = b.toString('utf8');
-      copies.push({ queueId: copy.queueId, recipient: copy.recipient, mailFrom: copy.mailFrom, bytes: b, text, headers: text.slice(0, text.indexOf('\r\n\r\n') + 2) });
+      // From `bytes`, not through `source`: a test watching the source's reads must see only the rewrap's.
+      const shared = copy.shared && Buffer.concat([copy.shared.head, bytes.subarray(copy.shared.tailFrom)]);
+      copies.push({ queueId: copy.queueId, recipient: copy.recipient, mailFrom: copy.mailFrom, bytes: b, text, headers: text.slice(0, text.indexOf('\r\n\r\n') + 2), ...(shared ? { shared } : {}) });
     },
   });
   return { result, copies, msg };

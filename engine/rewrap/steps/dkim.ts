@@ -48,6 +48,7 @@ export const dkim: CopyStep = {
     if (!field) return NEXT;
     copy.body?.destroy();
     const signature = Buffer.from(field + '\r\n');
+    if (copy.shared) copy.shared = { head: Buffer.concat([signature, copy.shared.head]), tailFrom: copy.shared.tailFrom };
     copy.body = Readable.from(
       (async function* () {
         yield signature;

@@ -73,6 +73,7 @@ export const render: CopyStep = {
     body.push({ start: pos, end: msg.source.size });
     const header = joinFields(copy.headers);
     copy.rendered = { header, body: () => streamSegments(msg.source, body) };
+    copy.shared = edits.length === 0 ? { head: header, tailFrom: root.bodyStart } : undefined;
     copy.body = streamSegments(msg.source, [header, ...body]);
     return NEXT;
   },

@@ -122,3 +122,38 @@ test('copies commit in batches: a crash after the first batch resumes at the nex
     await t.close();
   }
 });
+
+test('a copy whose body the rewrap leaves unchanged refers to the intake body (one recipient only); the body goes once the copy is delivered', async () => {
+  const t = await setup();
+  try {
+    const text = 'Your order has shipped.\r\n'.repeat(20);
+    await t.submit(`From: shop@example.org\nTo: a@example.com\nSubject: shipped\nMessage-ID: <s@example.org>\n\n${text}`, ['a@example.com']);
+    assert.equal(t.intake.size, 0);
+    const [copy] = await t.deliveries();
+    assert.ok(copy!.body.kind === 'inline' && copy!.body.tail, 'the copy holds its head and refers to the intake body');
+    const bytes = await t.delivery.readBody(copy!);
+    assert.equal(bytes.length, copy!.body.size);
+    const split = bytes.indexOf('\r\n\r\n') + 4;
+    assert.equal(bytes.subarray(split).toString(), text, 'the body, byte for byte, after the rewrapped header');
+    assert.match(bytes.subarray(0, split).toString(), /^X-Message-Ref: [\s\S]*^Received: |^Received: [\s\S]*^X-Message-Ref: /m, 'the header block is the copy\'s own');
+    assert.ok(t.store.getNow(copy!.body.tail!.key), 'the intake record is gone, its body is not');
+    const [leased] = await t.delivery.lease(1, 60_000);
+    await t.delivery.ack(leased!);
+    assert.equal(t.store.getNow(copy!.body.tail!.key), undefined, 'delivered: the body went with the copy');
+
+    // Not when the body changes (an open pixel) or when there is more than one copy to own it.
+    const html = '<html><body><p>Hello</p></body></html>\r\n';
+    await t.submit(`From: shop@example.org\nTo: b@example.com\nSubject: hi\nX-Postino-Track: opens\nContent-Type: text/html\n\n${html}`, ['b@example.com']);
+    await t.submit(`From: shop@example.org\nTo: c@example.com, d@example.com\nSubject: two\n\n${text}`, ['c@example.com', 'd@example.com']);
+    const rest = await t.deliveries();
+    assert.equal(rest.length, 3);
+    for (const c of rest) {
+      assert.ok(c.body.kind === 'inline' && !c.body.tail, `${c.meta.recipient}: a body of its own`);
+      const b = (await t.delivery.readBody(c)).toString();
+      if (c.meta.recipient === 'b@example.com') assert.match(b, /<img[^>]+\/o\//, 'the pixel is in');
+      else assert.ok(b.endsWith(text));
+    }
+  } finally {
+    await t.close();
+  }
+});

@@ -27,12 +27,21 @@ test('every copy verifies with mailauth against the generated key, after trackin
         assert.equal(results.length, 1);
         assert.equal(results[0]!.status.result, 'pass', `${name} → ${c.recipient}: ${results[0]!.status.comment ?? ''}`);
         assert.equal(results[0]!.signingDomain, 'example.org', 'd= is the From domain');
+        assert.equal(c.shared, undefined, 'a changed body is not handed over');
       }
       // A changed byte breaks it: the check is real.
       const tampered = Buffer.from(copies[0]!.bytes);
       tampered[tampered.length - 5] = tampered[tampered.length - 5]! ^ 1;
       assert.notEqual((await verifyDkim(tampered, 'example.org', 's2026', key.privateKey))[0]!.status.result, 'pass');
     }
+    // Nothing in the body changes (tracking and footer off for this message): the copy is its head and
+    // the intake body from an offset (Copy.shared, what the worker hands over), byte for byte what is
+    // signed, and the signature verifies on it.
+    const plain = 'From: shop@example.org\nTo: ada@example.com\nSubject: receipt\nX-Postino-Track: none\nX-Postino-Footer: off\n\nTotal: 12.00 EUR\n';
+    const { copies } = await runRewrap(env, plain, ['ada@example.com']);
+    assert.ok(copies[0]!.shared, 'an unchanged body is handed over');
+    assert.deepEqual(copies[0]!.shared, copies[0]!.bytes);
+    assert.equal((await verifyDkim(copies[0]!.shared!, 'example.org', 's2026', key.privateKey))[0]!.status.result, 'pass');
   } finally {
     await env.close();
     fs.rmSync(dir, { recursive: true, force: true });
