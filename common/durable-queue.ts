@@ -29,15 +29,16 @@
  *   q!<queue>!d!<due ms, 15 digits>!<id>   due index: iteration order = due order
  *   q!<queue>!f!<id>                 a failed record (dead letter): out of the due
  *                                    index, its body kept, until retried or deleted
- * Handed-over bodies: a record's inline body may end with another record's bytes instead of
- * a copy of them (`EnqueueInput.tail`): its b! key holds only the head (the rewrap's new
- * header block), and `tail` names the other queue's b! key and the offset its part starts
- * at. The other queue removes its record with `keepBody` in the same batch that commits
- * this one, so the key has one owner at a time, and it goes when this record goes
- * (removeOps, deleteFailed). Why: the hosted node wrote every 100 KB body twice, to the
- * intake queue and again as the delivery copy's body with only its header block changed;
- * each write of a body passes LevelDB's log (a software CRC), a memtable flush and a
- * compaction (issue #17).
+ * Handed-over bodies: a record's body may end with another record's bytes instead of a copy
+ * of them (`EnqueueInput.tail`, from `handOver`): its b! key holds only the head (the
+ * rewrap's new header block), followed by the other record's b! value (BodyRef `tail`) or
+ * blob file (BodyRef `from`) from an offset. The other queue removes its record with
+ * `keepBody` in the same batch that commits this one, so the key or file has one owner at a
+ * time, and it goes when this record goes (removeOps/removed, deleteFailed). Why: the hosted
+ * node wrote every body twice, to the intake queue and again as the delivery copy's body with
+ * only its header block changed; each write of an inline body passes LevelDB's log (a
+ * software CRC), a memtable flush and a compaction, and each large one is a file created,
+ * written, fsynced and unlinked (issue #17).
  * A lease moves the due entry to now + visibility timeout (the SQS model), so an
  * expired lease makes the message due again with no sweeper, and the next due
  * time is one key seek away: retries and scheduled sends wait on a timer, never
@@ -110,13 +111,19 @@ const FULL_SCAN_INTERVAL_MS = 250;
 /** Width of the zero-padded due time in keys: ms timestamps stay 13 digits until year 2286. */
 const DUE_WIDTH = 15;
 
-/** `tail`: the body is its own b! value followed by another record's body from `start` (see the header). */
-export type BodyRef = { kind: 'inline'; size: number; tail?: BodyTail } | { kind: 'file'; name: string; size: number };
+/**
+ * Where a body is: `inline`, the record's b! value; `file`, blobs/<name>. A handed-over body (see
+ * the header) is the record's own b! value (the head) followed by another record's b! value from
+ * `tail.start`, or by the blob file from `from`.
+ */
+export type BodyRef = { kind: 'inline'; size: number; tail?: BodyTail } | { kind: 'file'; name: string; size: number; from?: number };
 export interface BodyTail {
-  /** The b! key of the record that handed its body over (DurableQueue.bodyKey). */
+  /** The b! key of the record that handed its body over. */
   key: string;
   start: number;
 }
+/** A body handed over by `DurableQueue.handOver`: its b! key or its blob file, from `start`, `size` bytes. */
+export type HandOver = ({ key: string } | { file: string }) & { start: number; size: number };
 
 export interface QueueRecord<M> {
   id: string;
@@ -150,8 +157,8 @@ export interface EnqueueInput<M> {
   id?: string;
   /** Stop reading and fail when the body exceeds this many bytes. */
   maxBytes?: number;
-  /** `body` (a Buffer: the head) is followed by `size` bytes of a handed-over body (see the header). */
-  tail?: BodyTail & { size: number };
+  /** `body` (a Buffer: the head) is followed by a handed-over body (see the header). */
+  tail?: HandOver;
 }
 
 export { TooLargeError as BodyTooLargeError };
@@ -383,9 +390,10 @@ export class DurableQueue<M> {
     let inline: Buffer | undefined;
     if (input.tail) {
       if (!Buffer.isBuffer(input.body)) throw new Error('a body with a tail takes its head as a Buffer');
-      const { key, start, size } = input.tail;
-      if (input.body.length + size > limit) throw new TooLargeError(limit);
-      body = { kind: 'inline', size: input.body.length + size, tail: { key, start } };
+      const t = input.tail;
+      const size = input.body.length + t.size;
+      if (size > limit) throw new TooLargeError(limit);
+      body = 'key' in t ? { kind: 'inline', size, tail: { key: t.key, start: t.start } } : { kind: 'file', name: t.file, size, from: t.start };
       inline = input.body;
     } else if (Buffer.isBuffer(input.body)) {
       if (input.body.length > limit) throw new TooLargeError(limit);
@@ -416,7 +424,8 @@ export class DurableQueue<M> {
       record,
       ops,
       discard: async () => {
-        if (body.kind === 'file') await store.removeBlob(body.name);
+        // A handed-over file is still the other record's: only a file this prepare wrote goes.
+        if (body.kind === 'file' && body.from === undefined) await store.removeBlob(body.name);
       },
     };
   }
@@ -600,36 +609,39 @@ export class DurableQueue<M> {
 
   /**
    * Ops that remove a leased message; commit them together with whatever replaced it.
-   * `keepBody`: its inline body was handed over to a record committed in the same batch
-   * (EnqueueInput.tail), which owns the key from then on.
+   * `keepBody`: its body was handed over (`handOver`) to a record committed in the same batch,
+   * which owns its key or file from then on.
    */
   removeOps(rec: QueueRecord<M>, keepBody = false): BatchOp[] {
-    const ops: BatchOp[] = [
-      { type: 'del', key: this.mKey(rec.id) },
-      { type: 'del', key: this.dKey(rec.due, rec.id) },
-    ];
-    if (rec.body.kind === 'inline') ops.push(...this.inlineBodyDels(rec, keepBody));
-    return ops;
+    return [{ type: 'del', key: this.mKey(rec.id) }, { type: 'del', key: this.dKey(rec.due, rec.id) }, ...this.bodyDels(rec, keepBody)];
   }
 
-  /** The b! key of an inline body, to hand it over (EnqueueInput.tail). */
-  bodyKey(rec: QueueRecord<M>): string {
-    if (rec.body.kind !== 'inline' || rec.body.tail) throw new Error(`queue ${this.name}: only a body of its own can be handed over (${rec.id})`);
-    return this.bKey(rec.id);
+  /**
+   * The body of `rec` from `start` on, for a record of another queue to refer to (EnqueueInput.tail)
+   * instead of holding a copy; commit that record with this one's removal with `keepBody`.
+   */
+  handOver(rec: QueueRecord<M>, start: number): HandOver {
+    const b = rec.body;
+    const size = b.size - start;
+    if (b.kind === 'inline' && !b.tail) return { key: this.bKey(rec.id), start, size };
+    if (b.kind === 'file' && b.from === undefined) return { file: b.name, start, size };
+    throw new Error(`queue ${this.name}: only a body of its own can be handed over (${rec.id})`);
   }
 
-  private inlineBodyDels(rec: QueueRecord<M>, keepBody: boolean): BatchOp[] {
+  /** The keys a record's body holds: its b! value (unless handed over), a handed-over body's head and tail. */
+  private bodyDels(rec: QueueRecord<M>, keepBody: boolean): BatchOp[] {
+    const b = rec.body;
     const ops: BatchOp[] = [];
-    if (!keepBody) ops.push({ type: 'del', key: this.bKey(rec.id) });
-    if (rec.body.kind === 'inline' && rec.body.tail) ops.push({ type: 'del', key: rec.body.tail.key });
+    if (b.kind === 'inline' ? !keepBody : b.from !== undefined) ops.push({ type: 'del', key: this.bKey(rec.id) });
+    if (b.kind === 'inline' && b.tail) ops.push({ type: 'del', key: b.tail.key });
     return ops;
   }
 
-  /** Completes a removal done through `removeOps`: forgets the lease, deletes the blob file. */
-  async removed(rec: QueueRecord<M>): Promise<void> {
+  /** Completes a removal done through `removeOps`: forgets the lease, deletes the blob file (not one handed over). */
+  async removed(rec: QueueRecord<M>, keepBody = false): Promise<void> {
     this.leases.delete(rec.id);
     this._size--;
-    if (rec.body.kind === 'file') await this.store.removeBlob(rec.body.name);
+    if (rec.body.kind === 'file' && !keepBody) await this.store.removeBlob(rec.body.name);
   }
 
   /**
@@ -648,7 +660,7 @@ export class DurableQueue<M> {
   async ack(rec: QueueRecord<M>, extraOps: BatchOp[] = [], sync = false, keepBody = false): Promise<boolean> {
     if (!this.holds(rec)) return false;
     await this.store.commit([...this.removeOps(rec, keepBody), ...extraOps], { sync });
-    await this.removed(rec);
+    await this.removed(rec, keepBody);
     return true;
   }
 
@@ -757,7 +769,7 @@ export class DurableQueue<M> {
     const rec = await this.getFailed(id);
     if (!rec) return false;
     const ops: BatchOp[] = [{ type: 'del', key: this.fKey(id) }];
-    if (rec.body.kind === 'inline') ops.push(...this.inlineBodyDels(rec, false));
+    ops.push(...this.bodyDels(rec, false));
     await this.store.commit(ops, { sync: true });
     this._failed--;
     if (rec.body.kind === 'file') await this.store.removeBlob(rec.body.name);
@@ -766,8 +778,19 @@ export class DurableQueue<M> {
 
   /** The body as a stream (file bodies are never loaded whole). */
   async openBody(rec: QueueRecord<M>): Promise<Readable> {
-    if (rec.body.kind === 'file') return fs.createReadStream(this.store.blobPath(rec.body.name));
-    return Readable.from([await this.readInline(rec)]);
+    const b = rec.body;
+    if (b.kind === 'inline') return Readable.from([await this.readInline(rec)]);
+    if (b.from === undefined) return fs.createReadStream(this.store.blobPath(b.name));
+    const head = this.head(rec);
+    const file = this.store.blobPath(b.name);
+    const from = b.from;
+    return Readable.from(
+      (async function* () {
+        yield head;
+        yield* fs.createReadStream(file, { start: from }) as AsyncIterable<Buffer>;
+      })(),
+      { objectMode: false },
+    );
   }
 
   /**
@@ -780,14 +803,22 @@ export class DurableQueue<M> {
 
   /** The whole body in memory: only for small bodies or tests. */
   async readBody(rec: QueueRecord<M>): Promise<Buffer> {
-    if (rec.body.kind === 'inline') return this.readInline(rec);
-    return fsp.readFile(this.store.blobPath(rec.body.name));
+    const b = rec.body;
+    if (b.kind === 'inline') return this.readInline(rec);
+    const file = await fsp.readFile(this.store.blobPath(b.name));
+    return b.from === undefined ? file : Buffer.concat([this.head(rec), file.subarray(b.from)]);
   }
 
-  private async readInline(rec: QueueRecord<M>): Promise<Buffer> {
+  /** The record's own b! value: an inline body, or a handed-over body's head. */
+  private head(rec: QueueRecord<M>): Buffer {
     // A body written moments ago, in the memtable: read on this thread (see store.ts).
     const v = this.store.getNow(this.bKey(rec.id));
     if (!v) throw new Error(`queue ${this.name}: body of ${rec.id} is missing`);
+    return v;
+  }
+
+  private async readInline(rec: QueueRecord<M>): Promise<Buffer> {
+    const v = this.head(rec);
     if (rec.body.kind !== 'inline' || !rec.body.tail) return v;
     const t = this.store.getNow(rec.body.tail.key);
     if (!t || v.length + t.length - rec.body.tail.start !== rec.body.size) throw new Error(`queue ${this.name}: body tail of ${rec.id} (${rec.body.tail.key}) is missing or not ${rec.body.size - v.length} bytes`);

@@ -13,7 +13,7 @@
  * Side effects: reads intake bodies; writes delivery bodies (inline or blobs);
  * `onIntake` (the message archive, the forwarder log) per message taken up.
  */
-import type { DurableQueue, Prepared, QueueRecord } from '../../common/durable-queue.js';
+import type { DurableQueue, HandOver, Prepared, QueueRecord } from '../../common/durable-queue.js';
 import { newQueueId } from '../../common/durable-queue.js';
 import type { EventInput } from '../../common/events.js';
 import type { IntakeMeta } from '../../common/intake-record.js';
@@ -228,14 +228,14 @@ export class RewrapWorker {
   /**
    * The copy as its head and the intake body's bytes from an offset, when it can refer to them
    * instead of holding a copy (durable-queue.ts, handed-over bodies): its body is unchanged
-   * (Copy.shared), the intake body is an inline one of its own, and this is the message's only
-   * copy, so the key has one owner when the intake record goes. At 100 KB this was one of the two
-   * body writes per message the hosted node made (issue #17).
+   * (Copy.shared) and this is the message's only copy, so the intake body's key or file has one
+   * owner when the intake record goes. It was one of the two body writes per message the hosted
+   * node made (issue #17).
    */
-  private handOver(rec: QueueRecord<IntakeMeta>, copy: Copy): { head: Buffer; tail: { key: string; start: number; size: number } } | undefined {
+  private handOver(rec: QueueRecord<IntakeMeta>, copy: Copy): { head: Buffer; tail: HandOver } | undefined {
     const s = copy.shared;
-    if (!s || rec.body.kind !== 'inline' || rec.body.tail || rec.meta.envelope.rcptTo.length !== 1) return undefined;
-    return { head: s.head, tail: { key: this.o.intake.bodyKey(rec), start: s.tailFrom, size: rec.body.size - s.tailFrom } };
+    if (!s || rec.meta.envelope.rcptTo.length !== 1) return undefined;
+    return { head: s.head, tail: this.o.intake.handOver(rec, s.tailFrom) };
   }
 
   /** One synced batch: intake removal (its body kept when a copy took it over), copies, events, extra ops. */

@@ -108,47 +108,62 @@ test('large bodies stream to an fsynced file, are read back as a stream, and the
   await store.close();
 });
 
-test('a handed-over body: the next queue holds a head and refers to the first record\'s bytes; the key goes with the record that took it, through ack and through a deleted failed record', async () => {
-  const { store, q } = await open(tempDir('q-tail'));
-  const next = await DurableQueue.open<Meta>(store, 'next');
-  const original = Buffer.from('Subject: one\r\n\r\n' + 'body line\r\n'.repeat(500));
-  const start = original.indexOf('\r\n\r\n') + 4;
-  const take = async (n: number): Promise<{ rec: Awaited<ReturnType<typeof next.enqueue>>; key: string }> => {
-    await q.enqueue({ meta: { n }, body: original });
-    const [held] = await q.lease(1, 60_000);
-    const key = q.bodyKey(held!);
-    const head = Buffer.from(`X-Copy: ${n}\r\nSubject: one\r\n\r\n`);
-    const p = await next.prepare({ meta: { n }, body: head, tail: { key, start, size: original.length - start } });
-    // One batch: the first record leaves without its body, the next one arrives referring to it.
-    assert.equal(await q.ack(held!, p.ops, true, true), true);
-    next.added(1);
-    assert.equal(p.record.body.size, head.length + original.length - start);
-    assert.throws(() => next.bodyKey(p.record), /only a body of its own/);
-    const expected = Buffer.concat([head, original.subarray(start)]);
-    assert.deepEqual(await next.readBody(p.record), expected);
-    assert.deepEqual(await next.sendableBody(p.record), expected);
-    const streamed: Buffer[] = [];
-    for await (const c of await next.openBody(p.record)) streamed.push(c as Buffer);
-    assert.deepEqual(Buffer.concat(streamed), expected);
-    assert.ok(store.getNow(key), 'the first record is gone, its body is not');
-    return { rec: p.record, key };
-  };
-  const a = await take(1);
-  const [leased] = await next.lease(1, 60_000);
-  assert.equal(leased!.id, a.rec.id);
-  await next.ack(leased!);
-  assert.equal(store.getNow(a.key), undefined, 'acked: the handed-over body went with it');
-  const b = await take(2);
-  const [failing] = await next.lease(1, 60_000);
-  await store.commit(next.failOps(failing!, 'boom', Date.now()), { sync: true });
-  next.failedMoved(failing!);
-  assert.deepEqual(await next.readBody((await next.getFailed(b.rec.id))!), Buffer.concat([Buffer.from('X-Copy: 2\r\nSubject: one\r\n\r\n'), original.subarray(start)]), 'a failed record keeps it');
-  assert.equal(await next.deleteFailed(b.rec.id), true);
-  assert.equal(store.getNow(b.key), undefined, 'deleted: the handed-over body went with it');
-  // A head and tail over maxBytes is refused like any body.
-  await assert.rejects(next.prepare({ meta: { n: 3 }, body: Buffer.from('h'), tail: { key: b.key, start: 0, size: 10 }, maxBytes: 10 }), BodyTooLargeError);
-  await store.close();
-});
+for (const kind of ['inline', 'file'] as const) {
+  test(`a handed-over ${kind} body: the next queue holds a head and refers to the first record's bytes; they go with the record that took them, through ack and through a deleted failed record`, async () => {
+    const dir = tempDir(`q-tail-${kind}`);
+    const { store, q } = await open(dir, undefined, kind === 'file' ? 1024 : undefined);
+    const next = await DurableQueue.open<Meta>(store, 'next');
+    const original = Buffer.from('Subject: one\r\n\r\n' + 'body line\r\n'.repeat(500));
+    const start = original.indexOf('\r\n\r\n') + 4;
+    const blobs = (): string[] => fs.readdirSync(path.join(dir, 'blobs'));
+    /** Whether the first record's bytes are still stored. */
+    const held = (h: ReturnType<typeof q.handOver>): boolean => ('key' in h ? store.getNow(h.key) !== undefined : blobs().includes(h.file));
+    const take = async (n: number): Promise<{ rec: Awaited<ReturnType<typeof next.enqueue>>; h: ReturnType<typeof q.handOver>; expected: Buffer }> => {
+      await q.enqueue({ meta: { n }, body: original });
+      const [first] = await q.lease(1, 60_000);
+      assert.equal(first!.body.kind, kind);
+      const h = q.handOver(first!, start);
+      // A copy prepared and then given up (a failed commit, a lost lease) leaves the body to its owner.
+      await (await next.prepare({ meta: { n }, body: Buffer.from('X-Abandoned: 1\r\n\r\n'), tail: h })).discard();
+      assert.deepEqual(await q.readBody(first!), original, 'a discarded hand-over leaves the body where it was');
+      const head = Buffer.from(`X-Copy: ${n}\r\nSubject: one\r\n\r\n`);
+      const p = await next.prepare({ meta: { n }, body: head, tail: h });
+      // One batch: the first record leaves without its body, the next one arrives referring to it.
+      assert.equal(await q.ack(first!, p.ops, true, true), true);
+      next.added(1);
+      assert.equal(p.record.body.size, head.length + original.length - start);
+      assert.throws(() => next.handOver(p.record, 0), /only a body of its own/);
+      const expected = Buffer.concat([head, original.subarray(start)]);
+      assert.deepEqual(await next.readBody(p.record), expected);
+      const sendable = await next.sendableBody(p.record);
+      const streamed: Buffer[] = [];
+      if (Buffer.isBuffer(sendable)) streamed.push(sendable);
+      else for await (const c of sendable) streamed.push(c as Buffer);
+      assert.deepEqual(Buffer.concat(streamed), expected);
+      const opened: Buffer[] = [];
+      for await (const c of await next.openBody(p.record)) opened.push(c as Buffer);
+      assert.deepEqual(Buffer.concat(opened), expected);
+      assert.ok(held(h), 'the first record is gone, its body is not');
+      return { rec: p.record, h, expected };
+    };
+    const a = await take(1);
+    const [leased] = await next.lease(1, 60_000);
+    assert.equal(leased!.id, a.rec.id);
+    await next.ack(leased!);
+    assert.equal(held(a.h), false, 'acked: the handed-over body went with it');
+    const b = await take(2);
+    const [failing] = await next.lease(1, 60_000);
+    await store.commit(next.failOps(failing!, 'boom', Date.now()), { sync: true });
+    next.failedMoved(failing!);
+    assert.deepEqual(await next.readBody((await next.getFailed(b.rec.id))!), b.expected, 'a failed record keeps it');
+    assert.equal(await next.deleteFailed(b.rec.id), true);
+    assert.equal(held(b.h), false, 'deleted: the handed-over body went with it');
+    assert.deepEqual(blobs(), []);
+    // A head and tail over maxBytes is refused like any body.
+    await assert.rejects(next.prepare({ meta: { n: 3 }, body: Buffer.from('h'), tail: { ...b.h, start: 0, size: 10 }, maxBytes: 10 }), BodyTooLargeError);
+    await store.close();
+  });
+}
 
 test('a body over maxBytes is refused and leaves nothing behind', async () => {
   const dir = tempDir('q6');

@@ -141,6 +141,18 @@ test('a copy whose body the rewrap leaves unchanged refers to the intake body (o
     await t.delivery.ack(leased!);
     assert.equal(t.store.getNow(copy!.body.tail!.key), undefined, 'delivered: the body went with the copy');
 
+    // A body over the intake's inlineMaxBytes (1024 here) is a blob file: the copy refers to the file.
+    const long = 'A longer receipt line.\r\n'.repeat(100);
+    await t.submit(`From: shop@example.org\nTo: e@example.com\nSubject: receipt\n\n${long}`, ['e@example.com']);
+    const [big] = await t.deliveries();
+    assert.ok(big!.body.kind === 'file' && big!.body.from !== undefined, 'the copy holds its head and refers to the intake file');
+    assert.ok((await t.delivery.readBody(big!)).toString().endsWith(`\r\n\r\n${long}`));
+    const blobs = (): string[] => fs.readdirSync(path.join(t.dir, 'hosted', 'blobs'));
+    assert.deepEqual(blobs(), [big!.body.name], 'the intake record is gone, its file is not');
+    const [bigLeased] = await t.delivery.lease(1, 60_000);
+    await t.delivery.ack(bigLeased!);
+    assert.deepEqual(blobs(), [], 'delivered: the file went with the copy');
+
     // Not when the body changes (an open pixel) or when there is more than one copy to own it.
     const html = '<html><body><p>Hello</p></body></html>\r\n';
     await t.submit(`From: shop@example.org\nTo: b@example.com\nSubject: hi\nX-Postino-Track: opens\nContent-Type: text/html\n\n${html}`, ['b@example.com']);
