@@ -25,7 +25,7 @@
  *
  * Keys (one key range per queue name, all in the stage's one database):
  *   q!<queue>!m!<id>                 metadata record (JSON)
- *   q!<queue>!b!<id>                 inline body bytes
+ *   q!<queue>!b!<id>                 inline body bytes (of a handed-over body: its head)
  *   q!<queue>!d!<due ms, 15 digits>!<id>   due index: iteration order = due order
  *   q!<queue>!f!<id>                 a failed record (dead letter): out of the due
  *                                    index, its body kept, until retried or deleted
@@ -632,7 +632,9 @@ export class DurableQueue<M> {
   private bodyDels(rec: QueueRecord<M>, keepBody: boolean): BatchOp[] {
     const b = rec.body;
     const ops: BatchOp[] = [];
-    if (b.kind === 'inline' ? !keepBody : b.from !== undefined) ops.push({ type: 'del', key: this.bKey(rec.id) });
+    // The own b! value: an inline body (unless it was just handed over), or a handed-over file's head.
+    const ownValue = b.kind === 'inline' ? !keepBody : b.from !== undefined;
+    if (ownValue) ops.push({ type: 'del', key: this.bKey(rec.id) });
     if (b.kind === 'inline' && b.tail) ops.push({ type: 'del', key: b.tail.key });
     return ops;
   }
