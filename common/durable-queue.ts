@@ -67,10 +67,9 @@
  *
  * Side effects: LevelDB writes, blob files.
  */
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { TooLargeError, writeFileSynced } from './fsync.js';
+import { TooLargeError, writeFileSynced, type HoldBudget } from './fsync.js';
 import { randomHex } from './random-pool.js';
 import { SortedKeys } from './sorted-keys.js';
 import type { BatchOp, Store } from './store.js';
@@ -84,7 +83,8 @@ export const DEFAULT_INLINE_MAX_BYTES = 256 * 1024;
  * file from then on. Why: 100 sessions of large messages that start together held
  * 100 × 256 KiB before any of them reached a file (issue #17); 8 MiB is 32 bodies
  * at the inline limit, which small mail never comes near (200 sessions of 2 KB hold
- * 400 KiB), so the group-committed inline path stays the path of small mail.
+ * 400 KiB), so the group-committed inline path stays the path of small mail. The
+ * chunks a blob write gathers (fsync.ts WRITE_GATHER_BYTES) are held within the same budget.
  */
 export const DEFAULT_INLINE_BUDGET_BYTES = 8 * 1024 * 1024;
 /**
@@ -196,8 +196,18 @@ export class DurableQueue<M> {
   private readonly prefix: string;
   private readonly inlineMax: number;
   private readonly inlineBudget: number;
-  /** Bytes held right now by bodies being read that may still stay inline (see DEFAULT_INLINE_BUDGET_BYTES). */
+  /** Bytes held right now by bodies being read that may still stay inline, or gathered for a blob write (see DEFAULT_INLINE_BUDGET_BYTES). */
   private inlineHeld = 0;
+  private readonly hold: HoldBudget = {
+    take: (n) => {
+      if (this.inlineHeld + n > this.inlineBudget) return false;
+      this.inlineHeld += n;
+      return true;
+    },
+    give: (n) => {
+      this.inlineHeld -= n;
+    },
+  };
   private readonly now: () => number;
   private readonly leases = new Map<string, number>();
   private waiters: Array<() => void> = [];
@@ -440,7 +450,7 @@ export class DurableQueue<M> {
     /** Our share of inlineHeld, given back however this ends. */
     let held = 0;
     const release = (): void => {
-      this.inlineHeld -= held;
+      this.hold.give(held);
       held = 0;
     };
     const it = stream[Symbol.asyncIterator]();
@@ -457,9 +467,7 @@ export class DurableQueue<M> {
           for (;;) if ((await it.next()).done) break;
           throw new TooLargeError(limit);
         }
-        const overBudget = this.inlineHeld + value.length > this.inlineBudget;
-        if (size <= this.inlineMax && !overBudget) {
-          this.inlineHeld += value.length;
+        if (size <= this.inlineMax && this.hold.take(value.length)) {
           held += value.length;
           continue;
         }
@@ -480,8 +488,8 @@ export class DurableQueue<M> {
    */
   private spill(id: string, chunks: Buffer[], it: AsyncIterator<unknown>, limit: number): Promise<BodyRef> {
     // A generator, not a Readable over one: a Readable.from() reads ahead up to 16
-    // chunks per body while the disk is slower than the network; this reads one
-    // chunk when the writer has written the last.
+    // chunks per body while the disk is slower than the network; this reads a
+    // chunk when the writer asks for one (it gathers within the queue's budget).
     const rest = (async function* () {
       for (let c = chunks.shift(); c !== undefined; c = chunks.shift()) yield c;
       for (;;) {
@@ -495,7 +503,7 @@ export class DurableQueue<M> {
 
   private async writeBlob(id: string, source: Iterable<Buffer> | AsyncIterable<Buffer>, limit: number): Promise<BodyRef> {
     const name = `${this.name}-${id}`;
-    const size = await writeFileSynced(this.store.blobPath(name), source, limit);
+    const size = await writeFileSynced(this.store.blobPath(name), source, limit, this.hold);
     this.store.markBlobCreated();
     return { kind: 'file', name, size };
   }
@@ -782,14 +790,14 @@ export class DurableQueue<M> {
   async openBody(rec: QueueRecord<M>): Promise<Readable> {
     const b = rec.body;
     if (b.kind === 'inline') return Readable.from([await this.readInline(rec)]);
-    if (b.from === undefined) return fs.createReadStream(this.store.blobPath(b.name));
+    if (b.from === undefined) return this.store.readBlob(b.name);
     const head = this.head(rec);
-    const file = this.store.blobPath(b.name);
-    const from = b.from;
+    const { store } = this;
+    const { name, from } = b;
     return Readable.from(
       (async function* () {
         yield head;
-        yield* fs.createReadStream(file, { start: from }) as AsyncIterable<Buffer>;
+        yield* store.readBlob(name, from) as AsyncIterable<Buffer>;
       })(),
       { objectMode: false },
     );

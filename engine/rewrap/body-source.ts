@@ -5,9 +5,9 @@
  * here, so a 20 MB attachment is never held in memory, once or per recipient.
  * Side effects: reads the blob file.
  */
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { Readable } from 'node:stream';
+import type { Store } from '../../common/store.js';
 
 export interface BodySource {
   readonly size: number;
@@ -25,21 +25,12 @@ export function bufferSource(buf: Buffer): BodySource {
   };
 }
 
-/**
- * Chunk size of reads from a blob file. 64 KiB, Node's default for file streams:
- * with 256 KiB chunks the hosted process's peak RSS after 100 messages of 10 MB
- * was ~20 MiB higher (bench big-messages, issue #17) though no more was live,
- * most likely because chunks over glibc's 128 KiB mmap threshold raise it when freed and
- * the mixed sizes then sharing the heap fragment it. Per chunk the
- * rewrap's cost is a few microseconds, nothing beside 64 KiB of I/O.
- */
-const READ_CHUNK_BYTES = 64 * 1024;
-
-export function fileSource(file: string, size: number): BodySource {
+/** A blob file of the store, read in its chunk size (store.ts BLOB_READ_BYTES). */
+export function fileSource(store: Store, name: string, size: number): BodySource {
+  const file = store.blobPath(name);
   return {
     size,
-    // createReadStream's `end` is inclusive.
-    stream: (start, end) => (end > start ? fs.createReadStream(file, { start, end: end - 1, highWaterMark: READ_CHUNK_BYTES }) : Readable.from([])),
+    stream: (start, end) => (end > start ? store.readBlob(name, start, end) : Readable.from([])),
     read: async (start, end) => {
       const fh = await fsp.open(file, 'r');
       try {

@@ -77,7 +77,7 @@ export class RewrapWorker {
   }
 
   private async source(rec: QueueRecord<IntakeMeta>): Promise<BodySource> {
-    if (rec.body.kind === 'file') return fileSource(this.o.intake.store.blobPath(rec.body.name), rec.body.size);
+    if (rec.body.kind === 'file') return fileSource(this.o.intake.store, rec.body.name, rec.body.size);
     return bufferSource(await this.o.intake.readBody(rec));
   }
 
