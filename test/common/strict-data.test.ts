@@ -55,16 +55,17 @@ function reference(chunks: string[], allowBare: boolean): { out: string; code?: 
   return lastWasCr && !allowBare ? { out, code: 'BARE_NEWLINE' } : { out };
 }
 
-test('the indexOf walk gives the per-byte verdicts on random input and random chunking, in both modes', async () => {
+test('the indexOf walks give the per-byte verdicts on random input and random chunking, in both modes', async () => {
   const rnd = seededRandom(0x5eed);
   const pieces = ['\r\n', '\r\n', '\r\n', '\r', '\n', '.', 'x', 'x'.repeat(300), 'x'.repeat(997)];
   for (let i = 0; i < 3000; i++) {
     // Mostly clean CRLF text, so both long clean runs and single faults are covered.
     const clean = rnd() < 0.5;
     let text = '';
-    const parts = 1 + Math.floor(rnd() * 12);
+    // Up to 40 parts and chunks up to 6,000 bytes: several 999-byte windows of the lengths-only walk per chunk.
+    const parts = 1 + Math.floor(rnd() * (rnd() < 0.5 ? 12 : 40));
     for (let k = 0; k < parts; k++) text += clean ? ['x'.repeat(Math.floor(rnd() * 1000)), '\r\n', '.'][Math.floor(rnd() * 3)] + '\r\n' : pieces[Math.floor(rnd() * pieces.length)];
-    const chunks = randomChunks(text, () => 1 + Math.floor(rnd() * (rnd() < 0.3 ? 4 : 1200)));
+    const chunks = randomChunks(text, () => 1 + Math.floor(rnd() * (rnd() < 0.3 ? 4 : rnd() < 0.5 ? 1200 : 6000)));
     for (const allowBare of [false, true]) {
       assert.deepEqual(await check(chunks, allowBare), reference(chunks, allowBare), `case ${i} allowBare=${allowBare}: ${JSON.stringify(chunks).slice(0, 300)}`);
     }
