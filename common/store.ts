@@ -86,15 +86,16 @@ import { fsyncPath } from './fsync.js';
 import type { Logger } from './log.js';
 
 /**
- * Chunk size of reads from a blob file (delivery, the forwarder's relay, the rewrap's probes):
- * Node's default for file streams. Larger reads cost less CPU (1 MiB files read 300 times:
- * 0.95 ms per MiB in 64 KiB reads, 0.77 in 128 KiB, 0.5 in 256 KiB; this VM, issue #17), but
- * 128 KiB raised the hosted node's peak RSS from 207 to 229 MiB with 100 messages of 10 MB
- * at once (bench big-messages), and 256 KiB had raised it ~20 MiB before: chunks at or over
- * glibc's 128 KiB mmap threshold raise it when freed, after which the mixed sizes fragment
- * the heap. In the pipeline at 1 MB the gain was within the run-to-run noise.
+ * Chunk size of reads from a blob file (delivery, the forwarder's relay, the rewrap's probes).
+ * Each read is a thread-pool round trip: 1 MiB files read 300 times cost 0.83 ms of CPU per
+ * MiB in 64 KiB reads (Node's default) and 0.47 ms in 256 KiB reads, with the allocator
+ * settings `postino up` gives its processes (allocator-env.ts; this VM, issue #17); at 1 MB
+ * the pipeline's Postino CPU was 15.4-18.4 s per 1,000 against 16.0-18.4 in two interleaved
+ * pairs. The cost is memory after a run of large messages: with 100 messages of 10 MB the
+ * hosted node's peak RSS was 259-261 MiB against 207-214 (forwarder 192-221 against 163-168;
+ * bench big-messages), still flat in the number at once (the allocator keeps what it freed).
  */
-export const BLOB_READ_BYTES = 64 * 1024;
+export const BLOB_READ_BYTES = 256 * 1024;
 
 /**
  * diskUsage() is read by every /status and /metrics scrape; walking a spool of

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { test } from 'node:test';
 import { BodyTooLargeError, DurableQueue } from '../../common/durable-queue.js';
-import { Store } from '../../common/store.js';
+import { BLOB_READ_BYTES, Store } from '../../common/store.js';
 import { tempDir } from '../helpers/postino.js';
 
 interface Meta {
@@ -97,6 +97,8 @@ test('large bodies stream to an fsynced file, are read back as a stream, and the
   const parts: Buffer[] = [];
   for await (const c of await q.openBody(l1!)) parts.push(c as Buffer);
   assert.ok(Buffer.concat(parts).equals(big));
+  // In BLOB_READ_BYTES reads (one thread-pool trip each), not Node's default 64 KiB.
+  assert.equal(parts.length, Math.ceil(big.length / BLOB_READ_BYTES));
   // What a sender is handed: the file as a stream, never loaded; the inline body as its Buffer.
   const sendable = await q.sendableBody(l1!);
   assert.ok(!Buffer.isBuffer(sendable), 'a file body is streamed');
