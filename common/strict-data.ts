@@ -21,12 +21,11 @@
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import { PostinoError } from './errors.js';
+import { BARE_NEWLINE, CR, LF, lineFlags } from './line-scan.js';
 
 /** RFC 5322 2.1.1: "Each line of characters MUST be no more than 998 characters ... excluding the CRLF." */
 export const MAX_LINE_OCTETS = 998;
 
-const CR = 0x0d;
-const LF = 0x0a;
 
 export interface StrictDataOptions {
   /** Accept bare CR/LF (they still end a line for the length count). */
@@ -65,7 +64,15 @@ export class StrictDataCheck extends Transform {
    */
   private scan(chunk: Buffer): void {
     if (this.allowBare) return this.scanLengths(chunk);
+    // Most chunks are clean CRLF text: one pass says so (line-scan.ts), and only the lengths
+    // are left to check. A chunk with a bare CR or LF takes the walk below, which finds
+    // which fault comes first.
     const n = chunk.length;
+    if (n > 0 && !(this.lastWasCr && chunk[0] !== LF) && (lineFlags(chunk, this.lastWasCr ? CR : 0) & BARE_NEWLINE) === 0) {
+      this.scanLengths(chunk);
+      this.lastWasCr = chunk[n - 1] === CR; // decided by the next chunk's first byte, or by _flush
+      return;
+    }
     let p = 0;
     let lineLength = this.lineLength;
     if (this.lastWasCr && n > 0) {
@@ -105,8 +112,8 @@ export class StrictDataCheck extends Transform {
   }
 
   /**
-   * With allowBareNewlines only lengths count, and a CR or an LF ends a line whatever is next
-   * to it. The line that starts at p (with `carried` bytes of it in earlier chunks) is short
+   * Line lengths only, where a CR or an LF ends a line whatever is next to it: with
+   * allowBareNewlines, and for a chunk already known to hold no bare CR or LF. The line that starts at p (with `carried` bytes of it in earlier chunks) is short
    * enough iff a line end falls in [p, p + MAX_LINE_OCTETS - carried]; the next window starts
    * after the last LF there (a later bare CR only starts it sooner). So one backwards search
    * per ~900 bytes instead of two forward ones per line: 0.02 instead of 0.4 ms per MiB of

@@ -62,6 +62,29 @@ test('patched and original DataStream give identical bytes and counters on rando
   }
 });
 
+test('the fast check says "nothing to insert" exactly when nodemailer inserts nothing, on random chunks of up to 2,000 bytes', async () => {
+  const rnd = seededRandom(0x5ca9);
+  const pieces = ['\r\n', '\r\n', '\r\n', '\r\n', 'x'.repeat(70), 'line', '\r\n.', '\r', '\n', '.'];
+  let clean = 0;
+  for (let i = 0; i < 3000; i++) {
+    // Mostly CRLF text, a fault now and then, so both answers are common.
+    let text = '';
+    const parts = 1 + Math.floor(rnd() * 60);
+    for (let k = 0; k < parts; k++) text += pieces[Math.floor(rnd() * (rnd() < 0.97 ? 5 : pieces.length))];
+    const chunk = Buffer.from(text, 'latin1');
+    const prev = [false, 0x0a, 0x0d, 0x78][Math.floor(rnd() * 4)] as number | false;
+    const ref = new Reference();
+    ref.lastByte = prev;
+    const { out } = await run(ref, [chunk]);
+    // What nodemailer sent for this chunk, without the terminator its end() adds.
+    const unchanged = out.slice(0, chunk.length) === text && out.length - chunk.length <= 5;
+    const insertsNothing = unchanged && out.slice(chunk.length).replace(/^\r?\n?\.\r\n$/, '') === '';
+    assert.equal(needsNoStuffing(chunk, prev), insertsNothing, `case ${i} prev=${String(prev)}: ${JSON.stringify(text)}`);
+    if (insertsNothing) clean++;
+  }
+  assert.ok(clean > 1000 && clean < 2900, `${clean} of 3000 clean: both answers covered`);
+});
+
 test('a 100 KB CRLF message goes through unchanged apart from the terminator', async () => {
   const body = Buffer.from('x'.repeat(76) + '\r\n').subarray(0, 78);
   const msg = Buffer.concat(Array.from({ length: 1300 }, () => body));
