@@ -26,7 +26,6 @@ import { BARE_NEWLINE, CR, LF, lineFlags } from './line-scan.js';
 /** RFC 5322 2.1.1: "Each line of characters MUST be no more than 998 characters ... excluding the CRLF." */
 export const MAX_LINE_OCTETS = 998;
 
-
 export interface StrictDataOptions {
   /** Accept bare CR/LF (they still end a line for the length count). */
   allowBareNewlines?: boolean;
@@ -113,12 +112,13 @@ export class StrictDataCheck extends Transform {
 
   /**
    * Line lengths only, where a CR or an LF ends a line whatever is next to it: with
-   * allowBareNewlines, and for a chunk already known to hold no bare CR or LF. The line that starts at p (with `carried` bytes of it in earlier chunks) is short
-   * enough iff a line end falls in [p, p + MAX_LINE_OCTETS - carried]; the next window starts
-   * after the last LF there (a later bare CR only starts it sooner). So one backwards search
-   * per ~900 bytes instead of two forward ones per line: 0.02 instead of 0.4 ms per MiB of
-   * 78-octet lines, on every byte the forwarder takes (issue #17). The per-byte definition in
-   * test/common/strict-data.test.ts is the reference for both walks.
+   * allowBareNewlines, and for a chunk already known to hold no bare CR or LF. The line
+   * that starts at p (with `carried` bytes of it in earlier chunks) is short enough iff a
+   * line end falls in [p, p + MAX_LINE_OCTETS - carried]; the next window starts after the
+   * last LF there (a later bare CR only starts it sooner). So one backwards search per ~900
+   * bytes instead of two forward ones per line: 0.02 instead of 0.4 ms per MiB of 78-octet
+   * lines (issue #17). The per-byte definition in test/common/strict-data.test.ts is the
+   * reference for both walks.
    */
   private scanLengths(chunk: Buffer): void {
     const n = chunk.length;
