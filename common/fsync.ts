@@ -60,15 +60,18 @@ export async function writeFileSynced(file: string, source: Iterable<Buffer> | A
   let size = 0;
   let gathered: Buffer[] = [];
   let held = 0;
+  /** Gives back what the gathered chunks held of the budget. */
+  const letGo = (): void => {
+    budget?.give(held);
+    held = 0;
+  };
   const flush = async (): Promise<void> => {
     const bufs = gathered;
     gathered = [];
     try {
-      if (bufs.length === 1) await fh.write(bufs[0]!);
-      else if (bufs.length > 1) await fh.writev(bufs);
+      if (bufs.length > 0) await fh.writev(bufs);
     } finally {
-      budget?.give(held);
-      held = 0;
+      letGo();
     }
   };
   try {
@@ -77,8 +80,7 @@ export async function writeFileSynced(file: string, source: Iterable<Buffer> | A
         size += chunk.length;
         if (size > limit) {
           gathered = [];
-          budget?.give(held);
-          held = 0;
+          letGo();
           continue;
         }
         gathered.push(chunk);
@@ -89,8 +91,7 @@ export async function writeFileSynced(file: string, source: Iterable<Buffer> | A
       if (size > limit) throw new TooLargeError(limit);
       await flush();
     } finally {
-      budget?.give(held);
-      held = 0;
+      letGo();
     }
     await fh.sync();
   } catch (e) {
