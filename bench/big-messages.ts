@@ -12,7 +12,7 @@
  * already written but not yet collected: V8 frees Buffers' memory at its next
  * GC, which external memory triggers only after tens of MB).
  */
-import { tempDir, upConfig } from '../test/helpers/postino.js';
+import { removeTempDir, tempDir, upConfig } from '../test/helpers/postino.js';
 import { processRssMiB, smtpSource, startSmtpSink, startUpLoggingToFile, upChildren } from './pipeline-parts.js';
 import { postfixReady } from './postfix-peer.js';
 import { fmt } from './stats.js';
@@ -49,6 +49,7 @@ async function run(n: number, sessions = n): Promise<{ peaks: Peaks; seconds: nu
   } finally {
     await up.stop();
     sink.stop();
+    removeTempDir(dataDir);
   }
 }
 
