@@ -16,18 +16,21 @@ export const CLI = path.join(ROOT, 'bin', 'postino.js');
 
 /** Folders tempDir made in this process, removed when it exits. */
 const made = new Set<string>();
+let removingAtExit = false;
 
 /**
  * A new folder under the OS temp dir, removed with everything in it when this process exits
- * (each test file and each bench is a process): a full suite run made ~10,000 of them and a
- * pipeline bench 1.2 GB per 1 MB run (the archive keeps every body), and with nothing removing
- * them they had filled this machine's disk to 94%. POSTINO_KEEP_TMP=1 keeps them for a look
- * after a failure.
+ * (each test file and each bench is a process): a day of suite runs and benches had left ~9,800
+ * of them, 72 GB (a pipeline bench's 1 MB run alone 1.2 GB: the archive keeps every body), and
+ * this machine's disk stood at 94%. POSTINO_KEEP_TMP=1 keeps them for a look after a failure.
  */
 export function tempDir(name: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `postino-${name}-`));
   if (process.env.POSTINO_KEEP_TMP === '1') return dir;
-  if (made.size === 0) process.once('exit', removeAllTempDirs);
+  if (!removingAtExit) {
+    removingAtExit = true;
+    process.once('exit', removeAllTempDirs);
+  }
   made.add(dir);
   return dir;
 }
