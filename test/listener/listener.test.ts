@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { hashPassword } from '../../common/password-hash.js';
 import { V2_SIGNATURE } from '../../common/proxy-v2.js';
 import { startTestListener, type TestListener } from '../helpers/listener.js';
+import { tempDir } from '../helpers/postino.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
 import { message, open, send } from '../helpers/smtp-session.js';
 
@@ -18,7 +19,7 @@ describe('allowlist (accounts[].networks)', () => {
   let v6: TestListener;
   before(async () => {
     v4 = await startTestListener({});
-    v6 = await startTestListener({ listener: { host: '::1' } }, { dataDir: v4.dataDir + '-v6' });
+    v6 = await startTestListener({ listener: { host: '::1' } }, { dataDir: tempDir('listener-v6') });
   });
   after(async () => {
     await v4.close();
