@@ -9,9 +9,9 @@
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { tempDir } from '../test/helpers/postino.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const NEEDED = ['/usr/sbin/postfix', '/usr/sbin/smtp-source', '/usr/sbin/smtp-sink'];
@@ -41,7 +41,7 @@ export function postfixReady(): boolean {
 /** A temp folder that Postfix's daemons (user postfix) can reach, or undefined when the benchmark is skipped. */
 export function postfixBenchDir(name: string): string | undefined {
   if (!postfixReady()) return undefined;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `postino-bench-${name}-`));
+  const dir = tempDir(`bench-${name}`);
   fs.chmodSync(dir, 0o755);
   return dir;
 }
