@@ -27,7 +27,7 @@
  * CPU profiles of `postino up` the hosted process spent ~12% of its busy time
  * in Store.write (issue #17). Members of one batch are written atomically and
  * in call order, so nothing a caller could observe changes but the batching.
- * An unsynced group is taken at the end of the event loop's turn (`endOfTurn`,
+ * An unsynced group is taken at the end of the event loop's turn (`nextTurn`,
  * setImmediate), not at once: by then every I/O callback the poll phase had
  * ready (each relay session's reply, each lease) has added its writes. With the
  * forwarder relaying while it takes mail (`bench -- forwarder-parts`, "both") that
@@ -95,6 +95,7 @@ import { ClassicLevel } from 'classic-level';
 import { PostinoError } from './errors.js';
 import { fsyncPath } from './fsync.js';
 import type { Logger } from './log.js';
+import { nextTurn } from './next-turn.js';
 
 /**
  * Chunk size of reads from a blob file (delivery, the forwarder's relay, the rewrap's probes).
@@ -125,11 +126,6 @@ const WRITE_BUFFER_BYTES = 32 * 1024 * 1024;
  * 30 s of it.
  */
 const REOPEN_BACKOFF_MS = [100, 500, 1_000, 2_000, 5_000, 10_000, 30_000] as const;
-/** Resolves in the check phase of the event loop's current turn, after the I/O callbacks its poll phase had ready (see the header). */
-function endOfTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
 /** Written (synced) after a reopen to prove writes work again. */
 const PROBE_KEY = 'store!write-probe';
 
@@ -334,7 +330,7 @@ export class Store {
   private async flushUnsynced(): Promise<void> {
     this.unsyncedWriting = true;
     while (this.unsynced.length > 0) {
-      await endOfTurn();
+      await nextTurn();
       const group = this.unsynced.splice(0);
       if (this.broken) {
         for (const w of group) w.reject(this.unavailable());

@@ -20,7 +20,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { RewritingStream } from 'parse5-html-rewriting-stream';
-import { nextTurn } from './next-turn.js';
+import { nextTurn } from '../../common/next-turn.js';
 
 export interface HtmlEdits {
   /** New value for an attribute of any start tag, or undefined to leave it (runs before `link`). */

@@ -31,7 +31,7 @@
 import type { Readable } from 'node:stream';
 import { DEFAULT_MIME_MAX_PARTS, DEFAULT_MIME_NESTING_LIMIT } from '../../common/config.js';
 import { getHeader, parseContentType, parseHeaderBlock, type HeaderField } from '../../common/mime-header.js';
-import { nextTurn } from './next-turn.js';
+import { nextTurn } from '../../common/next-turn.js';
 
 /** RFC 2046 5.1.1: a boundary is at most 70 characters; with "--", "--" and padding a delimiter line is short. */
 const MAX_DELIMITER_LINE = 1024;

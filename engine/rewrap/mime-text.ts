@@ -16,7 +16,7 @@
 import * as qp from 'nodemailer/lib/qp';
 import { fieldValue, makeField, type HeaderField } from '../../common/mime-header.js';
 import type { MimePart } from './mime-scan.js';
-import { nextTurn } from './next-turn.js';
+import { nextTurn } from '../../common/next-turn.js';
 
 /** RFC 2045 6.7 and 6.8: encoded lines are at most 76 characters. */
 const ENCODED_LINE = 76;

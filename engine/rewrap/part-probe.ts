@@ -24,7 +24,7 @@
 import type { BodySource } from './body-source.js';
 import type { MimePart } from './mime-scan.js';
 import { decodeTransfer } from './mime-text.js';
-import { nextTurn } from './next-turn.js';
+import { nextTurn } from '../../common/next-turn.js';
 
 /**
  * Canonical TextDecoder encodings (WHATWG names) in which byte 0x00-0x7F is

@@ -16,7 +16,7 @@ export const CLI = path.join(ROOT, 'bin', 'postino.js');
 
 /** Folders tempDir made in this process, removed when it exits. */
 const made = new Set<string>();
-let removingAtExit = false;
+process.once('exit', removeAllTempDirs);
 
 /**
  * A new folder under the OS temp dir, removed with everything in it when this process exits
@@ -27,10 +27,6 @@ let removingAtExit = false;
 export function tempDir(name: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `postino-${name}-`));
   if (process.env.POSTINO_KEEP_TMP === '1') return dir;
-  if (!removingAtExit) {
-    removingAtExit = true;
-    process.once('exit', removeAllTempDirs);
-  }
   made.add(dir);
   return dir;
 }

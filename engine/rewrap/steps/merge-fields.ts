@@ -26,7 +26,7 @@
 import { normalizeEmail } from '../../../common/address.js';
 import { decodeWords, encodeUnstructured, fieldValue, makeField, sanitizeHeaderText, unstructuredField } from '../../../common/mime-header.js';
 import { markUrlTags, URL_START_MARK, URL_TAG_MARK } from '../html-rewrite.js';
-import { nextTurn } from '../next-turn.js';
+import { nextTurn } from '../../../common/next-turn.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.js';
 
 /** A tag longer than this (`{{` to `}}`) is not a tag: field names and defaults are short, and the bound keeps the scan linear. */

@@ -21,7 +21,7 @@
  */
 import { signClickToken, signOpenToken } from '../../../common/tokens.js';
 import { fillHtml, templateHtml, type HtmlTemplate } from '../html-rewrite.js';
-import { nextTurn } from '../next-turn.js';
+import { nextTurn } from '../../../common/next-turn.js';
 import { NEXT, type Copy, type CopyStep, type MessageContext } from '../context.js';
 import { copyLookup, encodeUrlValue, mergeText, noteUrlTagsMarked } from './merge-fields.js';
 
