@@ -26,7 +26,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { installDotStuffingFastPath } from '../common/dot-stuffing.js';
 import { DurableQueue, type QueueRecord } from '../common/durable-queue.js';
 import { PostinoError } from '../common/errors.js';
 import { listenHttp } from '../common/http-server.js';
@@ -79,7 +78,6 @@ function passwordsOf(cfg: ForwarderConfig, env: NodeJS.ProcessEnv): Map<string, 
 }
 
 export async function startForwarder(rt: Runtime): Promise<Forwarder> {
-  installDotStuffingFastPath(); // nodemailer's DATA transparency without a JS loop per byte (relays, DSNs)
   const cfg = rt.config.forwarder;
   const log = rt.log;
   const hostname = cfg.hostname ?? os.hostname();

@@ -12,7 +12,6 @@
  * listener, the rewrap settings and the API keys, swapped on every change.
  */
 import path from 'node:path';
-import { installDotStuffingFastPath } from '../common/dot-stuffing.js';
 import { ApiKeys } from '../common/api-keys.js';
 import { DurableQueue, type QueueRecord } from '../common/durable-queue.js';
 import { listenHttp } from '../common/http-server.js';
@@ -91,7 +90,6 @@ function eventOps(events: EventLog, inputs: EventInput[]): PreparedOps {
 }
 
 export async function startHosted(rt: Runtime): Promise<Hosted> {
-  installDotStuffingFastPath(); // nodemailer's DATA transparency without a JS loop per byte (delivery)
   const { config, log } = rt;
   const apiKey = resolveSecret(rt.dataDir, 'api-key', config.http.apiKeyEnv, rt.env);
   // One key ring for the tokens the rewrap writes and the feedback routes read.

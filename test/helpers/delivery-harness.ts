@@ -5,7 +5,6 @@
  */
 import path from 'node:path';
 import { parseConfig, type Config, type Stream } from '../../common/config.js';
-import { installDotStuffingFastPath } from '../../common/dot-stuffing.js';
 import { DurableQueue } from '../../common/durable-queue.js';
 import type { PostinoEvent } from '../../common/events.js';
 import { createLogger } from '../../common/log.js';
@@ -42,7 +41,6 @@ export async function sink(rules: unknown[] = [], port = 0, dir = tempDir('sink'
 
 /** `suppressionOf`: the suppression list's backend on the harness's store (default LevelDB). */
 export async function startDeliveryHarness(raw: Record<string, unknown>, dir = tempDir('delivery'), suppressionOf: (store: Store) => SuppressionList = (store) => new LevelSuppressionList(store)): Promise<Harness> {
-  installDotStuffingFastPath(); // as app/hosted.ts does at start-up
   const config = parseConfig(raw);
   const store = await Store.open(path.join(dir, 'hosted'));
   const queue = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
