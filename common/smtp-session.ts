@@ -106,7 +106,7 @@ function smtpError(message: string, code: string, reply?: Reply): SmtpError {
 }
 
 /** RFC 3461 4: xtext ("+", "=" and anything outside 33-126 as +HH). */
-export function xtext(s: string): string {
+function xtext(s: string): string {
   return s.replace(/[^\x21-\x2a\x2c-\x3c\x3e-\x7e]/gu, (c) => [...Buffer.from(c, 'utf8')].map((b) => `+${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''));
 }
 

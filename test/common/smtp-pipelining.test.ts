@@ -1,9 +1,9 @@
 /*
  * RFC 2920 PIPELINING on the relay client (smtp-client.ts → smtp-pool.ts →
- * nodemailer's SMTPConnection), the client of both hops: forwarder → listener
- * and engine → MTA.
+ * smtp-session.ts), the client of both hops: forwarder → listener and
+ * engine → MTA.
  *
- * A raw TCP server started here stands for the relay: it holds its replies to
+ * A scripted server (helpers/scripted-smtp.ts) stands for the relay: it holds its replies to
  * an envelope until DATA has arrived (or nothing more came for a while, which
  * is how a lock-step client gets its answers) and records which commands it
  * had received before it answered any of them. So a client that pipelines
@@ -19,6 +19,7 @@ import { test } from 'node:test';
 import { SMTPServer } from 'smtp-server';
 import { makeTransport, SendFailure, sendVia, type SendOutcome } from '../../common/smtp-client.js';
 import { freePorts } from '../helpers/ports.js';
+import { scriptedSmtp, type Scripted } from '../helpers/scripted-smtp.js';
 
 interface RawOptions {
   pipelining: boolean;
@@ -30,120 +31,14 @@ interface RawOptions {
   refuseMessage?: string;
 }
 
-interface Raw {
-  port: number;
-  /** Commands in the order received, grouped by "received before the server answered any of them". */
-  groups: string[][];
-  /** Bodies received (after a 354). */
-  bodies: string[];
-  connections: number;
-  close(): Promise<void>;
-}
-
-/** Without further input for this long, held replies go out (a lock-step client waits for them). */
-const QUIET_MS = 150;
-
-async function rawRelay(o: RawOptions): Promise<Raw> {
-  const r: Raw = { port: 0, groups: [], bodies: [], connections: 0, close: async () => {} };
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((sock) => {
-    sockets.add(sock);
-    r.connections++;
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => {});
-    let buf = '';
-    let inBody = false;
-    let body = '';
-    let mailOk = false;
-    let accepted = 0;
-    let pending: string[] = [];
-    let quiet: NodeJS.Timeout | undefined;
-    const reply = (cmd: string): string => {
-      const verb = cmd.slice(0, 4).toUpperCase();
-      if (verb === 'EHLO') return o.pipelining ? '250-raw.test\r\n250-PIPELINING\r\n250 8BITMIME' : '250-raw.test\r\n250 8BITMIME';
-      if (verb === 'MAIL') {
-        if (mailOk) return '503 5.5.1 Error: nested MAIL command'; // as Postfix: a transaction not ended by RSET or '.'
-        mailOk = o.refuseMail === undefined;
-        accepted = 0;
-        return o.refuseMail ?? '250 2.1.0 Ok';
-      }
-      if (verb === 'RCPT') {
-        if (!mailOk) return '503 5.5.1 Error: need MAIL command';
-        const addr = /<([^>]*)>/.exec(cmd)?.[1] ?? '';
-        const refused = o.refuseRcpt?.[addr];
-        if (refused) return refused;
-        accepted++;
-        return '250 2.1.5 Ok';
-      }
-      if (verb === 'DATA') {
-        if (!mailOk) return '503 5.5.1 Error: need MAIL command';
-        if (accepted === 0) return '554 5.5.1 Error: no valid recipients';
-        inBody = true;
-        body = '';
-        return '354 End data with <CR><LF>.<CR><LF>';
-      }
-      if (verb === 'RSET') {
-        mailOk = false;
-        return '250 2.0.0 Ok';
-      }
-      if (verb === 'QUIT') return '221 2.0.0 Bye';
-      return '502 5.5.2 Error: command not recognized';
-    };
-    const flush = (): void => {
-      clearTimeout(quiet);
-      quiet = undefined;
-      if (pending.length === 0) return;
-      r.groups.push(pending.map((c) => c.split(/[: ]/)[0]!.toUpperCase()));
-      const out = pending.map(reply);
-      pending = [];
-      if (!sock.destroyed) sock.write(out.map((l) => `${l}\r\n`).join(''));
-    };
-    sock.on('data', (chunk: Buffer) => {
-      buf += chunk.toString('latin1');
-      for (;;) {
-        if (inBody) {
-          const end = buf.indexOf('\r\n.\r\n');
-          if (end < 0) return;
-          body += buf.slice(0, end + 2);
-          buf = buf.slice(end + 5);
-          inBody = false;
-          mailOk = false;
-          r.bodies.push(body);
-          sock.write(`${o.refuseMessage ?? '250 2.0.0 Ok: queued'}\r\n`);
-          continue;
-        }
-        const nl = buf.indexOf('\r\n');
-        if (nl < 0) return;
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 2);
-        const verb = line.slice(0, 4).toUpperCase();
-        if (verb === 'EHLO' || verb === 'QUIT') {
-          flush();
-          pending.push(line);
-          flush();
-          continue;
-        }
-        pending.push(line);
-        if (verb === 'DATA') {
-          flush();
-          continue; // a 354 puts the rest of what came into the body
-        }
-        clearTimeout(quiet);
-        quiet = setTimeout(flush, QUIET_MS);
-      }
-    });
-    sock.write('220 raw.test ESMTP\r\n');
+/** The relay: replies held until DATA (or a quiet time), so `groups` shows what came before any answer. */
+const rawRelay = (o: RawOptions): Promise<Scripted> =>
+  scriptedSmtp({
+    holdReplies: true,
+    ehlo: o.pipelining ? ['PIPELINING'] : [],
+    final: o.refuseMessage,
+    answer: (line) => (line.startsWith('MAIL') ? o.refuseMail : line.startsWith('RCPT') ? o.refuseRcpt?.[/<([^>]*)>/.exec(line)?.[1] ?? ''] : undefined),
   });
-  const [port] = await freePorts(1);
-  await new Promise<void>((res) => server.listen(port, '127.0.0.1', res));
-  r.port = port!;
-  r.close = () =>
-    new Promise<void>((res) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => res());
-    });
-  return r;
-}
 
 const transport = (port: number) =>
   makeTransport(`smtp://127.0.0.1:${port}`, { requireTls: false, verifyCertificate: false, maxConnections: 1, messagesPerConnection: 100, timeoutMs: 5_000, clientName: 'pipe.test' });
@@ -173,7 +68,7 @@ test('PIPELINING offered: MAIL, every RCPT and DATA go as one group; a refused R
     assert.equal(outcome?.rejected.length, 1);
     assert.deepEqual({ ...outcome!.rejected[0] }, { recipient: 'bad@example.com', code: 550, enhanced: '5.1.1', response: '550 5.1.1 <bad@example.com>: unknown user' });
     assert.equal(outcome?.reply.code, 250);
-    assert.deepEqual(relay.bodies, [message]);
+    assert.deepEqual(relay.bodies.map(String), [`${message}.\r\n`]);
   } finally {
     await relay.close();
   }
@@ -188,7 +83,7 @@ test('PIPELINING offered, every RCPT refused: DATA is refused and no body is sen
     assert.equal(failure.permanent, false);
     assert.deepEqual(failure.rejected.map((f) => [f.recipient, f.code]), [['x@example.com', 550], ['y@example.com', 450]]);
     assert.deepEqual(relay.groups.slice(1, 2), [['MAIL', 'RCPT', 'RCPT', 'DATA']]);
-    assert.deepEqual(relay.bodies, [], 'no body after a refused DATA');
+    assert.deepEqual(relay.bodies.map(String), [], 'no body after a refused DATA');
     assert.ok(relay.groups.slice(2).every((g) => g.every((c) => c === 'RSET' || c === 'QUIT')), `nothing but RSET/QUIT after the refusal: ${JSON.stringify(relay.groups)}`);
   } finally {
     await relay.close();
@@ -204,7 +99,7 @@ test('PIPELINING offered, MAIL refused: the MAIL reply is the answer (not the 50
     assert.equal(failure.reply?.enhanced, '5.7.1');
     assert.equal(failure.permanent, true);
     assert.deepEqual(relay.groups.slice(1, 2), [['MAIL', 'RCPT', 'DATA']]);
-    assert.deepEqual(relay.bodies, []);
+    assert.deepEqual(relay.bodies.map(String), []);
   } finally {
     await relay.close();
   }
@@ -216,13 +111,13 @@ test('PIPELINING offered: a refused message (5xx after the body) keeps its reply
     const { failure } = await send(relay.port, ['ok@example.com']);
     assert.equal(failure?.reply?.code, 554);
     assert.equal(failure?.permanent, true);
-    assert.deepEqual(relay.bodies, [message]);
+    assert.deepEqual(relay.bodies.map(String), [`${message}.\r\n`]);
   } finally {
     await relay.close();
   }
 });
 
-async function refusedThenSent(relay: Raw): Promise<SendOutcome[]> {
+async function refusedThenSent(relay: Scripted): Promise<SendOutcome[]> {
   const t = transport(relay.port);
   try {
     await assert.rejects(sendVia('r', t, { from: 'a@example.org', to: ['bad@example.com'] }, body()), (e: unknown) => e instanceof SendFailure && e.reply?.code === 550);
@@ -245,7 +140,7 @@ test('PIPELINING not offered: lock-step, one command per reply, same per-recipie
     assert.deepEqual(relay.groups.slice(1, 5), [['MAIL'], ['RCPT'], ['RCPT'], ['DATA']]);
     assert.deepEqual(outcome?.accepted, ['ok@example.com']);
     assert.deepEqual(outcome?.rejected.map((f) => [f.recipient, f.code]), [['bad@example.com', 550]]);
-    assert.deepEqual(relay.bodies, [message]);
+    assert.deepEqual(relay.bodies.map(String), [`${message}.\r\n`]);
   } finally {
     await relay.close();
   }
