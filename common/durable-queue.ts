@@ -504,7 +504,7 @@ export class DurableQueue<M> {
   private async writeBlob(id: string, source: Iterable<Buffer> | AsyncIterable<Buffer>, limit: number): Promise<BodyRef> {
     const name = `${this.name}-${id}`;
     const size = await writeFileSynced(this.store.blobPath(name), source, limit, this.hold);
-    this.store.markBlobCreated();
+    this.store.markBlobCreated(name);
     return { kind: 'file', name, size };
   }
 

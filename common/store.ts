@@ -91,11 +91,13 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { ClassicLevel } from 'classic-level';
 import { PostinoError } from './errors.js';
 import { fsyncPath } from './fsync.js';
 import type { Logger } from './log.js';
 import { nextTurn } from './next-turn.js';
+import { RecentBlobs } from './recent-blobs.js';
 
 /**
  * Chunk size of reads from a blob file (delivery, the forwarder's relay, the rewrap's probes).
@@ -173,6 +175,8 @@ export interface StoreStats {
 export class Store {
   readonly db: ClassicLevel<string, Buffer>;
   readonly blobDir: string;
+  /** Blob files written moments ago, read on the calling thread (recent-blobs.ts). */
+  private readonly recentBlobs: RecentBlobs;
   private pending: Waiter[] = [];
   private writing = false;
   /** Unsynced writes waiting for the one in flight (see the header). */
@@ -196,6 +200,7 @@ export class Store {
   ) {
     this.db = new ClassicLevel<string, Buffer>(path.join(dir, 'db'), { keyEncoding: 'utf8', valueEncoding: 'buffer', writeBufferSize: WRITE_BUFFER_BYTES });
     this.blobDir = path.join(dir, 'blobs');
+    this.recentBlobs = new RecentBlobs((name) => this.blobPath(name), BLOB_READ_BYTES);
   }
 
   static async open(dir: string, options: StoreOptions = {}): Promise<Store> {
@@ -382,18 +387,42 @@ export class Store {
     return path.join(this.blobDir, name);
   }
 
-  /** A blob file from byte `start` to `end` (exclusive), read in BLOB_READ_BYTES chunks. */
-  readBlob(name: string, start = 0, end?: number): fs.ReadStream {
+  /**
+   * A blob file from byte `start` to `end` (exclusive), read in BLOB_READ_BYTES chunks: on this
+   * thread when it was written moments ago (recent-blobs.ts), else through the thread pool.
+   */
+  readBlob(name: string, start = 0, end?: number): Readable {
     // createReadStream's `end` is inclusive.
-    return fs.createReadStream(this.blobPath(name), { start, end: end === undefined ? undefined : end - 1, highWaterMark: BLOB_READ_BYTES });
+    return this.recentBlobs.stream(name, start, end) ?? fs.createReadStream(this.blobPath(name), { start, end: end === undefined ? undefined : end - 1, highWaterMark: BLOB_READ_BYTES });
   }
 
-  /** Called after a blob file was written and fsynced, before it is referenced. */
-  markBlobCreated(): void {
+  /** Bytes [start, end) of a blob file in memory: for small ranges (headers, text parts). */
+  async readBlobRange(name: string, start: number, end: number): Promise<Buffer> {
+    const recent = this.recentBlobs.read(name, start, end);
+    if (recent) return recent;
+    const fh = await fsp.open(this.blobPath(name), 'r');
+    try {
+      const buf = Buffer.alloc(Math.max(0, end - start));
+      let off = 0;
+      while (off < buf.length) {
+        const { bytesRead } = await fh.read(buf, off, buf.length - off, start + off);
+        if (bytesRead === 0) break;
+        off += bytesRead;
+      }
+      return buf.subarray(0, off);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Called after blob file `name` was written and fsynced, before it is referenced. */
+  markBlobCreated(name: string): void {
     this.blobDirDirty = true;
+    this.recentBlobs.add(name);
   }
 
   async removeBlob(name: string): Promise<void> {
+    this.recentBlobs.forget(name);
     await fsp.rm(this.blobPath(name), { force: true });
   }
 

@@ -5,7 +5,6 @@
  * here, so a 20 MB attachment is never held in memory, once or per recipient.
  * Side effects: reads the blob file.
  */
-import fsp from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { Store } from '../../common/store.js';
 
@@ -25,26 +24,11 @@ export function bufferSource(buf: Buffer): BodySource {
   };
 }
 
-/** A blob file of the store, read in its chunk size (store.ts BLOB_READ_BYTES). */
+/** A blob file of the store (its cache, or the file in store.ts BLOB_READ_BYTES chunks). */
 export function fileSource(store: Store, name: string, size: number): BodySource {
-  const file = store.blobPath(name);
   return {
     size,
     stream: (start, end) => (end > start ? store.readBlob(name, start, end) : Readable.from([])),
-    read: async (start, end) => {
-      const fh = await fsp.open(file, 'r');
-      try {
-        const buf = Buffer.alloc(end - start);
-        let off = 0;
-        while (off < buf.length) {
-          const { bytesRead } = await fh.read(buf, off, buf.length - off, start + off);
-          if (bytesRead === 0) break;
-          off += bytesRead;
-        }
-        return buf.subarray(0, off);
-      } finally {
-        await fh.close();
-      }
-    },
+    read: (start, end) => store.readBlobRange(name, start, end),
   };
 }
