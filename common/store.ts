@@ -421,9 +421,14 @@ export class Store {
     this.recentBlobs.add(name);
   }
 
+  /** Deletes a blob file; one already gone is no error. */
   async removeBlob(name: string): Promise<void> {
     this.recentBlobs.forget(name);
-    await fsp.rm(this.blobPath(name), { force: true });
+    // unlink, not fs.promises.rm: rm stats the path twice before it unlinks (strace), three trips
+    // to the thread pool per removed body instead of one.
+    await fsp.unlink(this.blobPath(name)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
   }
 
   /**

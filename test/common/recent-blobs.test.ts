@@ -86,6 +86,7 @@ test('an old or removed blob reads through the thread pool as before, the same b
     await writeBlob(store, 'c', body);
     await store.removeBlob('b');
     assert.equal(fs.existsSync(store.blobPath('b')), false);
+    await store.removeBlob('b'); // already gone: no error
     // Not written through the store (a file found at start-up): the thread pool's ReadStream.
     fs.copyFileSync(store.blobPath('c'), store.blobPath('d'));
     const s = store.readBlob('d');
