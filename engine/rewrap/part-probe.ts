@@ -116,10 +116,12 @@ export async function partMayContain(source: BodySource, part: MimePart, needles
   const decoder = part.encoding === 'base64' ? base64() : part.encoding === 'quoted-printable' ? quotedPrintable() : identity();
   let tail: Buffer = Buffer.alloc(0);
   const found = (decoded: Buffer): boolean => {
-    // The last bytes of the previous chunk go in front: a needle may straddle two chunks.
-    const data = tail.length ? Buffer.concat([tail, decoded]) : decoded;
-    if (bytes.some((b) => data.includes(b))) return true;
-    tail = Buffer.from(data.subarray(Math.max(0, data.length - keep)));
+    // A needle may straddle two chunks: it is then in the previous chunk's last bytes followed by
+    // this one's first, searched on their own instead of copying every chunk behind them.
+    const seam = tail.length ? Buffer.concat([tail, decoded.subarray(0, keep)]) : undefined;
+    if (bytes.some((b) => decoded.includes(b) || (seam?.includes(b) ?? false))) return true;
+    const last = decoded.length >= keep ? decoded : (seam ?? decoded);
+    tail = Buffer.from(last.subarray(Math.max(0, last.length - keep)));
     return false;
   };
   const stream = source.stream(part.bodyStart, part.bodyEnd);
