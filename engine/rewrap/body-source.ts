@@ -24,7 +24,7 @@ export function bufferSource(buf: Buffer): BodySource {
   };
 }
 
-/** A blob file of the store (its cache, or the file in store.ts BLOB_READ_BYTES chunks). */
+/** A blob file of the store, read as Store.readBlob and readBlobRange read (on the calling thread while it is recent). */
 export function fileSource(store: Store, name: string, size: number): BodySource {
   return {
     size,
