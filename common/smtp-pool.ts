@@ -13,6 +13,18 @@
  *     goes out once more on a new session;
  *   - recipients are de-duplicated.
  *
+ * Added here: with PIPELINING, a session goes back to the pool as soon as a
+ * transaction's final dot is written, before its reply, so the next send's
+ * MAIL, RCPT and DATA leave in the same write as that dot (RFC 2920 3.1) and
+ * its replies come in the same read as the dot's reply: per message one write
+ * and one read less on each side, which took the forwarder's relay from
+ * 3,500-4,600 to 4,900-6,200 msgs/s (2 KB, 20 sessions into smtp-sink, main
+ * thread 0.19-0.25 → 0.14-0.19 ms a message; issue #17). A reply to the dot
+ * then reaches its own send whatever the next one does; a refused message
+ * needs no RSET (the server is between transactions after it); a session lost
+ * before that reply fails that message (outcome unknown, as before) and the
+ * next one, whose body never went out, goes again on a new session.
+ *
  * DSN (RFC 3461) parameters go with the transaction to a server that offers
  * DSN (smtp-session.ts); SentInfo.dsn says whether it did (the forwarder sends
  * its own "relayed" notice otherwise).
@@ -20,7 +32,7 @@
  * Side effects: network connections.
  */
 import type { EnvelopeDsn } from './smtp-intake.js';
-import { SmtpSession, type BodySource, type SessionOptions, type SmtpError } from './smtp-session.js';
+import { SmtpSession, type BodySource, type SessionOptions, type SmtpError, type TransactionState } from './smtp-session.js';
 
 export type { BodySource, SmtpError };
 
@@ -70,15 +82,35 @@ export class SmtpPool {
         this.release(s);
         throw e;
       }
+      let handedOff = false;
+      const tx: TransactionState = {
+        bodyStarted: false,
+        // Kept for more messages: the next send may start behind our dot, before its reply.
+        handOff: () => {
+          if (this.closed || s.messages + 1 >= this.o.maxMessages) return false;
+          handedOff = true;
+          s.messages++;
+          this.release(s);
+          return true;
+        },
+      };
       try {
-        const info: SentInfo = { ...(await s.conn.send(env, body)), dsn: s.conn.offersDsn };
-        s.messages++;
-        this.release(s);
+        const info: SentInfo = { ...(await s.conn.send(env, body, tx)), dsn: s.conn.offersDsn };
+        if (!handedOff) {
+          s.messages++;
+          this.release(s);
+        }
         return info;
       } catch (e) {
-        s.messages++;
         const err = e as SmtpError;
-        const unread = Buffer.isBuffer(body) ? !s.conn.bodyStarted : body.readableDidRead === false;
+        if (handedOff) {
+          // Another send may own the session now. A refused message needs no RSET (after the
+          // reply to the dot the server is between transactions); a dead session is dropped.
+          if (s.conn.destroyed) this.discard(s);
+          throw err;
+        }
+        s.messages++;
+        const unread = Buffer.isBuffer(body) ? !tx.bodyStarted : body.readableDidRead === false;
         if (!Buffer.isBuffer(body)) body.destroy();
         if (reused && !retried && unread && err.responseCode === undefined) {
           this.discard(s); // closed by the server while idle: not this message's fault

@@ -15,7 +15,9 @@
  * recipient, the body and its final dot in one write).
  *
  * Standards: RFC 5321 (client side), RFC 2920 (PIPELINING: MAIL, every RCPT
- * and DATA in one write when offered), RFC 3207 (STARTTLS), RFC 4954 (AUTH
+ * and DATA in one write when offered; and the next transaction's MAIL, RCPT and
+ * DATA in the write of the previous one's body and dot, when the pool has one
+ * waiting: see TransactionState.handOff), RFC 3207 (STARTTLS), RFC 4954 (AUTH
  * PLAIN and LOGIN), RFC 3461 (RET and ENVID on MAIL, NOTIFY and ORCPT on RCPT,
  * xtext), RFC 6531 (SMTPUTF8 on MAIL when an address is not ASCII and the
  * server offers it).
@@ -90,6 +92,20 @@ export interface TransactionEnvelope {
   dsn?: EnvelopeDsn | undefined;
 }
 
+/** One transaction as the pool follows it (smtp-pool.ts). */
+export interface TransactionState {
+  /** Set when the body starts going out (after 354). */
+  bodyStarted: boolean;
+  /**
+   * Called once the final dot is written, before its reply, when the server offers
+   * PIPELINING. True: the pool has handed the session to the next transaction already,
+   * whose commands may go out behind the dot in the same write (RFC 2920 3.1: message
+   * content may start a group, MAIL and RCPT may appear anywhere in one); the socket
+   * stays corked until the end of the event loop's turn to let them join it.
+   */
+  handOff?: () => boolean;
+}
+
 interface Reply {
   code: number;
   /** All lines, CRLF-less, joined by "\n" (as nodemailer reported them). */
@@ -130,8 +146,8 @@ export class SmtpSession {
   private onLoss: LossListener | undefined;
   /** Stops a body waiting for 'drain' when the session fails under it. */
   private bodyAbort: ((err: SmtpError) => void) | undefined;
-  /** Set when the current transaction's body starts going out (after 354). */
-  bodyStarted = false;
+  /** QUIT is written behind a transaction still waiting for its reply (see quit()). */
+  private quitting = false;
 
   private constructor(
     socket: net.Socket,
@@ -176,7 +192,7 @@ export class SmtpSession {
 
   /** The server closed it, it failed, or we closed it. */
   get destroyed(): boolean {
-    return this.failure !== undefined || this.socket.destroyed;
+    return this.failure !== undefined || this.quitting || this.socket.destroyed;
   }
 
   /** Called once when the session ends while no transaction waits for a reply. */
@@ -190,8 +206,7 @@ export class SmtpSession {
    * when MAIL, every RCPT or DATA is refused (the session stays in step for an
    * RSET), EMESSAGE when the message is, a connection code when the session fails.
    */
-  async send(env: TransactionEnvelope, body: BodySource): Promise<TransactionInfo> {
-    this.bodyStarted = false;
+  async send(env: TransactionEnvelope, body: BodySource, tx: TransactionState = { bodyStarted: false }): Promise<TransactionInfo> {
     if (BREAKS_COMMAND.test(env.from)) throw smtpError(`Invalid sender ${JSON.stringify(env.from)}`, 'EENVELOPE');
     const bad = env.to.find((t) => !t || BREAKS_COMMAND.test(t));
     if (bad !== undefined || env.to.length === 0) throw smtpError(bad === undefined ? 'No recipients defined' : `Invalid recipient ${JSON.stringify(bad)}`, 'EENVELOPE');
@@ -238,8 +253,8 @@ export class SmtpSession {
     if (!data || data.code !== 354) throw smtpError('Data command failed', 'EENVELOPE', data);
     const final = this.next();
     final.catch(() => undefined); // a body that fails first is the error to report
-    this.bodyStarted = true;
-    await this.writeBody(body);
+    tx.bodyStarted = true;
+    await this.writeBody(body, tx);
     const r = await final;
     if (r.code < 200 || r.code >= 300) throw Object.assign(smtpError('Message failed', 'EMESSAGE', r), rejectedErrors.length ? { rejectedErrors } : {});
     return { accepted, rejected, ...(rejectedErrors.length ? { rejectedErrors } : {}), response: r.text };
@@ -251,13 +266,24 @@ export class SmtpSession {
     if (r.code < 200 || r.code >= 300) throw smtpError('RSET failed', 'EPROTOCOL', r);
   }
 
-  /** QUIT and close; the session is gone for the caller at once. */
+  /**
+   * QUIT and close; the session is gone for the caller at once. A transaction handed off
+   * (TransactionState.handOff) may still wait for the reply to its dot: QUIT goes behind
+   * it, and that reply still reaches it.
+   */
   quit(): void {
     if (this.destroyed) return;
     this.onLoss = undefined;
     const socket = this.socket;
-    this.fail(smtpError('Session closed', 'ECONNECTION'));
-    socket.end('QUIT\r\n');
+    if (this.waiters.length > 0) {
+      this.quitting = true;
+      this.waiters.push({ resolve: () => undefined, reject: () => undefined }); // the 221
+      // Not end(): a server may close at our FIN before it has answered the dot (smtp-server does).
+      socket.write('QUIT\r\n');
+    } else {
+      this.fail(smtpError('Session closed', 'ECONNECTION'));
+      socket.end('QUIT\r\n');
+    }
     // A server that never closes its side does not hold the socket past the session timeout.
     setTimeout(() => socket.destroy(), this.o.timeoutMs).unref();
   }
@@ -291,9 +317,9 @@ export class SmtpSession {
    * instead of two (a 2 KB body is one chunk, so its whole DATA is one write).
    * A stream is read as the socket takes it ('drain'), never held whole.
    */
-  private async writeBody(body: BodySource): Promise<void> {
+  private async writeBody(body: BodySource, tx: TransactionState): Promise<void> {
     try {
-      await this.writeChunks(body);
+      await this.writeChunks(body, tx);
     } catch (e) {
       // Mid-DATA there is no way back to a clean state: the session goes.
       this.close();
@@ -301,7 +327,7 @@ export class SmtpSession {
     }
   }
 
-  private async writeChunks(body: BodySource): Promise<void> {
+  private async writeChunks(body: BodySource, tx: TransactionState): Promise<void> {
     const socket = this.socket;
     let last: number | false = false;
     let held: Buffer | undefined;
@@ -320,7 +346,10 @@ export class SmtpSession {
     socket.cork();
     if (held) socket.write(held);
     socket.write(endOfData(last));
-    socket.uncork();
+    // The next transaction's envelope, written within this turn, leaves with the dot: one
+    // write and one read less per message on both sides (issue #17).
+    if (this.extensions.has('PIPELINING') && tx.handOff?.()) setImmediate(() => socket.uncork());
+    else socket.uncork();
   }
 
   /** Resolves on 'drain'; rejects when the session fails first (a reset while the body goes out). */

@@ -11,6 +11,7 @@ import { SMTPServer, type SMTPServerSession } from 'smtp-server';
 import { sendVia } from '../../common/smtp-client.js';
 import { SmtpPool, type SmtpError, type SmtpPoolOptions } from '../../common/smtp-pool.js';
 import { freePorts } from '../helpers/ports.js';
+import { scriptedSmtp } from '../helpers/scripted-smtp.js';
 
 interface Upstream {
   port: number;
@@ -192,6 +193,79 @@ test('a body that cannot be read is our error, not an unreachable relay; the ses
     assert.equal(up.sessions.size, 1);
   } finally {
     p.close();
+    await up.close();
+  }
+});
+
+test('PIPELINING: the next transaction goes out behind the dot, in the same write, before its reply', async () => {
+  const up = await scriptedSmtp();
+  const p = pool(up.port, { maxConnections: 1 });
+  try {
+    const infos = await Promise.all(Array.from({ length: 4 }, () => p.send(env, bufferBody())));
+    assert.ok(infos.every((i) => /^250/.test(i.response)));
+    assert.equal(up.connections, 1);
+    assert.equal(up.bodies.length, 4);
+    const behind = up.reads.filter((r) => r.includes('hello\r\n.\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n'));
+    assert.equal(behind.length, 3, `each next envelope in the read of the dot before it: ${JSON.stringify(up.reads)}`);
+    assert.ok(!up.lines.includes('RSET'));
+  } finally {
+    p.close();
+    await up.close();
+  }
+});
+
+test('PIPELINING: a refused message does not fail the one behind it, and needs no RSET', async () => {
+  const up = await scriptedSmtp({ final: (n) => (n === 0 ? '554 5.7.1 refused by policy' : '250 2.0.0 Ok: queued') });
+  const p = pool(up.port, { maxConnections: 1 });
+  try {
+    const [first, second] = await Promise.allSettled([p.send(env, bufferBody()), p.send(env, bufferBody())]);
+    assert.equal(first.status, 'rejected');
+    assert.equal((first as PromiseRejectedResult).reason.code, 'EMESSAGE');
+    assert.equal((first as PromiseRejectedResult).reason.responseCode, 554);
+    assert.equal(second.status, 'fulfilled');
+    assert.match((second as PromiseFulfilledResult<{ response: string }>).value.response, /^250/);
+    assert.ok(!up.lines.includes('RSET'), 'the server was between transactions after the 554');
+    assert.equal(up.connections, 1);
+    await p.send(env, bufferBody());
+    assert.equal(up.bodies.length, 3);
+  } finally {
+    p.close();
+    await up.close();
+  }
+});
+
+for (const [kind, open] of [
+  ['stream', body],
+  ['Buffer', bufferBody],
+] as const) {
+  test(`PIPELINING: a session lost after a dot fails that message; the one behind it goes out once on a new session (${kind} body)`, async () => {
+    const up = await upstream({ killAtMessage: 1 });
+    const p = pool(up.port, { maxConnections: 1 });
+    try {
+      const [first, second] = await Promise.allSettled([p.send(env, open()), p.send(env, open())]);
+      assert.equal(first.status, 'rejected');
+      assert.equal((first as PromiseRejectedResult).reason.responseCode, undefined, 'no reply: the outcome is unknown, the caller retries');
+      assert.equal(second.status, 'fulfilled', 'its body never went out: sent again at once');
+      assert.equal(up.rcpts.length, 2, 'each message reached the server once');
+      assert.equal(up.sessions.size, 2);
+    } finally {
+      p.close();
+      await up.close();
+    }
+  });
+}
+
+test('PIPELINING: closing the pool while a handed-off transaction waits for its reply lets the reply reach it', async () => {
+  const up = await upstream({ delayMs: 300 });
+  const p = pool(up.port, { maxConnections: 1 });
+  try {
+    const sent = p.send(env, bufferBody());
+    await new Promise((r) => setTimeout(r, 150));
+    p.close();
+    const info = await sent;
+    assert.match(info.response, /^250/);
+    assert.equal(up.rcpts.length, 1);
+  } finally {
     await up.close();
   }
 });

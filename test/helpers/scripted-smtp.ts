@@ -45,8 +45,8 @@ export interface ScriptedOptions {
   ehlo?: string[];
   /** The reply to a command line instead of the default; undefined: the default; '': no reply at all. */
   answer?: (line: string) => string | undefined;
-  /** The reply to a body's final dot; default "250 2.0.0 Ok: queued". */
-  final?: string;
+  /** The reply to a body's final dot, or to the nth (from 0) over all connections; default "250 2.0.0 Ok: queued". */
+  final?: string | ((n: number) => string);
   /**
    * Hold replies until DATA, EHLO or QUIT arrives or nothing more came for QUIET_MS, so a
    * group is "what the client sent before it had any answer" whatever its writes were (a
@@ -62,6 +62,8 @@ export interface Scripted extends Listening {
   groups: string[][];
   /** Each message's DATA bytes as received, final dot included. */
   bodies: Buffer[];
+  /** Every read as it came off the socket (latin1): which bytes the client wrote together. */
+  reads: string[];
   connections: number;
 }
 
@@ -70,7 +72,7 @@ const QUIET_MS = 150;
 const verbOf = (line: string): string => line.split(/[: ]/)[0]!.toUpperCase();
 
 export async function scriptedSmtp(o: ScriptedOptions = {}): Promise<Scripted> {
-  const s: Scripted = { port: 0, lines: [], groups: [], bodies: [], connections: 0, close: async () => {} };
+  const s: Scripted = { port: 0, lines: [], groups: [], bodies: [], reads: [], connections: 0, close: async () => {} };
   const listening = await listenLoopback((sock) => {
     s.connections++;
     let buf: Buffer = Buffer.alloc(0);
@@ -132,6 +134,7 @@ export async function scriptedSmtp(o: ScriptedOptions = {}): Promise<Scripted> {
 
     sock.write(`${o.greeting ?? '220 scripted ESMTP'}\r\n`);
     sock.on('data', (chunk: Buffer) => {
+      s.reads.push(chunk.toString('latin1'));
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
       const read: string[] = [];
       for (;;) {
@@ -140,11 +143,11 @@ export async function scriptedSmtp(o: ScriptedOptions = {}): Promise<Scripted> {
           const dotAlone = buf.subarray(0, 3).toString('latin1') === '.\r\n';
           if (end < 0 && !dotAlone) break;
           const cut = dotAlone ? 3 : end + 5;
-          s.bodies.push(Buffer.from(buf.subarray(0, cut)));
+          const n = s.bodies.push(Buffer.from(buf.subarray(0, cut))) - 1;
           buf = buf.subarray(cut);
           inData = false;
           mailOk = false;
-          sock.write(`${o.final ?? '250 2.0.0 Ok: queued'}\r\n`);
+          sock.write(`${(typeof o.final === 'function' ? o.final(n) : o.final) ?? '250 2.0.0 Ok: queued'}\r\n`);
           continue;
         }
         const nl = buf.indexOf('\r\n');
