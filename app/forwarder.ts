@@ -53,7 +53,11 @@ import type { SpoolMeta } from '../forwarder/spool-record.js';
 
 /** A relay transaction never legitimately takes this long; past it the message is retried. */
 const RELAY_VISIBILITY_MS = 10 * 60_000;
-/** Handlers per upstream connection: enough to keep nodemailer's pool busy between messages. */
+/**
+ * Handlers per upstream connection: enough to keep the pool busy between messages, and a
+ * send waiting for each session when its dot goes out, so the next envelope leaves with it
+ * (smtp-pool.ts).
+ */
 const HANDLERS_PER_CONNECTION = 4;
 /** Token bucket depth in seconds of rate: a tenth of a second, so the cap holds over short windows too. */
 const BURST_SECONDS = 0.1;
