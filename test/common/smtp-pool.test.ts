@@ -27,7 +27,17 @@ interface Upstream {
 }
 
 /** killAtMessage: the session that received the server's Nth message (counted from 1) is cut off before its reply. */
-async function upstream(opts: { refuse?: string[]; delayMs?: number; killAtMessage?: number } = {}): Promise<Upstream> {
+interface UpstreamOptions {
+  refuse?: string[];
+  delayMs?: number;
+  killAtMessage?: number;
+  /** Called when a body's final dot has arrived, before its reply. */
+  onReceived?: () => void;
+  /** The reply to a body waits for this too. */
+  holdReply?: Promise<void>;
+}
+
+async function upstream(opts: UpstreamOptions = {}): Promise<Upstream> {
   const sessions = new Set<string>();
   const perSession = new Map<string, number>();
   const rcpts: string[][] = [];
@@ -73,7 +83,10 @@ async function upstream(opts: { refuse?: string[]; delayMs?: number; killAtMessa
         perSession.set(session.id, (perSession.get(session.id) ?? 0) + 1);
         rcpts.push(session.envelope.rcptTo.map((r) => r.address));
         if (++received === opts.killAtMessage) return u.dropIdle();
-        setTimeout(() => cb(null, 'queued'), opts.delayMs ?? 0);
+        opts.onReceived?.();
+        const reply = (): void => void setTimeout(() => cb(null, 'queued'), opts.delayMs ?? 0);
+        if (opts.holdReply) void opts.holdReply.then(reply);
+        else reply();
       });
     },
   });
@@ -252,12 +265,17 @@ test('PIPELINING: a refused message does not fail the one behind it, and needs n
 });
 
 test('PIPELINING: closing the pool while a handed-off transaction waits for its reply lets the reply reach it', async () => {
-  const up = await upstream({ delayMs: 300 });
+  // close() comes after the server has the dot (so the transaction was handed off) and before its reply.
+  let arrived!: () => void;
+  const dotArrived = new Promise<void>((r) => (arrived = r));
+  let releaseReply!: () => void;
+  const up = await upstream({ onReceived: () => arrived(), holdReply: new Promise<void>((r) => (releaseReply = r)) });
   const p = pool(up.port, { maxConnections: 1 });
   try {
     const sent = p.send(env, bufferBody());
-    await new Promise((r) => setTimeout(r, 150));
+    await dotArrived;
     p.close();
+    releaseReply();
     const info = await sent;
     assert.match(info.response, /^250/);
     assert.equal(up.rcpts.length, 1);
