@@ -51,6 +51,17 @@ async function same(input: Buffer, cuts: number[]): Promise<void> {
   assert.deepEqual(ours.events, lib.events, `input ${JSON.stringify(input.toString('binary'))} cut at ${JSON.stringify(cuts)}`);
 }
 
+/** A seeded generator of integers in [0, n) (xorshift), so a failure is reproducible. */
+function seeded(start: number): (n: number) => number {
+  let seed = start;
+  return (n) => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+}
+
 const CASES = [
   'DATA\r\nhello\r\n.\r\nNOOP\r\n',
   'DATA\r\n.\r\nNOOP\r\n', // empty message: the terminator at the very start
@@ -73,14 +84,7 @@ test('the same events as smtp-server for every two-way cut of hand-made inputs',
 });
 
 test('the same events as smtp-server for random inputs of dots, CRs and LFs cut at random', async () => {
-  // A seeded generator, so a failure is reproducible.
-  let seed = 0x2f6b_1d3c;
-  const rand = (n: number): number => {
-    seed ^= seed << 13;
-    seed ^= seed >>> 17;
-    seed ^= seed << 5;
-    return (seed >>> 0) % n;
-  };
+  const rand = seeded(0x2f6b_1d3c);
   const alphabet = ['.', '.', '\r', '\n', '\r\n', '\r\n.', '\r\n..', '\r\n.\r\n', 'a', 'NOOP\r\n'];
   for (let round = 0; round < 600; round++) {
     let body = 'DATA\r\n';
@@ -96,13 +100,7 @@ test('the same events as smtp-server for random inputs of dots, CRs and LFs cut 
 test('the same events as smtp-server for text bodies cut into many small chunks', async () => {
   // Mostly plain lines, where the kept-back bytes go out ahead of the next chunk without a copy,
   // with now and then a stuffed dot, a bare LF or CR, so chunks fall back to the scan mid-body.
-  let seed = 0x51ed_2705;
-  const rand = (n: number): number => {
-    seed ^= seed << 13;
-    seed ^= seed >>> 17;
-    seed ^= seed << 5;
-    return (seed >>> 0) % n;
-  };
+  const rand = seeded(0x51ed_2705);
   const alphabet = ['abc', 'defgh ', '\r\n', '\r\n', 'xy\r\n', '\r\n..', '\n', '\r', '.', '\r\n.\r', 'z'];
   for (let round = 0; round < 300; round++) {
     let body = 'DATA\r\n';
