@@ -15,7 +15,11 @@
  * escape dot is removed and the rest fed on the next turn, the last 4 bytes are
  * kept back so a terminator split across chunks is found. The matches are the same
  * positions the loop found: the first i in [2, len-3] with chunk[i] = '.' and
- * chunk[i-1] = '\n'. test/common/smtp-data-feed.test.ts feeds the same byte
+ * chunk[i-1] = '\n'. One difference in how, not what: the library copies the
+ * kept-back bytes in front of every next chunk; here, when that chunk holds no
+ * match (see plainContinuation), they are written out ahead of it as their own
+ * piece, so the bytes that come out are the same, in one more piece and with no
+ * copy. test/common/smtp-data-feed.test.ts feeds the same byte
  * streams, cut into chunks at every position and at random, through this and the
  * library's own method and compares what comes out.
  */

@@ -26,10 +26,10 @@ interface Upstream {
   close(): Promise<void>;
 }
 
-/** killAtMessage: the session that received the server's Nth message (counted from 1) is cut off before its reply. */
 interface UpstreamOptions {
   refuse?: string[];
   delayMs?: number;
+  /** The session that received the server's Nth message (counted from 1) is cut off before its reply. */
   killAtMessage?: number;
   /** Called when a body's final dot has arrived, before its reply. */
   onReceived?: () => void;
