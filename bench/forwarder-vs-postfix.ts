@@ -19,6 +19,13 @@
  * Accept latency: a probe client sends the same messages on one connection
  * during each load and times final dot → 250. Peak RSS: the forwarder
  * process's VmHWM (Postfix's is spread over many processes and not shown).
+ * Machine CPU per message: busy CPU of the whole machine (/proc/stat) from the
+ * start of a round until its queue has drained, over the messages of the load
+ * and the probe: smtp-source, the relay under test, smtp-sink and the kernel's
+ * loopback work together. Its inverse times the cores is the most that machine
+ * could sustain of that load, taken and relayed, whatever the relay under test
+ * did better (issue #17: on a slow day the `-d` row is bounded by it). Intake
+ * alone can run above it for a round while the queue grows (Postfix's does).
  *
  * Needs Debian's postfix package (smtp-source, smtp-sink, postfix), installed
  * when missing (postfix-peer.ts), and root (Postfix's master must start as root).
@@ -36,7 +43,8 @@ import { freePorts, waitForPort } from '../test/helpers/ports.js';
 import { startPostfix, type Postfix } from '../test/helpers/postfix.js';
 import { withAllocatorEnv } from '../app/allocator-env.js';
 import { V8_HEAP_FLAGS } from '../app/heap-flags.js';
-import { benchNodeFlags } from './pipeline-parts.js';
+import os from 'node:os';
+import { benchNodeFlags, machineCpuSeconds } from './pipeline-parts.js';
 import { postfixBenchDir } from './postfix-peer.js';
 import { fmt, summarize } from './stats.js';
 
@@ -113,6 +121,10 @@ interface Result {
   rate: number;
   p50: number;
   p99: number;
+  /** Messages the latency probe had accepted. */
+  probed: number;
+  /** Machine CPU ms per message, the round's drain included (see the header); set by `measured`. */
+  cpuMs?: number;
 }
 
 /** Runs smtp-source against port; with `probe`, a latency probe runs alongside. */
@@ -129,8 +141,18 @@ async function load(port: number, l: Load, messages: number, probe = true): Prom
   const secs = (performance.now() - t0) / 1000;
   done = true;
   if (code !== 0) throw new Error(`smtp-source failed: ${stderr}`);
-  const lt = summarize(await lat);
-  return { rate: messages / secs, p50: lt.p50, p99: lt.p99 };
+  const latencies = await lat;
+  const lt = summarize(latencies);
+  return { rate: messages / secs, p50: lt.p50, p99: lt.p99, probed: probe ? latencies.length : 0 };
+}
+
+/** A measured round: the load, then its queue drained, with the machine's CPU over both. */
+async function measured(port: number, l: Load, drained: () => Promise<void>): Promise<Result> {
+  const c0 = machineCpuSeconds();
+  const r = await load(port, l, l.messages);
+  await drained();
+  r.cpuMs = ((machineCpuSeconds() - c0) * 1000) / (l.messages + r.probed);
+  return r;
 }
 
 /** The round with the median rate (latencies from that same round). */
@@ -182,7 +204,9 @@ export async function startForwarder(dir: string, port: number, adminPort: numbe
 }
 
 function line(who: string, r: Result): string {
-  return `    ${who.padEnd(10)} ${fmt(r.rate, 0).padStart(6)} msgs/s accepted   accept latency p50 ${fmt(r.p50, 2)} ms  p99 ${fmt(r.p99, 2)} ms`;
+  const cores = os.availableParallelism();
+  const cpu = r.cpuMs ? `   machine CPU ${fmt(r.cpuMs, 2)} ms/msg (sustained at most ${fmt((cores * 1000) / r.cpuMs, 0)}/s on ${cores} cores)` : '';
+  return `    ${who.padEnd(10)} ${fmt(r.rate, 0).padStart(6)} msgs/s accepted   accept latency p50 ${fmt(r.p50, 2)} ms  p99 ${fmt(r.p99, 2)} ms${cpu}`;
 }
 
 export async function benchForwarder(): Promise<void> {
@@ -219,11 +243,11 @@ export async function benchForwarder(): Promise<void> {
         if (postfixOk) {
           await drained.postfix();
           await drained.forwarder();
-          ps.push(await load(pfPort, l, l.messages));
+          ps.push(await measured(pfPort, l, drained.postfix));
         }
         await drained.postfix();
         await drained.forwarder();
-        fs_.push(await load(fwdPort, l, l.messages));
+        fs_.push(await measured(fwdPort, l, drained.forwarder));
       }
       const p = ps.length ? median(ps) : undefined;
       const f = median(fs_);
