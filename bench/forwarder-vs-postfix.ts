@@ -37,13 +37,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePorts, waitForPort } from '../test/helpers/ports.js';
 import { startPostfix, type Postfix } from '../test/helpers/postfix.js';
 import { withAllocatorEnv } from '../app/allocator-env.js';
 import { V8_HEAP_FLAGS } from '../app/heap-flags.js';
-import os from 'node:os';
 import { benchNodeFlags, machineCpuSeconds } from './pipeline-parts.js';
 import { postfixBenchDir } from './postfix-peer.js';
 import { fmt, summarize } from './stats.js';
