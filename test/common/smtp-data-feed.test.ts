@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { feedDataStream } from '../../common/smtp-data-feed.js';
+import { seededRandom } from '../helpers/random.js';
 
 interface Seen {
   events: string[];
@@ -51,15 +52,10 @@ async function same(input: Buffer, cuts: number[]): Promise<void> {
   assert.deepEqual(ours.events, lib.events, `input ${JSON.stringify(input.toString('binary'))} cut at ${JSON.stringify(cuts)}`);
 }
 
-/** A seeded generator of integers in [0, n) (xorshift), so a failure is reproducible. */
-function seeded(start: number): (n: number) => number {
-  let seed = start;
-  return (n) => {
-    seed ^= seed << 13;
-    seed ^= seed >>> 17;
-    seed ^= seed << 5;
-    return (seed >>> 0) % n;
-  };
+/** Integers in [0, n) from the suite's seeded generator, so a failure is reproducible. */
+function seeded(seed: number): (n: number) => number {
+  const next = seededRandom(seed);
+  return (n) => Math.floor(next() * n);
 }
 
 const CASES = [
