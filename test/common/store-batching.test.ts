@@ -1,6 +1,8 @@
 /*
  * store.ts batching: unsynced commits made by the callbacks of one turn of the
- * event loop go to LevelDB as one batch, in call order (issue #17).
+ * event loop go to LevelDB as one batch, in call order, or ride in the synced
+ * batch that goes out while they wait, never ahead of an earlier unsynced one
+ * (issue #17).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -48,5 +50,55 @@ test('unsynced commits land in call order, within a turn and across turns', asyn
   const b = store.commit([put('late', 'b')], { sync: false });
   await Promise.all([a, b]);
   assert.equal(store.getNow('late')?.toString(), 'b');
+  await store.close();
+});
+
+test('unsynced commits waiting for their turn ride in the synced batch that goes out', async () => {
+  const store = await Store.open(tempDir('store-riders'));
+  const before = { ...store.stats };
+  const seen: string[] = [];
+  store.observe('r!', { op: (op) => seen.push(op.key), reopened: () => undefined });
+  const lease = store.commit([put('r!lease', 'l')], { sync: false });
+  const ack = store.commit([{ type: 'del', key: 'r!gone' }], { sync: false });
+  const intake = store.commit([put('r!intake', 'i')], { sync: true });
+  await Promise.all([lease, ack, intake]);
+  assert.equal(store.stats.syncedBatches - before.syncedBatches, 1);
+  assert.equal(store.stats.unsyncedBatches - before.unsyncedBatches, 0, 'no batch of their own');
+  assert.equal(store.stats.riders - before.riders, 2);
+  assert.deepEqual(seen, ['r!lease', 'r!gone', 'r!intake'], 'riders first, in call order');
+  assert.equal(store.getNow('r!lease')?.toString(), 'l');
+  await store.close();
+});
+
+test('no unsynced commit rides past an unsynced batch in flight, and none overtakes a batch carrying riders', async () => {
+  // Each write's start is recorded through the fault seam (it never fails here), with whether the carrier had landed.
+  const starts: Array<{ label: string; carrierLanded: boolean }> = [];
+  let label = '';
+  let landed = false;
+  const store = await Store.open(tempDir('store-rider-order'), { writeFault: () => void starts.push({ label, carrierLanded: landed }) });
+  // An unsynced batch in flight: the next unsynced commit may not ride in a synced batch (it would land first).
+  label = 'first unsynced';
+  const inFlight = store.commit([put('k', '1')], { sync: false });
+  await new Promise((r) => setImmediate(r)); // its turn ended: the batch is in LevelDB's hands
+  label = 'synced, no riders';
+  const second = store.commit([put('k', '2')], { sync: false });
+  const synced = store.commit([put('s', 'x')], { sync: true });
+  await Promise.all([inFlight, second, synced]);
+  assert.equal(store.stats.riders, 0);
+  assert.equal(store.getNow('k')?.toString(), '2');
+  // A synced batch carrying a rider in flight: an unsynced commit made meanwhile is written only after it landed.
+  label = 'synced with a rider';
+  const rider = store.commit([put('k', '3')], { sync: false });
+  const carrier = store.commit([put('s', 'y')], { sync: true }).then(() => void (landed = true));
+  label = 'after the carrier';
+  const later = store.commit([put('k', '4')], { sync: false });
+  await Promise.all([rider, carrier, later]);
+  assert.equal(store.stats.riders, 1);
+  assert.deepEqual(
+    starts.filter((s) => s.label === 'after the carrier'),
+    [{ label: 'after the carrier', carrierLanded: true }],
+    'the later unsynced batch started once, after the carrier landed',
+  );
+  assert.equal(store.getNow('k')?.toString(), '4');
   await store.close();
 });
