@@ -54,7 +54,10 @@
  * A rider waits for an fsync it did not need (a lease starts its relay a
  * millisecond or two later); nothing waits when no synced group is going (a
  * drain of the queue after an outage writes as before). Nothing is weaker: a
- * rider is written synced.
+ * rider is written synced. Riders are taken up to RIDERS_MAX_BYTES, from the
+ * first queued on, so that a large background write (an import, a sweep) does
+ * not hold up the fsync that clients' replies wait for; those after it keep
+ * their own batch.
  *
  * Reads on the per-message path (`getNow`, `getManyNow`): LevelDB's Get run
  * on the calling thread (classic-level's getSync) instead of a trip to libuv's
@@ -134,6 +137,13 @@ export const BLOB_READ_BYTES = 256 * 1024;
  * time. Within this age the last result is returned (a gauge, not a ledger).
  */
 const DISK_USAGE_MAX_AGE_MS = 5_000;
+
+/**
+ * Most key and value bytes of unsynced commits that ride in one synced batch (see the header):
+ * LevelDB's own grouping of concurrent writers stops at 1 MiB for the same reason, so that a
+ * large write does not slow the small ones joined to it.
+ */
+const RIDERS_MAX_BYTES = 1024 * 1024;
 
 /** See the header: short-lived entries, fewer memtable flushes. */
 const WRITE_BUFFER_BYTES = 32 * 1024 * 1024;
@@ -393,7 +403,7 @@ export class Store {
         continue;
       }
       // Unsynced commits waiting for their turn ride along (see the header).
-      const riders = this.unsyncedInFlight ? [] : this.unsynced.splice(0);
+      const riders = this.unsyncedInFlight ? [] : this.takeRiders();
       const group = riders.length > 0 ? [...riders, ...synced] : synced;
       let landed: (() => void) | undefined;
       if (riders.length > 0) this.ridersLanded = new Promise<void>((r) => (landed = r));
@@ -421,6 +431,17 @@ export class Store {
       }
     }
     this.writing = false;
+  }
+
+  /** The unsynced commits queued now, from the first on, up to RIDERS_MAX_BYTES (see the header). */
+  private takeRiders(): Waiter[] {
+    let bytes = 0;
+    let n = 0;
+    for (; n < this.unsynced.length; n++) {
+      for (const op of this.unsynced[n]!.ops) bytes += op.key.length + (op.type === 'put' ? op.value.length : 0);
+      if (bytes > RIDERS_MAX_BYTES) break;
+    }
+    return this.unsynced.splice(0, n);
   }
 
   blobPath(name: string): string {

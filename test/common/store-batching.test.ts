@@ -102,3 +102,19 @@ test('no unsynced commit rides past an unsynced batch in flight, and none overta
   assert.equal(store.getNow('k')?.toString(), '4');
   await store.close();
 });
+
+test('a large unsynced commit does not ride, nor does any queued after it', async () => {
+  const store = await Store.open(tempDir('store-rider-cap'));
+  const before = { ...store.stats };
+  const small = store.commit([put('c!small', 's')], { sync: false });
+  // 2 MiB of values: more than a synced batch takes along (RIDERS_MAX_BYTES, 1 MiB).
+  const large = store.commit([{ type: 'put', key: 'c!large', value: Buffer.alloc(2 * 1024 * 1024, 1) }], { sync: false });
+  const after = store.commit([put('c!after', 'a')], { sync: false });
+  const synced = store.commit([put('c!synced', 'y')], { sync: true });
+  await Promise.all([small, large, after, synced]);
+  assert.equal(store.stats.riders - before.riders, 1, 'only the small one, queued first, rode');
+  assert.equal(store.stats.unsyncedBatches - before.unsyncedBatches, 1, 'the large one and the one after it in one batch of their own');
+  assert.equal(store.getNow('c!large')?.length, 2 * 1024 * 1024);
+  assert.equal(store.getNow('c!after')?.toString(), 'a');
+  await store.close();
+});
