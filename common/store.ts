@@ -378,18 +378,8 @@ export class Store {
         continue;
       }
       this.unsyncedInFlight = true;
-      try {
-        await this.write(group.length === 1 ? group[0]!.ops : group.flatMap((w) => w.ops), false);
-        this.stats.unsyncedBatches++;
-        for (const w of group) {
-          this.committed(w.ops);
-          w.resolve();
-        }
-      } catch (e) {
-        for (const w of group) w.reject(e);
-      } finally {
-        this.unsyncedInFlight = false;
-      }
+      await this.writeGroup(group, false);
+      this.unsyncedInFlight = false;
     }
     this.unsyncedWriting = false;
   }
@@ -407,22 +397,14 @@ export class Store {
       const group = riders.length > 0 ? [...riders, ...synced] : synced;
       let landed: (() => void) | undefined;
       if (riders.length > 0) this.ridersLanded = new Promise<void>((r) => (landed = r));
-      const ops = group.length === 1 ? group[0]!.ops : group.flatMap((w) => w.ops);
       try {
         if (this.blobDirDirty) {
           this.blobDirDirty = false;
           await fsyncPath(this.blobDir);
         }
-        await this.write(ops, true);
-        this.stats.syncedBatches++;
-        this.stats.syncedOps += ops.length;
-        this.stats.riders += riders.length;
-        for (const w of group) {
-          this.committed(w.ops);
-          w.resolve();
-        }
+        if (await this.writeGroup(group, true)) this.stats.riders += riders.length;
       } catch (e) {
-        for (const w of group) w.reject(e);
+        for (const w of group) w.reject(e); // the blob folder's fsync failed: nothing was written
       } finally {
         if (landed) {
           this.ridersLanded = undefined;
@@ -431,6 +413,28 @@ export class Store {
       }
     }
     this.writing = false;
+  }
+
+  /** The commits of `group` as one batch, each settled after it; false when the write failed (each rejected). */
+  private async writeGroup(group: Waiter[], sync: boolean): Promise<boolean> {
+    const ops = group.length === 1 ? group[0]!.ops : group.flatMap((w) => w.ops);
+    try {
+      await this.write(ops, sync);
+    } catch (e) {
+      for (const w of group) w.reject(e);
+      return false;
+    }
+    if (sync) {
+      this.stats.syncedBatches++;
+      this.stats.syncedOps += ops.length;
+    } else {
+      this.stats.unsyncedBatches++;
+    }
+    for (const w of group) {
+      this.committed(w.ops);
+      w.resolve();
+    }
+    return true;
   }
 
   /** The unsynced commits queued now, from the first on, up to RIDERS_MAX_BYTES (see the header). */
