@@ -3,7 +3,9 @@
  * commands a client pipelined (RFC 2920) leave in one socket write; a
  * lock-step client gets each reply at once; a handler that calls back late in
  * the middle of a group holds nothing back for ever; STARTTLS, QUIT and the
- * error budget's 421 still reach the client.
+ * error budget's 421 still reach the client. After QUIT's 221 the server closes
+ * at once (Postfix's smtpd does), without waiting for the client to close first.
+ *
  *
  * A raw client stands for the SMTP client so the test controls how commands
  * are grouped into writes. The server's accepted socket is observed (its
@@ -18,6 +20,8 @@ import { PostinoSMTPServer } from '../../common/smtp-server.js';
 interface Observed {
   /** Writes the server's raw socket handed to the kernel since the last reset. */
   writes: number;
+  /** When the server's socket for the last connection closed (its descriptor released). */
+  closedAt?: number;
 }
 
 /** slow@ recipients are answered after 200 ms (a handler awaiting storage). */
@@ -46,6 +50,7 @@ async function startServer(gate?: { maxErrors: number }): Promise<{ port: number
     const s = sock as net.Socket & { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
     const write = s._write;
     const writev = s._writev;
+    s.once('close', () => (observed.closedAt = Date.now()));
     s._write = function (...a: unknown[]) {
       observed.writes++;
       return write.apply(this, a);
@@ -63,6 +68,10 @@ async function startServer(gate?: { maxErrors: number }): Promise<{ port: number
 class Client {
   reads: string[] = [];
   closed = false;
+  /** The server's FIN arrived (an orderly close, not a reset). */
+  ended = false;
+  /** A socket error's code (ECONNRESET: the server reset the connection). */
+  error: string | undefined;
   private waiters: Array<() => void> = [];
   constructor(public socket: net.Socket) {
     this.listen(socket);
@@ -73,18 +82,24 @@ class Client {
       this.reads.push(d);
       this.wake();
     });
+    socket.on('end', () => {
+      this.ended = true;
+    });
     socket.on('close', () => {
       this.closed = true;
       this.wake();
     });
-    socket.on('error', () => undefined);
+    socket.on('error', (e: NodeJS.ErrnoException) => {
+      this.error = e.code ?? e.message;
+    });
   }
   private wake(): void {
     for (const w of this.waiters.splice(0)) w();
   }
-  static connect(port: number): Promise<Client> {
+  /** allowHalfOpen: the client does not close its side when the server's FIN arrives (as a slow or careless client would not). */
+  static connect(port: number, allowHalfOpen = false): Promise<Client> {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ port, host: '127.0.0.1' }, () => resolve(new Client(s)));
+      const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen }, () => resolve(new Client(s)));
       s.once('error', reject);
     });
   }
@@ -128,8 +143,8 @@ class Client {
 const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
 const GROUP = 'MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\nDATA\r\n';
 
-async function greeted(port: number): Promise<Client> {
-  const c = await Client.connect(port);
+async function greeted(port: number, allowHalfOpen = false): Promise<Client> {
+  const c = await Client.connect(port, allowHalfOpen);
   await c.until(1);
   c.socket.write('EHLO client.test\r\n');
   await c.until(2);
@@ -242,6 +257,102 @@ test('EHLO and STARTTLS pipelined: both replies in clear before the handshake, t
       ['250', '250', '250', '354'],
     );
     assert.equal(c.reads.length, 1, 'one TLS record, one read');
+  } finally {
+    c.socket.destroy();
+    await server.closeAsync();
+  }
+});
+
+/** smtp-server's own wait for the client's FIN after a close (HALF_CLOSE_TIMEOUT). */
+const HALF_CLOSE_MS = 5_000;
+
+/** Waits until the server's socket closed; how long after t0. */
+async function serverClosed(observed: Observed, t0: number): Promise<number> {
+  while (observed.closedAt === undefined && Date.now() - t0 < 2 * HALF_CLOSE_MS) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(observed.closedAt !== undefined, 'the server never closed its socket');
+  return observed.closedAt - t0;
+}
+
+// The client keeps its side open (allowHalfOpen): only the server's own close ends the connection.
+test('after QUIT the server sends 221 and closes at once, without waiting for the client to close its side', async () => {
+  const { port, server, observed } = await startServer();
+  const c = await greeted(port, true);
+  try {
+    const t0 = Date.now();
+    c.socket.write('QUIT\r\n');
+    const ms = await serverClosed(observed, t0);
+    await c.until(1);
+    assert.deepEqual(c.replies, ['221 Bye']);
+    assert.ok(c.ended && c.error === undefined, `an orderly close (FIN), not a reset: ${c.error}`);
+    assert.ok(ms < HALF_CLOSE_MS / 2, `the server closed ${ms} ms after QUIT`);
+  } finally {
+    c.socket.destroy();
+    await server.closeAsync();
+  }
+});
+
+test('a message with QUIT pipelined behind its dot: 250 and 221 arrive, then the server closes at once', async () => {
+  const { port, server, observed } = await startServer();
+  const c = await greeted(port, true);
+  try {
+    c.socket.write(GROUP);
+    await c.until(4);
+    c.reset();
+    const t0 = Date.now();
+    c.socket.write('Subject: t\r\n\r\nhello\r\n.\r\nQUIT\r\n');
+    const ms = await serverClosed(observed, t0);
+    await c.until(2);
+    assert.deepEqual(c.replies, ['250 queued', '221 Bye']);
+    assert.ok(c.ended && c.error === undefined, `an orderly close (FIN), not a reset: ${c.error}`);
+    assert.ok(ms < HALF_CLOSE_MS / 2, `the server closed ${ms} ms after QUIT`);
+  } finally {
+    c.socket.destroy();
+    await server.closeAsync();
+  }
+});
+
+test('QUIT inside a TLS session: 221 arrives over TLS and the server closes at once', async () => {
+  const { port, server, observed } = await startServer();
+  const c = await Client.connect(port, true);
+  try {
+    await c.until(1);
+    c.socket.write('EHLO client.test\r\nSTARTTLS\r\n');
+    await c.until(3);
+    await c.startTls();
+    c.socket.write('EHLO client.test\r\n');
+    await c.until(1);
+    // After STARTTLS the session runs on a TLSSocket that took the raw socket's handle: watch that one.
+    observed.closedAt = undefined;
+    for (const conn of server.connections) (conn as unknown as { _socket: tls.TLSSocket })._socket.once('close', () => (observed.closedAt = Date.now()));
+    c.reset();
+    const t0 = Date.now();
+    c.socket.write('QUIT\r\n');
+    const ms = await serverClosed(observed, t0);
+    await c.until(1);
+    assert.deepEqual(c.replies, ['221 Bye']);
+    assert.equal(c.error, undefined);
+    assert.ok(ms < HALF_CLOSE_MS / 2, `the server closed ${ms} ms after QUIT`);
+  } finally {
+    c.socket.destroy();
+    await server.closeAsync();
+  }
+});
+
+test('the error budget\'s 421 keeps the half-closed wait: a client still sending can read it before the server closes', async () => {
+  const { port, server, observed } = await startServer({ maxErrors: 1 });
+  const c = await greeted(port, true);
+  try {
+    const t0 = Date.now();
+    c.socket.write('FOO\r\nFOO\r\n');
+    await c.until(2);
+    assert.deepEqual(
+      c.replies.map((l) => l.slice(0, 3)),
+      ['500', '500', '421'],
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(observed.closedAt, undefined, 'no close over input the client may still be sending');
+    const ms = await serverClosed(observed, t0);
+    assert.ok(ms >= HALF_CLOSE_MS - 500, `closed after ${ms} ms`);
   } finally {
     c.socket.destroy();
     await server.closeAsync();
