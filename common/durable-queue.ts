@@ -804,11 +804,12 @@ export class DurableQueue<M> {
   }
 
   /**
-   * The body for a writer that takes either (smtp-pool.ts BodySource): an inline
-   * body as the Buffer it is read into anyway, a file body as a stream.
+   * The body for a writer that takes either (smtp-session.ts BodySource): an inline
+   * body as the Buffers it is read into anyway (a handed-over one as its head and the
+   * other record's bytes, not copied into one), a file body as a stream.
    */
-  async sendableBody(rec: QueueRecord<M>): Promise<Buffer | Readable> {
-    return rec.body.kind === 'inline' ? this.readInline(rec) : this.openBody(rec);
+  async sendableBody(rec: QueueRecord<M>): Promise<Buffer[] | Readable> {
+    return rec.body.kind === 'inline' ? this.inlinePieces(rec) : this.openBody(rec);
   }
 
   /** The whole body in memory: only for small bodies or tests. */
@@ -828,11 +829,17 @@ export class DurableQueue<M> {
   }
 
   private async readInline(rec: QueueRecord<M>): Promise<Buffer> {
+    const pieces = this.inlinePieces(rec);
+    return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, rec.body.size);
+  }
+
+  /** An inline body: its b! value, followed for a handed-over body by the other record's bytes. */
+  private inlinePieces(rec: QueueRecord<M>): Buffer[] {
     const v = this.head(rec);
-    if (rec.body.kind !== 'inline' || !rec.body.tail) return v;
+    if (rec.body.kind !== 'inline' || !rec.body.tail) return [v];
     const t = this.store.getNow(rec.body.tail.key);
     if (!t || v.length + t.length - rec.body.tail.start !== rec.body.size) throw new Error(`queue ${this.name}: body tail of ${rec.id} (${rec.body.tail.key}) is missing or not ${rec.body.size - v.length} bytes`);
-    return Buffer.concat([v, t.subarray(rec.body.tail.start)]);
+    return [v, t.subarray(rec.body.tail.start)];
   }
 
   async get(id: string): Promise<QueueRecord<M> | undefined> {

@@ -31,6 +31,7 @@
  *
  * Side effects: network connections.
  */
+import type { Readable } from 'node:stream';
 import type { EnvelopeDsn } from './smtp-intake.js';
 import { SmtpSession, type BodySource, type SessionOptions, type SmtpError, type TransactionState } from './smtp-session.js';
 
@@ -110,8 +111,9 @@ export class SmtpPool {
           throw err;
         }
         s.messages++;
-        const unread = Buffer.isBuffer(body) ? !tx.bodyStarted : body.readableDidRead === false;
-        if (!Buffer.isBuffer(body)) body.destroy();
+        const inMemory = Buffer.isBuffer(body) || Array.isArray(body);
+        const unread = inMemory ? !tx.bodyStarted : (body as Readable).readableDidRead === false;
+        if (!inMemory) (body as Readable).destroy();
         if (reused && !retried && unread && err.responseCode === undefined) {
           this.discard(s); // closed by the server while idle: not this message's fault
           continue;

@@ -45,13 +45,17 @@ export function isSpoolId(value: string): boolean {
   return SPOOL_ID_FORMAT.test(value);
 }
 
-/** The body as relayed by the forwarder: our header first, then the message as spooled (a Buffer stays one: an inline body is at most 256 KiB). */
-export function stampSpoolId(id: string, body: Buffer): Buffer;
+/**
+ * The body as relayed by the forwarder: our header first, then the message as spooled. A body in
+ * memory stays in memory, as pieces (smtp-session.ts BodySource): not copied behind the line.
+ */
+export function stampSpoolId(id: string, body: Buffer | readonly Buffer[]): Buffer[];
 export function stampSpoolId(id: string, body: Readable): Readable;
-export function stampSpoolId(id: string, body: Buffer | Readable): Buffer | Readable;
-export function stampSpoolId(id: string, body: Buffer | Readable): Buffer | Readable {
+export function stampSpoolId(id: string, body: Buffer | readonly Buffer[] | Readable): Buffer[] | Readable;
+export function stampSpoolId(id: string, body: Buffer | readonly Buffer[] | Readable): Buffer[] | Readable {
   const line = Buffer.from(`${SPOOL_ID_HEADER}: ${id}\r\n`);
-  if (Buffer.isBuffer(body)) return Buffer.concat([line, body], line.length + body.length);
+  if (Buffer.isBuffer(body)) return [line, body];
+  if (Array.isArray(body)) return [line, ...(body as readonly Buffer[])];
   return Readable.from(
     (async function* () {
       yield line;

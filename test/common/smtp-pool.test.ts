@@ -21,6 +21,8 @@ interface Upstream {
   perSession: Map<string, number>;
   maxConcurrent: number;
   rcpts: string[][];
+  /** Each message as the server's parser delivered it (dots unstuffed). */
+  bodies: Buffer[];
   commands: string[];
   dropIdle(): void;
   close(): Promise<void>;
@@ -41,6 +43,7 @@ async function upstream(opts: UpstreamOptions = {}): Promise<Upstream> {
   const sessions = new Set<string>();
   const perSession = new Map<string, number>();
   const rcpts: string[][] = [];
+  const bodies: Buffer[] = [];
   const commands: string[] = [];
   const sockets = new Set<import('node:net').Socket>();
   let concurrent = 0;
@@ -51,6 +54,7 @@ async function upstream(opts: UpstreamOptions = {}): Promise<Upstream> {
     perSession,
     maxConcurrent: 0,
     rcpts,
+    bodies,
     commands,
     dropIdle: () => {
       for (const s of sockets) s.destroy();
@@ -78,8 +82,10 @@ async function upstream(opts: UpstreamOptions = {}): Promise<Upstream> {
       cb();
     },
     onData(stream, session, cb) {
-      stream.resume();
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('end', () => {
+        bodies.push(Buffer.concat(chunks));
         perSession.set(session.id, (perSession.get(session.id) ?? 0) + 1);
         rcpts.push(session.envelope.rcptTo.map((r) => r.address));
         if (++received === opts.killAtMessage) return u.dropIdle();
@@ -108,6 +114,8 @@ const MESSAGE = 'Subject: t\r\n\r\nhello\r\n';
 const body = (): (() => Promise<Readable>) => async () => Readable.from([Buffer.from(MESSAGE)]);
 /** The same body as the Buffer an inline spooled body is handed over as (durable-queue.ts sendableBody). */
 const bufferBody = (): (() => Promise<Buffer>) => async () => Buffer.from(MESSAGE);
+/** The same body in pieces, as a stamped or handed-over inline body is (spool-id.ts, durable-queue.ts sendableBody). */
+const piecesBody = (): (() => Promise<Buffer[]>) => async () => [Buffer.from(MESSAGE.slice(0, 12)), Buffer.from(MESSAGE.slice(12))];
 const env = { from: 'a@example.org', to: ['b@example.com'] };
 
 test('sessions are reused up to maxMessages, and never more than maxConnections run at once', async () => {
@@ -149,6 +157,7 @@ test('a refused envelope keeps the session (RSET); recipients are de-duplicated'
 for (const [kind, open] of [
   ['stream', body],
   ['Buffer', bufferBody],
+  ['pieces', piecesBody],
 ] as const) {
   test(`a session the server dropped while idle is replaced without failing the message (${kind} body)`, async () => {
     const up = await upstream();
@@ -280,6 +289,21 @@ test('PIPELINING: closing the pool while a handed-off transaction waits for its 
     assert.match(info.response, /^250/);
     assert.equal(up.rcpts.length, 1);
   } finally {
+    await up.close();
+  }
+});
+
+test('a body in pieces goes out as their concatenation, dot-stuffed across the pieces\' ends', async () => {
+  const up = await upstream();
+  const p = pool(up.port, { maxConnections: 1 });
+  // A line starting with a dot at the start of a piece, a dot in mid-line at the start of one, a
+  // CRLF split over two pieces before a dot, and a lone dot line.
+  const pieces = ['Subject: t\r\n\r\n', '.first\r\nmid', '.dle\r\nx\r', '\n.', 'second\r\n', '.\r\n', 'end'].map((x) => Buffer.from(x));
+  try {
+    await p.send(env, async () => pieces);
+    assert.deepEqual(up.bodies[0]?.toString(), `${Buffer.concat(pieces).toString()}\r\n`, 'byte for byte (the session ends an unterminated last line)');
+  } finally {
+    p.close();
     await up.close();
   }
 });

@@ -37,8 +37,12 @@ test('stamp then filter round-trips the message byte for byte', async () => {
   const r = await filter([Buffer.concat(stamped).toString()]);
   assert.equal(r.out, body);
   assert.equal(r.id, 'Q1');
-  const fromBuffer = stampSpoolId('Q1', Buffer.from(body));
-  assert.ok(Buffer.isBuffer(fromBuffer) && fromBuffer.equals(Buffer.concat(stamped)), 'an inline body is stamped into one Buffer, byte for byte the same');
+  const body1 = Buffer.from(body);
+  const fromBuffer = stampSpoolId('Q1', body1);
+  assert.ok(Buffer.concat(fromBuffer).equals(Buffer.concat(stamped)), 'an inline body is stamped byte for byte the same');
+  assert.equal(fromBuffer.at(-1), body1, 'the spooled bytes themselves, not a copy');
+  const fromPieces = stampSpoolId('Q1', [body1.subarray(0, 5), body1.subarray(5)]);
+  assert.ok(Buffer.concat(fromPieces).equals(Buffer.concat(stamped)), 'a body in pieces too');
 });
 
 test('seen ids: remembered with the enqueue batch, forgotten after the TTL by the sweep', async () => {

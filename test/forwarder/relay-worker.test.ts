@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { DurableQueue, type QueueRecord } from '../../common/durable-queue.js';
 import { RelayHealth } from '../../common/relay-health.js';
@@ -81,7 +82,7 @@ async function rig(): Promise<Rig> {
       if (health.isUp(RELAY)) {
         if (listener.up) {
           const body = await openBody();
-          if (!Buffer.isBuffer(body)) body.resume();
+          if (!Buffer.isBuffer(body) && !Array.isArray(body)) (body as Readable).resume();
           return script.send(envelope);
         }
         health.markDown(RELAY, { code: 'ECONNECTION', message: 'connect ECONNREFUSED 127.0.0.1:2587' });
