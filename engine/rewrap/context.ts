@@ -19,7 +19,7 @@ import type { BodySource } from './body-source.js';
 import type { DkimKey } from './dkim-keys.js';
 import type { MimeLimits, MimePart } from './mime-scan.js';
 import { decodeText } from './mime-text.js';
-import { partMayContain } from './part-probe.js';
+import { partMayContain, rawMayContain } from './part-probe.js';
 import type { RecipientDb, RecipientRecord } from '../recipient-db.js';
 import type { SuppressionList } from '../suppression.js';
 
@@ -34,9 +34,10 @@ export type StepOutcome =
 export const NEXT: StepOutcome = Object.freeze({ kind: 'next' });
 
 /**
- * A part up to this size is decoded whole when a step asks what it holds
- * (`MessageContext.mayContain`): cheap, and the text is at hand if the step
- * then changes it. A larger one is probed as a stream (part-probe.ts), so a
+ * A part up to this size is read whole when a step asks what it holds
+ * (`MessageContext.mayContain`): searched as bytes when it has no transfer
+ * encoding, else decoded (cheap, and the text is at hand if the step then
+ * changes it). A larger one is probed as a stream (part-probe.ts), so a
  * 10 MB text body with nothing to change is never a 10 MB string (issue #17).
  * 256 KiB: the size the queue keeps in memory anyway (durable-queue.ts).
  */
@@ -174,17 +175,21 @@ export class MessageContext {
   /**
    * False when the decoded text of a part surely holds none of `needles`
    * (ASCII strings such as `{{`); once per message and part. A part already
-   * read, or small, is looked at as text; a large one is streamed, never held
-   * whole (part-probe.ts). True means "read it": the step then takes `text`.
+   * read is looked at as text; a small one as bytes when it has no transfer
+   * encoding (part-probe.ts rawMayContain), else as text; a large one is
+   * streamed, never held whole (part-probe.ts). True means "read it": the
+   * step then takes `text`.
    */
   mayContain(part: MimePart, needles: readonly string[]): Promise<boolean> {
-    if (this.texts.has(part.index) || part.bodyEnd - part.bodyStart <= WHOLE_PART_PROBE_MAX_BYTES) {
-      return this.text(part).then((text) => needles.some((n) => n !== '' && text.includes(n)));
-    }
+    const fromText = (): Promise<boolean> => this.text(part).then((text) => needles.some((n) => n !== '' && text.includes(n)));
+    if (this.texts.has(part.index)) return fromText();
     const key = `${part.index}\0${needles.join('\0')}`;
     let p = this.probes.get(key);
     if (!p) {
-      p = partMayContain(this.source, part, needles);
+      p =
+        part.bodyEnd - part.bodyStart <= WHOLE_PART_PROBE_MAX_BYTES
+          ? this.source.read(part.bodyStart, part.bodyEnd).then((raw) => rawMayContain(raw, part, needles) ?? fromText())
+          : partMayContain(this.source, part, needles);
       this.probes.set(key, p);
     }
     return p;

@@ -104,14 +104,34 @@ function base64(): ChunkDecoder {
 }
 
 /**
+ * The needles as the bytes to look for in the part's transfer-decoded bytes: [] when there is
+ * nothing to look for, undefined when a byte search cannot answer exactly (see the header).
+ */
+function searchBytes(part: MimePart, needles: readonly string[]): Buffer[] | undefined {
+  const wanted = needles.filter((n) => n.length > 0);
+  if (wanted.some((n) => /[^\x00-\x7f]/.test(n)) || !asciiTransparent(part.params.charset)) return undefined;
+  return wanted.map((n) => Buffer.from(n, 'latin1'));
+}
+
+/**
+ * For a part without a transfer encoding to undo (7bit, 8bit, binary: its raw bytes are its
+ * decoded bytes), whether `raw` may hold one of `needles`, answered by a byte search; undefined
+ * when only its decoded text can tell. Why (issue #17): the rewrap asked this of every text part
+ * by decoding it into a string, 100 KB of string per 100 KB message for a `{{` that is not there.
+ */
+export function rawMayContain(raw: Buffer, part: MimePart, needles: readonly string[]): boolean | undefined {
+  if (part.encoding === 'base64' || part.encoding === 'quoted-printable') return undefined;
+  return searchBytes(part, needles)?.some((b) => raw.includes(b));
+}
+
+/**
  * False when the decoded text of `part` surely holds none of `needles`; true
  * when it may (or when this probe cannot tell: see the header).
  */
 export async function partMayContain(source: BodySource, part: MimePart, needles: readonly string[]): Promise<boolean> {
-  const wanted = needles.filter((n) => n.length > 0);
-  if (wanted.length === 0) return false;
-  if (wanted.some((n) => /[^\x00-\x7f]/.test(n)) || !asciiTransparent(part.params.charset)) return true;
-  const bytes = wanted.map((n) => Buffer.from(n, 'latin1'));
+  const bytes = searchBytes(part, needles);
+  if (!bytes) return true;
+  if (bytes.length === 0) return false;
   const keep = Math.max(...bytes.map((b) => b.length)) - 1;
   const decoder = part.encoding === 'base64' ? base64() : part.encoding === 'quoted-printable' ? quotedPrintable() : identity();
   let tail: Buffer = Buffer.alloc(0);

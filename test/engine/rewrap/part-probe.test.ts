@@ -5,7 +5,7 @@ import { simpleParser } from 'mailparser';
 import { bufferSource, type BodySource } from '../../../engine/rewrap/body-source.js';
 import type { MimePart } from '../../../engine/rewrap/mime-scan.js';
 import { decodeText, encodeText } from '../../../engine/rewrap/mime-text.js';
-import { partMayContain } from '../../../engine/rewrap/part-probe.js';
+import { partMayContain, rawMayContain } from '../../../engine/rewrap/part-probe.js';
 import { WHOLE_PART_PROBE_MAX_BYTES } from '../../../engine/rewrap/context.js';
 import { seededRandom } from '../../helpers/random.js';
 import { rewrapEnv, runRewrap } from '../../helpers/rewrap.js';
@@ -77,6 +77,37 @@ test('where bytes do not map one to one onto ASCII (UTF-16, Shift_JIS), a non-AS
   assert.equal(await partMayContain(bufferSource(b), part(b.length, '7bit', 'x-unknown-charset'), ['{{']), false, 'decodeText reads an unknown charset as UTF-8');
   const padded = Buffer.from('QQ==\r\nQUJD\r\n');
   assert.equal(await partMayContain(bufferSource(padded), part(padded.length, 'base64'), ['{{']), true);
+});
+
+test('a small part without a transfer encoding is searched as bytes: the answer decodeText(...).includes gives, invalid UTF-8 included', () => {
+  const rnd = seededRandom(29);
+  // Bytes that make invalid or truncated UTF-8 next to the needles' characters, and valid multi-byte ones.
+  const pieces = ['a', '{', '{{', '}}', '-name-', '\r\n', 'é', '€'].map((x) => Buffer.from(x)).concat([Buffer.from([0xc3]), Buffer.from([0xe2, 0x82]), Buffer.from([0xff]), Buffer.from([0x80])]);
+  let found = 0;
+  let checked = 0;
+  for (let i = 0; i < 300; i++) {
+    const parts: Buffer[] = [];
+    for (let n = 2 + Math.floor(rnd() * 10); n > 0; n--) parts.push(pieces[Math.floor(rnd() * pieces.length)]!);
+    const raw = Buffer.concat(parts);
+    for (const encoding of ['7bit', '8bit', 'binary', '']) {
+      for (const charset of ['utf-8', 'us-ascii', 'iso-8859-1']) {
+        const p = part(raw.length, encoding, charset);
+        for (const needles of [['{{'], ['}}', '-name-'], ['{{', '']]) {
+          const expected = needles.some((n) => n !== '' && decodeText(p, raw).includes(n));
+          assert.equal(rawMayContain(raw, p, needles), expected, `${encoding} ${charset} ${JSON.stringify(needles)} ${raw.toString('hex')}`);
+          checked++;
+          if (expected) found++;
+        }
+      }
+    }
+  }
+  assert.ok(found > 500 && checked - found > 500, `both answers exercised (${found} of ${checked} found)`);
+  const b = Buffer.from('plain {{x}}');
+  assert.equal(rawMayContain(b, part(b.length, 'quoted-printable'), ['{{']), undefined, 'a transfer encoding: only the decoded text tells');
+  assert.equal(rawMayContain(b, part(b.length, 'base64'), ['{{']), undefined);
+  assert.equal(rawMayContain(b, part(b.length, '7bit', 'utf-16le'), ['{{']), undefined);
+  assert.equal(rawMayContain(b, part(b.length, '7bit'), ['€']), undefined);
+  assert.equal(rawMayContain(b, part(b.length, '7bit'), ['']), false, 'nothing to look for');
 });
 
 /** A source that records the ranges read whole (`read`), over the real buffer source. */
