@@ -183,13 +183,18 @@ class HeaderCapture extends Transform {
     if (!this.done) {
       this.chunks.push(chunk);
       this.size += chunk.length;
-      if (this.size > MAX_CHECKED_HEADER_BYTES || headerBlockEnd(Buffer.concat(this.chunks)) !== -1) this.done = true;
+      if (this.size > MAX_CHECKED_HEADER_BYTES || headerBlockEnd(this.all()) !== -1) this.done = true;
     }
     cb(null, chunk);
   }
 
+  /** What was kept, as one Buffer: the chunk itself when it is one (a 64 KiB read is not copied to look for an empty line). */
+  private all(): Buffer {
+    return this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+  }
+
   head(): Buffer {
-    const all = Buffer.concat(this.chunks);
+    const all = this.all();
     const end = headerBlockEnd(all);
     return end === -1 ? all.subarray(0, MAX_CHECKED_HEADER_BYTES) : all.subarray(0, end);
   }

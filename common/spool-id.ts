@@ -67,6 +67,23 @@ export function stampSpoolId(id: string, body: Buffer | readonly Buffer[] | Read
 }
 
 /**
+ * The pieces as one Buffer: a view of their memory when they lie back to back in it (the
+ * lines kept around a dropped field, or all of a chunk), a copy only when they do not. Why:
+ * the chunk that ends the header section is most of a 64 KiB read, copied per message for
+ * nothing when the forwarder's line, the first, is all that went (issue #17).
+ */
+function joined(pieces: Buffer[]): Buffer {
+  if (pieces.length === 0) return Buffer.alloc(0);
+  const first = pieces[0]!;
+  let end = first.byteOffset + first.length;
+  for (const p of pieces.slice(1)) {
+    if (p.buffer !== first.buffer || p.byteOffset !== end) return Buffer.concat(pieces);
+    end += p.length;
+  }
+  return Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset);
+}
+
+/**
  * Removes every X-Postino-Spool-Id field (with folded continuation lines) from
  * the header section and records the first one's value. The body passes as is.
  */
@@ -115,7 +132,7 @@ export class SpoolIdFilter extends Transform {
       buf = Buffer.alloc(0);
     }
     this.pending = buf;
-    cb(null, out.length === 1 ? out[0] : Buffer.concat(out));
+    cb(null, joined(out));
   }
 
   override _flush(cb: TransformCallback): void {

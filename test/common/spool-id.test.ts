@@ -30,6 +30,19 @@ test('the filter removes the spool id header (folded lines too) at any chunk bou
   assert.equal((await filter(bytes)).out, want, 'byte by byte');
 });
 
+test('a chunk whose only dropped line is the forwarder\'s first one passes as a view of the chunk, not a copy', async () => {
+  const chunk = Buffer.from(`X-Postino-Spool-Id: ABC123\r\nFrom: a@b\r\nSubject: hi\r\n\r\n${'body line\r\n'.repeat(5000)}`);
+  const f = new SpoolIdFilter();
+  const out: Buffer[] = [];
+  f.on('data', (c: Buffer) => out.push(c));
+  const done = new Promise<void>((r) => f.on('end', r));
+  f.end(chunk);
+  await done;
+  assert.equal(out.length, 1);
+  assert.equal(out[0]!.toString(), chunk.toString().slice('X-Postino-Spool-Id: ABC123\r\n'.length));
+  assert.ok(out[0]!.buffer === chunk.buffer && out[0]!.byteOffset === chunk.byteOffset + 28, 'the same memory');
+});
+
 test('stamp then filter round-trips the message byte for byte', async () => {
   const body = 'From: a@b\r\n\r\nhello\r\n';
   const stamped: Buffer[] = [];
