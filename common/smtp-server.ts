@@ -52,6 +52,9 @@
  * timeouts, the session limit) go out at once, as a lock-step client's replies
  * do: its chunk holds one command, whose reply is flushed when it is done.
  *
+ * QUIT: the socket is closed as soon as the 221 is flushed, as Postfix's smtpd
+ * does; other closes (421) keep smtp-server's bounded half-closed wait (close()).
+ *
  * PROXY protocol: headers are expected only from `proxyFrom` (CIDR); v2 (binary)
  * is read by proxy-v2.ts, v1 (text) by smtp-server itself.
  *
