@@ -273,18 +273,24 @@ async function serverClosed(observed: Observed, t0: number): Promise<number> {
   return observed.closedAt - t0;
 }
 
+/** Writes `input` (ending in QUIT); the server must answer `replies` and close at once, in order (FIN, not a reset). */
+async function quitClosesAtOnce(c: Client, observed: Observed, input: string, replies: string[]): Promise<void> {
+  c.reset();
+  const t0 = Date.now();
+  c.socket.write(input);
+  const ms = await serverClosed(observed, t0);
+  await c.until(replies.length);
+  assert.deepEqual(c.replies, replies);
+  assert.ok(c.ended && c.error === undefined, `an orderly close (FIN), not a reset: ${c.error}`);
+  assert.ok(ms < HALF_CLOSE_MS / 2, `the server closed ${ms} ms after QUIT`);
+}
+
 // The client keeps its side open (allowHalfOpen): only the server's own close ends the connection.
 test('after QUIT the server sends 221 and closes at once, without waiting for the client to close its side', async () => {
   const { port, server, observed } = await startServer();
   const c = await greeted(port, true);
   try {
-    const t0 = Date.now();
-    c.socket.write('QUIT\r\n');
-    const ms = await serverClosed(observed, t0);
-    await c.until(1);
-    assert.deepEqual(c.replies, ['221 Bye']);
-    assert.ok(c.ended && c.error === undefined, `an orderly close (FIN), not a reset: ${c.error}`);
-    assert.ok(ms < HALF_CLOSE_MS / 2, `the server closed ${ms} ms after QUIT`);
+    await quitClosesAtOnce(c, observed, 'QUIT\r\n', ['221 Bye']);
   } finally {
     c.socket.destroy();
     await server.closeAsync();
@@ -297,14 +303,7 @@ test('a message with QUIT pipelined behind its dot: 250 and 221 arrive, then the
   try {
     c.socket.write(GROUP);
     await c.until(4);
-    c.reset();
-    const t0 = Date.now();
-    c.socket.write('Subject: t\r\n\r\nhello\r\n.\r\nQUIT\r\n');
-    const ms = await serverClosed(observed, t0);
-    await c.until(2);
-    assert.deepEqual(c.replies, ['250 queued', '221 Bye']);
-    assert.ok(c.ended && c.error === undefined, `an orderly close (FIN), not a reset: ${c.error}`);
-    assert.ok(ms < HALF_CLOSE_MS / 2, `the server closed ${ms} ms after QUIT`);
+    await quitClosesAtOnce(c, observed, 'Subject: t\r\n\r\nhello\r\n.\r\nQUIT\r\n', ['250 queued', '221 Bye']);
   } finally {
     c.socket.destroy();
     await server.closeAsync();
@@ -324,14 +323,7 @@ test('QUIT inside a TLS session: 221 arrives over TLS and the server closes at o
     // After STARTTLS the session runs on a TLSSocket that took the raw socket's handle: watch that one.
     observed.closedAt = undefined;
     for (const conn of server.connections) (conn as unknown as { _socket: tls.TLSSocket })._socket.once('close', () => (observed.closedAt = Date.now()));
-    c.reset();
-    const t0 = Date.now();
-    c.socket.write('QUIT\r\n');
-    const ms = await serverClosed(observed, t0);
-    await c.until(1);
-    assert.deepEqual(c.replies, ['221 Bye']);
-    assert.equal(c.error, undefined);
-    assert.ok(ms < HALF_CLOSE_MS / 2, `the server closed ${ms} ms after QUIT`);
+    await quitClosesAtOnce(c, observed, 'QUIT\r\n', ['221 Bye']);
   } finally {
     c.socket.destroy();
     await server.closeAsync();
