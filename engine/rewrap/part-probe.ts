@@ -109,6 +109,7 @@ function base64(): ChunkDecoder {
  */
 function searchBytes(part: MimePart, needles: readonly string[]): Buffer[] | undefined {
   const wanted = needles.filter((n) => n.length > 0);
+  if (wanted.length === 0) return [];
   if (wanted.some((n) => /[^\x00-\x7f]/.test(n)) || !asciiTransparent(part.params.charset)) return undefined;
   return wanted.map((n) => Buffer.from(n, 'latin1'));
 }

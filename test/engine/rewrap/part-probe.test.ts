@@ -79,7 +79,7 @@ test('where bytes do not map one to one onto ASCII (UTF-16, Shift_JIS), a non-AS
   assert.equal(await partMayContain(bufferSource(padded), part(padded.length, 'base64'), ['{{']), true);
 });
 
-test('a small part without a transfer encoding is searched as bytes: the answer decodeText(...).includes gives, invalid UTF-8 included', () => {
+test('a small part without a transfer encoding is searched as bytes: the answer decodeText(...).includes gives, invalid UTF-8 included', async () => {
   const rnd = seededRandom(29);
   // Bytes that make invalid or truncated UTF-8 next to the needles' characters, and valid multi-byte ones.
   const pieces = ['a', '{', '{{', '}}', '-name-', '\r\n', 'é', '€'].map((x) => Buffer.from(x)).concat([Buffer.from([0xc3]), Buffer.from([0xe2, 0x82]), Buffer.from([0xff]), Buffer.from([0x80])]);
@@ -108,6 +108,8 @@ test('a small part without a transfer encoding is searched as bytes: the answer 
   assert.equal(rawMayContain(b, part(b.length, '7bit', 'utf-16le'), ['{{']), undefined);
   assert.equal(rawMayContain(b, part(b.length, '7bit'), ['€']), undefined);
   assert.equal(rawMayContain(b, part(b.length, '7bit'), ['']), false, 'nothing to look for');
+  assert.equal(rawMayContain(b, part(b.length, '7bit', 'utf-16le'), []), false, 'nothing to look for, whatever the charset');
+  assert.equal(await partMayContain(bufferSource(b), part(b.length, '7bit', 'utf-16le'), ['']), false);
 });
 
 /** A source that records the ranges read whole (`read`), over the real buffer source. */
