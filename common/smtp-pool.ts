@@ -33,7 +33,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { EnvelopeDsn } from './smtp-intake.js';
-import { SmtpSession, type BodySource, type SessionOptions, type SmtpError, type TransactionState } from './smtp-session.js';
+import { bodyPieces, SmtpSession, type BodySource, type SessionOptions, type SmtpError, type TransactionState } from './smtp-session.js';
 
 export type { BodySource, SmtpError };
 
@@ -111,9 +111,9 @@ export class SmtpPool {
           throw err;
         }
         s.messages++;
-        const inMemory = Buffer.isBuffer(body) || Array.isArray(body);
-        const unread = inMemory ? !tx.bodyStarted : (body as Readable).readableDidRead === false;
-        if (!inMemory) (body as Readable).destroy();
+        const stream = bodyPieces(body) ? undefined : (body as Readable);
+        const unread = stream ? stream.readableDidRead === false : !tx.bodyStarted;
+        stream?.destroy();
         if (reused && !retried && unread && err.responseCode === undefined) {
           this.discard(s); // closed by the server while idle: not this message's fault
           continue;

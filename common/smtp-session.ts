@@ -58,6 +58,12 @@ const MAX_REPLY_BYTES = 64 * 1024;
  */
 export type BodySource = Readable | Buffer | readonly Buffer[];
 
+/** An in-memory body as its pieces, in order; undefined for a stream. */
+export function bodyPieces(body: BodySource): readonly Buffer[] | undefined {
+  if (Buffer.isBuffer(body)) return [body];
+  return Array.isArray(body) ? (body as readonly Buffer[]) : undefined;
+}
+
 export interface SessionOptions {
   host: string;
   port: number;
@@ -335,8 +341,9 @@ export class SmtpSession {
     let last: number | false = false;
     /** Written together with the dot: the whole body when it is in memory, else the stream's last chunk. */
     const held: Buffer[] = [];
-    if (Buffer.isBuffer(body) || Array.isArray(body)) {
-      for (const chunk of Buffer.isBuffer(body) ? [body] : (body as readonly Buffer[])) {
+    const pieces = bodyPieces(body);
+    if (pieces) {
+      for (const chunk of pieces) {
         if (chunk.length === 0) continue;
         held.push(stuffChunk(chunk, last));
         last = chunk[chunk.length - 1]!;

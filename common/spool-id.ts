@@ -29,6 +29,7 @@
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { setImmediate as yieldNow } from 'node:timers/promises';
 import type { BatchOp, Store } from './store.js';
+import { bodyPieces } from './smtp-session.js';
 
 export const SPOOL_ID_HEADER = 'X-Postino-Spool-Id';
 const HEADER_LC = SPOOL_ID_HEADER.toLowerCase();
@@ -54,8 +55,8 @@ export function stampSpoolId(id: string, body: Readable): Readable;
 export function stampSpoolId(id: string, body: Buffer | readonly Buffer[] | Readable): Buffer[] | Readable;
 export function stampSpoolId(id: string, body: Buffer | readonly Buffer[] | Readable): Buffer[] | Readable {
   const line = Buffer.from(`${SPOOL_ID_HEADER}: ${id}\r\n`);
-  if (Buffer.isBuffer(body)) return [line, body];
-  if (Array.isArray(body)) return [line, ...(body as readonly Buffer[])];
+  const pieces = bodyPieces(body);
+  if (pieces) return [line, ...pieces];
   return Readable.from(
     (async function* () {
       yield line;
@@ -76,7 +77,8 @@ function joined(pieces: Buffer[]): Buffer {
   if (pieces.length === 0) return Buffer.alloc(0);
   const first = pieces[0]!;
   let end = first.byteOffset + first.length;
-  for (const p of pieces.slice(1)) {
+  for (let i = 1; i < pieces.length; i++) {
+    const p = pieces[i]!;
     if (p.buffer !== first.buffer || p.byteOffset !== end) return Buffer.concat(pieces);
     end += p.length;
   }

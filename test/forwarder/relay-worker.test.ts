@@ -15,6 +15,7 @@ import { RelayHealth } from '../../common/relay-health.js';
 import type { RetryPolicy } from '../../common/retry-schedule.js';
 import { SendFailure, type BodySource, type RecipientFailure, type RelaySender, type SendOutcome, type SmtpReply } from '../../common/smtp-client.js';
 import { Store } from '../../common/store.js';
+import { bodyPieces } from '../../common/smtp-session.js';
 import { RelayWorker } from '../../forwarder/relay-worker.js';
 import type { SpoolMeta } from '../../forwarder/spool-record.js';
 import { tempDir } from '../helpers/postino.js';
@@ -82,7 +83,7 @@ async function rig(): Promise<Rig> {
       if (health.isUp(RELAY)) {
         if (listener.up) {
           const body = await openBody();
-          if (!Buffer.isBuffer(body) && !Array.isArray(body)) (body as Readable).resume();
+          if (!bodyPieces(body)) (body as Readable).resume();
           return script.send(envelope);
         }
         health.markDown(RELAY, { code: 'ECONNECTION', message: 'connect ECONNREFUSED 127.0.0.1:2587' });
