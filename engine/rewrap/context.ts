@@ -19,7 +19,7 @@ import type { BodySource } from './body-source.js';
 import type { DkimKey } from './dkim-keys.js';
 import type { MimeLimits, MimePart } from './mime-scan.js';
 import { decodeText } from './mime-text.js';
-import { partMayContain, rawMayContain } from './part-probe.js';
+import { partMayContain, rawNeedles } from './part-probe.js';
 import type { RecipientDb, RecipientRecord } from '../recipient-db.js';
 import type { SuppressionList } from '../suppression.js';
 
@@ -176,20 +176,19 @@ export class MessageContext {
    * False when the decoded text of a part surely holds none of `needles`
    * (ASCII strings such as `{{`); once per message and part. A part already
    * read is looked at as text; a small one as bytes when it has no transfer
-   * encoding (part-probe.ts rawMayContain), else as text; a large one is
+   * encoding (part-probe.ts rawNeedles), else as text; a large one is
    * streamed, never held whole (part-probe.ts). True means "read it": the
    * step then takes `text`.
    */
   mayContain(part: MimePart, needles: readonly string[]): Promise<boolean> {
-    const fromText = (): Promise<boolean> => this.text(part).then((text) => needles.some((n) => n !== '' && text.includes(n)));
-    if (this.texts.has(part.index)) return fromText();
+    const small = part.bodyEnd - part.bodyStart <= WHOLE_PART_PROBE_MAX_BYTES;
+    const bytes = small ? rawNeedles(part, needles) : undefined;
+    if (this.texts.has(part.index) || (small && !bytes)) return this.text(part).then((text) => needles.some((n) => n !== '' && text.includes(n)));
     const key = `${part.index}\0${needles.join('\0')}`;
     let p = this.probes.get(key);
     if (!p) {
-      p =
-        part.bodyEnd - part.bodyStart <= WHOLE_PART_PROBE_MAX_BYTES
-          ? this.source.read(part.bodyStart, part.bodyEnd).then((raw) => rawMayContain(raw, part, needles) ?? fromText())
-          : partMayContain(this.source, part, needles);
+      if (bytes) p = bytes.length === 0 ? Promise.resolve(false) : this.source.read(part.bodyStart, part.bodyEnd).then((raw) => bytes.some((b) => raw.includes(b)));
+      else p = partMayContain(this.source, part, needles);
       this.probes.set(key, p);
     }
     return p;

@@ -121,8 +121,17 @@ function searchBytes(part: MimePart, needles: readonly string[]): Buffer[] | und
  * by decoding it into a string, 100 KB of string per 100 KB message for a `{{` that is not there.
  */
 export function rawMayContain(raw: Buffer, part: MimePart, needles: readonly string[]): boolean | undefined {
+  return rawNeedles(part, needles)?.some((b) => raw.includes(b));
+}
+
+/**
+ * What rawMayContain looks for in the part's raw bytes ([] when nothing), or undefined when a
+ * byte search cannot answer: asked before the bytes are read, so that a part only its decoded
+ * text can answer for is read once, for that text.
+ */
+export function rawNeedles(part: MimePart, needles: readonly string[]): Buffer[] | undefined {
   if (part.encoding === 'base64' || part.encoding === 'quoted-printable') return undefined;
-  return searchBytes(part, needles)?.some((b) => raw.includes(b));
+  return searchBytes(part, needles);
 }
 
 /**

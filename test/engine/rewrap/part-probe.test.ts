@@ -142,3 +142,27 @@ test('rewrap: a large text body without merge tags is never read whole and comes
     await env.close();
   }
 });
+
+test('rewrap: a small part is read once for the merge-tag question, whether bytes or only its decoded text can answer it', async () => {
+  const env = await rewrapEnv();
+  try {
+    const head = (encoding: string): string => `From: shop@example.org\r\nTo: ada@example.com\r\nSubject: small\r\nX-Postino-Vars: {"first":"Ada"}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: ${encoding}\r\n\r\n`;
+    // quoted-printable: `=7B=7B` is `{{` once decoded, so only the text can answer; 7bit: the bytes answer.
+    for (const [encoding, body, merged] of [
+      ['quoted-printable', 'Dear =7B=7Bfirst}},\r\nsee you.\r\n', true],
+      ['7bit', 'Dear friend,\r\nsee you.\r\n', false],
+    ] as const) {
+      const raw = Buffer.from(head(encoding) + body);
+      const w = watched(raw);
+      const r = await runRewrap(env, raw, ['ada@example.com'], undefined, undefined, w.source);
+      const start = raw.indexOf('\r\n\r\n') + 4;
+      const partReads = w.wholeReads.filter(([s, e]) => s === start && e === raw.length);
+      assert.equal(partReads.length, 1, `${encoding}: the part read whole once (${JSON.stringify(w.wholeReads)})`);
+      const text = (await simpleParser(r.copies[0]!.bytes)).text ?? '';
+      assert.equal(text.includes('Dear Ada,'), merged, `${encoding}: ${text}`);
+      assert.ok(!text.includes('{{first}}'));
+    }
+  } finally {
+    await env.close();
+  }
+});
