@@ -80,7 +80,11 @@
  * Buffer value, `put` or `del`), this store uses no sublevels, hooks or write
  * events, and classic-level is pinned to an exact version (package.json). When
  * the database is not open (a reopen, a close) the public path runs, and fails
- * or waits as it should.
+ * or waits as it should. Where classic-level looks as expected, the ops go one by
+ * one into a native batch that each flow (synced, unsynced) clears and reuses,
+ * instead of `_batch`'s property look-ups and new batch per call (native-batch.ts):
+ * each flow has one write in flight at a time, so its batch is never refilled
+ * while LevelDB still reads it.
  *
  * Write buffer: 32 MiB instead of LevelDB's 4 MiB. Queue entries are short-lived
  * (a message is usually relayed and deleted within seconds), so a larger memtable
@@ -116,6 +120,7 @@ import { ClassicLevel } from 'classic-level';
 import { PostinoError } from './errors.js';
 import { fsyncPath } from './fsync.js';
 import type { Logger } from './log.js';
+import { nativeBatchWriter, type NativeBatchWriter } from './native-batch.js';
 import { nextTurn } from './next-turn.js';
 import { RecentBlobs } from './recent-blobs.js';
 
@@ -225,6 +230,8 @@ export class Store {
   private recovering: Promise<void> | undefined;
   private closing = false;
   private wakeRecovery: (() => void) | undefined;
+  /** Batches filled in place and reused, one for the synced flow and one for the unsynced (see the header); undefined: `_batch`. */
+  private readonly nativeWriters: readonly [NativeBatchWriter, NativeBatchWriter] | undefined;
   /** Key prefix → observer (see `observe`). */
   private readonly observers = new Map<string, CommitObserver>();
 
@@ -235,6 +242,9 @@ export class Store {
     this.db = new ClassicLevel<string, Buffer>(path.join(dir, 'db'), { keyEncoding: 'utf8', valueEncoding: 'buffer', writeBufferSize: WRITE_BUFFER_BYTES });
     this.blobDir = path.join(dir, 'blobs');
     this.recentBlobs = new RecentBlobs((name) => this.blobPath(name), BLOB_READ_BYTES);
+    const synced = nativeBatchWriter(this.db);
+    const unsynced = nativeBatchWriter(this.db);
+    this.nativeWriters = synced && unsynced ? [synced, unsynced] : undefined;
   }
 
   static async open(dir: string, options: StoreOptions = {}): Promise<Store> {
@@ -273,6 +283,11 @@ export class Store {
     }
   }
 
+  /** True when batches go through native-batch.ts, false when through `_batch` (classic-level not as expected). */
+  get nativeBatches(): boolean {
+    return this.nativeWriters !== undefined;
+  }
+
   /** False while writes fail and the database is being reopened (see the header). */
   get healthy(): boolean {
     return this.broken === undefined;
@@ -287,8 +302,9 @@ export class Store {
     try {
       const fault = this.options.writeFault?.();
       if (fault) throw fault;
-      if (this.db.status === 'open') await (this.db as unknown as RawBatch)._batch(ops, { sync });
-      else await this.db.batch(ops, { sync });
+      if (this.db.status !== 'open') await this.db.batch(ops, { sync });
+      else if (this.nativeWriters) await this.nativeWriters[sync ? 0 : 1].write(ops, sync);
+      else await (this.db as unknown as RawBatch)._batch(ops, { sync });
     } catch (e) {
       this.writeFailed(e);
       throw e;
