@@ -5,7 +5,7 @@
  * `type`, `key` and `value` through N-API property look-ups (each a name string made and
  * looked up, a has- and a get-call per property) and builds a new WriteBatch per call that
  * grows by reallocation. In CPU profiles of `postino up` at 100 KB and of the forwarder at
- * `-d` that call was 8–9% of each process's main thread (about 0.35 batches and ~12 ops a
+ * `-d` that call was 8–9% of each process's main thread (about 0.35 batches and ~9 ops a
  * message in the forwarder, ~37 ops in the hosted node). Filling a batch through the calls
  * classic-level's own ChainedBatch makes (batch_put / batch_del: the key and value as plain
  * arguments) into one native batch that is cleared and reused took the call, on this 2-core

@@ -3,7 +3,8 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { simpleParser } from 'mailparser';
-import { scanMime, walkParts } from '../../../engine/rewrap/mime-scan.js';
+import { LINES_PER_TURN, scanMime, walkParts } from '../../../engine/rewrap/mime-scan.js';
+import { deepBoundaryFlood } from '../../helpers/hostile.js';
 import { decodeText, decodeTransfer } from '../../../engine/rewrap/mime-text.js';
 import { fixture } from '../../helpers/rewrap.js';
 
@@ -99,4 +100,25 @@ test('a large single-part message: only its header block is read', async () => {
   assert.equal(root.bodyEnd, raw.length);
   assert.ok(read <= 4096 * 2, `read ${read} of ${raw.length} bytes`);
   assert.ok(input.destroyed, 'the input stream is closed');
+});
+
+test('a body of short lines yields the event loop every LINES_PER_TURN lines, not only every 256 KiB', async () => {
+  // The hostile-input test's `--` flood: 1 MB of 7-byte lines inside 90 nested multiparts.
+  const raw = Buffer.from(deepBoundaryFlood(90, 1024 * 1024, 9), 'latin1');
+  let lines = 0;
+  for (let i = raw.indexOf(10); i !== -1; i = raw.indexOf(10, i + 1)) lines++;
+  // Counts the check phases that run while the scan is under way: each of its yields lets one through.
+  let turns = 0;
+  let scanning = true;
+  const tick = (): void => {
+    turns++;
+    if (scanning) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const root = await scanMime(Readable.from([raw]), undefined, raw.length);
+  scanning = false;
+  assert.equal(root.limit, undefined);
+  assert.equal(walkParts(root).length, 92, 'the root multipart, the 90 nested in it and the innermost text part');
+  // 1 MB in 256 KiB slices alone would be 4 turns; ~150,000 lines are 18 and more.
+  assert.ok(turns >= Math.floor(lines / LINES_PER_TURN) - 1, `${turns} turns for ${lines} lines`);
 });
