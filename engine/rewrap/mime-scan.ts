@@ -24,7 +24,8 @@
  * parts (engine.mimeMaxParts, default 10,000) stops the structure there:
  * the root's `limit` says why, and render.ts rejects the message rather than
  * deliver a structure we did not read. The scan yields the event loop every
- * SCAN_SLICE bytes or LINES_PER_TURN lines, whichever comes first. walkParts is iterative (no recursion over the depth).
+ * SCAN_SLICE bytes or LINES_PER_TURN lines, whichever comes first. walkParts
+ * is iterative (no recursion over the depth).
  * Config: engine.mimeNestingLimit, engine.mimeMaxParts (passed as `limits`).
  * Side effects: none (reads the given stream).
  */
