@@ -92,12 +92,13 @@ export function nativeBatchWriter(db: ClassicLevel<string, Buffer>): NativeBatch
   const b = binding();
   const ctx = nativeContext(db);
   if (!b || !ctx) return undefined;
+  // The first batch, made now, also proves the context is a database's before any write relies on it.
+  let kept: NativeBatch | undefined;
   try {
-    b.batch_init(ctx); // proves the context is a database's before any write relies on it
+    kept = b.batch_init(ctx);
   } catch {
     return undefined;
   }
-  let kept: NativeBatch | undefined;
   let busy = false;
   return {
     async write(ops, sync) {
