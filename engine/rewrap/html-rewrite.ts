@@ -13,9 +13,9 @@
  * tag, they go after </head> (or at the start) and before </html> (or at the end).
  * `markUrlTags` marks the merge tags inside URL attributes (href, src…) so
  * merge-fields.ts percent-encodes their values there.
- * The tokenizer is fed a chunk at a time (16-64 Ki characters, adapted to
- * how long the last one took) with a turn of the event loop between, so a
- * 2 MB part never holds the thread for long.
+ * The tokenizer is fed 64 Ki characters at a time and paused between two
+ * tokens once it has worked PARSE_SLICE_MS, with a turn of the event loop
+ * before it goes on, so a 2 MB part never holds the thread for long.
  * Side effects: none.
  */
 import { randomBytes } from 'node:crypto';
@@ -35,23 +35,25 @@ const LINK_ELEMENTS = new Set(['a', 'area']);
 /** Attributes whose value is an URL (HTML Living Standard attribute index), on any element. */
 const URL_ATTRIBUTES = new Set(['href', 'src', 'action', 'formaction', 'background', 'cite', 'poster', 'longdesc', 'usemap']);
 /**
- * parse5 tokenizes what it is given at once, then the event loop gets a turn. The chunk adapts
- * between these sizes to keep each turn near PARSE_TURN_MS: 64 Ki characters of plain text take a
- * few ms, but 64 Ki of dense markup (a link every 40 characters, each start tag handed to our edits
- * and re-serialized) took 30-60 ms, several times that on a loaded machine, and an SMTP client
- * waits through one such turn per command (test/e2e/responsive-hostile-content.test.ts). Smaller
- * fixed chunks are no answer: parse5 carries a token that spans chunks (one 2 MB text run) from
+ * parse5 tokenizes what it is given at once, so the work of one write is bounded from inside: the
+ * token handlers pause the tokenizer once a slice has run PARSE_SLICE_MS, and the feed resumes it
+ * after a turn of the event loop. Time, not characters, is the measure: 64 Ki characters of plain
+ * text take a few ms, but 64 Ki of dense markup (a link every 40 characters, each start tag handed
+ * to our edits and re-serialized) took 30-60 ms, several times that on a loaded machine, and an
+ * SMTP client waits through one such turn per command (test/e2e/responsive-hostile-content.test.ts).
+ * Smaller chunks are no answer: parse5 carries a token that spans chunks (one 2 MB text run) from
  * chunk to chunk, so 4 Ki chunks made that case super-linear (2 MB: 6 s instead of 0.9 s, measured
- * on a loaded machine).
+ * on a loaded machine); a pause between tokens splits nothing.
  */
-const PARSE_CHUNK_MAX = 64 * 1024;
-const PARSE_CHUNK_MIN = 16 * 1024;
-const PARSE_TURN_MS = 15;
+const PARSE_CHUNK = 64 * 1024;
+const PARSE_SLICE_MS = 5;
+/** A power of two. */
+const TOKENS_PER_CLOCK = 16;
 const HTTP_URL = /^https?:\/\//i;
 
 export function rewriteHtml(html: string, edits: HtmlEdits): Promise<string> {
   return new Promise((resolve, reject) => {
-    const rw = new RewritingStream();
+    const rw = new SlicedRewritingStream();
     const out: string[] = [];
     let bodyStarted = false;
     let bodyEnded = false;
@@ -60,6 +62,7 @@ export function rewriteHtml(html: string, edits: HtmlEdits): Promise<string> {
     let headMarked = false;
     rw.on('data', (s: string) => out.push(s));
     rw.on('startTag', (tag, raw) => {
+      rw.slice();
       let changed = false;
       if (edits.attribute) {
         for (const a of tag.attrs) {
@@ -88,6 +91,7 @@ export function rewriteHtml(html: string, edits: HtmlEdits): Promise<string> {
       }
     });
     rw.on('endTag', (tag, raw) => {
+      rw.slice();
       if (!bodyEnded && (tag.tagName === 'body' || tag.tagName === 'html')) {
         bodyEnded = true;
         if (edits.beforeBodyEnd) rw.emitRaw(edits.beforeBodyEnd);
@@ -98,6 +102,13 @@ export function rewriteHtml(html: string, edits: HtmlEdits): Promise<string> {
         rw.emitRaw(headMark);
       }
     });
+    // Dense markup need not be tags (text counts in onCharacter): these are written back as they came, as without a listener.
+    for (const kind of ['comment', 'doctype'] as const) {
+      rw.on(kind, (_token, raw: string) => {
+        rw.slice();
+        rw.emitRaw(raw);
+      });
+    }
     rw.on('error', reject);
     rw.on('end', () => {
       let text = out.join('');
@@ -111,22 +122,58 @@ export function rewriteHtml(html: string, edits: HtmlEdits): Promise<string> {
 }
 
 /**
- * Writes the text in chunks, waiting for the stream to take each and yielding the thread between;
- * a chunk that took longer than PARSE_TURN_MS halves the next one, a quick one doubles it (from PARSE_CHUNK_MIN).
+ * A RewritingStream whose token handlers call `slice()`: past PARSE_SLICE_MS since the slice began
+ * it pauses the tokenizer between two tokens (what SAXParser.stop does, but resumable), and
+ * `feed` resumes it after a turn of the event loop.
  */
-async function feed(rw: RewritingStream, html: string): Promise<void> {
-  // From the small end: a first 64 Ki of dense links alone held the thread 60-170 ms.
-  let size = PARSE_CHUNK_MIN;
-  for (let at = 0; at < html.length; ) {
-    const started = performance.now();
-    const more = rw.write(html.slice(at, at + size));
-    at += size;
-    const took = performance.now() - started;
-    if (took > PARSE_TURN_MS) size = Math.max(PARSE_CHUNK_MIN, size / 2);
-    else if (took < PARSE_TURN_MS / 4) size = Math.min(PARSE_CHUNK_MAX, size * 2);
+class SlicedRewritingStream extends RewritingStream {
+  /** While true, `slice()` never pauses: the end of input must be tokenized in the call that ends it. */
+  ending = false;
+  /** The tokenizer was paused by `slice()` (not the stream's own pause: a Readable has one). */
+  held = false;
+  private sliceStart = 0;
+  private tokens = 0;
+
+  startSlice(): void {
+    this.sliceStart = performance.now();
+  }
+
+  /** Called per token; the clock is read every TOKENS_PER_CLOCK tokens (a token of text costs ~1 µs, the clock ~50 ns). */
+  slice(): void {
+    if ((++this.tokens & (TOKENS_PER_CLOCK - 1)) !== 0) return;
+    if (!this.ending && !this.held && performance.now() - this.sliceStart > PARSE_SLICE_MS) {
+      this.held = true;
+      this.tokenizer.pause();
+    }
+  }
+
+  /** Text is a run of character tokens (one per run of spaces or of other characters) with no handler of ours between. */
+  override onCharacter(token: Parameters<RewritingStream['onCharacter']>[0]): void {
+    super.onCharacter(token);
+    this.slice();
+  }
+
+  /** Tokenizes on from the pause until the next one or the end of what was written. */
+  tokenizeOn(): void {
+    this.held = false;
+    this.startSlice();
+    this.tokenizer.resume();
+  }
+}
+
+/** Writes the text in chunks, waiting for the stream to take each and letting the event loop turn between slices. */
+async function feed(rw: SlicedRewritingStream, html: string): Promise<void> {
+  for (let at = 0; at < html.length; at += PARSE_CHUNK) {
+    rw.startSlice();
+    const more = rw.write(html.slice(at, at + PARSE_CHUNK));
+    while (rw.held) {
+      await nextTurn();
+      rw.tokenizeOn();
+    }
     if (!more) await new Promise((r) => rw.once('drain', r));
     await nextTurn();
   }
+  rw.ending = true;
   rw.end();
 }
 
