@@ -110,27 +110,49 @@ test('the same events as smtp-server for text bodies cut into many small chunks'
   }
 });
 
-test('a large body arrives whole and unchanged, dots unstuffed, in 1,000-byte chunks', async () => {
-  const lines: string[] = [];
-  for (let i = 0; i < 3000; i++) lines.push(i % 7 === 0 ? `.${i} leading dot` : `line ${i} of a long message`);
+/** Sends `lines` (dot-stuffed here) as DATA in 1,000-byte writes through our feed: the body and data chunks that come out. */
+async function sendBody(lines: string[]): Promise<{ got: string; chunks: number; writes: number; cmds: string[] }> {
   const wire = 'DATA\r\n' + lines.map((l) => (l.startsWith('.') ? '.' + l : l)).join('\r\n') + '\r\n.\r\nNOOP\r\n';
   const input = Buffer.from(wire, 'binary');
   const s = new SMTPStream();
   s._feedDataStream = feedDataStream;
   let got = '';
+  let chunks = 0;
+  let writes = 0;
   const cmds: string[] = [];
   s.oncommand = (cmd: Buffer, cb?: () => void): void => {
     cmds.push(cmd.toString());
     if (cmd.toString() === 'DATA') {
       const ds = s.startDataMode(0);
-      ds.on('data', (b: Buffer) => (got += b.toString('binary')));
+      ds.on('data', (b: Buffer) => {
+        got += b.toString('binary');
+        chunks++;
+      });
       ds.on('end', () => s.continue());
     }
     cb?.();
   };
-  for (let at = 0; at < input.length; at += 1000) await new Promise<void>((r) => s.write(input.subarray(at, at + 1000), () => r()));
+  for (let at = 0; at < input.length; at += 1000, writes++) await new Promise<void>((r) => s.write(input.subarray(at, at + 1000), () => r()));
   await new Promise<void>((r) => s.end(r));
   await new Promise((r) => setTimeout(r, 20));
+  return { got, chunks, writes, cmds };
+}
+
+test('a large body arrives whole and unchanged, dots unstuffed, in 1,000-byte chunks', async () => {
+  const lines: string[] = [];
+  for (let i = 0; i < 3000; i++) lines.push(i % 7 === 0 ? `.${i} leading dot` : `line ${i} of a long message`);
+  const { got, cmds } = await sendBody(lines);
   assert.equal(got, lines.join('\r\n') + '\r\n');
   assert.deepEqual(cmds, ['DATA', 'NOOP']);
+});
+
+test('a body of dot-stuffed lines comes out in a chunk or two per write, not one per line', async () => {
+  // smtp-server's own scan emits what precedes each escape dot as a chunk and goes on next turn:
+  // 1 MB of such lines made 250,000 chunks, each paid for by every stream and queue downstream.
+  const lines: string[] = [];
+  for (let i = 0; i < 5000; i++) lines.push('.'.repeat(1 + (i % 3)) + (i % 2 ? 'x' : ''));
+  const { got, chunks, writes, cmds } = await sendBody(lines);
+  assert.equal(got, lines.join('\r\n') + '\r\n');
+  assert.deepEqual(cmds, ['DATA', 'NOOP']);
+  assert.ok(chunks <= 2 * writes, `${chunks} chunks for ${writes} writes of 5,000 dot-stuffed lines`);
 });
