@@ -23,7 +23,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import type { PostinoEvent } from '../../common/events.js';
 import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
-import { boundaryFlood, deepBoundaryFlood, deepMime, headerFlood, headerTagFlood, longHeaderLines, mergeTagFlood, mergeTagLine, rawSubject, smtpSafe, urlFlood, whitespaceFlood, wideMime } from '../helpers/hostile.js';
+import { boundaryFlood, deepBoundaryFlood, deepMime, dotLines, headerFlood, headerTagFlood, longHeaderLines, mergeTagFlood, mergeTagLine, rawSubject, smtpSafe, urlFlood, whitespaceFlood, wideMime } from '../helpers/hostile.js';
 import { freePorts } from '../helpers/ports.js';
 import { startPostino, tempDir, type Running } from '../helpers/postino.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
@@ -49,6 +49,7 @@ const CLASSES: Array<[string, () => string]> = [
   ['header flood 10,000 lines', () => headerFlood(10_000, 6)],
   ['1 MB base64-part header lines', () => longHeaderLines(MB, 1)],
   ['-- lines with whitespace runs 1 MB', () => whitespaceFlood(MB, 7)],
+  ['lines that start with a dot 1 MB', () => dotLines(MB, 10)],
   ['boundary flood 1 MB', () => boundaryFlood(MB, 8)],
   ['90 nested multiparts + 1 MB of -- lines', () => deepBoundaryFlood(90, MB, 9)],
   ['MIME 500 deep (over the limit)', () => deepMime(500)],

@@ -50,6 +50,18 @@ export const urlFlood: Generator = (size, seed) => {
   return alternative(fill(size / 2, seed, pieces), '<p>' + fill(size / 2, seed + 1, ['<a href="http://x.test/', '{{first}}">', 'link</a> ', 'text ']) + '</p>');
 };
 
+/** Lines that start with a dot (`.`, `..`, `.x`…), each stuffed again on every hop out (RFC 5321 4.5.2). */
+export const dotLines: Generator = (size, seed) => {
+  const rnd = seededRandom(seed);
+  const lines: string[] = [];
+  for (let n = 0; n < size; ) {
+    const l = '.'.repeat(1 + Math.floor(rnd() * 3)) + (rnd() < 0.5 ? '' : 'x'.repeat(Math.floor(rnd() * 8)));
+    lines.push(l);
+    n += l.length + 2;
+  }
+  return alternative(lines.join('\r\n'), '<p>' + lines.join('\r\n') + '</p>');
+};
+
 /** Lines of `--` followed by long runs of spaces and tabs (the trailing-padding pattern), inside a multipart. */
 export const whitespaceFlood: Generator = (size, seed) => {
   const rnd = seededRandom(seed);
