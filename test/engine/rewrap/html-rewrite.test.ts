@@ -31,6 +31,12 @@ test('a document of several parse slices comes back byte-identical when nothing 
   assert.equal(seen, links);
 });
 
+test('one text run longer than several writes comes back whole (its location is extended token by token)', async () => {
+  // ~380 KB of text between two tags: character tokens across six 64 Ki writes and the tokenizer's dropped buffer.
+  const html = '<p>' + 'word &amp; more, . .. \r\n'.repeat(16_000) + '</p>';
+  assert.equal(await rewriteHtml(html, { beforeBodyEnd: '<i>end</i>' }), html + '<i>end</i>');
+});
+
 test('markUrlTags marks the tags of URL attributes only: START at the start of the value', async () => {
   const out = await markUrlTags('<a href="https://x.test/{{id}}" title="{{t}}"><img src="{{img}}"></a><p>{{body}}</p>');
   assert.equal(out, `<a href="https://x.test/${URL_TAG_MARK}{{id}}" title="{{t}}"><img src="${URL_START_MARK}{{img}}"></a><p>{{body}}</p>`);
