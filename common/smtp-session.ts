@@ -45,10 +45,12 @@ import type { EnvelopeDsn } from './smtp-intake.js';
 /**
  * A body in memory is stuffed this much at a time, with a turn of the event loop after each
  * slice that needed changes: stuffing costs ~20 ns a byte when every line starts with a dot
- * (dot-stuffing.ts), 40-50 ms for a 2 MB body of them in one piece (issue #11's responsiveness;
- * the clean slices of ordinary mail only pass the SIMD check and go on without a turn).
+ * (dot-stuffing.ts), 40-50 ms for a 2 MB body of them in one piece, and several times that
+ * before the loop is optimized, which a process that rarely stuffs never gets to (256 KiB slices
+ * still measured 58-83 ms in a CPU profile of the first such message). Issue #11's responsiveness;
+ * the clean slices of ordinary mail only pass the SIMD check and go on without a turn.
  */
-const STUFF_SLICE = 256 * 1024;
+const STUFF_SLICE = 64 * 1024;
 
 /** Idle time before TCP keepalive probes: keeps NAT mappings of pooled idle sessions alive (nodemailer's value). */
 const KEEPALIVE_MS = 30_000;

@@ -23,6 +23,9 @@ const ENCODED_LINE = 76;
 /** Bytes quoted-printable-encoded at a time, with a turn of the event loop between (a 2 MB part takes ~100 ms in one go; 64 KiB slices up to 40 ms). */
 const QP_SLICE = 16 * 1024;
 
+/** A CR not followed by LF, or an LF not preceded by CR. */
+const BARE_BREAK = /\r(?!\n)|(?<!\r)\n/;
+
 /** RFC 5322 2.1.1 (and RFC 5321 4.5.3.1.6): a line is at most 998 octets before its CRLF. */
 export const MAX_LINE_OCTETS = 998;
 
@@ -128,7 +131,9 @@ async function qpEncode(bytes: Buffer): Promise<string> {
 /** Encodes new text for a part, keeping its transfer encoding (and its charset when the text fits). */
 export async function encodeText(part: MimePart, input: string): Promise<EncodedText> {
   // RFC 2046 4.1.1: line breaks in text are CRLF (templates and merge values may bring bare LFs).
-  const text = input.replace(/\r?\n|\r/g, '\r\n');
+  // Tested first: a text of CRLF lines only is the rule, and replacing each of its line breaks by
+  // itself built a new string per part (40-60 ms for 1 MB of short lines, in one turn).
+  const text = BARE_BREAK.test(input) ? input.replace(/\r?\n|\r/g, '\r\n') : input;
   let cs = charsetOf(part);
   let bytes: Buffer;
   let charsetChanged = false;
