@@ -19,7 +19,6 @@
  */
 import { CR, DOT, LF, lineFlags } from './line-scan.js';
 
-
 /**
  * True when stuffChunk would insert nothing into `chunk`, given the byte
  * before it (`false` at the start of the message).
@@ -33,8 +32,8 @@ export function needsNoStuffing(chunk: Buffer, prev: number | false): boolean {
 
 /**
  * `chunk` as it goes on the wire after byte `prev` (`false` at the start of the message).
- * Two plain loops over the bytes, one to size the result and one to fill it: ~10 ms a MiB
- * whatever the content. Collecting the pieces between insertions and concatenating them
+ * Two plain loops over the bytes, one to size the result and one to fill it: 10-30 ms a MiB
+ * whatever the content (microbenchmark). Collecting the pieces between insertions and concatenating them
  * cost 50-80 ms a MiB with a dot at the start of some lines (a hostile message of issue
  * #11, profiled in the engine's delivery) and 200-600 ms with a break every byte or two.
  */

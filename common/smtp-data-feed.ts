@@ -23,9 +23,10 @@
  * between them is written as one chunk: a body of dot-stuffed lines (1 MB of lines
  * that start with a dot, issue #11's hostile input) came out in 250,000 chunks of
  * a few bytes, each a stream write and a turn, and everything downstream paid per
- * chunk (the hosted node's thread held 1.8 s). The bytes that come out are the same. test/common/smtp-data-feed.test.ts feeds the same byte
- * streams, cut into chunks at every position and at random, through this and the
- * library's own method and compares what comes out.
+ * chunk (the hosted node's thread held 1.8 s). The bytes that come out are the
+ * same: test/common/smtp-data-feed.test.ts feeds the same byte streams, cut into
+ * chunks at every position and at random, through this and the library's own
+ * method and compares what comes out.
  */
 import type { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 
