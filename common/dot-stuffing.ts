@@ -49,6 +49,8 @@ export function stuffChunk(chunk: Buffer, prev: number | false): Buffer {
     else if (byte === LF ? before !== CR : byte === DOT && (before === LF || before === -1)) extra++;
     before = byte;
   }
+  // The same three tests as above, written out again: one helper returning what to insert, called
+  // from both loops, measured 29-30 ms for 1 MB of dot-led lines against 18-21 (not inlined).
   const out = Buffer.allocUnsafe(n + extra);
   let o = 0;
   before = start;
