@@ -28,6 +28,7 @@ import { redactUrl } from './redact.js';
 import { RelayHealth } from './relay-health.js';
 import type { EnvelopeDsn } from './smtp-intake.js';
 import { SmtpPool, type BodySource, type SmtpError } from './smtp-pool.js';
+import { TLS_CIPHERS } from './tls-ciphers.js';
 
 /** What one pooled transport to one relay needs. */
 export interface TransportOptions {
@@ -138,6 +139,7 @@ export function makeTransport(urlText: string, o: TransportOptions): Transport {
       ca: o.ca,
       servername: o.serverName ?? undefined,
       minVersion: 'TLSv1.2',
+      ciphers: TLS_CIPHERS,
     },
   });
 }

@@ -29,6 +29,7 @@ import { isSpoolId, SpoolIdFilter, type SeenSpoolIds } from './spool-id.js';
 import type { SharedSpoolIds } from './spool-id-postgres.js';
 import type { BatchOp } from './store.js';
 import { StrictDataCheck, type StrictDataOptions } from './strict-data.js';
+import { TLS_CIPHERS } from './tls-ciphers.js';
 
 /** What every stage records about a received message. */
 export interface Envelope {
@@ -303,6 +304,8 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
         ...o.logFields?.(meta),
         client: envelope.clientAddress,
         tls: envelope.tls,
+        // As Postfix's smtpd logs the TLS session it established: what the client and we agreed on.
+        ...(session.tlsOptions ? { cipher: session.tlsOptions.name } : {}),
         ...(envelope.authUser ? { authUser: envelope.authUser } : {}),
         from: envelope.mailFrom,
         rcpt: envelope.rcptTo.length,
@@ -370,7 +373,7 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     socketTimeout: o.idleTimeoutMs,
     closeTimeout: 10_000,
     logger: false,
-    ...(o.tls ? { key: o.tls.key, cert: o.tls.cert, minVersion: 'TLSv1.2' as tls.SecureVersion } : {}),
+    ...(o.tls ? { key: o.tls.key, cert: o.tls.cert, minVersion: 'TLSv1.2' as tls.SecureVersion, ciphers: TLS_CIPHERS } : {}),
     onConnect(session, cb) {
       run(cb, o.policy?.onConnect && (() => o.policy!.onConnect!(session)));
     },
