@@ -13,15 +13,12 @@
  * where wrapping would cut URLs and change what the recipient reads.
  * Side effects: none.
  */
-import * as qp from 'nodemailer/lib/qp';
 import { fieldValue, makeField, type HeaderField } from '../../common/mime-header.js';
 import type { MimePart } from './mime-scan.js';
-import { nextTurn } from '../../common/next-turn.js';
+import { decodeQuotedPrintable, encodeQuotedPrintable, QP_LINE } from './quoted-printable.js';
 
-/** RFC 2045 6.7 and 6.8: encoded lines are at most 76 characters. */
-const ENCODED_LINE = 76;
-/** Bytes quoted-printable-encoded at a time, with a turn of the event loop between (a 2 MB part takes ~100 ms in one go; 64 KiB slices up to 40 ms). */
-const QP_SLICE = 16 * 1024;
+/** RFC 2045 6.8: base64 lines are at most 76 characters, as quoted-printable ones (6.7). */
+const ENCODED_LINE = QP_LINE;
 
 /** A CR not followed by LF, or an LF not preceded by CR. */
 const BARE_BREAK = /\r(?!\n)|(?<!\r)\n/;
@@ -46,39 +43,10 @@ export function decodeTransfer(raw: Buffer, encoding: string): Buffer {
     case 'base64':
       return Buffer.from(raw.toString('latin1').replace(/[^A-Za-z0-9+/=]/g, ''), 'base64');
     case 'quoted-printable':
-      return qpDecode(raw);
+      return decodeQuotedPrintable(raw);
     default:
       return raw;
   }
-}
-
-function qpDecode(raw: Buffer): Buffer {
-  const out = Buffer.alloc(raw.length);
-  let n = 0;
-  for (let i = 0; i < raw.length; i++) {
-    const c = raw[i]!;
-    if (c !== 0x3d) {
-      out[n++] = c;
-      continue;
-    }
-    // "=" then CRLF (or LF, or white space then CRLF): a soft line break.
-    let j = i + 1;
-    while (j < raw.length && (raw[j] === 0x20 || raw[j] === 0x09)) j++;
-    if (raw[j] === 0x0d && raw[j + 1] === 0x0a) {
-      i = j + 1;
-      continue;
-    }
-    if (raw[j] === 0x0a) {
-      i = j;
-      continue;
-    }
-    const hex = raw.subarray(i + 1, i + 3).toString('latin1');
-    if (/^[0-9A-Fa-f]{2}$/.test(hex)) {
-      out[n++] = parseInt(hex, 16);
-      i += 2;
-    } else out[n++] = c;
-  }
-  return out.subarray(0, n);
 }
 
 function charsetOf(part: MimePart): string {
@@ -99,33 +67,6 @@ export interface EncodedText {
   /** New header block of the part (only when a header had to change), else undefined. */
   headers: HeaderField[] | undefined;
   body: Buffer;
-}
-
-/**
- * Quoted-printable (RFC 2045 6.7) a slice at a time. A slice ends after a line
- * break when there is one within QP_SLICE bytes, else mid-line with a soft
- * line break (`=` CRLF), never between the CR and LF of a line break.
- */
-async function qpEncode(bytes: Buffer): Promise<string> {
-  const out: string[] = [];
-  for (let start = 0; start < bytes.length; ) {
-    let end = Math.min(start + QP_SLICE, bytes.length);
-    let soft = false;
-    if (end < bytes.length) {
-      const nl = bytes.lastIndexOf(0x0a, end - 1);
-      if (nl >= start) end = nl + 1;
-      else {
-        if (bytes[end - 1] === 0x0d && end - 1 > start) end--;
-        soft = true;
-      }
-    }
-    // A soft break adds its `=` to the last line: that slice is wrapped one character shorter.
-    out.push(qp.wrap(qp.encode(bytes.subarray(start, end)), soft ? ENCODED_LINE - 1 : ENCODED_LINE));
-    if (soft) out.push('=\r\n');
-    start = end;
-    if (start < bytes.length) await nextTurn();
-  }
-  return out.join('');
 }
 
 /** Encodes new text for a part, keeping its transfer encoding (and its charset when the text fits). */
@@ -160,7 +101,7 @@ export async function encodeText(part: MimePart, input: string): Promise<Encoded
       body = Buffer.from(wrapBase64(bytes.toString('base64')), 'latin1');
       break;
     case 'quoted-printable':
-      body = Buffer.from(await qpEncode(bytes), 'latin1');
+      body = await encodeQuotedPrintable(bytes);
       break;
     default:
       body = bytes;
