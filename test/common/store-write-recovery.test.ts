@@ -10,13 +10,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { DurableQueue } from '../../common/durable-queue.js';
-import { startIntake, type Envelope } from '../../common/smtp-intake.js';
 import { Store } from '../../common/store.js';
 import { until } from '../helpers/fake-clock.js';
+import { loopbackIntake, type EnvelopeMeta } from '../helpers/intake.js';
 import { tempDir } from '../helpers/postino.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
-
-type Meta = { envelope: Envelope };
 
 async function send(port: number, subject: string): Promise<string> {
   const c = await RawSmtp.connect(port);
@@ -39,21 +37,8 @@ test('disk full: 451 4.3.0 meanwhile (never 250, no crash), the database is reop
   const log = pino({ level: 'info' }, { write: (l: string) => void logs.push(JSON.parse(l) as Record<string, unknown>) });
   const enospc = (): Error => Object.assign(new Error('IO error: /db/000005.log: No space left on device'), { code: 'LEVEL_IO_ERROR' });
   let store = await Store.open(dir, { log, writeFault: () => (diskFull ? enospc() : undefined) });
-  let queue = await DurableQueue.open<Meta>(store, 'spool');
-  const intake = await startIntake<Meta>({
-    name: 'test',
-    host: '127.0.0.1',
-    port: 0,
-    maxSize: 100_000,
-    maxRecipients: 10,
-    greetingDelayMs: 0,
-    trustedNetworks: ['127.0.0.1/32'],
-    allowNetworks: ['127.0.0.1/32'],
-    idleTimeoutMs: 10_000,
-    queue,
-    toMeta: (envelope) => ({ envelope }),
-    log,
-  });
+  let queue = await DurableQueue.open<EnvelopeMeta>(store, 'spool');
+  const intake = await loopbackIntake(queue, log);
   try {
     assert.match(await send(intake.port, 'before'), /^250 2\.0\.0 /);
 
@@ -78,7 +63,7 @@ test('disk full: 451 4.3.0 meanwhile (never 250, no crash), the database is reop
   // Read back from disk: exactly the two acknowledged messages.
   store = await Store.open(dir);
   try {
-    queue = await DurableQueue.open<Meta>(store, 'spool');
+    queue = await DurableQueue.open<EnvelopeMeta>(store, 'spool');
     const recs = await queue.lease(10, 60_000);
     const subjects = await Promise.all(recs.map(async (r) => /^Subject: (.*)\r$/m.exec((await queue.readBody(r)).toString())?.[1]));
     assert.deepEqual(subjects.sort(), ['after', 'before']);

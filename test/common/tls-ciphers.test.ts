@@ -14,8 +14,9 @@ import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { DurableQueue } from '../../common/durable-queue.js';
 import { ensureDevTls, type DevTlsPaths } from '../../common/secrets.js';
 import { makeTransport, sendVia } from '../../common/smtp-client.js';
-import { startIntake, type Envelope, type Intake } from '../../common/smtp-intake.js';
+import type { Intake } from '../../common/smtp-intake.js';
 import { Store } from '../../common/store.js';
+import { loopbackIntake, type EnvelopeMeta } from '../helpers/intake.js';
 import { freePorts } from '../helpers/ports.js';
 import { removeTempDir, tempDir } from '../helpers/postino.js';
 import { RawSmtp } from '../helpers/smtp-raw.js';
@@ -30,21 +31,9 @@ before(async () => {
   dir = tempDir('tls-ciphers');
   certs = await ensureDevTls(dir);
   store = await Store.open(`${dir}/store`);
-  const queue = await DurableQueue.open<{ envelope: Envelope }>(store, 'spool', {});
-  intake = await startIntake({
-    name: 'tls-test',
-    host: '127.0.0.1',
-    port: 0,
-    maxSize: 100_000,
-    maxRecipients: 10,
-    greetingDelayMs: 0,
-    trustedNetworks: ['127.0.0.1/32'],
-    allowNetworks: ['127.0.0.1/32'],
-    idleTimeoutMs: 10_000,
+  const queue = await DurableQueue.open<EnvelopeMeta>(store, 'spool', {});
+  intake = await loopbackIntake(queue, pino({ level: 'info' }, { write: (l: string) => void logs.push(JSON.parse(l) as Record<string, unknown>) }), {
     tls: { key: fs.readFileSync(certs.keyFile), cert: fs.readFileSync(certs.certFile) },
-    queue,
-    toMeta: (envelope) => ({ envelope }),
-    log: pino({ level: 'info' }, { write: (l: string) => void logs.push(JSON.parse(l) as Record<string, unknown>) }),
   });
 });
 
