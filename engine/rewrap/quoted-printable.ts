@@ -123,7 +123,7 @@ export async function encodeQuotedPrintable(bytes: Buffer): Promise<Buffer> {
   return Buffer.from(s.out.subarray(0, s.pos));
 }
 
-/** Decodes quoted-printable leniently (RFC 2045 6.7 note 1): an `=` that starts no escape or soft break is kept as it is. */
+/** Decodes quoted-printable leniently, as RFC 2045 6.7's notes advise a robust decoder: an `=` that starts no escape or soft break is kept as it is, lower-case hex is read. */
 export function decodeQuotedPrintable(raw: Buffer): Buffer {
   const out = Buffer.allocUnsafe(raw.length);
   let n = 0;
