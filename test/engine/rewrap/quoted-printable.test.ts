@@ -2,13 +2,20 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { decodeQuotedPrintable, encodeQuotedPrintable, QP_LINE } from '../../../engine/rewrap/quoted-printable.js';
+import { requirePeer, type PeerCapability } from '../../helpers/peers.js';
 import { seededRandom } from '../../helpers/random.js';
+
+/** Debian's python3 (.ci/install-peers), the second decoder: its stdlib's quopri must import. */
+const PYTHON = '/usr/bin/python3';
+const quopri: PeerCapability = {
+  missing: () => (spawnSync(PYTHON, ['-c', 'import quopri'], { timeout: 10_000 }).status === 0 ? undefined : 'its quopri module does not import'),
+};
 
 const enc = async (s: string | Buffer): Promise<string> => (await encodeQuotedPrintable(Buffer.isBuffer(s) ? s : Buffer.from(s, 'utf8'))).toString('latin1');
 
 /** Python's own decoder (binascii.a2b_qp), a second reader of what we write. */
 function pythonDecode(encoded: Buffer): Buffer {
-  const r = spawnSync('python3', ['-c', 'import sys, quopri; sys.stdout.buffer.write(quopri.decodestring(sys.stdin.buffer.read()))'], { input: encoded, maxBuffer: 1 << 26 });
+  const r = spawnSync(PYTHON, ['-c', 'import sys, quopri; sys.stdout.buffer.write(quopri.decodestring(sys.stdin.buffer.read()))'], { input: encoded, maxBuffer: 1 << 26 });
   assert.equal(r.status, 0, r.stderr?.toString());
   return r.stdout;
 }
@@ -42,6 +49,8 @@ function assertWellFormed(input: Buffer, out: string): void {
 }
 
 test('quoted-printable: the rules of RFC 2045 6.7 on mixed text, and both our decoder and Python\'s give the bytes back', async () => {
+  // Without the peer, our own checks still run; Python's reading of the output is skipped visibly.
+  const python = requirePeer('python3', PYTHON, [quopri]) === undefined;
   const rnd = seededRandom(17);
   const pieces = ['a', 'word ', ' ', '\t', 'é', '€', '😀', '=', '\r\n', ' \r\n', '\t\r\n', 'x'.repeat(74), 'y'.repeat(200), '=3D', '.', 'ü'.repeat(40)];
   const raw = [Buffer.from([0x0d]), Buffer.from([0x0a]), Buffer.from([0x00, 0x7f, 0xff]), Buffer.from([0xe2, 0x82])];
@@ -58,7 +67,7 @@ test('quoted-printable: the rules of RFC 2045 6.7 on mixed text, and both our de
     const text = out.toString('latin1');
     assertWellFormed(input, text);
     assert.ok(decodeQuotedPrintable(out).equals(input), `our decoder, size ${size}`);
-    assert.ok(pythonDecode(out).equals(input), `Python's decoder, size ${size}`);
+    if (python) assert.ok(pythonDecode(out).equals(input), `Python's decoder, size ${size}`);
   }
 });
 
