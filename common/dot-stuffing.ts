@@ -17,7 +17,7 @@
  *
  * Side effects: none.
  */
-import { CR, DOT, LF, lineFlags } from './line-scan.js';
+import { BARE_NEWLINE, CR, DOT, DOT_AT_LINE_START, LF, lineFlags } from './line-scan.js';
 
 /**
  * True when stuffChunk would insert nothing into `chunk`, given the byte
@@ -27,7 +27,7 @@ export function needsNoStuffing(chunk: Buffer, prev: number | false): boolean {
   if (prev === CR && chunk[0] !== LF) return false; // a bare CR at the end of the last chunk
   if (chunk[0] === DOT && prev === false) return false;
   // The rest, including a dot after an LF that ended the last chunk, in one pass (line-scan.ts).
-  return lineFlags(chunk, prev === false ? 0 : prev) === 0;
+  return (lineFlags(chunk, prev === false ? 0 : prev) & (BARE_NEWLINE | DOT_AT_LINE_START)) === 0;
 }
 
 /**

@@ -151,7 +151,12 @@ export interface Prepared<M> {
 }
 
 export interface EnqueueInput<M> {
-  meta: M;
+  /**
+   * The record's meta, or a function that makes it once the body has been read, for a meta
+   * that says something found in the body (the listener's `{{` scan: common/smtp-intake.ts).
+   * A meta is JSON, never itself a function.
+   */
+  meta: M | (() => M);
   body: Buffer | Readable;
   due?: number;
   id?: string;
@@ -424,7 +429,7 @@ export class DurableQueue<M> {
       due: input.due ?? now,
       attempts: 0,
       leasedUntil: 0,
-      meta: input.meta,
+      meta: typeof input.meta === 'function' ? (input.meta as () => M)() : input.meta,
       body,
     };
     const ops = this.recordOps(record);

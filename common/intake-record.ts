@@ -16,6 +16,12 @@ export interface IntakeMeta {
    */
   forwarded?: boolean;
   /**
+   * The listener's DATA check found no `{{` anywhere in the message (absent: found one, or
+   * not looked): the rewrap then knows without reading that a part whose raw bytes are its
+   * text holds no merge tag (engine/rewrap/context.ts mayContain; issue #17).
+   */
+  noDoubleBrace?: true;
+  /**
    * Set by the rewrap as it commits copies in batches: the envelope position of the
    * next recipient to rewrap; an attempt after a crash resumes there (engine/rewrap/worker.ts).
    */

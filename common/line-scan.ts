@@ -2,6 +2,10 @@
  * line-scan.ts — whether a chunk of message bytes holds a bare CR, a bare LF, or a
  * line that starts with a dot, looked at 16 bytes at a time (WebAssembly SIMD).
  *
+ * And whether it holds `{{`, the opening of a merge tag: the listener's check asks it in
+ * the same pass, so that the rewrap need not read a large part again only to find that it
+ * holds none (engine/rewrap/context.ts mayContain; issue #17).
+ *
  * Why: the strict DATA check of the listener (strict-data.ts) and the dot-stuffing
  * fast path of every relay hop (dot-stuffing.ts) asked that of each chunk with two
  * Buffer#indexOf calls per line: ~0.4 ms per MiB of 78-octet lines for each, on
@@ -13,15 +17,16 @@
  * holds the byte before the chunk at 15 and the chunk from 16):
  *
  *   (func (export "scan") (param $len i32) (result i32)
- *     (local $i i32) (local $end i32) (local $bare v128) (local $dot v128) (local $v v128) (local $prev v128)
+ *     (local $i i32) (local $end i32) (local $bare v128) (local $dot v128) (local $v v128) (local $prev v128) (local $brace v128)
  *     i = 16; end = 16 + len
  *     (block (br_if 0 (i32.eqz $len))
  *       (loop
  *         v = v128.load(i); prev = v128.load(i - 1)          ;; next = v128.load offset=1 (i)
  *         bare |= (v == CR) & ~(next == LF)  |  (v == LF) & ~(prev == CR)
  *         dot  |= (v == '.') & (prev == LF)
+ *         brace |= (v == '{') & (prev == '{')
  *         i += 16; br_if 0 (i < end)))
- *     any_true(bare) | any_true(dot) << 1)
+ *     any_true(bare) | any_true(dot) << 1 | any_true(brace) << 2)
  *
  * Lanes past the chunk read padding: zeros, and an LF after a final CR, so a CR
  * that ends the chunk is not called bare here (the next chunk's first byte decides;
@@ -34,10 +39,12 @@
 export const CR = 0x0d;
 export const LF = 0x0a;
 export const DOT = 0x2e;
+export const LBRACE = 0x7b;
 
 /** scan()'s bits. */
 export const BARE_NEWLINE = 1;
 export const DOT_AT_LINE_START = 2;
+export const DOUBLE_BRACE = 4;
 
 /** Offset of the chunk in the module's memory; the byte before it is at DATA - 1. */
 const DATA = 16;
@@ -76,7 +83,7 @@ const op = {
 };
 
 function assemble(): Uint8Array<ArrayBuffer> {
-  const [len, i, end, bare, dot, v, prev] = [0, 1, 2, 3, 4, 5, 6];
+  const [len, i, end, bare, dot, v, prev, brace] = [0, 1, 2, 3, 4, 5, 6, 7];
   const code = [
     ...op.i32Const(DATA), ...op.localSet(i),
     ...op.localGet(len), ...op.i32Const(DATA), 0x6a /* i32.add */, ...op.localSet(end),
@@ -97,6 +104,10 @@ function assemble(): Uint8Array<ArrayBuffer> {
     ...op.localGet(v), ...op.splat(DOT), ...op.eq,
     ...op.localGet(prev), ...op.splat(LF), ...op.eq,
     ...op.and, ...op.or, ...op.localSet(dot),
+    ...op.localGet(brace),
+    ...op.localGet(v), ...op.splat(LBRACE), ...op.eq,
+    ...op.localGet(prev), ...op.splat(LBRACE), ...op.eq,
+    ...op.and, ...op.or, ...op.localSet(brace),
     ...op.localGet(i), ...op.i32Const(16), 0x6a /* i32.add */, ...op.localTee(i),
     ...op.localGet(end), 0x49 /* i32.lt_u */, 0x0d, 0x00, // br_if 0
     0x0b, // end loop
@@ -104,9 +115,11 @@ function assemble(): Uint8Array<ArrayBuffer> {
     ...op.localGet(bare), ...op.anyTrue,
     ...op.localGet(dot), ...op.anyTrue, ...op.i32Const(1), 0x74 /* i32.shl */,
     0x72, // i32.or
+    ...op.localGet(brace), ...op.anyTrue, ...op.i32Const(2), 0x74 /* i32.shl */,
+    0x72, // i32.or
     0x0b, // end func
   ];
-  const locals = [0x02, 0x02, 0x7f /* 2 × i32 */, 0x04, 0x7b /* 4 × v128 */];
+  const locals = [0x02, 0x02, 0x7f /* 2 × i32 */, 0x05, 0x7b /* 5 × v128 */];
   const body = [...locals, ...code];
   const name = (s: string): number[] => [s.length, ...Buffer.from(s, 'latin1')];
   return new Uint8Array([
@@ -125,10 +138,11 @@ const memory = instance.exports.mem as WebAssembly.Memory;
 let view = new Uint8Array(memory.buffer);
 
 /**
- * BARE_NEWLINE and DOT_AT_LINE_START bits for `chunk`, given the byte before it
- * (`prev`; 0 at the start of a message): a CR not followed by LF (except one that
- * ends the chunk), an LF not preceded by CR (`prev` counts for the first byte), a
- * dot right after an LF (`prev` counts: a dot at 0 after an LF is at a line start).
+ * BARE_NEWLINE, DOT_AT_LINE_START and DOUBLE_BRACE bits for `chunk`, given the byte
+ * before it (`prev`; 0 at the start of a message): a CR not followed by LF (except one
+ * that ends the chunk), an LF not preceded by CR (`prev` counts for the first byte), a
+ * dot right after an LF (`prev` counts: a dot at 0 after an LF is at a line start), a
+ * `{` right after a `{` (`prev` counts too).
  */
 export function lineFlags(chunk: Uint8Array, prev: number): number {
   const n = chunk.length;

@@ -52,6 +52,12 @@ export interface EnvelopeDsn {
   rcpt?: Record<string, { notify?: string[]; orcpt?: string }>;
 }
 
+/** What the strict DATA check found in a message's bytes (strict-data.ts). */
+export interface DataFacts {
+  /** Whether `{{` occurs anywhere in it; undefined when the check does not look (no strictData, or bare newlines allowed). */
+  doubleBrace: boolean | undefined;
+}
+
 export interface IntakePolicy {
   /** Refuse a connection (after the allowlist) by throwing a PostinoError. */
   onConnect?(session: SMTPServerSession): void;
@@ -109,7 +115,11 @@ export interface IntakeOptions<M> {
   /** TLS pair for STARTTLS; without it STARTTLS is not offered. */
   tls?: { key: string | Buffer; cert: string | Buffer } | undefined;
   queue: DurableQueue<M>;
-  toMeta(envelope: Envelope, session: SMTPServerSession): M;
+  /**
+   * The queue record's meta, made once DATA has been read; `data` holds what the strict
+   * check saw in it (`doubleBrace` undefined when it does not look).
+   */
+  toMeta(envelope: Envelope, session: SMTPServerSession, data: DataFacts): M;
   policy?: IntakePolicy;
   log: Logger;
   /**
@@ -229,10 +239,18 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
       body = body.pipe(t);
       stages.push(t);
     }
-    const meta = o.toMeta(envelope, session);
+    // Made once the body has been read: what the checks found in it goes into the record as
+    // it is first written, not by a second put of the meta (one JSON and one LevelDB value
+    // fewer per message).
+    const metaOnceRead = (): M => {
+      const meta = o.toMeta(envelope, session, { doubleBrace: check?.doubleBrace });
+      const id = filter?.spoolId;
+      // A forwarder relayed it (its spool id came with it, of the forwarder's shape: dedupeId below).
+      return id !== undefined && isSpoolId(id) && o.spoolIds?.forwarded ? o.spoolIds.forwarded(meta) : meta;
+    };
     let prepared: Prepared<M>;
     try {
-      prepared = await queue.prepare({ meta, body, maxBytes: o.maxSize });
+      prepared = await queue.prepare({ meta: metaOnceRead, body, maxBytes: o.maxSize });
     } catch (e) {
       stream.unpipe(first);
       for (const t of stages) t.destroy();
@@ -281,9 +299,7 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
       }
       hook = await o.policy?.beforeCommit?.(session);
       const dedupeOps = spoolId ? seen!.rememberOps(scope, spoolId, prepared.record.id) : [];
-      // The meta was written before the body told who sent it; this later put of the same key wins in the batch.
-      const stamp = spoolId && o.spoolIds?.forwarded ? queue.updateMetaOps(prepared.record, o.spoolIds.forwarded(prepared.record.meta)).ops : [];
-      await queue.commitPrepared([prepared], [...stamp, ...dedupeOps, ...(hook?.ops ?? [])]);
+      await queue.commitPrepared([prepared], [...dedupeOps, ...(hook?.ops ?? [])]);
       hook?.done(true);
       // Before the 250: a retry through another node from now on finds it.
       if (shared) await shared.confirm(scope, spoolId!, prepared.record.id);
@@ -295,6 +311,7 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     } finally {
       if (spoolId) seen!.end(scope, spoolId);
     }
+    const meta = prepared.record.meta;
     o.onAccepted?.(prepared.record.id, prepared.record.body.size, meta);
     log.info(
       {

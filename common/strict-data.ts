@@ -17,11 +17,15 @@
  * (not passed on) but still consumed, so the session reaches the real end of
  * DATA and can answer `550 5.6.0` and stay usable.
  *
+ * The same pass notes whether the data holds `{{` anywhere (`doubleBrace`): the
+ * listener records it with the message, and the rewrap then need not read a large
+ * body part only to look for a merge tag (engine/rewrap/context.ts mayContain).
+ *
  * Side effects: none.
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import { PostinoError } from './errors.js';
-import { BARE_NEWLINE, CR, LF, lineFlags } from './line-scan.js';
+import { BARE_NEWLINE, CR, DOUBLE_BRACE, LF, lineFlags } from './line-scan.js';
 
 /** RFC 5322 2.1.1: "Each line of characters MUST be no more than 998 characters ... excluding the CRLF." */
 export const MAX_LINE_OCTETS = 998;
@@ -43,6 +47,9 @@ export class StrictDataCheck extends Transform {
   violation: PostinoError | undefined;
   private lastWasCr = false;
   private lineLength = 0;
+  /** The last byte of the previous chunk (0 before the first). */
+  private lastByte = 0;
+  private braces = false;
   private readonly allowBare: boolean;
 
   constructor(opts: StrictDataOptions = {}) {
@@ -52,6 +59,14 @@ export class StrictDataCheck extends Transform {
 
   private fail(e: PostinoError): void {
     this.violation = e;
+  }
+
+  /**
+   * Whether `{{` occurs anywhere in the data that passed, chunk seams included; undefined
+   * where this check does not look (allowBareNewlines, which only counts line lengths).
+   */
+  get doubleBrace(): boolean | undefined {
+    return this.allowBare ? undefined : this.braces;
   }
 
   /**
@@ -67,9 +82,14 @@ export class StrictDataCheck extends Transform {
     // are left to check. A chunk with a bare CR or LF takes the walk below, which finds
     // which fault comes first.
     const n = chunk.length;
-    if (n > 0 && !(this.lastWasCr && chunk[0] !== LF) && (lineFlags(chunk, this.lastWasCr ? CR : 0) & BARE_NEWLINE) === 0) {
+    // The byte before the chunk is CR exactly when lastWasCr: the bare-newline answer is the
+    // same as with 0 otherwise, and a `{` there completes a `{{` across the seam.
+    const flags = n > 0 ? lineFlags(chunk, this.lastByte) : 0;
+    if (n > 0 && !(this.lastWasCr && chunk[0] !== LF) && (flags & BARE_NEWLINE) === 0) {
       this.scanLengths(chunk);
-      this.lastWasCr = chunk[n - 1] === CR; // decided by the next chunk's first byte, or by _flush
+      if (flags & DOUBLE_BRACE) this.braces = true;
+      this.lastByte = chunk[n - 1]!;
+      this.lastWasCr = this.lastByte === CR; // decided by the next chunk's first byte, or by _flush
       return;
     }
     let p = 0;

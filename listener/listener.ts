@@ -150,7 +150,7 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
           },
         }
       : {}),
-    toMeta: (envelope, session) => ({ envelope, account: tableOf(session).accountOf(session).id }),
+    toMeta: (envelope, session, data) => ({ envelope, account: tableOf(session).accountOf(session).id, ...(data.doubleBrace === false ? { noDoubleBrace: true as const } : {}) }),
     policy: {
       onConnect(session) {
         tableOf(session);

@@ -95,7 +95,7 @@ export class RewrapWorker {
       await this.finish(rec, [], envelope.rcptTo.map((r) => ({ ...base, type: 'rejected', queueId: rec.id, recipient: r, reason: `unknown account "${account}"` })), [], log);
       return;
     }
-    const msg = new MessageContext({ intakeId: rec.id, envelope, source, mime, parts: walkParts(mime), settings, services: this.o.services, now });
+    const msg = new MessageContext({ intakeId: rec.id, envelope, source, mime, parts: walkParts(mime), settings, services: this.o.services, now, noDoubleBrace: rec.meta.noDoubleBrace === true });
     // Copies are committed in batches as they are made (see the header): `held` is the intake
     // record as last committed, its meta.resumeAt the position of the next recipient to rewrap.
     let held = rec;

@@ -71,3 +71,25 @@ test('the indexOf walks give the per-byte verdicts on random input and random ch
     }
   }
 });
+
+test('doubleBrace says whether `{{` is anywhere in clean data, chunk seams included; undefined when only lengths are checked', async () => {
+  const rnd = seededRandom(0xb7ace);
+  const pieces = ['{', '{', '}', 'x', 'x{', '\r\n', '{\r\n', '\r\n{', 'x'.repeat(40)];
+  let seen = 0;
+  for (let i = 0; i < 2000; i++) {
+    let text = '';
+    const parts = 1 + Math.floor(rnd() * 30);
+    for (let k = 0; k < parts; k++) text += pieces[Math.floor(rnd() * pieces.length)];
+    text += '\r\n';
+    const chunks = randomChunks(text, () => 1 + Math.floor(rnd() * (rnd() < 0.5 ? 3 : 50)));
+    const c = new StrictDataCheck();
+    for await (const _ of Readable.from(chunks.map((x) => Buffer.from(x, 'latin1'))).pipe(c));
+    assert.equal(c.violation, undefined);
+    assert.equal(c.doubleBrace, text.includes('{{'), `case ${i}: ${JSON.stringify(chunks)}`);
+    if (c.doubleBrace) seen++;
+  }
+  assert.ok(seen > 200 && seen < 1800, `both answers covered (${seen} of 2000 with {{)`);
+  const lengthsOnly = new StrictDataCheck({ allowBareNewlines: true });
+  for await (const _ of Readable.from([Buffer.from('{{x}}\r\n')]).pipe(lengthsOnly));
+  assert.equal(lengthsOnly.doubleBrace, undefined);
+});

@@ -58,13 +58,16 @@ export interface CopyOut {
   shared?: Buffer;
 }
 
-/** `source`: read the message through this instead of a buffer source over `raw` (a test that watches the reads). */
-export async function runRewrap(env: Env, raw: Buffer | string, rcptTo: string[], mailFrom = 'shop@example.org', now = Date.now(), source?: BodySource): Promise<{ result: RewrapResult; copies: CopyOut[]; msg: MessageContext }> {
+/**
+ * `source`: read the message through this instead of a buffer source over `raw` (a test that watches the reads).
+ * `noDoubleBrace`: as the listener records it when its DATA check saw no `{{` (IntakeMeta.noDoubleBrace).
+ */
+export async function runRewrap(env: Env, raw: Buffer | string, rcptTo: string[], mailFrom = 'shop@example.org', now = Date.now(), source?: BodySource, o: { noDoubleBrace?: boolean } = {}): Promise<{ result: RewrapResult; copies: CopyOut[]; msg: MessageContext }> {
   const bytes = Buffer.isBuffer(raw) ? raw : Buffer.from(raw.replace(/\r?\n/g, '\r\n'));
   source ??= bufferSource(bytes);
   const mime = await scanMime(source.stream(0, source.size), undefined, source.size);
   const envelope: Envelope = { mailFrom, rcptTo, clientAddress: '127.0.0.1', heloName: 'app.test', receivedAt: now, tls: true };
-  const msg = new MessageContext({ intakeId: 'INTAKE1', envelope, source, mime, parts: walkParts(mime), settings: env.settings, services: { suppression: env.suppression, recipients: env.recipients, copies: new CopyIndex(env.store) }, now });
+  const msg = new MessageContext({ intakeId: 'INTAKE1', envelope, source, mime, parts: walkParts(mime), settings: env.settings, services: { suppression: env.suppression, recipients: env.recipients, copies: new CopyIndex(env.store) }, now, noDoubleBrace: o.noDoubleBrace ?? false });
   const copies: CopyOut[] = [];
   const result = await rewrap(msg, {
     newId: () => newQueueId(now),

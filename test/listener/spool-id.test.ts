@@ -43,6 +43,9 @@ describe('spool-id dedupe', () => {
     assert.match(await submit('127.0.0.1', id, 'retry-1'), /^250 /);
     assert.match(await submit('127.0.0.1', id, 'retry-1'), /^250 .*already queued/);
     assert.deepEqual((await subjects()).filter((s) => s.startsWith('retry')), ['retry-1']);
+    // The engine sends a forwarded message's DSNs without NOTIFY (dsn-notices.ts): the record says so.
+    const [m] = (await l.messages()).filter((x) => x.body.includes('retry-1'));
+    assert.equal(m?.meta.forwarded, true);
   });
 
   test("another account's message with the same id is queued: ids are scoped to the account", async () => {
@@ -63,6 +66,7 @@ describe('spool-id dedupe', () => {
     const msgs = (await l.messages()).filter((m) => m.body.includes('shape-'));
     assert.equal(msgs.length, 2);
     for (const m of msgs) assert.doesNotMatch(m.body, /X-Postino-Spool-Id/i, 'the header never goes further');
+    for (const m of msgs) assert.equal(m.meta.forwarded, undefined, 'not a forwarder\'s id: not marked forwarded');
     assert.ok(l.logs.some((e) => e.event === 'spool-id-ignored'));
   });
 });

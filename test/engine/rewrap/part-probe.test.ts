@@ -166,3 +166,54 @@ test('rewrap: a small part is read once for the merge-tag question, whether byte
     await env.close();
   }
 });
+
+/** A source that records every range asked of it, streamed or read whole. */
+function recorded(buf: Buffer): { source: BodySource; ranges: Array<[number, number]> } {
+  const inner = bufferSource(buf);
+  const ranges: Array<[number, number]> = [];
+  return {
+    ranges,
+    source: { size: inner.size, stream: (s, e) => (ranges.push([s, e]), inner.stream(s, e)), read: (s, e) => (ranges.push([s, e]), inner.read(s, e)) },
+  };
+}
+
+test('rewrap, when the listener saw no `{{`: parts whose raw bytes are their text are not read for merge tags; quoted-printable ones and substitution keys still are', async () => {
+  const line = 'The quick brown fox jumps over the lazy dog, again and again and again.\r\n';
+  const big = line.repeat(Math.ceil((WHOLE_PART_PROBE_MAX_BYTES * 2) / line.length));
+  const raw = (third: string, smtpapi = ''): Buffer =>
+    Buffer.from(
+      `From: shop@example.org\r\nTo: ada@example.com\r\nSubject: parts\r\nX-Postino-Vars: {"first":"Ada"}\r\n${smtpapi}MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n` +
+        `--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n${big}\r\n` +
+        `--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nsmall part, no tag\r\n` +
+        `--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n${third}\r\n--b--\r\n`,
+    );
+  const env = await rewrapEnv();
+  try {
+    const plain = raw('third, no tag');
+    const mime = (await runRewrap(env, plain, ['ada@example.com'])).msg.bodyParts;
+    const partRanges = (buf: Buffer, rs: Array<[number, number]>): Array<[number, number]> => rs.filter(([s, e]) => mime.some((p) => p.bodyStart === s && p.bodyEnd === e && p.bodyEnd <= buf.length));
+    // Without the listener's word every part is looked at: the large one streamed, the small ones read.
+    const before = recorded(plain);
+    const r0 = await runRewrap(env, plain, ['ada@example.com'], undefined, undefined, before.source);
+    assert.equal(partRanges(plain, before.ranges).length, 3, JSON.stringify(before.ranges));
+    // With it, only the quoted-printable part is (`=7B=7B` would be a `{{` once decoded), and the copy is the same.
+    const after = recorded(plain);
+    const r1 = await runRewrap(env, plain, ['ada@example.com'], undefined, undefined, after.source, { noDoubleBrace: true });
+    const qp = mime[2]!;
+    assert.deepEqual(partRanges(plain, after.ranges), [[qp.bodyStart, qp.bodyEnd]]);
+    const body = (b: Buffer): Buffer => b.subarray(b.indexOf('\r\n\r\n'));
+    assert.ok(body(r1.copies[0]!.bytes).equals(body(r0.copies[0]!.bytes)), 'the same copy body');
+
+    const encoded = raw('Dear =7B=7Bfirst}}, and -who-.');
+    const merged = await runRewrap(env, encoded, ['ada@example.com'], undefined, undefined, undefined, { noDoubleBrace: true });
+    assert.ok((await simpleParser(merged.copies[0]!.bytes)).text?.includes('Dear Ada,'), 'a quoted-printable tag is merged');
+
+    // A SendGrid substitution key is not a `{{`: it is still looked for in every part.
+    const subs = raw('third', 'X-SMTPAPI: {"sub":{"-who-":["Ada"]}}\r\n');
+    const withKey = Buffer.concat([subs.subarray(0, subs.indexOf('small part')), Buffer.from('small part for -who-'), subs.subarray(subs.indexOf('small part') + 'small part, no tag'.length)]);
+    const s = await runRewrap(env, withKey, ['ada@example.com'], undefined, undefined, undefined, { noDoubleBrace: true });
+    assert.ok((await simpleParser(s.copies[0]!.bytes)).text?.includes('small part for Ada'), 'the substitution key is replaced');
+  } finally {
+    await env.close();
+  }
+});
