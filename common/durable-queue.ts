@@ -72,6 +72,7 @@ import { Readable } from 'node:stream';
 import { TooLargeError, writeFileSynced, type HoldBudget } from './fsync.js';
 import { randomHex } from './random-pool.js';
 import { SortedKeys } from './sorted-keys.js';
+import { chunkBatches } from './stream-batches.js';
 import type { BatchOp, Store } from './store.js';
 
 /** 256 KiB: above typical transactional mail, far below LevelDB's comfortable value size. */
@@ -423,26 +424,22 @@ export class DurableQueue<M> {
       body = r.body;
       inline = r.inline;
     }
-    const record: QueueRecord<M> = {
-      id,
-      enqueuedAt: now,
-      due: input.due ?? now,
-      attempts: 0,
-      leasedUntil: 0,
-      meta: typeof input.meta === 'function' ? (input.meta as () => M)() : input.meta,
-      body,
+    const store = this.store;
+    // A handed-over file is still the other record's: only a file this prepare wrote goes.
+    const discard = async (): Promise<void> => {
+      if (body.kind === 'file' && body.from === undefined) await store.removeBlob(body.name);
     };
+    let meta: M;
+    try {
+      meta = typeof input.meta === 'function' ? (input.meta as () => M)() : input.meta;
+    } catch (e) {
+      await discard();
+      throw e;
+    }
+    const record: QueueRecord<M> = { id, enqueuedAt: now, due: input.due ?? now, attempts: 0, leasedUntil: 0, meta, body };
     const ops = this.recordOps(record);
     if (inline) ops.push({ type: 'put', key: this.bKey(id), value: inline });
-    const store = this.store;
-    return {
-      record,
-      ops,
-      discard: async () => {
-        // A handed-over file is still the other record's: only a file this prepare wrote goes.
-        if (body.kind === 'file' && body.from === undefined) await store.removeBlob(body.name);
-      },
-    };
+    return { record, ops, discard };
   }
 
   /**
@@ -458,26 +455,33 @@ export class DurableQueue<M> {
       this.hold.give(held);
       held = 0;
     };
-    const it = stream[Symbol.asyncIterator]();
+    // Batches of the chunks as they came (stream-batches.ts), not a Readable's iterator, which
+    // copies all that is buffered into one new Buffer at each read.
+    const it = chunkBatches(stream);
     try {
       for (;;) {
-        const { value, done } = (await it.next()) as IteratorResult<Buffer>;
+        const { value: batch, done } = await it.next();
         if (done) break;
-        size += value.length;
-        chunks.push(value);
-        if (size > limit) {
+        for (let i = 0; i < batch.length; i++) {
+          const value = batch[i]!;
+          size += value.length;
+          chunks.push(value);
+          if (size > limit) {
+            release();
+            // Read the rest without keeping it: an SMTP session must reach the final
+            // dot to answer 552 and stay usable (RFC 5321 4.5.3.1.10).
+            for (;;) if ((await it.next()).done) break;
+            throw new TooLargeError(limit);
+          }
+          if (size <= this.inlineMax && this.hold.take(value.length)) {
+            held += value.length;
+            continue;
+          }
           release();
-          // Read the rest without keeping it: an SMTP session must reach the final
-          // dot to answer 552 and stay usable (RFC 5321 4.5.3.1.10).
-          for (;;) if ((await it.next()).done) break;
-          throw new TooLargeError(limit);
+          const batchRest = batch.splice(i + 1);
+          batch.length = 0; // its first chunks are in `chunks`
+          return { body: await this.spill(id, chunks, batchRest, it, limit) };
         }
-        if (size <= this.inlineMax && this.hold.take(value.length)) {
-          held += value.length;
-          continue;
-        }
-        release();
-        return { body: await this.spill(id, chunks, it, limit) };
       }
     } finally {
       release();
@@ -487,21 +491,19 @@ export class DurableQueue<M> {
   }
 
   /**
-   * Writes the chunks read so far and the rest of the body to a blob file. The
-   * chunks are let go as they are written: held until the end of the copy, the
-   * first 256 KiB of every large body in flight stayed in memory (issue #17).
+   * Writes the chunks read so far, the rest of their batch and the rest of the body to a
+   * blob file, a batch at a time: the writer gathers within the queue's budget and asks
+   * for the next batch only when it has written what it holds, so a disk slower than the
+   * network holds back the stream (whose high-water mark bounds a batch). The arrays are
+   * emptied as they are handed over (splice): kept by the caller's frame until the end of
+   * the copy, the first 256 KiB of every large body in flight stayed in memory (issue #17).
    */
-  private spill(id: string, chunks: Buffer[], it: AsyncIterator<unknown>, limit: number): Promise<BodyRef> {
-    // A generator, not a Readable over one: a Readable.from() reads ahead up to 16
-    // chunks per body while the disk is slower than the network; this reads a
-    // chunk when the writer asks for one (it gathers within the queue's budget).
+  private spill(id: string, chunks: Buffer[], batchRest: Buffer[], it: AsyncIterator<Buffer[]>, limit: number): Promise<BodyRef> {
     const rest = (async function* () {
-      // Taken from the end of the reversed list: shift() moves the whole array when it is long
-      // (a body that came in one chunk per dot-stuffed line: ~40,000 chunks before 256 KiB).
-      chunks.reverse();
-      for (let c = chunks.pop(); c !== undefined; c = chunks.pop()) yield c;
+      yield chunks.splice(0);
+      if (batchRest.length > 0) yield batchRest.splice(0);
       for (;;) {
-        const n = (await it.next()) as IteratorResult<Buffer>;
+        const n = await it.next();
         if (n.done) return;
         yield n.value;
       }
@@ -509,7 +511,7 @@ export class DurableQueue<M> {
     return this.writeBlob(id, rest, limit);
   }
 
-  private async writeBlob(id: string, source: Iterable<Buffer> | AsyncIterable<Buffer>, limit: number): Promise<BodyRef> {
+  private async writeBlob(id: string, source: Iterable<Buffer> | AsyncIterable<Buffer | readonly Buffer[]>, limit: number): Promise<BodyRef> {
     const name = `${this.name}-${id}`;
     const size = await writeFileSynced(this.store.blobPath(name), source, limit, this.hold);
     this.store.markBlobCreated(name);

@@ -5,7 +5,8 @@
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
+import { chunkBatches } from './stream-batches.js';
 
 /**
  * Writes a small file (mode 0600) and fsyncs it, synchronously: for start-up
@@ -54,8 +55,10 @@ export interface HoldBudget {
  * dot to get a 552), the file removed, and TooLargeError thrown; on any error
  * nothing is left behind. Chunks are gathered up to WRITE_GATHER_BYTES per write, as far
  * as `budget` lets them be held; a chunk it refuses goes to disk with those gathered.
+ * The source may hand over chunks in batches (arrays, as stream-batches.ts does); a
+ * Readable is read that way, without the copy its own iterator makes of what is buffered.
  */
-export async function writeFileSynced(file: string, source: Iterable<Buffer> | AsyncIterable<Buffer> | Readable, limit = Infinity, budget?: HoldBudget): Promise<number> {
+export async function writeFileSynced(file: string, source: Iterable<Buffer> | AsyncIterable<Buffer | readonly Buffer[]> | Readable, limit = Infinity, budget?: HoldBudget): Promise<number> {
   const fh = await fsp.open(file, 'w', 0o600);
   let size = 0;
   let gathered: Buffer[] = [];
@@ -76,17 +79,20 @@ export async function writeFileSynced(file: string, source: Iterable<Buffer> | A
   };
   try {
     try {
-      for await (const chunk of source as AsyncIterable<Buffer>) {
-        size += chunk.length;
-        if (size > limit) {
-          gathered = [];
-          letGo();
-          continue;
+      const items: Iterable<Buffer> | AsyncIterable<Buffer | readonly Buffer[]> = source instanceof Readable ? chunkBatches(source) : source;
+      for await (const item of items) {
+        for (const chunk of Buffer.isBuffer(item) ? [item] : item) {
+          size += chunk.length;
+          if (size > limit) {
+            gathered = [];
+            letGo();
+            continue;
+          }
+          gathered.push(chunk);
+          const room = held + chunk.length < WRITE_GATHER_BYTES && (budget?.take(chunk.length) ?? true);
+          if (room) held += chunk.length;
+          else await flush();
         }
-        gathered.push(chunk);
-        const room = held + chunk.length < WRITE_GATHER_BYTES && (budget?.take(chunk.length) ?? true);
-        if (room) held += chunk.length;
-        else await flush();
       }
       if (size > limit) throw new TooLargeError(limit);
       await flush();
