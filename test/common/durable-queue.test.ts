@@ -280,3 +280,26 @@ test('tally: waiting records given back with an error are counted through lease,
   assert.equal((await q.oldest())!.meta.n, 1, 'n=0 was removed');
   await store.close();
 });
+
+test('a meta made once the body is read: it sees what the body stream found; one that throws leaves no blob file behind', async () => {
+  const dir = tempDir('q-meta-after');
+  const { store, q } = await open(dir, undefined, 1024);
+  // A stream of many small chunks past the inline limit: spilled to a file, batch by batch.
+  const chunks = Array.from({ length: 3000 }, (_, i) => Buffer.from(`line ${i}\r\n`));
+  let seen = 0;
+  const body = Readable.from(chunks, { objectMode: false });
+  const counted = new PassThrough();
+  body.on('data', (c: Buffer) => (seen += c.length)).pipe(counted);
+  const p = await q.prepare({ meta: () => ({ n: seen }), body: counted });
+  const total = chunks.reduce((n, c) => n + c.length, 0);
+  assert.equal(p.record.meta.n, total, 'made after the whole body went through');
+  assert.equal(p.record.body.kind, 'file');
+  await q.commitPrepared([p]);
+  const [rec] = await q.lease(1, 60_000);
+  assert.ok((await q.readBody(rec!)).equals(Buffer.concat(chunks)));
+  await q.ack(rec!);
+
+  await assert.rejects(q.prepare({ meta: () => { throw new Error('no account'); }, body: Readable.from([Buffer.alloc(5000, 'x')]) }), /no account/);
+  assert.deepEqual(fs.readdirSync(path.join(dir, 'blobs')), [], 'the spilled file removed');
+  await store.close();
+});
