@@ -68,6 +68,23 @@ export function stuffChunk(chunk: Buffer, prev: number | false): Buffer {
   return out;
 }
 
+/**
+ * stuffChunk for the chunk at `offset` of a body whose bytes from `cleanFrom` on were found to
+ * need nothing where they were received (the listener's DATA check: TransactionEnvelope.cleanFrom).
+ * Each of them was judged there with the byte before it, which is the same byte here for all but
+ * the one at `cleanFrom` (behind a header of the copy's own). So a chunk past it goes as it is, the
+ * one that starts there has its first byte judged here, and one that straddles it is stuffed as any
+ * other. Why (issue #17): the scan of every byte the hosted node delivers, already scanned as it
+ * came in, was 2% of its CPU at 1 MB.
+ */
+export function stuffChunkAt(chunk: Buffer, prev: number | false, offset: number, cleanFrom: number | undefined): Buffer {
+  if (cleanFrom !== undefined && chunk.length > 0) {
+    if (offset > cleanFrom) return chunk;
+    if (offset === cleanFrom && needsNoStuffing(chunk.subarray(0, 1), prev)) return chunk;
+  }
+  return stuffChunk(chunk, prev);
+}
+
 const END_AFTER_LF = Buffer.from('.\r\n');
 const END_AFTER_CR = Buffer.from('\n.\r\n');
 const END_ELSEWHERE = Buffer.from('\r\n.\r\n');

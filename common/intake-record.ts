@@ -22,6 +22,12 @@ export interface IntakeMeta {
    */
   noDoubleBrace?: true;
   /**
+   * The listener's DATA check found no bare CR or LF and no line that starts with a dot: the
+   * message's bytes go out again exactly as they are, and a copy that sends them unchanged
+   * after its own header need not be scanned for dot-stuffing past it (DeliveryMeta.cleanFrom).
+   */
+  cleanLines?: true;
+  /**
    * Set by the rewrap as it commits copies in batches: the envelope position of the
    * next recipient to rewrap; an attempt after a crash resumes there (engine/rewrap/worker.ts).
    */

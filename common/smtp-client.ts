@@ -72,6 +72,8 @@ export interface SendEnvelope {
   from: string;
   to: string[];
   dsn?: EnvelopeDsn | undefined;
+  /** See smtp-session.ts TransactionEnvelope.cleanFrom. */
+  cleanFrom?: number | undefined;
 }
 
 export interface SendOutcome {

@@ -56,6 +56,11 @@ export interface EnvelopeDsn {
 export interface DataFacts {
   /** Whether `{{` occurs anywhere in it; undefined when the check does not look (no strictData, or bare newlines allowed). */
   doubleBrace: boolean | undefined;
+  /**
+   * Whether a line of it starts with a dot; undefined as above. When false, the message (which
+   * passed the check: no bare CR or LF) has nothing to dot-stuff when it is sent on.
+   */
+  dotLine: boolean | undefined;
 }
 
 export interface IntakePolicy {
@@ -243,7 +248,7 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     // it is first written, not by a second put of the meta (one JSON and one LevelDB value
     // fewer per message).
     const metaOnceRead = (): M => {
-      const meta = o.toMeta(envelope, session, { doubleBrace: check?.doubleBrace });
+      const meta = o.toMeta(envelope, session, { doubleBrace: check?.doubleBrace, dotLine: check?.dotLine });
       const id = filter?.spoolId;
       // A forwarder relayed it (its spool id came with it, of the forwarder's shape: dedupeId below).
       return id !== undefined && isSpoolId(id) && o.spoolIds?.forwarded ? o.spoolIds.forwarded(meta) : meta;

@@ -32,8 +32,7 @@
  * Side effects: network connections.
  */
 import type { Readable } from 'node:stream';
-import type { EnvelopeDsn } from './smtp-intake.js';
-import { bodyPieces, SmtpSession, type BodySource, type SessionOptions, type SmtpError, type TransactionState } from './smtp-session.js';
+import { bodyPieces, SmtpSession, type BodySource, type SessionOptions, type SmtpError, type TransactionEnvelope, type TransactionState } from './smtp-session.js';
 
 export type { BodySource, SmtpError };
 
@@ -71,8 +70,8 @@ export class SmtpPool {
    * (smtp-session.ts). `openBody` is called per attempt: a stream that was
    * handed to a dead session cannot be handed to the next one.
    */
-  async send(envelope: { from: string; to: string[]; dsn?: EnvelopeDsn | undefined }, openBody: () => Promise<BodySource>): Promise<SentInfo> {
-    const env = { from: envelope.from, to: [...new Set(envelope.to)], dsn: envelope.dsn };
+  async send(envelope: TransactionEnvelope, openBody: () => Promise<BodySource>): Promise<SentInfo> {
+    const env: TransactionEnvelope = { from: envelope.from, to: [...new Set(envelope.to)], dsn: envelope.dsn, cleanFrom: envelope.cleanFrom };
     for (let retried = false; ; retried = true) {
       const s = await this.acquire();
       const reused = s.messages > 0;

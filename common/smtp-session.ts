@@ -38,7 +38,7 @@
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import tls from 'node:tls';
-import { endOfData, stuffChunk } from './dot-stuffing.js';
+import { endOfData, stuffChunkAt } from './dot-stuffing.js';
 import { nextTurn } from './next-turn.js';
 import type { EnvelopeDsn } from './smtp-intake.js';
 
@@ -110,6 +110,12 @@ export interface TransactionEnvelope {
   /** De-duplicated by the caller. */
   to: string[];
   dsn?: EnvelopeDsn | undefined;
+  /**
+   * The body's bytes from this offset on have nothing to dot-stuff, each with the byte before it
+   * in the body (a copy that sends the listener's checked bytes after its own header:
+   * DeliveryMeta.cleanFrom): only the byte at the offset is judged here (dot-stuffing.ts stuffChunkAt).
+   */
+  cleanFrom?: number | undefined;
 }
 
 /** One transaction as the pool follows it (smtp-pool.ts). */
@@ -274,7 +280,7 @@ export class SmtpSession {
     const final = this.next();
     final.catch(() => undefined); // a body that fails first is the error to report
     tx.bodyStarted = true;
-    await this.writeBody(body, tx);
+    await this.writeBody(body, tx, env.cleanFrom);
     const r = await final;
     if (r.code < 200 || r.code >= 300) throw Object.assign(smtpError('Message failed', 'EMESSAGE', r), rejectedErrors.length ? { rejectedErrors } : {});
     return { accepted, rejected, ...(rejectedErrors.length ? { rejectedErrors } : {}), response: r.text };
@@ -337,9 +343,9 @@ export class SmtpSession {
    * instead of two (a 2 KB body is one chunk, so its whole DATA is one write).
    * A stream is read as the socket takes it ('drain'), never held whole.
    */
-  private async writeBody(body: BodySource, tx: TransactionState): Promise<void> {
+  private async writeBody(body: BodySource, tx: TransactionState, cleanFrom: number | undefined): Promise<void> {
     try {
-      await this.writeChunks(body, tx);
+      await this.writeChunks(body, tx, cleanFrom);
     } catch (e) {
       // Mid-DATA there is no way back to a clean state: the session goes.
       this.close();
@@ -347,9 +353,11 @@ export class SmtpSession {
     }
   }
 
-  private async writeChunks(body: BodySource, tx: TransactionState): Promise<void> {
+  private async writeChunks(body: BodySource, tx: TransactionState, cleanFrom: number | undefined): Promise<void> {
     const socket = this.socket;
     let last: number | false = false;
+    /** Bytes of the body before the chunk in hand. */
+    let offset = 0;
     /** Written together with the dot: the whole body when it is in memory, else the stream's last chunk. */
     const held: Buffer[] = [];
     const pieces = bodyPieces(body);
@@ -357,9 +365,10 @@ export class SmtpSession {
       for (const piece of pieces) {
         for (let at = 0; at < piece.length; at += STUFF_SLICE) {
           const chunk = piece.subarray(at, at + STUFF_SLICE);
-          const out = stuffChunk(chunk, last);
+          const out = stuffChunkAt(chunk, last, offset, cleanFrom);
           held.push(out);
           last = chunk[chunk.length - 1]!;
+          offset += chunk.length;
           if (out !== chunk) await nextTurn();
         }
       }
@@ -370,8 +379,9 @@ export class SmtpSession {
         if (chunk.length === 0) continue;
         const prev = held.pop();
         if (prev && !socket.write(prev)) await this.drained();
-        held.push(stuffChunk(chunk, last));
+        held.push(stuffChunkAt(chunk, last, offset, cleanFrom));
         last = chunk[chunk.length - 1]!;
+        offset += chunk.length;
       }
     }
     if (this.failure) throw this.failure;

@@ -19,13 +19,16 @@
  *
  * The same pass notes whether the data holds `{{` anywhere (`doubleBrace`): the
  * listener records it with the message, and the rewrap then need not read a large
- * body part only to look for a merge tag (engine/rewrap/context.ts mayContain).
+ * body part only to look for a merge tag (engine/rewrap/context.ts mayContain); and
+ * whether a line starts with a dot (`dotLine`): with no bare CR or LF either, the
+ * message's bytes go out again with nothing to stuff, and the hosted node's delivery
+ * need not scan them again (common/smtp-session.ts, TransactionEnvelope.cleanFrom).
  *
  * Side effects: none.
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import { PostinoError } from './errors.js';
-import { BARE_NEWLINE, CR, DOUBLE_BRACE, LF, lineFlags } from './line-scan.js';
+import { BARE_NEWLINE, CR, DOT, DOT_AT_LINE_START, DOUBLE_BRACE, LF, lineFlags } from './line-scan.js';
 
 /** RFC 5322 2.1.1: "Each line of characters MUST be no more than 998 characters ... excluding the CRLF." */
 export const MAX_LINE_OCTETS = 998;
@@ -49,7 +52,10 @@ export class StrictDataCheck extends Transform {
   private lineLength = 0;
   /** The last byte of the previous chunk (0 before the first). */
   private lastByte = 0;
+  /** No byte has passed yet. */
+  private atStart = true;
   private braces = false;
+  private dots = false;
   private readonly allowBare: boolean;
 
   constructor(opts: StrictDataOptions = {}) {
@@ -67,6 +73,14 @@ export class StrictDataCheck extends Transform {
    */
   get doubleBrace(): boolean | undefined {
     return this.allowBare ? undefined : this.braces;
+  }
+
+  /**
+   * Whether a line of the data that passed starts with a dot (the first line included);
+   * undefined where this check does not look (allowBareNewlines).
+   */
+  get dotLine(): boolean | undefined {
+    return this.allowBare ? undefined : this.dots;
   }
 
   /**
@@ -88,6 +102,9 @@ export class StrictDataCheck extends Transform {
     if (n > 0 && !(this.lastWasCr && chunk[0] !== LF) && (flags & BARE_NEWLINE) === 0) {
       this.scanLengths(chunk);
       if (flags & DOUBLE_BRACE) this.braces = true;
+      // The first byte of the data starts a line too (lastByte is 0 there, not LF).
+      if (flags & DOT_AT_LINE_START || (this.atStart && chunk[0] === DOT)) this.dots = true;
+      this.atStart = false;
       this.lastByte = chunk[n - 1]!;
       this.lastWasCr = this.lastByte === CR; // decided by the next chunk's first byte, or by _flush
       return;

@@ -150,7 +150,13 @@ export async function startListener(o: ListenerOptions): Promise<Listener> {
           },
         }
       : {}),
-    toMeta: (envelope, session, data) => ({ envelope, account: tableOf(session).accountOf(session).id, ...(data.doubleBrace === false ? { noDoubleBrace: true as const } : {}) }),
+    // What the strict DATA check found (it refused anything with a bare CR or LF): see IntakeMeta.
+    toMeta: (envelope, session, data) => ({
+      envelope,
+      account: tableOf(session).accountOf(session).id,
+      ...(data.doubleBrace === false ? { noDoubleBrace: true as const } : {}),
+      ...(data.dotLine === false ? { cleanLines: true as const } : {}),
+    }),
     policy: {
       onConnect(session) {
         tableOf(session);

@@ -38,4 +38,10 @@ export interface DeliveryMeta extends RelayMeta {
   delayNotified?: boolean | undefined;
   /** Delivery attempts that got an answer or failed (the lease count also counts lane overflow). */
   tries?: number | undefined;
+  /**
+   * The body from this offset on is the intake message's bytes as the listener checked them
+   * (IntakeMeta.cleanLines: nothing to dot-stuff), behind the copy's own header: delivery scans
+   * only the header and the byte after it (common/smtp-session.ts TransactionEnvelope.cleanFrom).
+   */
+  cleanFrom?: number | undefined;
 }

@@ -152,7 +152,7 @@ export class DeliveryWorker {
     const shaping = shapingFor(this.d.config.shaping, domainOf(m.recipient));
     const defaultPool = shaping.poolKey === 'default';
     try {
-      const sent = await this.d.pool.send({ from: m.envelope.mailFrom, to: [m.recipient] }, () => this.d.queue.sendableBody(rec), {
+      const sent = await this.d.pool.send({ from: m.envelope.mailFrom, to: [m.recipient], cleanFrom: m.cleanFrom }, () => this.d.queue.sendableBody(rec), {
         localAddress: this.d.sources.pick(m.account, m.stream),
         poolKey: shaping.poolKey,
         maxConnections: defaultPool ? this.d.config.maxConnections : shaping.params.maxConnections,

@@ -26,7 +26,7 @@
 import type { RelayConfig } from '../../common/config.js';
 import type { Logger } from '../../common/log.js';
 import { RelayHealth, type RelayHealthStatus } from '../../common/relay-health.js';
-import { makeTransport, redactUrl, SendFailure, sendVia, type BodySource, type SendOutcome, type Transport } from '../../common/smtp-client.js';
+import { makeTransport, redactUrl, SendFailure, sendVia, type BodySource, type SendEnvelope, type SendOutcome, type Transport } from '../../common/smtp-client.js';
 
 export interface RelayPoolOptions {
   relays: readonly RelayConfig[];
@@ -128,7 +128,7 @@ export class RelayPool {
    * Sends one copy. Resolves with the relay's 2xx; throws SendFailure with the
    * reply for 4xx/5xx, or without one when no relay is up or could be reached.
    */
-  async send(envelope: { from: string; to: string[] }, openBody: () => Promise<BodySource>, pool: PoolChoice): Promise<SendOutcome> {
+  async send(envelope: SendEnvelope, openBody: () => Promise<BodySource>, pool: PoolChoice): Promise<SendOutcome> {
     let last: Error | undefined;
     for (const r of this.order()) {
       const res = await sendVia(r.name, this.transport(r, pool), envelope, openBody);

@@ -147,6 +147,8 @@ export class RewrapWorker {
             tag: c.tag,
             metadata: Object.keys(c.metadata).length ? c.metadata : undefined,
             ...(dsn ? { dsn } : {}),
+            // The copy is its header and then the intake's bytes unchanged, which the listener found clean.
+            ...(copy.shared && rec.meta.cleanLines ? { cleanFrom: copy.shared.head.length } : {}),
           };
           const shared = this.handOver(rec, copy);
           const p = await this.o.delivery.prepare(shared ? { id: copy.queueId, meta, body: shared.head, due: msg.due, tail: shared.tail } : { id: copy.queueId, meta, body: copy.body!, due: msg.due });

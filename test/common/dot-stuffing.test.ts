@@ -1,7 +1,8 @@
 /* dot-stuffing.ts sends exactly the bytes nodemailer's DataStream sends (the reference), chunk by chunk. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { endOfData, needsNoStuffing, stuffChunk } from '../../common/dot-stuffing.js';
+import { endOfData, needsNoStuffing, stuffChunk, stuffChunkAt } from '../../common/dot-stuffing.js';
+import { StrictDataCheck } from '../../common/strict-data.js';
 import { nodemailerWire as reference } from '../helpers/data-stream.js';
 import { randomChunks, seededRandom } from '../helpers/random.js';
 
@@ -70,4 +71,52 @@ test('a 100 KB CRLF message goes through unchanged apart from the terminator', a
   const msg = Buffer.concat(Array.from({ length: 1300 }, () => body));
   assert.equal(stuffChunk(msg, false), msg, 'the same Buffer, not a copy');
   assert.equal(ours([msg]), msg.toString('latin1') + '.\r\n');
+});
+
+/** What the listener's check says of `text`: clean when it refuses nothing and finds no dot-led line. */
+function listenerClean(text: Buffer): boolean {
+  const c = new StrictDataCheck();
+  c.write(text);
+  c.end();
+  c.resume();
+  return c.violation === undefined && c.dotLine === false;
+}
+
+test('stuffChunkAt: a head of any bytes, then a tail the listener found clean: the bytes stuffChunk sends, however cut', () => {
+  const rnd = seededRandom(0xc1ea);
+  const headPieces = ['\r\n', '\r', '\n', '.', '..', 'x', 'Subject: y\r\n'];
+  const tailPieces = ['\r\n', '\r\n', 'x', 'line of text', '.', 'a.b', '\r\n\r\n', '.x'];
+  let tails = 0;
+  for (let i = 0; i < 4000; i++) {
+    let head = '';
+    for (let k = Math.floor(rnd() * 8); k > 0; k--) head += headPieces[Math.floor(rnd() * headPieces.length)];
+    let tail = '';
+    for (let k = 1 + Math.floor(rnd() * 30); k > 0; k--) tail += tailPieces[Math.floor(rnd() * tailPieces.length)];
+    const tailBytes = Buffer.from(tail, 'latin1');
+    // Only a tail the listener's check calls clean may be sent with cleanFrom (IntakeMeta.cleanLines).
+    if (!listenerClean(tailBytes)) continue;
+    tails++;
+    const body = Buffer.concat([Buffer.from(head, 'latin1'), tailBytes]);
+    const cleanFrom = head.length;
+    // Cut anywhere, or at the seam as delivery's pieces are (header, then the intake's bytes).
+    const cuts = rnd() < 0.5 ? randomChunks(body.toString('latin1'), () => 1 + Math.floor(rnd() * 16)).map((c) => Buffer.from(c, 'latin1')) : [body.subarray(0, cleanFrom), body.subarray(cleanFrom)];
+    const out: Buffer[] = [];
+    let last: number | false = false;
+    let offset = 0;
+    for (const c of cuts) {
+      if (!c.length) continue;
+      out.push(stuffChunkAt(c, last, offset, cleanFrom));
+      last = c[c.length - 1]!;
+      offset += c.length;
+    }
+    out.push(endOfData(last));
+    assert.equal(Buffer.concat(out).toString('latin1'), ours(cuts), `case ${i}: head ${JSON.stringify(head)} tail ${JSON.stringify(tail)}`);
+  }
+  assert.ok(tails > 500, `${tails} clean tails tried`);
+  // The seam itself is judged: a tail that starts with a dot behind a head that ends a line is stuffed.
+  const head = Buffer.from('To: a\r\n\r\n');
+  assert.equal(stuffChunkAt(Buffer.from('.x\r\n'), 0x0a, head.length, head.length).toString(), '..x\r\n');
+  assert.equal(stuffChunkAt(Buffer.from('x\r\n'), 0x0d, head.length, head.length).toString(), '\nx\r\n', 'a head ending in a bare CR');
+  // Past the seam nothing is looked at: the caller's word is taken (which is why only the listener's check gives it).
+  assert.equal(stuffChunkAt(Buffer.from('\n.x'), 0x78, head.length + 5, head.length).toString(), '\n.x');
 });

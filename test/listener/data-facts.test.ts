@@ -46,6 +46,21 @@ describe('listener DATA facts', () => {
     assert.equal((await metaOf('plain')).noDoubleBrace, true);
   });
 
+  test('no line that starts with a dot: cleanLines; a dot-stuffed line anywhere, or split from its line break by a TCP write: not', async () => {
+    assert.match(await submit([message('lines', 'a.b\r\n x.\r\n\r\nend.')]), /^250 /);
+    assert.equal((await metaOf('lines')).cleanLines, true);
+    // On the wire a content line that starts with a dot is sent with two (RFC 5321 4.5.2).
+    for (const [subject, pieces] of [
+      ['dot body', [message('dot body', 'first\r\n..second\r\n')]],
+      ['dot split', [message('dot split', 'first\r\n'), '..second']],
+      ['dot last', [message('dot last', 'first\r\n..')]],
+      ['dot first', ['..x: y\r\nSubject: dot first\r\n\r\nbody']],
+    ] as Array<[string, string[]]>) {
+      assert.match(await submit(pieces), /^250 /, subject);
+      assert.equal((await metaOf(subject)).cleanLines, undefined, subject);
+    }
+  });
+
   test('`{{` in one segment, split between two, in the subject, or 300 KB into the body: not noDoubleBrace', async () => {
     const filler = 'The quick brown fox jumps over the lazy dog.\r\n'.repeat(7000);
     const cases: Array<[string, string[]]> = [

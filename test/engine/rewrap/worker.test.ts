@@ -30,8 +30,8 @@ async function setup() {
   const recipients = new LevelRecipientDb(store);
   const config = parseConfig({ accounts: [{ id: 'default', engine: { bounceDomain: 'b.example.net' } }] });
   const worker = new RewrapWorker({ intake, delivery, events, services: { suppression, recipients, copies: new CopyIndex(store) }, settings: resolveRewrapSettings(config, dir), log: createLogger('test', 'silent') });
-  const submit = async (raw: string, rcptTo: string[]) => {
-    await intake.enqueue({ meta: { account: 'default', envelope: { mailFrom: 'shop@example.org', rcptTo, clientAddress: '127.0.0.1', heloName: 'fwd', receivedAt: Date.now(), tls: true } }, body: Buffer.from(raw.replace(/\r?\n/g, '\r\n')) });
+  const submit = async (raw: string, rcptTo: string[], extra: Partial<IntakeMeta> = {}) => {
+    await intake.enqueue({ meta: { account: 'default', envelope: { mailFrom: 'shop@example.org', rcptTo, clientAddress: '127.0.0.1', heloName: 'fwd', receivedAt: Date.now(), tls: true }, ...extra }, body: Buffer.from(raw.replace(/\r?\n/g, '\r\n')) });
     const [rec] = await intake.lease(1, 60_000);
     await worker.handle(rec!);
   };
@@ -167,5 +167,54 @@ test('a copy whose body the rewrap leaves unchanged refers to the intake body (o
     }
   } finally {
     await t.close();
+  }
+});
+
+test('a copy that is its header and then the intake bytes the listener found clean says where they start (cleanFrom); any other copy does not', async () => {
+  const t = await setup();
+  try {
+    const raw = (subject: string, text: string): string => `From: shop@example.org\nTo: a@example.com\nSubject: ${subject}\n\n${text}`;
+    // Clean, one recipient (handed over) and two (written out): both say where the intake's bytes start.
+    await t.submit(raw('one', 'line of text\n'.repeat(200)), ['a@example.com'], { cleanLines: true });
+    await t.submit(raw('two', 'short\n'), ['a@example.com', 'b@example.com'], { cleanLines: true });
+    // Not marked by the listener (a dot-led line, or not from the listener at all): no offset.
+    await t.submit(raw('dots', '.dot-led\n'), ['a@example.com']);
+    const copies = await t.deliveries();
+    for (const c of copies) {
+      const body = await t.delivery.readBody(c);
+      const subject = /^Subject: (\w+)/m.exec(body.toString())![1];
+      if (subject === 'dots') {
+        assert.equal(c.meta.cleanFrom, undefined);
+        continue;
+      }
+      assert.equal(typeof c.meta.cleanFrom, 'number', subject);
+      // The copy's own header ends there, with its empty line; what follows is the intake message's body.
+      assert.equal(body.subarray(c.meta.cleanFrom! - 4, c.meta.cleanFrom!).toString(), '\r\n\r\n', subject);
+      const expected = subject === 'one' ? 'line of text\r\n'.repeat(200) : 'short\r\n';
+      assert.equal(body.subarray(c.meta.cleanFrom!).toString(), expected, subject);
+    }
+    assert.equal(copies.length, 4);
+  } finally {
+    await t.close();
+  }
+});
+
+test('a copy whose body the rewrap changes (a footer) gets no cleanFrom, even from clean intake bytes', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'postino-rw-'));
+  const store = await Store.open(path.join(dir, 'hosted'));
+  try {
+    const intake = await DurableQueue.open<IntakeMeta>(store, 'intake');
+    const delivery = await DurableQueue.open<DeliveryMeta>(store, 'delivery');
+    const config = parseConfig({ accounts: [{ id: 'default', engine: { footer: { enabled: true, text: 'Unsubscribe: {{unsubscribe_url}}' } } }], engine: { publicUrl: 'https://mail.example.net' } });
+    const worker = new RewrapWorker({ intake, delivery, events: await EventLog.open(store), services: { suppression: new LevelSuppressionList(store), recipients: new LevelRecipientDb(store), copies: new CopyIndex(store) }, settings: resolveRewrapSettings(config, dir), log: createLogger('test', 'silent') });
+    await intake.enqueue({ meta: { account: 'default', cleanLines: true, envelope: { mailFrom: 'shop@example.org', rcptTo: ['a@example.com'], clientAddress: '127.0.0.1', heloName: 'fwd', receivedAt: Date.now(), tls: true } }, body: Buffer.from('From: shop@example.org\r\nTo: a@example.com\r\nSubject: f\r\n\r\nhello\r\n') });
+    const [rec] = await intake.lease(1, 60_000);
+    await worker.handle(rec!);
+    const [copy] = await delivery.lease(1, 60_000);
+    assert.match((await delivery.readBody(copy!)).toString(), /Unsubscribe: https:/, 'the footer is there');
+    assert.equal(copy!.meta.cleanFrom, undefined);
+  } finally {
+    await store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
