@@ -154,7 +154,7 @@ export interface Prepared<M> {
 export interface EnqueueInput<M> {
   /**
    * The record's meta, or a function that makes it once the body has been read, for a meta
-   * that says something found in the body (the listener's `{{` scan: common/smtp-intake.ts).
+   * that says something found in the body (what the listener's DATA check saw: common/smtp-intake.ts).
    * A meta is JSON, never itself a function.
    */
   meta: M | (() => M);

@@ -122,7 +122,7 @@ export interface IntakeOptions<M> {
   queue: DurableQueue<M>;
   /**
    * The queue record's meta, made once DATA has been read; `data` holds what the strict
-   * check saw in it (`doubleBrace` undefined when it does not look).
+   * check saw in it (undefined answers where it does not look).
    */
   toMeta(envelope: Envelope, session: SMTPServerSession, data: DataFacts): M;
   policy?: IntakePolicy;
