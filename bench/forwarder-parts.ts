@@ -12,7 +12,8 @@
  * Why apart: per-thread CPU per message moves far less from run to run than
  * throughput on a shared machine, so a change to either path is judged by it
  * (issue #17: the relay's body streams were found and measured this way).
- * Knobs (environment): BENCH_FWD_PARTS_MESSAGES (15000), BENCH_FWD_PARTS_RUNS (3);
+ * Knobs (environment): BENCH_FWD_PARTS_MESSAGES (15000), BENCH_FWD_PARTS_RUNS (3),
+ * BENCH_FWD_PARTS_SIZE (message bytes, 2048), BENCH_FWD_PARTS_REUSE (0: one message per connection; 1);
  * BENCH_CPU_PROF_DIR and BENCH_NODE_FLAGS as in `bench -- pipeline` (pipeline-parts.ts benchNodeFlags).
  * Needs Debian's postfix package (smtp-source, smtp-sink); root, as smtp-sink
  * is started as user postfix (pipeline-parts.ts startSmtpSink).
@@ -28,7 +29,10 @@ import { fmt } from './stats.js';
 
 const MESSAGES = Number(process.env.BENCH_FWD_PARTS_MESSAGES ?? 15_000);
 const RUNS = Number(process.env.BENCH_FWD_PARTS_RUNS ?? 3);
-const WARMUP = 3_000;
+const SIZE = Number(process.env.BENCH_FWD_PARTS_SIZE ?? 2048);
+const REUSE = process.env.BENCH_FWD_PARTS_REUSE !== '0';
+/** Unmeasured messages first: a fifth of the measured ones (3,000 at the defaults). */
+const WARMUP = Math.ceil(MESSAGES / 5);
 
 interface Part {
   rate: number;
@@ -61,7 +65,7 @@ export async function benchForwarderParts(): Promise<void> {
   const base = postfixBenchDir('fwd-parts');
   if (!base) return;
   const sink = await startSmtpSink();
-  const load: SourceLoad = { sessions: 20, size: 2048, messages: MESSAGES, reuse: true };
+  const load: SourceLoad = { sessions: 20, size: SIZE, messages: MESSAGES, reuse: REUSE };
   const parts: Record<'intake' | 'drain' | 'both', Part[]> = { intake: [], drain: [], both: [] };
   try {
     for (let run = 0; run < RUNS; run++) {
@@ -96,7 +100,8 @@ export async function benchForwarderParts(): Promise<void> {
         await new Promise((r) => fwd.once('exit', r));
       }
     }
-    console.log(`forwarder at its defaults, 2 KB × ${MESSAGES} over 20 reused connections (smtp-source -d), relaying to smtp-sink; medians of ${RUNS} runs, CPU per message from /proc/<pid>/task:`);
+    const over = REUSE ? '20 reused connections (smtp-source -d)' : '20 sessions, one message per connection';
+    console.log(`forwarder at its defaults, ${fmt(SIZE / 1024, 0)} KB × ${MESSAGES} over ${over}, relaying to smtp-sink; medians of ${RUNS} runs, CPU per message from /proc/<pid>/task:`);
     console.log(line('intake', parts.intake) + '   [relay paused]');
     console.log(line('drain', parts.drain) + '   [relay resumed, nothing arriving]');
     console.log(line('both', parts.both) + '   [intake rate; CPU until the spool is empty]');
