@@ -15,7 +15,7 @@
  * 20 connections into smtp-sink, five interleaved pairs, CPU of all its threads
  * from /proc): 5.2–7.1 ms per message against 6.2–7.5, the median 6.0 against
  * 6.6; the hosted node's CPU per 1,000 at 1 MB in `bench -- pipeline` fell too
- * (README, issue #17, twelfth round).
+ * (docs/performance-log.md, issue #17, twelfth round).
  *
  * What was tried first and dropped: keeping the written chunks in memory and
  * serving reads from them. Held past a scavenge or two, V8 promotes their
