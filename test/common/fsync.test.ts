@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
 import { TooLargeError, WRITE_GATHER_BYTES, writeFileSynced, type HoldBudget } from '../../common/fsync.js';
