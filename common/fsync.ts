@@ -113,9 +113,10 @@ export async function writeFileSynced(file: string, source: Iterable<Buffer> | A
 /*
  * The descriptor API with the close on the calling thread. Why: a FileHandle closes only
  * through the thread pool, a round trip (futex wake, two context switches) for a system call
- * that takes microseconds here: the data are fsynced already, so close has nothing to flush. Writing and fsyncing 1 MiB files from 64 KiB chunks, the machine spent
- * 0.88-1.13 ms of CPU per file with the close on the calling thread against 1.00-1.17 ms
- * through the pool (400 files, four alternating runs, /proc/stat, 2026-12-03; issue #17).
+ * that takes microseconds here: the data are fsynced already, so close has nothing to flush.
+ * Writing and fsyncing 1 MiB files from 64 KiB chunks, the machine spent 0.88-1.13 ms of CPU
+ * per file with the close on the calling thread against 1.00-1.17 ms through the pool (400
+ * files, four alternating runs, /proc/stat, 2026-12-03; issue #17).
  * A FileHandle's descriptor must not be closed behind its back (it would close the number again
  * when collected), so the whole write goes through the descriptor API.
  */

@@ -221,17 +221,16 @@ export class TunedConnection extends SMTPConnection {
     this.refuseOr('rcpt to', command, callback, () => super.handler_RCPT(command, callback));
   }
 
-  /** Answers a refused MAIL or RCPT here, or lets smtp-server's handler go on with the parse made for the check. */
+  /**
+   * Answers a refused MAIL or RCPT here, or lets smtp-server's handler go on with the parse made
+   * for the check. A parse left behind by a refusal is never handed to another command: it is
+   * matched by the command's own Buffer, and the next check replaces it.
+   */
   private refuseOr(verb: 'mail from' | 'rcpt to', command: Buffer, callback: () => void, handler: () => void): void {
-    try {
-      const refused = this.parameterRefusal(verb, command);
-      if (!refused) return handler();
-      this.send(refused.smtpCode, refused.message, false);
-      callback();
-    } finally {
-      // Whatever the handler did, the parse is not offered to a later command.
-      this.parsedOnce = undefined;
-    }
+    const refused = this.parameterRefusal(verb, command);
+    if (!refused) return handler();
+    this.send(refused.smtpCode, refused.message, false);
+    callback();
   }
 
   /**
