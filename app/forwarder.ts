@@ -8,7 +8,8 @@
  * pair), required with forwarder.smtp.requireTls (default false).
  * Relaying: nodemailer pool (relay.maxConnections connections, each reused for
  * relay.messagesPerConnection messages), at most relay.maxMessagesPerSecond
- * started per second (token bucket); every message carries X-Postino-Spool-Id
+ * started per second (token bucket), one at a time while apps saturate the event
+ * loop (forwarder/intake-first.ts, relay.yieldToIntakeSeconds); every message carries X-Postino-Spool-Id
  * (spool-id.ts) so the listener can drop a retry of a copy it already holds.
  * Permanent failures become DSNs to the sender, spooled and relayed like any
  * other message (common/dsn.ts). An unreachable listener is a state of the relay
@@ -48,6 +49,7 @@ import { RelaySwitch } from '../forwarder/relay-switch.js';
 import { createAdminApi, queueGauges, triedAndDeferred, type ForwarderStatusSource } from '../forwarder/admin-api.js';
 import { buildDsn, MAX_RETURNED_MESSAGE_BYTES, readHeaderSection, wantsFailureNotice, type DsnInput } from '../common/dsn.js';
 import { RelayPause } from '../forwarder/relay-pause.js';
+import { IntakeFirst, SAMPLE_MS } from '../forwarder/intake-first.js';
 import { ForwarderMetrics } from '../forwarder/metrics.js';
 import type { SpoolMeta } from '../forwarder/spool-record.js';
 
@@ -181,14 +183,24 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   }
   // Always a bucket (rate 0 = no cap) so a reload can set a cap where there was none.
   const bucket = new TokenBucket({ ratePerSecond: cfg.relay.maxMessagesPerSecond, burst: (r) => Math.max(1, Math.ceil(r * BURST_SECONDS)) });
+  const intakeFirst = new IntakeFirst({
+    maxWaitMs: cfg.relay.yieldToIntakeSeconds * 1000,
+    onSample(yielding) {
+      metrics.relayYielding.set(yielding ? 1 : 0);
+      if (yielding) metrics.relayYieldSeconds.inc(SAMPLE_MS / 1000);
+    },
+  });
   const worker = new WorkerLoop<SpoolMeta>({
     queue: spool,
     concurrency: cfg.relay.maxConnections * HANDLERS_PER_CONNECTION,
+    // Saturated by apps sending: one message in flight, the loop's time to intake (intake-first.ts).
+    limit: () => intakeFirst.limit(cfg.relay.maxConnections * HANDLERS_PER_CONNECTION),
     visibilityMs: RELAY_VISIBILITY_MS,
     rate: bucket,
     // Every listener down: the spool holds (nothing leased, no attempt charged) until a probe finds one up.
     gate: () => relay.holdMs(),
     handle: async (rec) => {
+      intakeFirst.noteLeased(rec);
       try {
         await relay.handle(rec);
       } finally {
@@ -246,6 +258,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
       : {}),
     authRequired: cfg.smtp.auth.required,
     onAccepted: (_id, size) => {
+      intakeFirst.noteAccepted();
       metrics.accepted.inc();
       metrics.acceptedBytes.inc(size);
     },
@@ -303,6 +316,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   process.on('SIGHUP', onHup);
   const adminPort = await listenHttp(admin, { host: cfg.admin.host, port: cfg.admin.port, what: 'forwarder admin', log });
   killSwitch.apply(worker);
+  intakeFirst.start();
 
   return {
     smtpPort: intake.port,
@@ -312,6 +326,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
       process.off('SIGHUP', onHup);
       await intake.close();
       await worker.stop();
+      intakeFirst.stop();
       await compactor.close();
       client.close();
       await admin.close();

@@ -176,6 +176,16 @@ const forwarder = z
          */
         maxMessagesPerSecond: z.number().nonnegative().default(0),
         /**
+         * Peak leveling without a cap: while apps send faster than the forwarder's event
+         * loop can both take and relay, the relay steps back to one message at a time and
+         * the spool takes the peak at intake speed (forwarder/intake-first.ts), as long as
+         * a new message waits no longer than this for it; past it the relay runs at full
+         * concurrency again. 10 s: a burst of tens of thousands of messages (the forwarder
+         * takes ~5,000 2 KB messages a second on 2 cores), minutes below the first retry
+         * (300 s). 0 = the relay never steps back.
+         */
+        yieldToIntakeSeconds: z.number().nonnegative().default(10),
+        /**
          * A listener that cannot be reached is marked down and probed on this schedule
          * (seconds, the last repeats) while the spool holds; no message is charged a retry for it.
          */

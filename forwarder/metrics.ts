@@ -33,6 +33,9 @@ export class ForwarderMetrics {
   readonly dsns: Counter;
   readonly adminDeleted: Counter;
   readonly held: Counter;
+  /** forwarder/intake-first.ts: 1 while the relay steps back for intake, and the seconds it did. */
+  readonly relayYielding: Gauge;
+  readonly relayYieldSeconds: Counter;
   /** Relays per second over the last minute, averaged since start until a minute has passed. */
   private readonly relays: RateMeter;
 
@@ -47,6 +50,8 @@ export class ForwarderMetrics {
     this.failedRecipients = new Counter({ name: 'postino_forwarder_failed_recipients_total', help: 'Recipients refused for good (5xx) or expired', registers: [r] });
     this.dsns = new Counter({ name: 'postino_forwarder_dsn_total', help: 'Delivery status notifications queued for senders', registers: [r] });
     this.held = new Counter({ name: 'postino_forwarder_held_total', help: 'Messages given back without an attempt counted because no listener was reachable', registers: [r] });
+    this.relayYielding = new Gauge({ name: 'postino_forwarder_relay_yielding', help: '1 while apps saturate the event loop and the relay keeps one message in flight (relay.yieldToIntakeSeconds)', registers: [r] });
+    this.relayYieldSeconds = new Counter({ name: 'postino_forwarder_relay_yield_seconds_total', help: 'Seconds the relay stepped back for intake', registers: [r] });
     registerRelayGauges(r, 'postino_forwarder', relayStates);
     this.adminDeleted = new Counter({ name: 'postino_forwarder_spool_removed_by_admin_total', help: 'Messages deleted through the admin API', registers: [r] });
     let last: QueueGauges | undefined;

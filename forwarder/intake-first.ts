@@ -1,0 +1,127 @@
+/*
+ * intake-first.ts — while apps send faster than the forwarder's one event loop
+ * can both take and relay, taking goes first: the relay steps back to one
+ * message at a time, and the spool absorbs the peak.
+ *
+ * Why (issue #17): the forwarder exists to level peaks. An app waits for each
+ * 250 (a lock-step SMTP client cannot send its next message before it), while
+ * the hop to the listener can fall a few seconds behind and catch up at once.
+ * Both halves run on the same event loop, so when it is saturated every relay
+ * callback delays an app's reply. Measured with `npm run bench --
+ * forwarder-parts` (2 KB × 15,000 over 20 reused connections, 2026-12-03):
+ * intake alone 5,104 msgs/s, intake with the relay running at its full
+ * concurrency 2,562, with the relay at one message at a time 4,845; the relay
+ * alone drains at ~7,000/s once the peak is over.
+ *
+ * The rule, sampled every SAMPLE_MS:
+ *   busy      the loop's utilisation (perf_hooks' eventLoopUtilization: the
+ *             share of time not waiting in epoll) was at least BUSY_ENTER over
+ *             the last sample and apps handed over at least one message in it;
+ *             once busy, it stays so until the utilisation falls below
+ *             BUSY_LEAVE or a sample passes without a message (hysteresis: one
+ *             relay burst must not flip it every sample).
+ *   yielding  busy, and the last message the relay leased for its first attempt
+ *             had waited in the spool at most `maxWaitMs` (relay.yieldToIntakeSeconds).
+ * While yielding, the relay keeps one message in flight (it always moves, and a
+ * message's wait is measured from what it leases); past the wait bound it runs
+ * at full concurrency again, shares the loop as before, and drains the backlog
+ * until the waits are short. So a steady overload costs what it did before this
+ * rule, with at most `maxWaitMs` of backlog; a burst is taken at intake speed.
+ * Below saturation nothing changes: an idle or lightly loaded forwarder relays
+ * every message the moment it is spooled.
+ *
+ * A retried or held message (leased again after an attempt or an outage) is
+ * measured by its age since arrival, which ends yielding: catching up after an
+ * outage is the relay's turn.
+ *
+ * Side effects: one unref'd interval timer between start() and stop().
+ */
+import { performance, type EventLoopUtilization } from 'node:perf_hooks';
+
+/** How often the loop's utilisation is read: short against a peak, long against one callback. */
+export const SAMPLE_MS = 100;
+/** Utilisation from which the loop counts as saturated (a 2 KB intake alone ran it at ~0.9). */
+export const BUSY_ENTER = 0.9;
+/** Utilisation below which it no longer does. */
+export const BUSY_LEAVE = 0.7;
+
+export interface IntakeFirstOptions {
+  /** The longest a new message waits in the spool because intake went first; 0 = the relay never steps back. */
+  maxWaitMs: number;
+  /** Utilisation of the event loop since the previous call (0..1). Default: perf_hooks. */
+  utilization?: () => number;
+  now?: () => number;
+  /** After each sample: whether the relay is stepping back now (the forwarder's metrics). */
+  onSample?: (yielding: boolean) => void;
+}
+
+/** performance.eventLoopUtilization() between calls. */
+function loopUtilization(): () => number {
+  let last: EventLoopUtilization = performance.eventLoopUtilization();
+  return () => {
+    const now = performance.eventLoopUtilization();
+    const u = performance.eventLoopUtilization(now, last).utilization;
+    last = now;
+    return u;
+  };
+}
+
+export class IntakeFirst {
+  private readonly maxWaitMs: number;
+  private readonly utilization: () => number;
+  private readonly now: () => number;
+  private acceptedInSample = 0;
+  private busy = false;
+  /** How long the last message leased for its first attempt had waited in the spool. */
+  private lastWaitMs = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly onSample: (yielding: boolean) => void;
+
+  constructor(o: IntakeFirstOptions) {
+    this.maxWaitMs = o.maxWaitMs;
+    this.utilization = o.utilization ?? loopUtilization();
+    this.now = o.now ?? Date.now;
+    this.onSample = o.onSample ?? (() => undefined);
+  }
+
+  start(): void {
+    if (this.timer || this.maxWaitMs <= 0) return;
+    this.utilization(); // the first sample starts now
+    this.timer = setInterval(() => this.sample(), SAMPLE_MS);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.busy = false;
+  }
+
+  /** Intake spooled a message. */
+  noteAccepted(): void {
+    this.acceptedInSample++;
+  }
+
+  /** The relay leased `rec`; `attempts` counts this attempt. */
+  noteLeased(rec: { enqueuedAt: number; attempts: number }): void {
+    this.lastWaitMs = rec.attempts <= 1 ? this.now() - rec.enqueuedAt : Number.POSITIVE_INFINITY;
+  }
+
+  /** One sampling step (the timer's; tests call it directly). */
+  sample(): void {
+    const u = this.utilization();
+    const taking = this.acceptedInSample > 0;
+    this.acceptedInSample = 0;
+    this.busy = taking && u >= (this.busy ? BUSY_LEAVE : BUSY_ENTER);
+    this.onSample(this.yielding);
+  }
+
+  get yielding(): boolean {
+    return this.maxWaitMs > 0 && this.busy && this.lastWaitMs <= this.maxWaitMs;
+  }
+
+  /** The relay's in-flight cap now, out of `full`. */
+  limit(full: number): number {
+    return this.yielding ? 1 : full;
+  }
+}
