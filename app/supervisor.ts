@@ -72,9 +72,11 @@ type Raw = Record<string, unknown>;
  * Embedded defaults of `up`: the forwarder trusts the dev CA that signed the listener's pair and
  * offers STARTTLS to apps with the same pair (unless the config names one), and VERP is on with a
  * local bounce domain, so bounces sent to the intake (2526) close the loop. The message archive
- * (engine.archive) is on, so the dashboard shows what was sent.
+ * (engine.archive) is on, so the dashboard shows what was sent. The forwarder's relay never steps
+ * back for intake (relay.yieldToIntakeSeconds 0): the hosted node it would leave idle runs on the
+ * same cores (forwarder/intake-first.ts).
  */
-function upDefaults(tls: { certFile: string; keyFile: string; caFile: string }): (raw: Raw) => Raw {
+export function upDefaults(tls: { certFile: string; keyFile: string; caFile: string }): (raw: Raw) => Raw {
   return (raw) => {
     const fwd = (raw.forwarder ?? {}) as Raw;
     const relay = (fwd.relay ?? {}) as Raw;
@@ -86,7 +88,7 @@ function upDefaults(tls: { certFile: string; keyFile: string; caFile: string }):
       ...raw,
       // The message archive is on in `up` (a dev node: see what was sent); off elsewhere (privacy, disk).
       engine: { bounceDomain: UP_BOUNCE_DOMAIN, ...engine, archive: { enabled: true, ...((engine.archive ?? {}) as Raw) } },
-      forwarder: { ...fwd, smtp: { ...smtp, tls: pair }, relay: { caFile: tls.caFile, serverName: 'localhost', ...relay } },
+      forwarder: { ...fwd, smtp: { ...smtp, tls: pair }, relay: { caFile: tls.caFile, serverName: 'localhost', yieldToIntakeSeconds: 0, ...relay } },
     };
   };
 }

@@ -181,8 +181,13 @@ const forwarder = z
          * the spool takes the peak at intake speed (forwarder/intake-first.ts), as long as
          * a new message waits no longer than this for it; past it the relay runs at full
          * concurrency again. 10 s: a burst of tens of thousands of messages (the forwarder
-         * takes ~5,000 2 KB messages a second on 2 cores), minutes below the first retry
-         * (300 s). 0 = the relay never steps back.
+         * takes ~5,000 2 KB messages a second on 2 cores), far below the first retry
+         * (300 s). 0 = the relay never steps back, which `postino up` sets
+         * (app/supervisor.ts): there the hosted node shares the cores, holding the relay
+         * back idles it during the burst, and end to end fell below Postfix at 100 KB
+         * (1.07-1.10 → 0.78) with the p50 latency at ~6.5 s instead of ~0.5 (issue #17,
+         * docs/performance-log.md). The forwarder appliance, next to the apps and away
+         * from the hosted side, keeps it.
          */
         yieldToIntakeSeconds: z.number().nonnegative().default(10),
         /**

@@ -13,6 +13,11 @@
  * concurrency 2,562, with the relay at one message at a time 4,845; the relay
  * alone drains at ~7,000/s once the peak is over.
  *
+ * Where the next hop shares the machine's cores (`postino up`), holding the
+ * relay back idles it during the burst and end to end suffers (common/config.ts
+ * has the figures): `up` sets relay.yieldToIntakeSeconds to 0. The forwarder
+ * appliance, on its own machine next to the apps, has it on (10 s).
+ *
  * The rule, sampled every SAMPLE_MS:
  *   busy      the loop's utilisation (perf_hooks' eventLoopUtilization: the
  *             share of time not waiting in epoll) was at least BUSY_ENTER over

@@ -1,11 +1,11 @@
 /*
- * The forwarder at its defaults under a burst it cannot both take and relay
- * (forwarder/intake-first.ts): Postfix's smtp-source, 20 lock-step sessions
- * over reused connections (-d), 6,000 messages of 2 KB, relayed to a capture
- * sink. The relay steps back while the burst lasts (its metrics say so), every
- * message still arrives once, and the relay runs at full concurrency again
- * after it. A light load before it (one Python client, one message at a time)
- * never makes the relay step back.
+ * The forwarder at its defaults (relay.yieldToIntakeSeconds 10) under a
+ * burst it cannot both take and relay (forwarder/intake-first.ts): Postfix's
+ * smtp-source, 20 lock-step sessions over reused connections (-d), 6,000
+ * messages of 2 KB, relayed to a capture sink. The relay steps back while the
+ * burst lasts (its metrics say so), every message still arrives once, and the
+ * relay runs at full concurrency again after it. A light load before it (one
+ * Python client, one message at a time) never makes the relay step back.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';

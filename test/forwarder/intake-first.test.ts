@@ -4,8 +4,13 @@
  * it under a real smtp-source burst is in intake-first-burst.test.ts.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { test } from 'node:test';
+import { upDefaults } from '../../app/supervisor.js';
+import { parseConfig } from '../../common/config.js';
 import { BUSY_ENTER, BUSY_LEAVE, IntakeFirst } from '../../forwarder/intake-first.js';
+import { tempDir } from '../helpers/postino.js';
 
 const FULL = 64;
 
@@ -88,4 +93,18 @@ test('start() samples the real event loop: a loop blocked by a busy wait while m
   } finally {
     r.stop();
   }
+});
+
+test('relay.yieldToIntakeSeconds: 10 for the forwarder, 0 under `postino up` unless the config sets it; a negative value is refused with its key path', () => {
+  const dir = tempDir('intake-first-config');
+  const [certFile, keyFile, caFile] = ['cert.pem', 'key.pem', 'ca.pem'].map((f) => path.join(dir, f)) as [string, string, string];
+  for (const f of [certFile, keyFile, caFile]) fs.writeFileSync(f, ''); // the schema checks they exist
+  const up = upDefaults({ certFile, keyFile, caFile });
+  assert.equal(parseConfig({}).forwarder.relay.yieldToIntakeSeconds, 10);
+  assert.equal(parseConfig(up({})).forwarder.relay.yieldToIntakeSeconds, 0);
+  assert.equal(parseConfig(up({ forwarder: { relay: { yieldToIntakeSeconds: 5 } } })).forwarder.relay.yieldToIntakeSeconds, 5);
+  assert.throws(
+    () => parseConfig({ forwarder: { relay: { yieldToIntakeSeconds: -1 } } }),
+    (e: { problems?: Array<{ path: string; message: string }> }) => e.problems?.[0]?.path === 'forwarder.relay.yieldToIntakeSeconds' && /0/.test(e.problems[0].message),
+  );
 });
