@@ -60,7 +60,7 @@ test('a new message that waited longer than maxWaitMs ends stepping back until t
   assert.equal(r.limit(FULL), 1, 'caught up: intake goes first again');
 });
 
-test('a retried or held message (leased again) ends stepping back: catching up after an outage is the relay\'s turn', () => {
+test('a retried message (leased after a failed attempt) ends stepping back: catching up is the relay\'s turn', () => {
   const { r, at, step } = rule();
   assert.equal(step(0.95, 100), 1);
   r.noteLeased({ enqueuedAt: at.t - 10, attempts: 2 });
