@@ -39,7 +39,7 @@ test('a saturated loop with apps sending: the relay keeps one message in flight;
   assert.deepEqual(samples, [false, false, false, true, false]);
 });
 
-test('once stepping back, it holds while the loop stays above BUSY_LEAVE (one quiet sample does not flip it)', () => {
+test('once stepping back, it holds while the loop stays at or above BUSY_LEAVE (a dip between the thresholds does not flip it)', () => {
   const { step } = rule();
   assert.equal(step(0.95, 100), 1);
   assert.equal(step(BUSY_LEAVE, 100), 1, 'at the leave threshold: still busy');
