@@ -4,7 +4,8 @@
 // must not hang CI, hence --test-force-exit.
 //
 // Two passes. Files that assert on time under load (recovery within N seconds,
-// rate caps, crash and pause timings, linear growth of content scans) run one at a time, with the machine
+// rate caps, crash and pause timings, linear growth of content scans, a burst that must
+// saturate the forwarder's event loop, not the machine) run one at a time, with the machine
 // to themselves; every other file runs three at a time: most of the suite waits on
 // sockets, timers and fsync rather than the CPU, so three overlap well on the
 // 2-core CI machine (the longest, the 100 s shaping trickle, is almost all waiting).
@@ -22,7 +23,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 /** Files whose assertions are timings that a second test file on the same 2 cores would skew. */
-const TIMED = /(recovery|rate-cap|crash|durability|relay-pause|graceful-stop|hostile-content|shaping-priority)\.test\.ts$/;
+const TIMED = /(recovery|rate-cap|crash|durability|relay-pause|graceful-stop|hostile-content|shaping-priority|intake-first-burst)\.test\.ts$/;
 /** Second-pass files that spend almost all their time waiting on timers with tolerant bounds (see the header). */
 const WAITING = ['test/engine/delivery/shaping.test.ts', 'test/forwarder/outage-probes.test.ts', 'test/forwarder/effectively-once.test.ts'];
 /** Second-pass files measured at 25 s or more, longest first. */
