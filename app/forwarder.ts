@@ -191,11 +191,12 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
       if (yielding) metrics.relayYieldSeconds.inc(SAMPLE_MS / 1000);
     },
   });
+  const relayConcurrency = cfg.relay.maxConnections * HANDLERS_PER_CONNECTION;
   const worker = new WorkerLoop<SpoolMeta>({
     queue: spool,
-    concurrency: cfg.relay.maxConnections * HANDLERS_PER_CONNECTION,
+    concurrency: relayConcurrency,
     // Saturated by apps sending: one message in flight, the loop's time to intake (intake-first.ts).
-    limit: () => intakeFirst.limit(cfg.relay.maxConnections * HANDLERS_PER_CONNECTION),
+    limit: () => intakeFirst.limit(relayConcurrency),
     visibilityMs: RELAY_VISIBILITY_MS,
     rate: bucket,
     // Every listener down: the spool holds (nothing leased, no attempt charged) until a probe finds one up.
