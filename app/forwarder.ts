@@ -195,7 +195,7 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   const worker = new WorkerLoop<SpoolMeta>({
     queue: spool,
     concurrency: relayConcurrency,
-    // Saturated by apps sending: one message in flight, the loop's time to intake (intake-first.ts).
+    // Saturated by apps sending: the relay trickles, the loop's time goes to intake (intake-first.ts).
     limit: () => intakeFirst.limit(relayConcurrency),
     visibilityMs: RELAY_VISIBILITY_MS,
     rate: bucket,
@@ -203,9 +203,11 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
     gate: () => relay.holdMs(),
     handle: async (rec) => {
       intakeFirst.noteLeased(rec);
+      const leasedAt = performance.now();
       try {
         await relay.handle(rec);
       } finally {
+        intakeFirst.noteRelayed(performance.now() - leasedAt);
         syncCounters();
         compactor.touched();
       }

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { upDefaults } from '../../app/supervisor.js';
 import { parseConfig } from '../../common/config.js';
-import { BUSY_ENTER, BUSY_LEAVE, IntakeFirst } from '../../forwarder/intake-first.js';
+import { BUSY_ENTER, BUSY_LEAVE, IntakeFirst, YIELD_RELAY_RATE } from '../../forwarder/intake-first.js';
 import { tempDir } from '../helpers/postino.js';
 
 const FULL = 64;
@@ -37,6 +37,28 @@ test('a saturated loop with apps sending: the relay keeps one message in flight;
   assert.equal(step(BUSY_ENTER, 300), 1, 'saturated while apps send');
   assert.equal(step(0.99, 0), FULL, 'a sample without a new message ends it at once');
   assert.deepEqual(samples, [false, false, false, true, false]);
+});
+
+test('while stepping back, the messages in flight follow the relay\'s pace: one next to the listener, more behind a slow link (YIELD_RELAY_RATE a second), never above full', () => {
+  const { r, step } = rule();
+  assert.equal(step(0.95, 100), 1, 'no relay time measured yet: one');
+  r.noteRelayed(2); // loopback: 2 ms a message
+  assert.equal(r.limit(FULL), 1, '100/s × 2 ms rounds up to one');
+  const slow = rule();
+  slow.step(0.95, 100);
+  for (let i = 0; i < 100; i++) slow.r.noteRelayed(200); // a 200 ms hop
+  assert.equal(slow.r.limit(FULL), Math.ceil((YIELD_RELAY_RATE * 200) / 1000), 'Little\'s law: rate × time a message');
+  assert.equal(slow.r.limit(FULL), 20);
+  for (let i = 0; i < 100; i++) slow.r.noteRelayed(5_000); // a listener that takes seconds
+  assert.equal(slow.r.limit(FULL), FULL, 'capped at the configured concurrency');
+  assert.equal(slow.step(0.3, 100), FULL, 'not saturated: full, whatever the pace');
+  const smooth = rule();
+  smooth.step(0.95, 100);
+  for (let i = 0; i < 50; i++) smooth.r.noteRelayed(2);
+  smooth.r.noteRelayed(5_000); // one slow message (a timeout): its time alone would mean FULL
+  assert.ok(smooth.r.limit(FULL) < FULL, `smoothed (${smooth.r.limit(FULL)})`);
+  for (let i = 0; i < 40; i++) smooth.r.noteRelayed(2);
+  assert.ok(smooth.r.limit(FULL) <= 2, `back to the pace of the messages since (${smooth.r.limit(FULL)})`);
 });
 
 test('once stepping back, it holds while the loop stays at or above BUSY_LEAVE (a dip between the thresholds does not flip it)', () => {
