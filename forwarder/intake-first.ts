@@ -36,8 +36,9 @@
  * round trip (one in flight behind a 200 ms hop would carry 5 a second). The
  * relay always moves, and a message's wait is measured from what it leases;
  * past the wait bound it runs at full concurrency again, shares the loop as
- * before, and drains the backlog until the waits are short. So a steady overload costs what it did before this
- * rule, with at most `maxWaitMs` of backlog; a burst is taken at intake speed.
+ * before, and drains the backlog until the waits are short. So a steady
+ * overload costs what it did before this rule, with at most `maxWaitMs` of
+ * backlog; a burst is taken at intake speed.
  * Below saturation nothing changes: an idle or lightly loaded forwarder relays
  * every message the moment it is spooled.
  *

@@ -50,7 +50,7 @@ export class ForwarderMetrics {
     this.failedRecipients = new Counter({ name: 'postino_forwarder_failed_recipients_total', help: 'Recipients refused for good (5xx) or expired', registers: [r] });
     this.dsns = new Counter({ name: 'postino_forwarder_dsn_total', help: 'Delivery status notifications queued for senders', registers: [r] });
     this.held = new Counter({ name: 'postino_forwarder_held_total', help: 'Messages given back without an attempt counted because no listener was reachable', registers: [r] });
-    this.relayYielding = new Gauge({ name: 'postino_forwarder_relay_yielding', help: '1 while apps saturate the event loop and the relay keeps one message in flight (relay.yieldToIntakeSeconds)', registers: [r] });
+    this.relayYielding = new Gauge({ name: 'postino_forwarder_relay_yielding', help: '1 while apps saturate the event loop and the relay trickles (~100 msgs/s, forwarder/intake-first.ts; relay.yieldToIntakeSeconds)', registers: [r] });
     this.relayYieldSeconds = new Counter({ name: 'postino_forwarder_relay_yield_seconds_total', help: 'Seconds the relay stepped back for intake', registers: [r] });
     registerRelayGauges(r, 'postino_forwarder', relayStates);
     this.adminDeleted = new Counter({ name: 'postino_forwarder_spool_removed_by_admin_total', help: 'Messages deleted through the admin API', registers: [r] });

@@ -29,7 +29,7 @@ function rule(maxWaitMs = 10_000) {
   return { r, at, step, samples };
 }
 
-test('a saturated loop with apps sending: the relay keeps one message in flight; without either, full concurrency', () => {
+test('a saturated loop with apps sending: the relay keeps one message in flight (no pace measured yet); without either, full concurrency', () => {
   const { step, samples } = rule();
   assert.equal(step(1, 0), FULL, 'saturated by the relay alone (draining a backlog): no stepping back');
   assert.equal(step(0.5, 300), FULL, 'apps sending, loop not saturated: no stepping back');
