@@ -42,9 +42,9 @@
  * Below saturation nothing changes: an idle or lightly loaded forwarder relays
  * every message the moment it is spooled.
  *
- * A retried message ends yielding, and so does a held one (given back
- * uncharged during an outage, its wait counts from its arrival): catching up
- * after an outage is the relay's turn.
+ * A retried message ends yielding, and so does one held through an outage
+ * longer than `maxWaitMs` (given back uncharged, its wait counts from its
+ * arrival): catching up after an outage is the relay's turn.
  *
  * Side effects: one unref'd interval timer between start() and stop().
  */
