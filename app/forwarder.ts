@@ -8,8 +8,8 @@
  * pair), required with forwarder.smtp.requireTls (default false).
  * Relaying: nodemailer pool (relay.maxConnections connections, each reused for
  * relay.messagesPerConnection messages), at most relay.maxMessagesPerSecond
- * started per second (token bucket), one at a time while apps saturate the event
- * loop (forwarder/intake-first.ts, relay.yieldToIntakeSeconds; not under `up`);
+ * started per second (token bucket), a trickle (~100/s) while apps saturate the
+ * event loop (forwarder/intake-first.ts, relay.yieldToIntakeSeconds; not under `up`);
  * every message carries X-Postino-Spool-Id (spool-id.ts) so the listener can
  * drop a retry of a copy it already holds.
  * Permanent failures become DSNs to the sender, spooled and relayed like any

@@ -4,7 +4,6 @@
  * capture sink behind it.
  */
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
 import { createLogger } from '../../common/log.js';
@@ -14,6 +13,7 @@ import { admin, forwarderConfig, sleep, startForwarderProcess } from '../helpers
 import { hostedConfig, startHostedProcess } from '../helpers/hosted.js';
 import { tempDir, type Running } from '../helpers/postino.js';
 import { runPythonSender } from '../helpers/python-sender.js';
+import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { waitForSink } from '../helpers/sink-reader.js';
 
 /**
@@ -23,12 +23,9 @@ import { waitForSink } from '../helpers/sink-reader.js';
  * To see the dot it hides STARTTLS from the EHLO reply (the forwarder runs with
  * relay.requireTls false here; with the default it would refuse this downgrade).
  */
-async function droppingProxy(upstreamPort: number, drops: number): Promise<{ port: number; dropped(): number; close(): void }> {
+async function droppingProxy(upstreamPort: number, drops: number): Promise<TcpProxy & { dropped(): number }> {
   let dropped = 0;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const up = net.connect(upstreamPort, '127.0.0.1');
-    sockets.add(client).add(up);
+  const proxy = await startTcpProxy(upstreamPort, (client, up) => {
     let tail = '';
     let cutOnReply = false;
     client.on('data', (d: Buffer) => {
@@ -49,22 +46,8 @@ async function droppingProxy(upstreamPort: number, drops: number): Promise<{ por
       }
       client.write(Buffer.from(d.toString('latin1').replace(/^250([ -])STARTTLS\r$/m, '250$1X-HIDDEN-BY-TEST\r'), 'latin1'));
     });
-    const end = (): void => {
-      client.destroy();
-      up.destroy();
-    };
-    client.on('close', end).on('error', end);
-    up.on('close', end).on('error', end);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    dropped: () => dropped,
-    close() {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
+  return { ...proxy, dropped: () => dropped };
 }
 
 test('a listener that drops the connection after the final dot: the forwarder retries, the sink holds exactly one copy', { timeout: 60_000 }, async () => {
@@ -94,7 +77,7 @@ test('a listener that drops the connection after the final dot: the forwarder re
   } finally {
     await fwd.stop();
     await hosted.stop();
-    proxy.close();
+    await proxy.close();
     await sink.close();
   }
 });
