@@ -8,11 +8,8 @@
  * 20 acknowledged messages without their line (common/log.ts).
  */
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { test } from 'node:test';
-import { createLogger } from '../../common/log.js';
-import { startSink } from '../../sink/capture-sink.js';
-import { forwarderConfig, sleep, startForwarderProcess } from '../helpers/forwarder.js';
+import { forwarderConfig, sleep, startForwarderProcess, startTestSink } from '../helpers/forwarder.js';
 import { tempDir, type Running } from '../helpers/postino.js';
 import { runPythonClients } from '../helpers/python-sender.js';
 
@@ -26,7 +23,7 @@ function outputRead(r: Running): Promise<void> {
 
 test(`SIGKILL ${KILLS} times under load: every acknowledged message has its accepted log line`, { timeout: 120_000 }, async () => {
   const dataDir = tempDir('log-durability');
-  const sink = await startSink({ host: '127.0.0.1', port: 0, maxSize: 1 << 20, dir: null, rules: [] }, path.join(dataDir, 'sink'), createLogger('sink', 'silent'));
+  const { sink } = await startTestSink(dataDir);
   const { config, ports } = await forwarderConfig([`smtp://127.0.0.1:${sink.port}`]);
   let fwd = await startForwarderProcess(dataDir, config);
   const clients = runPythonClients(20, 'ld', ['--port', String(ports.smtp), '--count', '1000000', '--error-pause-ms', '20']);
