@@ -72,7 +72,7 @@ import { Readable } from 'node:stream';
 import { TooLargeError, writeFileSynced, type HoldBudget } from './fsync.js';
 import { randomHex } from './random-pool.js';
 import { SortedKeys } from './sorted-keys.js';
-import { chunkBatches } from './stream-batches.js';
+import { chunkBatches, type ChunkBatches } from './stream-batches.js';
 import type { BatchOp, Store } from './store.js';
 
 /** 256 KiB: above typical transactional mail, far below LevelDB's comfortable value size. */
@@ -158,7 +158,8 @@ export interface EnqueueInput<M> {
    * A meta is JSON, never itself a function.
    */
   meta: M | (() => M);
-  body: Buffer | Readable;
+  /** The bytes, a stream of them, or their chunk batches (an intake's DATA through its checks: stream-batches.ts). */
+  body: Buffer | Readable | ChunkBatches;
   due?: number;
   id?: string;
   /** Stop reading and fail when the body exceeds this many bytes. */
@@ -446,7 +447,7 @@ export class DurableQueue<M> {
    * Buffers up to inlineMax bytes; past that, or past the queue's inline budget,
    * spills everything to a blob file.
    */
-  private async readSmallOrSpill(id: string, stream: Readable, limit: number): Promise<{ body: BodyRef; inline?: Buffer }> {
+  private async readSmallOrSpill(id: string, source: Readable | ChunkBatches, limit: number): Promise<{ body: BodyRef; inline?: Buffer }> {
     const chunks: Buffer[] = [];
     let size = 0;
     /** Our share of inlineHeld, given back however this ends. */
@@ -457,7 +458,7 @@ export class DurableQueue<M> {
     };
     // Batches of the chunks as they came (stream-batches.ts), not a Readable's iterator, which
     // copies all that is buffered into one new Buffer at each read.
-    const it = chunkBatches(stream);
+    const it = source instanceof Readable ? chunkBatches(source) : source;
     try {
       for (;;) {
         const { value: batch, done } = await it.next();

@@ -15,7 +15,6 @@
  *
  * Side effects: listens on a TCP port; writes to the queue's store.
  */
-import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
 import type tls from 'node:tls';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerDataStream, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import { NetworkList } from './cidr.js';
@@ -28,6 +27,7 @@ import { BASE_EXTENSIONS, PostinoSMTPServer, type ConnectionGate, type SmtpExten
 import { isSpoolId, SpoolIdFilter, type SeenSpoolIds } from './spool-id.js';
 import type { SharedSpoolIds } from './spool-id-postgres.js';
 import type { BatchOp } from './store.js';
+import { stagedBatches, type DataStage } from './stream-batches.js';
 import { StrictDataCheck, type StrictDataOptions } from './strict-data.js';
 import { TLS_CIPHERS } from './tls-ciphers.js';
 
@@ -190,18 +190,22 @@ const REFUSED_LOG_INTERVAL_MS = 1_000;
 const MAX_CHECKED_HEADER_BYTES = 256 * 1024;
 
 /** Passes DATA through and keeps its first bytes, up to the end of the header block, for `checkHeaders`. */
-class HeaderCapture extends Transform {
+class HeaderCapture implements DataStage {
   private readonly chunks: Buffer[] = [];
   private size = 0;
   private done = false;
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+  push(chunk: Buffer): Buffer {
     if (!this.done) {
       this.chunks.push(chunk);
       this.size += chunk.length;
       if (this.size > MAX_CHECKED_HEADER_BYTES || headerBlockEnd(this.all()) !== -1) this.done = true;
     }
-    cb(null, chunk);
+    return chunk;
+  }
+
+  end(): undefined {
+    return undefined;
   }
 
   /** What was kept, as one Buffer: the chunk itself when it is one (a 64 KiB read is not copied to look for an empty line). */
@@ -230,20 +234,12 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
   async function accept(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const envelope = envelopeOf(session);
     const check = o.strictData ? new StrictDataCheck(o.strictData === true ? {} : o.strictData) : undefined;
-    // Always through a pipe we own: when the queue stops reading (too large), the
-    // pipe is cut and the rest of DATA drained, so the session reaches end of data.
-    // Chain: DATA → strict checks (raw bytes) → spool-id filter → header capture → queue.
-    const first: Transform = check ?? new PassThrough();
-    const stages: Transform[] = [first];
-    stream.pipe(first);
     const filter = o.spoolIds ? new SpoolIdFilter() : undefined;
     const capture = o.checkHeaders ? new HeaderCapture() : undefined;
-    let body: Readable = first;
-    for (const t of [filter, capture]) {
-      if (!t) continue;
-      body = body.pipe(t);
-      stages.push(t);
-    }
+    // DATA → strict checks (raw bytes) → spool-id filter → header capture → queue, each stage
+    // called on the chunks as they come (stream-batches.ts).
+    const stages = [check, filter, capture].filter((t): t is NonNullable<typeof t> => t !== undefined);
+    const body = stagedBatches(stream, stages);
     // Made once the body has been read: what the checks found in it goes into the record as
     // it is first written, not by a second put of the meta (one JSON and one LevelDB value
     // fewer per message).
@@ -257,8 +253,9 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
     try {
       prepared = await queue.prepare({ meta: metaOnceRead, body, maxBytes: o.maxSize });
     } catch (e) {
-      stream.unpipe(first);
-      for (const t of stages) t.destroy();
+      // The queue stopped reading: the rest of DATA is read and dropped, so the session
+      // reaches the final dot and can answer (the stages' reader detaches first).
+      await body.return();
       stream.resume();
       throw e;
     }
@@ -416,6 +413,12 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
           if (err instanceof PostinoError) {
             log.info({ event: 'rejected', session: session.id, client: session.remoteAddress, code: err.smtpCode, reason: err.reason }, 'message refused');
             return cb(err);
+          }
+          // smtp-server destroys DATA's stream with this code when the client goes away mid-message:
+          // nothing was acknowledged, what the queue had written is gone with the failed prepare.
+          if ((err as { code?: unknown } | null)?.code === 'ECONNECTION') {
+            log.info({ event: 'aborted', session: session.id, client: session.remoteAddress }, 'client closed the connection before the end of DATA');
+            return cb(err as Error);
           }
           log.error({ err, session: session.id }, 'spool write failed');
           cb(new PostinoError('SPOOL_WRITE_FAILED', 'Cannot store the message now, try again later'));

@@ -26,10 +26,11 @@
  * hold no `!` (config.ts), and the id's shape is fixed, so keys cannot collide.
  * Side effects: LevelDB reads and writes (sweep).
  */
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { Readable } from 'node:stream';
 import { setImmediate as yieldNow } from 'node:timers/promises';
 import type { BatchOp, Store } from './store.js';
 import { bodyPieces } from './smtp-session.js';
+import type { DataStage } from './stream-batches.js';
 
 export const SPOOL_ID_HEADER = 'X-Postino-Spool-Id';
 const HEADER_LC = SPOOL_ID_HEADER.toLowerCase();
@@ -89,15 +90,15 @@ function joined(pieces: Buffer[]): Buffer {
  * Removes every X-Postino-Spool-Id field (with folded continuation lines) from
  * the header section and records the first one's value. The body passes as is.
  */
-export class SpoolIdFilter extends Transform {
+export class SpoolIdFilter implements DataStage {
   spoolId: string | undefined;
   private inHeaders = true;
   private dropping = false;
   private pending: Buffer = Buffer.alloc(0);
   private scanned = 0;
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    if (!this.inHeaders) return cb(null, chunk);
+  push(chunk: Buffer): Buffer {
+    if (!this.inHeaders) return chunk;
     let buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
     const out: Buffer[] = [];
     let start = 0;
@@ -134,11 +135,11 @@ export class SpoolIdFilter extends Transform {
       buf = Buffer.alloc(0);
     }
     this.pending = buf;
-    cb(null, joined(out));
+    return joined(out);
   }
 
-  override _flush(cb: TransformCallback): void {
-    cb(null, this.pending.length ? this.pending : undefined);
+  end(): Buffer | undefined {
+    return this.pending.length ? this.pending : undefined;
   }
 }
 

@@ -26,9 +26,9 @@
  *
  * Side effects: none.
  */
-import { Transform, type TransformCallback } from 'node:stream';
 import { PostinoError } from './errors.js';
 import { BARE_NEWLINE, CR, DOT, DOT_AT_LINE_START, DOUBLE_BRACE, LF, lineFlags } from './line-scan.js';
+import type { DataStage } from './stream-batches.js';
 
 /** RFC 5322 2.1.1: "Each line of characters MUST be no more than 998 characters ... excluding the CRLF." */
 export const MAX_LINE_OCTETS = 998;
@@ -46,7 +46,8 @@ function bareCr(): PostinoError {
   return new PostinoError('BARE_NEWLINE', 'Bare CR in message data: lines must end with CRLF');
 }
 
-export class StrictDataCheck extends Transform {
+/** A stage of the intake's DATA (stream-batches.ts): each chunk passes as it is until the first violation. */
+export class StrictDataCheck implements DataStage {
   violation: PostinoError | undefined;
   private lastWasCr = false;
   private lineLength = 0;
@@ -59,7 +60,6 @@ export class StrictDataCheck extends Transform {
   private readonly allowBare: boolean;
 
   constructor(opts: StrictDataOptions = {}) {
-    super();
     this.allowBare = opts.allowBareNewlines ?? false;
   }
 
@@ -175,14 +175,14 @@ export class StrictDataCheck extends Transform {
     this.lineLength = last === -1 ? carried + rest.length : rest.length - 1 - last;
   }
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+  push(chunk: Buffer): Buffer | undefined {
     if (!this.violation) this.scan(chunk);
-    cb(null, this.violation ? undefined : chunk);
+    return this.violation ? undefined : chunk;
   }
 
-  override _flush(cb: TransformCallback): void {
+  end(): undefined {
     // smtp-server keeps the CRLF before "." in the payload, so a CR here has no LF.
     if (!this.violation && this.lastWasCr && !this.allowBare) this.fail(bareCr());
-    cb();
+    return undefined;
   }
 }

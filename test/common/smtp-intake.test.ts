@@ -3,6 +3,7 @@
  * oversized message with the session still usable, 250 only for what is queued.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
 import { DurableQueue } from '../../common/durable-queue.js';
@@ -98,4 +99,85 @@ test('an early talker outside the trusted networks is refused', async () => {
   c.write('EHLO spammer\r\n');
   assert.match(await c.reply(), /^421 .*talk too soon/);
   c.close();
+});
+
+test('a body the spool cannot store (its blob file cannot be created) mid-DATA: 451 4.3.0 after the final dot, nothing queued, the session goes on', { timeout: 60_000 }, async () => {
+  // Its own intake: a limit well above the DATA stream's buffer, so that what follows the
+  // failure is more than the reader would hold before pausing the session (were it not let go).
+  const s = await Store.open(tempDir('intake-spill'));
+  const q = await DurableQueue.open(s, 'spool', { inlineMaxBytes: 1024 });
+  const i = await startIntake({
+    name: 'test', host: '127.0.0.1', port: 0, maxSize: 1 << 20, maxRecipients: 2, greetingDelayMs: 0,
+    trustedNetworks: ['127.0.0.1/32'], idleTimeoutMs: 10_000, queue: q, strictData: true,
+    toMeta: (envelope) => ({ envelope }), log: pino({ level: 'silent' }),
+  });
+  const blobs = s.blobDir;
+  fs.renameSync(blobs, `${blobs}.away`);
+  fs.writeFileSync(blobs, 'not a folder'); // the blob file's open fails: ENOTDIR
+  try {
+    const c = await RawSmtp.connect(i.port);
+    assert.match(await c.reply(), /^220 /);
+    await c.cmd('EHLO t');
+    assert.match(await c.cmd('MAIL FROM:<a@example.org>'), /^250/);
+    assert.match(await c.cmd('RCPT TO:<b@example.com>'), /^250/);
+    assert.match(await c.cmd('DATA'), /^354/);
+    const line = 'x'.repeat(76) + '\r\n';
+    c.write('Subject: spill\r\n\r\n' + line.repeat(40)); // past inlineMaxBytes: the queue spills, and fails
+    await new Promise((r) => setTimeout(r, 200));
+    c.write(line.repeat(4000) + '.\r\n'); // 312 KB after the failure
+    assert.match(await c.reply(15_000), /^451 4\.3\.0 /);
+    assert.equal(q.size, 0, 'nothing queued');
+    fs.rmSync(blobs);
+    fs.renameSync(`${blobs}.away`, blobs);
+    assert.match(await c.cmd('MAIL FROM:<a@example.org>'), /^250/, 'the session is usable');
+    assert.match(await c.cmd('RCPT TO:<b@example.com>'), /^250/);
+    assert.match(await c.cmd('DATA'), /^354/);
+    c.write('Subject: after\r\n\r\n' + line.repeat(40) + '.\r\n');
+    assert.match(await c.reply(), /^250 2\.0\.0 Ok: queued as /);
+    assert.equal(q.size, 1);
+    c.close();
+  } finally {
+    if (fs.existsSync(`${blobs}.away`)) {
+      fs.rmSync(blobs, { force: true });
+      fs.renameSync(`${blobs}.away`, blobs);
+    }
+    await i.close();
+    await s.close();
+  }
+});
+
+test('a client gone mid-DATA, before or after the body spilled to a file: no blob file or descriptor left, nothing queued, an aborted line', { timeout: 60_000 }, async () => {
+  const lines: string[] = [];
+  const s = await Store.open(tempDir('intake-abort'));
+  const q = await DurableQueue.open(s, 'spool', { inlineMaxBytes: 1024 });
+  const i = await startIntake({
+    name: 'test', host: '127.0.0.1', port: 0, maxSize: 1 << 20, maxRecipients: 2, greetingDelayMs: 0,
+    trustedNetworks: ['127.0.0.1/32'], idleTimeoutMs: 10_000, queue: q, strictData: true,
+    toMeta: (envelope) => ({ envelope }), log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }),
+  });
+  const fds = (): number => fs.readdirSync('/proc/self/fd').length;
+  try {
+    const fdsBefore = fds();
+    for (const size of [500, 50_000, 500, 50_000, 50_000]) {
+      const c = await RawSmtp.connect(i.port);
+      assert.match(await c.reply(), /^220 /);
+      await c.cmd('EHLO t');
+      await c.cmd('MAIL FROM:<a@example.org>');
+      await c.cmd('RCPT TO:<b@example.com>');
+      assert.match(await c.cmd('DATA'), /^354/);
+      c.write('Subject: gone\r\n\r\n' + ('y'.repeat(70) + '\r\n').repeat(Math.ceil(size / 72)));
+      await new Promise((r) => setTimeout(r, 200));
+      c.close();
+    }
+    const deadline = Date.now() + 5_000;
+    while (lines.filter((l) => l.includes('"event":"aborted"')).length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(lines.filter((l) => l.includes('"event":"aborted"')).length, 5, 'one aborted line a session');
+    assert.deepEqual(fs.readdirSync(s.blobDir), [], 'no partial blob file');
+    assert.ok(fds() <= fdsBefore, `no descriptor left open (${fdsBefore} before, ${fds()} after)`);
+    assert.equal(q.size, 0);
+    assert.ok(!lines.some((l) => l.includes('spool write failed')), 'a client going away is not a spool failure');
+  } finally {
+    await i.close();
+    await s.close();
+  }
 });

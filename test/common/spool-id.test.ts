@@ -4,40 +4,31 @@ import { test } from 'node:test';
 import { newQueueId } from '../../common/durable-queue.js';
 import { isSpoolId, SeenSpoolIds, SpoolIdFilter, stampSpoolId } from '../../common/spool-id.js';
 import { Store } from '../../common/store.js';
+import { throughStages } from '../../common/stream-batches.js';
 import { TokenBucket } from '../../common/token-bucket.js';
 import { tempDir } from '../helpers/postino.js';
 
-async function filter(chunks: string[]): Promise<{ out: string; id: string | undefined }> {
+function filter(chunks: string[]): { out: string; id: string | undefined } {
   const f = new SpoolIdFilter();
-  const parts: Buffer[] = [];
-  const done = new Promise<void>((r) => f.on('end', r));
-  f.on('data', (c: Buffer) => parts.push(c));
-  for (const c of chunks) f.write(Buffer.from(c));
-  f.end();
-  await done;
+  const parts = throughStages([f], chunks.map((c) => Buffer.from(c)), true);
   return { out: Buffer.concat(parts).toString(), id: f.spoolId };
 }
 
-test('the filter removes the spool id header (folded lines too) at any chunk boundary and leaves the body alone', async () => {
+test('the filter removes the spool id header (folded lines too) at any chunk boundary and leaves the body alone', () => {
   const msg = 'X-Postino-Spool-Id: ABC123\r\nFrom: a@b\r\nx-postino-spool-id: forged\r\n\tcontinued\r\nSubject: hi\r\n\r\nX-Postino-Spool-Id: in the body stays\r\n';
   const want = 'From: a@b\r\nSubject: hi\r\n\r\nX-Postino-Spool-Id: in the body stays\r\n';
   for (let cut = 1; cut < msg.length; cut += 3) {
-    const r = await filter([msg.slice(0, cut), msg.slice(cut)]);
+    const r = filter([msg.slice(0, cut), msg.slice(cut)]);
     assert.equal(r.out, want, `cut at ${cut}`);
     assert.equal(r.id, 'ABC123', 'the first one (the forwarder prepends its own) wins');
   }
   const bytes: string[] = [...msg];
-  assert.equal((await filter(bytes)).out, want, 'byte by byte');
+  assert.equal(filter(bytes).out, want, 'byte by byte');
 });
 
-test('a chunk whose only dropped line is the forwarder\'s first one passes as a view of the chunk, not a copy', async () => {
+test('a chunk whose only dropped line is the forwarder\'s first one passes as a view of the chunk, not a copy', () => {
   const chunk = Buffer.from(`X-Postino-Spool-Id: ABC123\r\nFrom: a@b\r\nSubject: hi\r\n\r\n${'body line\r\n'.repeat(5000)}`);
-  const f = new SpoolIdFilter();
-  const out: Buffer[] = [];
-  f.on('data', (c: Buffer) => out.push(c));
-  const done = new Promise<void>((r) => f.on('end', r));
-  f.end(chunk);
-  await done;
+  const out = throughStages([new SpoolIdFilter()], [chunk], true);
   assert.equal(out.length, 1);
   assert.equal(out[0]!.toString(), chunk.toString().slice('X-Postino-Spool-Id: ABC123\r\n'.length));
   assert.ok(out[0]!.buffer === chunk.buffer && out[0]!.byteOffset === chunk.byteOffset + 28, 'the same memory');
@@ -47,7 +38,7 @@ test('stamp then filter round-trips the message byte for byte', async () => {
   const body = 'From: a@b\r\n\r\nhello\r\n';
   const stamped: Buffer[] = [];
   for await (const c of stampSpoolId('Q1', Readable.from([Buffer.from(body)]))) stamped.push(c as Buffer);
-  const r = await filter([Buffer.concat(stamped).toString()]);
+  const r = filter([Buffer.concat(stamped).toString()]);
   assert.equal(r.out, body);
   assert.equal(r.id, 'Q1');
   const body1 = Buffer.from(body);

@@ -1,14 +1,14 @@
 /* strict-data.ts: bare CR/LF and long lines, whatever the chunking. */
 import assert from 'node:assert/strict';
-import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { StrictDataCheck } from '../../common/strict-data.js';
+import { throughStages } from '../../common/stream-batches.js';
 import { randomChunks, seededRandom } from '../helpers/random.js';
 
 async function check(chunks: string[], allowBareNewlines = false): Promise<{ out: string; code?: string }> {
   const c = new StrictDataCheck({ allowBareNewlines });
   let out = '';
-  for await (const b of Readable.from(chunks.map((x) => Buffer.from(x, 'latin1'))).pipe(c)) out += (b as Buffer).toString('latin1');
+  for (const b of throughStages([c], chunks.map((x) => Buffer.from(x, 'latin1')), true)) out += b.toString('latin1');
   return { out, ...(c.violation ? { code: c.violation.code } : {}) };
 }
 
@@ -83,13 +83,13 @@ test('doubleBrace says whether `{{` is anywhere in clean data, chunk seams inclu
     text += '\r\n';
     const chunks = randomChunks(text, () => 1 + Math.floor(rnd() * (rnd() < 0.5 ? 3 : 50)));
     const c = new StrictDataCheck();
-    for await (const _ of Readable.from(chunks.map((x) => Buffer.from(x, 'latin1'))).pipe(c));
+    throughStages([c], chunks.map((x) => Buffer.from(x, 'latin1')), true);
     assert.equal(c.violation, undefined);
     assert.equal(c.doubleBrace, text.includes('{{'), `case ${i}: ${JSON.stringify(chunks)}`);
     if (c.doubleBrace) seen++;
   }
   assert.ok(seen > 200 && seen < 1800, `both answers covered (${seen} of 2000 with {{)`);
   const lengthsOnly = new StrictDataCheck({ allowBareNewlines: true });
-  for await (const _ of Readable.from([Buffer.from('{{x}}\r\n')]).pipe(lengthsOnly));
+  throughStages([lengthsOnly], [Buffer.from('{{x}}\r\n')], true);
   assert.equal(lengthsOnly.doubleBrace, undefined);
 });
