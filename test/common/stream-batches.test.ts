@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { PassThrough, Readable } from 'node:stream';
 import { setImmediate as turn } from 'node:timers/promises';
 import { test } from 'node:test';
-import { chunkBatches } from '../../common/stream-batches.js';
+import { chunkBatches, stagedBatches, type DataStage } from '../../common/stream-batches.js';
 import { seededRandom } from '../helpers/random.js';
 
 test('every chunk handed over as it was pushed, no copy, in order, whatever the pace of producer and consumer', async () => {
@@ -96,4 +96,69 @@ test('an empty stream gives no batch; stopping early destroys the stream unless 
   const rest: string[] = [];
   for await (const c of b) rest.push((c as Buffer).toString());
   assert.deepEqual(rest, ['second'], 'nothing dropped after the early stop');
+});
+
+/** Holds back each chunk's last byte until the next chunk or the end (as the spool-id filter holds a partial line). */
+class HoldLast implements DataStage {
+  private held = Buffer.alloc(0);
+  push(chunk: Buffer): Buffer {
+    const all = Buffer.concat([this.held, chunk]);
+    this.held = all.subarray(all.length - 1);
+    return all.subarray(0, all.length - 1);
+  }
+  end(): Buffer {
+    return this.held;
+  }
+}
+
+/** Drops every chunk after the first holding an 'x' (as the strict check stops passing data at its first violation). */
+class StopAtX implements DataStage {
+  stopped = false;
+  push(chunk: Buffer): Buffer | undefined {
+    if (chunk.includes('x')) this.stopped = true;
+    return this.stopped ? undefined : chunk;
+  }
+  end(): undefined {
+    return undefined;
+  }
+}
+
+test('stagedBatches: every chunk through the stages in order, what a stage holds flushed at the end through the stages after it', async () => {
+  const rnd = seededRandom(0x57a6);
+  for (let round = 0; round < 50; round++) {
+    const src = new PassThrough();
+    const text = Array.from({ length: 1 + Math.floor(rnd() * 60) }, (_, i) => String.fromCharCode(97 + (i % 26))).join('');
+    void (async () => {
+      for (let p = 0; p < text.length; ) {
+        const n = 1 + Math.floor(rnd() * 7);
+        src.write(Buffer.from(text.slice(p, p + n)));
+        p += n;
+        if (rnd() < 0.3) await turn();
+      }
+      src.end();
+    })();
+    let out = '';
+    for await (const batch of stagedBatches(src, [new HoldLast(), new HoldLast()])) {
+      assert.ok(batch.every((c) => c.length > 0), 'no empty chunk handed over');
+      out += batch.map((c) => c.toString()).join('');
+    }
+    assert.equal(out, text, `round ${round}: the second stage's held byte came out of the first's end`);
+  }
+  const dropped = new StopAtX();
+  const got: string[] = [];
+  for await (const batch of stagedBatches(Readable.from([Buffer.from('ab'), Buffer.from('cxd'), Buffer.from('ef')], { objectMode: false }), [dropped])) got.push(...batch.map((c) => c.toString()));
+  assert.deepEqual(got, ['ab'], 'a stage that passes nothing more ends the output, the stream is still read to its end');
+});
+
+test('stagedBatches: stopping early leaves the stream paused, not destroyed, for the caller to drain', async () => {
+  const s = new PassThrough();
+  s.write(Buffer.from('first'));
+  for await (const _ of stagedBatches(s, [new HoldLast()])) break;
+  assert.equal(s.destroyed, false);
+  assert.equal(s.isPaused(), true);
+  s.end(Buffer.from('rest'));
+  await turn();
+  const rest: string[] = [];
+  for await (const c of s) rest.push((c as Buffer).toString());
+  assert.deepEqual(rest, ['rest']);
 });
