@@ -68,16 +68,13 @@ export function throughStages(stages: readonly DataStage[], chunks: Buffer[], en
  * paused, not destroyed, when the consumer stops early: the caller decides what becomes of
  * the rest (an SMTP intake reads it to the final dot and throws it away).
  */
-export async function* stagedBatches(stream: Readable, stages: readonly DataStage[]): ChunkBatches {
-  for await (const batch of chunkBatches(stream, { destroyOnReturn: false })) {
-    const out = stages.length > 0 ? throughStages(stages, batch, false) : batch;
-    if (out.length > 0) yield out;
-  }
-  const last = throughStages(stages, [], true);
-  if (last.length > 0) yield last;
+export function stagedBatches(stream: Readable, stages: readonly DataStage[]): ChunkBatches {
+  return chunkBatches(stream, { destroyOnReturn: false, stages });
 }
 
-export async function* chunkBatches(stream: Readable, o: { destroyOnReturn?: boolean } = {}): ChunkBatches {
+/** `stages`: each batch through them before it is handed over, in the same generator (no second one per stream). */
+export async function* chunkBatches(stream: Readable, o: { destroyOnReturn?: boolean; stages?: readonly DataStage[] } = {}): ChunkBatches {
+  const stages = o.stages !== undefined && o.stages.length > 0 ? o.stages : undefined;
   let batch: Buffer[] = [];
   let queued = 0;
   let ended = false;
@@ -101,17 +98,19 @@ export async function* chunkBatches(stream: Readable, o: { destroyOnReturn?: boo
   try {
     for (;;) {
       if (batch.length > 0) {
-        const out = batch;
+        const out = stages ? throughStages(stages, batch, false) : batch;
         batch = [];
         queued = 0;
         if (!ended && !failure) stream.resume();
-        yield out;
+        if (out.length > 0) yield out;
         continue;
       }
       // As the stream's own iterator: what arrived before an error is handed over first.
       if (failure) throw failure;
       if (ended) {
         complete = true;
+        const last = stages ? throughStages(stages, [], true) : [];
+        if (last.length > 0) yield last;
         return;
       }
       await new Promise<void>((resolve) => (wake = resolve));
