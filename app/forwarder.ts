@@ -195,19 +195,16 @@ export async function startForwarder(rt: Runtime): Promise<Forwarder> {
   const worker = new WorkerLoop<SpoolMeta>({
     queue: spool,
     concurrency: relayConcurrency,
-    // Saturated by apps sending: the relay trickles, the loop's time goes to intake (intake-first.ts).
-    limit: () => intakeFirst.limit(relayConcurrency),
     visibilityMs: RELAY_VISIBILITY_MS,
-    rate: bucket,
+    // Saturated by apps sending: the relay trickles, the loop's time goes to intake (intake-first.ts).
+    rate: intakeFirst.relayRate(bucket),
     // Every listener down: the spool holds (nothing leased, no attempt charged) until a probe finds one up.
     gate: () => relay.holdMs(),
     handle: async (rec) => {
       intakeFirst.noteLeased(rec);
-      const leasedAt = performance.now();
       try {
         await relay.handle(rec);
       } finally {
-        intakeFirst.noteRelayed(performance.now() - leasedAt);
         syncCounters();
         compactor.touched();
       }

@@ -39,8 +39,6 @@ export interface WorkerOptions<M> {
   gate?: () => number;
   /** Messages per second cap (token bucket): no more messages are leased than there are tokens. */
   rate?: RateLimit;
-  /** The in-flight cap now (1..concurrency), read before each lease; default `concurrency` (forwarder/intake-first.ts lowers it). */
-  limit?: () => number;
   /** Due times of given-back messages. Default Date.now. */
   clock?: () => number;
   /** Gate, rate and lease-failure waits. Default the real setTimeout. */
@@ -114,8 +112,7 @@ export class WorkerLoop<M> {
     const idle = this.o.idleWaitMs ?? 5_000;
     const current = (): boolean => this.running && gen === this.generation;
     while (current()) {
-      const cap = this.o.limit ? Math.max(1, Math.min(concurrency, this.o.limit())) : concurrency;
-      if (this.inFlight.size >= cap) {
+      if (this.inFlight.size >= concurrency) {
         await new Promise<void>((r) => (this.slotFreed = r));
         continue;
       }
@@ -124,7 +121,7 @@ export class WorkerLoop<M> {
         await sleep(delay, this.abort.signal, this.timers);
         continue;
       }
-      let want = cap - this.inFlight.size;
+      let want = concurrency - this.inFlight.size;
       if (this.o.rate) {
         const tokens = this.o.rate.available();
         if (tokens < 1) {

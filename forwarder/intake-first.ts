@@ -27,14 +27,17 @@
  *             relay burst must not flip it every sample).
  *   yielding  busy, and the last message the relay leased for its first attempt
  *             had waited in the spool at most `maxWaitMs` (relay.yieldToIntakeSeconds).
- * While yielding, the relay keeps as many messages in flight as carry
- * YIELD_RELAY_RATE messages a second at its current pace (Little's law: that
- * rate × the relay's smoothed time per message, at least one). Next to the
- * listener (loopback, a LAN) that is one message; over a slow link, where a
- * message in flight costs the loop nothing while it waits for replies, it is
- * more, so the relay's progress during a peak does not fall with the link's
- * round trip (one in flight behind a 200 ms hop would carry 5 a second). The
- * relay always moves, and a message's wait is measured from what it leases;
+ * While yielding, the relay starts at most YIELD_RELAY_RATE messages a second,
+ * one every 1000/YIELD_RELAY_RATE ms (a token bucket of one, layered on the
+ * relay's own rate cap). How many are in flight then follows from the link:
+ * next to the listener (loopback, a LAN) a message is done long before the
+ * next starts; over a slow link, where a message in flight costs the loop
+ * nothing while it waits for replies, more overlap, so the relay's progress
+ * during a peak does not fall with the link's round trip. (The rule used to
+ * cap the messages in flight instead, at least one: next to the listener one
+ * in flight is a message every ~3 ms, and the "trickle" was 250-350 a second
+ * under smtp-source -d, 2026-12-03 — see docs/performance-log.md.) The relay
+ * always moves, and a message's wait is measured from what it leases;
  * past the wait bound it runs at full concurrency again, shares the loop as
  * before, and drains the backlog until the waits are short. So a steady
  * overload costs what it did before this rule, with at most `maxWaitMs` of
@@ -49,6 +52,7 @@
  * Side effects: one unref'd interval timer between start() and stop().
  */
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
+import { TokenBucket, type RateLimit } from '../common/token-bucket.js';
 
 /** How often the loop's utilisation is read: short against a peak, long against one callback. */
 export const SAMPLE_MS = 100;
@@ -57,19 +61,18 @@ export const BUSY_ENTER = 0.9;
 /** Utilisation below which it no longer does. */
 export const BUSY_LEAVE = 0.7;
 /**
- * Messages a second the relay still carries while yielding: what one message in flight
- * carried next to the listener during a burst (275 in 2.6 s, intake-first-burst.test.ts),
- * at 0.12-0.34 ms of loop a message 1-4% of the loop.
+ * Messages a second the relay still starts while yielding: at 0.12-0.34 ms of loop a
+ * relayed message, 1-4% of the loop; the default 10-second wait bound is reached only
+ * by a backlog of 1,000 messages or more.
  */
 export const YIELD_RELAY_RATE = 100;
-/** Weight of the newest relay time in the smoothed one: a few dozen messages set the pace. */
-const PACE_WEIGHT = 0.1;
 
 export interface IntakeFirstOptions {
   /** The longest a new message waits in the spool because intake went first; 0 = the relay never steps back. */
   maxWaitMs: number;
   /** Utilisation of the event loop since the previous call (0..1). Default: perf_hooks. */
   utilization?: () => number;
+  /** Milliseconds, for the waits and the pacing. Default: Date.now for the waits (queue records hold wall-clock times), performance.now for the pacing. */
   now?: () => number;
   /** After each sample: whether the relay is stepping back now (the forwarder's metrics). */
   onSample?: (yielding: boolean) => void;
@@ -94,8 +97,8 @@ export class IntakeFirst {
   private busy = false;
   /** How long the last message leased for its first attempt had waited in the spool. */
   private lastWaitMs = 0;
-  /** Smoothed milliseconds from lease to outcome of one relayed message (0 until the first). */
-  private relayMs = 0;
+  /** One token, YIELD_RELAY_RATE a second: the relay's starts while yielding. */
+  private readonly pace: TokenBucket;
   private timer: NodeJS.Timeout | undefined;
   private readonly onSample: (yielding: boolean) => void;
 
@@ -104,6 +107,7 @@ export class IntakeFirst {
     this.utilization = o.utilization ?? loopUtilization();
     this.now = o.now ?? Date.now;
     this.onSample = o.onSample ?? (() => undefined);
+    this.pace = new TokenBucket({ ratePerSecond: YIELD_RELAY_RATE, burst: 1, now: o.now ?? (() => performance.now()) });
   }
 
   start(): void {
@@ -129,11 +133,6 @@ export class IntakeFirst {
     this.lastWaitMs = rec.attempts <= 1 ? this.now() - rec.enqueuedAt : Number.POSITIVE_INFINITY;
   }
 
-  /** The relay finished a message `ms` after leasing it (whatever the outcome). */
-  noteRelayed(ms: number): void {
-    this.relayMs = this.relayMs === 0 ? ms : this.relayMs + PACE_WEIGHT * (ms - this.relayMs);
-  }
-
   /** One sampling step (the timer's; tests call it directly). */
   sample(): void {
     const u = this.utilization();
@@ -147,9 +146,19 @@ export class IntakeFirst {
     return this.maxWaitMs > 0 && this.busy && this.lastWaitMs <= this.maxWaitMs;
   }
 
-  /** The relay's in-flight cap now, out of `full`. */
-  limit(full: number): number {
-    if (!this.yielding) return full;
-    return Math.min(full, Math.max(1, Math.ceil((YIELD_RELAY_RATE * this.relayMs) / 1000)));
+  /**
+   * The relay's rate limit: `inner` (the configured cap), and while yielding also one start
+   * every 1000/YIELD_RELAY_RATE ms (WorkerLoop's `rate`: it leases no more than available()
+   * and sleeps msUntilNext() when that is below one).
+   */
+  relayRate(inner: RateLimit): RateLimit {
+    return {
+      available: () => (this.yielding ? Math.min(inner.available(), this.pace.available()) : inner.available()),
+      msUntilNext: () => (this.yielding ? Math.max(inner.msUntilNext(), this.pace.msUntilNext()) : inner.msUntilNext()),
+      take: (n) => {
+        inner.take(n);
+        if (this.yielding) this.pace.take(n);
+      },
+    };
   }
 }

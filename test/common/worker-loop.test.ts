@@ -189,30 +189,6 @@ test('gate: a positive delay holds leasing until the clock has passed it', async
   await until(() => done.length === 1, 'message handled after the gate opened');
 });
 
-test('limit: a lowered cap leases one at a time under a larger concurrency; raised again, the free slots fill at once', async (t) => {
-  const held = new Map<number, Deferred>();
-  t.after(() => held.forEach((d) => d.resolve())); // before setup's hook: stop() waits for these
-  let cap = 1;
-  const { loop } = await setup(t, 8, async (rec, q) => {
-    const d = deferred();
-    held.set(rec.meta.n, d);
-    await d.promise;
-    await q.ack(rec);
-  }, () => ({ concurrency: 4, limit: () => cap }));
-  loop.start();
-  await until(() => held.size === 1, 'one handler started');
-  await new Promise((r) => setImmediate(r));
-  assert.equal(loop.active, 1, 'the cap, not the concurrency, bounds the handlers in flight');
-  held.get(1)!.resolve();
-  await until(() => held.size === 2, 'the freed slot takes the next one');
-  assert.equal(loop.active, 1);
-  cap = 100; // above the concurrency: bounded by it
-  held.get(2)!.resolve();
-  await until(() => held.size === 6, 'raised: four in flight');
-  assert.equal(loop.active, 4);
-  assert.deepEqual([...held.keys()], [1, 2, 3, 4, 5, 6]);
-});
-
 async function collect(q: DurableQueue<Meta>): Promise<QueueRecord<Meta>[]> {
   const out: QueueRecord<Meta>[] = [];
   for await (const r of q.records()) out.push(r);

@@ -1,7 +1,8 @@
 /*
  * forwarder/intake-first.ts, the rule alone: the event loop's utilisation and
- * the clock are given, each sample is stepped by hand. The forwarder running
- * it under a real smtp-source burst is in intake-first-burst.test.ts.
+ * the clock are given, each sample is stepped by hand; its pacing also under
+ * the relay's WorkerLoop on a fake clock. The forwarder running it under a
+ * real smtp-source burst is in intake-first-burst.test.ts.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -9,91 +10,150 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { upDefaults } from '../../app/supervisor.js';
 import { parseConfig } from '../../common/config.js';
+import { TokenBucket, type RateLimit } from '../../common/token-bucket.js';
+import { WorkerLoop } from '../../common/worker-loop.js';
 import { BUSY_ENTER, BUSY_LEAVE, IntakeFirst, YIELD_RELAY_RATE } from '../../forwarder/intake-first.js';
+import { FakeClock, until } from '../helpers/fake-clock.js';
 import { tempDir } from '../helpers/postino.js';
-
-const FULL = 64;
+import { silentLog, tempQueue } from '../helpers/temp-queue.js';
 
 /** A rule whose next sample reads `u`, at time `t` (both settable). */
 function rule(maxWaitMs = 10_000) {
   const at = { u: 0, t: 1_000_000 };
   const samples: boolean[] = [];
   const r = new IntakeFirst({ maxWaitMs, utilization: () => at.u, now: () => at.t, onSample: (y) => samples.push(y) });
-  /** One sample after `accepted` messages were spooled in it, the loop at `u`. */
-  const step = (u: number, accepted: number): number => {
+  /** One sample after `accepted` messages were spooled in it, the loop at `u`: whether the relay steps back now. */
+  const step = (u: number, accepted: number): boolean => {
     at.u = u;
     for (let i = 0; i < accepted; i++) r.noteAccepted();
     r.sample();
-    return r.limit(FULL);
+    return r.yielding;
   };
   return { r, at, step, samples };
 }
 
-test('a saturated loop with apps sending: the relay keeps one message in flight (no pace measured yet); without either, full concurrency', () => {
+/** Starts taken from `rate` over `ms` of the rule's clock, as WorkerLoop takes them: what is available (unlimited: 1,000 a millisecond), else a sleep of msUntilNext(). */
+function startsOver(rate: RateLimit, at: { t: number }, ms: number): number {
+  let started = 0;
+  const end = at.t + ms;
+  while (at.t < end) {
+    const n = Math.min(rate.available(), 1_000);
+    if (n >= 1) {
+      rate.take(n);
+      started += n;
+      if (n === 1_000) at.t += 1; // unlimited: 1,000 a millisecond
+    } else at.t += rate.msUntilNext();
+  }
+  return started;
+}
+
+test('a saturated loop with apps sending steps the relay back; a loop saturated by the relay alone, or not saturated, does not', () => {
   const { step, samples } = rule();
-  assert.equal(step(1, 0), FULL, 'saturated by the relay alone (draining a backlog): no stepping back');
-  assert.equal(step(0.5, 300), FULL, 'apps sending, loop not saturated: no stepping back');
-  assert.equal(step(BUSY_ENTER - 0.01, 300), FULL, 'just below the entry threshold');
-  assert.equal(step(BUSY_ENTER, 300), 1, 'saturated while apps send');
-  assert.equal(step(0.99, 0), FULL, 'a sample without a new message ends it at once');
+  assert.equal(step(1, 0), false, 'saturated by the relay alone (draining a backlog): no stepping back');
+  assert.equal(step(0.5, 300), false, 'apps sending, loop not saturated: no stepping back');
+  assert.equal(step(BUSY_ENTER - 0.01, 300), false, 'just below the entry threshold');
+  assert.equal(step(BUSY_ENTER, 300), true, 'saturated while apps send');
+  assert.equal(step(0.99, 0), false, 'a sample without a new message ends it at once');
   assert.deepEqual(samples, [false, false, false, true, false]);
 });
 
-test('while stepping back, the messages in flight follow the relay\'s pace: one next to the listener, more behind a slow link (YIELD_RELAY_RATE a second), never above full', () => {
-  const { r, step } = rule();
-  assert.equal(step(0.95, 100), 1, 'no relay time measured yet: one');
-  r.noteRelayed(2); // loopback: 2 ms a message
-  assert.equal(r.limit(FULL), 1, '100/s × 2 ms rounds up to one');
-  const slow = rule();
-  slow.step(0.95, 100);
-  for (let i = 0; i < 100; i++) slow.r.noteRelayed(200); // a 200 ms hop
-  assert.equal(slow.r.limit(FULL), Math.ceil((YIELD_RELAY_RATE * 200) / 1000), 'Little\'s law: rate × time a message');
-  assert.equal(slow.r.limit(FULL), 20);
-  for (let i = 0; i < 100; i++) slow.r.noteRelayed(5_000); // a listener that takes seconds
-  assert.equal(slow.r.limit(FULL), FULL, 'capped at the configured concurrency');
-  assert.equal(slow.step(0.3, 100), FULL, 'not saturated: full, whatever the pace');
-  const smooth = rule();
-  smooth.step(0.95, 100);
-  for (let i = 0; i < 50; i++) smooth.r.noteRelayed(2);
-  smooth.r.noteRelayed(5_000); // one slow message (a timeout): its time alone would mean FULL
-  assert.ok(smooth.r.limit(FULL) < FULL, `smoothed (${smooth.r.limit(FULL)})`);
-  for (let i = 0; i < 40; i++) smooth.r.noteRelayed(2);
-  assert.ok(smooth.r.limit(FULL) <= 2, `back to the pace of the messages since (${smooth.r.limit(FULL)})`);
+test('while stepping back the relay starts YIELD_RELAY_RATE messages a second, one at a time, under the configured cap; otherwise only the cap counts', () => {
+  const { r, at, step } = rule();
+  const unlimited = r.relayRate(new TokenBucket({ ratePerSecond: 0 }));
+  assert.equal(unlimited.available(), Infinity, 'not stepping back: no pacing');
+  assert.equal(startsOver(unlimited, at, 1_000), 1_000_000, 'as many as asked');
+  assert.equal(step(0.95, 100), true);
+  assert.equal(unlimited.available(), 1, 'one start at a time');
+  unlimited.take(1);
+  assert.equal(unlimited.available(), 0);
+  assert.equal(unlimited.msUntilNext(), 1000 / YIELD_RELAY_RATE, 'the next one in 10 ms');
+  const paced = startsOver(unlimited, at, 2_000);
+  assert.ok(paced >= 2 * YIELD_RELAY_RATE - 1 && paced <= 2 * YIELD_RELAY_RATE + 1, `${paced} starts in 2 s`);
+  const capped = r.relayRate(new TokenBucket({ ratePerSecond: 20, burst: 1, now: () => at.t }));
+  assert.equal(startsOver(capped, at, 1_000), 20, 'a configured cap below the pace still holds');
+  at.t += 1_000;
+  capped.take(capped.available());
+  assert.equal(capped.msUntilNext(), 50, 'the longer wait of the two (20/s)');
+  assert.equal(step(0.3, 100), false);
+  assert.equal(startsOver(unlimited, at, 10), 10_000, 'no longer stepping back: as many as asked again');
+});
+
+test('the relay\'s WorkerLoop while stepping back: messages relayed at once are started one every 10 ms, not back to back', async (t) => {
+  const clock = new FakeClock();
+  const { store, q } = await tempQueue<{ n: number }>('intake-first-pace', clock.now);
+  for (let n = 0; n < 30; n++) await q.enqueue({ meta: { n }, body: Buffer.from(`m${n}`) });
+  let u = 0.95;
+  const r = new IntakeFirst({ maxWaitMs: 10_000, utilization: () => u, now: clock.now });
+  r.noteAccepted();
+  r.sample();
+  assert.equal(r.yielding, true);
+  let relayed = 0;
+  const loop = new WorkerLoop<{ n: number }>({
+    queue: q,
+    concurrency: 64,
+    visibilityMs: 60_000,
+    rate: r.relayRate(new TokenBucket({ ratePerSecond: 0 })),
+    handle: async (rec) => {
+      r.noteLeased(rec);
+      await q.ack(rec); // a relay that takes no time: one in flight would not slow it
+      relayed++;
+    },
+    log: silentLog,
+    idleWaitMs: 5,
+    clock: clock.now,
+    timers: clock,
+  });
+  t.after(async () => {
+    await loop.stop();
+    await store.close();
+  });
+  loop.start();
+  await until(() => relayed === 1 && clock.timers.length === 1, 'the first message, then a wait');
+  assert.deepEqual(clock.timers, [1000 / YIELD_RELAY_RATE]);
+  for (let i = 2; i <= 5; i++) {
+    clock.advance(1000 / YIELD_RELAY_RATE);
+    await until(() => relayed === i && clock.timers.length === 1, `message ${i} after 10 ms more`);
+  }
+  u = 0.5; // the burst is over
+  r.noteAccepted();
+  r.sample();
+  clock.advance(1000 / YIELD_RELAY_RATE);
+  await until(() => relayed === 30, 'the rest at once, without the clock moving');
 });
 
 test('once stepping back, it holds while the loop stays at or above BUSY_LEAVE (a dip between the thresholds does not flip it)', () => {
   const { step } = rule();
-  assert.equal(step(0.95, 100), 1);
-  assert.equal(step(BUSY_LEAVE, 100), 1, 'at the leave threshold: still busy');
-  assert.equal(step((BUSY_LEAVE + BUSY_ENTER) / 2, 100), 1, 'between the thresholds: still busy');
-  assert.equal(step(BUSY_LEAVE - 0.01, 100), FULL, 'below it: the relay runs at full concurrency again');
-  assert.equal(step((BUSY_LEAVE + BUSY_ENTER) / 2, 100), FULL, 'and needs BUSY_ENTER to step back again');
+  assert.equal(step(0.95, 100), true);
+  assert.equal(step(BUSY_LEAVE, 100), true, 'at the leave threshold: still busy');
+  assert.equal(step((BUSY_LEAVE + BUSY_ENTER) / 2, 100), true, 'between the thresholds: still busy');
+  assert.equal(step(BUSY_LEAVE - 0.01, 100), false, 'below it: the relay runs at full concurrency again');
+  assert.equal(step((BUSY_LEAVE + BUSY_ENTER) / 2, 100), false, 'and needs BUSY_ENTER to step back again');
 });
 
 test('a new message that waited longer than maxWaitMs ends stepping back until the relay leases a fresh one', () => {
   const { r, at, step } = rule(10_000);
-  assert.equal(step(0.95, 100), 1);
+  assert.equal(step(0.95, 100), true);
   r.noteLeased({ enqueuedAt: at.t - 9_000, attempts: 1 });
-  assert.equal(r.limit(FULL), 1, 'waited 9 s of at most 10');
+  assert.equal(r.yielding, true, 'waited 9 s of at most 10');
   r.noteLeased({ enqueuedAt: at.t - 10_001, attempts: 1 });
-  assert.equal(r.limit(FULL), FULL, 'waited past the bound: the backlog is drained at full concurrency');
-  assert.equal(step(0.99, 100), FULL, 'still past it while the loop stays saturated');
+  assert.equal(r.yielding, false, 'waited past the bound: the backlog is drained at full concurrency');
+  assert.equal(step(0.99, 100), false, 'still past it while the loop stays saturated');
   r.noteLeased({ enqueuedAt: at.t - 50, attempts: 1 });
-  assert.equal(r.limit(FULL), 1, 'caught up: intake goes first again');
+  assert.equal(r.yielding, true, 'caught up: intake goes first again');
 });
 
 test('a retried message (leased after a failed attempt) ends stepping back: catching up is the relay\'s turn', () => {
   const { r, at, step } = rule();
-  assert.equal(step(0.95, 100), 1);
+  assert.equal(step(0.95, 100), true);
   r.noteLeased({ enqueuedAt: at.t - 10, attempts: 2 });
-  assert.equal(r.limit(FULL), FULL);
+  assert.equal(r.yielding, false);
 });
 
 test('maxWaitMs 0 turns the rule off: never one at a time, and start() sets no timer', () => {
   const { r, step, samples } = rule(0);
   r.noteLeased({ enqueuedAt: 1_000_000, attempts: 1 }); // waited 0 ms
-  assert.equal(step(1, 500), FULL);
-  assert.equal(step(1, 500), FULL);
+  assert.equal(step(1, 500), false);
+  assert.equal(step(1, 500), false);
   assert.deepEqual(samples, [false, false]);
   r.start();
   assert.equal((r as unknown as { timer: unknown }).timer, undefined);
@@ -109,9 +169,9 @@ test('start() samples the real event loop: a loop blocked by a busy wait while m
       while (performance.now() < until);
       await new Promise((res) => setTimeout(res, 1));
     }
-    assert.equal(r.limit(FULL), 1, 'busy loop with intake: stepping back');
+    assert.equal(r.yielding, true, 'busy loop with intake: stepping back');
     await new Promise((res) => setTimeout(res, 250)); // idle, nothing accepted
-    assert.equal(r.limit(FULL), FULL, 'idle again: full concurrency');
+    assert.equal(r.yielding, false, 'idle again: full concurrency');
   } finally {
     r.stop();
   }
