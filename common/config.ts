@@ -177,7 +177,7 @@ const forwarder = z
         maxMessagesPerSecond: z.number().nonnegative().default(0),
         /**
          * Peak leveling without a cap: while apps send faster than the forwarder's event
-         * loop can both take and relay, the relay steps back to a trickle (~100 a second) and
+         * loop can both take and relay, the relay steps back to a trickle (≤100 a second) and
          * the spool takes the peak at intake speed (forwarder/intake-first.ts), as long as
          * a new message waits no longer than this for it; past it the relay runs at full
          * concurrency again. 10 s: a burst of tens of thousands of messages (the forwarder
