@@ -21,7 +21,7 @@ import { NetworkList } from './cidr.js';
 import type { DurableQueue, Prepared } from './durable-queue.js';
 import { PostinoError } from './errors.js';
 import { TooLargeError } from './fsync.js';
-import type { Logger } from './log.js';
+import { linesWritten, type Logger } from './log.js';
 import { headerBlockEnd, parseHeaderBlock, type HeaderField } from './mime-header.js';
 import { BASE_EXTENSIONS, PostinoSMTPServer, type ConnectionGate, type SmtpExtensions } from './smtp-server.js';
 import { isSpoolId, SpoolIdFilter, type SeenSpoolIds } from './spool-id.js';
@@ -333,6 +333,8 @@ export async function startIntake<M>(o: IntakeOptions<M>): Promise<Intake> {
       },
       'message queued',
     );
+    // The line in the kernel's hands before the 250 (log.ts): written with the rest of this turn's.
+    await linesWritten();
     return prepared.record.id;
   }
 
