@@ -19,9 +19,9 @@
  * line because a group commit acknowledges its messages in one turn: in 1.5 s of an
  * smtp-source `-d` round under strace (relay paused) the forwarder's main thread made
  * 1,769 log writes with a write per line and 246 with the batch, for about as many
- * replies (4,849 and 4,337) (issue #17, twenty-ninth round). A reader that stops reading (a full
- * pipe) holds the process, as a full syslog socket holds Postfix's daemons, instead of
- * the lines piling up in memory.
+ * replies (4,849 and 4,337; issue #17, twenty-ninth round). A reader that stops reading
+ * (a full pipe) holds the process, as a full syslog socket holds Postfix's daemons,
+ * instead of the lines piling up in memory.
  */
 import { pino, type Logger } from 'pino';
 
@@ -49,14 +49,22 @@ class TurnBatch {
     if (this.lines.length === 1) queueMicrotask(() => this.flush());
   }
 
-  flush(): void {
-    if (this.lines.length === 0) return;
-    const chunk = this.lines.length === 1 ? this.lines[0]! : this.lines.join('');
-    this.lines = [];
-    this.out.write(chunk);
-    const wake = this.wake;
-    this.waiting = this.wake = undefined;
-    wake?.();
+  /** Writes what the turn logged; `cb` as pino's `logger.flush(cb)` passes it. */
+  flush(cb?: (err?: Error) => void): void {
+    if (this.lines.length > 0) {
+      const chunk = this.lines.length === 1 ? this.lines[0]! : this.lines.join('');
+      const wake = this.wake;
+      this.lines = [];
+      this.waiting = this.wake = undefined;
+      try {
+        this.out.write(chunk);
+      } finally {
+        // A log that cannot be written (stdout closed) does not hold the replies waiting on it,
+        // as Postfix answers when syslog is gone; the write's error is still thrown.
+        wake?.();
+      }
+    }
+    cb?.();
   }
 
   written(): Promise<void> {
