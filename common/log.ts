@@ -52,7 +52,7 @@ class TurnBatch {
   /** Writes what the turn logged; `cb` as pino's `logger.flush(cb)` passes it. */
   flush(cb?: (err?: Error) => void): void {
     if (this.lines.length > 0) {
-      const chunk = this.lines.length === 1 ? this.lines[0]! : this.lines.join('');
+      const chunk = this.lines.join('');
       const wake = this.wake;
       this.lines = [];
       this.waiting = this.wake = undefined;
