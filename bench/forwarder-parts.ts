@@ -9,6 +9,10 @@
  *   drain   then resumed (POST /resume), nothing arriving: messages/s relayed
  *   both    a second load with the relay running, as `bench -- forwarder`'s
  *           -d load (intake messages/s; CPU until the spool is empty again)
+ *   floor   the same load against intake-floor.ts, a bare Node responder that
+ *           group-commits each body to LevelDB before its 250: what the
+ *           forwarder's intake spends above it is its own code, and no Node
+ *           intake on this machine goes below it
  * Why apart: per-thread CPU per message moves far less from run to run than
  * throughput on a shared machine, so a change to either path is judged by it
  * (issue #17: the relay's body streams were found and measured this way).
@@ -19,9 +23,13 @@
  * is started as user postfix (pipeline-parts.ts startSmtpSink).
  * Side effects: a temp dir, processes it starts and stops by pid.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { freePorts } from '../test/helpers/ports.js';
+import { fileURLToPath } from 'node:url';
+import { withAllocatorEnv } from '../app/allocator-env.js';
+import { V8_HEAP_FLAGS } from '../app/heap-flags.js';
+import { freePorts, waitForPort } from '../test/helpers/ports.js';
 import { forwarderAdmin, forwarderQueueEmpty, startForwarder, waitUntil } from './forwarder-vs-postfix.js';
 import { smtpSource, startSmtpSink, threadCpuSeconds, type SourceLoad } from './pipeline-parts.js';
 import { postfixBenchDir } from './postfix-peer.js';
@@ -61,12 +69,21 @@ function line(name: string, ps: Part[]): string {
   return `  ${name.padEnd(7)} ${fmt(med('rate'), 0).padStart(6)} msgs/s   main thread ${fmt(med('main'), 3)} ms/msg   other threads ${fmt(med('others'), 3)} ms/msg   (runs: ${all('rate', 0)} msgs/s; main ${all('main', 3)})`;
 }
 
+const FLOOR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'intake-floor.ts');
+
+/** intake-floor.ts in its own process, with the forwarder's V8 and allocator settings. */
+async function spawnFloor(port: number, dir: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [...V8_HEAP_FLAGS, '--import', 'tsx', FLOOR, String(port), dir], { env: withAllocatorEnv(process.env), stdio: 'ignore' });
+  await waitForPort(port);
+  return child;
+}
+
 export async function benchForwarderParts(): Promise<void> {
   const base = postfixBenchDir('fwd-parts');
   if (!base) return;
   const sink = await startSmtpSink();
   const load: SourceLoad = { sessions: 20, size: SIZE, messages: MESSAGES, reuse: REUSE };
-  const parts: Record<'intake' | 'drain' | 'both', Part[]> = { intake: [], drain: [], both: [] };
+  const parts: Record<'intake' | 'drain' | 'both' | 'floor', Part[]> = { intake: [], drain: [], both: [], floor: [] };
   try {
     for (let run = 0; run < RUNS; run++) {
       const dir = path.join(base, `run-${run}`);
@@ -99,12 +116,22 @@ export async function benchForwarderParts(): Promise<void> {
         fwd.kill('SIGTERM');
         await new Promise((r) => fwd.once('exit', r));
       }
+      const [floorPort] = (await freePorts(1)) as [number];
+      const floor = await spawnFloor(floorPort, path.join(dir, 'floor'));
+      try {
+        await smtpSource(floorPort, { ...load, messages: WARMUP });
+        parts.floor.push(await measure(floor.pid!, MESSAGES, () => timed(() => smtpSource(floorPort, load))));
+      } finally {
+        floor.kill('SIGTERM');
+        await new Promise((r) => floor.once('exit', r));
+      }
     }
     const over = REUSE ? '20 reused connections (smtp-source -d)' : '20 sessions, one message per connection';
     console.log(`forwarder at its defaults, ${fmt(SIZE / 1024, 0)} KB × ${MESSAGES} over ${over}, relaying to smtp-sink; medians of ${RUNS} runs, CPU per message from /proc/<pid>/task:`);
     console.log(line('intake', parts.intake) + '   [relay paused]');
     console.log(line('drain', parts.drain) + '   [relay resumed, nothing arriving]');
     console.log(line('both', parts.both) + '   [intake rate; CPU until the spool is empty]');
+    console.log(line('floor', parts.floor) + '   [bare Node responder + LevelDB group commit, intake-floor.ts]');
   } finally {
     sink.stop();
     fs.rmSync(base, { recursive: true, force: true });
