@@ -10,10 +10,11 @@
  * queue index, no relay. What the forwarder's main thread spends per message
  * above this row's is its own code; below it no Node intake on the same
  * machine can go. Measured on the project's 2-core VM (issue #17, thirtieth
- * round): this floor 0.07-0.09 ms a message on the main thread at 6,800-8,200
- * msgs/s, the forwarder's intake 0.13-0.14 ms at 5,100-6,900; the same
- * responder with the SMTP sessions on a worker thread was no faster
- * (6,800-7,200: the thread hops lengthen each message's lock-step chain).
+ * round): this floor 0.074-0.088 ms a message on the main thread at
+ * 6,551-7,800 msgs/s, the forwarder's intake 0.13-0.19 ms at 4,300-6,900. A
+ * scratch version with its SMTP sessions on a worker thread was no faster
+ * (6,800-7,200 against 6,800-8,200 on one thread: the second core is
+ * smtp-source's, and the thread hops lengthen each message's lock-step chain).
  *
  * Not a mail server: no dot-unstuffing, no limits, one process for a benchmark.
  * Run as `node --import tsx bench/intake-floor.ts <port> <dir>`; prints
