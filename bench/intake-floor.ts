@@ -22,9 +22,8 @@
  */
 import net from 'node:net';
 import { ClassicLevel } from 'classic-level';
-
-/** The same write buffer as the forwarder's store (common/store.ts), so LevelDB does the same flushing. */
-const WRITE_BUFFER_BYTES = 32 * 1024 * 1024;
+// The forwarder's write buffer, so LevelDB flushes its memtable as often.
+import { WRITE_BUFFER_BYTES } from '../common/store.js';
 
 interface Waiting {
   key: string;

@@ -151,7 +151,7 @@ const DISK_USAGE_MAX_AGE_MS = 5_000;
 const RIDERS_MAX_BYTES = 1024 * 1024;
 
 /** See the header: short-lived entries, fewer memtable flushes. */
-const WRITE_BUFFER_BYTES = 32 * 1024 * 1024;
+export const WRITE_BUFFER_BYTES = 32 * 1024 * 1024;
 
 /**
  * Waits between reopen attempts of a broken database: a moment first (a transient
