@@ -14,14 +14,19 @@
  *
  * Each size: an unmeasured warm-up for both, then three rounds taking turns
  * (Postfix, forwarder, Postfix, …), each started with both queues drained;
- * the median round of each side is printed, with all rounds.
+ * the median round of each side is printed, with all rounds. A rate round
+ * runs smtp-source alone: the rate is that of the load as given, 20 sessions.
  *
- * Accept latency: a probe client sends the same messages on one connection
- * during each load and times final dot → 250. Peak RSS: the forwarder
+ * Accept latency: then one more round per side with a probe client that sends
+ * the same messages on one connection during the load and times final dot →
+ * 250. Apart from the rate rounds because the probe is a 21st lock-step client:
+ * at `-d` it took ~5% of the messages (~790 of a round's ~15,800) while the
+ * rate counted only smtp-source's 15,000 (issue #17, twenty-eighth and
+ * thirty-first rounds). Peak RSS: the forwarder
  * process's VmHWM (Postfix's is spread over many processes and not shown).
  * Machine CPU per message: busy CPU of the whole machine (/proc/stat) from the
- * start of a round until its queue has drained, over the messages of the load
- * and the probe: smtp-source, the relay under test, smtp-sink and the kernel's
+ * start of a round until its queue has drained, over the messages of the load:
+ * smtp-source, the relay under test, smtp-sink and the kernel's
  * loopback work together. Its inverse times the cores is the most that machine
  * could sustain of that load, taken and relayed, whatever the relay under test
  * did better (issue #17: on a slow day the `-d` row is bounded by it). Intake
@@ -126,8 +131,6 @@ interface Result {
   rate: number;
   p50: number;
   p99: number;
-  /** Messages the latency probe had accepted. */
-  probed: number;
   /** Machine CPU ms per message, the round's drain included (see the header); set by `measured`. */
   cpuMs?: number;
 }
@@ -148,21 +151,28 @@ async function load(port: number, l: Load, messages: number, probe = true): Prom
   if (code !== 0) throw new Error(`smtp-source failed: ${stderr}`);
   const latencies = await lat;
   const lt = summarize(latencies);
-  return { rate: messages / secs, p50: lt.p50, p99: lt.p99, probed: probe ? latencies.length : 0 };
+  return { rate: messages / secs, p50: lt.p50, p99: lt.p99 };
 }
 
-/** A measured round: the load, then its queue drained, with the machine's CPU over both. */
+/** A measured round: the load alone, then its queue drained, with the machine's CPU over both. */
 async function measured(port: number, l: Load, drained: () => Promise<void>): Promise<Result> {
   const c0 = machineCpuSeconds();
-  const r = await load(port, l, l.messages);
+  const r = await load(port, l, l.messages, false);
   await drained();
-  r.cpuMs = ((machineCpuSeconds() - c0) * 1000) / (l.messages + r.probed);
+  r.cpuMs = ((machineCpuSeconds() - c0) * 1000) / l.messages;
   return r;
 }
 
-/** The round with the median rate (latencies from that same round). */
+/** The round with the median rate. */
 function median(rs: Result[]): Result {
   return [...rs].sort((a, b) => a.rate - b.rate)[Math.floor(rs.length / 2)]!;
+}
+
+/** The latency round: the same load with the probe alongside; only its latencies are kept. */
+async function latencyRound(port: number, l: Load, drained: () => Promise<void>): Promise<Pick<Result, 'p50' | 'p99'>> {
+  const r = await load(port, l, l.messages);
+  await drained();
+  return { p50: r.p50, p99: r.p99 };
 }
 
 export async function waitUntil(cond: () => Promise<boolean> | boolean, timeoutMs = 120_000): Promise<void> {
@@ -239,7 +249,7 @@ export async function benchForwarder(): Promise<void> {
     };
     for (const l of LOADS) {
       const warmup = l.warmup ?? WARMUP;
-      console.log(`  ${l.label} × ${l.messages}, ${ROUNDS} rounds taking turns, median (each after ${warmup} unmeasured, queues drained before each run):`);
+      console.log(`  ${l.label} × ${l.messages}, ${ROUNDS} rounds taking turns, median (each after ${warmup} unmeasured, queues drained before each run; latency from one more round with a probe client):`);
       // Warm-up, not measured: Postfix's master forks its smtpd, cleanup and smtp
       // processes on first use, and V8 compiles the forwarder's hot paths.
       if (postfixOk) await load(pfPort, l, warmup, false);
@@ -256,8 +266,16 @@ export async function benchForwarder(): Promise<void> {
         await drained.forwarder();
         fs_.push(await measured(fwdPort, l, drained.forwarder));
       }
-      const p = ps.length ? median(ps) : undefined;
-      const f = median(fs_);
+      // One latency round a side, with the probe, after the rate rounds (see the header).
+      let pl: Awaited<ReturnType<typeof latencyRound>> | undefined;
+      if (postfixOk) {
+        await drained.forwarder();
+        pl = await latencyRound(pfPort, l, drained.postfix);
+      }
+      await drained.postfix();
+      const fl = await latencyRound(fwdPort, l, drained.forwarder);
+      const p = ps.length ? { ...median(ps), ...pl } : undefined;
+      const f = { ...median(fs_), ...fl };
       if (p) console.log(line('postfix', p) + `   (rounds: ${ps.map((r) => fmt(r.rate, 0)).join(', ')})`);
       console.log(line('forwarder', f) + `   (rounds: ${fs_.map((r) => fmt(r.rate, 0)).join(', ')})`);
       if (p) console.log(`    ratio forwarder/postfix: ${fmt(f.rate / p.rate, 2)}`);
