@@ -19,7 +19,7 @@ import { ROOT } from '../helpers/postino.js';
 const readJson = (file: string): Record<string, unknown> => JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
 
 /** Every method of the library common/smtp-server.ts depends on, named here on purpose (not read from the module under test). */
-const CONNECTION_METHODS = { init: 'overridden', send: 'overridden', close: 'overridden', _onClose: 'overridden', handler_QUIT: 'overridden', handler_EHLO: 'overridden', handler_MAIL: 'overridden', handler_RCPT: 'overridden', _createParser: 'overridden', _whenWritable: 'overridden', upgrade: 'overridden', _parseAddressCommand: 'overridden', _setListeners: 'called', connectionReady: 'called' } as const;
+const CONNECTION_METHODS = { init: 'overridden', send: 'overridden', close: 'overridden', _onClose: 'overridden', handler_QUIT: 'overridden', handler_EHLO: 'overridden', handler_MAIL: 'overridden', handler_RCPT: 'overridden', _createParser: 'overridden', _whenWritable: 'overridden', upgrade: 'overridden', _parseAddressCommand: 'overridden', _onCommand: 'overridden', _setListeners: 'called', connectionReady: 'called', _isSupported: 'called', _getHandler: 'called' } as const;
 const SERVER_METHODS = { connect: 'overridden', _expectsProxyHeader: 'overridden', _handleProxy: 'overridden', _onError: 'called', _onClientConnect: 'called' } as const;
 /** SMTPStream's: replaced on each parser by common/smtp-data-feed.ts, and called from there. */
 const STREAM_METHODS = { _feedDataStream: 'overridden', _countDataBytes: 'called', _endDataMode: 'called' } as const;
