@@ -74,6 +74,7 @@ import type { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { NetworkList, normalizeIp } from './cidr.js';
 import { PostinoError } from './errors.js';
 import { readProxyV2 } from './proxy-v2.js';
+import { feedOneCommandLine } from './smtp-command-line.js';
 import { feedDataStream } from './smtp-data-feed.js';
 
 export interface GreetingPolicy {
@@ -360,7 +361,7 @@ export class TunedConnection extends SMTPConnection {
     }
   }
 
-  /** Each parser (the first, and the TLS session's after STARTTLS) opens a batch per input chunk and scans DATA with smtp-data-feed.ts. */
+  /** Each parser (the first, and the TLS session's after STARTTLS) opens a batch per input chunk, takes a one-line chunk by smtp-command-line.ts and scans DATA with smtp-data-feed.ts. */
   override _createParser(): SMTPStream {
     const parser = super._createParser();
     parser._feedDataStream = feedDataStream;
@@ -369,11 +370,13 @@ export class TunedConnection extends SMTPConnection {
     // message), passing on the callback it got: the batch ends with the outermost callback.
     parser._write = (chunk: Buffer, encoding: BufferEncoding, next: (err?: Error | null) => void): void => {
       this.inInput = true;
-      write(chunk, encoding, (err?: Error | null) => {
+      const done = (err?: Error | null): void => {
         this.inInput = false;
         this.flushReplies();
         next(err);
-      });
+      };
+      // A lock-step client's chunk, one whole command line, without the library's string round trip (smtp-command-line.ts).
+      if (!feedOneCommandLine(parser, chunk, done)) write(chunk, encoding, done);
     };
     return parser;
   }
