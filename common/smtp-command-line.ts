@@ -21,7 +21,9 @@
  * nothing after it to dispatch, in either mode: the library's next pass finds no line
  * (command mode) or an empty rest (data mode), and finishes the write.
  * test/common/smtp-command-line.test.ts feeds the same chunks through this and the
- * library's method and compares the lines dispatched and when each write finished.
+ * library's method and compares the lines dispatched and when each write finished;
+ * test/common/smtp-server-seam.test.ts checks that the parser's fields read here
+ * (`_dataMode`, `isClosed`, `_remainder`, `_maxCommandLength`) still exist.
  */
 import type { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 

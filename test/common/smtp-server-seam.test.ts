@@ -71,3 +71,14 @@ test('the lists in common/smtp-server.ts name exactly the methods its classes ov
   assert.deepEqual([...STREAM_OVERRIDES].sort(), namesWith(STREAM_METHODS, 'overridden'));
   assert.deepEqual([...STREAM_CALLS].sort(), namesWith(STREAM_METHODS, 'called'));
 });
+
+test('SMTPStream keeps the state common/smtp-command-line.ts reads, under the same names', () => {
+  // A renamed field would read as undefined: `_dataMode` so would let the one-line path take body lines for commands.
+  const s = new SMTPStream() as unknown as Record<string, unknown>;
+  assert.equal(s._dataMode, false);
+  assert.equal(s.isClosed, false);
+  assert.equal(s._remainder, '');
+  assert.equal(typeof s._maxCommandLength, 'number');
+  (s as unknown as SMTPStream).startDataMode(10);
+  assert.equal(s._dataMode, true);
+});
