@@ -267,7 +267,7 @@ export async function benchForwarder(): Promise<void> {
         fs_.push(await measured(fwdPort, l, drained.forwarder));
       }
       // One latency round a side, with the probe, after the rate rounds (see the header).
-      let pl: Awaited<ReturnType<typeof latencyRound>> | undefined;
+      let pl: Pick<Result, 'p50' | 'p99'> | undefined;
       if (postfixOk) {
         await drained.forwarder();
         pl = await latencyRound(pfPort, l, drained.postfix);
