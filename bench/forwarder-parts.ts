@@ -13,6 +13,10 @@
  *           group-commits each body to LevelDB before its 250: what the
  *           forwarder's intake spends above it is its own code, and no Node
  *           intake on this machine goes below it
+ *   +queue  the same responder spooling with the forwarder's store, queue and
+ *           `accepted` log line (intake-floor.ts `queue`)
+ *   +stream and reading the body as the intake does, a stream opened at DATA
+ *           (`stream`): what `intake` spends above this row is its SMTP layer
  * Why apart: per-thread CPU per message moves far less from run to run than
  * throughput on a shared machine, so a change to either path is judged by it
  * (issue #17: the relay's body streams were found and measured this way).
@@ -29,6 +33,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { withAllocatorEnv } from '../app/allocator-env.js';
 import { V8_HEAP_FLAGS } from '../app/heap-flags.js';
+import type { FloorMode } from './intake-floor.js';
 import { freePorts, waitForPort } from '../test/helpers/ports.js';
 import { forwarderAdmin, forwarderQueueEmpty, startForwarder, waitUntil } from './forwarder-vs-postfix.js';
 import { smtpSource, startSmtpSink, threadCpuSeconds, type SourceLoad } from './pipeline-parts.js';
@@ -71,9 +76,22 @@ function line(name: string, ps: Part[]): string {
 
 const FLOOR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'intake-floor.ts');
 
-/** intake-floor.ts in its own process, with the forwarder's V8 and allocator settings. */
-async function spawnFloor(port: number, dir: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [...V8_HEAP_FLAGS, '--import', 'tsx', FLOOR, String(port), dir], { env: withAllocatorEnv(process.env), stdio: 'ignore' });
+/** The floor rows: intake-floor.ts's modes, in the order printed. */
+const FLOORS: ReadonlyArray<{ row: string; mode: FloorMode; what: string }> = [
+  { row: 'floor', mode: 'raw', what: 'bare Node responder + LevelDB group commit, intake-floor.ts' },
+  { row: '+queue', mode: 'queue', what: "the floor spooling with the forwarder's store, queue and accepted line" },
+  { row: '+stream', mode: 'stream', what: 'and the body read from a stream as the intake reads it' },
+];
+
+/**
+ * intake-floor.ts in its own process, with the forwarder's V8 and allocator settings; its
+ * stdout (the log, in the queue modes) to a file, as the forwarder's is here.
+ */
+async function spawnFloor(port: number, dir: string, mode: FloorMode): Promise<ChildProcess> {
+  fs.mkdirSync(dir, { recursive: true });
+  const out = fs.openSync(path.join(dir, 'floor.log'), 'w');
+  const child = spawn(process.execPath, [...V8_HEAP_FLAGS, '--import', 'tsx', FLOOR, String(port), path.join(dir, 'db'), mode], { env: withAllocatorEnv(process.env), stdio: ['ignore', out, 'ignore'] });
+  fs.closeSync(out); // the child has its own copy
   await waitForPort(port);
   return child;
 }
@@ -83,7 +101,7 @@ export async function benchForwarderParts(): Promise<void> {
   if (!base) return;
   const sink = await startSmtpSink();
   const load: SourceLoad = { sessions: 20, size: SIZE, messages: MESSAGES, reuse: REUSE };
-  const parts: Record<'intake' | 'drain' | 'both' | 'floor', Part[]> = { intake: [], drain: [], both: [], floor: [] };
+  const parts = { intake: [] as Part[], drain: [] as Part[], both: [] as Part[], floors: FLOORS.map(() => [] as Part[]) };
   try {
     for (let run = 0; run < RUNS; run++) {
       const dir = path.join(base, `run-${run}`);
@@ -116,14 +134,16 @@ export async function benchForwarderParts(): Promise<void> {
         fwd.kill('SIGTERM');
         await new Promise((r) => fwd.once('exit', r));
       }
-      const [floorPort] = (await freePorts(1)) as [number];
-      const floor = await spawnFloor(floorPort, path.join(dir, 'floor'));
-      try {
-        await smtpSource(floorPort, { ...load, messages: WARMUP });
-        parts.floor.push(await measure(floor.pid!, MESSAGES, () => timed(() => smtpSource(floorPort, load))));
-      } finally {
-        floor.kill('SIGTERM');
-        await new Promise((r) => floor.once('exit', r));
+      for (const [i, f] of FLOORS.entries()) {
+        const [floorPort] = (await freePorts(1)) as [number];
+        const floor = await spawnFloor(floorPort, path.join(dir, `floor-${f.mode}`), f.mode);
+        try {
+          await smtpSource(floorPort, { ...load, messages: WARMUP });
+          parts.floors[i]!.push(await measure(floor.pid!, MESSAGES, () => timed(() => smtpSource(floorPort, load))));
+        } finally {
+          floor.kill('SIGTERM');
+          await new Promise((r) => floor.once('exit', r));
+        }
       }
     }
     const over = REUSE ? '20 reused connections (smtp-source -d)' : '20 sessions, one message per connection';
@@ -131,7 +151,7 @@ export async function benchForwarderParts(): Promise<void> {
     console.log(line('intake', parts.intake) + '   [relay paused]');
     console.log(line('drain', parts.drain) + '   [relay resumed, nothing arriving]');
     console.log(line('both', parts.both) + '   [intake rate; CPU until the spool is empty]');
-    console.log(line('floor', parts.floor) + '   [bare Node responder + LevelDB group commit, intake-floor.ts]');
+    for (const [i, f] of FLOORS.entries()) console.log(line(f.row, parts.floors[i]!) + `   [${f.what}]`);
   } finally {
     sink.stop();
     fs.rmSync(base, { recursive: true, force: true });
