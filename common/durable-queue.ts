@@ -111,6 +111,8 @@ const DUE_INDEX_REBUILD_RETRY_MS = 10_000;
 const FULL_SCAN_INTERVAL_MS = 250;
 /** Width of the zero-padded due time in keys: ms timestamps stay 13 digits until year 2286. */
 const DUE_WIDTH = 15;
+/** A due key's value: the key is all; one shared empty Buffer (LevelDB copies what it writes) rather than one a message. */
+const NO_VALUE = Buffer.alloc(0);
 
 /**
  * Where a body is: `inline`, the record's b! value; `file`, blobs/<name>. A handed-over body (see
@@ -391,7 +393,7 @@ export class DurableQueue<M> {
   private recordOps(rec: QueueRecord<M>): BatchOp[] {
     return [
       { type: 'put', key: this.mKey(rec.id), value: Buffer.from(JSON.stringify(rec)) },
-      { type: 'put', key: this.dKey(rec.due, rec.id), value: Buffer.alloc(0) },
+      { type: 'put', key: this.dKey(rec.due, rec.id), value: NO_VALUE },
     ];
   }
 
@@ -521,7 +523,9 @@ export class DurableQueue<M> {
 
   /** Makes prepared messages visible; with `sync` (the default) durably. */
   async commitPrepared(prepared: Prepared<M>[], extraOps: BatchOp[] = [], sync = true): Promise<void> {
-    await this.store.commit([...prepared.flatMap((p) => p.ops), ...extraOps], { sync });
+    // One message and nothing else (every intake's accept at the forwarder): its own ops, no copy.
+    const ops = prepared.length === 1 && extraOps.length === 0 ? prepared[0]!.ops : [...prepared.flatMap((p) => p.ops), ...extraOps];
+    await this.store.commit(ops, { sync });
     this.added(prepared.length);
   }
 

@@ -5,6 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pino } from 'pino';
+import { isoTimeStamp } from '../../common/log.js';
 
 const LOG_TS = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'common', 'log.ts')).href;
 
@@ -71,4 +73,38 @@ test('a line logged before an uncaught exception is still written', () => {
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /boom/);
   assert.deepEqual(r.lines.map((l) => l.event), ['about-to-fail']);
+});
+
+test("each line's time is pino's isoTime of the millisecond it was logged in, formatted once a millisecond", (t) => {
+  let now = Date.parse('2026-12-04T17:30:00.123Z');
+  t.mock.method(Date, 'now', () => now);
+  const first = isoTimeStamp();
+  // The same fragment pino's own isoTime makes (what the lines carried before, what log readers parse).
+  assert.equal(first, pino.stdTimeFunctions.isoTime());
+  assert.equal(first, ',"time":"2026-12-04T17:30:00.123Z"');
+  assert.equal(isoTimeStamp(), first, 'the same millisecond: the same string');
+  now += 1;
+  assert.equal(isoTimeStamp(), ',"time":"2026-12-04T17:30:00.124Z"', 'the next millisecond: a new one');
+  now -= 5_000; // a clock stepped back is followed too
+  assert.equal(isoTimeStamp(), pino.stdTimeFunctions.isoTime());
+  assert.equal(isoTimeStamp(), ',"time":"2026-12-04T17:29:55.124Z"');
+});
+
+test('lines logged in a real process carry the time they were logged at', () => {
+  const r = runChild(`
+    const log = createLogger('forwarder', 'info');
+    const before = Date.now();
+    for (let i = 0; i < 50; i++) log.info({ n: i }, 'line');
+    await linesWritten();
+    await new Promise((r) => setTimeout(r, 5));
+    log.info({ n: 50, before, after: Date.now() }, 'last');
+    await linesWritten();
+  `);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.lines.length, 51);
+  const last = r.lines[50]!;
+  const times = r.lines.map((l) => Date.parse(String(l.time)));
+  for (const [i, ms] of times.entries()) assert.ok(ms >= Number(last.before), `line ${i}: ${String(r.lines[i]!.time)} not before the first was logged`);
+  // The last line, logged 5 ms later, has a later stamp than the burst before it: the cache moved on.
+  assert.ok(times[50]! > times[0]! && times[50]! <= Number(last.after), `last line at ${String(last.time)}`);
 });
