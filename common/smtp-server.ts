@@ -74,6 +74,7 @@ import type { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { NetworkList, normalizeIp } from './cidr.js';
 import { PostinoError } from './errors.js';
 import { readProxyV2 } from './proxy-v2.js';
+import { plainAddressCommand } from './smtp-address.js';
 import { feedOneCommandLine } from './smtp-command-line.js';
 import { feedDataStream } from './smtp-data-feed.js';
 
@@ -209,7 +210,9 @@ export class TunedConnection extends SMTPConnection {
 
   /** 555 for a parameter we do not offer, 553 for UTF-8 without SMTPUTF8; undefined lets smtp-server go on. */
   private parameterRefusal(verb: 'mail from' | 'rcpt to', command: Buffer): PostinoError | undefined {
-    const parsed = super._parseAddressCommand(verb, command);
+    // The plain form by a direct scan (smtp-address.ts: the same object); anything else by smtp-server.
+    const plain = plainAddressCommand(verb, command);
+    const parsed = plain ?? super._parseAddressCommand(verb, command);
     // Read only here; smtp-server's handler gets this object as its own parse (see parsedOnce).
     this.parsedOnce = { verb, command, parsed };
     if (!parsed) return undefined; // smtp-server answers the syntax error
@@ -222,7 +225,8 @@ export class TunedConnection extends SMTPConnection {
     if (typeof args.ORCPT === 'string' && args.ORCPT.length > MAX_ORCPT_CHARS) return new PostinoError('BAD_REQUEST', `ORCPT longer than ${MAX_ORCPT_CHARS} characters`);
     if (verb === 'rcpt to' && !this.session.envelope.mailFrom) return undefined; // smtp-server answers 503
     const utf8 = verb === 'mail from' ? args.SMTPUTF8 === true : Boolean(this.session.envelope.smtpUtf8);
-    if (!utf8 && hasNonAscii(command)) return new PostinoError('UTF8_NOT_ENABLED', 'Non-ASCII address needs the SMTPUTF8 parameter on MAIL FROM');
+    // A plain line is ASCII throughout.
+    if (!utf8 && !plain && hasNonAscii(command)) return new PostinoError('UTF8_NOT_ENABLED', 'Non-ASCII address needs the SMTPUTF8 parameter on MAIL FROM');
     return undefined;
   }
 

@@ -74,12 +74,11 @@ test('MAIL and RCPT are parsed once each, and smtp-server records what the clien
     assert.match(await c.cmd('RCPT TO:<x@example.org> XBAR=2'), /^555 /);
     assert.match(await c.cmd('RCPT TO:<y@example.org> NOTIFY=FAILURE,DELAY ORCPT=rfc822;o@example.org'), /^250 /);
     assert.match(await c.cmd('RCPT TO:<z@example.org>'), /^250 /);
-    assert.deepEqual(seen, ['from s@example.org {"RET":"HDRS","ENVID":"e1"}', 'to y@example.org {"notify":["FAILURE","DELAY"],"orcpt":"rfc822;o@example.org"}', 'to z@example.org null']);
-    // One parse per command: the refusal check's, handed to smtp-server's handler (a second would double every entry).
-    assert.deepEqual(
-      parses.map((p) => p.split(' ')[0] + ' ' + p.split(' ')[1]),
-      ['MAIL FROM:<a@example.org>', 'MAIL FROM:a@example.org', 'MAIL FROM:<s@example.org>', 'RCPT TO:<x@example.org>', 'RCPT TO:<y@example.org>', 'RCPT TO:<z@example.org>'],
-    );
+    assert.match(await c.cmd('RCPT TO: <w@example.org>'), /^250 /); // a space after the colon: not the plain form
+    assert.deepEqual(seen, ['from s@example.org {"RET":"HDRS","ENVID":"e1"}', 'to y@example.org {"notify":["FAILURE","DELAY"],"orcpt":"rfc822;o@example.org"}', 'to z@example.org null', 'to w@example.org null']);
+    // The plain lines are parsed by smtp-address.ts alone; the others by smtp-server once each: the
+    // refusal check's parse, handed to smtp-server's handler (a second would double an entry).
+    assert.deepEqual(parses, ['MAIL FROM:a@example.org', 'RCPT TO: <w@example.org>']);
   } finally {
     proto._parseAddressCommand = original;
     c.close();
