@@ -71,6 +71,24 @@ async function* map<T, U>(it: AsyncIterable<T>, fn: (t: T) => U): AsyncGenerator
   for await (const t of it) yield fn(t);
 }
 
+/**
+ * The response body with its first chunk read before the reply is sent. Why: once a streamed
+ * reply is sent its status and headers are committed, and a read that fails then can only cut
+ * the connection, which a client sees as a reset with no status (the multi-node test's feed read
+ * right after PostgreSQL came back failed so, once in a CI run). The first chunk holds the feed's
+ * first query; an error there (PostgreSQL unavailable: 503) becomes the error response a client
+ * can retry on. An error further on still cuts the stream, after the events sent so far.
+ */
+async function primed(body: AsyncGenerator<string>): Promise<Readable> {
+  const first = await body.next();
+  async function* whole(): AsyncGenerator<string> {
+    if (first.done) return;
+    yield first.value;
+    yield* body;
+  }
+  return Readable.from(whole(), { objectMode: false });
+}
+
 export interface EventRouteDeps {
   events: EventLog;
   /** Where the feeds read (the global feed with storage.postgres); absent: `events`. */
@@ -92,7 +110,7 @@ export function registerEventRoutes(app: FastifyInstance, d: EventRouteDeps): vo
   app.get('/api/events', async (req, reply) => {
     const q = parseFeedQuery(req.query, accountScope(req, requestedAccount(req)));
     const body = chunked(map(track(q.account, matching(events, feed, q, await topNow())), (e) => JSON.stringify(e) + '\n'));
-    return reply.type('application/x-ndjson').send(Readable.from(body, { objectMode: false }));
+    return reply.type('application/x-ndjson').send(await primed(body));
   });
 
   app.get('/api/events.csv', async (req, reply) => {
@@ -113,7 +131,7 @@ export function registerEventRoutes(app: FastifyInstance, d: EventRouteDeps): vo
     }
     const csv = new EventCsv(keys);
     const body = chunked(map(track(q.account, matching(events, feed, q, top)), (e) => csv.row(e)), csv.header());
-    return reply.type('text/csv; charset=utf-8').send(Readable.from(body, { objectMode: false }));
+    return reply.type('text/csv; charset=utf-8').send(await primed(body));
   });
 
   app.get('/api/messages/:id', async (req) => {
