@@ -27,6 +27,7 @@
  * test/common/smtp-address.test.ts holds that to smtp-server's own parser over a
  * generated corpus of lines of both kinds.
  */
+import { DOT } from './line-scan.js';
 
 /** What smtp-server's `_parseAddressCommand` returns for a line it accepts (without a duplicate). */
 export interface ParsedAddress {
@@ -37,7 +38,6 @@ export interface ParsedAddress {
 const LT = 0x3c;
 const GT = 0x3e;
 const AT = 0x40;
-const DOT = 0x2e;
 const SPACE = 0x20;
 const EQ = 0x3d;
 const PLUS = 0x2b;
