@@ -5,7 +5,7 @@
  * of 2 KB, relayed to a capture sink. 50, not 20: the sink runs in this test's
  * process on the same 2 cores, and with 20 sessions a starved smtp-source left
  * the forwarder's loop waiting for commands often enough that its utilisation
- * stayed near the 0.9 that counts as saturated (the relay stepped back 0-0.8 s
+ * stayed near the 0.9 that counted as saturated then (the relay stepped back 0-0.8 s
  * of a 3-5 s burst on 2026-12-03, once not at all in CI); with 50 some session
  * always has a command waiting, as a busy app pool would. The relay steps
  * back while the burst lasts (its metrics say so), every message still
