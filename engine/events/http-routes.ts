@@ -78,15 +78,24 @@ async function* map<T, U>(it: AsyncIterable<T>, fn: (t: T) => U): AsyncGenerator
  * right after PostgreSQL came back failed so, once in a CI run). The first chunk holds the feed's
  * first query; an error there (PostgreSQL unavailable: 503) becomes the error response a client
  * can retry on. An error further on still cuts the stream, after the events sent so far.
+ * An iterator object, not a generator around `body`: a stream destroyed before its first read (the
+ * client gone) returns the iterator it was made from, and a generator not yet started would end
+ * without returning `body`, leaving the feed's scan (a LevelDB iterator) open.
  */
-async function primed(body: AsyncGenerator<string>): Promise<Readable> {
-  const first = await body.next();
-  async function* whole(): AsyncGenerator<string> {
-    if (first.done) return;
-    yield first.value;
-    yield* body;
-  }
-  return Readable.from(whole(), { objectMode: false });
+export async function primed(body: AsyncGenerator<string>): Promise<Readable> {
+  let first: IteratorResult<string> | undefined = await body.next();
+  const whole: AsyncIterableIterator<string> = {
+    next() {
+      const r = first;
+      first = undefined;
+      return r ? Promise.resolve(r) : body.next();
+    },
+    return: (value?: unknown) => body.return(value),
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
+  return Readable.from(whole, { objectMode: false });
 }
 
 export interface EventRouteDeps {

@@ -5,7 +5,8 @@
  * not a connection cut before any byte (which it sees as a reset; the multi-node test's feed read
  * right after PostgreSQL came back failed so once). The feed here is a FeedSource whose first
  * scan fails as pg-feed.ts's does (sharedQuery's SHARED_STATE_UNAVAILABLE); routes, error handler
- * and HTTP are the real ones, over a socket.
+ * and HTTP are the real ones, over a socket. `primed()` itself is also held to closing the feed's
+ * body when its stream is destroyed before the first read (a client gone), as the stream it replaced did.
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -17,7 +18,7 @@ import { unavailable } from '../../../common/storage/postgres/pool.js';
 import { Store } from '../../../common/store.js';
 import { EventLog } from '../../../engine/events/event-log.js';
 import type { FeedSource } from '../../../engine/events/feed-source.js';
-import { registerEventRoutes } from '../../../engine/events/http-routes.js';
+import { primed, registerEventRoutes } from '../../../engine/events/http-routes.js';
 import { MessageHistoryIndex } from '../../../engine/events/message-history.js';
 import { tempDir } from '../../helpers/postino.js';
 
@@ -83,4 +84,53 @@ test('an empty range answers 200 with an empty body', async () => {
   const r = await get(`/api/events?after=${EVENTS.length}`);
   assert.equal(r.status, 200);
   assert.equal(await r.text(), '');
+});
+
+/** A feed body that records whether it was returned (its scan closed) and how far it was read. */
+function recordingBody(chunks: string[]): { body: AsyncGenerator<string>; closed: () => boolean; read: () => number } {
+  let closed = false;
+  let read = 0;
+  async function* body(): AsyncGenerator<string> {
+    try {
+      for (const c of chunks) {
+        read++;
+        yield c;
+      }
+    } finally {
+      closed = true;
+    }
+  }
+  return { body: body(), closed: () => closed, read: () => read };
+}
+
+const drain = async (r: NodeJS.ReadableStream): Promise<string> => {
+  let out = '';
+  for await (const c of r) out += String(c);
+  return out;
+};
+
+test('primed(): the first chunk is read before the stream exists, then every chunk in order, once', async () => {
+  const b = recordingBody(['a', 'b', 'c']);
+  const stream = await primed(b.body);
+  assert.equal(b.read(), 1, 'the first chunk read before the reply');
+  assert.equal(await drain(stream), 'abc');
+  assert.equal(b.closed(), true);
+  assert.equal(await drain(await primed(recordingBody([]).body)), '', 'an empty body: an empty stream');
+});
+
+test('primed(): a stream destroyed before its first read (the client gone) still closes the feed body', async () => {
+  const b = recordingBody(['a', 'b', 'c']);
+  const stream = await primed(b.body);
+  stream.destroy();
+  await new Promise<void>((resolve) => stream.once('close', () => resolve()));
+  for (let i = 0; i < 20 && !b.closed(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(b.closed(), true, "the body's finally ran: its scan is not left open");
+  assert.equal(b.read(), 1, 'nothing read past the first chunk');
+});
+
+test('primed(): a first read that fails rejects, so the route answers with the error', async () => {
+  async function* failing(): AsyncGenerator<string> {
+    throw unavailable(new Error('Connection terminated unexpectedly'), 'event feed');
+  }
+  await assert.rejects(primed(failing()), /unavailable for event feed/);
 });
