@@ -31,6 +31,10 @@
  * could sustain of that load, taken and relayed, whatever the relay under test
  * did better (issue #17: on a slow day the `-d` row is bounded by it). Intake
  * alone can run above it for a round while the queue grows (Postfix's does).
+ * The forwarder's main thread, CPU per message during each rate round: the same
+ * build's work a message is the same, so what moves it between rounds is the
+ * VM (its host's load is not reported to this guest as steal time), and the
+ * round's rate moves with it (issue #17, thirty-fourth round).
  *
  * Needs Debian's postfix package (smtp-source, smtp-sink, postfix), installed
  * when missing (postfix-peer.ts), and root (Postfix's master must start as root).
@@ -49,7 +53,7 @@ import { freePorts, waitForPort } from '../test/helpers/ports.js';
 import { startPostfix, type Postfix } from '../test/helpers/postfix.js';
 import { withAllocatorEnv } from '../app/allocator-env.js';
 import { V8_HEAP_FLAGS } from '../app/heap-flags.js';
-import { benchNodeFlags, machineCpuSeconds } from './pipeline-parts.js';
+import { benchNodeFlags, machineCpuSeconds, threadCpuSeconds } from './pipeline-parts.js';
 import { postfixBenchDir } from './postfix-peer.js';
 import { fmt, summarize } from './stats.js';
 
@@ -133,6 +137,8 @@ interface Result {
   p99: number;
   /** Machine CPU ms per message, the round's drain included (see the header); set by `measured`. */
   cpuMs?: number;
+  /** The forwarder's main thread, CPU ms per message during the load (see the header); set by `measured`. */
+  mainMs?: number;
 }
 
 /** Runs smtp-source against port; with `probe`, a latency probe runs alongside. */
@@ -154,10 +160,15 @@ async function load(port: number, l: Load, messages: number, probe = true): Prom
   return { rate: messages / secs, p50: lt.p50, p99: lt.p99 };
 }
 
-/** A measured round: the load alone, then its queue drained, with the machine's CPU over both. */
-async function measured(port: number, l: Load, drained: () => Promise<void>): Promise<Result> {
+/**
+ * A measured round: the load alone, then its queue drained, with the machine's CPU over both;
+ * with `pid` (the forwarder's), also its main thread's CPU during the load alone.
+ */
+async function measured(port: number, l: Load, drained: () => Promise<void>, pid?: number): Promise<Result> {
   const c0 = machineCpuSeconds();
+  const m0 = pid === undefined ? 0 : threadCpuSeconds(pid).main;
   const r = await load(port, l, l.messages, false);
+  if (pid !== undefined) r.mainMs = ((threadCpuSeconds(pid).main - m0) * 1000) / l.messages;
   await drained();
   r.cpuMs = ((machineCpuSeconds() - c0) * 1000) / l.messages;
   return r;
@@ -264,7 +275,7 @@ export async function benchForwarder(): Promise<void> {
         }
         await drained.postfix();
         await drained.forwarder();
-        fs_.push(await measured(fwdPort, l, drained.forwarder));
+        fs_.push(await measured(fwdPort, l, drained.forwarder, fwd.pid));
       }
       // One latency round a side, with the probe, after the rate rounds (see the header).
       let pl: Pick<Result, 'p50' | 'p99'> | undefined;
@@ -277,7 +288,7 @@ export async function benchForwarder(): Promise<void> {
       const p = ps.length ? { ...median(ps), ...pl } : undefined;
       const f = { ...median(fs_), ...fl };
       if (p) console.log(line('postfix', p) + `   (rounds: ${ps.map((r) => fmt(r.rate, 0)).join(', ')})`);
-      console.log(line('forwarder', f) + `   (rounds: ${fs_.map((r) => fmt(r.rate, 0)).join(', ')})`);
+      console.log(line('forwarder', f) + `   (rounds: ${fs_.map((r) => fmt(r.rate, 0)).join(', ')}; its main thread ${fs_.map((r) => fmt(r.mainMs ?? NaN, 3)).join(', ')} ms/msg)`);
       if (p) console.log(`    ratio forwarder/postfix: ${fmt(f.rate / p.rate, 2)}`);
     }
     console.log(`  forwarder peak RSS: ${peakRssMiB(fwd.pid!)} MiB`);
