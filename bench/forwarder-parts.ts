@@ -27,14 +27,11 @@
  * is started as user postfix (pipeline-parts.ts startSmtpSink).
  * Side effects: a temp dir, processes it starts and stops by pid.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { withAllocatorEnv } from '../app/allocator-env.js';
-import { V8_HEAP_FLAGS } from '../app/heap-flags.js';
 import type { FloorMode } from './intake-floor.js';
-import { freePorts, waitForPort } from '../test/helpers/ports.js';
+import { freePorts } from '../test/helpers/ports.js';
+import { spawnFloor, stopFloor } from './floor-process.js';
 import { forwarderAdmin, forwarderQueueEmpty, startForwarder, waitUntil } from './forwarder-vs-postfix.js';
 import { smtpSource, startSmtpSink, threadCpuSeconds, type SourceLoad } from './pipeline-parts.js';
 import { postfixBenchDir } from './postfix-peer.js';
@@ -74,27 +71,12 @@ function line(name: string, ps: Part[]): string {
   return `  ${name.padEnd(7)} ${fmt(med('rate'), 0).padStart(6)} msgs/s   main thread ${fmt(med('main'), 3)} ms/msg   other threads ${fmt(med('others'), 3)} ms/msg   (runs: ${all('rate', 0)} msgs/s; main ${all('main', 3)})`;
 }
 
-const FLOOR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'intake-floor.ts');
-
 /** The floor rows: intake-floor.ts's modes, in the order printed. */
 const FLOORS: ReadonlyArray<{ row: string; mode: FloorMode; what: string }> = [
   { row: 'floor', mode: 'raw', what: 'bare Node responder + LevelDB group commit, intake-floor.ts' },
   { row: '+queue', mode: 'queue', what: "the floor spooling with the forwarder's store, queue and accepted line" },
   { row: '+stream', mode: 'stream', what: 'and the body read from a stream as the intake reads it' },
 ];
-
-/**
- * intake-floor.ts in its own process, with the forwarder's V8 and allocator settings; its
- * stdout (the log, in the queue modes) to a file, as the forwarder's is here.
- */
-async function spawnFloor(port: number, dir: string, mode: FloorMode): Promise<ChildProcess> {
-  fs.mkdirSync(dir, { recursive: true });
-  const out = fs.openSync(path.join(dir, 'floor.log'), 'w');
-  const child = spawn(process.execPath, [...V8_HEAP_FLAGS, '--import', 'tsx', FLOOR, String(port), path.join(dir, 'db'), mode], { env: withAllocatorEnv(process.env), stdio: ['ignore', out, 'ignore'] });
-  fs.closeSync(out); // the child has its own copy
-  await waitForPort(port);
-  return child;
-}
 
 export async function benchForwarderParts(): Promise<void> {
   const base = postfixBenchDir('fwd-parts');
@@ -141,8 +123,7 @@ export async function benchForwarderParts(): Promise<void> {
           await smtpSource(floorPort, { ...load, messages: WARMUP });
           parts.floors[i]!.push(await measure(floor.pid!, MESSAGES, () => timed(() => smtpSource(floorPort, load))));
         } finally {
-          floor.kill('SIGTERM');
-          await new Promise((r) => floor.once('exit', r));
+          await stopFloor(floor);
         }
       }
     }

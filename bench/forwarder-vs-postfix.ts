@@ -35,6 +35,13 @@
  * build's work a message is the same, so what moves it between rounds is the
  * VM (its host's load is not reported to this guest as steal time), and the
  * round's rate moves with it (issue #17, thirty-fourth round).
+ * The floor, at `-d` only: a third side taking the same rounds after the
+ * forwarder, bench/intake-floor.ts (a bare Node responder that group-commits
+ * each body to LevelDB before its 250: no parser library, checks, queue, log
+ * or relay). No Node intake of this load goes faster on the same machine in
+ * the same minutes, so it tells how fast the machine is that day: the same
+ * forwarder build took 0.088 ms of main thread a message here on 2026-12-01
+ * and 0.177 on the VM of 2026-12-05 (issue #17, thirty-fifth round).
  *
  * Needs Debian's postfix package (smtp-source, smtp-sink, postfix), installed
  * when missing (postfix-peer.ts), and root (Postfix's master must start as root).
@@ -53,6 +60,7 @@ import { freePorts, waitForPort } from '../test/helpers/ports.js';
 import { startPostfix, type Postfix } from '../test/helpers/postfix.js';
 import { withAllocatorEnv } from '../app/allocator-env.js';
 import { V8_HEAP_FLAGS } from '../app/heap-flags.js';
+import { spawnFloor, stopFloor } from './floor-process.js';
 import { benchNodeFlags, machineCpuSeconds, threadCpuSeconds } from './pipeline-parts.js';
 import { postfixBenchDir } from './postfix-peer.js';
 import { fmt, summarize } from './stats.js';
@@ -238,11 +246,12 @@ function line(who: string, r: Result): string {
 export async function benchForwarder(): Promise<void> {
   const base = postfixBenchDir('fwd');
   if (!base) return;
-  const [pfPort, pfSinkPort, fwdPort, fwdAdmin, fwdSinkPort] = (await freePorts(5)) as [number, number, number, number, number];
+  const [pfPort, pfSinkPort, fwdPort, fwdAdmin, fwdSinkPort, floorPort] = (await freePorts(6)) as [number, number, number, number, number, number];
   const sinks = [smtpSink(pfSinkPort), smtpSink(fwdSinkPort)];
   let pf: Postfix | undefined;
   let postfixOk = true;
   let fwd: ChildProcess | undefined;
+  let floor: ChildProcess | undefined;
   try {
     try {
       // Postfix as shipped, but for the relayhost; no client connection limits (one client runs the load).
@@ -265,8 +274,14 @@ export async function benchForwarder(): Promise<void> {
       // processes on first use, and V8 compiles the forwarder's hot paths.
       if (postfixOk) await load(pfPort, l, warmup, false);
       await load(fwdPort, l, warmup, false);
+      // The -d load's yardstick (see the header): the floor takes turns with the two relays.
+      if (l.reuse) {
+        floor = await spawnFloor(floorPort, path.join(base, 'floor'), 'raw');
+        await load(floorPort, l, warmup, false);
+      }
       const ps: Result[] = [];
       const fs_: Result[] = [];
+      const fl_: Result[] = [];
       for (let round = 0; round < ROUNDS; round++) {
         if (postfixOk) {
           await drained.postfix();
@@ -276,6 +291,11 @@ export async function benchForwarder(): Promise<void> {
         await drained.postfix();
         await drained.forwarder();
         fs_.push(await measured(fwdPort, l, drained.forwarder, fwd.pid));
+        if (floor) fl_.push(await measured(floorPort, l, async () => undefined, floor.pid));
+      }
+      if (floor) {
+        await stopFloor(floor);
+        floor = undefined;
       }
       // One latency round a side, with the probe, after the rate rounds (see the header).
       let pl: Pick<Result, 'p50' | 'p99'> | undefined;
@@ -290,10 +310,16 @@ export async function benchForwarder(): Promise<void> {
       if (p) console.log(line('postfix', p) + `   (rounds: ${ps.map((r) => fmt(r.rate, 0)).join(', ')})`);
       console.log(line('forwarder', f) + `   (rounds: ${fs_.map((r) => fmt(r.rate, 0)).join(', ')}; its main thread ${fs_.map((r) => fmt(r.mainMs ?? NaN, 3)).join(', ')} ms/msg)`);
       if (p) console.log(`    ratio forwarder/postfix: ${fmt(f.rate / p.rate, 2)}`);
+      if (fl_.length) {
+        const m = median(fl_);
+        console.log(`    ${'floor'.padEnd(10)} ${fmt(m.rate, 0).padStart(6)} msgs/s accepted   (rounds: ${fl_.map((r) => fmt(r.rate, 0)).join(', ')}; its main thread ${fl_.map((r) => fmt(r.mainMs ?? NaN, 3)).join(', ')} ms/msg)   [bench/intake-floor.ts: bare Node responder + LevelDB group commit, no relay]`);
+        console.log(`    ratio forwarder/floor: ${fmt(f.rate / m.rate, 2)}`);
+      }
     }
     console.log(`  forwarder peak RSS: ${peakRssMiB(fwd.pid!)} MiB`);
     if (!postfixOk) console.log('  (no Postfix figures: see above)');
   } finally {
+    if (floor) await stopFloor(floor);
     if (fwd && fwd.exitCode === null) {
       const f = fwd;
       f.kill('SIGTERM');
