@@ -38,10 +38,11 @@
  * The floor, at `-d` only: a third side taking the same rounds after the
  * forwarder, bench/intake-floor.ts (a bare Node responder that group-commits
  * each body to LevelDB before its 250: no parser library, checks, queue, log
- * or relay). No Node intake of this load goes faster on the same machine in
- * the same minutes, so it tells how fast the machine is that day: the same
- * forwarder build took 0.088 ms of main thread a message here on 2026-12-01
- * and 0.177 on the VM of 2026-12-05 (issue #17, thirty-fifth round).
+ * or relay), a fresh one each round after its own warm-up. No Node intake of
+ * this load goes faster on the same machine in the same minutes, so it tells
+ * how fast the machine is that day: the same forwarder build took 0.088 ms of
+ * main thread a message here on 2026-12-01 and 0.177 on the VM of 2026-12-05
+ * (issue #17, thirty-fifth round).
  *
  * Needs Debian's postfix package (smtp-source, smtp-sink, postfix), installed
  * when missing (postfix-peer.ts), and root (Postfix's master must start as root).
@@ -274,11 +275,6 @@ export async function benchForwarder(): Promise<void> {
       // processes on first use, and V8 compiles the forwarder's hot paths.
       if (postfixOk) await load(pfPort, l, warmup, false);
       await load(fwdPort, l, warmup, false);
-      // The -d load's yardstick (see the header): the floor takes turns with the two relays.
-      if (l.reuse) {
-        floor = await spawnFloor(floorPort, path.join(base, 'floor'), 'raw');
-        await load(floorPort, l, warmup, false);
-      }
       const ps: Result[] = [];
       const fs_: Result[] = [];
       const fl_: Result[] = [];
@@ -291,11 +287,18 @@ export async function benchForwarder(): Promise<void> {
         await drained.postfix();
         await drained.forwarder();
         fs_.push(await measured(fwdPort, l, drained.forwarder, fwd.pid));
-        if (floor) fl_.push(await measured(floorPort, l, async () => undefined, floor.pid));
-      }
-      if (floor) {
-        await stopFloor(floor);
-        floor = undefined;
+        // The -d load's yardstick (see the header), after the forwarder's round: a fresh floor
+        // each round, as the forwarder starts each on a compacted spool (the floor keeps every
+        // body it takes, and LevelDB's compactions of a growing database would run during it).
+        if (l.reuse) {
+          const dir = path.join(base, `floor-${round}`);
+          floor = await spawnFloor(floorPort, dir, 'raw');
+          await load(floorPort, l, warmup, false);
+          fl_.push(await measured(floorPort, l, async () => undefined, floor.pid));
+          await stopFloor(floor);
+          floor = undefined;
+          fs.rmSync(dir, { recursive: true, force: true });
+        }
       }
       // One latency round a side, with the probe, after the rate rounds (see the header).
       let pl: Pick<Result, 'p50' | 'p99'> | undefined;
