@@ -5,7 +5,7 @@
  * it beside the forwarder (`bench -- forwarder`'s `-d` load, `bench --
  * forwarder-parts`). Its stdout (the log, in the queue modes) goes to
  * <dir>/floor.log, as the forwarder's does there.
- * Side effects: <dir>, a process the caller stops by pid.
+ * Side effects: <dir>, a process the caller stops (pipeline-parts.ts stopChild).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -25,12 +25,4 @@ export async function spawnFloor(port: number, dir: string, mode: FloorMode): Pr
   fs.closeSync(out); // the child has its own copy
   await waitForPort(port);
   return child;
-}
-
-/** Stops a floor started by spawnFloor and waits for it to be gone. */
-export async function stopFloor(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const gone = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await gone;
 }

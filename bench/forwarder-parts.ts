@@ -31,9 +31,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { FloorMode } from './intake-floor.js';
 import { freePorts } from '../test/helpers/ports.js';
-import { spawnFloor, stopFloor } from './floor-process.js';
+import { spawnFloor } from './floor-process.js';
 import { forwarderAdmin, forwarderQueueEmpty, startForwarder, waitUntil } from './forwarder-vs-postfix.js';
-import { smtpSource, startSmtpSink, threadCpuSeconds, type SourceLoad } from './pipeline-parts.js';
+import { smtpSource, startSmtpSink, stopChild, threadCpuSeconds, type SourceLoad } from './pipeline-parts.js';
 import { postfixBenchDir } from './postfix-peer.js';
 import { fmt } from './stats.js';
 
@@ -113,8 +113,7 @@ export async function benchForwarderParts(): Promise<void> {
           }),
         );
       } finally {
-        fwd.kill('SIGTERM');
-        await new Promise((r) => fwd.once('exit', r));
+        await stopChild(fwd);
       }
       for (const [i, f] of FLOORS.entries()) {
         const [floorPort] = (await freePorts(1)) as [number];
@@ -123,7 +122,7 @@ export async function benchForwarderParts(): Promise<void> {
           await smtpSource(floorPort, { ...load, messages: WARMUP });
           parts.floors[i]!.push(await measure(floor.pid!, MESSAGES, () => timed(() => smtpSource(floorPort, load))));
         } finally {
-          await stopFloor(floor);
+          await stopChild(floor);
         }
       }
     }

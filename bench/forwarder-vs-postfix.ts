@@ -61,8 +61,8 @@ import { freePorts, waitForPort } from '../test/helpers/ports.js';
 import { startPostfix, type Postfix } from '../test/helpers/postfix.js';
 import { withAllocatorEnv } from '../app/allocator-env.js';
 import { V8_HEAP_FLAGS } from '../app/heap-flags.js';
-import { spawnFloor, stopFloor } from './floor-process.js';
-import { benchNodeFlags, machineCpuSeconds, threadCpuSeconds } from './pipeline-parts.js';
+import { spawnFloor } from './floor-process.js';
+import { benchNodeFlags, machineCpuSeconds, stopChild, threadCpuSeconds } from './pipeline-parts.js';
 import { postfixBenchDir } from './postfix-peer.js';
 import { fmt, summarize } from './stats.js';
 
@@ -146,7 +146,7 @@ interface Result {
   p99: number;
   /** Machine CPU ms per message, the round's drain included (see the header); set by `measured`. */
   cpuMs?: number;
-  /** The forwarder's main thread, CPU ms per message during the load (see the header); set by `measured`. */
+  /** The main thread of the process under test (the forwarder, or the floor), CPU ms per message during the load (see the header); set by `measured`. */
   mainMs?: number;
 }
 
@@ -171,7 +171,7 @@ async function load(port: number, l: Load, messages: number, probe = true): Prom
 
 /**
  * A measured round: the load alone, then its queue drained, with the machine's CPU over both;
- * with `pid` (the forwarder's), also its main thread's CPU during the load alone.
+ * with `pid` (the forwarder's or the floor's), also that process's main-thread CPU during the load alone.
  */
 async function measured(port: number, l: Load, drained: () => Promise<void>, pid?: number): Promise<Result> {
   const c0 = machineCpuSeconds();
@@ -295,7 +295,7 @@ export async function benchForwarder(): Promise<void> {
           floor = await spawnFloor(floorPort, dir, 'raw');
           await load(floorPort, l, warmup, false);
           fl_.push(await measured(floorPort, l, async () => undefined, floor.pid));
-          await stopFloor(floor);
+          await stopChild(floor);
           floor = undefined;
           fs.rmSync(dir, { recursive: true, force: true });
         }
@@ -322,12 +322,8 @@ export async function benchForwarder(): Promise<void> {
     console.log(`  forwarder peak RSS: ${peakRssMiB(fwd.pid!)} MiB`);
     if (!postfixOk) console.log('  (no Postfix figures: see above)');
   } finally {
-    if (floor) await stopFloor(floor);
-    if (fwd && fwd.exitCode === null) {
-      const f = fwd;
-      f.kill('SIGTERM');
-      await new Promise((r) => f.once('exit', r));
-    }
+    if (floor) await stopChild(floor);
+    if (fwd) await stopChild(fwd);
     await pf?.stop();
     for (const s of sinks) s.kill('SIGTERM');
     fs.rmSync(base, { recursive: true, force: true });

@@ -174,6 +174,14 @@ export async function startLoggingToFile(role: 'up' | 'hosted' | 'forwarder', da
   };
 }
 
+/** Stops a child process started here (SIGTERM) and waits for it to be gone; one already gone is left be. */
+export async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await gone;
+}
+
 /** Postfix's smtp-sink (accepts and discards), counting messages from its `-c` counters. */
 export async function startSmtpSink(): Promise<{ port: number; pid: number; received(): number; stop(): void }> {
   const [port] = await freePorts(1);
