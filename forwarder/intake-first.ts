@@ -18,13 +18,24 @@
  * has the figures): `up` sets relay.yieldToIntakeSeconds to 0. The forwarder
  * appliance, on its own machine next to the apps, has it on (10 s).
  *
- * The rule, sampled every SAMPLE_MS:
+ * The rule, sampled every SAMPLE_MS while apps hand over messages:
  *   busy      the loop's utilisation (perf_hooks' eventLoopUtilization: the
  *             share of time not waiting in epoll) was at least BUSY_ENTER over
- *             the last sample and apps handed over at least one message in it;
- *             once busy, it stays so until the utilisation falls below
- *             BUSY_LEAVE or a sample passes without a message (hysteresis: one
- *             relay burst must not flip it every sample).
+ *             the last ENTER_SAMPLES samples (50 ms) and apps handed over at
+ *             least one message in them; once busy, it stays so until, over
+ *             the last LEAVE_WINDOW_SAMPLES samples (100 ms), the utilisation
+ *             fell below BUSY_LEAVE or no message came (hysteresis: one relay
+ *             burst or one quiet moment must not flip it).
+ *             Quicker to enter than to leave: at the start of an `smtp-source
+ *             -d` burst the relay at full concurrency kept pace with intake,
+ *             which took half its rate until the rule saw the loop saturated
+ *             (forwarder.log, 2026-12-05, one 100 ms sample for both: 120-196
+ *             messages taken and 97-191 relayed per 50 ms for the first 150-200
+ *             ms, then 250-420 taken and 4-5 relayed). Left on 25 ms alone, the
+ *             rule flapped through the burst, the relay running in bursts of
+ *             80-200 a 50 ms; entered on one 25 ms sample, a compile or a
+ *             collection of a few tens of ms under the first messages of a light
+ *             load could read as a burst (issue #17, thirty-sixth round).
  *   yielding  busy, and the last message the relay leased for its first attempt
  *             had waited in the spool at most `maxWaitMs` (relay.yieldToIntakeSeconds).
  * While yielding, the relay starts at most YIELD_RELAY_RATE messages a second,
@@ -49,13 +60,28 @@
  * longer than `maxWaitMs` (given back uncharged, its wait counts from its
  * arrival): catching up after an outage is the relay's turn.
  *
- * Side effects: one unref'd interval timer between start() and stop().
+ * Side effects: one unref'd interval timer between start() and stop(), running
+ * while messages arrive (an idle forwarder has none: the next message sets it).
  */
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { TokenBucket, type RateLimit } from '../common/token-bucket.js';
 
-/** How often the loop's utilisation is read: short against a peak, long against one callback. */
-export const SAMPLE_MS = 100;
+/** How often the loop's utilisation is read: short against a peak's start, long against one callback. */
+export const SAMPLE_MS = 25;
+/** Samples the entry is judged over (50 ms). */
+export const ENTER_SAMPLES = 2;
+/** Samples the leave is judged over (100 ms: the rule's one sample until 2026-12-05). */
+export const LEAVE_WINDOW_SAMPLES = 4;
+
+interface Sample {
+  /** The loop's utilisation over the sample. */
+  u: number;
+  /** Messages apps handed over in it. */
+  accepted: number;
+}
+
+const meanUtilization = (samples: readonly Sample[]): number => samples.reduce((sum, s) => sum + s.u, 0) / samples.length;
+const anyAccepted = (samples: readonly Sample[]): boolean => samples.some((s) => s.accepted > 0);
 /**
  * Utilisation from which the loop counts as saturated; a light load stays far below (the
  * burst test's one Python client never gets there). 0.8, not 0.9: at the start of an
@@ -103,6 +129,10 @@ export class IntakeFirst {
   private readonly now: () => number;
   private acceptedInSample = 0;
   private busy = false;
+  /** The last LEAVE_WINDOW_SAMPLES samples; from the entry's on while busy (a leave is judged on a whole window of them). */
+  private window: Sample[] = [];
+  /** Between start() and stop(): the timer runs while messages arrive. */
+  private started = false;
   /** How long the last message leased for its first attempt had waited in the spool. */
   private lastWaitMs = 0;
   /** One token, YIELD_RELAY_RATE a second: the relay's starts while yielding. */
@@ -119,21 +149,33 @@ export class IntakeFirst {
   }
 
   start(): void {
-    if (this.timer || this.maxWaitMs <= 0) return;
-    this.utilization(); // the first sample starts now
-    this.timer = setInterval(() => this.sample(), SAMPLE_MS);
-    this.timer.unref();
+    if (this.started || this.maxWaitMs <= 0) return;
+    this.started = true;
+    this.arm();
   }
 
   stop(): void {
-    clearInterval(this.timer);
-    this.timer = undefined;
+    this.started = false;
+    this.disarm();
     this.busy = false;
   }
 
   /** Intake spooled a message. */
   noteAccepted(): void {
     this.acceptedInSample++;
+    if (this.started && !this.timer) this.arm();
+  }
+
+  private arm(): void {
+    this.utilization(); // the first sample starts now
+    this.window = [];
+    this.timer = setInterval(() => this.sample(), SAMPLE_MS);
+    this.timer.unref();
+  }
+
+  private disarm(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
   }
 
   /** The relay leased `rec`; `attempts` counts this attempt. */
@@ -143,11 +185,23 @@ export class IntakeFirst {
 
   /** One sampling step (the timer's; tests call it directly). */
   sample(): void {
-    const u = this.utilization();
-    const taking = this.acceptedInSample > 0;
+    const accepted = this.acceptedInSample;
     this.acceptedInSample = 0;
-    this.busy = taking && u >= (this.busy ? BUSY_LEAVE : BUSY_ENTER);
+    this.window.push({ u: this.utilization(), accepted });
+    if (this.window.length > LEAVE_WINDOW_SAMPLES) this.window.shift();
+    const full = this.window.length === LEAVE_WINDOW_SAMPLES;
+    if (!this.busy) {
+      const recent = this.window.slice(-ENTER_SAMPLES);
+      if (recent.length === ENTER_SAMPLES && anyAccepted(recent) && meanUtilization(recent) >= BUSY_ENTER) {
+        this.busy = true;
+        this.window = recent;
+      }
+    } else if (full) {
+      this.busy = anyAccepted(this.window) && meanUtilization(this.window) >= BUSY_LEAVE;
+    }
     this.onSample(this.yielding);
+    // A whole window without a message, the rule at rest: no timer until the next message.
+    if (!this.busy && full && !anyAccepted(this.window)) this.disarm();
   }
 
   get yielding(): boolean {

@@ -12,7 +12,7 @@ import { upDefaults } from '../../app/supervisor.js';
 import { parseConfig } from '../../common/config.js';
 import { TokenBucket, type RateLimit } from '../../common/token-bucket.js';
 import { WorkerLoop } from '../../common/worker-loop.js';
-import { BUSY_ENTER, BUSY_LEAVE, IntakeFirst, YIELD_RELAY_RATE } from '../../forwarder/intake-first.js';
+import { BUSY_ENTER, BUSY_LEAVE, ENTER_SAMPLES, IntakeFirst, LEAVE_WINDOW_SAMPLES, YIELD_RELAY_RATE } from '../../forwarder/intake-first.js';
 import { FakeClock, until } from '../helpers/fake-clock.js';
 import { tempDir } from '../helpers/postino.js';
 import { silentLog, tempQueue } from '../helpers/temp-queue.js';
@@ -22,14 +22,16 @@ function rule(maxWaitMs = 10_000) {
   const at = { u: 0, t: 1_000_000 };
   const samples: boolean[] = [];
   const r = new IntakeFirst({ maxWaitMs, utilization: () => at.u, now: () => at.t, onSample: (y) => samples.push(y) });
-  /** One sample after `accepted` messages were spooled in it, the loop at `u`: whether the relay steps back now. */
-  const step = (u: number, accepted: number): boolean => {
+  /** `n` samples, each after `accepted` messages were spooled in it, the loop at `u`: whether the relay steps back after the last. */
+  const steps = (n: number, u: number, accepted: number): boolean => {
     at.u = u;
-    for (let i = 0; i < accepted; i++) r.noteAccepted();
-    r.sample();
+    for (let k = 0; k < n; k++) {
+      for (let i = 0; i < accepted; i++) r.noteAccepted();
+      r.sample();
+    }
     return r.yielding;
   };
-  return { r, at, step, samples };
+  return { r, at, steps, samples };
 }
 
 /** Starts taken from `rate` over `ms` of the rule's clock, as WorkerLoop takes them: what is available (unlimited: 1,000 a millisecond), else a sleep of msUntilNext(). */
@@ -48,21 +50,24 @@ function startsOver(rate: RateLimit, at: { t: number }, ms: number): number {
 }
 
 test('a saturated loop with apps sending steps the relay back; a loop saturated by the relay alone, or not saturated, does not', () => {
-  const { step, samples } = rule();
-  assert.equal(step(1, 0), false, 'saturated by the relay alone (draining a backlog): no stepping back');
-  assert.equal(step(0.5, 300), false, 'apps sending, loop not saturated: no stepping back');
-  assert.equal(step(BUSY_ENTER - 0.01, 300), false, 'just below the entry threshold');
-  assert.equal(step(BUSY_ENTER, 300), true, 'saturated while apps send');
-  assert.equal(step(0.99, 0), false, 'a sample without a new message ends it at once');
-  assert.deepEqual(samples, [false, false, false, true, false]);
+  const { steps, samples } = rule();
+  assert.equal(steps(LEAVE_WINDOW_SAMPLES, 1, 0), false, 'saturated by the relay alone (draining a backlog): no stepping back');
+  assert.equal(steps(LEAVE_WINDOW_SAMPLES, 0.5, 300), false, 'apps sending, loop not saturated: no stepping back');
+  assert.equal(steps(LEAVE_WINDOW_SAMPLES, BUSY_ENTER - 0.01, 300), false, 'just below the entry threshold');
+  assert.equal(steps(1, 0.1, 300), false);
+  assert.equal(steps(ENTER_SAMPLES - 1, 0.99, 300), false, 'one saturated sample after a quiet one: not yet (a cold start\'s compile is not a burst)');
+  assert.equal(steps(1, 0.99, 300), true, 'saturated over ENTER_SAMPLES samples while apps send');
+  assert.equal(steps(LEAVE_WINDOW_SAMPLES - 1, 0.99, 0), true, 'a quiet moment shorter than the leave window does not end it');
+  assert.equal(steps(1, 0.99, 0), false, 'a whole leave window without a new message ends it');
+  assert.deepEqual(samples.slice(-2), [true, false], 'each sample reports whether the relay steps back');
 });
 
 test('while stepping back the relay starts YIELD_RELAY_RATE messages a second, one at a time, under the configured cap; otherwise only the cap counts', () => {
-  const { r, at, step } = rule();
+  const { r, at, steps } = rule();
   const unlimited = r.relayRate(new TokenBucket({ ratePerSecond: 0 }));
   assert.equal(unlimited.available(), Infinity, 'not stepping back: no pacing');
   assert.equal(startsOver(unlimited, at, 1_000), 1_000_000, 'as many as asked');
-  assert.equal(step(0.95, 100), true);
+  assert.equal(steps(ENTER_SAMPLES, 0.95, 100), true);
   assert.equal(unlimited.available(), 1, 'one start at a time');
   unlimited.take(1);
   assert.equal(unlimited.available(), 0);
@@ -74,7 +79,7 @@ test('while stepping back the relay starts YIELD_RELAY_RATE messages a second, o
   at.t += 1_000;
   capped.take(capped.available());
   assert.equal(capped.msUntilNext(), 50, 'the longer wait of the two (20/s)');
-  assert.equal(step(0.3, 100), false);
+  assert.equal(steps(LEAVE_WINDOW_SAMPLES, 0.3, 100), false);
   assert.equal(startsOver(unlimited, at, 10), 10_000, 'no longer stepping back: as many as asked again');
 });
 
@@ -84,8 +89,10 @@ test('the relay\'s WorkerLoop while stepping back: messages relayed at once are 
   for (let n = 0; n < 30; n++) await q.enqueue({ meta: { n }, body: Buffer.from(`m${n}`) });
   let u = 0.95;
   const r = new IntakeFirst({ maxWaitMs: 10_000, utilization: () => u, now: clock.now });
-  r.noteAccepted();
-  r.sample();
+  for (let i = 0; i < ENTER_SAMPLES; i++) {
+    r.noteAccepted();
+    r.sample();
+  }
   assert.equal(r.yielding, true);
   let relayed = 0;
   const loop = new WorkerLoop<{ n: number }>({
@@ -115,46 +122,50 @@ test('the relay\'s WorkerLoop while stepping back: messages relayed at once are 
     await until(() => relayed === i && clock.timers.length === 1, `message ${i} after 10 ms more`);
   }
   u = 0.5; // the burst is over
-  r.noteAccepted();
-  r.sample();
+  for (let i = 0; i < LEAVE_WINDOW_SAMPLES; i++) {
+    r.noteAccepted();
+    r.sample();
+  }
   clock.advance(1000 / YIELD_RELAY_RATE);
   await until(() => relayed === 30, 'the rest at once, without the clock moving');
 });
 
-test('once stepping back, it holds while the loop stays at or above BUSY_LEAVE (a dip between the thresholds does not flip it)', () => {
-  const { step } = rule();
-  assert.equal(step(0.95, 100), true);
-  assert.equal(step(BUSY_LEAVE, 100), true, 'at the leave threshold: still busy');
-  assert.equal(step((BUSY_LEAVE + BUSY_ENTER) / 2, 100), true, 'between the thresholds: still busy');
-  assert.equal(step(BUSY_LEAVE - 0.01, 100), false, 'below it: the relay runs at full concurrency again');
-  assert.equal(step((BUSY_LEAVE + BUSY_ENTER) / 2, 100), false, 'and needs BUSY_ENTER to step back again');
+test('once stepping back, it holds while the loop stays at or above BUSY_LEAVE over the leave window (a dip between the thresholds, or one short quiet sample, does not flip it)', () => {
+  const { steps } = rule();
+  assert.equal(steps(LEAVE_WINDOW_SAMPLES, 0.95, 100), true);
+  assert.equal(steps(1, 0.3, 100), true, 'one quiet sample inside a busy window does not flip it');
+  assert.equal(steps(LEAVE_WINDOW_SAMPLES, 0.95, 100), true);
+  assert.equal(steps(LEAVE_WINDOW_SAMPLES, BUSY_LEAVE + 0.01, 100), true, 'just above the leave threshold over a whole window: still busy');
+  assert.equal(steps(LEAVE_WINDOW_SAMPLES, (BUSY_LEAVE + BUSY_ENTER) / 2, 100), true, 'between the thresholds: still busy');
+  assert.equal(steps(1, 0.3, 100), false, 'the window\'s utilisation below BUSY_LEAVE: the relay runs at full concurrency again');
+  assert.equal(steps(LEAVE_WINDOW_SAMPLES, (BUSY_LEAVE + BUSY_ENTER) / 2, 100), false, 'and needs BUSY_ENTER to step back again');
 });
 
 test('a new message that waited longer than maxWaitMs ends stepping back until the relay leases a fresh one', () => {
-  const { r, at, step } = rule(10_000);
-  assert.equal(step(0.95, 100), true);
+  const { r, at, steps } = rule(10_000);
+  assert.equal(steps(ENTER_SAMPLES, 0.95, 100), true);
   r.noteLeased({ enqueuedAt: at.t - 9_000, attempts: 1 });
   assert.equal(r.yielding, true, 'waited 9 s of at most 10');
   r.noteLeased({ enqueuedAt: at.t - 10_001, attempts: 1 });
   assert.equal(r.yielding, false, 'waited past the bound: the backlog is drained at full concurrency');
-  assert.equal(step(0.99, 100), false, 'still past it while the loop stays saturated');
+  assert.equal(steps(1, 0.99, 100), false, 'still past it while the loop stays saturated');
   r.noteLeased({ enqueuedAt: at.t - 50, attempts: 1 });
   assert.equal(r.yielding, true, 'caught up: intake goes first again');
 });
 
 test('a retried message (leased after a failed attempt) ends stepping back: catching up is the relay\'s turn', () => {
-  const { r, at, step } = rule();
-  assert.equal(step(0.95, 100), true);
+  const { r, at, steps } = rule();
+  assert.equal(steps(ENTER_SAMPLES, 0.95, 100), true);
   r.noteLeased({ enqueuedAt: at.t - 10, attempts: 2 });
   assert.equal(r.yielding, false);
 });
 
 test('maxWaitMs 0 turns the rule off: never one at a time, and start() sets no timer', () => {
-  const { r, step, samples } = rule(0);
+  const { r, steps, samples } = rule(0);
   r.noteLeased({ enqueuedAt: 1_000_000, attempts: 1 }); // waited 0 ms
-  assert.equal(step(1, 500), false);
-  assert.equal(step(1, 500), false);
-  assert.deepEqual(samples, [false, false]);
+  assert.equal(steps(ENTER_SAMPLES, 1, 500), false);
+  assert.equal(steps(ENTER_SAMPLES, 1, 500), false);
+  assert.deepEqual(samples, Array<boolean>(2 * ENTER_SAMPLES).fill(false));
   r.start();
   assert.equal((r as unknown as { timer: unknown }).timer, undefined);
 });
@@ -172,6 +183,10 @@ test('start() samples the real event loop: a loop blocked by a busy wait while m
     assert.equal(r.yielding, true, 'busy loop with intake: stepping back');
     await new Promise((res) => setTimeout(res, 250)); // idle, nothing accepted
     assert.equal(r.yielding, false, 'idle again: full concurrency');
+    const timer = (): unknown => (r as unknown as { timer: unknown }).timer;
+    assert.equal(timer(), undefined, 'no sampling timer while nothing arrives');
+    r.noteAccepted();
+    assert.notEqual(timer(), undefined, 'the next message sets it again');
   } finally {
     r.stop();
   }
