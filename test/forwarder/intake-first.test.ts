@@ -54,12 +54,13 @@ test('a saturated loop with apps sending steps the relay back; a loop saturated 
   assert.equal(steps(LEAVE_WINDOW_SAMPLES, 1, 0), false, 'saturated by the relay alone (draining a backlog): no stepping back');
   assert.equal(steps(LEAVE_WINDOW_SAMPLES, 0.5, 300), false, 'apps sending, loop not saturated: no stepping back');
   assert.equal(steps(LEAVE_WINDOW_SAMPLES, BUSY_ENTER - 0.01, 300), false, 'just below the entry threshold');
-  assert.equal(steps(1, 0.1, 300), false);
-  assert.equal(steps(ENTER_SAMPLES - 1, 0.99, 300), false, 'one saturated sample after a quiet one: not yet (a cold start\'s compile is not a burst)');
+  assert.equal(steps(1, 0.1, 300), false, 'a quiet sample');
+  assert.equal(steps(ENTER_SAMPLES - 1, 0.99, 300), false, 'then saturated for less than ENTER_SAMPLES samples: not yet (a compile under a light load\'s first messages is not a burst)');
   assert.equal(steps(1, 0.99, 300), true, 'saturated over ENTER_SAMPLES samples while apps send');
   assert.equal(steps(LEAVE_WINDOW_SAMPLES - 1, 0.99, 0), true, 'a quiet moment shorter than the leave window does not end it');
   assert.equal(steps(1, 0.99, 0), false, 'a whole leave window without a new message ends it');
-  assert.deepEqual(samples.slice(-2), [true, false], 'each sample reports whether the relay steps back');
+  const before = 3 * LEAVE_WINDOW_SAMPLES + 1 + (ENTER_SAMPLES - 1);
+  assert.deepEqual(samples, [...Array<boolean>(before).fill(false), ...Array<boolean>(LEAVE_WINDOW_SAMPLES).fill(true), false], 'each sample reports whether the relay steps back');
 });
 
 test('while stepping back the relay starts YIELD_RELAY_RATE messages a second, one at a time, under the configured cap; otherwise only the cap counts', () => {
