@@ -82,6 +82,7 @@ interface Sample {
 
 const meanUtilization = (samples: readonly Sample[]): number => samples.reduce((sum, s) => sum + s.u, 0) / samples.length;
 const anyAccepted = (samples: readonly Sample[]): boolean => samples.some((s) => s.accepted > 0);
+
 /**
  * Utilisation from which the loop counts as saturated; a light load stays far below (the
  * burst test's one Python client never gets there). 0.8, not 0.9: at the start of an
