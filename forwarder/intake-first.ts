@@ -22,10 +22,11 @@
  *   busy      the loop's utilisation (perf_hooks' eventLoopUtilization: the
  *             share of time not waiting in epoll) was at least BUSY_ENTER over
  *             the last ENTER_SAMPLES samples (50 ms) and apps handed over at
- *             least one message in them; once busy, it stays so until, over
- *             the last LEAVE_WINDOW_SAMPLES samples (100 ms), the utilisation
- *             fell below BUSY_LEAVE or no message came (hysteresis: one relay
- *             burst or one quiet moment must not flip it).
+ *             least BUSY_MESSAGES messages in them (400 a second); once busy,
+ *             it stays so until, over the last LEAVE_WINDOW_SAMPLES samples
+ *             (100 ms), the utilisation fell below BUSY_LEAVE or fewer than
+ *             BUSY_MESSAGES messages came (200 a second). Hysteresis both
+ *             ways: one relay burst or one quiet moment must not flip it.
  *             Quicker to enter than to leave: at the start of an `smtp-source
  *             -d` burst the relay at full concurrency kept pace with intake,
  *             which took half its rate until the rule saw the loop saturated
@@ -33,9 +34,17 @@
  *             messages taken and 97-191 relayed per 50 ms for the first 150-200
  *             ms, then 250-420 taken and 4-5 relayed). Left on 25 ms alone, the
  *             rule flapped through the burst, the relay running in bursts of
- *             80-200 a 50 ms; entered on one 25 ms sample, a compile or a
- *             collection of a few tens of ms under the first messages of a light
- *             load could read as a burst (issue #17, thirty-sixth round).
+ *             80-200 a 50 ms.
+ *             Why a count as well as the utilisation: one lock-step client
+ *             opening a connection per message (PHP's mail(), a cron job, the
+ *             burst test's light load) takes 2-5 messages a 25 ms sample here
+ *             and keeps the loop at 0.5-0.9 throughout, warm or not: every
+ *             reply's `write` wakes a peer asleep in epoll, the dearest part of
+ *             a loopback write on this VM (cpu profile, 2026-12-05: 0.8 ms of
+ *             socket writes a message, intake's replies and the relay's).
+ *             Judged on 50 ms of utilisation alone, 20 such messages stepped
+ *             the relay back in 7 runs of 12, and CI failed on it. A burst the rule is for takes 60-100 a sample at 2
+ *             KB even while the relay still shares the loop, 10-17 at 100 KB.
  *   yielding  busy, and the last message the relay leased for its first attempt
  *             had waited in the spool at most `maxWaitMs` (relay.yieldToIntakeSeconds).
  * While yielding, the relay starts at most YIELD_RELAY_RATE messages a second,
@@ -72,6 +81,12 @@ export const SAMPLE_MS = 25;
 export const ENTER_SAMPLES = 2;
 /** Samples the leave is judged over (100 ms: the rule's one sample until 2026-12-05). */
 export const LEAVE_WINDOW_SAMPLES = 4;
+/**
+ * Messages apps must hand over in the entry window (and, to stay busy, in the leave window) for
+ * a saturated loop to count as their burst: 20 in 50 ms is 400 a second, twice what one lock-step
+ * client sending a message per connection reaches here (80-200); a 100 KB burst takes 400-670.
+ */
+export const BUSY_MESSAGES = 20;
 
 interface Sample {
   /** The loop's utilisation over the sample. */
@@ -81,11 +96,11 @@ interface Sample {
 }
 
 const meanUtilization = (samples: readonly Sample[]): number => samples.reduce((sum, s) => sum + s.u, 0) / samples.length;
-const anyAccepted = (samples: readonly Sample[]): boolean => samples.some((s) => s.accepted > 0);
+const acceptedIn = (samples: readonly Sample[]): number => samples.reduce((sum, s) => sum + s.accepted, 0);
 
 /**
- * Utilisation from which the loop counts as saturated; a light load stays far below (the
- * burst test's one Python client never gets there). 0.8, not 0.9: at the start of an
+ * Utilisation from which the loop counts as saturated (with BUSY_MESSAGES: one lock-step
+ * client alone can read above it here). 0.8, not 0.9: at the start of an
  * `smtp-source -d` burst with the relay at full concurrency, the loop read 0.79-0.89 for up to
  * 400 ms while the apps got a third of their rate (121-195 messages a 100 ms sample, against
  * 350-530 once the relay stepped back): on two cores the relay's sink and sockets take CPU the
@@ -193,16 +208,16 @@ export class IntakeFirst {
     const full = this.window.length === LEAVE_WINDOW_SAMPLES;
     if (!this.busy) {
       const recent = this.window.slice(-ENTER_SAMPLES);
-      if (recent.length === ENTER_SAMPLES && anyAccepted(recent) && meanUtilization(recent) >= BUSY_ENTER) {
+      if (recent.length === ENTER_SAMPLES && acceptedIn(recent) >= BUSY_MESSAGES && meanUtilization(recent) >= BUSY_ENTER) {
         this.busy = true;
         this.window = recent;
       }
     } else if (full) {
-      this.busy = anyAccepted(this.window) && meanUtilization(this.window) >= BUSY_LEAVE;
+      this.busy = acceptedIn(this.window) >= BUSY_MESSAGES && meanUtilization(this.window) >= BUSY_LEAVE;
     }
     this.onSample(this.yielding);
     // A whole window without a message, the rule at rest: no timer until the next message.
-    if (!this.busy && full && !anyAccepted(this.window)) this.disarm();
+    if (!this.busy && full && acceptedIn(this.window) === 0) this.disarm();
   }
 
   get yielding(): boolean {

@@ -12,7 +12,7 @@ import { upDefaults } from '../../app/supervisor.js';
 import { parseConfig } from '../../common/config.js';
 import { TokenBucket, type RateLimit } from '../../common/token-bucket.js';
 import { WorkerLoop } from '../../common/worker-loop.js';
-import { BUSY_ENTER, BUSY_LEAVE, ENTER_SAMPLES, IntakeFirst, LEAVE_WINDOW_SAMPLES, YIELD_RELAY_RATE } from '../../forwarder/intake-first.js';
+import { BUSY_ENTER, BUSY_LEAVE, BUSY_MESSAGES, ENTER_SAMPLES, IntakeFirst, LEAVE_WINDOW_SAMPLES, YIELD_RELAY_RATE } from '../../forwarder/intake-first.js';
 import { FakeClock, until } from '../helpers/fake-clock.js';
 import { tempDir } from '../helpers/postino.js';
 import { silentLog, tempQueue } from '../helpers/temp-queue.js';
@@ -49,17 +49,19 @@ function startsOver(rate: RateLimit, at: { t: number }, ms: number): number {
   return started;
 }
 
-test('a saturated loop with apps sending steps the relay back; a loop saturated by the relay alone, or not saturated, does not', () => {
+test('a saturated loop with apps sending a burst steps the relay back; a loop saturated by the relay alone or by a few messages, or not saturated, does not', () => {
   const { steps, samples } = rule();
   assert.equal(steps(LEAVE_WINDOW_SAMPLES, 1, 0), false, 'saturated by the relay alone (draining a backlog): no stepping back');
+  const fewer = BUSY_MESSAGES / ENTER_SAMPLES - 1;
+  assert.equal(steps(LEAVE_WINDOW_SAMPLES, 0.99, fewer), false, `saturated, but ${fewer} messages a sample, fewer than BUSY_MESSAGES over the entry window: one lock-step client, not a burst`);
   assert.equal(steps(LEAVE_WINDOW_SAMPLES, 0.5, 300), false, 'apps sending, loop not saturated: no stepping back');
   assert.equal(steps(LEAVE_WINDOW_SAMPLES, BUSY_ENTER - 0.01, 300), false, 'just below the entry threshold');
   assert.equal(steps(1, 0.1, 300), false, 'a quiet sample');
-  assert.equal(steps(ENTER_SAMPLES - 1, 0.99, 300), false, 'then saturated for less than ENTER_SAMPLES samples: not yet (a compile under a light load\'s first messages is not a burst)');
+  assert.equal(steps(ENTER_SAMPLES - 1, 0.99, 300), false, 'then saturated for less than ENTER_SAMPLES samples: not yet');
   assert.equal(steps(1, 0.99, 300), true, 'saturated over ENTER_SAMPLES samples while apps send');
   assert.equal(steps(LEAVE_WINDOW_SAMPLES - 1, 0.99, 0), true, 'a quiet moment shorter than the leave window does not end it');
   assert.equal(steps(1, 0.99, 0), false, 'a whole leave window without a new message ends it');
-  const before = 3 * LEAVE_WINDOW_SAMPLES + 1 + (ENTER_SAMPLES - 1);
+  const before = 4 * LEAVE_WINDOW_SAMPLES + 1 + (ENTER_SAMPLES - 1);
   assert.deepEqual(samples, [...Array<boolean>(before).fill(false), ...Array<boolean>(LEAVE_WINDOW_SAMPLES).fill(true), false], 'each sample reports whether the relay steps back');
 });
 
@@ -91,7 +93,7 @@ test('the relay\'s WorkerLoop while stepping back: messages relayed at once are 
   let u = 0.95;
   const r = new IntakeFirst({ maxWaitMs: 10_000, utilization: () => u, now: clock.now });
   for (let i = 0; i < ENTER_SAMPLES; i++) {
-    r.noteAccepted();
+    for (let m = 0; m < BUSY_MESSAGES; m++) r.noteAccepted();
     r.sample();
   }
   assert.equal(r.yielding, true);
@@ -124,7 +126,7 @@ test('the relay\'s WorkerLoop while stepping back: messages relayed at once are 
   }
   u = 0.5; // the burst is over
   for (let i = 0; i < LEAVE_WINDOW_SAMPLES; i++) {
-    r.noteAccepted();
+    for (let m = 0; m < BUSY_MESSAGES; m++) r.noteAccepted();
     r.sample();
   }
   clock.advance(1000 / YIELD_RELAY_RATE);
@@ -140,6 +142,14 @@ test('once stepping back, it holds while the loop stays at or above BUSY_LEAVE o
   assert.equal(steps(LEAVE_WINDOW_SAMPLES, (BUSY_LEAVE + BUSY_ENTER) / 2, 100), true, 'between the thresholds: still busy');
   assert.equal(steps(1, 0.3, 100), false, 'the window\'s utilisation below BUSY_LEAVE: the relay runs at full concurrency again');
   assert.equal(steps(LEAVE_WINDOW_SAMPLES, (BUSY_LEAVE + BUSY_ENTER) / 2, 100), false, 'and needs BUSY_ENTER to step back again');
+});
+
+test('once stepping back, it holds while apps hand over BUSY_MESSAGES a leave window, and ends when fewer come, however busy the loop', () => {
+  const { steps } = rule();
+  const each = BUSY_MESSAGES / LEAVE_WINDOW_SAMPLES;
+  assert.equal(steps(ENTER_SAMPLES, 0.95, 100), true);
+  assert.equal(steps(LEAVE_WINDOW_SAMPLES, 0.99, each), true, `${each} a sample, BUSY_MESSAGES a window: still a burst`);
+  assert.equal(steps(1, 0.99, each - 1), false, 'one message fewer in the window: the burst is over, the relay runs at full concurrency');
 });
 
 test('a new message that waited longer than maxWaitMs ends stepping back until the relay leases a fresh one', () => {
@@ -176,7 +186,7 @@ test('start() samples the real event loop: a loop blocked by a busy wait while m
   r.start();
   try {
     for (let i = 0; i < 3; i++) {
-      r.noteAccepted();
+      for (let m = 0; m < BUSY_MESSAGES; m++) r.noteAccepted();
       const until = performance.now() + 120; // longer than a sample: the timer fires late, onto a full window
       while (performance.now() < until);
       await new Promise((res) => setTimeout(res, 1));
