@@ -43,8 +43,9 @@
  *             a loopback write on this VM (cpu profile, 2026-12-05: 0.8 ms of
  *             socket writes a message, intake's replies and the relay's).
  *             Judged on 50 ms of utilisation alone, 20 such messages stepped
- *             the relay back in 7 runs of 12, and CI failed on it. A burst the rule is for takes 60-100 a sample at 2
- *             KB even while the relay still shares the loop, 10-17 at 100 KB.
+ *             the relay back in 7 runs of 12, and CI failed on it. A burst the
+ *             rule is for hands over 60-100 a sample at 2 KB even while the
+ *             relay still shares the loop, 25-33 at 100 KB.
  *   yielding  busy, and the last message the relay leased for its first attempt
  *             had waited in the spool at most `maxWaitMs` (relay.yieldToIntakeSeconds).
  * While yielding, the relay starts at most YIELD_RELAY_RATE messages a second,
@@ -77,14 +78,15 @@ import { TokenBucket, type RateLimit } from '../common/token-bucket.js';
 
 /** How often the loop's utilisation is read: short against a peak's start, long against one callback. */
 export const SAMPLE_MS = 25;
-/** Samples the entry is judged over (50 ms). */
+/** Samples the entry is judged over (50 ms; two, not one: a single collection or compile can fill one 25 ms sample). */
 export const ENTER_SAMPLES = 2;
 /** Samples the leave is judged over (100 ms: the rule's one sample until 2026-12-05). */
 export const LEAVE_WINDOW_SAMPLES = 4;
 /**
  * Messages apps must hand over in the entry window (and, to stay busy, in the leave window) for
  * a saturated loop to count as their burst: 20 in 50 ms is 400 a second, twice what one lock-step
- * client sending a message per connection reaches here (80-200); a 100 KB burst takes 400-670.
+ * client sending a message per connection reaches here (80-200); 20 sessions of `smtp-source`
+ * hand over 1,000-1,300 a second at 100 KB (`bench -- forwarder`, 2026-12-05).
  */
 export const BUSY_MESSAGES = 20;
 
