@@ -17,6 +17,11 @@ import { FakeClock, until } from '../helpers/fake-clock.js';
 import { tempDir } from '../helpers/postino.js';
 import { silentLog, tempQueue } from '../helpers/temp-queue.js';
 
+/** `n` messages spooled, as the intake reports each one. */
+function handOver(r: IntakeFirst, n: number): void {
+  for (let i = 0; i < n; i++) r.noteAccepted();
+}
+
 /** A rule whose next sample reads `u`, at time `t` (both settable). */
 function rule(maxWaitMs = 10_000) {
   const at = { u: 0, t: 1_000_000 };
@@ -26,7 +31,7 @@ function rule(maxWaitMs = 10_000) {
   const steps = (n: number, u: number, accepted: number): boolean => {
     at.u = u;
     for (let k = 0; k < n; k++) {
-      for (let i = 0; i < accepted; i++) r.noteAccepted();
+      handOver(r, accepted);
       r.sample();
     }
     return r.yielding;
@@ -93,7 +98,7 @@ test('the relay\'s WorkerLoop while stepping back: messages relayed at once are 
   let u = 0.95;
   const r = new IntakeFirst({ maxWaitMs: 10_000, utilization: () => u, now: clock.now });
   for (let i = 0; i < ENTER_SAMPLES; i++) {
-    for (let m = 0; m < BUSY_MESSAGES; m++) r.noteAccepted();
+    handOver(r, BUSY_MESSAGES);
     r.sample();
   }
   assert.equal(r.yielding, true);
@@ -126,7 +131,7 @@ test('the relay\'s WorkerLoop while stepping back: messages relayed at once are 
   }
   u = 0.5; // the burst is over
   for (let i = 0; i < LEAVE_WINDOW_SAMPLES; i++) {
-    for (let m = 0; m < BUSY_MESSAGES; m++) r.noteAccepted();
+    handOver(r, BUSY_MESSAGES);
     r.sample();
   }
   clock.advance(1000 / YIELD_RELAY_RATE);
@@ -186,7 +191,7 @@ test('start() samples the real event loop: a loop blocked by a busy wait while m
   r.start();
   try {
     for (let i = 0; i < 3; i++) {
-      for (let m = 0; m < BUSY_MESSAGES; m++) r.noteAccepted();
+      handOver(r, BUSY_MESSAGES);
       const until = performance.now() + 120; // longer than a sample: the timer fires late, onto a full window
       while (performance.now() < until);
       await new Promise((res) => setTimeout(res, 1));
